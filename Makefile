@@ -1,0 +1,58 @@
+# Every step of the dynamic risk assessment system. `make help` lists them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config.json
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install data ingest train score deploy versions rollback run demo-drift test bench clean
+
+help: ## List every target
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned requirements
+
+data: $(STAMP) ## Make the sample data where it is absent (deterministic)
+	$(PY) sampledata.py --config $(CONFIG)
+
+ingest: $(STAMP) ## Merge new files from sourcedata/ into the master dataset
+	$(PY) ingestion.py --config $(CONFIG)
+
+train: $(STAMP) ## Fit the candidate models and save the best to models/
+	$(PY) training.py --config $(CONFIG)
+
+score: $(STAMP) ## Score the trained model on testdata/
+	$(PY) scoring.py --config $(CONFIG)
+
+deploy: $(STAMP) ## Promote the trained model as a new production version
+	$(PY) deployment.py --config $(CONFIG)
+
+versions: $(STAMP) ## List deployed versions with their scores
+	$(PY) deployment.py --config $(CONFIG) --list
+
+rollback: $(STAMP) ## Make the previous deployed version current again
+	$(PY) deployment.py --config $(CONFIG) --rollback
+
+run: data ## Set up, make the sample data and run the cron entry (fullprocess) once
+	$(PY) fullprocess.py --config $(CONFIG)
+
+demo-drift: run ## Drop the shifted sample month into sourcedata/ and run fullprocess: drift, retrain, redeploy
+	cp -n sample_batches/*.csv sourcedata/
+	$(PY) fullprocess.py --config $(CONFIG)
+	$(PY) deployment.py --config $(CONFIG) --list
+
+test: $(STAMP) ## Run the test suite
+	$(PY) -m pytest
+
+bench: $(STAMP) ## Run the benchmarks and print ratios against same-run baselines
+	$(PY) benchmarks/run.py
+
+clean: ## Remove generated data, models, deployments, reports and logs (keeps .venv)
+	rm -rf sourcedata ingesteddata testdata sample_batches models production_deployment reports logs apireturns.txt

@@ -1,0 +1,394 @@
+"""Merge new files from the input folder into the master dataset.
+
+Each new file is validated before it touches the master: a readable UTF-8 CSV with data
+rows, the target and every master column present, values of the master's types. A file
+that fails is copied to ``<output>/quarantine/`` with a reason file beside it and recorded,
+so it is not retried until its content changes. Accepted rows that are already in the
+master (or repeated within the batch) are dropped and counted.
+
+Cost follows the new data: the master is never re-parsed. Its rows are known by 64-bit
+hashes kept in ``row_hashes.u64``; appending copies the master's bytes to a temporary file,
+adds the new rows and renames it into place, so a reader never sees a half-written master.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import ledger
+from fsutil import (
+    LockBusy,
+    append_json_line,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    configure_logging,
+    run_lock,
+)
+from settings import Config, ConfigError, load_config
+
+logger = logging.getLogger(__name__)
+
+MASTER_FILE = "finaldata.csv"
+STATE_FILE = "master_state.json"
+HASHES_FILE = "row_hashes.u64"
+LATEST_BATCH_FILE = "latest_batch.csv"
+LAST_RUN_FILE = "last_ingestion.json"
+QUARANTINE_FOLDER = "quarantine"
+LOCK_FILE = "pipeline.lock"
+
+NUMERIC = "numeric"
+TEXT = "text"
+
+
+class InvalidFile(ValueError):
+    """A source file that cannot be merged; the message is the reason recorded for it."""
+
+
+@dataclass
+class IngestionResult:
+    files_ingested: list[dict[str, Any]] = field(default_factory=list)
+    files_set_aside: list[dict[str, Any]] = field(default_factory=list)
+    rows_added: int = 0
+    seconds: float = 0.0
+    new_rows: pd.DataFrame | None = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "files_ingested": [f["name"] for f in self.files_ingested],
+            "files_set_aside": [{"name": f["name"], "reason": f["reason"]} for f in self.files_set_aside],
+            "rows_added": self.rows_added,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def lock_path(config: Config) -> Path:
+    """The one lock every pipeline step that writes shared state takes."""
+    return config.log_folder / LOCK_FILE
+
+
+def master_path(config: Config) -> Path:
+    return config.output_folder / MASTER_FILE
+
+
+def read_master_state(config: Config) -> dict[str, Any] | None:
+    """Columns, their kinds, target classes, row count and byte size of the master."""
+    try:
+        return json.loads((config.output_folder / STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def column_kinds(config: Config) -> dict[str, str]:
+    """``{column: "numeric" | "text"}`` for the master dataset."""
+    state = read_master_state(config)
+    if state is None:
+        raise FileNotFoundError(f"no master dataset yet in {config.output_folder}: run ingestion first")
+    return state["kinds"]
+
+
+def read_dataset(path: Path, kinds: dict[str, str]) -> pd.DataFrame:
+    """Read a CSV with text columns kept as text (an id like ``007`` must stay ``007``)."""
+    text_columns = {name: str for name, kind in kinds.items() if kind == TEXT}
+    frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8-sig")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def load_master(config: Config) -> pd.DataFrame:
+    """The whole master dataset, typed as ingestion recorded it."""
+    return read_dataset(master_path(config), column_kinds(config))
+
+
+def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = None) -> IngestionResult:
+    """Validate and merge every pending source file. Returns what was read and set aside."""
+    started = time.perf_counter()
+    config.output_folder.mkdir(parents=True, exist_ok=True)
+    if pending is None:
+        pending = ledger.pending_files(config)
+    result = IngestionResult()
+    store = _MasterStore.open(config)
+    run_id = uuid.uuid4().hex[:12]
+    entries: list[dict[str, Any]] = []
+    batches: list[pd.DataFrame] = []
+    for source in pending:
+        entry = _entry(source, run_id)
+        try:
+            frame = _read_validated(source, store, config)
+            rows_missing_target = int(frame.attrs.get("rows_missing_target", 0))
+            new_rows = store.take_new_rows(frame)
+        except InvalidFile as exc:
+            entry.update(status=ledger.STATUS_SET_ASIDE, reason=str(exc))
+            _set_aside(config, source, str(exc))
+            result.files_set_aside.append(entry)
+            logger.warning("set aside %s: %s", source.name, exc)
+        else:
+            entry.update(
+                status=ledger.STATUS_INGESTED,
+                rows_read=len(frame) + rows_missing_target,
+                rows_missing_target=rows_missing_target,
+                rows_added=len(new_rows),
+                duplicates_dropped=len(frame) - len(new_rows),
+                notes=frame.attrs.get("notes", []),
+            )
+            batches.append(new_rows)
+            result.files_ingested.append(entry)
+            logger.info("read %s: %d rows, %d new", source.name, entry["rows_read"], len(new_rows))
+        entries.append(entry)
+    result.new_rows = pd.concat(batches, ignore_index=True) if batches else None
+    result.rows_added = 0 if result.new_rows is None else len(result.new_rows)
+    # Master first, then the record: after a crash in between, the file is read again and
+    # its rows are recognised as duplicates, so nothing is lost or doubled.
+    if result.rows_added:
+        store.append(result.new_rows)
+        atomic_write_text(config.output_folder / LATEST_BATCH_FILE, result.new_rows.to_csv(index=False))
+    for entry in entries:
+        append_json_line(ledger.record_path(config), entry)
+    if entries:
+        ledger.write_ingested_names(config)
+    result.seconds = time.perf_counter() - started
+    if entries:  # timings of real work only, for diagnostics' execution_time()
+        atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": _now()})
+    return result
+
+
+def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
+    return {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": _now()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Config) -> pd.DataFrame:
+    frame = _read_csv(source, store.kinds)
+    if frame.empty:
+        raise InvalidFile("no data rows (the file holds only a header)")
+    if config.target not in frame.columns:
+        raise InvalidFile(f"target column {config.target!r} is missing")
+    notes = []
+    # Until a first file is accepted there is no master schema: this file proposes one.
+    kinds = store.kinds or _infer_kinds(frame, config)
+    if store.columns:
+        missing = [c for c in store.columns if c not in frame.columns]
+        if missing:
+            raise InvalidFile(f"missing column(s) {missing} that the master dataset has")
+        extra = [c for c in frame.columns if c not in store.columns]
+        if extra:
+            notes.append(f"ignored column(s) not in the master dataset: {extra}")
+            frame = frame[store.columns]
+    frame = _coerce_types(frame, kinds)
+    frame, rows_missing_target = _drop_missing_target(frame, config.target)
+    if frame.empty:
+        raise InvalidFile(f"every row lacks a value for the target {config.target!r}")
+    store.check_target_classes(frame[config.target], config)
+    if rows_missing_target:
+        notes.append(f"{rows_missing_target} row(s) without a target value were not added")
+    frame.attrs["rows_missing_target"] = rows_missing_target
+    frame.attrs["notes"] = notes
+    return frame
+
+
+def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> pd.DataFrame:
+    try:
+        frame = read_dataset(source.path, kinds)
+    except UnicodeDecodeError as exc:
+        raise InvalidFile(f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    except pd.errors.EmptyDataError:
+        raise InvalidFile("empty file (no header, no rows)") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InvalidFile(f"not a readable CSV: {str(exc).strip()[:200]}") from None
+    after = source.path.stat()
+    if after.st_size != source.size or after.st_mtime_ns != source.mtime_ns:
+        raise InvalidFile("the file changed while it was being read (still being copied?)")
+    if frame.columns.duplicated().any():
+        raise InvalidFile(f"duplicate column names {sorted(set(frame.columns[frame.columns.duplicated()]))}")
+    return frame
+
+
+def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """Numeric master columns must parse as numbers; a value that does not names its line.
+
+    Text columns become strings (missing stays missing), so that ``7`` in one file and
+    ``"7"`` in another are the same category and the same row.
+    """
+    for column, kind in kinds.items():
+        if kind == TEXT:
+            if frame[column].dtype != object:
+                frame[column] = frame[column].astype("object").where(frame[column].notna()).map(
+                    lambda v: v if pd.isna(v) else str(v)
+                )
+            continue
+        if pd.api.types.is_numeric_dtype(frame[column]):
+            continue
+        parsed = pd.to_numeric(frame[column].str.strip(), errors="coerce")
+        bad = parsed.isna() & frame[column].notna() & (frame[column].str.strip() != "")
+        if bad.any():
+            first_line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # +1 header, +1 one-based
+            raise InvalidFile(
+                f"column {column!r} must be numeric but {int(bad.sum())} value(s) are not "
+                f"(first on line {first_line})"
+            )
+        frame[column] = parsed
+    return frame
+
+
+def _drop_missing_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
+    missing = frame[target].isna()
+    if frame[target].dtype == object:
+        missing |= frame[target].astype(str).str.strip() == ""
+    return frame.loc[~missing].reset_index(drop=True), int(missing.sum())
+
+
+def _set_aside(config: Config, source: ledger.SourceFile, reason: str) -> None:
+    """Copy a rejected file to quarantine with its reason; the source is left untouched."""
+    folder = config.output_folder / QUARANTINE_FOLDER
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stem = f"{stamp}_{source.sha256[:8]}_{source.name}"
+    with atomic_path(folder / stem) as tmp:
+        shutil.copyfile(source.path, tmp)
+    atomic_write_text(
+        folder / f"{stem}.reason.txt",
+        f"file: {source.name}\nsha256: {source.sha256}\nset aside at: {_now()}\nreason: {reason}\n",
+    )
+
+
+def _infer_kinds(frame: pd.DataFrame, config: Config) -> dict[str, str]:
+    forced_text = set(config["categorical_columns"] or [])
+    kinds = {}
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+        kinds[column] = NUMERIC if numeric and column not in forced_text else TEXT
+    if isinstance(config.positive_label, str) or isinstance(config.positive_label, bool):
+        kinds[config.target] = TEXT
+    return kinds
+
+
+def _row_hashes(frame: pd.DataFrame, kinds: dict[str, str]) -> np.ndarray:
+    """One 64-bit hash a row, independent of how a file happened to type its numbers."""
+    normalised = pd.DataFrame(
+        {
+            column: frame[column].astype("float64") if kinds[column] == NUMERIC else frame[column].astype("object")
+            for column in frame.columns
+        }
+    )
+    return pd.util.hash_pandas_object(normalised, index=False).to_numpy(dtype=np.uint64)
+
+
+class _MasterStore:
+    """The master CSV, its schema and its sorted row hashes, recovered after a crash."""
+
+    def __init__(self, config: Config, state: dict[str, Any] | None, hashes: np.ndarray):
+        self.config = config
+        self.state = state
+        self.hashes = hashes
+        self.pending_hashes: list[np.ndarray] = []
+
+    @property
+    def columns(self) -> list[str]:
+        return self.state["columns"] if self.state else []
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return self.state["kinds"] if self.state else {}
+
+    @classmethod
+    def open(cls, config: Config) -> "_MasterStore":
+        state = read_master_state(config)
+        master = master_path(config)
+        if state is None or not master.exists():
+            return cls(config, None, np.empty(0, dtype=np.uint64))
+        hashes_path = config.output_folder / HASHES_FILE
+        consistent = (
+            master.stat().st_size == state["bytes"]
+            and hashes_path.exists()
+            and hashes_path.stat().st_size == 8 * state.get("hash_count", -1)
+        )
+        if consistent:
+            return cls(config, state, np.fromfile(hashes_path, dtype=np.uint64))
+        # A run died between renaming the master and its index: rebuild from the master.
+        logger.warning("master index out of date (interrupted run?); rebuilding it from %s", master)
+        frame = read_dataset(master, state["kinds"])
+        store = cls(config, state, np.unique(_row_hashes(frame, state["kinds"])))
+        state["target_classes"] = sorted({str(v) for v in frame[config.target].dropna().unique()})
+        store._commit_state(len(frame), master.stat().st_size)
+        return store
+
+    def check_target_classes(self, target: pd.Series, config: Config) -> None:
+        classes = set(self.state["target_classes"]) if self.state else set()
+        labels = {str(v) for v in target.unique()}
+        if len(classes | labels) > 2:
+            raise InvalidFile(
+                f"target {config.target!r} would have {len(classes | labels)} classes "
+                f"({sorted(classes | labels)[:5]}...); a binary target is expected"
+            )
+
+    def take_new_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``frame`` not in the master, nor earlier in this run."""
+        if self.state is None:
+            self._start(frame)
+        frame = frame[self.columns]
+        hashes = _row_hashes(frame, self.kinds)
+        seen = np.concatenate([self.hashes, *self.pending_hashes]) if self.pending_hashes else self.hashes
+        fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~np.isin(hashes, seen)
+        self.pending_hashes.append(hashes[fresh])
+        return frame.loc[fresh].reset_index(drop=True)
+
+    def _start(self, frame: pd.DataFrame) -> None:
+        """The first accepted file fixes the master's columns and their kinds."""
+        kinds = _infer_kinds(frame, self.config)
+        self.state = {"columns": list(frame.columns), "kinds": kinds, "target_classes": [], "rows": 0, "bytes": 0}
+
+    def append(self, rows: pd.DataFrame) -> None:
+        master = master_path(self.config)
+        with atomic_path(master) as tmp:
+            if master.exists():
+                shutil.copyfile(master, tmp)
+            with open(tmp, "a", encoding="utf-8", newline="") as handle:
+                rows.to_csv(handle, header=not master.exists(), index=False, lineterminator="\n")
+            size = tmp.stat().st_size
+        self.hashes = np.unique(np.concatenate([self.hashes, *self.pending_hashes]))
+        self.pending_hashes = []
+        target = self.config.target
+        classes = set(self.state["target_classes"]) | {str(v) for v in rows[target].unique()}
+        self.state["target_classes"] = sorted(classes)
+        self._commit_state(self.state["rows"] + len(rows), size)
+
+    def _commit_state(self, rows: int, size: int) -> None:
+        with atomic_path(self.config.output_folder / HASHES_FILE) as tmp:
+            self.hashes.tofile(tmp)
+        self.state.update(rows=rows, bytes=size, hash_count=len(self.hashes))
+        atomic_write_json(self.config.output_folder / STATE_FILE, self.state)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+        with run_lock(lock_path(config)):
+            result = ingest_new_files(config)
+    except (ConfigError, LockBusy) as exc:
+        logger.error("%s", exc)
+        return 1
+    print(json.dumps(result.summary(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

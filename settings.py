@@ -1,0 +1,189 @@
+"""Load and check ``config.json``, the one configuration every script reads.
+
+Kept free of heavy imports: the cron fast path (``fullprocess.py`` with nothing new)
+reads the config and must not pay for pandas or scikit-learn.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG_PATH = PROJECT_DIR / "config.json"
+
+# Every key the system understands, with its default. A key not listed here is an error,
+# so that a typo ("targt") fails loudly instead of silently using a default.
+DEFAULTS: dict[str, Any] = {
+    "input_folder_path": "sourcedata",
+    "output_folder_path": "ingesteddata",
+    "test_data_path": "testdata",
+    "output_model_path": "models",
+    "prod_deployment_path": "production_deployment",
+    "reports_folder_path": "reports",
+    "log_folder_path": "logs",
+    "target": "exited",
+    "positive_label": 1,
+    "id_columns": ["corporation"],
+    "drop_columns": [],
+    "categorical_columns": None,
+    "metric": "f1",
+    "candidate_models": ["logistic_regression", "hist_gradient_boosting", "random_forest"],
+    "cv_folds": 5,
+    "random_seed": 42,
+    "drift_tolerance": 0.0,
+    "reference_sample_rows": 50000,
+    "api_url": "http://127.0.0.1:8000",
+    "api_max_rows": 10000,
+    "api_max_body_bytes": 16 * 1024 * 1024,
+    "risk_band_thresholds": {"amber": 0.3, "red": 0.6},
+}
+
+PATH_KEYS = (
+    "input_folder_path",
+    "output_folder_path",
+    "test_data_path",
+    "output_model_path",
+    "prod_deployment_path",
+    "reports_folder_path",
+    "log_folder_path",
+)
+METRICS = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
+CANDIDATE_MODELS = ("logistic_regression", "hist_gradient_boosting", "random_forest")
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key or path at fault."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parsed configuration with every path made absolute."""
+
+    path: Path
+    values: dict[str, Any] = field(repr=False)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def folder(self, key: str) -> Path:
+        """A configured folder, resolved against the folder holding config.json."""
+        return (self.root / self.values[key]).resolve()
+
+    # Named accessors for the folders every script uses.
+    @property
+    def input_folder(self) -> Path:
+        return self.folder("input_folder_path")
+
+    @property
+    def output_folder(self) -> Path:
+        return self.folder("output_folder_path")
+
+    @property
+    def test_data_folder(self) -> Path:
+        return self.folder("test_data_path")
+
+    @property
+    def model_folder(self) -> Path:
+        return self.folder("output_model_path")
+
+    @property
+    def deployment_folder(self) -> Path:
+        return self.folder("prod_deployment_path")
+
+    @property
+    def reports_folder(self) -> Path:
+        return self.folder("reports_folder_path")
+
+    @property
+    def log_folder(self) -> Path:
+        return self.folder("log_folder_path")
+
+    @property
+    def target(self) -> str:
+        return self.values["target"]
+
+    @property
+    def positive_label(self) -> Any:
+        return self.values["positive_label"]
+
+    @property
+    def excluded_columns(self) -> list[str]:
+        """Columns kept in the data but never used as features."""
+        return list(self.values["id_columns"]) + list(self.values["drop_columns"])
+
+    def require_folder(self, key: str) -> Path:
+        """The folder for ``key``; a clear error naming key and path if it is absent."""
+        folder = self.folder(key)
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: folder {folder} does not exist")
+        return folder
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read, default and validate a config file. Raises ConfigError naming the problem."""
+    config_path = Path(path).expanduser().resolve() if path else DEFAULT_CONFIG_PATH
+    if not config_path.is_file():
+        raise ConfigError(f"config file {config_path} does not exist")
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {config_path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {config_path} must hold a JSON object")
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown} in {config_path}; known keys: {sorted(DEFAULTS)}")
+    values = {**DEFAULTS, **raw}
+    _validate(values)
+    return Config(path=config_path, values=values)
+
+
+def _validate(values: dict[str, Any]) -> None:
+    for key in PATH_KEYS:
+        if not isinstance(values[key], str) or not values[key].strip():
+            raise ConfigError(f"{key} must be a non-empty path string")
+    if not isinstance(values["target"], str) or not values["target"]:
+        raise ConfigError("target must be a column name")
+    if not isinstance(values["positive_label"], (str, int, float, bool)):
+        raise ConfigError("positive_label must be a string or a number")
+    for key in ("id_columns", "drop_columns"):
+        _require_names(values, key)
+    if values["categorical_columns"] is not None:
+        _require_names(values, "categorical_columns")
+    if values["target"] in values["id_columns"] + values["drop_columns"]:
+        raise ConfigError("target must not be listed in id_columns or drop_columns")
+    if values["metric"] not in METRICS:
+        raise ConfigError(f"metric {values['metric']!r} is not one of {list(METRICS)}")
+    models = values["candidate_models"]
+    if not isinstance(models, list) or not models or any(m not in CANDIDATE_MODELS for m in models):
+        raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
+    for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes"):
+        if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
+            raise ConfigError(f"{key} must be a non-negative integer")
+    if values["cv_folds"] < 2:
+        raise ConfigError("cv_folds must be at least 2")
+    if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
+        raise ConfigError("drift_tolerance must be a non-negative number")
+    bands = values["risk_band_thresholds"]
+    if (
+        not isinstance(bands, dict)
+        or set(bands) != {"amber", "red"}
+        or not all(isinstance(v, (int, float)) for v in bands.values())
+        or not 0 <= bands["amber"] <= bands["red"] <= 1
+    ):
+        raise ConfigError("risk_band_thresholds must be {\"amber\": a, \"red\": r} with 0 <= a <= r <= 1")
+
+
+def _require_names(values: dict[str, Any], key: str) -> None:
+    names = values[key]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{key} must be a list of column names")
