@@ -173,7 +173,7 @@ def _now() -> str:
 
 
 def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Config) -> pd.DataFrame:
-    frame = _read_csv(source, store.kinds)
+    frame = _read_csv(source, store.kinds or _declared_text_kinds(config))
     if frame.empty:
         raise InvalidFile("no data rows (the file holds only a header)")
     if config.target not in frame.columns:
@@ -249,7 +249,12 @@ def _drop_missing_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame
     missing = frame[target].isna()
     if frame[target].dtype == object:
         missing |= frame[target].astype(str).str.strip() == ""
-    return frame.loc[~missing].reset_index(drop=True), int(missing.sum())
+    kept = frame.loc[~missing].reset_index(drop=True)
+    # A gap in a 0/1 column makes pandas read it as 1.0/0.0: restore the integer labels.
+    values = kept[target]
+    if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
+        kept[target] = values.astype("int64")
+    return kept, int(missing.sum())
 
 
 def _set_aside(config: Config, source: ledger.SourceFile, reason: str) -> None:
@@ -265,8 +270,13 @@ def _set_aside(config: Config, source: ledger.SourceFile, reason: str) -> None:
     )
 
 
+def _declared_text_kinds(config: Config) -> dict[str, str]:
+    """Columns that are text whatever they look like: identifiers and declared categories."""
+    return {column: TEXT for column in config["id_columns"] + (config["categorical_columns"] or [])}
+
+
 def _infer_kinds(frame: pd.DataFrame, config: Config) -> dict[str, str]:
-    forced_text = set(config["categorical_columns"] or [])
+    forced_text = set(_declared_text_kinds(config))
     kinds = {}
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])

@@ -68,7 +68,7 @@ def pending_files(config: Config) -> list[SourceFile]:
         fresh_cache[source.name] = {"size": source.size, "mtime_ns": source.mtime_ns, "sha256": source.sha256}
         if (source.name, source.sha256) not in known:
             pending.append(source)
-    if fresh_cache != cache and config.output_folder.is_dir():
+    if fresh_cache != cache:
         atomic_write_json(cache_path, fresh_cache)
     return pending
 

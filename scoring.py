@@ -11,6 +11,7 @@ import json
 import logging
 import pickle
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,10 @@ def metric_value(name: str, y_true: np.ndarray, risk: np.ndarray, predicted: np.
         "accuracy": lambda: metrics.accuracy_score(y_true, predicted),
         "balanced_accuracy": lambda: metrics.balanced_accuracy_score(y_true, predicted),
     }
-    return float(functions[name]())
+    with warnings.catch_warnings():
+        # A batch with one class makes balanced accuracy warn; the figure is still defined.
+        warnings.simplefilter("ignore", UserWarning)
+        return float(functions[name]())
 
 
 def classification_metrics(y_true: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:

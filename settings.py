@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "random_seed": 42,
     "drift_tolerance": 0.0,
     "reference_sample_rows": 50000,
+    # Diagnostics ask the package index for the latest releases within this many seconds
+    # (0: never ask), and reuse an answer for this many hours.
+    "package_check_seconds": 5.0,
+    "package_cache_hours": 12.0,
     "api_url": "http://127.0.0.1:8000",
     "api_max_rows": 10000,
     "api_max_body_bytes": 16 * 1024 * 1024,
@@ -173,6 +177,9 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("cv_folds must be at least 2")
     if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
         raise ConfigError("drift_tolerance must be a non-negative number")
+    for key in ("package_check_seconds", "package_cache_hours"):
+        if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
+            raise ConfigError(f"{key} must be a non-negative number")
     bands = values["risk_band_thresholds"]
     if (
         not isinstance(bands, dict)

@@ -1,0 +1,139 @@
+"""deployment.py: immutable versions, verified loading, atomic switch, rollback."""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import deployment
+import scoring
+import training
+from settings import Config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def retrain(config: Config) -> None:
+    model, metadata = training.train_model(config)
+    training.save_model(config, model, metadata)
+    scoring.score_model(config)
+
+
+def test_fullprocess_deployed_a_complete_verified_version(deployed_project: Config) -> None:
+    loaded = deployment.load_deployed_model(deployed_project)
+
+    assert loaded.version == "v1" == deployment.current_version(deployed_project)
+    assert set(loaded.manifest["files"]) == {
+        "trainedmodel.pkl", "trainedmodel.json", "scores.json", "latestscore.txt",
+        "ingestedfiles.txt", "ingestion_record.jsonl", "reference_data.csv",
+    }
+    assert loaded.scores == loaded.manifest["scores"]
+    assert loaded.manifest["reason"] == "no deployed model yet"
+    assert (loaded.path / "ingestedfiles.txt").read_text() == (deployed_project.output_folder / "ingestedfiles.txt").read_text()
+
+
+def test_new_version_then_rollback_then_new_number(deployed_project: Config) -> None:
+    assert deployment.deploy_model(deployed_project, reason="second") == "v2"
+    assert deployment.current_version(deployed_project) == "v2"
+
+    assert deployment.rollback(deployed_project) == "v1"
+    assert deployment.current_version(deployed_project) == "v1"
+    assert deployment.deploy_model(deployed_project, reason="third") == "v3"
+
+    rows = deployment.list_versions(deployed_project)
+    assert [(r["version"], r["current"]) for r in rows] == [("v1", False), ("v2", False), ("v3", True)]
+    actions = [(h["action"], h["version"]) for h in deployment.history(deployed_project)]
+    assert actions == [("deploy", "v1"), ("deploy", "v2"), ("rollback", "v1"), ("deploy", "v3")]
+
+
+def test_rollback_with_nothing_older_is_refused(deployed_project: Config) -> None:
+    with pytest.raises(deployment.DeploymentError, match="no verified version older than v1"):
+        deployment.rollback(deployed_project)
+    assert deployment.current_version(deployed_project) == "v1"
+
+
+def test_rollback_skips_a_corrupted_version(deployed_project: Config) -> None:
+    deployment.deploy_model(deployed_project, reason="v2")
+    deployment.deploy_model(deployed_project, reason="v3")
+    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.pkl").write_bytes(b"broken")
+
+    assert deployment.rollback(deployed_project) == "v1"
+
+
+class _Tripwire:
+    """Unpickling this writes a file: proof that a model file was unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+@pytest.mark.parametrize("tamper", ["truncate", "swap"])
+def test_tampered_model_is_refused_before_unpickling(deployed_project: Config, tmp_path: Path, tamper: str) -> None:
+    model_file = deployment.version_path(deployed_project) / "trainedmodel.pkl"
+    marker = tmp_path / "marker"
+    if tamper == "truncate":
+        model_file.write_bytes(model_file.read_bytes()[:1000])
+    else:
+        model_file.write_bytes(pickle.dumps(_Tripwire(marker)))
+
+    with pytest.raises(deployment.DeploymentError, match="fails verification"):
+        deployment.load_deployed_model(deployed_project)
+    assert not marker.exists()
+
+
+def test_deploy_refuses_a_model_that_does_not_match_its_metadata(deployed_project: Config) -> None:
+    (deployed_project.model_folder / "trainedmodel.pkl").write_bytes(b"not the trained model")
+    with pytest.raises(deployment.DeploymentError, match="checksum"):
+        deployment.deploy_model(deployed_project)
+    assert deployment.current_version(deployed_project) == "v1"
+
+
+def test_deploy_refuses_scores_of_another_model(deployed_project: Config) -> None:
+    model, metadata = training.train_model(deployed_project)
+    training.save_model(deployed_project, model, metadata)  # not scored yet
+    with pytest.raises(deployment.DeploymentError, match="score it again"):
+        deployment.deploy_model(deployed_project)
+
+
+DEPLOY_FOREVER = """
+import sys
+sys.path.insert(0, {project_dir!r})
+import deployment, ingestion, settings  # imported before "ready", so kills land in deploys
+config = settings.load_config({config!r})
+print("ready", flush=True)
+while True:
+    deployment.deploy_model(config, reason="stress")
+"""
+
+
+@pytest.mark.slow
+def test_deploys_killed_at_random_instants_leave_a_verified_current_version(deployed_project: Config) -> None:
+    rng = random.Random(7)
+    script = DEPLOY_FOREVER.format(project_dir=str(PROJECT_DIR), config=str(deployed_project.path))
+    for _ in range(12):
+        process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.5))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+        loaded = deployment.load_deployed_model(deployed_project)
+        assert loaded.version == deployment.current_version(deployed_project)
+        for version in deployment.version_names(deployed_project):
+            deployment.verify_version(deployment.versions_folder(deployed_project) / version)
+    versions = deployment.version_names(deployed_project)
+    assert len(versions) > 3, "the deploys ran long enough to be killed mid-way"
+    # The next deploy clears what the killed ones left half-built.
+    deployment.deploy_model(deployed_project, reason="after the storm")
+    leftovers = [p.name for p in deployment.versions_folder(deployed_project).iterdir() if p.name.startswith(".")]
+    assert leftovers == []

@@ -1,0 +1,183 @@
+"""fullprocess.py end to end: the cron entry on real files, as cron runs it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import deployment
+import fullprocess
+import ingestion
+import sampledata
+from fsutil import run_lock, sha256_file
+from settings import Config
+from tests.conftest import write_config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def run(config: Config) -> int:
+    return fullprocess.main(["--config", str(config.path)])
+
+
+def snapshot(config: Config) -> dict[str, str]:
+    """Every file of the project but the logs, by content."""
+    return {
+        str(p.relative_to(config.root)): sha256_file(p) if p.is_file() else os.readlink(p)
+        for p in sorted(config.root.rglob("*"))
+        if (p.is_file() or p.is_symlink()) and config.log_folder not in p.parents
+    }
+
+
+def add_shifted_batch(config: Config) -> None:
+    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
+        shutil.copy(batch, config.input_folder / batch.name)
+
+
+def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:
+    assert run(project) == 0
+    first = fullprocess.read_audit(project)[-1]
+    assert first["decision"] == "redeployed" and first["version_deployed"] == "v1"
+    assert first["reason"] == "no deployed model yet"
+    assert first["rows_added"] == 7500 and len(first["files_ingested"]) == 3
+    before = snapshot(project)
+
+    assert run(project) == 0
+
+    second = fullprocess.read_audit(project)[-1]
+    assert second["decision"] == "no_new_data" and second["status"] == "ok"
+    assert snapshot(project) == before
+
+
+def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Config) -> None:
+    add_shifted_batch(deployed_project)
+
+    assert run(deployed_project) == 0
+
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["decision"] == "redeployed" and record["version_deployed"] == "v2"
+    assert record["new_score"] < record["deployed_score"]
+    assert record["reason"].startswith("model drift: f1")
+    assert deployment.current_version(deployed_project) == "v2"
+    assert deployment.read_manifest(deployment.version_path(deployed_project))["reason"] == record["reason"]
+    assert len(ingestion.load_master(deployed_project)) == 9000
+
+
+def test_batch_scoring_as_well_as_the_deployed_model_is_not_drift(deployed_project: Config) -> None:
+    """New rows on which the deployed model scores exactly its deployed score: no retrain."""
+    shutil.copy(deployed_project.test_data_folder / "testdata.csv", deployed_project.input_folder / "recheck.csv")
+
+    assert run(deployed_project) == 0
+
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["decision"] == "no_drift"
+    assert record["new_score"] == record["deployed_score"]
+    assert deployment.current_version(deployed_project) == "v1"
+
+
+def test_set_aside_files_are_named_in_the_audit(deployed_project: Config) -> None:
+    (deployed_project.input_folder / "broken.csv").write_text("corporation,exited\nab,1\n")
+
+    assert run(deployed_project) == 0
+
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["decision"] == "no_new_rows"
+    assert record["files_set_aside"][0]["name"] == "broken.csv"
+    assert "missing column(s)" in record["files_set_aside"][0]["reason"]
+
+
+def test_a_held_lock_makes_the_run_log_and_exit_zero(deployed_project: Config) -> None:
+    add_shifted_batch(deployed_project)
+    with run_lock(ingestion.lock_path(deployed_project)):
+        assert run(deployed_project) == 0
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["decision"] == "locked_out"
+    assert deployment.current_version(deployed_project) == "v1"
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_one_works_one_exits(project: Config) -> None:
+    command = [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(project.path)]
+    runs = [subprocess.Popen(command, stderr=subprocess.DEVNULL) for _ in range(2)]
+
+    assert [p.wait(timeout=300) for p in runs] == [0, 0]
+
+    decisions = sorted(r["decision"] for r in fullprocess.read_audit(project))
+    assert decisions == ["locked_out", "redeployed"]
+    assert deployment.version_names(project) == ["v1"]
+
+
+@pytest.mark.slow
+def test_runs_under_crons_minimal_environment_from_home(project: Config, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    command = [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(project.path)]
+
+    result = subprocess.run(command, cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    assert deployment.current_version(project) == "v1"
+    assert list(home.iterdir()) == [], "nothing is written to the working directory"
+
+
+def test_the_nothing_new_path_imports_no_heavy_library(deployed_project: Config) -> None:
+    probe = (
+        f"import sys; sys.path.insert(0, {str(PROJECT_DIR)!r}); import fullprocess; "
+        f"code = fullprocess.main(['--config', {str(deployed_project.path)!r}]); "
+        "print(code, sorted(m for m in ('pandas', 'numpy', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+
+    assert result.stdout.strip() == "0 []", result.stderr
+    assert fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
+
+
+def test_a_failing_step_exits_non_zero_with_the_reason_and_keeps_the_deployment(deployed_project: Config) -> None:
+    add_shifted_batch(deployed_project)
+    shutil.rmtree(deployed_project.test_data_folder)
+
+    assert run(deployed_project) == 1
+
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["status"] == "failed" and record["decision"] == "failed"
+    assert "test_data_path" in record["reason"]
+    assert deployment.current_version(deployed_project) == "v1"
+    assert "fullprocess failed" in (deployed_project.log_folder / "fullprocess.log").read_text()
+
+
+def test_a_bad_config_exits_non_zero(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"bogus": 1}))
+    assert fullprocess.main(["--config", str(tmp_path / "config.json")]) == 1
+
+
+# The team's real public datasets (see ../shared/data/README.md): odd headers, NA values,
+# text targets, CRLF line endings, identifier columns.
+REAL_DATASETS = {
+    "german_credit_kaggle.csv": {"target": "Risk", "positive_label": "bad", "id_columns": ["Unnamed: 0"]},
+    "bank_churn_modelling.csv": {"target": "Exited", "positive_label": 1, "id_columns": ["RowNumber", "CustomerId", "Surname"]},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(REAL_DATASETS))
+def test_real_public_dataset_end_to_end(shared_data: Path, tmp_path: Path, dataset: str) -> None:
+    config = write_config(tmp_path, candidate_models=["logistic_regression", "hist_gradient_boosting"], **REAL_DATASETS[dataset])
+    lines = (shared_data / dataset).read_bytes().split(b"\r\n")
+    header, rows = lines[0], [line for line in lines[1:] if line]
+    cut = int(len(rows) * 0.8)
+    for folder, name, part in ((config.input_folder, "part1.csv", rows[: cut // 2]), (config.input_folder, "part2.csv", rows[cut // 2 : cut]), (config.test_data_folder, "test.csv", rows[cut:])):
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_bytes(b"\r\n".join([header, *part]) + b"\r\n")
+
+    assert run(config) == 0
+
+    record = fullprocess.read_audit(config)[-1]
+    assert record["decision"] == "redeployed" and record["files_set_aside"] == []
+    deployed = deployment.load_deployed_model(config)
+    assert deployed.scores["rows"] == len(rows) - cut
+    assert deployed.scores["roc_auc"] > 0.7, "well above chance"

@@ -1,0 +1,213 @@
+"""ingestion.py and ledger.py on real files in tmp_path."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import ingestion
+import ledger
+from fsutil import sha256_file
+from settings import Config
+
+HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def master_rows(config: Config) -> pd.DataFrame:
+    return ingestion.load_master(config)
+
+
+def quarantine_reasons(config: Config) -> dict[str, str]:
+    """{original file name: reason} from the quarantine folder's reason files."""
+    reasons = {}
+    for reason_file in (config.output_folder / ingestion.QUARANTINE_FOLDER).glob("*.reason.txt"):
+        fields = dict(line.split(": ", 1) for line in reason_file.read_text().splitlines())
+        reasons[fields["file"]] = fields["reason"]
+    return reasons
+
+
+def test_first_run_ingests_every_sample_file(project: Config) -> None:
+    result = ingestion.ingest_new_files(project)
+
+    assert result.files_ingested and not result.files_set_aside
+    assert result.rows_added == 7500 == len(master_rows(project))
+    names = (project.output_folder / "ingestedfiles.txt").read_text().split()
+    assert names == sorted(p.name for p in project.input_folder.iterdir())
+    record = ledger.read_record(project)
+    assert {e["sha256"] for e in record} == {sha256_file(p) for p in project.input_folder.iterdir()}
+    assert all(e["rows_read"] == e["rows_added"] == 2500 and e["duplicates_dropped"] == 0 for e in record)
+    assert len(pd.read_csv(project.output_folder / ingestion.LATEST_BATCH_FILE)) == 7500
+
+
+def test_second_run_reads_nothing_and_changes_nothing(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    before = sha256_file(ingestion.master_path(project))
+
+    assert ledger.pending_files(project) == []
+    result = ingestion.ingest_new_files(project)
+
+    assert result.rows_added == 0 and result.files_ingested == []
+    assert sha256_file(ingestion.master_path(project)) == before
+
+
+def test_touched_but_unchanged_file_is_not_new(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    source = next(project.input_folder.iterdir())
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+
+    assert ledger.pending_files(project) == []
+
+
+def test_changed_file_under_old_name_adds_only_its_new_rows(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    source = sorted(project.input_folder.iterdir())[0]
+    with source.open("a", encoding="utf-8") as handle:
+        handle.write("newco01,5,60,12,1\nnewco02,0,3,4,0\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    assert [f["name"] for f in result.files_ingested] == [source.name]
+    assert result.rows_added == 2
+    assert result.files_ingested[0]["duplicates_dropped"] == 2500
+    assert len(master_rows(project)) == 7502
+    assert (project.output_folder / "ingestedfiles.txt").read_text().split().count(source.name) == 2
+
+
+def test_duplicate_rows_within_and_across_files_are_dropped_and_counted(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    existing = sorted(project.input_folder.iterdir())[0].read_text().splitlines()[1]
+    write(project.input_folder / "dupes.csv", HEADER + f"{existing}\nnewco01,5,60,12,1\nnewco01,5,60,12,1\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    entry = result.files_ingested[0]
+    assert (entry["rows_read"], entry["rows_added"], entry["duplicates_dropped"]) == (3, 1, 2)
+    assert len(master_rows(project)) == 7501
+
+
+def test_same_row_typed_differently_is_a_duplicate(project: Config) -> None:
+    """5 and 5.0, or a numeric and a quoted id, are the same values."""
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "a.csv", HEADER + "x1,5,60,12,1\n")
+    write(project.input_folder / "b.csv", HEADER + '"x1",5.0,60.0,12,1\n')
+
+    result = ingestion.ingest_new_files(project)
+
+    assert result.rows_added == 1
+
+
+BAD_FILES = {
+    "empty.csv": ("", "empty file"),
+    "header_only.csv": (HEADER, "no data rows"),
+    "no_target.csv": ("corporation,lastmonth_activity,lastyear_activity,number_of_employees\nab,1,2,3\n", "target column 'exited' is missing"),
+    "text_in_number.csv": (HEADER + "ab,1,2,3,0\ncd,lots,2,3,1\n", "column 'lastmonth_activity' must be numeric"),
+    "latin1.csv": (HEADER.encode() + "caf\xe9,1,2,3,0\n".encode("latin-1"), "not UTF-8"),
+    "missing_column.csv": ("corporation,lastmonth_activity,exited\nab,1,0\n", "missing column(s)"),
+    "three_classes.csv": (HEADER + "ab,1,2,3,0\ncd,1,2,3,2\n", "binary target"),
+    "binary.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_file_is_set_aside_with_reason_and_master_intact(project: Config, name: str) -> None:
+    ingestion.ingest_new_files(project)
+    master_before = sha256_file(ingestion.master_path(project))
+    content, expected_reason = BAD_FILES[name]
+    write(project.input_folder / name, content)
+    write(project.input_folder / "zz_good.csv", HEADER + "goodco,3,40,10,0\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    assert [f["name"] for f in result.files_set_aside] == [name]
+    assert expected_reason in result.files_set_aside[0]["reason"]
+    assert [f["name"] for f in result.files_ingested] == ["zz_good.csv"]
+    assert result.rows_added == 1
+    reasons = quarantine_reasons(project)
+    assert expected_reason in reasons[name]
+    quarantined = [p for p in (project.output_folder / "quarantine").iterdir() if p.name.endswith(name)]
+    assert quarantined and quarantined[0].read_bytes() == (project.input_folder / name).read_bytes()
+    # The master holds exactly its old bytes plus the good row.
+    master = ingestion.master_path(project).read_bytes()
+    assert master.endswith(b"goodco,3,40,10,0\n")
+    assert len(master_rows(project)) == 7501
+    assert master_before != sha256_file(ingestion.master_path(project))
+    # Set aside once: not retried until its content changes.
+    assert ledger.pending_files(project) == []
+
+
+def test_rows_without_target_are_counted_not_silently_dropped(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "partly.csv", HEADER + "ab,1,2,3,\ncd,1,2,3,1\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    entry = result.files_ingested[0]
+    assert entry["rows_missing_target"] == 1 and entry["rows_added"] == 1
+    assert "without a target" in entry["notes"][0]
+
+
+def test_extra_columns_are_ignored_with_a_note(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "extra.csv", "region," + HEADER + "north,ab,1,2,3,0\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    assert result.rows_added == 1
+    assert "region" in result.files_ingested[0]["notes"][0]
+    assert list(master_rows(project).columns) == HEADER.strip().split(",")
+
+
+def test_hidden_files_are_ignored(project: Config) -> None:
+    write(project.input_folder / ".partial.csv.swp", "junk")
+
+    assert all(not f.name.startswith(".") for f in ledger.pending_files(project))
+
+
+def test_interrupted_run_is_recovered_without_duplicates(project: Config) -> None:
+    """A run that died after renaming the master but before its index: rebuilt, no doubles."""
+    first = sorted(project.input_folder.iterdir())[0]
+    stash = project.root / "stash"
+    stash.mkdir()
+    for other in sorted(project.input_folder.iterdir())[1:]:
+        shutil.move(other, stash / other.name)
+    ingestion.ingest_new_files(project)
+    # Simulate the crash: the master gained the next file's rows, index and record did not.
+    second = sorted(stash.iterdir())[0]
+    rows = second.read_text().split("\n", 1)[1]
+    with ingestion.master_path(project).open("a") as handle:
+        handle.write(rows)
+    shutil.move(second, project.input_folder / second.name)
+
+    result = ingestion.ingest_new_files(project)
+
+    assert result.rows_added == 0
+    assert result.files_ingested[0]["duplicates_dropped"] == 2500
+    assert len(master_rows(project)) == 5000
+    assert first.name in (project.output_folder / "ingestedfiles.txt").read_text()
+
+
+def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, target="Risk", positive_label="bad", id_columns=["id"])
+    write(config.input_folder / "a.csv", "id,Age,Saving accounts,Risk\r\n007,30,NA,good\r\n008,41,little,bad\r\n")
+    config.test_data_folder.mkdir()
+
+    ingestion.ingest_new_files(config)
+
+    master = master_rows(config)
+    assert list(master["id"]) == ["007", "008"]
+    assert master["Saving accounts"].isna().tolist() == [True, False]
+    assert ingestion.column_kinds(config)["Risk"] == ingestion.TEXT
