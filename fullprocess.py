@@ -17,11 +17,14 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import ledger
 from fsutil import LockBusy, append_json_line, configure_logging, read_json_lines, run_lock
 from settings import Config, ConfigError, load_config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
+    from typing import Any
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,9 @@ adds the new rows and renames it into place, so a reader never sees a half-writt
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
+import itertools
 import json
 import logging
 import shutil
@@ -32,6 +35,7 @@ from fsutil import (
     LockBusy,
     append_json_line,
     atomic_path,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     configure_logging,
@@ -63,7 +67,12 @@ class IngestionResult:
     files_set_aside: list[dict[str, Any]] = field(default_factory=list)
     rows_added: int = 0
     seconds: float = 0.0
-    new_rows: pd.DataFrame | None = field(default=None, repr=False)
+    new_batches: list[pd.DataFrame] = field(default_factory=list, repr=False)
+
+    @property
+    def new_rows(self) -> pd.DataFrame | None:
+        """The rows this run added, in order (built on demand: most callers need only counts)."""
+        return pd.concat(self.new_batches, ignore_index=True) if self.new_batches else None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -122,13 +131,12 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     store = _MasterStore.open(config)
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
-    batches: list[pd.DataFrame] = []
+    batches: list[_NewRows] = []
     for source in pending:
         entry = _entry(source, run_id)
         try:
-            frame = _read_validated(source, store, config)
-            rows_missing_target = int(frame.attrs.get("rows_missing_target", 0))
-            new_rows = store.take_new_rows(frame)
+            validated = _read_validated(source, store, config)
+            new_rows = store.take_new_rows(validated)
         except InvalidFile as exc:
             entry.update(status=ledger.STATUS_SET_ASIDE, reason=str(exc))
             _set_aside(config, source, str(exc))
@@ -137,23 +145,26 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
         else:
             entry.update(
                 status=ledger.STATUS_INGESTED,
-                rows_read=len(frame) + rows_missing_target,
-                rows_missing_target=rows_missing_target,
-                rows_added=len(new_rows),
-                duplicates_dropped=len(frame) - len(new_rows),
-                notes=frame.attrs.get("notes", []),
+                rows_read=validated.rows_read,
+                rows_missing_target=validated.rows_missing_target,
+                rows_added=len(new_rows.frame),
+                duplicates_dropped=len(validated.frame) - len(new_rows.frame),
+                notes=validated.notes,
             )
             batches.append(new_rows)
             result.files_ingested.append(entry)
-            logger.info("read %s: %d rows, %d new", source.name, entry["rows_read"], len(new_rows))
+            logger.info("read %s: %d rows, %d new", source.name, entry["rows_read"], len(new_rows.frame))
         entries.append(entry)
-    result.new_rows = pd.concat(batches, ignore_index=True) if batches else None
-    result.rows_added = 0 if result.new_rows is None else len(result.new_rows)
-    # Master first, then the record: after a crash in between, the file is read again and
-    # its rows are recognised as duplicates, so nothing is lost or doubled.
-    if result.rows_added:
-        store.append(result.new_rows)
-        atomic_write_text(config.output_folder / LATEST_BATCH_FILE, result.new_rows.to_csv(index=False))
+    batches = [b for b in batches if len(b.frame)]
+    if batches:
+        result.new_batches = [b.frame for b in batches]
+        result.rows_added = sum(len(b.frame) for b in batches)
+        # Master first, then the record: after a crash in between, the file is read again and
+        # its rows are recognised as duplicates, so nothing is lost or doubled.
+        csv_body = b"".join(b.csv_body() for b in batches)
+        store.append(csv_body, result.rows_added, result.new_batches)
+        header = _csv_header(store.columns)
+        atomic_write_bytes(config.output_folder / LATEST_BATCH_FILE, header + csv_body)
     for entry in entries:
         append_json_line(ledger.record_path(config), entry)
     if entries:
@@ -164,6 +175,35 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     return result
 
 
+@dataclass
+class _ValidatedFile:
+    """A source file that passed validation, typed to the master's schema."""
+
+    frame: pd.DataFrame
+    # The file's data lines, kept when they map one-to-one onto the frame's rows and already
+    # hold the master's columns in order: then accepted rows are appended as the original
+    # bytes, which is much cheaper than formatting them again with to_csv.
+    raw_lines: list[bytes] | None
+    rows_read: int
+    rows_missing_target: int
+    notes: list[str]
+
+
+@dataclass
+class _NewRows:
+    frame: pd.DataFrame
+    raw_lines: list[bytes] | None
+
+    def csv_body(self) -> bytes:
+        if self.raw_lines is not None:
+            return b"\n".join(self.raw_lines) + b"\n"
+        return self.frame.to_csv(header=False, index=False, lineterminator="\n").encode("utf-8")
+
+
+def _csv_header(columns: list[str]) -> bytes:
+    return pd.DataFrame(columns=columns).to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
 def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
     return {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": _now()}
 
@@ -172,69 +212,86 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Config) -> pd.DataFrame:
-    frame = _read_csv(source, store.kinds or _declared_text_kinds(config))
+def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Config) -> _ValidatedFile:
+    data, frame = _read_csv(source, store.kinds or _declared_text_kinds(config))
     if frame.empty:
         raise InvalidFile("no data rows (the file holds only a header)")
     if config.target not in frame.columns:
         raise InvalidFile(f"target column {config.target!r} is missing")
     notes = []
     # Until a first file is accepted there is no master schema: this file proposes one.
+    columns = store.columns or list(frame.columns)
     kinds = store.kinds or _infer_kinds(frame, config)
-    if store.columns:
-        missing = [c for c in store.columns if c not in frame.columns]
-        if missing:
-            raise InvalidFile(f"missing column(s) {missing} that the master dataset has")
-        extra = [c for c in frame.columns if c not in store.columns]
-        if extra:
-            notes.append(f"ignored column(s) not in the master dataset: {extra}")
-            frame = frame[store.columns]
-    frame = _coerce_types(frame, kinds)
-    frame, rows_missing_target = _drop_missing_target(frame, config.target)
-    if frame.empty:
-        raise InvalidFile(f"every row lacks a value for the target {config.target!r}")
-    store.check_target_classes(frame[config.target], config)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InvalidFile(f"missing column(s) {missing} that the master dataset has")
+    extra = [c for c in frame.columns if c not in columns]
+    if extra:
+        notes.append(f"ignored column(s) not in the master dataset: {extra}")
+    raw_lines = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
+    frame, reformatted = _coerce_types(frame[columns], kinds)
+    if reformatted:
+        raw_lines = None
+    rows_read = len(frame)
+    keep = _rows_with_target(frame, config.target)
+    rows_missing_target = int((~keep).sum())
     if rows_missing_target:
         notes.append(f"{rows_missing_target} row(s) without a target value were not added")
-    frame.attrs["rows_missing_target"] = rows_missing_target
-    frame.attrs["notes"] = notes
-    return frame
+        frame = frame.loc[keep].reset_index(drop=True)
+        raw_lines = None if raw_lines is None else list(itertools.compress(raw_lines, keep))
+    if frame.empty:
+        raise InvalidFile(f"every row lacks a value for the target {config.target!r}")
+    frame[config.target] = _integer_labels(frame[config.target])
+    store.check_target_classes(frame[config.target], config)
+    return _ValidatedFile(frame, raw_lines, rows_read, rows_missing_target, notes)
 
 
-def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> pd.DataFrame:
+def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, pd.DataFrame]:
+    data = source.path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != source.sha256:
+        raise InvalidFile("the file changed while it was being read (still being copied?)")
     try:
-        frame = read_dataset(source.path, kinds)
+        frame = read_dataset(io.BytesIO(data), kinds)
     except UnicodeDecodeError as exc:
         raise InvalidFile(f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except pd.errors.EmptyDataError:
         raise InvalidFile("empty file (no header, no rows)") from None
     except (pd.errors.ParserError, ValueError) as exc:
         raise InvalidFile(f"not a readable CSV: {str(exc).strip()[:200]}") from None
-    after = source.path.stat()
-    if after.st_size != source.size or after.st_mtime_ns != source.mtime_ns:
-        raise InvalidFile("the file changed while it was being read (still being copied?)")
     if frame.columns.duplicated().any():
         raise InvalidFile(f"duplicate column names {sorted(set(frame.columns[frame.columns.duplicated()]))}")
-    return frame
+    return data, frame
 
 
-def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
-    """Numeric master columns must parse as numbers; a value that does not names its line.
+def _data_lines(data: bytes, rows: int) -> list[bytes] | None:
+    """The file's data lines if each is exactly one row (no quoted line breaks, no blank lines)."""
+    lines = data.splitlines()[1:]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    # read_csv skips blank lines and joins quoted line breaks: either makes the counts differ.
+    return lines if len(lines) == rows else None
 
-    Text columns become strings (missing stays missing), so that ``7`` in one file and
-    ``"7"`` in another are the same category and the same row.
+
+def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFrame, bool]:
+    """Give each column its master kind. Returns the frame and whether any text changed.
+
+    Numeric columns must parse as numbers; a value that does not names its line. Text
+    columns become strings (missing stays missing), so that ``7`` in one file and ``"7"``
+    in another are the same category and the same row.
     """
+    frame = frame.copy()
+    reformatted = False
     for column, kind in kinds.items():
+        values = frame[column]
         if kind == TEXT:
-            if frame[column].dtype != object:
-                frame[column] = frame[column].astype("object").where(frame[column].notna()).map(
-                    lambda v: v if pd.isna(v) else str(v)
-                )
+            if values.dtype != object:
+                frame[column] = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v))
             continue
-        if pd.api.types.is_numeric_dtype(frame[column]):
+        if pd.api.types.is_numeric_dtype(values):
             continue
-        parsed = pd.to_numeric(frame[column].str.strip(), errors="coerce")
-        bad = parsed.isna() & frame[column].notna() & (frame[column].str.strip() != "")
+        text = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v).strip())
+        parsed = pd.to_numeric(text, errors="coerce")
+        bad = parsed.isna() & text.notna() & (text != "")
         if bad.any():
             first_line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # +1 header, +1 one-based
             raise InvalidFile(
@@ -242,19 +299,22 @@ def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
                 f"(first on line {first_line})"
             )
         frame[column] = parsed
-    return frame
+        reformatted = True
+    return frame, reformatted
 
 
-def _drop_missing_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:
+def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
     missing = frame[target].isna()
     if frame[target].dtype == object:
         missing |= frame[target].astype(str).str.strip() == ""
-    kept = frame.loc[~missing].reset_index(drop=True)
-    # A gap in a 0/1 column makes pandas read it as 1.0/0.0: restore the integer labels.
-    values = kept[target]
+    return ~missing.to_numpy()
+
+
+def _integer_labels(values: pd.Series) -> pd.Series:
+    """A gap in a 0/1 column makes pandas read it as 1.0/0.0: restore the integer labels."""
     if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
-        kept[target] = values.astype("int64")
-    return kept, int(missing.sum())
+        return values.astype("int64")
+    return values
 
 
 def _set_aside(config: Config, source: ledger.SourceFile, reason: str) -> None:
@@ -294,7 +354,8 @@ def _row_hashes(frame: pd.DataFrame, kinds: dict[str, str]) -> np.ndarray:
             for column in frame.columns
         }
     )
-    return pd.util.hash_pandas_object(normalised, index=False).to_numpy(dtype=np.uint64)
+    # categorize=False: ids are mostly unique, so factorising them first only costs time.
+    return pd.util.hash_pandas_object(normalised, index=False, categorize=False).to_numpy(dtype=np.uint64)
 
 
 class _MasterStore:
@@ -303,8 +364,7 @@ class _MasterStore:
     def __init__(self, config: Config, state: dict[str, Any] | None, hashes: np.ndarray):
         self.config = config
         self.state = state
-        self.hashes = hashes
-        self.pending_hashes: list[np.ndarray] = []
+        self.hashes = hashes  # sorted: the master's rows and those accepted in this run
 
     @property
     def columns(self) -> list[str]:
@@ -345,36 +405,53 @@ class _MasterStore:
                 f"({sorted(classes | labels)[:5]}...); a binary target is expected"
             )
 
-    def take_new_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The rows of ``frame`` not in the master, nor earlier in this run."""
+    def take_new_rows(self, validated: _ValidatedFile) -> _NewRows:
+        """The rows not in the master, nor earlier in this run; remembered as seen."""
         if self.state is None:
-            self._start(frame)
-        frame = frame[self.columns]
+            self._start(validated.frame)
+        frame = validated.frame
         hashes = _row_hashes(frame, self.kinds)
-        seen = np.concatenate([self.hashes, *self.pending_hashes]) if self.pending_hashes else self.hashes
-        fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~np.isin(hashes, seen)
-        self.pending_hashes.append(hashes[fresh])
-        return frame.loc[fresh].reset_index(drop=True)
+        fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~self._known(hashes)
+        # Both sorted runs: a stable sort merges them in linear time.
+        self.hashes = np.sort(np.concatenate([self.hashes, hashes[fresh]]), kind="stable")
+        raw = validated.raw_lines
+        if raw is not None and not fresh.all():
+            raw = list(itertools.compress(raw, fresh))
+        return _NewRows(frame.loc[fresh].reset_index(drop=True), raw)
+
+    def _known(self, hashes: np.ndarray) -> np.ndarray:
+        """Which hashes are already seen; sorted look-ups walk the sorted index in order."""
+        found = np.zeros(len(hashes), dtype=bool)
+        if not len(self.hashes):
+            return found
+        order = np.argsort(hashes)
+        position = np.searchsorted(self.hashes, hashes[order])
+        inside = position < len(self.hashes)
+        hit = np.zeros(len(hashes), dtype=bool)
+        hit[inside] = self.hashes[position[inside]] == hashes[order][inside]
+        found[order] = hit
+        return found
 
     def _start(self, frame: pd.DataFrame) -> None:
         """The first accepted file fixes the master's columns and their kinds."""
         kinds = _infer_kinds(frame, self.config)
         self.state = {"columns": list(frame.columns), "kinds": kinds, "target_classes": [], "rows": 0, "bytes": 0}
 
-    def append(self, rows: pd.DataFrame) -> None:
+    def append(self, csv_body: bytes, rows: int, batches: list[pd.DataFrame]) -> None:
+        """Copy the master's bytes, add the new rows' lines and rename it into place."""
         master = master_path(self.config)
         with atomic_path(master) as tmp:
             if master.exists():
                 shutil.copyfile(master, tmp)
-            with open(tmp, "a", encoding="utf-8", newline="") as handle:
-                rows.to_csv(handle, header=not master.exists(), index=False, lineterminator="\n")
+                with open(tmp, "ab") as handle:
+                    handle.write(csv_body)
+            else:
+                tmp.write_bytes(_csv_header(self.columns) + csv_body)
             size = tmp.stat().st_size
-        self.hashes = np.unique(np.concatenate([self.hashes, *self.pending_hashes]))
-        self.pending_hashes = []
         target = self.config.target
-        classes = set(self.state["target_classes"]) | {str(v) for v in rows[target].unique()}
+        classes = set(self.state["target_classes"]).union(*({str(v) for v in b[target].unique()} for b in batches))
         self.state["target_classes"] = sorted(classes)
-        self._commit_state(self.state["rows"] + len(rows), size)
+        self._commit_state(self.state["rows"] + rows, size)
 
     def _commit_state(self, rows: int, size: int) -> None:
         with atomic_path(self.config.output_folder / HASHES_FILE) as tmp:

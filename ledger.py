@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and dataclasses cost import time on the cron fast path
+    from typing import Any
 
 from fsutil import atomic_write_json, atomic_write_text, read_json_lines, sha256_file
 from settings import Config
@@ -27,13 +29,16 @@ STATUS_INGESTED = "ingested"
 STATUS_SET_ASIDE = "set_aside"
 
 
-@dataclass(frozen=True)
 class SourceFile:
-    name: str
-    path: Path
-    size: int
-    mtime_ns: int
-    sha256: str
+    """A file in the input folder, identified by name and content hash."""
+
+    __slots__ = ("name", "path", "size", "mtime_ns", "sha256")
+
+    def __init__(self, name: str, path: Path, size: int, mtime_ns: int, sha256: str):
+        self.name, self.path, self.size, self.mtime_ns, self.sha256 = name, path, size, mtime_ns, sha256
+
+    def __repr__(self) -> str:
+        return f"SourceFile({self.name!r}, sha256={self.sha256[:12]}…)"
 
 
 def record_path(config: Config) -> Path:

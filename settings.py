@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and dataclasses cost import time on the cron fast path
+    from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +66,17 @@ class ConfigError(ValueError):
     """The configuration is unusable; the message names the key or path at fault."""
 
 
-@dataclass(frozen=True)
 class Config:
-    """The parsed configuration with every path made absolute."""
+    """The parsed configuration; folders are resolved against the config file's folder."""
 
-    path: Path
-    values: dict[str, Any] = field(repr=False)
+    __slots__ = ("path", "values")
+
+    def __init__(self, path: Path, values: dict[str, Any]):
+        self.path = path
+        self.values = values
+
+    def __repr__(self) -> str:
+        return f"Config(path={self.path!r})"
 
     @property
     def root(self) -> Path:

@@ -1,0 +1,162 @@
+"""Pipeline benchmarks, each a ratio against a baseline measured in the same run.
+
+1. fullprocess with nothing new: wall time as a ratio to ``python -c pass`` (target <= 5x).
+2. Ingesting 1,000,000 rows in 20 files: throughput as a ratio to plain ``pandas.read_csv``
+   of the same files plus ``concat`` (target >= 0.5x); then one more 1,000-row file, whose
+   time should be at most 1/20 of the first run's. Peak memory (max RSS) of each.
+
+Each measured step runs in its own fresh process, so its peak RSS is its own.
+Usage: ``python benchmarks/bench_pipeline.py [--rows N] [--files N] [--repeat N]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))
+
+
+def timed_command(command: list[str], repeat: int) -> float:
+    """Median wall time of a command over ``repeat`` runs."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def worker(phase: str, folder: Path) -> None:
+    """One measured step in this fresh process; prints seconds and peak RSS as JSON."""
+    import pandas as pd
+
+    import ingestion
+    from settings import load_config
+
+    config = load_config(folder / "config.json")
+    started = time.perf_counter()
+    if phase == "read_csv":
+        frames = [pd.read_csv(p) for p in sorted(config.input_folder.glob("*.csv"))]
+        rows = len(pd.concat(frames, ignore_index=True))
+    else:
+        rows = ingestion.ingest_new_files(config).rows_added
+    seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak_mib}))
+
+
+def run_worker(phase: str, folder: Path) -> dict:
+    output = subprocess.run(
+        [sys.executable, __file__, "--worker", phase, "--folder", str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def make_project(folder: Path, rows: int, files: int) -> None:
+    """A project with ``files`` source files of generated clients, ``rows`` in all."""
+    import numpy as np
+
+    import sampledata
+
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    source = folder / "sourcedata"
+    source.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    per_file = rows // files
+    for index in range(files):
+        frame = sampledata.make_clients(rng, per_file)
+        frame.insert(0, "corporation", [f"c{index:03d}{i:07d}" for i in range(per_file)])
+        frame.to_csv(source / f"month_{index:02d}.csv", index=False, float_format="%.0f")
+
+
+def bench_fast_path(folder: Path, repeat: int) -> dict:
+    python = [sys.executable]
+    baseline = timed_command(python + ["-c", "pass"], repeat)
+    fast = timed_command(python + [str(PROJECT_DIR / "fullprocess.py"), "--config", str(folder / "config.json")], repeat)
+    return {"python_pass_s": baseline, "fullprocess_nothing_new_s": fast, "ratio": fast / baseline, "target": "<= 5x"}
+
+
+def bench_ingestion(folder: Path) -> dict:
+    baseline = run_worker("read_csv", folder)
+    first = run_worker("ingest", folder)
+    extra = folder / "sourcedata" / "month_extra.csv"
+    import numpy as np
+
+    import sampledata
+
+    frame = sampledata.make_clients(np.random.default_rng(2), 1000)
+    frame.insert(0, "corporation", [f"extra{i:06d}" for i in range(1000)])
+    frame.to_csv(extra, index=False, float_format="%.0f")
+    incremental = run_worker("ingest", folder)
+    return {
+        "rows": first["rows"],
+        "read_csv_concat_s": baseline["seconds"],
+        "ingest_first_s": first["seconds"],
+        "throughput_ratio": baseline["seconds"] / first["seconds"],
+        "throughput_target": ">= 0.5x",
+        "ingest_1000_more_s": incremental["seconds"],
+        "incremental_fraction": incremental["seconds"] / first["seconds"],
+        "incremental_target": "<= 0.05 (1/20)",
+        "peak_mib": {"read_csv_concat": baseline["peak_mib"], "ingest_first": first["peak_mib"], "ingest_1000_more": incremental["peak_mib"]},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=15, help="runs of each command in the fast-path timing")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, Path(args.folder))
+        return {}
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        folder = Path(tmp)
+        make_project(folder, args.rows, args.files)
+        ingestion_figures = bench_ingestion(folder)
+        fast_path = bench_fast_path(folder, args.repeat)
+    results = {"fast_path": fast_path, "ingestion": ingestion_figures}
+    report(results)
+    return results
+
+
+def report(results: dict) -> None:
+    fast, ingest = results["fast_path"], results["ingestion"]
+    print("== pipeline benchmarks ==")
+    print(
+        f"fullprocess, nothing new: {fast['fullprocess_nothing_new_s'] * 1000:.1f} ms vs python -c pass "
+        f"{fast['python_pass_s'] * 1000:.1f} ms -> {fast['ratio']:.2f}x (target <= 5x) "
+        f"{'OK' if fast['ratio'] <= 5 else 'MISSED'}"
+    )
+    print(
+        f"ingest {ingest['rows']:,} rows: {ingest['ingest_first_s']:.2f} s vs read_csv+concat "
+        f"{ingest['read_csv_concat_s']:.2f} s -> throughput {ingest['throughput_ratio']:.2f}x (target >= 0.5x) "
+        f"{'OK' if ingest['throughput_ratio'] >= 0.5 else 'MISSED'}"
+    )
+    print(
+        f"ingest 1,000 more rows: {ingest['ingest_1000_more_s'] * 1000:.1f} ms = "
+        f"{ingest['incremental_fraction']:.3f} of the first run (target <= 0.05) "
+        f"{'OK' if ingest['incremental_fraction'] <= 0.05 else 'MISSED'}"
+    )
+    peaks = ingest["peak_mib"]
+    print(
+        f"peak RSS: read_csv+concat {peaks['read_csv_concat']:.0f} MiB, first ingest {peaks['ingest_first']:.0f} MiB, "
+        f"1,000-row ingest {peaks['ingest_1000_more']:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
