@@ -134,9 +134,15 @@ def configure_logging(verbose: bool = False, log_file: Path | None = None) -> No
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+    root = logging.getLogger()
+    # Replace only the handlers an earlier call installed, so that calling main() twice in
+    # one process does not log twice, and handlers installed by others stay.
+    for old in [h for h in root.handlers if getattr(h, "_installed_by_fsutil", False)]:
+        root.removeHandler(old)
+        old.close()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in handlers:
+        handler._installed_by_fsutil = True  # type: ignore[attr-defined]
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -1,0 +1,64 @@
+"""Each pipeline script's main(): arguments, output and exit codes, run as a user would."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import deployment
+import ingestion
+import scoring
+import training
+from fsutil import run_lock
+from settings import Config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def test_step_by_step_scripts_ingest_train_score_deploy(project: Config, capsys: pytest.CaptureFixture) -> None:
+    args = ["--config", str(project.path)]
+
+    assert ingestion.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["rows_added"] == 7500
+    assert training.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "logistic_regression"
+    assert scoring.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] > 0
+    assert deployment.main(args + ["--reason", "by hand"]) == 0
+    assert "current version: v1" in capsys.readouterr().out
+    assert deployment.main(args + ["--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "* v1" in listing and "by hand" in listing
+
+
+def test_rollback_from_the_command_line(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
+    args = ["--config", str(deployed_project.path)]
+    assert deployment.main(args) == 0
+    assert deployment.main(args + ["--rollback"]) == 0
+    assert "current version: v1" in capsys.readouterr().out
+    assert deployment.main(args + ["--rollback"]) == 1, "nothing older than v1"
+
+
+def test_scripts_refuse_to_run_while_another_holds_the_lock(deployed_project: Config) -> None:
+    args = ["--config", str(deployed_project.path)]
+    with run_lock(ingestion.lock_path(deployed_project)):
+        assert ingestion.main(args) == 1
+        assert training.main(args) == 1
+        assert deployment.main(args) == 1
+
+
+def test_a_missing_input_folder_is_named(project: Config, caplog: pytest.LogCaptureFixture) -> None:
+    for source in project.input_folder.iterdir():
+        source.unlink()
+    project.input_folder.rmdir()
+    assert ingestion.main(["--config", str(project.path)]) == 1
+    assert "input_folder_path: folder" in caplog.text
+
+
+@pytest.mark.parametrize("script", ["ingestion.py", "training.py", "scoring.py", "deployment.py", "fullprocess.py", "sampledata.py"])
+def test_every_script_answers_help_from_any_directory(script: str, tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / script), "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0 and "--config" in result.stdout
