@@ -36,7 +36,7 @@ import ingestion
 import ledger
 from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
 from scoring import METADATA_FILE, MODEL_FILE, THRESHOLD_METRICS, binary_target, feature_frame, metric_value
-from settings import PROJECT_DIR, Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config
 
 logger = logging.getLogger(__name__)
 
