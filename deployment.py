@@ -18,20 +18,23 @@ its hash matches.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import pickle
 import shutil
 import sys
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+import ledger
 from fsutil import LockBusy, append_json_line, configure_logging, fsync_dir, read_json_lines, run_lock, sha256_file
 from settings import Config, ConfigError, load_config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
+    from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +54,24 @@ class DeploymentError(RuntimeError):
     """A deployment is missing, incomplete or fails verification; the message says which."""
 
 
-@dataclass(frozen=True)
+REQUIRED_FILES = (MODEL_FILE, METADATA_FILE, SCORES_FILE)
+
+
 class DeployedModel:
-    version: str
-    path: Path
-    model: Any
-    metadata: dict[str, Any]
-    scores: dict[str, Any]
-    manifest: dict[str, Any]
+    """A loaded, verified deployment version."""
+
+    __slots__ = ("version", "path", "model", "metadata", "scores", "manifest")
+
+    def __init__(self, version: str, path: Path, model: Any, metadata: dict, scores: dict, manifest: dict):
+        self.version, self.path, self.model = version, path, model
+        self.metadata, self.scores, self.manifest = metadata, scores, manifest
+
+    def __repr__(self) -> str:
+        return f"DeployedModel({self.version!r}, {self.metadata.get('model')!r})"
+
+
+def _unique_suffix() -> str:
+    return os.urandom(8).hex()
 
 
 def versions_folder(config: Config) -> Path:
@@ -105,6 +118,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
 def verify_version(path: Path) -> dict[str, Any]:
     """Check every file of a version against its manifest. Returns the manifest."""
     manifest = read_manifest(path)
+    unlisted = [name for name in REQUIRED_FILES if name not in manifest.get("files", {})]
+    if unlisted:
+        raise DeploymentError(f"{path / MANIFEST_FILE} does not list {unlisted}: the version cannot be verified")
     for name, expected in manifest["files"].items():
         file = path / name
         if not file.is_file():
@@ -120,8 +136,11 @@ def load_deployed_model(config: Config, version: str | None = None) -> DeployedM
     # Resolve the link once, so every file below comes from the same version.
     path = version_path(config, version)
     manifest = verify_version(path)
-    with open(path / MODEL_FILE, "rb") as handle:
-        model = pickle.load(handle)
+    # Unpickle the very bytes that were hashed, so the file cannot change in between.
+    model_bytes = (path / MODEL_FILE).read_bytes()
+    if hashlib.sha256(model_bytes).hexdigest() != manifest["files"][MODEL_FILE]:
+        raise DeploymentError(f"{path / MODEL_FILE} changed while it was being loaded")
+    model = pickle.loads(model_bytes)
     return DeployedModel(
         version=path.name,
         path=path,
@@ -136,7 +155,7 @@ def deploy_model(config: Config, reason: str = "manual deployment") -> str:
     """Promote the trained model, its scores and the ingestion record as a new current version."""
     _remove_incomplete(config)
     metadata = _checked_trained_model(config)
-    incoming = versions_folder(config) / f"{INCOMING_PREFIX}{uuid.uuid4().hex}"
+    incoming = versions_folder(config) / f"{INCOMING_PREFIX}{_unique_suffix()}"
     incoming.mkdir(parents=True)
     try:
         files = _assemble(config, incoming)
@@ -259,7 +278,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _switch_current(config: Config, version: str) -> None:
     """Point ``current`` at ``version`` with one atomic rename of a fresh symlink."""
     folder = config.deployment_folder
-    staging = folder / f".current-{uuid.uuid4().hex}"
+    staging = folder / f".current-{_unique_suffix()}"
     os.symlink(Path(VERSIONS_FOLDER) / version, staging)
     os.replace(staging, folder / CURRENT_LINK)
     fsync_dir(folder)
@@ -314,9 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             _print_versions(list_versions(config))
             return 0
-        import ingestion  # for the lock's path; pandas is loaded by deploying anyway
-
-        with run_lock(ingestion.lock_path(config)):
+        with run_lock(ledger.lock_path(config)):
             version = rollback(config) if args.rollback else deploy_model(config, reason=args.reason)
     except (ConfigError, DeploymentError, LockBusy, FileNotFoundError) as exc:
         logger.error("%s", exc)

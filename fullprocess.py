@@ -1,25 +1,33 @@
 """The cron entry: ingest new data, check the deployed model for drift, retrain and redeploy.
 
 1. Take the run lock; if another run holds it, log that and exit 0.
-2. Nothing new or changed in the input folder: log one line and exit 0. This path runs every
-   few minutes, so only stdlib-light modules are imported before it is decided.
-3. Ingest. 4. Score the deployed model on the newly ingested rows; model drift means that
-   score is below the deployed one (by more than ``drift_tolerance``); no deployed model
-   counts as drift. 5. No drift: record the decision and stop. 6. Drift: retrain on the
-   whole master dataset, score on the test data, deploy, then diagnose and report.
+2. Nothing new or changed in the input folder, and nothing left undecided: log one line and
+   exit 0. This path runs every few minutes, so only stdlib-light modules are imported
+   before it is decided.
+3. Ingest. 4. Score the deployed model on the rows not yet judged (those just ingested);
+   model drift means that score is below the deployed one (by more than
+   ``drift_tolerance``); no deployed model counts as drift. 5. No drift: record the decision
+   and stop. 6. Drift: retrain on the whole master dataset, score on the test data, deploy,
+   then diagnose and report.
 7. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
+
+Rows stay "not yet judged" until a decision is recorded: ``drift_checkpoint.json`` holds the
+master's size at the last decision. A run that failed or was killed after ingesting leaves
+them undecided, and the next run judges them even if no new file has arrived.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import deployment
 import ledger
-from fsutil import LockBusy, append_json_line, configure_logging, read_json_lines, run_lock
+from fsutil import LockBusy, append_json_line, atomic_write_json, configure_logging, read_json_lines, run_lock
 from settings import Config, ConfigError, load_config
 
 TYPE_CHECKING = False
@@ -30,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.jsonl"
 LOG_FILE = "fullprocess.log"
-LOCK_FILE = "pipeline.lock"  # the same file as ingestion.lock_path(), without importing pandas
+CHECKPOINT_FILE = "drift_checkpoint.json"
 
 
 def audit_path(config: Config) -> Path:
@@ -42,31 +50,59 @@ def read_audit(config: Config) -> list[dict[str, Any]]:
     return read_json_lines(audit_path(config))
 
 
+def judged_bytes(config: Config) -> int:
+    """The master's size when the last decision was recorded (0: nothing judged yet)."""
+    try:
+        return int(json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))["master_bytes"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def undecided_work(config: Config) -> str | None:
+    """Why data already ingested still needs a decision, or None. Stdlib only."""
+    size = ledger.master_bytes(config)
+    if not size:
+        return None
+    if deployment.current_version(config) is None:
+        return "data is ingested but no model is deployed"
+    if size > judged_bytes(config):
+        return "rows ingested by an earlier run were never judged (a failed or interrupted run)"
+    return None
+
+
 def run_pipeline(config: Config) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     pending = ledger.pending_files(config)
-    if not pending:
+    undecided = undecided_work(config)
+    if not pending and not undecided:
         return {"decision": "no_new_data", "reason": f"no new or changed files in {config.input_folder}"}
     # Heavy imports only now that there is work to do.
     import ingestion
 
-    ingested = ingestion.ingest_new_files(config, pending)
-    record: dict[str, Any] = {**ingested.summary(), "metric": config["metric"]}
-    record.pop("seconds")
-    record["ingestion_seconds"] = round(ingested.seconds, 4)
-    if not ingested.rows_added:
-        return {**record, "decision": "no_new_rows", "reason": "the new files added no rows (set aside or duplicates)"}
-    drift, reason, scores = check_model_drift(config, ingested.new_rows)
-    record.update(scores, reason=reason)
-    if not drift:
-        return {**record, "decision": "no_drift"}
-    record.update(retrain_and_deploy(config, reason))
-    return {**record, "decision": "redeployed"}
+    record: dict[str, Any] = {"metric": config["metric"]}
+    if undecided:
+        logger.info("resuming: %s", undecided)
+        record["resumed"] = undecided
+    if pending:
+        ingested = ingestion.ingest_new_files(config, pending)
+        record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
+        record.pop("seconds")
+    master_end = ledger.master_bytes(config)
+    new_rows = ingestion.load_master_since(config, judged_bytes(config))
+    if new_rows is None or (new_rows.empty and deployment.current_version(config) is not None):
+        record.update(decision="no_new_rows", reason="the new files added no rows (set aside or duplicates)")
+    else:
+        drift, reason, scores = check_model_drift(config, new_rows)
+        record.update(scores, rows_judged=len(new_rows), reason=reason, decision="no_drift")
+        if drift:
+            record.update(retrain_and_deploy(config, reason), decision="redeployed")
+    # Recorded only once the decision is made: a failure above leaves the rows undecided.
+    atomic_write_json(config.output_folder / CHECKPOINT_FILE, {"master_bytes": master_end})
+    return record
 
 
 def check_model_drift(config: Config, new_rows: Any) -> tuple[bool, str, dict[str, Any]]:
     """Compare the deployed model's score on the new rows with its deployed score."""
-    import deployment
     import scoring
 
     metric = config["metric"]
@@ -80,8 +116,10 @@ def check_model_drift(config: Config, new_rows: Any) -> tuple[bool, str, dict[st
     new_score = scoring.score_frame(deployed.model, new_rows, deployed.metadata, config)[metric]
     deployed_score = deployed.scores[metric]
     scores = {"deployed_version": deployed.version, "deployed_score": deployed_score, "new_score": new_score}
-    if new_score is None or deployed_score is None:
-        return False, f"{metric} is undefined on the new rows (one class only); drift not judged", scores
+    classes = len(set(scoring.binary_target(new_rows[config.target], config.positive_label)))
+    if classes < 2 or new_score is None or deployed_score is None:
+        # With one class F1 is 0 whatever the model does: that says nothing about drift.
+        return False, f"drift not judged: the {len(new_rows)} new row(s) hold one class only", scores
     if new_score < deployed_score - config["drift_tolerance"]:
         return True, f"model drift: {metric} {new_score:.4f} on new rows < deployed {deployed_score:.4f}", scores
     return False, f"no drift: {metric} {new_score:.4f} on new rows >= deployed {deployed_score:.4f}", scores
@@ -89,7 +127,6 @@ def check_model_drift(config: Config, new_rows: Any) -> tuple[bool, str, dict[st
 
 def retrain_and_deploy(config: Config, reason: str) -> dict[str, Any]:
     """Train on the whole master, score on the test data, deploy; then diagnose and report."""
-    import deployment
     import scoring
     import training
 
@@ -138,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose, config.log_folder / LOG_FILE)
     status = 0
     try:
-        with run_lock(config.log_folder / LOCK_FILE):
+        with run_lock(ledger.lock_path(config)):
             record = {"status": "ok", **run_pipeline(config)}
     except LockBusy as exc:
         record = {"status": "ok", "decision": "locked_out", "reason": str(exc)}

@@ -46,12 +46,11 @@ from settings import Config, ConfigError, load_config
 logger = logging.getLogger(__name__)
 
 MASTER_FILE = "finaldata.csv"
-STATE_FILE = "master_state.json"
+STATE_FILE = ledger.MASTER_STATE_FILE
 HASHES_FILE = "row_hashes.u64"
 LATEST_BATCH_FILE = "latest_batch.csv"
 LAST_RUN_FILE = "last_ingestion.json"
 QUARANTINE_FOLDER = "quarantine"
-LOCK_FILE = "pipeline.lock"
 
 NUMERIC = "numeric"
 TEXT = "text"
@@ -83,9 +82,7 @@ class IngestionResult:
         }
 
 
-def lock_path(config: Config) -> Path:
-    """The one lock every pipeline step that writes shared state takes."""
-    return config.log_folder / LOCK_FILE
+lock_path = ledger.lock_path
 
 
 def master_path(config: Config) -> Path:
@@ -119,6 +116,20 @@ def read_dataset(path: Path, kinds: dict[str, str]) -> pd.DataFrame:
 def load_master(config: Config) -> pd.DataFrame:
     """The whole master dataset, typed as ingestion recorded it."""
     return read_dataset(master_path(config), column_kinds(config))
+
+
+def load_master_since(config: Config, offset: int) -> pd.DataFrame | None:
+    """The master's rows from byte ``offset`` on (the master only ever grows); None if none."""
+    master = master_path(config)
+    if not master.exists():
+        return None
+    with open(master, "rb") as handle:
+        header = handle.readline()
+        handle.seek(max(offset, len(header)))
+        body = handle.read()
+    if not body.strip():
+        return None
+    return read_dataset(io.BytesIO(header + body), column_kinds(config))
 
 
 def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = None) -> IngestionResult:
@@ -187,6 +198,7 @@ class _ValidatedFile:
     rows_read: int
     rows_missing_target: int
     notes: list[str]
+    kinds: dict[str, str]
 
 
 @dataclass
@@ -229,9 +241,8 @@ def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Co
     if extra:
         notes.append(f"ignored column(s) not in the master dataset: {extra}")
     raw_lines = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
+    kinds = _settle_unobserved(frame, kinds, store, config)
     frame, reformatted = _coerce_types(frame[columns], kinds)
-    if reformatted:
-        raw_lines = None
     rows_read = len(frame)
     keep = _rows_with_target(frame, config.target)
     rows_missing_target = int((~keep).sum())
@@ -241,9 +252,13 @@ def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Co
         raw_lines = None if raw_lines is None else list(itertools.compress(raw_lines, keep))
     if frame.empty:
         raise InvalidFile(f"every row lacks a value for the target {config.target!r}")
-    frame[config.target] = _integer_labels(frame[config.target])
+    labels = _integer_labels(frame[config.target])
+    reformatted |= labels.dtype != frame[config.target].dtype
+    frame[config.target] = labels
     store.check_target_classes(frame[config.target], config)
-    return _ValidatedFile(frame, raw_lines, rows_read, rows_missing_target, notes)
+    if reformatted:  # the file's text differs from the values kept: write the values
+        raw_lines = None
+    return _ValidatedFile(frame, raw_lines, rows_read, rows_missing_target, notes, kinds)
 
 
 def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, pd.DataFrame]:
@@ -286,8 +301,12 @@ def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFr
         if kind == TEXT:
             if values.dtype != object:
                 frame[column] = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v))
+                reformatted = True
             continue
+        if pd.api.types.is_bool_dtype(values):
+            raise InvalidFile(f"column {column!r} must be numeric but holds true/false values")
         if pd.api.types.is_numeric_dtype(values):
+            _require_finite(column, values)
             continue
         text = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v).strip())
         parsed = pd.to_numeric(text, errors="coerce")
@@ -298,9 +317,25 @@ def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFr
                 f"column {column!r} must be numeric but {int(bad.sum())} value(s) are not "
                 f"(first on line {first_line})"
             )
+        _require_finite(column, parsed)
         frame[column] = parsed
         reformatted = True
     return frame, reformatted
+
+
+def _require_finite(column: str, values: pd.Series) -> None:
+    infinite = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
+    if infinite.any():
+        raise InvalidFile(f"column {column!r} holds {int(infinite.sum())} infinite value(s) (first on line {int(np.flatnonzero(infinite)[0]) + 2})")
+
+
+def _settle_unobserved(frame: pd.DataFrame, kinds: dict[str, str], store: "_MasterStore", config: Config) -> dict[str, str]:
+    """Give a column that has only ever been empty the kind its first real values show."""
+    settled = dict(kinds)
+    for column in store.unobserved:
+        if column in frame.columns and frame[column].notna().any():
+            settled[column] = _infer_kinds(frame[[column]], config)[column]
+    return settled
 
 
 def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
@@ -308,6 +343,13 @@ def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
     if frame[target].dtype == object:
         missing |= frame[target].astype(str).str.strip() == ""
     return ~missing.to_numpy()
+
+
+def label_text(value: Any) -> str:
+    """One spelling per class label: 1, 1.0 and "1" are all "1"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _integer_labels(values: pd.Series) -> pd.Series:
@@ -350,7 +392,8 @@ def _row_hashes(frame: pd.DataFrame, kinds: dict[str, str]) -> np.ndarray:
     """One 64-bit hash a row, independent of how a file happened to type its numbers."""
     normalised = pd.DataFrame(
         {
-            column: frame[column].astype("float64") if kinds[column] == NUMERIC else frame[column].astype("object")
+            # + 0.0 turns -0.0 into 0.0: equal values must hash alike.
+            column: frame[column].astype("float64") + 0.0 if kinds[column] == NUMERIC else frame[column].astype("object")
             for column in frame.columns
         }
     )
@@ -374,31 +417,47 @@ class _MasterStore:
     def kinds(self) -> dict[str, str]:
         return self.state["kinds"] if self.state else {}
 
+    @property
+    def unobserved(self) -> list[str]:
+        """Columns that have only ever been empty, whose kind is still open."""
+        return self.state.get("unobserved", []) if self.state else []
+
     @classmethod
     def open(cls, config: Config) -> "_MasterStore":
         state = read_master_state(config)
         master = master_path(config)
-        if state is None or not master.exists():
+        if not master.exists():
             return cls(config, None, np.empty(0, dtype=np.uint64))
         hashes_path = config.output_folder / HASHES_FILE
         consistent = (
-            master.stat().st_size == state["bytes"]
+            state is not None
+            and master.stat().st_size == state["bytes"]
             and hashes_path.exists()
             and hashes_path.stat().st_size == 8 * state.get("hash_count", -1)
         )
         if consistent:
             return cls(config, state, np.fromfile(hashes_path, dtype=np.uint64))
-        # A run died between renaming the master and its index: rebuild from the master.
+        # A run died between renaming the master and writing its index: rebuild from it.
         logger.warning("master index out of date (interrupted run?); rebuilding it from %s", master)
-        frame = read_dataset(master, state["kinds"])
+        return cls._rebuild(config, state)
+
+    @classmethod
+    def _rebuild(cls, config: Config, state: dict[str, Any] | None) -> "_MasterStore":
+        master = master_path(config)
+        frame = read_dataset(master, state["kinds"] if state else _declared_text_kinds(config))
+        if state is None:  # the very first run died before its state was written
+            state = {"columns": list(frame.columns), "kinds": _infer_kinds(frame, config)}
+            state["unobserved"] = [c for c in frame.columns if frame[c].isna().all()]
+        frame, _ = _coerce_types(frame, state["kinds"])
+        frame[config.target] = _integer_labels(frame[config.target].dropna())
         store = cls(config, state, np.unique(_row_hashes(frame, state["kinds"])))
-        state["target_classes"] = sorted({str(v) for v in frame[config.target].dropna().unique()})
+        state["target_classes"] = sorted({label_text(v) for v in frame[config.target].dropna().unique()})
         store._commit_state(len(frame), master.stat().st_size)
         return store
 
     def check_target_classes(self, target: pd.Series, config: Config) -> None:
         classes = set(self.state["target_classes"]) if self.state else set()
-        labels = {str(v) for v in target.unique()}
+        labels = {label_text(v) for v in target.unique()}
         if len(classes | labels) > 2:
             raise InvalidFile(
                 f"target {config.target!r} would have {len(classes | labels)} classes "
@@ -409,6 +468,9 @@ class _MasterStore:
         """The rows not in the master, nor earlier in this run; remembered as seen."""
         if self.state is None:
             self._start(validated.frame)
+        for column in [c for c in self.unobserved if validated.frame[c].notna().any()]:
+            self.state["kinds"][column] = validated.kinds[column]
+            self.state["unobserved"].remove(column)
         frame = validated.frame
         hashes = _row_hashes(frame, self.kinds)
         fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~self._known(hashes)
@@ -434,8 +496,14 @@ class _MasterStore:
 
     def _start(self, frame: pd.DataFrame) -> None:
         """The first accepted file fixes the master's columns and their kinds."""
-        kinds = _infer_kinds(frame, self.config)
-        self.state = {"columns": list(frame.columns), "kinds": kinds, "target_classes": [], "rows": 0, "bytes": 0}
+        self.state = {
+            "columns": list(frame.columns),
+            "kinds": _infer_kinds(frame, self.config),
+            "unobserved": [c for c in frame.columns if frame[c].isna().all()],
+            "target_classes": [],
+            "rows": 0,
+            "bytes": 0,
+        }
 
     def append(self, csv_body: bytes, rows: int, batches: list[pd.DataFrame]) -> None:
         """Copy the master's bytes, add the new rows' lines and rename it into place."""
@@ -449,7 +517,7 @@ class _MasterStore:
                 tmp.write_bytes(_csv_header(self.columns) + csv_body)
             size = tmp.stat().st_size
         target = self.config.target
-        classes = set(self.state["target_classes"]).union(*({str(v) for v in b[target].unique()} for b in batches))
+        classes = set(self.state["target_classes"]).union(*({label_text(v) for v in b[target].unique()} for b in batches))
         self.state["target_classes"] = sorted(classes)
         self._commit_state(self.state["rows"] + rows, size)
 

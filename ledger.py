@@ -22,6 +22,8 @@ from settings import Config
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = "ingestion_record.jsonl"
+MASTER_STATE_FILE = "master_state.json"  # written by ingestion; its byte count is read here
+LOCK_FILE = "pipeline.lock"
 INGESTED_NAMES_FILE = "ingestedfiles.txt"
 STAT_CACHE_FILE = ".source_stat_cache.json"
 
@@ -32,13 +34,30 @@ STATUS_SET_ASIDE = "set_aside"
 class SourceFile:
     """A file in the input folder, identified by name and content hash."""
 
-    __slots__ = ("name", "path", "size", "mtime_ns", "sha256")
+    __slots__ = ("name", "path", "size", "signature", "sha256")
 
-    def __init__(self, name: str, path: Path, size: int, mtime_ns: int, sha256: str):
-        self.name, self.path, self.size, self.mtime_ns, self.sha256 = name, path, size, mtime_ns, sha256
+    def __init__(self, name: str, path: Path, size: int, signature: list[int], sha256: str):
+        self.name, self.path, self.size, self.signature, self.sha256 = name, path, size, signature, sha256
+
+    @property
+    def cache_entry(self) -> dict[str, Any]:
+        return {"signature": self.signature, "sha256": self.sha256}
 
     def __repr__(self) -> str:
         return f"SourceFile({self.name!r}, sha256={self.sha256[:12]}…)"
+
+
+def lock_path(config: Config) -> Path:
+    """The one lock every pipeline step that writes shared state takes."""
+    return config.log_folder / LOCK_FILE
+
+
+def master_bytes(config: Config) -> int:
+    """Size of the master dataset as ingestion last committed it (0 before any data)."""
+    try:
+        return int(json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))["bytes"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
 
 
 def record_path(config: Config) -> Path:
@@ -70,7 +89,7 @@ def pending_files(config: Config) -> list[SourceFile]:
         if path.name.startswith(".") or not path.is_file():
             continue
         source = _identify(path, cache.get(path.name))
-        fresh_cache[source.name] = {"size": source.size, "mtime_ns": source.mtime_ns, "sha256": source.sha256}
+        fresh_cache[source.name] = source.cache_entry
         if (source.name, source.sha256) not in known:
             pending.append(source)
     if fresh_cache != cache:
@@ -80,11 +99,14 @@ def pending_files(config: Config) -> list[SourceFile]:
 
 def _identify(path: Path, cached: dict[str, Any] | None) -> SourceFile:
     stat = path.stat()
-    if cached and cached["size"] == stat.st_size and cached["mtime_ns"] == stat.st_mtime_ns:
+    # ctime and inode too: `cp -p` or `rsync -t` can restore size and mtime on new content,
+    # but nobody can set ctime, and rsync's write-then-rename changes the inode.
+    signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+    if cached and cached.get("signature") == signature:
         digest = cached["sha256"]
     else:
         digest = sha256_file(path)
-    return SourceFile(path.name, path, stat.st_size, stat.st_mtime_ns, digest)
+    return SourceFile(path.name, path, stat.st_size, signature, digest)
 
 
 def _read_stat_cache(cache_path: Path) -> dict[str, dict[str, Any]]:

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         config = load_config(args.config)
-        with run_lock(ingestion.lock_path(config)):
+        with run_lock(ledger.lock_path(config)):
             model, metadata = train_model(config)
             save_model(config, model, metadata)
     except (ConfigError, TrainingError, LockBusy, FileNotFoundError) as exc:

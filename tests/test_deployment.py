@@ -137,3 +137,15 @@ def test_deploys_killed_at_random_instants_leave_a_verified_current_version(depl
     deployment.deploy_model(deployed_project, reason="after the storm")
     leftovers = [p.name for p in deployment.versions_folder(deployed_project).iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_a_manifest_that_does_not_list_the_model_is_refused(deployed_project: Config) -> None:
+    import json
+
+    path = deployment.version_path(deployed_project)
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["files"]["trainedmodel.pkl"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+    with pytest.raises(deployment.DeploymentError, match="does not list"):
+        deployment.load_deployed_model(deployed_project)

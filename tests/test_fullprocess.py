@@ -183,3 +183,31 @@ def test_real_public_dataset_end_to_end(shared_data: Path, tmp_path: Path, datas
     deployed = deployment.load_deployed_model(config)
     assert deployed.scores["rows"] == len(rows) - cut
     assert deployed.scores["roc_auc"] > 0.7, "well above chance"
+
+
+def test_a_batch_of_one_class_is_not_judged_as_drift(deployed_project: Config) -> None:
+    test = (deployed_project.test_data_folder / "testdata.csv").read_text().splitlines()
+    stayers = [line for line in test[1:] if line.endswith(",0")]
+    (deployed_project.input_folder / "quiet_month.csv").write_text("\n".join([test[0], *stayers]) + "\n")
+
+    assert run(deployed_project) == 0
+
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["decision"] == "no_drift" and "one class only" in record["reason"]
+    assert deployment.current_version(deployed_project) == "v1"
+
+
+def test_rows_left_undecided_by_a_failed_run_are_judged_by_the_next(project: Config) -> None:
+    stash = project.root / "testdata-away"
+    project.test_data_folder.rename(stash)
+    assert run(project) == 1
+    assert fullprocess.read_audit(project)[-1]["status"] == "failed"
+    stash.rename(project.test_data_folder)
+
+    assert run(project) == 0  # no new file, but the ingested rows were never decided
+
+    record = fullprocess.read_audit(project)[-1]
+    assert record["decision"] == "redeployed" and record["version_deployed"] == "v1"
+    assert "resumed" in record
+    assert run(project) == 0
+    assert fullprocess.read_audit(project)[-1]["decision"] == "no_new_data"

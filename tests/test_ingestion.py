@@ -211,3 +211,77 @@ def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
     assert list(master["id"]) == ["007", "008"]
     assert master["Saving accounts"].isna().tolist() == [True, False]
     assert ingestion.column_kinds(config)["Risk"] == ingestion.TEXT
+
+
+def test_first_run_killed_before_its_state_was_written_is_rebuilt_not_doubled(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    for name in (ingestion.STATE_FILE, ingestion.HASHES_FILE, ledger.RECORD_FILE):
+        (project.output_folder / name).unlink()
+
+    result = ingestion.ingest_new_files(project)
+
+    assert result.rows_added == 0
+    assert len(master_rows(project)) == 7500
+    assert ingestion.read_master_state(project)["target_classes"] == ["0", "1"]
+
+
+def test_float_labels_join_the_integer_classes_even_after_a_rebuild(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "floats.csv", HEADER + "fl1,1,2,3,1.0\nfl2,1,2,3,0.0\n")
+    assert ingestion.ingest_new_files(project).rows_added == 2
+    (project.output_folder / ingestion.HASHES_FILE).unlink()  # force a rebuild
+    write(project.input_folder / "ints.csv", HEADER + "in1,1,2,3,1\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    assert result.files_set_aside == [] and result.rows_added == 1
+    assert ingestion.read_master_state(project)["target_classes"] == ["0", "1"]
+    assert set(master_rows(project)["exited"].unique()) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [("True,2,3,1\nxy,False,2,3,0", "true/false"), ("inf,2,3,1", "infinite")],
+)
+def test_booleans_and_infinities_in_numeric_columns_are_set_aside(project: Config, values: str, reason: str) -> None:
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "odd.csv", HEADER + "ab," + values + "\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    assert [f["name"] for f in result.files_set_aside] == ["odd.csv"]
+    assert reason in result.files_set_aside[0]["reason"]
+
+
+def test_a_column_empty_in_the_first_file_takes_its_kind_from_the_first_values(tmp_path: Path) -> None:
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path)
+    write(config.input_folder / "a.csv", "corporation,sector,exited\nab,,1\ncd,,0\n")
+    write(config.input_folder / "b.csv", "corporation,sector,exited\nef,retail,1\n")
+
+    result = ingestion.ingest_new_files(config)
+
+    assert result.files_set_aside == [] and result.rows_added == 3
+    assert ingestion.column_kinds(config)["sector"] == ingestion.TEXT
+    assert ingestion.read_master_state(config)["unobserved"] == []
+
+
+def test_negative_zero_is_the_same_value_as_zero(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "a.csv", HEADER + "z1,0.0,60,12,1\n")
+    write(project.input_folder / "b.csv", HEADER + "z1,-0.0,60,12,1\n")
+
+    assert ingestion.ingest_new_files(project).rows_added == 1
+
+
+def test_content_replaced_with_its_old_size_and_mtime_is_still_new(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    source = sorted(project.input_folder.iterdir())[0]
+    stat = source.stat()
+    text = source.read_text()
+    source.write_text(text.replace(",1\n", ",0\n", 1))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size
+
+    assert [f.name for f in ledger.pending_files(project)] == [source.name]
