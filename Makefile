@@ -6,7 +6,7 @@ CONFIG ?= config.json
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data ingest train score deploy versions rollback run demo-drift test bench clean
+.PHONY: help install data ingest train score deploy versions rollback diagnostics report run demo-drift test bench clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ versions: $(STAMP) ## List deployed versions with their scores
 
 rollback: $(STAMP) ## Make the previous deployed version current again
 	$(PY) deployment.py --config $(CONFIG) --rollback
+
+diagnostics: $(STAMP) ## Diagnose the current version; print and save reports/<version>/diagnostics.json
+	$(PY) diagnostics.py --config $(CONFIG)
+
+report: $(STAMP) ## Write reports/<version>/: confusion matrix, model report PDF and JSON (VERSION=vN for another)
+	$(PY) reporting.py --config $(CONFIG) $(if $(VERSION),--version $(VERSION))
 
 run: data ## Set up, make the sample data and run the cron entry (fullprocess) once
 	$(PY) fullprocess.py --config $(CONFIG)

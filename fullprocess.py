@@ -98,6 +98,8 @@ def run_pipeline(config: Config) -> dict[str, Any]:
             record.update(retrain_and_deploy(config, reason), decision="redeployed")
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
     atomic_write_json(config.output_folder / CHECKPOINT_FILE, {"master_bytes": master_end})
+    if record.get("version_deployed"):
+        record["after_deployment"] = run_after_deployment(config, record["version_deployed"])
     return record
 
 
@@ -139,25 +141,27 @@ def retrain_and_deploy(config: Config, reason: str) -> dict[str, Any]:
         "model": metadata["model"],
         "training_seconds": metadata["training_seconds"],
         "test_score": scores[config["metric"]],
-        **run_after_deployment(config, version),
     }
 
 
-def run_after_deployment(config: Config, version: str) -> dict[str, Any]:
-    """Diagnostics and reporting for a new version, where those steps are installed."""
-    import importlib
+def run_after_deployment(config: Config, version: str) -> dict[str, str]:
+    """Diagnostics and reporting for a new version: {step: "ok" | "failed: reason"}.
+
+    The deployment already stands when these run, so a failure here is recorded (and makes
+    the run exit non-zero) without undoing the decision.
+    """
+    import diagnostics
+    import reporting
 
     done = {}
-    for module_name, function_name in (("diagnostics", "save_diagnostics"), ("reporting", "write_reports")):
+    for name, step in (("diagnostics", diagnostics.save_diagnostics), ("reporting", reporting.write_reports)):
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        getattr(module, function_name)(config, version)
-        done[module_name] = "ok"
-    return {"after_deployment": done}
+            step(config, version)
+            done[name] = "ok"
+        except Exception as exc:  # any failure of a report must not hide the deployment
+            logger.exception("%s failed for %s", name, version)
+            done[name] = f"failed: {type(exc).__name__}: {exc}"
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with run_lock(ledger.lock_path(config)):
             record = {"status": "ok", **run_pipeline(config)}
+        failed_steps = [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]
+        if failed_steps:
+            record["status"] = "failed"
+            status = 1
     except LockBusy as exc:
         record = {"status": "ok", "decision": "locked_out", "reason": str(exc)}
     except Exception as exc:  # the cron entry must record any failure before it exits

@@ -18,7 +18,8 @@ from settings import Config, load_config
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
 
-FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3}
+# package_check_seconds 0: the diagnostics fullprocess runs after deploying do not ask the package index.
+FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3, "package_check_seconds": 0}
 
 
 def write_config(folder: Path, **overrides) -> Config:

@@ -1,0 +1,821 @@
+"""Write the reports of a deployed version: confusion matrix, full model report (PDF) and its JSON.
+
+``python reporting.py [--config PATH] [--version vN] [--refresh-diagnostics]`` writes, into
+``<reports>/<version>/``:
+
+- ``confusionmatrix.png``: the version's model on the test data;
+- ``model_report.pdf``: everything a validator needs to sign the version off, on A4 pages;
+- ``model_report.json``: the figures the PDF states, to check against scoring and diagnostics.
+
+Every version keeps its own folder; a new deployment never touches an older one's. The data
+sections restate ``diagnostics.json`` of the version, made first if it is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import textwrap
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics
+
+import deployment
+import diagnostics
+import fullprocess
+import scoring
+import ledger
+from fsutil import atomic_path, atomic_write_json, configure_logging, read_json_lines, sha256_file
+from settings import Config, ConfigError, load_config
+
+logger = logging.getLogger(__name__)
+
+CONFUSION_FILE = "confusionmatrix.png"
+REPORT_PDF = "model_report.pdf"
+REPORT_JSON = "model_report.json"
+METRIC_NAMES = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
+PERMUTATION_REPEATS = 10
+CALIBRATION_BINS = 10
+
+# Page geometry, in inches: A4 portrait.
+A4 = (8.27, 11.69)
+MARGIN = 0.6
+TOP = 1.05
+BOTTOM = A4[1] - 0.7
+CONTENT_WIDTH = A4[0] - 2 * MARGIN
+PNG_SIZE = (6.0, 5.0)
+PNG_DPI = 150
+BODY = 9
+SMALL = 8
+BAND_FILLS = {"stable": "#d4edda", "moderate": "#ffe8a1", "significant": "#f5c2c0", None: "#eeeeee"}
+STATUS_FILLS = {"outdated": "#ffe8a1", "up to date": "#d4edda", "installed differs from pin": "#f5c2c0", "not installed": "#f5c2c0"}
+
+
+@dataclass
+class Evidence:
+    """What the report states (``summary``, the JSON) and the per-row arrays its figures plot."""
+
+    summary: dict[str, Any]
+    y: np.ndarray
+    risk: np.ndarray
+
+
+# --- gathering the facts ------------------------------------------------------------------------
+
+
+def gather_evidence(config: Config, version: str | None = None, refresh_diagnostics: bool = False) -> Evidence:
+    """Score ``version`` on the test data and collect everything the report states."""
+    version = diagnostics.resolve_version(config, version)
+    deployed = deployment.load_deployed_model(config, version)
+    test = scoring.load_test_data(config)
+    y = scoring.binary_target(test[config.target], config.positive_label)
+    risk, predicted = diagnostics.risk_and_predictions(deployed, test)
+    scores = scoring.classification_metrics(y, risk, predicted)
+    found = None if refresh_diagnostics else diagnostics.load_diagnostics(config, version)
+    diagnosed = found if found and found.get("version") == version else _fresh_diagnostics(config, version)
+    summary = {
+        "version": version,
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "current": version == deployment.current_version(config),
+        "deployment": _deployment_facts(config, deployed),
+        "lineage": _lineage(deployed),
+        "test_data": _test_data_facts(config, y),
+        "metrics": scores,
+        "stored_scores": deployed.scores,
+        "metrics_match_stored_scores": all(deployed.scores.get(k) == v for k, v in scores.items()),
+        "previous_metrics": _previous_scores(config, deployed),
+        "class_labels": _class_labels(config),
+        "curves": _curve_facts(y, risk),
+        "calibration": _calibration(y, risk),
+        "score_distribution": _score_distribution(y, risk, deployed.metadata["threshold"]),
+        "permutation_importance": _permutation_importance(config, deployed, test, y),
+        "data": _data_facts(diagnosed),
+        "drift": _drift_facts(diagnosed["data_drift"]),
+        "execution_time": diagnosed["execution_time"],
+        "outdated_packages": diagnosed["outdated_packages"],
+        "diagnostics": {"file": diagnostics.display_path(config, diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
+        "warnings": list(diagnosed["warnings"]),
+    }
+    if not summary["metrics_match_stored_scores"]:
+        summary["warnings"].insert(0, f"the test data has changed since {version} was deployed: its metrics differ from scores.json")
+    return Evidence(diagnostics.json_ready(summary), y, risk)
+
+
+def _fresh_diagnostics(config: Config, version: str) -> dict[str, Any]:
+    path = diagnostics.save_diagnostics(config, version)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _deployment_facts(config: Config, deployed: deployment.DeployedModel) -> dict[str, Any]:
+    """When and why the version was deployed: its manifest, the audited run that deployed it."""
+    runs = [r for r in fullprocess.read_audit(config) if r.get("version_deployed") == deployed.version]
+    audit_keys = ("started_at", "decision", "reason", "deployed_version", "deployed_score", "new_score", "files_ingested", "rows_added", "test_score", "duration_seconds")
+    manifest = deployed.manifest
+    return {
+        "deployed_at": manifest["deployed_at"],
+        "reason": manifest["reason"],
+        "previous_version": manifest.get("previous_version"),
+        "audit": {key: runs[-1].get(key) for key in audit_keys} if runs else None,
+        "last_ingestion": _last_ingestion(deployed),
+        "history": [h for h in deployment.history(config) if h.get("version") == deployed.version],
+    }
+
+
+def _last_ingestion(deployed: deployment.DeployedModel) -> dict[str, Any] | None:
+    """The last ingestion run before the deployment, from the version's own copy of the record.
+
+    fullprocess writes its audit line when the run ends, after these reports: this is what
+    a report written during the run can say about the data that triggered it.
+    """
+    entries = read_json_lines(deployed.path / ledger.RECORD_FILE)
+    if not entries:
+        return None
+    run = [e for e in entries if e["run_id"] == entries[-1]["run_id"]]
+    return {
+        "ingested_at": run[0]["ingested_at"],
+        "files_ingested": [e["name"] for e in run if e["status"] == ledger.STATUS_INGESTED],
+        "files_set_aside": [e["name"] for e in run if e["status"] == ledger.STATUS_SET_ASIDE],
+        "rows_added": sum(e.get("rows_added", 0) for e in run),
+    }
+
+
+def _lineage(deployed: deployment.DeployedModel) -> dict[str, Any]:
+    meta = deployed.metadata
+    keys = ("model", "threshold", "metric", "trained_at", "training_seconds", "training_rows", "training_positives",
+            "training_data_sha256", "training_files", "features", "parameters", "candidates", "package_versions",
+            "python_version", "cv_folds", "random_seed")
+    return {**{key: meta.get(key) for key in keys}, "model_sha256": deployed.manifest["files"].get(deployment.MODEL_FILE)}
+
+
+def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:
+    files = sorted(p for p in config.test_data_folder.glob("*.csv") if not p.name.startswith("."))
+    return {"files": [{"name": p.name, "sha256": sha256_file(p)} for p in files], "rows": int(len(y)), "positives": int(y.sum())}
+
+
+def _previous_scores(config: Config, deployed: deployment.DeployedModel) -> dict[str, Any] | None:
+    previous = deployed.manifest.get("previous_version")
+    folder = deployment.versions_folder(config) / str(previous)
+    if not previous or not (folder / deployment.MANIFEST_FILE).is_file():
+        return None
+    return {"version": previous, **deployment.read_manifest(folder)["scores"]}
+
+
+def _class_labels(config: Config) -> dict[str, str]:
+    return {"positive": f"{config.target} = {config.positive_label}", "negative": f"{config.target} ≠ {config.positive_label}"}
+
+
+def _both_classes(y: np.ndarray) -> bool:
+    return len(np.unique(y)) == 2
+
+
+def _curve_facts(y: np.ndarray, risk: np.ndarray) -> dict[str, Any]:
+    if not _both_classes(y):
+        return {"roc_auc": None, "average_precision": None, "brier_score": None, "note": "one class only in the test data"}
+    return {
+        "roc_auc": float(metrics.roc_auc_score(y, risk)),
+        "average_precision": float(metrics.average_precision_score(y, risk)),
+        "brier_score": float(metrics.brier_score_loss(y, risk)),
+    }
+
+
+def _calibration(y: np.ndarray, risk: np.ndarray) -> dict[str, Any]:
+    """Observed positive share against mean predicted risk, on deciles of the risk."""
+    edges = np.unique(np.quantile(risk, np.linspace(0, 1, CALIBRATION_BINS + 1)))
+    index = np.clip(np.searchsorted(edges, risk, side="right") - 1, 0, len(edges) - 2) if len(edges) > 1 else np.zeros(len(risk), int)
+    bins = []
+    for b in np.unique(index):
+        inside = index == b
+        bins.append({"rows": int(inside.sum()), "mean_risk": float(risk[inside].mean()), "observed_share": float(y[inside].mean())})
+    return {"strategy": "deciles of the predicted risk", "bins": bins}
+
+
+def _score_distribution(y: np.ndarray, risk: np.ndarray, threshold: float) -> dict[str, Any]:
+    def describe(mask: np.ndarray) -> dict[str, Any]:
+        values = risk[mask]
+        if values.size == 0:
+            return {"rows": 0, "mean_risk": None, "median_risk": None, "share_at_or_above_threshold": None}
+        return {"rows": int(values.size), "mean_risk": float(values.mean()), "median_risk": float(np.median(values)),
+                "share_at_or_above_threshold": float((values >= threshold).mean())}
+
+    return {"threshold": float(threshold), "positive": describe(y == 1), "negative": describe(y == 0)}
+
+
+def _permutation_importance(config: Config, deployed: deployment.DeployedModel, test: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+    """How much the configured metric drops on the test data when each feature is shuffled."""
+    from sklearn.inspection import permutation_importance
+
+    metric = config["metric"]
+    result: dict[str, Any] = {"scoring": metric, "repeats": PERMUTATION_REPEATS, "features": []}
+    if not _both_classes(y):
+        result["note"] = "not computed: one class only in the test data"
+        return result
+    features = scoring.feature_frame(test, deployed.metadata["features"])
+    with diagnostics.single_threaded():
+        outcome = permutation_importance(
+            deployed.model, features, y, scoring=metric, n_repeats=PERMUTATION_REPEATS, random_state=config["random_seed"], n_jobs=1
+        )
+    rows = [
+        {"feature": name, "mean": float(mean), "std": float(std)}
+        for name, mean, std in zip(features.columns, outcome.importances_mean, outcome.importances_std)
+    ]
+    result["features"] = sorted(rows, key=lambda row: -row["mean"])
+    return result
+
+
+def _data_facts(diagnosed: dict[str, Any]) -> dict[str, Any]:
+    return {"summary_statistics": diagnosed["summary_statistics"], "missing_data": diagnosed["missing_data"]}
+
+
+def _drift_facts(drifted: dict[str, Any]) -> dict[str, Any]:
+    """The drift table as the report shows it: every figure but the per-bin shares."""
+    def row(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if entry is None else {k: v for k, v in entry.items() if k != "bins"}
+
+    return {
+        "reference": drifted["reference"],
+        "batch": drifted["batch"],
+        "bands": drifted["bands"],
+        "features": [row(entry) for entry in drifted["features"]],
+        "prediction_psi": row(drifted["prediction_psi"]),
+        "drifted_features": drifted["drifted_features"],
+        "warnings": drifted["warnings"],
+    }
+
+
+# --- page layout --------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    """pyplot on the file-only Agg backend, imported when a report is drawn, not at import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number as a report shows it; "n/a" for nothing."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    if isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def p_value(value: float | None) -> str:
+    """A p-value as a report shows it: tiny ones as "< 0.0001", not as zero."""
+    if value is None:
+        return "n/a"
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+class Document:
+    """The PDF being written: opens pages in order and remembers their titles."""
+
+    def __init__(self, pdf: Any, version: str, generated_at: str):
+        self.pdf = pdf
+        self.version = version
+        self.generated_at = generated_at
+        self.titles: list[str] = []
+
+    def page(self, title: str) -> "Page":
+        self.titles.append(title)
+        return Page(self, title, len(self.titles))
+
+
+class Page:
+    """One A4 page filled from the top; ``y`` is the next free height in inches from the top edge."""
+
+    def __init__(self, document: Document, title: str, number: int):
+        self.plt = _pyplot()
+        self.document = document
+        self.figure = self.plt.figure(figsize=A4)
+        self.y = TOP
+        self.figure.text(self._x(MARGIN), self._y(0.55), title, fontsize=15, weight="bold", va="baseline")
+        self.figure.text(self._x(A4[0] - MARGIN), self._y(0.55), f"Model report · {document.version}", fontsize=9, color="#555555", ha="right", va="baseline")
+        self.figure.add_artist(self.plt.Line2D([self._x(MARGIN), self._x(A4[0] - MARGIN)], [self._y(0.72)] * 2, color="#333333", linewidth=0.8))
+        footer = f"Model report {document.version} · page {number} · generated {document.generated_at} (UTC)"
+        self.figure.text(self._x(MARGIN), self._y(A4[1] - 0.35), footer, fontsize=7, color="#777777")
+
+    @staticmethod
+    def _x(inches: float) -> float:
+        return inches / A4[0]
+
+    @staticmethod
+    def _y(inches_from_top: float) -> float:
+        return 1 - inches_from_top / A4[1]
+
+    def room(self) -> float:
+        return BOTTOM - self.y
+
+    def heading(self, text: str) -> None:
+        self.y += 0.12
+        self.figure.text(self._x(MARGIN), self._y(self.y), text, fontsize=11.5, weight="bold", va="top")
+        self.y += 0.3
+
+    def paragraph(self, text: str, size: float = BODY, indent: float = 0.0, color: str = "black", mono: bool = False) -> None:
+        width_chars = int((CONTENT_WIDTH - indent) / (size * (0.61 if mono else 0.55) / 72))
+        for line in textwrap.wrap(text, width_chars) or [""]:
+            self.figure.text(self._x(MARGIN + indent), self._y(self.y), line, fontsize=size, va="top", color=color,
+                             family="monospace" if mono else "sans-serif")
+            self.y += size * 1.45 / 72
+        self.y += 0.04
+
+    def bullets(self, items: list[str], size: float = BODY, color: str = "black") -> None:
+        for item in items:
+            self.figure.text(self._x(MARGIN + 0.05), self._y(self.y), "•", fontsize=size, va="top", color=color)
+            self.paragraph(item, size=size, indent=0.22, color=color)
+
+    def key_values(self, pairs: list[tuple[str, Any]], key_width: float = 1.9, size: float = BODY) -> None:
+        for key, value in pairs:
+            self.figure.text(self._x(MARGIN), self._y(self.y), key, fontsize=size, weight="bold", va="top")
+            self.paragraph(fmt(value), size=size, indent=key_width)
+            self.y -= 0.02
+
+    def table(
+        self,
+        headers: list[str],
+        rows: list[list[Any]],
+        widths: list[float],
+        fills: list[list[str | None]] | None = None,
+        size: float = SMALL,
+        mono_columns: tuple[int, ...] = (),
+    ) -> tuple[list[list[Any]], list[list[str | None]] | None]:
+        """Draw as many rows as fit; return the rows (and their fills) left for the next page."""
+        height = size * 2.0 / 72
+        self._row(headers, widths, ["#dddddd"] * len(headers), size, height, bold=True)
+        drawn = 0
+        for index, row in enumerate(rows):
+            if self.y + height > BOTTOM:
+                break
+            row_fills = fills[index] if fills else [None] * len(row)
+            stripe = "#f7f7f7" if index % 2 else None
+            self._row([fmt(v) for v in row], widths, [f or stripe for f in row_fills], size, height, mono_columns=mono_columns)
+            drawn += 1
+        self.y += 0.12
+        return rows[drawn:], (fills[drawn:] if fills else None)
+
+    def _row(self, cells: list[str], widths: list[float], fills: list[str | None], size: float, height: float,
+             bold: bool = False, mono_columns: tuple[int, ...] = ()) -> None:
+        x = MARGIN
+        for column, (cell, width, fill) in enumerate(zip(cells, widths, fills)):
+            if fill:
+                self.figure.add_artist(self.plt.Rectangle(
+                    (self._x(x), self._y(self.y + height)), width / A4[0], height / A4[1],
+                    transform=self.figure.transFigure, facecolor=fill, edgecolor="none", zorder=0))
+            mono = column in mono_columns
+            limit = max(3, int((width - 0.08) / (size * (0.61 if mono else 0.56) / 72)))
+            text = cell if len(cell) <= limit else cell[: limit - 1] + "…"
+            self.figure.text(self._x(x + 0.04), self._y(self.y + height / 2), text, fontsize=size, va="center",
+                             weight="bold" if bold else "normal", family="monospace" if mono else "sans-serif")
+            x += width
+        self.y += height
+
+    def axes(self, height: float, count: int = 1, gap: float = 0.8, left: float = 0.55) -> list[Any]:
+        """``count`` plot areas side by side, ``height`` inches tall, with room for titles and labels."""
+        self.y += 0.35  # the axes' titles sit above them
+        width = (CONTENT_WIDTH - left - gap * (count - 1)) / count
+        areas = []
+        for index in range(count):
+            x = MARGIN + left + index * (width + gap)
+            areas.append(self.figure.add_axes([self._x(x), self._y(self.y + height), width / A4[0], height / A4[1]]))
+        self.y += height + 0.6  # tick labels and axis labels below
+        return areas
+
+    def close(self) -> None:
+        self.document.pdf.savefig(self.figure)
+        self.plt.close(self.figure)
+
+
+def long_table(document: Document, page: Page, title: str, headers: list[str], rows: list[list[Any]], widths: list[float], **options: Any) -> Page:
+    """A table continued on as many pages as it needs; returns the page it ends on."""
+    fills = options.pop("fills", None)
+    rows, fills = page.table(headers, rows, widths, fills=fills, **options)
+    while rows:
+        page.close()
+        page = document.page(f"{title} (continued)")
+        rows, fills = page.table(headers, rows, widths, fills=fills, **options)
+    return page
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def draw_confusion_matrix(ax: Any, confusion: dict[str, int], labels: dict[str, str], title: str) -> None:
+    """Counts and shares in each cell, actual classes down, predicted across."""
+    matrix = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
+    total = max(int(matrix.sum()), 1)
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
+    names = [["true negative", "false positive"], ["false negative", "true positive"]]
+    for i in range(2):
+        for j in range(2):
+            dark = matrix[i, j] > 0.6 * matrix.max()
+            ax.text(j, i, f"{matrix[i, j]:,}\n{matrix[i, j] / total:.1%}\n{names[i][j]}", ha="center", va="center",
+                    fontsize=11, color="white" if dark else "black")
+    ticks = [labels["negative"], labels["positive"]]
+    ax.set_xticks([0, 1], ticks)
+    ax.set_yticks([0, 1], ticks, rotation=90, va="center")
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("Actual class")
+    ax.set_title(title)
+
+
+def save_confusion_png(path: Path, evidence: Evidence) -> None:
+    plt = _pyplot()
+    summary = evidence.summary
+    figure, ax = plt.subplots(figsize=PNG_SIZE)
+    title = (f"Confusion matrix: {summary['version']} on the test data\n"
+             f"{summary['metrics']['rows']:,} rows, threshold {summary['lineage']['threshold']:.2f}")
+    draw_confusion_matrix(ax, summary["metrics"]["confusion"], summary["class_labels"], title)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=PNG_DPI)
+    plt.close(figure)
+
+
+def _roc_and_pr(axes: list[Any], evidence: Evidence) -> None:
+    y, risk, summary = evidence.y, evidence.risk, evidence.summary
+    scores = summary["metrics"]
+    roc_ax, pr_ax = axes
+    if _both_classes(y):
+        fpr, tpr, _ = metrics.roc_curve(y, risk)
+        roc_ax.plot(fpr, tpr, label=f"model (AUC {scores['roc_auc']:.3f})")
+        precision, recall, _ = metrics.precision_recall_curve(y, risk)
+        pr_ax.plot(recall, precision, label=f"model (AP {scores['average_precision']:.3f})")
+    confusion = scores["confusion"]
+    negatives = confusion["tn"] + confusion["fp"]
+    roc_ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    roc_ax.scatter([confusion["fp"] / negatives if negatives else 0], [scores["recall"]], color="red", zorder=3, label="at the threshold")
+    roc_ax.set(title="ROC curve", xlabel="False positive rate", ylabel="True positive rate (recall)", xlim=(0, 1), ylim=(0, 1.01))
+    prevalence = scores["positives"] / scores["rows"] if scores["rows"] else 0
+    pr_ax.axhline(prevalence, linestyle="--", color="grey", label=f"base rate {prevalence:.2f}")
+    pr_ax.scatter([scores["recall"]], [scores["precision"]], color="red", zorder=3, label="at the threshold")
+    pr_ax.set(title="Precision-recall curve", xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.01))
+    for ax in axes:
+        ax.legend(loc="lower right" if ax is roc_ax else "upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+
+
+def _calibration_plot(ax: Any, calibration: dict[str, Any]) -> None:
+    bins = calibration["bins"]
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.plot([b["mean_risk"] for b in bins], [b["observed_share"] for b in bins], marker="o", label="model (deciles of risk)")
+    ax.set(title="Calibration curve", xlabel="Mean predicted risk in the bin", ylabel="Observed share of positives", xlim=(0, 1), ylim=(0, 1))
+    ax.set_aspect("equal")  # the diagonal at 45 degrees, so distances from it read true
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _score_histogram(ax: Any, evidence: Evidence) -> None:
+    labels, threshold = evidence.summary["class_labels"], evidence.summary["score_distribution"]["threshold"]
+    edges = np.linspace(0, 1, 41)
+    for value, name, colour in ((0, labels["negative"], "tab:blue"), (1, labels["positive"], "tab:red")):
+        ax.hist(evidence.risk[evidence.y == value], bins=edges, alpha=0.55, color=colour, label=f"actual {name} ({int((evidence.y == value).sum()):,})")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.2f}")
+    ax.set(title="Predicted risk by actual class (test data)", xlabel="Predicted risk", ylabel="Rows")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _importance_plot(ax: Any, importance: dict[str, Any]) -> None:
+    rows = list(reversed(importance["features"]))
+    ax.barh([r["feature"] for r in rows], [r["mean"] for r in rows], xerr=[r["std"] for r in rows], color="tab:blue", capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set(title=f"Permutation feature importance ({importance['repeats']} repeats on the test data)",
+           xlabel=f"Drop in {importance['scoring']} when the feature is shuffled", ylabel="Feature")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _missing_plot(ax: Any, missing: dict[str, Any]) -> None:
+    columns = list(missing["columns"])
+    shares = [missing["columns"][c]["share"] or 0.0 for c in columns]
+    ax.barh(columns[::-1], shares[::-1], color="tab:orange")
+    for index, share in enumerate(shares[::-1]):
+        ax.text(share, index, f" {share:.1%}", va="center", fontsize=8)
+    ax.set(title=f"Missing values in the master dataset ({missing['rows']:,} rows)", xlabel="Share of rows missing",
+           ylabel="Column", xlim=(0, max(max(shares, default=0) * 1.25, 0.05)))
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _psi_plot(ax: Any, drift_facts: dict[str, Any]) -> None:
+    rows = [r for r in drift_facts["features"] if r["psi"] is not None]
+    if drift_facts["prediction_psi"] and drift_facts["prediction_psi"]["psi"] is not None:
+        rows.append({**drift_facts["prediction_psi"], "feature": "predicted risk"})
+    bands = drift_facts["bands"]
+    top = max([r["psi"] for r in rows] + [bands["significant_above"] * 1.4]) * 1.1
+    ax.axvspan(0, bands["stable_below"], color=BAND_FILLS["stable"], label="stable (< 0.10)")
+    ax.axvspan(bands["stable_below"], bands["significant_above"], color=BAND_FILLS["moderate"], label="moderate (0.10-0.25)")
+    ax.axvspan(bands["significant_above"], top, color=BAND_FILLS["significant"], label="significant (> 0.25)")
+    names = [r["feature"] for r in rows][::-1]
+    ax.barh(names, [r["psi"] for r in rows][::-1], color="#333333", height=0.5)
+    ax.set(title="Population Stability Index of the newest batch", xlabel="PSI", ylabel="Feature", xlim=(0, top))
+    ax.legend(loc="lower right", fontsize=7)
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+def _cover_page(document: Document, evidence: Evidence) -> None:
+    s = evidence.summary
+    page = document.page(f"Model report: version {s['version']}")
+    lineage, deployed = s["lineage"], s["deployment"]
+    page.key_values([
+        ("Version", f"{s['version']} ({'current' if s['current'] else 'not current'})"),
+        ("Model", f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}"),
+        ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
+        ("Deployed because", deployed["reason"]),
+        ("Previous version", deployed["previous_version"] or "none"),
+        ("Trained at", f"{lineage['trained_at']} on {lineage['training_rows']:,} rows"),
+    ])
+    audit, last = deployed["audit"], deployed["last_ingestion"]
+    page.heading("The run that deployed it" if audit else "The last ingestion before the deployment")
+    if audit:
+        page.key_values([
+            ("Run started", audit["started_at"]),
+            ("Files ingested", ", ".join(audit["files_ingested"] or []) or "none"),
+            ("Rows added", audit["rows_added"]),
+            ("Score on new rows", f"{fmt(audit['new_score'])} (deployed {audit['deployed_version'] or 'none'}: {fmt(audit['deployed_score'])})"),
+            ("Decision", f"{audit['decision']}: {audit['reason']}"),
+        ])
+    elif last:
+        page.key_values([
+            ("Ingested at", last["ingested_at"]),
+            ("Files ingested", ", ".join(last["files_ingested"]) or "none"),
+            ("Files set aside", ", ".join(last["files_set_aside"]) or "none"),
+            ("Rows added", last["rows_added"]),
+        ])
+        page.paragraph("From the version's ingestion record: the audit log's line for the deploying run is written when "
+                       "the run ends, after this report.", size=SMALL)
+    else:
+        page.paragraph("No ingestion is recorded for this version.")
+    page.heading("Performance on the test data")
+    previous = s["previous_metrics"]
+    rows = [[name, s["metrics"][name], previous.get(name) if previous else None, _change(s["metrics"][name], previous.get(name) if previous else None)] for name in METRIC_NAMES]
+    page.table(["Metric", s["version"], previous["version"] if previous else "previous", "Change"], rows, [2.0, 1.4, 1.4, 1.4])
+    page.paragraph(f"{s['test_data']['rows']:,} test rows, {s['test_data']['positives']:,} positive ({s['class_labels']['positive']}). "
+                   f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.", size=SMALL)
+    page.heading(f"Warnings ({len(s['warnings'])})")
+    if s["warnings"]:
+        page.bullets(s["warnings"][:12], size=SMALL, color="#9c2a00")
+        if len(s["warnings"]) > 12:
+            page.paragraph(f"… and {len(s['warnings']) - 12} more in model_report.json", size=SMALL)
+    else:
+        page.paragraph("None.", size=SMALL)
+    page.heading("Validator sign-off")
+    page.paragraph("Approved / rejected: ____________    Name: ______________________    Date: ____________", size=BODY)
+    page.paragraph("Comments: ___________________________________________________________________________", size=BODY)
+    page.close()
+
+
+def _change(current: float | None, previous: float | None) -> str:
+    if current is None or previous is None:
+        return "n/a"
+    return f"{current - previous:+.4f}"
+
+
+def _lineage_page(document: Document, evidence: Evidence) -> None:
+    s = evidence.summary
+    lineage = s["lineage"]
+    page = document.page("Lineage: data, training and environment")
+    page.key_values([
+        ("Training rows", f"{lineage['training_rows']:,} ({lineage['training_positives']:,} positive)"),
+        ("Training time", f"{lineage['training_seconds']} s, finished {lineage['trained_at']}"),
+        ("Cross-validation", f"{lineage['cv_folds']} stratified folds, seed {lineage['random_seed']}"),
+        ("Numeric features", ", ".join(lineage["features"]["numeric"]) or "none"),
+        ("Categorical features", ", ".join(lineage["features"]["categorical"]) or "none"),
+        ("Python", lineage["python_version"]),
+        ("Packages", ", ".join(f"{k} {v}" for k, v in sorted(lineage["package_versions"].items()))),
+    ])
+    hashes = [["master dataset (finaldata.csv)", lineage["training_data_sha256"]], ["model (trainedmodel.pkl)", lineage["model_sha256"]]]
+    page.table(["Artefact", "SHA-256"], hashes, [2.2, 4.85], mono_columns=(1,))
+    page.heading("Training data files")
+    files = [[f["name"], f["sha256"], f["rows_added"]] for f in lineage["training_files"]]
+    page = long_table(document, page, "Lineage", ["File", "SHA-256", "Rows added"], files, [1.65, 4.5, 0.9], mono_columns=(1,))
+    page.heading("Candidate models (cross-validated)")
+    candidates = [[name, c["mean"], c["std"], c["threshold"], "chosen" if name == lineage["model"] else ""]
+                  for name, c in lineage["candidates"].items()]
+    page = long_table(document, page, "Lineage", ["Model", f"CV {lineage['metric']} mean", "std", "threshold", ""], candidates, [2.3, 1.3, 1.1, 1.1, 1.0])
+    page.heading(f"Parameters of the chosen model ({lineage['model']})")
+    # Two parameters a row: a model has a score of them, and they are short.
+    items = [[name, repr(value) if isinstance(value, str) else str(value)] for name, value in lineage["parameters"].items()]
+    half = (len(items) + 1) // 2
+    parameters = [left + right for left, right in zip(items[:half], items[half:] + [["", ""]])]
+    page = long_table(document, page, "Lineage", ["Parameter", "Value", "Parameter", "Value"], parameters, [1.8, 1.7, 1.8, 1.7])
+    page.close()
+
+
+def _performance_page(document: Document, evidence: Evidence) -> None:
+    s = evidence.summary
+    page = document.page("Performance on the test data")
+    page.paragraph(f"The deployed model scores {s['test_data']['rows']:,} labelled rows it was never trained on "
+                   f"({', '.join(f['name'] for f in s['test_data']['files'])}). The red dot marks the decision threshold "
+                   f"{s['lineage']['threshold']:.2f}.", size=SMALL)
+    [matrix] = page.axes(3.6)  # imshow keeps the matrix square, centred in the area
+    draw_confusion_matrix(matrix, s["metrics"]["confusion"], s["class_labels"], "Confusion matrix")
+    _roc_and_pr(page.axes(3.0, count=2), evidence)
+    page.close()
+
+
+def _calibration_page(document: Document, evidence: Evidence) -> None:
+    s = evidence.summary
+    page = document.page("Calibration and risk scores")
+    curves, dist = s["curves"], s["score_distribution"]
+    page.paragraph(f"Brier score {fmt(curves['brier_score'])} (lower is better). Points above the diagonal: the model "
+                   f"underestimates the risk there; below: it overestimates it.", size=SMALL)
+    [ax] = page.axes(3.5)
+    _calibration_plot(ax, s["calibration"])
+    [ax] = page.axes(3.3)
+    _score_histogram(ax, evidence)
+    rows = [[s["class_labels"][name], d["rows"], d["mean_risk"], d["median_risk"], d["share_at_or_above_threshold"]]
+            for name, d in (("positive", dist["positive"]), ("negative", dist["negative"]))]
+    page.table(["Actual class", "Rows", "Mean risk", "Median risk", "Share flagged"], rows, [2.0, 1.1, 1.3, 1.3, 1.3])
+    page.close()
+
+
+def _importance_page(document: Document, evidence: Evidence) -> None:
+    importance = evidence.summary["permutation_importance"]
+    page = document.page("Permutation feature importance")
+    page.paragraph(f"Each feature's values are shuffled across the test rows, breaking its link to the outcome; the bar is "
+                   f"the mean drop in {importance['scoring']} over {importance['repeats']} shuffles, the whisker one standard "
+                   f"deviation. A feature near zero does not help the model on this data.", size=SMALL)
+    if not importance["features"]:
+        page.paragraph(importance.get("note", "not computed"))
+        page.close()
+        return
+    [ax] = page.axes(min(0.45 * len(importance["features"]) + 1.0, 6.5), left=1.9)
+    _importance_plot(ax, importance)
+    rows = [[r["feature"], r["mean"], r["std"]] for r in importance["features"]]
+    page = long_table(document, page, "Permutation feature importance", ["Feature", "Mean drop", "Std"], rows, [3.0, 1.5, 1.5])
+    page.close()
+
+
+def _data_page(document: Document, evidence: Evidence) -> None:
+    data = evidence.summary["data"]
+    summary, missing = data["summary_statistics"], data["missing_data"]
+    title = "Data: summary and missing values"
+    page = document.page(title)
+    page.paragraph(f"The master dataset, {summary['rows']:,} rows, as diagnostics.json states it "
+                   f"({evidence.summary['diagnostics']['generated_at']}).", size=SMALL)
+    page.heading("Numeric columns")
+    rows = [[name, st["count"], st["mean"], st["median"], st["std"], st["min"], st["max"]] for name, st in summary["numeric"].items()]
+    page = long_table(document, page, title, ["Column", "Count", "Mean", "Median", "Std", "Min", "Max"], rows, [2.2, 0.8, 0.85, 0.8, 0.85, 0.7, 0.85])
+    if summary["categorical"]:
+        page.heading("Categorical columns (most frequent levels)")
+        levels = [[name, level, count] for name, st in summary["categorical"].items() for level, count in st["levels"].items()]
+        page = long_table(document, page, title, ["Column", "Level", "Rows"], levels, [2.4, 3.0, 1.2])
+    if summary["identifiers"]:
+        page.heading("Identifier columns (not used as features)")
+        ids = [[name, st["count"], st["unique"]] for name, st in summary["identifiers"].items()]
+        page = long_table(document, page, title, ["Column", "Values", "Distinct"], ids, [2.4, 1.5, 1.5])
+    if page.room() < 0.35 * len(missing["columns"]) + 1.4:
+        page.close()
+        page = document.page(f"{title} (continued)")
+    [ax] = page.axes(min(0.3 * len(missing["columns"]) + 0.5, 7.0), left=1.9)
+    _missing_plot(ax, missing)
+    page.close()
+
+
+def _drift_page(document: Document, evidence: Evidence) -> None:
+    drift_facts = evidence.summary["drift"]
+    title = "Data drift of the newest batch"
+    page = document.page(title)
+    reference, batch = drift_facts["reference"], drift_facts["batch"]
+    page.key_values([
+        ("Reference", f"training data of {reference['version']}: {reference['rows']:,} rows ({reference['file']})"),
+        ("Newest batch", "none yet" if batch is None else f"{batch['rows']:,} rows from {', '.join(batch['files']) or batch['source']}"
+         f"{'' if not batch['ingested_at'] else ', ingested ' + batch['ingested_at']}"),
+        ("Batch rows in reference", "n/a" if batch is None else f"{batch['rows_in_reference']:,}"),
+    ], key_width=1.8, size=SMALL)
+    page.paragraph("PSI on the reference's deciles (categories as bins, missing values as a bin): below 0.10 stable, 0.10-0.25 "
+                   "moderate, above 0.25 significant. Tests: Kolmogorov-Smirnov (KS) on present values, chi-squared on levels, and "
+                   "chi-squared on the missing share of numeric features. Flagged: PSI of 0.10 or more and a test's p-value below "
+                   "0.05. Noise: the PSI sampling alone would give.", size=SMALL)
+    rows, fills = [], []
+    entries = drift_facts["features"] + ([{**drift_facts["prediction_psi"], "feature": "predicted risk"}] if drift_facts["prediction_psi"] else [])
+    for r in entries:
+        test = {"kolmogorov-smirnov": "KS", "chi-squared": "chi²"}.get(r["test"], r["test"])
+        missing = f"{fmt(r['reference_missing_share'], 2)} → {fmt(r['batch_missing_share'], 2)}"
+        rows.append([r["feature"], r["psi"], r["band"] or "n/a", test, p_value(r["p_value"]), missing, p_value(r["missing_p_value"]),
+                     r["noise_floor"], "YES" if r["drifted"] else "no"])
+        fills.append([None, None, BAND_FILLS[r["band"]], None, None, None, None, None, BAND_FILLS["significant"] if r["drifted"] else None])
+    headers = ["Feature", "PSI", "Band", "Test", "p-value", "Missing ref → batch", "p missing", "Noise", "Flagged"]
+    page = long_table(document, page, title, headers, rows, [1.75, 0.6, 0.85, 0.45, 0.7, 1.2, 0.7, 0.5, 0.55], fills=fills, size=7.5)
+    if rows:
+        if page.room() < 0.3 * len(rows) + 1.6:
+            page.close()
+            page = document.page(f"{title} (continued)")
+        [ax] = page.axes(min(0.3 * len(rows) + 0.8, 6.0), left=1.9)
+        _psi_plot(ax, drift_facts)
+    notes = drift_facts["warnings"] + [f"{r['feature']}: {note}" for r in entries for note in r.get("notes", [])]
+    if notes:
+        page.heading("Notes")
+        page.bullets(notes[:15], size=SMALL)
+    page.close()
+
+
+def _operations_page(document: Document, evidence: Evidence) -> None:
+    s = evidence.summary
+    timings = s["execution_time"]
+    title = "Operations: timings and packages"
+    page = document.page(title)
+    pairs = [
+        ("Ingestion", f"{fmt(timings['ingestion_seconds'])} s (last run with work, finished {timings['ingestion_finished_at'] or 'n/a'}: "
+                      f"{', '.join(timings['ingestion_files']) or 'no files'})"),
+        ("Training", f"{fmt(timings['training_seconds'])} s (training of {timings['training_version']}, finished {timings['training_finished_at']})"),
+    ]
+    if timings.get("measured"):
+        measured = timings["measured"]
+        pairs.append(("Measured on copies", f"ingestion {measured['ingestion_seconds']} s, training {measured['training_seconds']} s "
+                                            f"({measured['rows']:,} rows, {measured['measured_at']})"))
+    page.key_values(pairs, key_width=1.5, size=SMALL)
+    page.heading("Recent pipeline runs (audit log)")
+    runs = [[r["started_at"], r["decision"], r["ingestion_seconds"], r["training_seconds"], r["duration_seconds"], r["version_deployed"] or ""]
+            for r in timings["recent_runs"]]
+    page = long_table(document, page, title, ["Started (UTC)", "Decision", "Ingestion s", "Training s", "Total s", "Deployed"], runs,
+                      [1.9, 1.3, 1.0, 1.0, 0.9, 0.9])
+    page.heading("Packages in requirements.txt")
+    packages = s["outdated_packages"]["packages"]
+    rows = [[p["name"], p["pinned"], p["installed"], p["latest"], p["status"]] for p in packages]
+    fills = [[None, None, None, None, STATUS_FILLS.get(p["status"], "#eeeeee")] for p in packages]
+    page = long_table(document, page, title, ["Package", "Pinned", "Installed", "Latest", "Status"], rows, [1.8, 1.1, 1.1, 1.1, 1.9], fills=fills)
+    checked = s["outdated_packages"]
+    page.paragraph(f"Latest: the newest release pip's configured package index offered, asked at {checked['checked_at']} "
+                   f"({len(checked['asked_index'])} asked, {len(checked['from_cache'])} from the cache of earlier answers); "
+                   "\"unknown\" where the index could not be reached in time.", size=SMALL)
+    page.close()
+
+
+PAGES: tuple[Callable[[Document, Evidence], None], ...] = (
+    _cover_page, _lineage_page, _performance_page, _calibration_page, _importance_page, _data_page, _drift_page, _operations_page,
+)
+
+
+def save_pdf(path: Path, evidence: Evidence) -> list[str]:
+    """Write the model report; returns the title of every page, in order."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    _pyplot()
+    version = evidence.summary["version"]
+    with atomic_path(path) as tmp:
+        with PdfPages(tmp, metadata={"Title": f"Model report {version}", "Subject": "Dynamic risk assessment system"}) as pdf:
+            document = Document(pdf, version, evidence.summary["generated_at"])
+            for draw in PAGES:
+                draw(document, evidence)
+    return document.titles
+
+
+# --- entry points -----------------------------------------------------------------------------
+
+
+def write_reports(config: Config, version: str | None = None, refresh_diagnostics: bool = False) -> dict[str, Path]:
+    """Write the confusion matrix, the PDF report and its JSON for ``version`` (default: current)."""
+    evidence = gather_evidence(config, version, refresh_diagnostics=refresh_diagnostics)
+    folder = diagnostics.report_folder(config, evidence.summary["version"])
+    paths = {
+        "confusion_matrix": folder / CONFUSION_FILE,
+        "report_pdf": folder / REPORT_PDF,
+        "report_json": folder / REPORT_JSON,
+        "diagnostics": diagnostics.diagnostics_path(config, evidence.summary["version"]),
+    }
+    save_confusion_png(paths["confusion_matrix"], evidence)
+    titles = save_pdf(paths["report_pdf"], evidence)
+    evidence.summary["pages"] = [{"page": number, "title": title} for number, title in enumerate(titles, start=1)]
+    atomic_write_json(paths["report_json"], evidence.summary)
+    logger.info("wrote the reports of %s to %s (%d pages)", evidence.summary["version"], folder, len(titles))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser.add_argument("--version", help="the deployed version to report on (default: the current one)")
+    parser.add_argument("--refresh-diagnostics", action="store_true", help="run diagnostics again instead of reusing the saved ones")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        paths = write_reports(load_config(args.config), args.version, refresh_diagnostics=args.refresh_diagnostics)
+    except (ConfigError, deployment.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 1
+    print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
