@@ -2,7 +2,8 @@
 
 Writes three monthly files to the input folder, a labelled hold-out file to the test folder,
 and a later month to ``sample_batches/`` whose relationship between features and attrition
-has shifted (large clients start leaving), for the drift demo (``make demo-drift``).
+has shifted (large clients start leaving, and there are more of them), for the drift demo
+(``make demo-drift``).
 
 The data is realistic in the ways that matter to the pipeline: skewed activity counts, a few
 missing values, about one client in five leaving, and a signal that is learnable but noisy.
@@ -43,7 +44,8 @@ def corporation_codes(rng: np.random.Generator, count: int) -> np.ndarray:
 
 def make_clients(rng: np.random.Generator, count: int, shifted: bool = False) -> pd.DataFrame:
     """Clients with activity, size and an attrition outcome drawn from a logistic model."""
-    employees = np.maximum(1, np.round(rng.lognormal(mean=3.6, sigma=1.3, size=count))).astype(int)
+    # In the shifted month the client mix also moves towards larger companies.
+    employees = np.maximum(1, np.round(rng.lognormal(mean=4.1 if shifted else 3.6, sigma=1.3, size=count))).astype(int)
     yearly_rate = rng.lognormal(mean=4.5, sigma=0.9, size=count) * np.sqrt(employees) / 4
     lastyear = rng.poisson(yearly_rate)
     # Most clients keep their pace; some slow down sharply, which is what precedes leaving.
