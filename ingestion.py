@@ -108,7 +108,9 @@ def column_kinds(config: Config) -> dict[str, str]:
 def read_dataset(path: Path, kinds: dict[str, str]) -> pd.DataFrame:
     """Read a CSV with text columns kept as text (an id like ``007`` must stay ``007``)."""
     text_columns = {name: str for name, kind in kinds.items() if kind == TEXT}
-    frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8-sig")
+    # index_col=False: a trailing comma on every row must not turn the first column into
+    # the index and shift the others (pandas' default guess).
+    frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8-sig", index_col=False)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -280,11 +282,19 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, 
 
 def _data_lines(data: bytes, rows: int) -> list[bytes] | None:
     """The file's data lines if each is exactly one row (no quoted line breaks, no blank lines)."""
-    lines = data.splitlines()[1:]
+    lines = data.splitlines()
+    header, lines = lines[0], lines[1:]
     while lines and not lines[-1].strip():
         lines.pop()
     # read_csv skips blank lines and joins quoted line breaks: either makes the counts differ.
-    return lines if len(lines) == rows else None
+    # Each line must also hold as many fields as the header (a trailing comma on every row
+    # parses, but would not parse mixed with the master's lines); without quotes, counting
+    # commas is exact.
+    if len(lines) != rows or b'"' in data:
+        return None
+    if data.count(b",") - header.count(b",") != header.count(b",") * rows:
+        return None
+    return lines
 
 
 def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFrame, bool]:

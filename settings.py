@@ -69,11 +69,13 @@ class ConfigError(ValueError):
 class Config:
     """The parsed configuration; folders are resolved against the config file's folder."""
 
-    __slots__ = ("path", "values")
+    __slots__ = ("path", "values", "_folders")
 
     def __init__(self, path: Path, values: dict[str, Any]):
         self.path = path
         self.values = values
+        # Resolved once: the API asks for the deployment folder on every request.
+        self._folders = {key: (path.parent / values[key]).resolve() for key in PATH_KEYS}
 
     def __repr__(self) -> str:
         return f"Config(path={self.path!r})"
@@ -87,7 +89,7 @@ class Config:
 
     def folder(self, key: str) -> Path:
         """A configured folder, resolved against the folder holding config.json."""
-        return (self.root / self.values[key]).resolve()
+        return self._folders[key]
 
     # Named accessors for the folders every script uses.
     @property

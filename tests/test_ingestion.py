@@ -285,3 +285,14 @@ def test_content_replaced_with_its_old_size_and_mtime_is_still_new(project: Conf
     assert source.stat().st_size == stat.st_size
 
     assert [f.name for f in ledger.pending_files(project)] == [source.name]
+
+
+def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "trailing.csv", HEADER + "tc1,1,2,3,0,\ntc2,4,5,6,1,\n")
+
+    result = ingestion.ingest_new_files(project)
+
+    assert result.rows_added == 2
+    added = master_rows(project).tail(2)
+    assert added["corporation"].tolist() == ["tc1", "tc2"] and added["exited"].tolist() == [0, 1]
