@@ -6,7 +6,7 @@ CONFIG ?= config.json
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data ingest train score deploy versions rollback diagnostics report run demo-drift test bench clean
+.PHONY: help install data ingest train score deploy versions rollback diagnostics report run demo-drift serve apicalls test bench clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ demo-drift: run ## Drop the shifted sample month into sourcedata/ and run fullpr
 	cp -n sample_batches/*.csv sourcedata/
 	$(PY) fullprocess.py --config $(CONFIG)
 	$(PY) deployment.py --config $(CONFIG) --list
+
+serve: $(STAMP) ## Serve the API and the Risk-O-Meter page under gunicorn (127.0.0.1, api_url's port; Ctrl-C stops)
+	RISK_API_CONFIG=$(CONFIG) $(VENV)/bin/gunicorn --config gunicorn.conf.py
+
+apicalls: $(STAMP) ## Call every endpoint of the running API (make serve); answers in apireturns.txt
+	$(PY) apicalls.py --config $(CONFIG)
 
 test: $(STAMP) ## Run the test suite
 	$(PY) -m pytest

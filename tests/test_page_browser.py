@@ -1,0 +1,127 @@
+"""The Risk-O-Meter page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium),
+against a real gunicorn: upload the sample test file, see coloured rows sorted by risk, download the
+scored CSV, and save screenshots (copied to /tmp/riskometer.png and /tmp/riskometer-green.png for a person
+to look at)."""
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import localserver
+from settings import Config
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+INSTALL_HINT = "apt-get install -y chromium chromium-driver (Debian) and pip install selenium (requirements.txt)"
+SCREENSHOT_COPY = Path("/tmp/riskometer.png")
+WAIT_SECONDS = 60  # upper bound for the page to react; the test does not time anything
+
+webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium is not installed: {INSTALL_HINT}")
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    for program in (CHROMIUM, CHROMEDRIVER):
+        if not program.exists():
+            pytest.skip(f"{program} is absent: {INSTALL_HINT}")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--window-size=1280,1100", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def upload_and_wait(driver, csv_path: Path) -> list:
+    driver.find_element(By.ID, "csv-file").send_keys(str(csv_path))
+    driver.find_element(By.ID, "score-button").click()
+    WebDriverWait(driver, WAIT_SECONDS).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#results-table tbody tr")))
+    return driver.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
+
+
+def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(browser, deployed_project: Config, tmp_path: Path) -> None:
+    test_file = deployed_project.test_data_folder / "testdata.csv"
+    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log") as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "v1"))
+        rows = upload_and_wait(browser, test_file)
+        screenshot = tmp_path / "riskometer.png"
+        browser.save_screenshot(str(screenshot))
+        shutil.copy(screenshot, SCREENSHOT_COPY)
+        # A second picture where amber turns green, so all three bands can be seen.
+        browser.execute_script("document.querySelector('#results-table tr.band-green').scrollIntoView({block: 'center'});")
+        browser.save_screenshot(str(tmp_path / "riskometer-green.png"))
+        shutil.copy(tmp_path / "riskometer-green.png", SCREENSHOT_COPY.with_name("riskometer-green.png"))
+
+        assert len(rows) == 1000
+        # One round trip for every row's band and shown risk (a WebDriver call per row is slow).
+        table = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#results-table tbody tr'))"
+            ".map(tr => [tr.className, parseFloat(tr.cells[2].textContent)]);"
+        )
+        bands = [band for band, _ in table]
+        risks = [risk for _, risk in table]
+        assert {"band-red", "band-amber", "band-green"} <= set(bands)
+        assert risks == sorted(risks, reverse=True)
+        assert bands[0] == "band-red" and bands[-1] == "band-green"
+        colour = rows[0].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
+        assert colour != rows[-1].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
+        assert "1000 clients scored by model v1" in browser.find_element(By.ID, "summary-text").text
+        assert browser.find_element(By.ID, "model-version").text == "v1"
+
+        browser.find_element(By.ID, "download-button").click()
+        scored = wait_for_file(browser.downloads, "scored_clients_v1.csv")
+    lines = list(csv.DictReader(scored.open(encoding="utf-8")))
+    assert len(lines) == 1000
+    assert list(lines[0]) == ["rank", "row", "corporation", "risk", "band", "prediction", "model_version"]
+    assert {line["model_version"] for line in lines} == {"v1"}
+    assert float(lines[0]["risk"]) >= float(lines[-1]["risk"])
+
+
+def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_project: Config, tmp_path: Path) -> None:
+    head = deployed_project.test_data_folder / "head.csv"
+    head.write_text("".join(open(deployed_project.test_data_folder / "testdata.csv").readlines()[:6]))
+    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log") as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "token needed"))
+        token = browser.find_element(By.ID, "api-token")
+        assert token.is_displayed()
+        browser.find_element(By.ID, "csv-file").send_keys(str(head))
+        browser.find_element(By.ID, "score-button").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "error")))
+        assert "Bearer" in browser.find_element(By.ID, "error").text
+        token.send_keys("page-token")
+        rows = upload_and_wait(browser, head)
+        assert len(rows) == 5
+
+
+def wait_for_file(folder: Path, name: str) -> Path:
+    """The downloaded file, once Chromium has finished writing it (bounded wait, nothing timed)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    path = folder / name
+    while time.monotonic() < deadline:
+        if path.exists() and not list(folder.glob("*.crdownload")):
+            return path
+        time.sleep(0.1)
+    raise AssertionError(f"{name} was not downloaded; the folder holds {sorted(p.name for p in folder.iterdir())}")
