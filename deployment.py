@@ -18,12 +18,9 @@ its hash matches.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import pickle
-import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +32,8 @@ from settings import Config, ConfigError, load_config
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
     from typing import Any
+
+# hashlib, pickle and shutil are imported where they are used, for the same reason.
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +136,9 @@ def load_deployed_model(config: Config, version: str | None = None) -> DeployedM
     path = version_path(config, version)
     manifest = verify_version(path)
     # Unpickle the very bytes that were hashed, so the file cannot change in between.
+    import hashlib
+    import pickle
+
     model_bytes = (path / MODEL_FILE).read_bytes()
     if hashlib.sha256(model_bytes).hexdigest() != manifest["files"][MODEL_FILE]:
         raise DeploymentError(f"{path / MODEL_FILE} changed while it was being loaded")
@@ -176,7 +178,7 @@ def deploy_model(config: Config, reason: str = "manual deployment") -> str:
         os.rename(incoming, versions_folder(config) / version)
         fsync_dir(versions_folder(config))
     except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
+        _remove_tree(incoming)
         raise
     _switch_current(config, version)
     _record(config, "deploy", version, previous, reason)
@@ -297,12 +299,18 @@ def _record(config: Config, action: str, version: str, previous: str | None, rea
     )
 
 
+def _remove_tree(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _remove_incomplete(config: Config) -> None:
     """Clear what a killed deploy left: half-built versions and stray link files."""
     folder = versions_folder(config)
     if folder.is_dir():
         for leftover in folder.glob(f"{INCOMING_PREFIX}*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            _remove_tree(leftover)
     for stray in config.deployment_folder.glob(".current-*"):
         stray.unlink(missing_ok=True)
 

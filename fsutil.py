@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ class LockBusy(RuntimeError):
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib  # only when a file needs hashing: the cron fast path usually does not
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(HASH_CHUNK_BYTES):

@@ -22,7 +22,6 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import deployment
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    started, clock = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), time.perf_counter()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -192,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         record = {"status": "failed", "decision": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         status = 1
     record.update(
-        started_at=started.isoformat(timespec="seconds"),
+        started_at=started,
         duration_seconds=round(time.perf_counter() - clock, 4),
     )
     append_json_line(audit_path(config), record)

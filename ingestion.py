@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -48,6 +49,10 @@ logger = logging.getLogger(__name__)
 MASTER_FILE = "finaldata.csv"
 STATE_FILE = ledger.MASTER_STATE_FILE
 HASHES_FILE = "row_hashes.u64"
+DELTA_HASHES_FILE = "row_hashes.delta.u64"
+# The delta index is merged into the base once it holds this share of the base's rows, so a
+# small batch rewrites a small file, and the large one only now and then.
+DELTA_SHARE = 8
 LATEST_BATCH_FILE = "latest_batch.csv"
 LAST_RUN_FILE = "last_ingestion.json"
 QUARANTINE_FOLDER = "quarantine"
@@ -144,30 +149,31 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     store = _MasterStore.open(config)
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
-    batches: list[_NewRows] = []
+    accepted: list[_ValidatedFile] = []
     for source in pending:
         entry = _entry(source, run_id)
         try:
             validated = _read_validated(source, store, config)
-            new_rows = store.take_new_rows(validated)
+            store.register(validated)
         except InvalidFile as exc:
             entry.update(status=ledger.STATUS_SET_ASIDE, reason=str(exc))
             _set_aside(config, source, str(exc))
             result.files_set_aside.append(entry)
             logger.warning("set aside %s: %s", source.name, exc)
         else:
-            entry.update(
-                status=ledger.STATUS_INGESTED,
-                rows_read=validated.rows_read,
-                rows_missing_target=validated.rows_missing_target,
-                rows_added=len(new_rows.frame),
-                duplicates_dropped=len(validated.frame) - len(new_rows.frame),
-                notes=validated.notes,
-            )
-            batches.append(new_rows)
+            entry.update(status=ledger.STATUS_INGESTED, notes=validated.notes)
+            accepted.append(validated)
             result.files_ingested.append(entry)
-            logger.info("read %s: %d rows, %d new", source.name, entry["rows_read"], len(new_rows.frame))
         entries.append(entry)
+    batches = store.take_new_rows()
+    for entry, validated, new_rows in zip(result.files_ingested, accepted, batches):
+        entry.update(
+            rows_read=validated.rows_read,
+            rows_missing_target=validated.rows_missing_target,
+            rows_added=len(new_rows.frame),
+            duplicates_dropped=len(validated.frame) - len(new_rows.frame),
+        )
+        logger.info("read %s: %d rows, %d new", entry["name"], entry["rows_read"], entry["rows_added"])
     batches = [b for b in batches if len(b.frame)]
     if batches:
         result.new_batches = [b.frame for b in batches]
@@ -175,9 +181,9 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
         # Master first, then the record: after a crash in between, the file is read again and
         # its rows are recognised as duplicates, so nothing is lost or doubled.
         csv_body = b"".join(b.csv_body() for b in batches)
+        first_batch = store.state is None or not master_path(config).exists()
         store.append(csv_body, result.rows_added, result.new_batches)
-        header = _csv_header(store.columns)
-        atomic_write_bytes(config.output_folder / LATEST_BATCH_FILE, header + csv_body)
+        _write_latest_batch(config, _csv_header(store.columns), csv_body, same_as_master=first_batch)
     for entry in entries:
         append_json_line(ledger.record_path(config), entry)
     if entries:
@@ -188,6 +194,20 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     return result
 
 
+def _write_latest_batch(config: Config, header: bytes, csv_body: bytes, same_as_master: bool) -> None:
+    """Keep the rows this run added as ``latest_batch.csv`` (diagnostics measure drift on it)."""
+    target = config.output_folder / LATEST_BATCH_FILE
+    if not same_as_master:
+        atomic_write_bytes(target, header + csv_body)
+        return
+    # The first batch is the whole master: a second name for the same bytes saves writing
+    # them again. Safe because files here are only ever replaced by rename, never edited.
+    staging = target.with_name(f".{target.name}.{os.getpid()}.link")
+    staging.unlink(missing_ok=True)
+    os.link(master_path(config), staging)
+    os.replace(staging, target)
+
+
 @dataclass
 class _ValidatedFile:
     """A source file that passed validation, typed to the master's schema."""
@@ -196,7 +216,7 @@ class _ValidatedFile:
     # The file's data lines, kept when they map one-to-one onto the frame's rows and already
     # hold the master's columns in order: then accepted rows are appended as the original
     # bytes, which is much cheaper than formatting them again with to_csv.
-    raw_lines: list[bytes] | None
+    raw: _RawRows | None
     rows_read: int
     rows_missing_target: int
     notes: list[str]
@@ -206,12 +226,25 @@ class _ValidatedFile:
 @dataclass
 class _NewRows:
     frame: pd.DataFrame
-    raw_lines: list[bytes] | None
+    raw: _RawRows | None
 
     def csv_body(self) -> bytes:
-        if self.raw_lines is not None:
-            return b"\n".join(self.raw_lines) + b"\n"
+        if self.raw is not None:
+            return self.raw.body
         return self.frame.to_csv(header=False, index=False, lineterminator="\n").encode("utf-8")
+
+
+class _RawRows:
+    """A file's data lines, one per parsed row, kept as bytes so they can be appended as is."""
+
+    def __init__(self, body: bytes):
+        self.body = body if body.endswith(b"\n") else body + b"\n"
+
+    def select(self, keep: np.ndarray) -> _RawRows:
+        """Only the lines of the rows kept (split into lines only when something is dropped)."""
+        if keep.all():
+            return self
+        return _RawRows(b"\n".join(itertools.compress(self.body.splitlines(), keep)))
 
 
 def _csv_header(columns: list[str]) -> bytes:
@@ -242,7 +275,7 @@ def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Co
     extra = [c for c in frame.columns if c not in columns]
     if extra:
         notes.append(f"ignored column(s) not in the master dataset: {extra}")
-    raw_lines = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
+    raw = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
     kinds = _settle_unobserved(frame, kinds, store, config)
     frame, reformatted = _coerce_types(frame[columns], kinds)
     rows_read = len(frame)
@@ -251,7 +284,7 @@ def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Co
     if rows_missing_target:
         notes.append(f"{rows_missing_target} row(s) without a target value were not added")
         frame = frame.loc[keep].reset_index(drop=True)
-        raw_lines = None if raw_lines is None else list(itertools.compress(raw_lines, keep))
+        raw = None if raw is None else raw.select(keep)
     if frame.empty:
         raise InvalidFile(f"every row lacks a value for the target {config.target!r}")
     labels = _integer_labels(frame[config.target])
@@ -259,8 +292,8 @@ def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Co
     frame[config.target] = labels
     store.check_target_classes(frame[config.target], config)
     if reformatted:  # the file's text differs from the values kept: write the values
-        raw_lines = None
-    return _ValidatedFile(frame, raw_lines, rows_read, rows_missing_target, notes, kinds)
+        raw = None
+    return _ValidatedFile(frame, raw, rows_read, rows_missing_target, notes, kinds)
 
 
 def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, pd.DataFrame]:
@@ -280,21 +313,21 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, 
     return data, frame
 
 
-def _data_lines(data: bytes, rows: int) -> list[bytes] | None:
+def _data_lines(data: bytes, rows: int) -> _RawRows | None:
     """The file's data lines if each is exactly one row (no quoted line breaks, no blank lines)."""
-    lines = data.splitlines()
-    header, lines = lines[0], lines[1:]
-    while lines and not lines[-1].strip():
-        lines.pop()
+    header_end = data.find(b"\n") + 1
+    if not header_end or b'"' in data or b"\r" in data.replace(b"\r\n", b"\n"):
+        return None  # quotes, or bare carriage returns as line ends: let to_csv write the rows
+    header, body = data[:header_end], data[header_end:].rstrip(b"\r\n")
     # read_csv skips blank lines and joins quoted line breaks: either makes the counts differ.
     # Each line must also hold as many fields as the header (a trailing comma on every row
     # parses, but would not parse mixed with the master's lines); without quotes, counting
     # commas is exact.
-    if len(lines) != rows or b'"' in data:
+    if not body or body.count(b"\n") + 1 != rows or b"\n\n" in body or b"\n\r\n" in body:
         return None
-    if data.count(b",") - header.count(b",") != header.count(b",") * rows:
+    if body.count(b",") != header.count(b",") * rows:
         return None
-    return lines
+    return _RawRows(body)
 
 
 def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFrame, bool]:
@@ -304,8 +337,7 @@ def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFr
     columns become strings (missing stays missing), so that ``7`` in one file and ``"7"``
     in another are the same category and the same row.
     """
-    frame = frame.copy()
-    reformatted = False
+    reformatted = False  # frame is the caller's own copy (frame[columns]): assigning is safe
     for column, kind in kinds.items():
         values = frame[column]
         if kind == TEXT:
@@ -400,24 +432,32 @@ def _infer_kinds(frame: pd.DataFrame, config: Config) -> dict[str, str]:
 
 def _row_hashes(frame: pd.DataFrame, kinds: dict[str, str]) -> np.ndarray:
     """One 64-bit hash a row, independent of how a file happened to type its numbers."""
-    normalised = pd.DataFrame(
-        {
-            # + 0.0 turns -0.0 into 0.0: equal values must hash alike.
-            column: frame[column].astype("float64") + 0.0 if kinds[column] == NUMERIC else frame[column].astype("object")
-            for column in frame.columns
-        }
-    )
-    # categorize=False: ids are mostly unique, so factorising them first only costs time.
-    return pd.util.hash_pandas_object(normalised, index=False, categorize=False).to_numpy(dtype=np.uint64)
+    combined = np.zeros(len(frame), dtype=np.uint64)
+    for column in frame.columns:
+        values = frame[column].to_numpy()
+        # + 0.0 turns -0.0 into 0.0: equal values must hash alike.
+        values = values.astype("float64") + 0.0 if kinds[column] == NUMERIC else values.astype(object)
+        # categorize=False: ids are mostly unique, so factorising them first only costs time.
+        column_hash = pd.util.hash_array(values, categorize=False)
+        with np.errstate(over="ignore"):  # multiply-and-add modulo 2**64, column order matters
+            combined = combined * np.uint64(0x100000001B3) + column_hash
+    return combined
 
 
 class _MasterStore:
-    """The master CSV, its schema and its sorted row hashes, recovered after a crash."""
+    """The master CSV, its schema and its row hashes, recovered after a crash.
 
-    def __init__(self, config: Config, state: dict[str, Any] | None, hashes: np.ndarray):
+    The hashes are two sorted uint64 files: a large base, memory-mapped so that opening it
+    reads nothing, and a small delta of recent rows. A run rewrites only the delta, until the
+    delta grows past 1/DELTA_SHARE of the base and is merged in.
+    """
+
+    def __init__(self, config: Config, state: dict[str, Any] | None, base: np.ndarray, delta: np.ndarray):
         self.config = config
         self.state = state
-        self.hashes = hashes  # sorted: the master's rows and those accepted in this run
+        self.base, self.delta = base, delta
+        self.base_changed = False
+        self.registered: list[tuple[_ValidatedFile, np.ndarray, np.ndarray]] = []
 
     @property
     def columns(self) -> list[str]:
@@ -437,16 +477,16 @@ class _MasterStore:
         state = read_master_state(config)
         master = master_path(config)
         if not master.exists():
-            return cls(config, None, np.empty(0, dtype=np.uint64))
-        hashes_path = config.output_folder / HASHES_FILE
+            return cls(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
+        base_path, delta_path = config.output_folder / HASHES_FILE, config.output_folder / DELTA_HASHES_FILE
         consistent = (
             state is not None
             and master.stat().st_size == state["bytes"]
-            and hashes_path.exists()
-            and hashes_path.stat().st_size == 8 * state.get("hash_count", -1)
+            and _file_size(base_path) == 8 * state.get("hash_count", -1)
+            and _file_size(delta_path) == 8 * state.get("delta_count", 0)
         )
         if consistent:
-            return cls(config, state, np.fromfile(hashes_path, dtype=np.uint64))
+            return cls(config, state, _read_hashes(base_path, mapped=True), _read_hashes(delta_path))
         # A run died between renaming the master and writing its index: rebuild from it.
         logger.warning("master index out of date (interrupted run?); rebuilding it from %s", master)
         return cls._rebuild(config, state)
@@ -460,7 +500,8 @@ class _MasterStore:
             state["unobserved"] = [c for c in frame.columns if frame[c].isna().all()]
         frame, _ = _coerce_types(frame, state["kinds"])
         frame[config.target] = _integer_labels(frame[config.target].dropna())
-        store = cls(config, state, np.unique(_row_hashes(frame, state["kinds"])))
+        store = cls(config, state, np.unique(_row_hashes(frame, state["kinds"])), _EMPTY_HASHES)
+        store.base_changed = True
         state["target_classes"] = sorted({label_text(v) for v in frame[config.target].dropna().unique()})
         store._commit_state(len(frame), master.stat().st_size)
         return store
@@ -474,38 +515,53 @@ class _MasterStore:
                 f"({sorted(classes | labels)[:5]}...); a binary target is expected"
             )
 
-    def take_new_rows(self, validated: _ValidatedFile) -> _NewRows:
-        """The rows not in the master, nor earlier in this run; remembered as seen."""
+    def register(self, validated: _ValidatedFile) -> None:
+        """Hash an accepted file's rows and note which the master already holds."""
         if self.state is None:
             self._start(validated.frame)
         for column in [c for c in self.unobserved if validated.frame[c].notna().any()]:
             self.state["kinds"][column] = validated.kinds[column]
             self.state["unobserved"].remove(column)
-        frame = validated.frame
-        hashes = _row_hashes(frame, self.kinds)
-        fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~self._known(hashes)
-        # Both sorted runs: a stable sort merges them in linear time.
-        self.hashes = np.sort(np.concatenate([self.hashes, hashes[fresh]]), kind="stable")
-        raw = validated.raw_lines
-        if raw is not None and not fresh.all():
-            raw = list(itertools.compress(raw, fresh))
-        return _NewRows(frame.loc[fresh].reset_index(drop=True), raw)
+        hashes = _row_hashes(validated.frame, self.kinds)
+        self.registered.append((validated, hashes, self._known(hashes)))
+
+    def take_new_rows(self) -> list[_NewRows]:
+        """Per registered file, its rows not in the master nor in an earlier file of this run."""
+        if not self.registered:
+            return []
+        hashes = np.concatenate([h for _, h, _ in self.registered])
+        in_master = np.concatenate([k for _, _, k in self.registered])
+        fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~in_master
+        self._remember(np.sort(hashes[fresh]))
+        batches, start = [], 0
+        for validated, file_hashes, _ in self.registered:
+            keep = fresh[start : start + len(file_hashes)]
+            start += len(file_hashes)
+            frame = validated.frame if keep.all() else validated.frame.loc[keep].reset_index(drop=True)
+            batches.append(_NewRows(frame, None if validated.raw is None else validated.raw.select(keep)))
+        self.registered = []
+        return batches
+
+    def _remember(self, fresh: np.ndarray) -> None:
+        """Add sorted new hashes to the delta; merge the delta into the base once it is large."""
+        # Both sorted: a stable sort of two sorted runs merges them in linear time.
+        self.delta = np.sort(np.concatenate([self.delta, fresh]), kind="stable")
+        if len(self.delta) * DELTA_SHARE > len(self.base):
+            self.base = np.sort(np.concatenate([self.base, self.delta]), kind="stable")
+            self.delta, self.base_changed = _EMPTY_HASHES, True
 
     def _known(self, hashes: np.ndarray) -> np.ndarray:
-        """Which hashes are already seen; sorted look-ups walk the sorted index in order."""
-        found = np.zeros(len(hashes), dtype=bool)
-        if not len(self.hashes):
-            return found
+        """Which hashes the master already holds."""
         order = np.argsort(hashes)
-        position = np.searchsorted(self.hashes, hashes[order])
-        inside = position < len(self.hashes)
-        hit = np.zeros(len(hashes), dtype=bool)
-        hit[inside] = self.hashes[position[inside]] == hashes[order][inside]
+        ordered = hashes[order]  # sorted look-ups walk the sorted index in order
+        hit = _contains(self.base, ordered) | _contains(self.delta, ordered)
+        found = np.empty(len(hashes), dtype=bool)
         found[order] = hit
         return found
 
     def _start(self, frame: pd.DataFrame) -> None:
         """The first accepted file fixes the master's columns and their kinds."""
+        self.base_changed = True
         self.state = {
             "columns": list(frame.columns),
             "kinds": _infer_kinds(frame, self.config),
@@ -532,10 +588,42 @@ class _MasterStore:
         self._commit_state(self.state["rows"] + rows, size)
 
     def _commit_state(self, rows: int, size: int) -> None:
-        with atomic_path(self.config.output_folder / HASHES_FILE) as tmp:
-            self.hashes.tofile(tmp)
-        self.state.update(rows=rows, bytes=size, hash_count=len(self.hashes))
+        # The state is written last and names every count: a crash before it is detected by
+        # open() as a mismatch, and the index is rebuilt from the master.
+        if self.base_changed:
+            with atomic_path(self.config.output_folder / HASHES_FILE) as tmp:
+                np.asarray(self.base).tofile(tmp)
+        with atomic_path(self.config.output_folder / DELTA_HASHES_FILE) as tmp:
+            self.delta.tofile(tmp)
+        self.state.update(rows=rows, bytes=size, hash_count=len(self.base), delta_count=len(self.delta))
         atomic_write_json(self.config.output_folder / STATE_FILE, self.state)
+
+
+_EMPTY_HASHES = np.empty(0, dtype=np.uint64)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_hashes(path: Path, mapped: bool = False) -> np.ndarray:
+    if _file_size(path) == 0:
+        return _EMPTY_HASHES
+    return np.memmap(path, dtype=np.uint64, mode="r") if mapped else np.fromfile(path, dtype=np.uint64)
+
+
+def _contains(sorted_hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Membership of sorted ``ordered`` values in ``sorted_hashes``."""
+    if not len(sorted_hashes):
+        return np.zeros(len(ordered), dtype=bool)
+    position = np.searchsorted(sorted_hashes, ordered)
+    inside = position < len(sorted_hashes)
+    hit = np.zeros(len(ordered), dtype=bool)
+    hit[inside] = sorted_hashes[position[inside]] == ordered[inside]
+    return hit
 
 
 def main(argv: list[str] | None = None) -> int:
