@@ -9,7 +9,6 @@ system is not fully up.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -23,7 +22,7 @@ from typing import Any
 import requests
 
 from fsutil import atomic_write_text, configure_logging
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +149,7 @@ def run_calls(base_url: str, config: Config, token: str | None = None, timeout: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--url", help="the API's base URL (default: api_url from the config)")
     parser.add_argument("--output", help=f"where to write the answers (default: {OUTPUT_FILE} beside the config)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each answer")

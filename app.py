@@ -18,7 +18,6 @@ for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.p
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
@@ -44,7 +43,7 @@ import deployment
 import fastpath
 import serving
 from fsutil import configure_logging
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -703,8 +702,7 @@ ROUTES = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the risk API on Flask's development server (production: make serve).")
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser("Run the risk API on Flask's development server (production: make serve).")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     configure_logging()

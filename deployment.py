@@ -17,7 +17,6 @@ its hash matches.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import ledger
 from fsutil import LockBusy, append_json_line, configure_logging, fsync_dir, read_json_lines, run_lock, sha256_file
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
@@ -328,8 +327,7 @@ def _print_versions(rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="show versions with their scores (* marks current)")
     action.add_argument("--rollback", action="store_true", help="make the previous version current again")

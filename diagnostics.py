@@ -12,7 +12,6 @@ reference sample stored in the version at deployment time (``reference_data.csv`
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -38,7 +37,7 @@ import ingestion
 import ledger
 import scoring
 from fsutil import atomic_write_json, configure_logging
-from settings import PATH_KEYS, PROJECT_DIR, Config, ConfigError, load_config
+from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -574,8 +573,7 @@ def load_diagnostics(config: Config, version: str) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--version", help="the deployed version to diagnose (default: the current one)")
     parser.add_argument("--measure", action="store_true", help="also time ingestion and training on copies of the data")
     parser.add_argument("--refresh-packages", action="store_true", help="ask the package index again, ignoring the cache")

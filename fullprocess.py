@@ -17,7 +17,6 @@ them undecided, and the next run judges them even if no new file has arrived.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import deployment
 import ledger
 from fsutil import LockBusy, append_json_line, atomic_write_json, configure_logging, read_json_lines, run_lock
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
@@ -164,8 +163,7 @@ def run_after_deployment(config: Config, version: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), time.perf_counter()

@@ -12,7 +12,6 @@ adds the new rows and renames it into place, so a reader never sees a half-writt
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import itertools
@@ -42,7 +41,7 @@ from fsutil import (
     configure_logging,
     run_lock,
 )
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -627,8 +626,7 @@ def _contains(sorted_hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)

@@ -12,7 +12,6 @@ sections restate ``diagnostics.json`` of the version, made first if it is absent
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -32,7 +31,7 @@ import fullprocess
 import scoring
 import ledger
 from fsutil import atomic_path, atomic_write_json, configure_logging, read_json_lines, sha256_file
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -801,8 +800,7 @@ def write_reports(config: Config, version: str | None = None, refresh_diagnostic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--version", help="the deployed version to report on (default: the current one)")
     parser.add_argument("--refresh-diagnostics", action="store_true", help="run diagnostics again instead of reusing the saved ones")
     parser.add_argument("-v", "--verbose", action="store_true")

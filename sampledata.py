@@ -10,7 +10,6 @@ missing values, about one client in five leaving, and a signal that is learnable
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import string
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fsutil import atomic_write_text, configure_logging
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +113,7 @@ def write_sample_data(config: Config, force: bool = False, seed: int = SEED) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rewrite files that already exist")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)

@@ -6,7 +6,6 @@ the model.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import pickle
@@ -21,7 +20,7 @@ from sklearn import metrics
 
 import ingestion
 from fsutil import atomic_write_json, atomic_write_text, configure_logging
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +145,7 @@ def write_scores(folder: Path, scores: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     configure_logging()
     try:

@@ -12,7 +12,6 @@ candidate, features and their types, data hash, package versions, time taken).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import pickle
@@ -36,7 +35,7 @@ import ingestion
 import ledger
 from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
 from scoring import METADATA_FILE, MODEL_FILE, THRESHOLD_METRICS, binary_target, feature_frame, metric_value
-from settings import Config, ConfigError, load_config
+from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +213,7 @@ def save_model(config: Config, model: FixedThresholdClassifier, metadata: dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to config.json (default: the one beside this script)")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
