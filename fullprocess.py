@@ -68,7 +68,7 @@ def undecided_work(config: Config) -> str | None:
     return None
 
 
-def run_pipeline(config: Config) -> dict[str, Any]:
+def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     pending = ledger.pending_files(config)
     undecided = undecided_work(config)
@@ -77,7 +77,7 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     # Heavy imports only now that there is work to do.
     import ingestion
 
-    record: dict[str, Any] = {"metric": config["metric"]}
+    record: dict[str, Any] = {"metric": config["metric"], "started_at": started_at}
     if undecided:
         logger.info("resuming: %s", undecided)
         record["resumed"] = undecided
@@ -97,7 +97,7 @@ def run_pipeline(config: Config) -> dict[str, Any]:
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
     atomic_write_json(config.output_folder / CHECKPOINT_FILE, {"master_bytes": master_end})
     if record.get("version_deployed"):
-        record["after_deployment"] = run_after_deployment(config, record["version_deployed"])
+        record["after_deployment"] = run_after_deployment(config, record)
     return record
 
 
@@ -142,8 +142,8 @@ def retrain_and_deploy(config: Config, reason: str) -> dict[str, Any]:
     }
 
 
-def run_after_deployment(config: Config, version: str) -> dict[str, str]:
-    """Diagnostics and reporting for a new version: {step: "ok" | "failed: reason"}.
+def run_after_deployment(config: Config, run_record: dict[str, Any]) -> dict[str, str]:
+    """Diagnostics and reporting for the version this run deployed: {step: "ok" | "failed: reason"}.
 
     The deployment already stands when these run, so a failure here is recorded (and makes
     the run exit non-zero) without undoing the decision.
@@ -151,10 +151,15 @@ def run_after_deployment(config: Config, version: str) -> dict[str, str]:
     import diagnostics
     import reporting
 
+    version = run_record["version_deployed"]
+    steps = (
+        ("diagnostics", lambda: diagnostics.save_diagnostics(config, version)),
+        ("reporting", lambda: reporting.write_reports(config, version, run_record=run_record)),
+    )
     done = {}
-    for name, step in (("diagnostics", diagnostics.save_diagnostics), ("reporting", reporting.write_reports)):
+    for name, step in steps:
         try:
-            step(config, version)
+            step()
             done[name] = "ok"
         except Exception as exc:  # any failure of a report must not hide the deployment
             logger.exception("%s failed for %s", name, version)
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         with run_lock(ledger.lock_path(config)):
-            record = {"status": "ok", **run_pipeline(config)}
+            record = {"status": "ok", **run_pipeline(config, started)}
         failed_steps = [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]
         if failed_steps:
             record["status"] = "failed"

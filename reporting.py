@@ -68,7 +68,9 @@ class Evidence:
 # --- gathering the facts ------------------------------------------------------------------------
 
 
-def gather_evidence(config: Config, version: str | None = None, refresh_diagnostics: bool = False) -> Evidence:
+def gather_evidence(
+    config: Config, version: str | None = None, refresh_diagnostics: bool = False, run_record: dict[str, Any] | None = None
+) -> Evidence:
     """Score ``version`` on the test data and collect everything the report states."""
     version = diagnostics.resolve_version(config, version)
     deployed = deployment.load_deployed_model(config, version)
@@ -82,7 +84,7 @@ def gather_evidence(config: Config, version: str | None = None, refresh_diagnost
         "version": version,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "current": version == deployment.current_version(config),
-        "deployment": _deployment_facts(config, deployed),
+        "deployment": _deployment_facts(config, deployed, run_record),
         "lineage": _lineage(deployed),
         "test_data": _test_data_facts(config, y),
         "metrics": scores,
@@ -111,9 +113,15 @@ def _fresh_diagnostics(config: Config, version: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _deployment_facts(config: Config, deployed: deployment.DeployedModel) -> dict[str, Any]:
-    """When and why the version was deployed: its manifest, the audited run that deployed it."""
-    runs = [r for r in fullprocess.read_audit(config) if r.get("version_deployed") == deployed.version]
+def _deployment_facts(
+    config: Config, deployed: deployment.DeployedModel, run_record: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """When and why the version was deployed: its manifest, the audited run that deployed it.
+
+    fullprocess passes the record of the run still under way (its audit line is written when
+    the run ends), so a report written during that run can name it.
+    """
+    runs = [r for r in [*fullprocess.read_audit(config), run_record or {}] if r.get("version_deployed") == deployed.version]
     audit_keys = ("started_at", "decision", "reason", "deployed_version", "deployed_score", "new_score", "files_ingested", "rows_added", "test_score", "duration_seconds")
     manifest = deployed.manifest
     return {
@@ -781,9 +789,15 @@ def save_pdf(path: Path, evidence: Evidence) -> list[str]:
 # --- entry points -----------------------------------------------------------------------------
 
 
-def write_reports(config: Config, version: str | None = None, refresh_diagnostics: bool = False) -> dict[str, Path]:
-    """Write the confusion matrix, the PDF report and its JSON for ``version`` (default: current)."""
-    evidence = gather_evidence(config, version, refresh_diagnostics=refresh_diagnostics)
+def write_reports(
+    config: Config, version: str | None = None, refresh_diagnostics: bool = False, run_record: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Write the confusion matrix, the PDF report and its JSON for ``version`` (default: current).
+
+    ``run_record``: the audit fields of the fullprocess run that deployed ``version``, when it
+    is the caller.
+    """
+    evidence = gather_evidence(config, version, refresh_diagnostics=refresh_diagnostics, run_record=run_record)
     folder = diagnostics.report_folder(config, evidence.summary["version"])
     paths = {
         "confusion_matrix": folder / CONFUSION_FILE,

@@ -57,8 +57,17 @@ def worker(phase: str, folder: Path) -> None:
     else:
         rows = ingestion.ingest_new_files(config).rows_added
     seconds = time.perf_counter() - started
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak_mib}))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM starts afresh at exec, unlike ru_maxrss,
+    which a child inherits from the process that forked it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def warm_up() -> None:

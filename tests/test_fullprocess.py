@@ -66,6 +66,10 @@ def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Con
     assert deployment.current_version(deployed_project) == "v2"
     assert deployment.read_manifest(deployment.version_path(deployed_project))["reason"] == record["reason"]
     assert len(ingestion.load_master(deployed_project)) == 9000
+    # The report written during the run names the run that deployed it.
+    report = json.loads((deployed_project.reports_folder / "v2" / "model_report.json").read_text())
+    assert report["deployment"]["audit"]["reason"] == record["reason"]
+    assert report["deployment"]["audit"]["started_at"] == record["started_at"]
 
 
 def test_batch_scoring_as_well_as_the_deployed_model_is_not_drift(deployed_project: Config) -> None:
