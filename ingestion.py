@@ -22,6 +22,8 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,10 +151,10 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
     accepted: list[_ValidatedFile] = []
-    for source in pending:
+    for source, parsed in _read_ahead(pending, store, config):
         entry = _entry(source, run_id)
         try:
-            validated = _read_validated(source, store, config)
+            validated = _validated(source, parsed.result(), store, config)
             store.register(validated)
         except InvalidFile as exc:
             entry.update(status=ledger.STATUS_SET_ASIDE, reason=str(exc))
@@ -258,8 +260,29 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Config) -> _ValidatedFile:
-    data, frame = _read_csv(source, store.kinds or _declared_text_kinds(config))
+def _read_ahead(
+    pending: list[ledger.SourceFile], store: "_MasterStore", config: Config
+) -> Iterator[tuple[ledger.SourceFile, Future]]:
+    """Each pending file with its parse, the next file being parsed while the caller checks
+    and hashes this one (pandas' parser releases the GIL, so the two overlap on two cores).
+
+    Reading needs the master's column kinds, fixed once a first file is accepted: until
+    then files are parsed one at a time, in order.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
+        upcoming: Future | None = None
+        for index, source in enumerate(pending):
+            current = upcoming or reader.submit(_read_csv, source, store.kinds or _declared_text_kinds(config))
+            upcoming = None
+            if store.state is not None and index + 1 < len(pending):
+                upcoming = reader.submit(_read_csv, pending[index + 1], store.kinds)
+            yield source, current
+
+
+def _validated(
+    source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: "_MasterStore", config: Config
+) -> _ValidatedFile:
+    data, frame = parsed
     if frame.empty:
         raise InvalidFile("no data rows (the file holds only a header)")
     if config.target not in frame.columns:
@@ -276,7 +299,9 @@ def _read_validated(source: ledger.SourceFile, store: "_MasterStore", config: Co
         notes.append(f"ignored column(s) not in the master dataset: {extra}")
     raw = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
     kinds = _settle_unobserved(frame, kinds, store, config)
-    frame, reformatted = _coerce_types(frame[columns], kinds)
+    if list(frame.columns) != columns:
+        frame = frame.reindex(columns=columns)  # a new frame of the master's columns, in order
+    frame, reformatted = _coerce_types(frame, kinds)
     rows_read = len(frame)
     keep = _rows_with_target(frame, config.target)
     rows_missing_target = int((~keep).sum())
@@ -336,7 +361,7 @@ def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFr
     columns become strings (missing stays missing), so that ``7`` in one file and ``"7"``
     in another are the same category and the same row.
     """
-    reformatted = False  # frame is the caller's own copy (frame[columns]): assigning is safe
+    reformatted = False  # frame is the caller's own: assigning columns in place is safe
     for column, kind in kinds.items():
         values = frame[column]
         if kind == TEXT:
