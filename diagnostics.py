@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ import ledger
 import scoring
 from fsutil import atomic_write_json, configure_logging
 from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, script_parser
+from training import installed_version
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def outdated_packages_list(config: Config, requirements: Path | None = None, use
 
 
 def _package_row(name: str, pinned: str | None, latest: str | None) -> dict[str, Any]:
-    installed = _installed_version(name)
+    installed = installed_version(name)
     return {
         "name": name,
         "pinned": pinned,
@@ -317,13 +317,6 @@ def _package_row(name: str, pinned: str | None, latest: str | None) -> dict[str,
         "latest": latest or UNKNOWN,
         "status": _package_status(pinned, installed, latest),
     }
-
-
-def _installed_version(name: str) -> str | None:
-    try:
-        return package_metadata.version(name)
-    except package_metadata.PackageNotFoundError:
-        return None
 
 
 def _package_status(pinned: str | None, installed: str | None, latest: str | None) -> str:

@@ -72,12 +72,7 @@ class IngestionResult:
     files_set_aside: list[dict[str, Any]] = field(default_factory=list)
     rows_added: int = 0
     seconds: float = 0.0
-    new_batches: list[pd.DataFrame] = field(default_factory=list, repr=False)
-
-    @property
-    def new_rows(self) -> pd.DataFrame | None:
-        """The rows this run added, in order (built on demand: most callers need only counts)."""
-        return pd.concat(self.new_batches, ignore_index=True) if self.new_batches else None
+    new_batches: list[pd.DataFrame] = field(default_factory=list, repr=False)  # rows added, per file
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -181,7 +181,7 @@ def _metadata(
             for e in ledger.read_record(config)
             if e["status"] == ledger.STATUS_INGESTED
         ],
-        "package_versions": {name: _version(name) for name in REPORTED_PACKAGES},
+        "package_versions": {name: installed_version(name) for name in REPORTED_PACKAGES},
         "python_version": sys.version.split()[0],
         "training_seconds": round(seconds, 3),
     }
@@ -195,7 +195,8 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-def _version(package: str) -> str | None:
+def installed_version(package: str) -> str | None:
+    """The installed version of a distribution, or None."""
     try:
         return package_metadata.version(package)
     except package_metadata.PackageNotFoundError:
