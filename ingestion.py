@@ -319,6 +319,7 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, 
     data = source.path.read_bytes()
     if hashlib.sha256(data).hexdigest() != source.sha256:
         raise InvalidFile("the file changed while it was being read (still being copied?)")
+    _refuse_other_formats(data)
     try:
         frame = read_dataset(io.BytesIO(data), kinds)
     except UnicodeDecodeError as exc:
@@ -332,17 +333,41 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, 
     return data, frame
 
 
+# Signatures of files that are often dropped by mistake where CSVs belong.
+_FORMAT_SIGNATURES = {
+    b"\x1f\x8b": "a gzip-compressed file",
+    b"PK\x03\x04": "a ZIP archive (an Excel .xlsx workbook is one)",
+    b"\xd0\xcf\x11\xe0": "an old Excel/Office document",
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+}
+
+
+def _refuse_other_formats(data: bytes) -> None:
+    """Name what a file is when it is plainly not CSV text, rather than a parser error."""
+    for signature, kind in _FORMAT_SIGNATURES.items():
+        if data.startswith(signature):
+            raise InvalidFile(f"not CSV text: the file is {kind}")
+    header = data.split(b"\n", 1)[0]
+    if b"," not in header:
+        for separator, name in ((b";", "semicolons"), (b"\t", "tabs"), (b"|", "pipes")):
+            if separator in header:
+                raise InvalidFile(f"the header is separated by {name}; files must be comma-separated CSV")
+
+
 def _data_lines(data: bytes, rows: int) -> _RawRows | None:
     """The file's data lines if each is exactly one row (no quoted line breaks, no blank lines)."""
+    if b"\r" in data:  # Windows line ends: the master keeps Unix ones throughout
+        data = data.replace(b"\r\n", b"\n")
     header_end = data.find(b"\n") + 1
-    if not header_end or b'"' in data or b"\r" in data.replace(b"\r\n", b"\n"):
+    if not header_end or b'"' in data or b"\r" in data:
         return None  # quotes, or bare carriage returns as line ends: let to_csv write the rows
-    header, body = data[:header_end], data[header_end:].rstrip(b"\r\n")
+    header, body = data[:header_end], data[header_end:].rstrip(b"\n")
     # read_csv skips blank lines and joins quoted line breaks: either makes the counts differ.
     # Each line must also hold as many fields as the header (a trailing comma on every row
     # parses, but would not parse mixed with the master's lines); without quotes, counting
     # commas is exact.
-    if not body or body.count(b"\n") + 1 != rows or b"\n\n" in body or b"\n\r\n" in body:
+    if not body or body.count(b"\n") + 1 != rows or b"\n\n" in body:
         return None
     if body.count(b",") != header.count(b",") * rows:
         return None

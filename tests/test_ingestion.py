@@ -116,7 +116,9 @@ BAD_FILES = {
     "latin1.csv": (HEADER.encode() + "caf\xe9,1,2,3,0\n".encode("latin-1"), "not UTF-8"),
     "missing_column.csv": ("corporation,lastmonth_activity,exited\nab,1,0\n", "missing column(s)"),
     "three_classes.csv": (HEADER + "ab,1,2,3,0\ncd,1,2,3,2\n", "binary target"),
-    "binary.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not"),
+    "binary.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "a PNG image"),
+    "clients.csv.gz": (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "gzip-compressed"),
+    "semicolons.csv": (HEADER.replace(",", ";") + "ab;1;2;3;0\n", "separated by semicolons"),
 }
 
 
@@ -296,3 +298,11 @@ def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(project: Confi
     assert result.rows_added == 2
     added = master_rows(project).tail(2)
     assert added["corporation"].tolist() == ["tc1", "tc2"] and added["exited"].tolist() == [0, 1]
+
+
+def test_windows_line_ends_do_not_reach_the_master(project: Config) -> None:
+    ingestion.ingest_new_files(project)
+    write(project.input_folder / "windows.csv", (HEADER + "w1,1,2,3,0\nw2,4,5,6,1\n").replace("\n", "\r\n").encode())
+
+    assert ingestion.ingest_new_files(project).rows_added == 2
+    assert b"\r" not in ingestion.master_path(project).read_bytes()
