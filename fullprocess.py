@@ -6,9 +6,10 @@
    before it is decided.
 3. Ingest. 4. Score the deployed model on the rows not yet judged (those just ingested);
    model drift means that score is below the deployed one (by more than
-   ``drift_tolerance``); no deployed model counts as drift. 5. No drift: record the decision
-   and stop. 6. Drift: retrain on the whole master dataset, score on the test data, deploy,
-   then diagnose and report.
+   ``drift_tolerance``); no deployed model counts as drift; fewer than ``drift_min_rows``
+   rows wait for more. 5. No drift: record the decision and stop. 6. Drift: retrain on the
+   whole master dataset and score on the test data; deploy unless it does worse there than
+   the deployed model (``block_worse_deployments``), then diagnose and report.
 7. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
 
 Rows stay "not yet judged" until a decision is recorded: ``drift_checkpoint.json`` holds the
@@ -48,12 +49,19 @@ def read_audit(config: Config) -> list[dict[str, Any]]:
     return read_json_lines(audit_path(config))
 
 
-def judged_bytes(config: Config) -> int:
-    """The master's size when the last decision was recorded (0: nothing judged yet)."""
+def read_checkpoint(config: Config) -> tuple[int, int]:
+    """(judged, seen): the master's size at the last decision, and at the last run that
+    looked at the rows after it (rows kept waiting for more are seen, not judged)."""
     try:
-        return int(json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))["master_bytes"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return 0
+        checkpoint = json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0, 0
+    judged = int(checkpoint.get("master_bytes", 0))
+    return judged, max(judged, int(checkpoint.get("seen_bytes", 0)))
+
+
+def write_checkpoint(config: Config, judged: int, seen: int) -> None:
+    atomic_write_json(config.output_folder / CHECKPOINT_FILE, {"master_bytes": judged, "seen_bytes": seen})
 
 
 def undecided_work(config: Config) -> str | None:
@@ -63,7 +71,7 @@ def undecided_work(config: Config) -> str | None:
         return None
     if deployment.current_version(config) is None:
         return "data is ingested but no model is deployed"
-    if size > judged_bytes(config):
+    if size > read_checkpoint(config)[1]:
         return "rows ingested by an earlier run were never judged (a failed or interrupted run)"
     return None
 
@@ -86,16 +94,26 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
         record.pop("seconds")
     master_end = ledger.master_bytes(config)
-    new_rows = ingestion.load_master_since(config, judged_bytes(config))
-    if new_rows is None or (new_rows.empty and deployment.current_version(config) is not None):
+    judged = read_checkpoint(config)[0]
+    new_rows = ingestion.load_master_since(config, judged)
+    deployed = deployment.current_version(config) is not None
+    if new_rows is None or (new_rows.empty and deployed):
         record.update(decision="no_new_rows", reason="the new files added no rows (set aside or duplicates)")
+    elif deployed and len(new_rows) < config["drift_min_rows"]:
+        record.update(
+            decision="waiting_for_rows",
+            rows_waiting=len(new_rows),
+            reason=f"{len(new_rows)} new row(s) since the last decision; drift is judged on {config['drift_min_rows']} or more",
+        )
+        write_checkpoint(config, judged=judged, seen=master_end)
+        return record
     else:
         drift, reason, scores = check_model_drift(config, new_rows)
         record.update(scores, rows_judged=len(new_rows), reason=reason, decision="no_drift")
         if drift:
-            record.update(retrain_and_deploy(config, reason), decision="redeployed")
+            record.update(retrain_and_deploy(config, reason, scores.get("deployed_score")))
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
-    atomic_write_json(config.output_folder / CHECKPOINT_FILE, {"master_bytes": master_end})
+    write_checkpoint(config, judged=master_end, seen=master_end)
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record)
     return record
@@ -125,21 +143,30 @@ def check_model_drift(config: Config, new_rows: Any) -> tuple[bool, str, dict[st
     return False, f"no drift: {metric} {new_score:.4f} on new rows >= deployed {deployed_score:.4f}", scores
 
 
-def retrain_and_deploy(config: Config, reason: str) -> dict[str, Any]:
-    """Train on the whole master, score on the test data, deploy; then diagnose and report."""
+def retrain_and_deploy(config: Config, reason: str, deployed_test_score: float | None = None) -> dict[str, Any]:
+    """Train on the whole master and score it on the test data; deploy it unless it does
+    worse there than the deployed model (``block_worse_deployments``)."""
     import scoring
     import training
 
     model, metadata = training.train_model(config)
     training.save_model(config, model, metadata)
     scores = scoring.score_model(config)
+    metric, test_score = config["metric"], scores[config["metric"]]
+    outcome = {"model": metadata["model"], "training_seconds": metadata["training_seconds"], "test_score": test_score}
+    worse = deployed_test_score is not None and test_score is not None and test_score < deployed_test_score
+    if worse and config["block_worse_deployments"]:
+        kept = deployment.current_version(config)
+        logger.warning("retrained model not deployed: test %s %.4f < deployed %.4f", metric, test_score, deployed_test_score)
+        return {
+            **outcome,
+            "decision": "retrained_not_deployed",
+            "reason": f"{reason}; but the retrained model scores {metric} {test_score:.4f} on the test data, below "
+            f"{kept}'s {deployed_test_score:.4f}: kept {kept} (the new model is in models/; "
+            "deploy it by hand with deployment.py if that is intended)",
+        }
     version = deployment.deploy_model(config, reason=reason)
-    return {
-        "version_deployed": version,
-        "model": metadata["model"],
-        "training_seconds": metadata["training_seconds"],
-        "test_score": scores[config["metric"]],
-    }
+    return {**outcome, "decision": "redeployed", "version_deployed": version}
 
 
 def run_after_deployment(config: Config, run_record: dict[str, Any]) -> dict[str, str]:

@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "cv_folds": 5,
     "random_seed": 42,
     "drift_tolerance": 0.0,
+    # Fewer new rows than this are kept waiting, not judged: a score on a handful of rows is noise.
+    "drift_min_rows": 50,
+    # A retrained model that scores below the deployed one on the test data is not deployed.
+    "block_worse_deployments": True,
     "reference_sample_rows": 50000,
     # Diagnostics ask the package index for the latest releases within this many seconds
     # (0: never ask), and reuse an answer for this many hours.
@@ -180,7 +184,9 @@ def _validate(values: dict[str, Any]) -> None:
     models = values["candidate_models"]
     if not isinstance(models, list) or not models or any(m not in CANDIDATE_MODELS for m in models):
         raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
-    for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes"):
+    if not isinstance(values["block_worse_deployments"], bool):
+        raise ConfigError("block_worse_deployments must be true or false")
+    for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes", "drift_min_rows"):
         if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative integer")
     if values["cv_folds"] < 2:

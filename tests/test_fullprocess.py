@@ -215,3 +215,37 @@ def test_rows_left_undecided_by_a_failed_run_are_judged_by_the_next(project: Con
     assert "resumed" in record
     assert run(project) == 0
     assert fullprocess.read_audit(project)[-1]["decision"] == "no_new_data"
+
+
+def test_a_handful_of_rows_waits_for_more_before_drift_is_judged(deployed_project: Config) -> None:
+    test = (deployed_project.test_data_folder / "testdata.csv").read_text().splitlines()
+    (deployed_project.input_folder / "few.csv").write_text("\n".join(test[:11]) + "\n")  # 10 rows
+
+    assert run(deployed_project) == 0
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["decision"] == "waiting_for_rows" and record["rows_waiting"] == 10
+
+    assert run(deployed_project) == 0  # nothing new: the waiting rows do not make every tick work
+    assert fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
+
+    (deployed_project.input_folder / "more.csv").write_text("\n".join([test[0], *test[11:]]) + "\n")
+    assert run(deployed_project) == 0
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["rows_judged"] == 1000, "the waiting rows are judged with the new ones"
+    assert record["decision"] == "no_drift" and record["new_score"] == record["deployed_score"]
+
+
+def test_a_retrained_model_worse_on_the_test_data_is_not_deployed(deployed_project: Config) -> None:
+    """A batch with its labels flipped drifts the model, and retraining on it does harm."""
+    lines = (deployed_project.test_data_folder / "testdata.csv").read_text().splitlines()
+    flipped = [f"flip{i}," + line.split(",", 1)[1][:-1] + ("0" if line.endswith("1") else "1") for i, line in enumerate(lines[1:])]
+    (deployed_project.input_folder / "flipped.csv").write_text("\n".join([lines[0], *flipped, *[f.replace("flip", "flop") for f in flipped]]) + "\n")
+
+    assert run(deployed_project) == 0
+
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["decision"] == "retrained_not_deployed", record
+    assert record["test_score"] < record["deployed_score"]
+    assert "kept v1" in record["reason"]
+    assert deployment.current_version(deployed_project) == "v1"
+    assert run(deployed_project) == 0 and fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
