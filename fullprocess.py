@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import dbsource
 import deployment
 import ledger
 from fsutil import LockBusy, append_json_line, atomic_write_json, configure_logging, read_json_lines, run_lock
@@ -79,13 +80,15 @@ def undecided_work(config: Config) -> str | None:
 def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     pending = ledger.pending_files(config)
+    pulled = dbsource.pull_new_rows(config)  # new rows from database_sources, as snapshot files
+    pending += pulled.snapshots
     undecided = undecided_work(config)
     if not pending and not undecided:
-        return {"decision": "no_new_data", "reason": f"no new or changed files in {config.input_folder}"}
+        return {"decision": "no_new_data", "reason": f"no new or changed files in {config.input_folder}", **pulled.audit()}
     # Heavy imports only now that there is work to do.
     import ingestion
 
-    record: dict[str, Any] = {"metric": config["metric"], "started_at": started_at}
+    record: dict[str, Any] = {"metric": config["metric"], "started_at": started_at, **pulled.audit()}
     if undecided:
         logger.info("resuming: %s", undecided)
         record["resumed"] = undecided
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         with run_lock(ledger.lock_path(config)):
             record = {"status": "ok", **run_pipeline(config, started)}
         failed_steps = [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]
-        if failed_steps:
+        if failed_steps or record.get("database_failures"):
             record["status"] = "failed"
             status = 1
     except LockBusy as exc:

@@ -148,6 +148,7 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     accepted: list[_ValidatedFile] = []
     for source, parsed in _read_ahead(pending, store, config):
         entry = _entry(source, run_id)
+        entry.update(getattr(source, "lineage", {}))  # a database pull (dbsource.Snapshot) names its source and watermark range
         try:
             validated = _validated(source, parsed.result(), store, config)
             store.register(validated)

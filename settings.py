@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "api_max_rows": 10000,
     "api_max_body_bytes": 16 * 1024 * 1024,
     "risk_band_thresholds": {"amber": 0.3, "red": 0.6},
+    # Databases read for new rows beside the input folder (see dbsource.py); none by default.
+    "database_sources": [],
 }
 
 PATH_KEYS = (
@@ -204,6 +206,10 @@ def _validate(values: dict[str, Any]) -> None:
         or not 0 <= bands["amber"] <= bands["red"] <= 1
     ):
         raise ConfigError("risk_band_thresholds must be {\"amber\": a, \"red\": r} with 0 <= a <= r <= 1")
+    if values["database_sources"] != []:
+        import dbsource  # its rules live with the code that reads the databases
+
+        dbsource.check_sources(values)
 
 
 def _require_names(values: dict[str, Any], key: str) -> None:
