@@ -142,9 +142,11 @@ def _parse_url(url: str, root: Path) -> tuple[str, str, Path | None, dict[str, A
     Raises ValueError with a message that never repeats the URL (it might hold a password).
     """
     if url.startswith(SQLITE_PREFIX):
-        from urllib.parse import unquote
+        rest = url[len(SQLITE_PREFIX):]
+        if "%" in rest:  # urllib.parse only when needed: this runs on the cron fast path
+            from urllib.parse import unquote
 
-        rest = unquote(url[len(SQLITE_PREFIX):])
+            rest = unquote(rest)
         if not rest or rest == "/":
             raise ValueError("names no database file (sqlite:///clients.db, relative to the config's folder)")
         path = Path(rest) if rest.startswith("/") else root / rest
