@@ -222,12 +222,12 @@ def snapshot_folder(config: Config) -> Path:
     return config.output_folder / SNAPSHOT_FOLDER
 
 
-def recorded_watermarks(config: Config) -> dict[str, Any]:
-    """The last watermark recorded for each source: the end of its latest pull in the ingestion record."""
-    last: dict[str, Any] = {}
+def recorded_watermarks(config: Config) -> dict[str, tuple[str, Any]]:
+    """Per source name, (watermark column, last watermark): the end of its latest pull in the ingestion record."""
+    last: dict[str, tuple[str, Any]] = {}
     for entry in ledger.read_record(config):
         if "database_source" in entry:
-            last[entry["database_source"]] = entry["watermark_to"]
+            last[entry["database_source"]] = (entry["watermark_column"], entry["watermark_to"])
     return last
 
 
@@ -242,10 +242,13 @@ def pull_new_rows(config: Config) -> Pulled:
     folder = snapshot_folder(config)
     _remove_partial_snapshots(folder)
     for source in configured:
+        column, after = last.get(source.name, (None, None))
+        if column != source.watermark_column:  # a new source, or its watermark column changed: read it all
+            after = None
         try:
-            snapshot = pull_source(source, last.get(source.name), folder)
-        except DatabaseSourceError as exc:
-            reason = _one_line(str(exc), source)
+            snapshot = pull_source(source, after, folder)
+        except (DatabaseSourceError, OSError) as exc:
+            reason = _one_line(str(exc) if isinstance(exc, DatabaseSourceError) else f"could not write the snapshot: {exc}", source)
             logger.error("database source %r (%s): %s", source.name, source.where, reason)
             pulled.failures.append({"source": source.name, "reason": reason})
             continue
@@ -428,12 +431,13 @@ class _PostgresReader:
                 raise DatabaseSourceError(f"the environment variable {self.source.password_env} (password_env) is not set")
             args["password"] = password
         timeout_ms = int(self.source.query_timeout * 1000)
+        timeouts = f"-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
         args.update(
             # libpq counts whole seconds, at least 2.
             connect_timeout=max(2, round(self.source.connect_timeout)),
             # Every statement ends within the query timeout, and a server that vanishes mid-pull
             # is noticed by TCP keep-alives instead of waiting forever.
-            options=f"-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}",
+            options=f"{args.get('options', '')} {timeouts}".strip(),
             keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
             tcp_user_timeout=timeout_ms, application_name="risk-assessment ingestion", client_encoding="UTF8",
         )
@@ -441,12 +445,20 @@ class _PostgresReader:
             self.connection = psycopg.connect(**args)
         except psycopg.Error as exc:
             raise DatabaseSourceError(f"could not connect: {exc}") from None
-        self.connection.read_only = True  # the query may read, never write
+        try:
+            self.connection.read_only = True  # the query may read, never write
+        except psycopg.Error as exc:
+            self.connection.close()
+            raise DatabaseSourceError(f"could not start a read-only transaction: {exc}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import psycopg
+
         try:
             self.connection.rollback()  # nothing was written; end the read-only transaction
+        except psycopg.Error:
+            pass  # the connection is already broken (a timeout, a server gone): closing is all that is left
         finally:
             self.connection.close()
 

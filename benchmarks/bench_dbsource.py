@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ PROJECT_DIR = HERE.parent
 sys.path.insert(0, str(PROJECT_DIR))
 sys.path.insert(0, str(HERE))
 
-from bench_pipeline import cron_environment, make_deployed_project, peak_rss_mib, timed_command  # noqa: E402
+from bench_pipeline import cron_environment, make_deployed_project, peak_rss_mib  # noqa: E402
 
 PASSWORD_ENV = "RISK_BENCH_DB_PASSWORD"
 FAST_PATH_ROWS = 10_000
@@ -139,27 +140,44 @@ class PostgresServer:
 
 
 def bench_fast_path(folder: Path, csv_path: Path, server: PostgresServer, repeat: int) -> dict:
-    """fullprocess with nothing new: files only, then with a SQLite source, then a PostgreSQL one."""
-    make_deployed_project(folder)
+    """fullprocess with nothing new: files only, with a SQLite source, with a PostgreSQL one.
+
+    Three copies of one deployed project, timed in turns (one run of each per round) so that
+    the load of a shared machine falls on all of them alike."""
+    base = folder / "files"
+    make_deployed_project(base)
     home = folder / "home"
     home.mkdir()
     env = cron_environment(home)
-    command = [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(folder / "config.json")]
-    results = {"python_pass_s": timed_command([sys.executable, "-c", "pass"], repeat, env, home)}
-    results["files_only_s"] = timed_command(command, repeat, env, home)
-    load_sqlite(folder / "clients.db", csv_path)
+    commands = {"python_pass": ([sys.executable, "-c", "pass"], env), "files_only": (fullprocess_command(base), env)}
     variants = [("sqlite", "sqlite:///clients.db", env)]
     if server.info:
         url = load_postgres(server.info, "bench_fast_path", csv_path)
         variants.append(("postgresql", url, {**env, PASSWORD_ENV: server.info["password"]}))
     for kind, url, run_env in variants:
+        project = folder / kind
+        shutil.copytree(base, project, symlinks=True)
+        if kind == "sqlite":
+            load_sqlite(project / "clients.db", csv_path)
         # Drift is not judged on the rows pulled (out of reach): the first run pulls, then nothing is new.
-        write_config(folder, [source(kind, url)], drift_min_rows=10**9)
-        subprocess.run(command, env=run_env, cwd=home, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        results[f"{kind}_s"] = timed_command(command, repeat, run_env, home)
-        audit = (folder / "logs" / "audit.jsonl").read_text().splitlines()[-1]
+        write_config(project, [source(kind, url)], drift_min_rows=10**9)
+        subprocess.run(fullprocess_command(project), env=run_env, cwd=home, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        commands[kind] = (fullprocess_command(project), run_env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for round_number in range(repeat + 1):  # the first round warms up and is not counted
+        for name, (command, run_env) in commands.items():
+            started = time.perf_counter()
+            subprocess.run(command, env=run_env, cwd=home, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if round_number:
+                times[name].append(time.perf_counter() - started)
+    for kind, _, _ in variants:
+        audit = (folder / kind / "logs" / "audit.jsonl").read_text().splitlines()[-1]
         assert json.loads(audit)["decision"] == "no_new_data", audit
-    return results
+    return {f"{name}_s": statistics.median(values) for name, values in times.items()}
+
+
+def fullprocess_command(project: Path) -> list[str]:
+    return [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(project / "config.json")]
 
 
 def worker(phase: str, folder: Path) -> None:
@@ -225,7 +243,7 @@ def bench_large_pull(folder: Path, csv_path: Path, server: PostgresServer) -> di
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the large pull")
-    parser.add_argument("--repeat", type=int, default=15, help="runs of each command in the fast-path timing")
+    parser.add_argument("--repeat", type=int, default=21, help="rounds of the fast-path timing")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args(argv)  # benchmarks/run.py passes every benchmark the same arguments

@@ -256,6 +256,22 @@ def test_a_timestamp_watermark_reads_each_row_once(deployed_project: Config, dat
     assert run(config) == 0 and len(pulls(config)) == 2
 
 
+def test_a_changed_watermark_column_reads_the_source_afresh(deployed_project: Config, database) -> None:
+    kind = "TEXT" if database.kind == "sqlite" else "timestamptz"
+    database.create_clients(watermark=f"row_id integer, updated_at {kind}")
+    database.insert([(*row, f"2026-11-01T10:00:{row[0]:02d}+00:00") for row in client_rows(1, 30)], [*COLUMNS, "updated_at"])
+    config = with_database(deployed_project, database.source())
+    assert run(config) == 0
+    config = with_database(config, database.source(watermark_column="updated_at"))
+
+    assert run(config) == 0
+
+    entry = pulls(config)[-1]
+    assert entry["watermark_column"] == "updated_at" and entry["watermark_after"] is None
+    assert (entry["rows_pulled"], entry["rows_added"], entry["duplicates_dropped"]) == (30, 0, 30)
+    assert master_ids(config) == [f"db-{i:07d}" for i in range(1, 31)]
+
+
 def test_a_query_source_reads_through_its_query(deployed_project: Config, database) -> None:
     database.create_clients()
     database.insert(client_rows(1, 30))
