@@ -223,10 +223,11 @@ def test_nothing_new_in_the_database_imports_no_heavy_library(deployed_project: 
     database.insert(client_rows(1, 10))
     config = with_database(deployed_project, database.source())
     assert run(config) == 0
+    heavy_extra = ", 'psycopg'" if database.kind == "sqlite" else ""  # SQLite needs no driver beyond the stdlib
     probe = (
         f"import sys; sys.path.insert(0, {str(PROJECT_DIR)!r}); import fullprocess; "
         f"code = fullprocess.main(['--config', {str(config.path)!r}]); "
-        "print(code, sorted(m for m in ('pandas', 'numpy', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
+        f"print(code, sorted(m for m in ('pandas', 'numpy', 'sklearn', 'matplotlib', 'scipy'{heavy_extra}) if m in sys.modules))"
     )
 
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
@@ -409,6 +410,16 @@ def test_a_query_past_its_timeout_is_stopped_and_said_so(deployed_project: Confi
     assert result.returncode == 1
     [failure] = last_audit(config)["database_failures"]
     assert failure["reason"] == "the check for new rows did not finish within query_timeout_seconds (1 s)"
+
+
+def test_a_missing_sqlite_file_is_a_failure_and_is_not_created(deployed_project: Config) -> None:
+    config = with_database(deployed_project, SqliteDatabase(deployed_project.root).source(url="sqlite:///missing.db"))
+
+    assert run(config) == 1
+
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"] == f"the database file {config.root / 'missing.db'} does not exist"
+    assert not (config.root / "missing.db").exists()
 
 
 # ----------------------------------------------------------------------------- PostgreSQL only
