@@ -7,7 +7,10 @@ describes. The API serves that file; it never computes it. Top-level keys: ``ver
 ``outdated_packages``, ``data_drift`` and ``warnings``.
 
 Data drift compares the newest ingested batch (``<output>/latest_batch.csv``) with the
-reference sample stored in the version at deployment time (``reference_data.csv``); see
+training data of the version that was current when the batch arrived (the reference sample
+stored in that version at deployment time, ``reference_data.csv``): a version's own
+training data already holds the batch that made it. Before any version (the batch is the
+first training data) the test data is compared with the training data instead. See
 ``drift.py`` for the method.
 """
 from __future__ import annotations
@@ -35,7 +38,7 @@ import fullprocess
 import ingestion
 import ledger
 import scoring
-from fsutil import atomic_write_json, configure_logging
+from fsutil import atomic_write_json, configure_logging, read_json_lines
 from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, script_parser
 from training import installed_version
 
@@ -94,8 +97,11 @@ def single_threaded() -> Any:
 def risk_and_predictions(deployed: deployment.DeployedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The deployed model's risk scores and 0/1 decisions for every row of ``frame``."""
     features = scoring.feature_frame(frame, deployed.metadata["features"])
-    with single_threaded():
-        return deployed.model.predict_proba(features)[:, 1], deployed.model.predict(features).astype(int)
+    with single_threaded(), drift.captured_warnings() as caught:
+        risk, predicted = deployed.model.predict_proba(features)[:, 1], deployed.model.predict(features).astype(int)
+    for message in caught:  # once each, in the log, not a line per call on stderr
+        logger.warning("%s predicting %d rows: %s", deployed.version, len(frame), message)
+    return risk, predicted
 
 
 def model_predictions(config: Config, data: pd.DataFrame | None = None, version: str | None = None) -> list[dict[str, Any]]:
@@ -190,17 +196,19 @@ def missing_data(config: Config, data: pd.DataFrame | None = None) -> dict[str, 
 # --- timings --------------------------------------------------------------------------------
 
 
-def execution_time(config: Config, version: str | None = None, measure: bool = False) -> dict[str, Any]:
+def execution_time(
+    config: Config, version: str | None = None, measure: bool = False, run_record: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Seconds taken by ingestion and training, as real runs recorded them.
 
     Ingestion: the last run that did work (``last_ingestion.json``). Training: the training of
-    ``version`` (its ``trainedmodel.json``). ``recent_runs`` lists the timings in the audit log.
-    ``measure`` also re-runs both on a copy of the input data (see measure_execution_time).
+    ``version`` (its ``trainedmodel.json``). ``recent_runs`` lists the timings in the audit log
+    (see recent_runs). ``measure`` also re-runs both on a copy of the input data (see
+    measure_execution_time).
     """
     version = resolve_version(config, version)
     last_ingestion = _read_json(config.output_folder / ingestion.LAST_RUN_FILE) or {}
     trained = json.loads((deployment.version_path(config, version) / deployment.METADATA_FILE).read_text(encoding="utf-8"))
-    runs = [r for r in fullprocess.read_audit(config) if "ingestion_seconds" in r]
     return {
         "ingestion_seconds": last_ingestion.get("seconds"),
         "ingestion_finished_at": last_ingestion.get("finished_at"),
@@ -208,11 +216,48 @@ def execution_time(config: Config, version: str | None = None, measure: bool = F
         "training_seconds": trained.get("training_seconds"),
         "training_finished_at": trained.get("trained_at"),
         "training_version": version,
-        "recent_runs": [
-            {key: run.get(key) for key in ("started_at", "decision", "ingestion_seconds", "training_seconds", "duration_seconds", "version_deployed")}
-            for run in runs[-RECENT_RUNS:]
-        ],
+        "recent_runs": recent_runs(config, version, run_record),
         "measured": measure_execution_time(config) if measure else None,
+    }
+
+
+RUN_KEYS = ("started_at", "decision", "ingestion_seconds", "training_seconds", "duration_seconds", "version_deployed")
+
+
+def recent_runs(config: Config, version: str, run_record: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The last pipeline runs that did work, always with the one that deployed ``version``.
+
+    The audit line of a run is written when it ends, after the reports of the version it
+    deployed: ``run_record`` is that run's record while it is under way. Without either, the
+    version's manifest stands in for the run (a deployment by hand has no run at all).
+    Each row says whether it ``deployed_this_version`` and whether it is ``in_progress``.
+    """
+    runs = [{**r, "in_progress": False} for r in fullprocess.read_audit(config) if "ingestion_seconds" in r or r.get("version_deployed")]
+    if run_record and run_record.get("version_deployed") == version and not _deploying_runs(runs, version):
+        runs.append({**run_record, "in_progress": True})
+    deploying = _deploying_runs(runs, version)
+    shown = runs[-RECENT_RUNS:]
+    if deploying and deploying[-1] not in shown:
+        shown = [deploying[-1]] + shown[1:]
+    rows = [{**{key: run.get(key) for key in RUN_KEYS}, "in_progress": run["in_progress"],
+             "deployed_this_version": run.get("version_deployed") == version} for run in shown]
+    if not deploying:
+        rows.append(_manifest_run(config, version))
+        rows.sort(key=lambda row: str(row["started_at"] or ""))
+    return rows
+
+
+def _deploying_runs(runs: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
+    return [run for run in runs if run.get("version_deployed") == version]
+
+
+def _manifest_run(config: Config, version: str) -> dict[str, Any]:
+    """A row for a deployment the audit log does not hold, from the version's manifest."""
+    manifest = deployment.read_manifest(deployment.version_path(config, version))
+    return {
+        **dict.fromkeys(RUN_KEYS), "started_at": manifest.get("deployed_at"), "version_deployed": version,
+        "decision": "deployed (no audit line: by hand, or the run is still under way)",
+        "in_progress": False, "deployed_this_version": True,
     }
 
 
@@ -404,21 +449,86 @@ def _parse_pip_answer(returncode: int, output: Any) -> str | None:
 
 # --- drift ----------------------------------------------------------------------------------
 
+NEWEST_BATCH = "newest_batch"
+TEST_DATA = "test_data"
+GIVEN_BATCH = "given_batch"
+
 
 def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Drift of the newest ingested batch (or ``batch``) from the training data of ``version``.
+    """Drift of the newest ingested batch (or ``batch``) from the data the serving model knew.
 
-    Per model feature: PSI with its band, a KS or chi-squared test, missing shares and the
-    noise floor; and the PSI of the model's risk scores, the reference's computed with the
-    same model. See drift.py for the method.
+    The newest batch is compared with the training data of the version that was current when
+    it arrived: the model that then had to score it. Where no version was current (the batch
+    is the data the first version was trained on), the test data is compared with the
+    training data of ``version`` instead, and titled so. A ``batch`` given is compared with
+    the training data of ``version``. Per model feature: PSI with its band, a KS or
+    chi-squared test, missing shares and the noise floor; and the PSI of that model's risk
+    scores. See drift.py for the method.
     """
     deployed = deployment.load_deployed_model(config, version)
-    kinds = deployed.metadata["column_kinds"]
-    reference_file = deployed.path / deployment.REFERENCE_FILE
-    reference = ingestion.read_dataset(reference_file, kinds)
-    result: dict[str, Any] = {
-        "reference": {"version": deployed.version, "file": display_path(config, reference_file), "rows": int(len(reference))},
+    batch_file = config.output_folder / ingestion.LATEST_BATCH_FILE
+    if batch is not None:
+        origin = {"source": "the batch given", "files": [], "ingested_at": None}
+        return _compare_with_training(config, deployed, batch, origin, GIVEN_BATCH)
+    if not batch_file.is_file():
+        result = _drift_skeleton(config, deployed, NEWEST_BATCH)
+        result["warnings"].append(f"no ingested batch yet ({display_path(config, batch_file)}): drift not measured")
+        return result
+    arrival = _batch_origin(config)
+    origin = {"source": display_path(config, batch_file), "files": arrival["files"], "ingested_at": arrival["ingested_at"]}
+    if arrival["run_id"] is None:  # the ingestion record does not say when it came: compare as before
+        frame = ingestion.read_dataset(batch_file, deployed.metadata["column_kinds"])
+        return _compare_with_training(config, deployed, frame, {**origin, "current_on_arrival": None}, NEWEST_BATCH)
+    on_arrival = version_current_on_arrival(config, arrival["run_id"], arrival["ingested_at"])
+    if on_arrival is None:
+        test = scoring.load_test_data(config)
+        files = sorted(p.name for p in config.test_data_folder.glob("*.csv") if not p.name.startswith("."))
+        test_origin = {"source": display_path(config, config.test_data_folder), "files": files, "ingested_at": None,
+                       "current_on_arrival": None, "newest_batch": origin}
+        return _compare_with_training(config, deployed, test, test_origin, TEST_DATA)
+    try:
+        serving = deployed if on_arrival == deployed.version else deployment.load_deployed_model(config, on_arrival)
+    except (deployment.DeploymentError, OSError, ValueError) as exc:
+        result = _drift_skeleton(config, deployed, NEWEST_BATCH)
+        result["warnings"].append(f"drift not measured: {on_arrival}, current when the newest batch arrived, cannot be loaded ({exc})")
+        return result
+    frame = ingestion.read_dataset(batch_file, serving.metadata["column_kinds"])
+    return _compare_with_training(config, serving, frame, {**origin, "current_on_arrival": on_arrival}, NEWEST_BATCH)
+
+
+def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | None) -> str | None:
+    """The version that was current when ingestion run ``run_id`` added its rows; None if none was.
+
+    Read from the deployment history (oldest first): every deploy or switch before the run
+    counts. A version whose own copy of the ingestion record holds the run was deployed after
+    it, so an event naming such a version, and every later one, came after the batch; a
+    switch to an older version (a rollback) came after it if it is dated later.
+    """
+    current = None
+    record_holds_run: dict[str, bool] = {}
+    for event in deployment.history(config):
+        version = event.get("version")
+        if not version:
+            continue
+        if version not in record_holds_run:
+            entries = read_json_lines(deployment.versions_folder(config) / version / ledger.RECORD_FILE)
+            record_holds_run[version] = any(entry.get("run_id") == run_id for entry in entries)
+        if record_holds_run[version]:
+            break
+        if event.get("action") != "deploy" and ingested_at is not None and str(event.get("at", "")) > ingested_at:
+            break
+        current = version
+    return current
+
+
+def _drift_skeleton(config: Config, reference_model: deployment.DeployedModel, comparison: str) -> dict[str, Any]:
+    reference_file = reference_model.path / deployment.REFERENCE_FILE
+    return {
+        "comparison": comparison,
+        "title": _drift_title(comparison, reference_model.version),
+        "reference": {"version": reference_model.version, "file": display_path(config, reference_file), "rows": None},
         "batch": None,
+        "model_version": reference_model.version,
         "bands": {"stable_below": drift.STABLE_BELOW, "significant_above": drift.SIGNIFICANT_ABOVE},
         "method": "PSI on reference deciles (categories as bins, missing as a bin, shares floored at 1e-4); "
         "KS test for numeric, chi-squared for categorical features",
@@ -427,19 +537,25 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
         "drifted_features": [],
         "warnings": [],
     }
-    batch_file = config.output_folder / ingestion.LATEST_BATCH_FILE
-    if batch is None and not batch_file.is_file():
-        result["warnings"].append(f"no ingested batch yet ({display_path(config, batch_file)}): drift not measured")
-        return result
-    if batch is None:
-        batch = ingestion.read_dataset(batch_file, kinds)
-        origin = {"source": display_path(config, batch_file), **_batch_origin(config)}
-    else:
-        origin = {"source": "the batch given", "files": [], "ingested_at": None}
+
+
+def _drift_title(comparison: str, version: str) -> str:
+    subject = {NEWEST_BATCH: "newest batch", TEST_DATA: "test data", GIVEN_BATCH: "given batch"}[comparison]
+    return f"{subject} against {version}'s training data"
+
+
+def _compare_with_training(
+    config: Config, reference_model: deployment.DeployedModel, batch: pd.DataFrame, origin: dict[str, Any], comparison: str
+) -> dict[str, Any]:
+    """Every drift figure of ``batch`` against the reference sample of ``reference_model``'s training data."""
+    result = _drift_skeleton(config, reference_model, comparison)
+    kinds = reference_model.metadata["column_kinds"]
+    reference = ingestion.read_dataset(reference_model.path / deployment.REFERENCE_FILE, kinds)
+    result["reference"]["rows"] = int(len(reference))
     result["batch"] = {**origin, "rows": int(len(batch)), "rows_in_reference": _rows_in(batch, reference, kinds)}
-    result["features"] = drift.compare_frames(reference, batch, deployed.metadata["features"])
-    reference_risk, _ = risk_and_predictions(deployed, reference)
-    batch_risk, _ = risk_and_predictions(deployed, batch)
+    result["features"] = drift.compare_frames(reference, batch, reference_model.metadata["features"])
+    reference_risk, _ = risk_and_predictions(reference_model, reference)
+    batch_risk, _ = risk_and_predictions(reference_model, batch)
     result["prediction_psi"] = drift.compare_feature("predicted_risk", pd.Series(reference_risk), pd.Series(batch_risk), drift.NUMERIC)
     result["drifted_features"] = [row["feature"] for row in result["features"] if row["drifted"]]
     result["warnings"] = _drift_warnings(result)
@@ -447,12 +563,12 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
 
 
 def _batch_origin(config: Config) -> dict[str, Any]:
-    """The files and time of the ingestion run that produced ``latest_batch.csv``."""
+    """The files, time and run id of the ingestion run that produced ``latest_batch.csv``."""
     runs = [e for e in ledger.read_record(config) if e["status"] == ledger.STATUS_INGESTED and e.get("rows_added")]
     if not runs:
-        return {"files": [], "ingested_at": None}
+        return {"files": [], "ingested_at": None, "run_id": None}
     last = [e for e in runs if e["run_id"] == runs[-1]["run_id"]]
-    return {"files": [e["name"] for e in last], "ingested_at": last[-1]["ingested_at"]}
+    return {"files": [e["name"] for e in last], "ingested_at": last[-1]["ingested_at"], "run_id": runs[-1]["run_id"]}
 
 
 def _rows_in(batch: pd.DataFrame, reference: pd.DataFrame, kinds: dict[str, str]) -> int:
@@ -471,18 +587,29 @@ def _rows_in(batch: pd.DataFrame, reference: pd.DataFrame, kinds: dict[str, str]
 def _drift_warnings(result: dict[str, Any]) -> list[str]:
     warnings = []
     version, batch = result["reference"]["version"], result["batch"]
+    subject = "test data" if result["comparison"] == TEST_DATA else "batch"
     floors = [row["noise_floor"] for row in result["features"] + [result["prediction_psi"]] if row["noise_floor"] is not None]
+    if result["comparison"] == TEST_DATA:
+        warnings.append(
+            f"no version was current when the newest batch arrived (it is the data {version} was first trained on): "
+            f"the test data is compared with {version}'s training data instead"
+        )
     if batch["rows"] == 0:
-        warnings.append("the batch is empty: drift not measured")
+        warnings.append(f"the {subject} is empty: drift not measured")
     elif floors and max(floors) >= drift.NOISE_FLOOR_WARNING:
         warnings.append(
-            f"the batch ({batch['rows']} rows) is too small for the drift figures to mean much: "
+            f"the {subject} ({batch['rows']} rows) is too small for the drift figures to mean much: "
             f"sampling alone gives PSI values up to {max(floors):.3f}"
         )
-    if batch["rows_in_reference"]:
+    if batch["rows_in_reference"] and result["comparison"] == TEST_DATA:
         warnings.append(
-            f"{batch['rows_in_reference']} of the batch's {batch['rows']} rows are in {version}'s training data "
-            f"(the batch was ingested before {version} was trained), so drift against it is understated"
+            f"{batch['rows_in_reference']} of the test data's {batch['rows']} rows are also in {version}'s training data "
+            "(its reference sample): they are not held out"
+        )
+    elif batch["rows_in_reference"]:
+        warnings.append(
+            f"{batch['rows_in_reference']} of the batch's {batch['rows']} rows are in {version}'s training data, "
+            "so drift against it is understated"
         )
     for row in result["features"]:
         if row["drifted"]:
@@ -497,9 +624,14 @@ def _drift_warnings(result: dict[str, Any]) -> list[str]:
 
 
 def build_diagnostics(
-    config: Config, version: str | None = None, measure: bool = False, refresh_packages: bool = False
+    config: Config, version: str | None = None, measure: bool = False, refresh_packages: bool = False,
+    run_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every diagnostic of ``version`` (default: current) as one JSON-ready document."""
+    """Every diagnostic of ``version`` (default: current) as one JSON-ready document.
+
+    ``run_record``: the record of the fullprocess run that deployed ``version``, when it is the
+    caller (its audit line is written only when it ends).
+    """
     version = resolve_version(config, version)  # resolved once: every part describes one version
     master = ingestion.load_master(config)
     document = {
@@ -507,7 +639,7 @@ def build_diagnostics(
         "generated_at": _now(),
         "summary_statistics": dataframe_summary(config, master),
         "missing_data": missing_data(config, master),
-        "execution_time": execution_time(config, version, measure=measure),
+        "execution_time": execution_time(config, version, measure=measure, run_record=run_record),
         "outdated_packages": outdated_packages_list(config, use_cache=not refresh_packages),
         "data_drift": data_drift(config, version),
     }
@@ -550,10 +682,11 @@ def json_ready(value: Any) -> Any:
 
 
 def save_diagnostics(
-    config: Config, version: str | None = None, measure: bool = False, refresh_packages: bool = False
+    config: Config, version: str | None = None, measure: bool = False, refresh_packages: bool = False,
+    run_record: dict[str, Any] | None = None,
 ) -> Path:
     """Build the diagnostics of ``version`` (default: current) and write them beside its reports."""
-    document = build_diagnostics(config, version, measure=measure, refresh_packages=refresh_packages)
+    document = build_diagnostics(config, version, measure=measure, refresh_packages=refresh_packages, run_record=run_record)
     path = diagnostics_path(config, document["version"])
     atomic_write_json(path, document)
     logger.info("wrote %s (%d warning(s))", path, len(document["warnings"]))
