@@ -591,8 +591,8 @@ def _drift_warnings(result: dict[str, Any]) -> list[str]:
     floors = [row["noise_floor"] for row in result["features"] + [result["prediction_psi"]] if row["noise_floor"] is not None]
     if result["comparison"] == TEST_DATA:
         warnings.append(
-            f"no version was current when the newest batch arrived (it is the data {version} was first trained on): "
-            f"the test data is compared with {version}'s training data instead"
+            "no version was current when the newest batch arrived (it is the first data ingested, part of every training "
+            f"set since): the test data is compared with {version}'s training data instead"
         )
     if batch["rows"] == 0:
         warnings.append(f"the {subject} is empty: drift not measured")

@@ -731,7 +731,7 @@ def performance_sentence(s: dict[str, Any]) -> str:
                 "data was not checked for this version.")
     if found == 0:
         return f"The deployed model scores {rows:,} labelled rows it was never trained on ({files})."
-    share_text = f", {share:.1%}" if share is not None else ""
+    share_text = f" ({share:.1%})" if share is not None else ""
     return (f"The deployed model scores {rows:,} labelled rows ({files}), but {found:,} of them{share_text} are also in "
             "its training data: the figures below overstate how it does on clients it has not seen.")
 
@@ -844,7 +844,7 @@ def _drift_sources(drift_facts: dict[str, Any]) -> list[tuple[str, str]]:
         pairs += [
             ("Compared", f"the test data, {batch['rows']:,} rows ({files})"),
             ("Why the test data", f"no version was current when the newest batch ({', '.join(newest.get('files', [])) or 'n/a'}) "
-                                  f"arrived: it is the data {version} was first trained on, so it cannot show drift"),
+                                  f"arrived: it is the first data ingested, part of {version}'s training data, so it cannot show drift"),
             ("Test rows in reference", f"{batch['rows_in_reference']:,}"),
         ]
     elif drift_facts["comparison"] == diagnostics.GIVEN_BATCH:
