@@ -1,13 +1,17 @@
 """Diagnostics and drift: PSI arithmetic, drift flags, data summaries, timings, packages."""
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
 import shutil
+import threading
 import time
 import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -429,3 +433,95 @@ def test_scipy_warnings_become_notes_not_console_noise(offline_project: Config, 
     assert activity["p_value"] is not None and activity["p_value"] > 0.99  # scipy's asymptotic p-value stands in
     assert any("KS test: RuntimeWarning: ks_2samp: Exact calculation unsuccessful" in note for note in activity["notes"])
     strict_json(result)
+
+
+def serve_index(files_for: Callable[[str], list[dict]], barrier: threading.Barrier) -> ThreadingHTTPServer:
+    """A simple package index on a free port: JSON (PEP 691) when asked for it, HTML (PEP 503) otherwise.
+
+    Every request waits at ``barrier`` before it is answered: the index answers only when all
+    the lookups are in flight together (503 if they never are).
+    """
+    class Index(BaseHTTPRequestHandler):
+        def do_GET(self):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                self.send_error(503)
+                return
+            name = self.path.strip("/").split("/")[-1]
+            if "json" in self.headers.get("Accept", "") and len(name) % 2:  # some answers in each format
+                body, kind = json.dumps({"meta": {"api-version": "1.0"}, "name": name, "files": files_for(name)}).encode(), "application/vnd.pypi.simple.v1+json"
+            else:
+                body, kind = index_page(files_for(name)).encode(), "text/html"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def index_page(files: list[dict]) -> str:
+    """A PEP 503 project page listing ``files``."""
+    links = "".join(
+        f'<a href="../../files/{f["filename"]}#sha256=00"'
+        + (f' data-requires-python="{html.escape(f["requires-python"])}"' if f.get("requires-python") else "")
+        + (' data-yanked=""' if f.get("yanked") else "") + f'>{f["filename"]}</a>\n'
+        for f in files
+    )
+    return f"<!DOCTYPE html><html><body>{links}</body></html>"
+
+
+def release_files(name: str) -> list[dict]:
+    """Releases 1.0 to 6.0 of which only 2.0 counts: pre-release, yanked, Python 4 only, Windows-only wheel."""
+    wheel = name.replace("-", "_")
+    return [
+        {"filename": f"{wheel}-1.0-py3-none-any.whl"},
+        {"filename": f"{wheel}-2.0.tar.gz"},
+        {"filename": f"{wheel}-3.0rc1-py3-none-any.whl"},
+        {"filename": f"{wheel}-4.0-py3-none-any.whl", "yanked": "broken"},
+        {"filename": f"{wheel}-5.0-py3-none-any.whl", "requires-python": ">=4"},
+        {"filename": f"{wheel}-6.0-cp27-cp27m-win32.whl"},
+    ]
+
+
+def only_this_index(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_packages_are_looked_up_all_at_once(project: Config, monkeypatch: pytest.MonkeyPatch):
+    """The index answers only once every package is asked at the same time: one round trip, not one lookup after another."""
+    names = [name for name, _ in diagnostics.read_requirements()]
+    barrier = threading.Barrier(len(names), timeout=10)
+    server = serve_index(release_files, barrier)
+    try:
+        only_this_index(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}/simple")
+        result = diagnostics.outdated_packages_list(with_settings(project, package_check_seconds=20), use_cache=False)
+    finally:
+        server.shutdown()
+    assert not barrier.broken
+    assert {p["name"]: p["latest"] for p in result["packages"]} == dict.fromkeys(names, "2.0")
+    rows = {p["name"]: p for p in result["packages"]}
+    assert rows["numpy"]["status"] == "up to date" and rows["prometheus-client"]["status"] == "outdated"  # 2.3.5, 0.23.1 pinned
+
+
+def test_packages_from_a_local_index_and_find_links_folder(project: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    index, wheels = tmp_path / "simple", tmp_path / "wheels"
+    (index / "numpy").mkdir(parents=True)
+    (index / "numpy" / "index.html").write_text(index_page(release_files("numpy")))
+    wheels.mkdir()
+    (wheels / "numpy-2.5-py3-none-any.whl").write_bytes(b"")
+    (wheels / "pandas-9.1.tar.gz").write_bytes(b"")
+    only_this_index(monkeypatch, index.as_uri())
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    answers = diagnostics.latest_versions(["numpy", "pandas", "flask"], 10)
+    assert answers == {"numpy": "2.5", "pandas": "9.1", "flask": None}  # flask: on neither

@@ -222,9 +222,9 @@ def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     deploying = fullprocess.read_audit(config)[-1]
     assert deploying["version_deployed"] == "v2"
     written_during_the_run = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
-    rows = [r for r in written_during_the_run["execution_time"]["recent_runs"] if r["deployed_this_version"]]
-    assert len(rows) == 1 and rows[0]["started_at"] == deploying["started_at"] and rows[0]["in_progress"] is True
-    assert rows[0]["version_deployed"] == "v2" and rows[0]["decision"] == "redeployed"
+    rows = [r for r in written_during_the_run["execution_time"]["recent_runs"] if r["version_deployed"] == "v2"]
+    assert len(rows) == 1 and rows[0]["started_at"] == deploying["started_at"] and rows[0]["decision"] == "redeployed"
+    assert rows[0]["deployed_this_version"] is True and rows[0]["in_progress"] is True
 
     for _ in range(12):  # more runs with work than the page lists: the deploying run stays on it
         fullprocess.append_json_line(fullprocess.audit_path(config), {"started_at": "2027-01-01T00:00:00+00:00", "decision": "no_drift",
@@ -232,7 +232,8 @@ def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     report = json.loads(reporting.write_reports(config, "v2")["report_json"].read_text())
     runs = report["execution_time"]["recent_runs"]
     assert len(runs) == diagnostics.RECENT_RUNS
-    assert runs[0]["started_at"] == deploying["started_at"] and runs[0]["deployed_this_version"] and not runs[0]["in_progress"]
+    assert runs[0]["started_at"] == deploying["started_at"] and runs[0]["version_deployed"] == "v2"
+    assert runs[0]["deployed_this_version"] and not runs[0]["in_progress"]
     operations = page_text(config.reports_folder / "v2" / "model_report.pdf", page_number(report, "Operations: timings and packages"))
     assert "v2 (this)" in operations
 
