@@ -497,7 +497,7 @@ def _lookup_worker(tasks: queue.Queue, done: queue.Queue, deadline: float, conte
             return
         try:
             files = _index_files(kind, location, name, max(0.1, deadline - time.monotonic()), context)
-            versions = None if files is None else _release_versions(files, name)
+            versions = _release_versions(files, name)
         except Exception as exc:  # any failure of one index leaves that answer unknown, never the run
             logger.debug("package index %s for %s: %s", location, name, exc)
             versions = None
@@ -506,7 +506,7 @@ def _lookup_worker(tasks: queue.Queue, done: queue.Queue, deadline: float, conte
 
 def _index_files(
     kind: str, location: str, name: str, timeout: float, context: ssl.SSLContext
-) -> list[tuple[str, str | None, bool]] | None:
+) -> list[tuple[str, str | None, bool]]:
     """``(file name, requires-python, yanked)`` of the files offered for ``name``; [] if it is not there."""
     if kind == "find-links" and "://" not in location:
         folder = Path(location).expanduser()
@@ -550,9 +550,12 @@ def _fetch(url: str, timeout: float, context: ssl.SSLContext) -> tuple[str, byte
 
 def _ssl_context() -> ssl.SSLContext:
     """pip's ``cert`` setting (a CA bundle) where one is configured; the system's otherwise."""
-    environ = os.environ
-    cert = environ.get("PIP_CERT") or _pip_config_values(environ).get("global.cert")
-    return ssl.create_default_context(cafile=cert if cert and Path(cert).is_file() else None)
+    cert = os.environ.get("PIP_CERT") or _pip_config_values(os.environ).get("global.cert")
+    try:
+        return ssl.create_default_context(cafile=cert if cert and Path(cert).is_file() else None)
+    except (ssl.SSLError, OSError) as exc:  # an unreadable bundle: the system's, and say so
+        logger.warning("pip's cert %s cannot be used (%s): the system's CA certificates are used instead", cert, exc)
+        return ssl.create_default_context()
 
 
 class _Links(html.parser.HTMLParser):
