@@ -41,6 +41,8 @@ REPORT_PDF = "model_report.pdf"
 REPORT_JSON = "model_report.json"
 METRIC_NAMES = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
 PERMUTATION_REPEATS = 10
+FIRST_PAGE_WARNINGS = 12
+SIGN_OFF_ROOM = 1.3  # inches kept below page 1's warnings for the sign-off and a "more" line
 CALIBRATION_BINS = 10
 
 # Page geometry, in inches: A4 portrait.
@@ -152,11 +154,11 @@ def _status_when_written(config: Config, version: str, generated_at: str) -> str
     if current == version:
         made = [e for e in events if e["version"] == version]
         since = f", since the {made[-1].get('action', 'deploy')} at {made[-1].get('at')}" if made else ""
-        return (f"the current version when this report was written ({generated_at} UTC){since}. A later deployment or "
+        return (f"the current version when this report was written ({generated_at}){since}. A later deployment or "
                 "rollback does not change this page: `make versions` shows which version is current now")
     switched = [e for e in events if e["version"] == current]
     how = f" by the {switched[-1].get('action', 'deploy')} at {switched[-1].get('at')}" if switched else ""
-    return f"not current when this report was written ({generated_at} UTC): {current or 'no version'} was made current{how}"
+    return f"not current when this report was written ({generated_at}): {current or 'no version'} was made current{how}"
 
 
 def _deployment_facts(
@@ -387,9 +389,17 @@ class Page:
         self.figure.text(self._x(MARGIN), self._y(self.y), text, fontsize=11.5, weight="bold", va="top")
         self.y += 0.3
 
-    def paragraph(self, text: str, size: float = BODY, indent: float = 0.0, color: str = "black", mono: bool = False) -> None:
+    @staticmethod
+    def _lines(text: str, size: float, indent: float, mono: bool = False) -> list[str]:
         width_chars = int((CONTENT_WIDTH - indent) / (size * (0.61 if mono else 0.55) / 72))
-        for line in textwrap.wrap(text, width_chars) or [""]:
+        return textwrap.wrap(text, width_chars) or [""]
+
+    def text_height(self, text: str, size: float = BODY, indent: float = 0.0) -> float:
+        """The height ``paragraph`` takes for ``text``, in inches."""
+        return len(self._lines(text, size, indent)) * size * 1.45 / 72 + 0.04
+
+    def paragraph(self, text: str, size: float = BODY, indent: float = 0.0, color: str = "black", mono: bool = False) -> None:
+        for line in self._lines(text, size, indent, mono):
             self.figure.text(self._x(MARGIN + indent), self._y(self.y), line, fontsize=size, va="top", color=color,
                              family="monospace" if mono else "sans-serif")
             self.y += size * 1.45 / 72
@@ -633,9 +643,14 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
                    f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.", size=SMALL)
     page.heading(f"Warnings ({len(s['warnings'])})")
     if s["warnings"]:
-        page.bullets(s["warnings"][:12], size=SMALL, color="#9c2a00")
-        if len(s["warnings"]) > 12:
-            page.paragraph(f"… and {len(s['warnings']) - 12} more in model_report.json", size=SMALL)
+        shown = 0
+        for warning in s["warnings"][:FIRST_PAGE_WARNINGS]:
+            if page.room() < SIGN_OFF_ROOM + page.text_height(warning, SMALL, indent=0.22):
+                break  # the sign-off must stay on the page
+            page.bullets([warning], size=SMALL, color="#9c2a00")
+            shown += 1
+        if len(s["warnings"]) > shown:
+            page.paragraph(f"… and {len(s['warnings']) - shown} more in model_report.json", size=SMALL)
     else:
         page.paragraph("None.", size=SMALL)
     page.heading("Validator sign-off")

@@ -129,7 +129,7 @@ def test_report_json_restates_diagnostics(reported):
     assert report["drift"]["features"] == [{k: v for k, v in row.items() if k != "bins"} for row in document["data_drift"]["features"]]
     assert report["drift"]["prediction_psi"]["psi"] == document["data_drift"]["prediction_psi"]["psi"]
     assert report["outdated_packages"] == document["outdated_packages"]
-    assert report["warnings"] == document["warnings"]
+    assert report["warnings"] == report["model_checks"]["warnings"] + document["warnings"]
     importance = report["permutation_importance"]
     assert {row["feature"] for row in importance["features"]} == {"lastmonth_activity", "lastyear_activity", "number_of_employees"}
     json.dumps(report, allow_nan=False)
