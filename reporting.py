@@ -857,13 +857,13 @@ def _drift_sources(drift_facts: dict[str, Any]) -> list[tuple[str, str]]:
     if drift_facts["comparison"] == diagnostics.TEST_DATA:
         newest = batch.get("newest_batch") or {}
         pairs += [
-            ("Compared", f"the test data, {batch['rows']:,} rows ({files})"),
+            ("Test data", f"{batch['rows']:,} rows ({files})"),
             ("Why the test data", f"no version was current when the newest batch ({', '.join(newest.get('files', [])) or 'n/a'}) "
                                   f"arrived: it is the first data ingested, part of {version}'s training data, so it cannot show drift"),
             ("Test rows in reference", f"{batch['rows_in_reference']:,}"),
         ]
     elif drift_facts["comparison"] == diagnostics.GIVEN_BATCH:
-        pairs += [("Compared", f"the batch given, {batch['rows']:,} rows"), ("Batch rows in reference", f"{batch['rows_in_reference']:,}")]
+        pairs += [("Batch", f"the batch given, {batch['rows']:,} rows"), ("Batch rows in reference", f"{batch['rows_in_reference']:,}")]
     else:
         on_arrival = batch.get("current_on_arrival")
         why = (f"{on_arrival} was current when the batch arrived: the batch is measured against the data the model then "
