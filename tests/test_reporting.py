@@ -111,7 +111,8 @@ def test_report_json_states_scoring_figures_exactly(reported):
     deployed = deployment.load_deployed_model(config, "v1")
     expected = scoring.score_frame(deployed.model, scoring.load_test_data(config), deployed.metadata, config)
     assert report["metrics"] == expected
-    stored = {k: v for k, v in deployed.scores.items() if k not in ("model_trained_at", "metric")}
+    not_metrics = ("model_trained_at", "metric", "warnings", "test_rows_in_training", "test_rows_in_training_share")
+    stored = {k: v for k, v in deployed.scores.items() if k not in not_metrics}
     assert report["metrics"] == stored and report["metrics_match_stored_scores"] is True
     assert report["stored_scores"] == deployed.scores
     assert report["previous_metrics"] is None  # v1 has no predecessor
@@ -184,26 +185,35 @@ def test_long_tables_continue_on_new_pages(tmp_path: Path):
     assert len(pdf_pages(path)) == len(document.titles)
 
 
+CHECK_KEYS = {"trainedmodel.json": ("uninformative", "warnings"),
+              "scores.json": ("warnings", "test_rows_in_training", "test_rows_in_training_share")}
+
+
+def deploy_with_checks(config: Config, reason: str, **changes: dict) -> str:
+    """Deploy the trained model with its metadata and scores changed; ``{}`` strips the checks (an older version)."""
+    for name, keys in CHECK_KEYS.items():
+        path = config.model_folder / name
+        document = {k: v for k, v in json.loads(path.read_text()).items() if k not in keys}
+        path.write_text(json.dumps({**document, **changes[name.split(".")[0]]}))
+    return deployment.deploy_model(config, reason=reason)
+
+
 def test_first_page_states_the_model_checks_and_the_performance_page_says_what_is_true(deployed_project: Config):
     """A model no better than chance, and test rows found in the training data, as training and scoring record them."""
     config = with_settings(deployed_project, package_check_seconds=0)
-    metadata_path, scores_path = config.model_folder / "trainedmodel.json", config.model_folder / "scores.json"
-    metadata, scores = json.loads(metadata_path.read_text()), json.loads(scores_path.read_text())
     chance = "the model is no better than chance: no candidate beat chance and the rule \"flag everyone\" out of fold"
-    metadata.update(uninformative=True, warnings=[chance, "the threshold flags 97% of out-of-fold rows"])
+    training = {"uninformative": True, "warnings": [chance, "the threshold flags 97% of out-of-fold rows"]}
     found = "40 of the 1,000 test rows (4.0%) are also in the training data"
-    scores.update(warnings=[found], test_rows_in_training=40, test_rows_in_training_share=0.04)
-    metadata_path.write_text(json.dumps(metadata))
-    scores_path.write_text(json.dumps(scores))
-    assert deployment.deploy_model(config, reason="checks recorded") == "v2"
+    scored = {"warnings": [found], "test_rows_in_training": 40, "test_rows_in_training_share": 0.04}
+    assert deploy_with_checks(config, "checks recorded", trainedmodel=training, scores=scored) == "v2"
 
     paths = reporting.write_reports(config, "v2")
     report = json.loads(paths["report_json"].read_text())
     assert report["model_checks"] == {
-        "uninformative": True, "training_warnings": metadata["warnings"], "scoring_warnings": [found],
-        "test_rows_in_training": 40, "test_rows_in_training_share": 0.04, "warnings": metadata["warnings"] + [found],
+        "uninformative": True, "training_warnings": training["warnings"], "scoring_warnings": [found],
+        "test_rows_in_training": 40, "test_rows_in_training_share": 0.04, "warnings": training["warnings"] + [found],
     }
-    assert report["warnings"][:3] == metadata["warnings"] + [found]
+    assert report["warnings"][:3] == training["warnings"] + [found]
     first = page_text(paths["report_pdf"], 1)
     assert "no better than chance" in first and "the threshold flags 97% of out-of-fold rows" in first
     assert "NO: 40 of the 1,000 test rows (4.0%) are also in the training data" in first
@@ -211,10 +221,13 @@ def test_first_page_states_the_model_checks_and_the_performance_page_says_what_i
     assert "never trained on" not in performance
     assert "scores 1,000 labelled rows (testdata.csv), but 40 of them (4.0%) are also in its training data" in performance
 
-    # v1 was trained and scored before these checks: its report says so instead of guessing.
-    older = json.loads(reporting.write_reports(config, "v1")["report_json"].read_text())
+    # A version trained and scored before these checks existed: its report says so instead of guessing.
+    assert deploy_with_checks(config, "an older version", trainedmodel={}, scores={}) == "v3"
+    older = json.loads(reporting.write_reports(config, "v3")["report_json"].read_text())
     assert older["model_checks"]["uninformative"] is None and older["model_checks"]["test_rows_in_training"] is None
-    assert "not checked" in page_text(config.reports_folder / "v1" / "model_report.pdf", 1)
+    assert "not checked" in page_text(config.reports_folder / "v3" / "model_report.pdf", 1)
+    performance = page_text(config.reports_folder / "v3" / "model_report.pdf", page_number(older, "Performance on the test data"))
+    assert "never trained on" not in performance and "was not checked for this version" in performance
 
 
 def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
