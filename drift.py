@@ -23,8 +23,10 @@ figures say little, and a warning says so.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import warnings
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -42,6 +44,21 @@ NOISE_FLOOR_WARNING = 0.05  # half the "moderate" line: a larger floor drowns re
 MIN_EXPECTED_COUNT = 5  # Cochran's rule for the chi-squared approximation
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
+
+
+@contextlib.contextmanager
+def captured_warnings() -> Iterator[list[str]]:
+    """Collect the warnings raised inside (distinct messages) instead of letting them print.
+
+    scipy and scikit-learn warn on stderr about details (an exact p-value replaced by its
+    asymptotic formula, say) that belong in a report's notes, not in cron's mail. The list is
+    filled when the block ends.
+    """
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield messages
+    messages.extend(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
 
 
 def psi_band(psi: float | None) -> str | None:
@@ -194,9 +211,18 @@ def _ks_test(reference: pd.Series, batch: pd.Series, notes: list[str]) -> dict[s
     if reference_values.size == 0 or batch_values.size == 0:
         notes.append("KS test not run: no present values in one of the samples")
         return result
-    outcome = stats.ks_2samp(reference_values, batch_values)
+    with captured_warnings() as caught:
+        outcome = stats.ks_2samp(reference_values, batch_values)
+    _note_warnings("KS test", caught, notes)
     result.update(statistic=float(outcome.statistic), p_value=float(outcome.pvalue))
     return result
+
+
+def _note_warnings(test: str, messages: list[str], notes: list[str]) -> None:
+    """scipy's warnings about a test become notes on the feature (and debug lines in the log)."""
+    for message in messages:
+        logger.debug("%s: %s", test, message)
+        notes.append(f"{test}: {message}")
 
 
 def _chi_squared_test(reference_counts: np.ndarray, batch_counts: np.ndarray, notes: list[str]) -> dict[str, Any]:
@@ -206,7 +232,9 @@ def _chi_squared_test(reference_counts: np.ndarray, batch_counts: np.ndarray, no
     if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         notes.append("chi-squared test not run: fewer than two levels, or an empty sample")
         return result
-    outcome = stats.chi2_contingency(table, correction=False)
+    with captured_warnings() as caught:
+        outcome = stats.chi2_contingency(table, correction=False)
+    _note_warnings("chi-squared test", caught, notes)
     result.update(statistic=float(outcome.statistic), p_value=float(outcome.pvalue))
     small = int((outcome.expected_freq < MIN_EXPECTED_COUNT).sum())
     if small > 0.2 * outcome.expected_freq.size:

@@ -27,6 +27,7 @@ from sklearn import metrics
 
 import deployment
 import diagnostics
+import drift
 import fullprocess
 import scoring
 import ledger
@@ -40,6 +41,8 @@ REPORT_PDF = "model_report.pdf"
 REPORT_JSON = "model_report.json"
 METRIC_NAMES = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
 PERMUTATION_REPEATS = 10
+FIRST_PAGE_WARNINGS = 12
+SIGN_OFF_ROOM = 1.3  # inches kept below page 1's warnings for the sign-off and a "more" line
 CALIBRATION_BINS = 10
 
 # Page geometry, in inches: A4 portrait.
@@ -77,13 +80,21 @@ def gather_evidence(
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
     risk, predicted = diagnostics.risk_and_predictions(deployed, test)
-    scores = scoring.classification_metrics(y, risk, predicted)
+    with drift.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
+        scores = scoring.classification_metrics(y, risk, predicted)
+    for message in caught:
+        logger.debug("metrics of %s on the test data: %s", version, message)
     found = None if refresh_diagnostics else diagnostics.load_diagnostics(config, version)
-    diagnosed = found if found and found.get("version") == version else _fresh_diagnostics(config, version)
+    diagnosed = found if found and found.get("version") == version else _fresh_diagnostics(config, version, run_record)
+    generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    checks = model_checks(deployed)
     summary = {
         "version": version,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": generated_at,
+        # True when the report was written: a later deployment or rollback does not change the PDF.
         "current": version == deployment.current_version(config),
+        "status": _status_when_written(config, version, generated_at),
+        "model_checks": checks,
         "deployment": _deployment_facts(config, deployed, run_record),
         "lineage": _lineage(deployed),
         "test_data": _test_data_facts(config, y),
@@ -98,19 +109,56 @@ def gather_evidence(
         "permutation_importance": _permutation_importance(config, deployed, test, y),
         "data": _data_facts(diagnosed),
         "drift": _drift_facts(diagnosed["data_drift"]),
-        "execution_time": diagnosed["execution_time"],
+        # Read again: diagnostics saved during the deploying run could not list that run.
+        "execution_time": {**diagnosed["execution_time"], "recent_runs": diagnostics.recent_runs(config, version, run_record)},
         "outdated_packages": diagnosed["outdated_packages"],
         "diagnostics": {"file": diagnostics.display_path(config, diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
-        "warnings": list(diagnosed["warnings"]),
+        "warnings": checks["warnings"] + list(diagnosed["warnings"]),
     }
     if not summary["metrics_match_stored_scores"]:
         summary["warnings"].insert(0, f"the test data has changed since {version} was deployed: its metrics differ from scores.json")
     return Evidence(diagnostics.json_ready(summary), y, risk)
 
 
-def _fresh_diagnostics(config: Config, version: str) -> dict[str, Any]:
-    path = diagnostics.save_diagnostics(config, version)
+def _fresh_diagnostics(config: Config, version: str, run_record: dict[str, Any] | None = None) -> dict[str, Any]:
+    path = diagnostics.save_diagnostics(config, version, run_record=run_record)
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def model_checks(deployed: deployment.DeployedModel) -> dict[str, Any]:
+    """What training and scoring found doubtful about the model, as the version recorded it.
+
+    Read with defaults: versions trained before these checks existed lack them (None: not
+    checked). ``warnings`` is every sentence, training's first.
+    """
+    meta, scores = deployed.metadata, deployed.scores
+    training_warnings = list(meta.get("warnings") or [])
+    scoring_warnings = list(scores.get("warnings") or [])
+    uninformative = meta.get("uninformative")
+    if uninformative and not any("no better than chance" in warning for warning in training_warnings):
+        training_warnings.insert(0, "the model is no better than chance: no candidate beat chance and the rule \"flag everyone\"")
+    return {
+        "uninformative": uninformative,
+        "training_warnings": training_warnings,
+        "scoring_warnings": scoring_warnings,
+        "test_rows_in_training": scores.get("test_rows_in_training"),
+        "test_rows_in_training_share": scores.get("test_rows_in_training_share"),
+        "warnings": training_warnings + scoring_warnings,
+    }
+
+
+def _status_when_written(config: Config, version: str, generated_at: str) -> str:
+    """Whether ``version`` was current when the report was written, dated: a PDF cannot follow later switches."""
+    current = deployment.current_version(config)
+    events = [e for e in deployment.history(config) if e.get("version")]
+    if current == version:
+        made = [e for e in events if e["version"] == version]
+        since = f", since the {made[-1].get('action', 'deploy')} at {made[-1].get('at')}" if made else ""
+        return (f"the current version when this report was written ({generated_at}){since}. A later deployment or "
+                "rollback does not change this page: `make versions` shows which version is current now")
+    switched = [e for e in events if e["version"] == current]
+    how = f" by the {switched[-1].get('action', 'deploy')} at {switched[-1].get('at')}" if switched else ""
+    return f"not current when this report was written ({generated_at}): {current or 'no version'} was made current{how}"
 
 
 def _deployment_facts(
@@ -223,10 +271,13 @@ def _permutation_importance(config: Config, deployed: deployment.DeployedModel, 
         result["note"] = "not computed: one class only in the test data"
         return result
     features = scoring.feature_frame(test, deployed.metadata["features"])
-    with diagnostics.single_threaded():
+    with diagnostics.single_threaded(), drift.captured_warnings() as caught:
         outcome = permutation_importance(
             deployed.model, features, y, scoring=metric, n_repeats=PERMUTATION_REPEATS, random_state=config["random_seed"], n_jobs=1
         )
+    if caught:  # a shuffle that leaves nothing flagged makes precision undefined: worth a note, not a console line
+        result["notes"] = caught
+        logger.debug("permutation importance of %s: %s", deployed.version, "; ".join(caught))
     rows = [
         {"feature": name, "mean": float(mean), "std": float(std)}
         for name, mean, std in zip(features.columns, outcome.importances_mean, outcome.importances_std)
@@ -245,6 +296,10 @@ def _drift_facts(drifted: dict[str, Any]) -> dict[str, Any]:
         return None if entry is None else {k: v for k, v in entry.items() if k != "bins"}
 
     return {
+        # Diagnostics written before the reference was chosen by arrival lack these three.
+        "comparison": drifted.get("comparison", diagnostics.NEWEST_BATCH),
+        "title": drifted.get("title", "newest batch against the training data"),
+        "model_version": drifted.get("model_version", drifted["reference"]["version"]),
         "reference": drifted["reference"],
         "batch": drifted["batch"],
         "bands": drifted["bands"],
@@ -334,9 +389,17 @@ class Page:
         self.figure.text(self._x(MARGIN), self._y(self.y), text, fontsize=11.5, weight="bold", va="top")
         self.y += 0.3
 
-    def paragraph(self, text: str, size: float = BODY, indent: float = 0.0, color: str = "black", mono: bool = False) -> None:
+    @staticmethod
+    def _lines(text: str, size: float, indent: float, mono: bool = False) -> list[str]:
         width_chars = int((CONTENT_WIDTH - indent) / (size * (0.61 if mono else 0.55) / 72))
-        for line in textwrap.wrap(text, width_chars) or [""]:
+        return textwrap.wrap(text, width_chars) or [""]
+
+    def text_height(self, text: str, size: float = BODY, indent: float = 0.0) -> float:
+        """The height ``paragraph`` takes for ``text``, in inches."""
+        return len(self._lines(text, size, indent)) * size * 1.45 / 72 + 0.04
+
+    def paragraph(self, text: str, size: float = BODY, indent: float = 0.0, color: str = "black", mono: bool = False) -> None:
+        for line in self._lines(text, size, indent, mono):
             self.figure.text(self._x(MARGIN + indent), self._y(self.y), line, fontsize=size, va="top", color=color,
                              family="monospace" if mono else "sans-serif")
             self.y += size * 1.45 / 72
@@ -530,7 +593,7 @@ def _psi_plot(ax: Any, drift_facts: dict[str, Any]) -> None:
     ax.axvspan(bands["significant_above"], top, color=BAND_FILLS["significant"], label="significant (> 0.25)")
     names = [r["feature"] for r in rows][::-1]
     ax.barh(names, [r["psi"] for r in rows][::-1], color="#333333", height=0.5)
-    ax.set(title="Population Stability Index of the newest batch", xlabel="PSI", ylabel="Feature", xlim=(0, top))
+    ax.set(title=f"Population Stability Index: {drift_facts['title']}", xlabel="PSI", ylabel="Feature", xlim=(0, top))
     ax.legend(loc="lower right", fontsize=7)
 
 
@@ -542,7 +605,8 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     page = document.page(f"Model report: version {s['version']}")
     lineage, deployed = s["lineage"], s["deployment"]
     page.key_values([
-        ("Version", f"{s['version']} ({'current' if s['current'] else 'not current'})"),
+        ("Version", s["version"]),
+        ("Status", s["status"]),
         ("Model", f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}"),
         ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
         ("Deployed because", deployed["reason"]),
@@ -570,6 +634,7 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
                        "the run ends, after this report.", size=SMALL)
     else:
         page.paragraph("No ingestion is recorded for this version.")
+    _model_checks_section(page, s)
     page.heading("Performance on the test data")
     previous = s["previous_metrics"]
     rows = [[name, s["metrics"][name], previous.get(name) if previous else None, _change(s["metrics"][name], previous.get(name) if previous else None)] for name in METRIC_NAMES]
@@ -578,15 +643,47 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
                    f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.", size=SMALL)
     page.heading(f"Warnings ({len(s['warnings'])})")
     if s["warnings"]:
-        page.bullets(s["warnings"][:12], size=SMALL, color="#9c2a00")
-        if len(s["warnings"]) > 12:
-            page.paragraph(f"… and {len(s['warnings']) - 12} more in model_report.json", size=SMALL)
+        shown = 0
+        for warning in s["warnings"][:FIRST_PAGE_WARNINGS]:
+            if page.room() < SIGN_OFF_ROOM + page.text_height(warning, SMALL, indent=0.22):
+                break  # the sign-off must stay on the page
+            page.bullets([warning], size=SMALL, color="#9c2a00")
+            shown += 1
+        if len(s["warnings"]) > shown:
+            page.paragraph(f"… and {len(s['warnings']) - shown} more in model_report.json", size=SMALL)
     else:
         page.paragraph("None.", size=SMALL)
     page.heading("Validator sign-off")
     page.paragraph("Approved / rejected: ____________    Name: ______________________    Date: ____________", size=BODY)
     page.paragraph("Comments: ___________________________________________________________________________", size=BODY)
     page.close()
+
+
+def _model_checks_section(page: Page, s: dict[str, Any]) -> None:
+    """Whether the model beats chance and whether its test data is held out, in plain words."""
+    checks = s["model_checks"]
+    page.heading("Model checks")
+    if checks["uninformative"] is None:
+        informative = "not checked (this version was trained before the check existed)"
+    elif checks["uninformative"]:
+        informative = "NO: the model is no better than chance (no candidate beat chance and the rule \"flag everyone\")"
+    else:
+        informative = "yes: it beats chance and the rule \"flag everyone\" out of fold"
+    page.key_values([
+        ("Better than chance", informative),
+        ("Test data held out", held_out_sentence(s["test_data"]["rows"], checks)),
+    ], size=SMALL)
+
+
+def held_out_sentence(rows: int, checks: dict[str, Any]) -> str:
+    """Whether the test rows are unseen by the model, as far as scoring counted them."""
+    found, share = checks["test_rows_in_training"], checks["test_rows_in_training_share"]
+    if found is None:
+        return "not checked (this version was scored before the check existed)"
+    if found == 0:
+        return f"yes: none of the {rows:,} test rows is in the training data"
+    share_text = f" ({share:.1%})" if share is not None else ""
+    return f"NO: {found:,} of the {rows:,} test rows{share_text} are also in the training data, so the test figures overstate the model"
 
 
 def _change(current: float | None, previous: float | None) -> str:
@@ -629,13 +726,29 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
 def _performance_page(document: Document, evidence: Evidence) -> None:
     s = evidence.summary
     page = document.page("Performance on the test data")
-    page.paragraph(f"The deployed model scores {s['test_data']['rows']:,} labelled rows it was never trained on "
-                   f"({', '.join(f['name'] for f in s['test_data']['files'])}). The red dot marks the decision threshold "
-                   f"{s['lineage']['threshold']:.2f}.", size=SMALL)
+    page.paragraph(f"{performance_sentence(s)} The red dot marks the decision threshold {s['lineage']['threshold']:.2f}.", size=SMALL)
     [matrix] = page.axes(3.6)  # imshow keeps the matrix square, centred in the area
     draw_confusion_matrix(matrix, s["metrics"]["confusion"], s["class_labels"], "Confusion matrix")
     _roc_and_pr(page.axes(3.0, count=2), evidence)
     page.close()
+
+
+def performance_sentence(s: dict[str, Any]) -> str:
+    """What the test rows are, said truly: held out, partly seen in training, or not known."""
+    rows, checks = s["test_data"]["rows"], s["model_checks"]
+    files = ", ".join(f["name"] for f in s["test_data"]["files"])
+    found, share = checks["test_rows_in_training"], checks["test_rows_in_training_share"]
+    if not s["metrics_match_stored_scores"]:
+        return (f"The deployed model scores {rows:,} labelled rows ({files}); the test data has changed since the version "
+                "was scored, so whether the model was trained on any of them is not known.")
+    if found is None:
+        return (f"The deployed model scores {rows:,} labelled rows ({files}); whether any of them is in its training "
+                "data was not checked for this version.")
+    if found == 0:
+        return f"The deployed model scores {rows:,} labelled rows it was never trained on ({files})."
+    share_text = f" ({share:.1%})" if share is not None else ""
+    return (f"The deployed model scores {rows:,} labelled rows ({files}), but {found:,} of them{share_text} are also in "
+            "its training data: the figures below overstate how it does on clients it has not seen.")
 
 
 def _calibration_page(document: Document, evidence: Evidence) -> None:
@@ -699,15 +812,10 @@ def _data_page(document: Document, evidence: Evidence) -> None:
 
 def _drift_page(document: Document, evidence: Evidence) -> None:
     drift_facts = evidence.summary["drift"]
-    title = "Data drift of the newest batch"
+    subject = {diagnostics.TEST_DATA: "the test data", diagnostics.GIVEN_BATCH: "a given batch"}.get(drift_facts["comparison"], "the newest batch")
+    title = f"Data drift of {subject}"
     page = document.page(title)
-    reference, batch = drift_facts["reference"], drift_facts["batch"]
-    page.key_values([
-        ("Reference", f"training data of {reference['version']}: {reference['rows']:,} rows ({reference['file']})"),
-        ("Newest batch", "none yet" if batch is None else f"{batch['rows']:,} rows from {', '.join(batch['files']) or batch['source']}"
-         f"{'' if not batch['ingested_at'] else ', ingested ' + batch['ingested_at']}"),
-        ("Batch rows in reference", "n/a" if batch is None else f"{batch['rows_in_reference']:,}"),
-    ], key_width=1.8, size=SMALL)
+    page.key_values(_drift_sources(drift_facts), key_width=1.8, size=SMALL)
     page.paragraph("PSI on the reference's deciles (categories as bins, missing values as a bin): below 0.10 stable, 0.10-0.25 "
                    "moderate, above 0.25 significant. Tests: Kolmogorov-Smirnov (KS) on present values, chi-squared on levels, and "
                    "chi-squared on the missing share of numeric features. Flagged: PSI of 0.10 or more and a test's p-value below "
@@ -735,6 +843,41 @@ def _drift_page(document: Document, evidence: Evidence) -> None:
     page.close()
 
 
+def _drift_sources(drift_facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """What was compared with what, and why that reference: the lines above the drift table."""
+    reference, batch = drift_facts["reference"], drift_facts["batch"]
+    version = reference["version"]
+    rows = "n/a" if reference["rows"] is None else f"{reference['rows']:,} rows"
+    pairs = [("Compared", drift_facts["title"][0].upper() + drift_facts["title"][1:]),
+             ("Reference", f"training data of {version}: {rows} ({reference['file']})")]
+    if batch is None:
+        return pairs + [("Newest batch", "none yet")]
+    files = ", ".join(batch["files"]) or batch["source"]
+    ingested = f", ingested {batch['ingested_at']}" if batch.get("ingested_at") else ""
+    if drift_facts["comparison"] == diagnostics.TEST_DATA:
+        newest = batch.get("newest_batch") or {}
+        pairs += [
+            ("Test data", f"{batch['rows']:,} rows ({files})"),
+            ("Why the test data", f"no version was current when the newest batch ({', '.join(newest.get('files', [])) or 'n/a'}) "
+                                  f"arrived: it is the first data ingested, part of {version}'s training data, so it cannot show drift"),
+            ("Test rows in reference", f"{batch['rows_in_reference']:,}"),
+        ]
+    elif drift_facts["comparison"] == diagnostics.GIVEN_BATCH:
+        pairs += [("Batch", f"the batch given, {batch['rows']:,} rows"), ("Batch rows in reference", f"{batch['rows_in_reference']:,}")]
+    else:
+        on_arrival = batch.get("current_on_arrival")
+        why = (f"{on_arrival} was current when the batch arrived: the batch is measured against the data the model then "
+               "serving was trained on"
+               if on_arrival else "the ingestion record does not say which version was current when the batch arrived")
+        pairs += [
+            ("Newest batch", f"{batch['rows']:,} rows from {files}{ingested}"),
+            ("Why this reference", why),
+            ("Batch rows in reference", f"{batch['rows_in_reference']:,}"),
+        ]
+    pairs.append(("Predicted risk by", f"the model of {drift_facts['model_version']}"))
+    return pairs
+
+
 def _operations_page(document: Document, evidence: Evidence) -> None:
     s = evidence.summary
     timings = s["execution_time"]
@@ -751,10 +894,16 @@ def _operations_page(document: Document, evidence: Evidence) -> None:
                                             f"({measured['rows']:,} rows, {measured['measured_at']})"))
     page.key_values(pairs, key_width=1.5, size=SMALL)
     page.heading("Recent pipeline runs (audit log)")
-    runs = [[r["started_at"], r["decision"], r["ingestion_seconds"], r["training_seconds"], r["duration_seconds"], r["version_deployed"] or ""]
-            for r in timings["recent_runs"]]
+    runs, fills = [], []
+    for r in timings["recent_runs"]:
+        deployed_it = r.get("deployed_this_version", r["version_deployed"] == s["version"])
+        total = "running" if r.get("in_progress") else r["duration_seconds"]
+        runs.append([r["started_at"], r["decision"], r["ingestion_seconds"], r["training_seconds"], total,
+                     f"{r['version_deployed']} (this)" if deployed_it else r["version_deployed"] or ""])
+        fills.append([BAND_FILLS["stable"] if deployed_it else None] * 6)
     page = long_table(document, page, title, ["Started (UTC)", "Decision", "Ingestion s", "Training s", "Total s", "Deployed"], runs,
-                      [1.9, 1.3, 1.0, 1.0, 0.9, 0.9])
+                      [1.9, 1.3, 1.0, 1.0, 0.9, 0.9], fills=fills)
+    page.paragraph(f"Green: the run that deployed {s['version']} (\"running\": the report was written during that run).", size=SMALL)
     page.heading("Packages in requirements.txt")
     packages = s["outdated_packages"]["packages"]
     rows = [[p["name"], p["pinned"], p["installed"], p["latest"], p["status"]] for p in packages]

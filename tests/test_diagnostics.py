@@ -1,10 +1,17 @@
 """Diagnostics and drift: PSI arithmetic, drift flags, data summaries, timings, packages."""
 from __future__ import annotations
 
+import html
 import json
 import math
+import os
+import shutil
+import threading
 import time
+import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -15,6 +22,8 @@ import diagnostics
 import drift
 import fullprocess
 import ingestion
+import ledger
+import sampledata
 import scoring
 from fsutil import sha256_file
 from settings import Config, load_config
@@ -125,13 +134,23 @@ def test_noise_floor_matches_psi_of_resampled_data():
 # --- drift on the deployed project ------------------------------------------------------------
 
 
-def test_data_drift_of_the_latest_batch_flags_the_shifted_feature(offline_project: Config):
+def drop_and_ingest(config: Config, name: str, frame: pd.DataFrame) -> None:
+    """Put ``frame`` in the input folder as a settled file (written an hour ago) and ingest it."""
+    path = config.input_folder / name
+    frame.to_csv(path, index=False)
+    an_hour_ago = time.time() - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
+    ingestion.ingest_new_files(config)
+
+
+def test_data_drift_of_an_ingested_batch_flags_the_shifted_feature(offline_project: Config):
     config = offline_project
     batch = scoring.load_test_data(config)
     batch["number_of_employees"] = batch["number_of_employees"] * 6  # a feed now counts in other units
-    batch.to_csv(config.output_folder / ingestion.LATEST_BATCH_FILE, index=False)
+    drop_and_ingest(config, "2026-12_clients.csv", batch)
     result = diagnostics.data_drift(config)
-    assert result["reference"]["version"] == "v1"
+    assert result["comparison"] == diagnostics.NEWEST_BATCH and result["reference"]["version"] == "v1"
+    assert result["batch"]["files"] == ["2026-12_clients.csv"] and result["batch"]["current_on_arrival"] == "v1"
     assert result["batch"]["rows"] == len(batch) and result["batch"]["rows_in_reference"] == 0
     assert result["drifted_features"] == ["number_of_employees"]
     prediction = result["prediction_psi"]
@@ -140,18 +159,75 @@ def test_data_drift_of_the_latest_batch_flags_the_shifted_feature(offline_projec
     strict_json(result)
 
 
-def test_drift_notes_that_the_batch_is_part_of_the_training_data(offline_project: Config):
-    """After the first deployment the newest batch is the training data itself."""
+def test_the_first_version_compares_the_test_data_with_its_training_data(offline_project: Config):
+    """The newest batch is v1's own training data: comparing the two would always say "stable"."""
     result = diagnostics.data_drift(offline_project)
-    assert result["batch"]["files"] == ["2026-08_clients.csv", "2026-09_clients.csv", "2026-10_clients.csv"]
-    assert result["batch"]["rows_in_reference"] == result["batch"]["rows"] == 7500
-    assert result["drifted_features"] == []
-    assert any("understated" in warning for warning in result["warnings"])
+    assert result["comparison"] == diagnostics.TEST_DATA and result["title"] == "test data against v1's training data"
+    assert result["batch"]["files"] == ["testdata.csv"] and result["batch"]["rows"] == 1000
+    assert result["batch"]["rows_in_reference"] == 0
+    assert result["batch"]["newest_batch"]["files"] == ["2026-08_clients.csv", "2026-09_clients.csv", "2026-10_clients.csv"]
+    assert result["reference"] == {"version": "v1", "file": "production_deployment/versions/v1/reference_data.csv", "rows": 7500}
+    assert result["drifted_features"] == []  # the test data comes from the same months
+    assert all(row["psi"] > 0 for row in result["features"])  # two samples, not one compared with itself
+    assert any("no version was current" in warning for warning in result["warnings"])
+    assert not any("understated" in warning for warning in result["warnings"])
+
+
+@pytest.fixture(scope="module")
+def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The deployed project after `make demo-drift`: the shifted sample month made v2."""
+    folder = tmp_path_factory.mktemp("v2") / "project"
+    shutil.copytree(deployed_template, folder, symlinks=True)
+    config = load_config(folder / "config.json")
+    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
+        shutil.copy(batch, config.input_folder / batch.name)
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
+    return folder
+
+
+@pytest.fixture
+def v2_project(v2_template: Path, tmp_path: Path) -> Config:
+    folder = tmp_path / "project"
+    shutil.copytree(v2_template, folder, symlinks=True)
+    return load_config(folder / "config.json")
+
+
+def test_a_retrained_versions_drift_shows_the_batch_that_made_it(v2_project: Config):
+    """v2's batch against v1's training data: v1 was serving when it arrived. Not against v2's own, which holds it."""
+    saved = diagnostics.load_diagnostics(v2_project, "v2")["data_drift"]  # as fullprocess wrote it when deploying v2
+    for result in (saved, diagnostics.data_drift(v2_project, "v2")):
+        assert result["comparison"] == diagnostics.NEWEST_BATCH and result["title"] == "newest batch against v1's training data"
+        assert result["reference"]["version"] == "v1" and result["reference"]["rows"] == 7500 and result["model_version"] == "v1"
+        assert result["batch"]["files"] == ["2026-11_clients.csv"] and result["batch"]["current_on_arrival"] == "v1"
+        assert result["batch"]["rows"] == 1500 and result["batch"]["rows_in_reference"] == 0
+        employees = {row["feature"]: row for row in result["features"]}["number_of_employees"]
+        assert 0.10 <= employees["psi"] <= 0.20 and employees["band"] == "moderate" and employees["drifted"]
+        assert result["drifted_features"] == ["number_of_employees"]
+
+
+def test_the_version_current_on_arrival_follows_rollbacks(v2_project: Config):
+    config = v2_project
+    batch = scoring.load_test_data(config)
+    drop_and_ingest(config, "2026-12_clients.csv", batch.iloc[:300])
+    december = ledger.read_record(config)[-1]
+    assert diagnostics.version_current_on_arrival(config, december["run_id"], december["ingested_at"]) == "v2"
+    time.sleep(1.1)  # history and record times are to the second
+    deployment.rollback(config)
+    time.sleep(1.1)
+    drop_and_ingest(config, "2027-01_clients.csv", batch.iloc[300:600])
+    january = ledger.read_record(config)[-1]
+    assert diagnostics.version_current_on_arrival(config, january["run_id"], january["ingested_at"]) == "v1"
+    assert diagnostics.version_current_on_arrival(config, december["run_id"], december["ingested_at"]) == "v2"
+    first = ledger.read_record(config)[0]
+    assert diagnostics.version_current_on_arrival(config, first["run_id"], first["ingested_at"]) is None
+    assert diagnostics.data_drift(config, "v2")["reference"]["version"] == "v1"
 
 
 def test_drift_on_a_single_row_batch_warns_and_does_not_crash(offline_project: Config):
     batch = scoring.load_test_data(offline_project).iloc[[0]]
     result = diagnostics.data_drift(offline_project, batch=batch)
+    assert result["comparison"] == diagnostics.GIVEN_BATCH and result["reference"]["version"] == "v1"
     assert result["batch"] == {"source": "the batch given", "files": [], "ingested_at": None, "rows": 1, "rows_in_reference": 0}
     assert any("too small" in warning for warning in result["warnings"])
     assert not any(row["drifted"] for row in result["features"])  # one row proves nothing
@@ -336,3 +412,116 @@ def test_a_jump_in_missing_values_is_flagged_though_present_values_are_unchanged
     assert row["p_value"] > 0.01  # KS, on the present values, sees nothing
     assert row["missing_p_value"] < 1e-6 and row["band"] == "significant" and row["drifted"]
     assert any("missing share changed" in note for note in row["notes"])
+
+
+def test_scipy_warnings_become_notes_not_console_noise(offline_project: Config, capfd: pytest.CaptureFixture[str]):
+    """Two samples of 7,500 rows whose distributions differ by 3 rows: scipy's exact KS p-value fails
+    ("ks_2samp: Exact calculation unsuccessful"). The diagnostics keep it as a note; nothing is printed."""
+    config = offline_project
+    deployed = deployment.load_deployed_model(config)
+    reference = ingestion.read_dataset(deployed.path / deployment.REFERENCE_FILE, deployed.metadata["column_kinds"])
+    batch = reference.copy()
+    lowest = batch["lastyear_activity"].nsmallest(3).index  # the ECDFs now differ by 3/7500 at most
+    batch.loc[lowest, "lastyear_activity"] = batch["lastyear_activity"].max() + 1
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        result = diagnostics.data_drift(config, batch=batch)
+    assert [str(w.message) for w in escaped] == []
+    assert "ks_2samp" not in capfd.readouterr().err
+    activity = {row["feature"]: row for row in result["features"]}["lastyear_activity"]
+    assert activity["p_value"] is not None and activity["p_value"] > 0.99  # scipy's asymptotic p-value stands in
+    assert any("KS test: RuntimeWarning: ks_2samp: Exact calculation unsuccessful" in note for note in activity["notes"])
+    strict_json(result)
+
+
+def serve_index(files_for: Callable[[str], list[dict]], barrier: threading.Barrier) -> ThreadingHTTPServer:
+    """A simple package index on a free port: JSON (PEP 691) when asked for it, HTML (PEP 503) otherwise.
+
+    Every request waits at ``barrier`` before it is answered: the index answers only when all
+    the lookups are in flight together (503 if they never are).
+    """
+    class Index(BaseHTTPRequestHandler):
+        def do_GET(self):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                self.send_error(503)
+                return
+            name = self.path.strip("/").split("/")[-1]
+            if "json" in self.headers.get("Accept", "") and len(name) % 2:  # some answers in each format
+                body, kind = json.dumps({"meta": {"api-version": "1.0"}, "name": name, "files": files_for(name)}).encode(), "application/vnd.pypi.simple.v1+json"
+            else:
+                body, kind = index_page(files_for(name)).encode(), "text/html"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def index_page(files: list[dict]) -> str:
+    """A PEP 503 project page listing ``files``."""
+    links = "".join(
+        f'<a href="../../files/{f["filename"]}#sha256=00"'
+        + (f' data-requires-python="{html.escape(f["requires-python"])}"' if f.get("requires-python") else "")
+        + (' data-yanked=""' if f.get("yanked") else "") + f'>{f["filename"]}</a>\n'
+        for f in files
+    )
+    return f"<!DOCTYPE html><html><body>{links}</body></html>"
+
+
+def release_files(name: str) -> list[dict]:
+    """Releases 1.0 to 6.0 of which only 2.0 counts: pre-release, yanked, Python 4 only, Windows-only wheel."""
+    wheel = name.replace("-", "_")
+    return [
+        {"filename": f"{wheel}-1.0-py3-none-any.whl"},
+        {"filename": f"{wheel}-2.0.tar.gz"},
+        {"filename": f"{wheel}-3.0rc1-py3-none-any.whl"},
+        {"filename": f"{wheel}-4.0-py3-none-any.whl", "yanked": "broken"},
+        {"filename": f"{wheel}-5.0-py3-none-any.whl", "requires-python": ">=4"},
+        {"filename": f"{wheel}-6.0-cp27-cp27m-win32.whl"},
+    ]
+
+
+def only_this_index(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_packages_are_looked_up_all_at_once(project: Config, monkeypatch: pytest.MonkeyPatch):
+    """The index answers only once every package is asked at the same time: one round trip, not one lookup after another."""
+    names = [name for name, _ in diagnostics.read_requirements()]
+    barrier = threading.Barrier(len(names), timeout=10)
+    server = serve_index(release_files, barrier)
+    try:
+        only_this_index(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}/simple")
+        result = diagnostics.outdated_packages_list(with_settings(project, package_check_seconds=20), use_cache=False)
+    finally:
+        server.shutdown()
+    assert not barrier.broken
+    assert {p["name"]: p["latest"] for p in result["packages"]} == dict.fromkeys(names, "2.0")
+    rows = {p["name"]: p for p in result["packages"]}
+    assert rows["numpy"]["status"] == "up to date" and rows["prometheus-client"]["status"] == "outdated"  # 2.3.5, 0.23.1 pinned
+
+
+def test_packages_from_a_local_index_and_find_links_folder(project: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    index, wheels = tmp_path / "simple", tmp_path / "wheels"
+    (index / "numpy").mkdir(parents=True)
+    (index / "numpy" / "index.html").write_text(index_page(release_files("numpy")))
+    wheels.mkdir()
+    (wheels / "numpy-2.5-py3-none-any.whl").write_bytes(b"")
+    (wheels / "pandas-9.1.tar.gz").write_bytes(b"")
+    only_this_index(monkeypatch, index.as_uri())
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    answers = diagnostics.latest_versions(["numpy", "pandas", "flask"], 10)
+    assert answers == {"numpy": "2.5", "pandas": "9.1", "flask": None}  # flask: on neither

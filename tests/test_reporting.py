@@ -17,7 +17,7 @@ import reporting
 import scoring
 from fsutil import sha256_file
 from settings import Config, load_config
-from tests.test_diagnostics import with_settings
+from tests.test_diagnostics import v2_project, v2_template, with_settings  # noqa: F401 (fixtures)
 
 REPORT_FILES = ("diagnostics.json", "confusionmatrix.png", "model_report.pdf", "model_report.json")
 A4_POINTS = (595.44, 841.68)
@@ -30,6 +30,19 @@ def reported(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) 
     shutil.copytree(deployed_template, folder, symlinks=True)
     config = with_settings(load_config(folder / "config.json"), package_check_seconds=0)
     return config, reporting.write_reports(config, refresh_diagnostics=True)
+
+
+def page_text(pdf: Path, page: int) -> str:
+    """The text of one page of a PDF, by poppler's pdftotext; skips where poppler is absent."""
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext is absent: apt-get install poppler-utils to read the report's pages in this test")
+    done = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
+                          check=True, capture_output=True, text=True, timeout=60)
+    return " ".join(done.stdout.split())
+
+
+def page_number(report: dict, title: str) -> int:
+    return next(page["page"] for page in report["pages"] if page["title"] == title)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -76,7 +89,7 @@ def test_pdf_has_the_pages_the_json_lists_all_a4(reported):
     titles = [page["title"] for page in listed]
     for expected in ("Model report: version v1", "Lineage: data, training and environment", "Performance on the test data",
                      "Calibration and risk scores", "Permutation feature importance", "Data: summary and missing values",
-                     "Data drift of the newest batch", "Operations: timings and packages"):
+                     "Data drift of the test data", "Operations: timings and packages"):
         assert expected in titles
 
 
@@ -98,7 +111,8 @@ def test_report_json_states_scoring_figures_exactly(reported):
     deployed = deployment.load_deployed_model(config, "v1")
     expected = scoring.score_frame(deployed.model, scoring.load_test_data(config), deployed.metadata, config)
     assert report["metrics"] == expected
-    stored = {k: v for k, v in deployed.scores.items() if k not in ("model_trained_at", "metric")}
+    not_metrics = ("model_trained_at", "metric", "warnings", "test_rows_in_training", "test_rows_in_training_share")
+    stored = {k: v for k, v in deployed.scores.items() if k not in not_metrics}
     assert report["metrics"] == stored and report["metrics_match_stored_scores"] is True
     assert report["stored_scores"] == deployed.scores
     assert report["previous_metrics"] is None  # v1 has no predecessor
@@ -116,7 +130,7 @@ def test_report_json_restates_diagnostics(reported):
     assert report["drift"]["features"] == [{k: v for k, v in row.items() if k != "bins"} for row in document["data_drift"]["features"]]
     assert report["drift"]["prediction_psi"]["psi"] == document["data_drift"]["prediction_psi"]["psi"]
     assert report["outdated_packages"] == document["outdated_packages"]
-    assert report["warnings"] == document["warnings"]
+    assert report["warnings"] == report["model_checks"]["warnings"] + document["warnings"]
     importance = report["permutation_importance"]
     assert {row["feature"] for row in importance["features"]} == {"lastmonth_activity", "lastyear_activity", "number_of_employees"}
     json.dumps(report, allow_nan=False)
@@ -169,3 +183,94 @@ def test_long_tables_continue_on_new_pages(tmp_path: Path):
     assert document.titles[0] == "Training data files" and len(document.titles) >= 3
     assert set(document.titles[1:]) == {"Training data files (continued)"}
     assert len(pdf_pages(path)) == len(document.titles)
+
+
+CHECK_KEYS = {"trainedmodel.json": ("uninformative", "warnings"),
+              "scores.json": ("warnings", "test_rows_in_training", "test_rows_in_training_share")}
+
+
+def deploy_with_checks(config: Config, reason: str, **changes: dict) -> str:
+    """Deploy the trained model with its metadata and scores changed; ``{}`` strips the checks (an older version)."""
+    for name, keys in CHECK_KEYS.items():
+        path = config.model_folder / name
+        document = {k: v for k, v in json.loads(path.read_text()).items() if k not in keys}
+        path.write_text(json.dumps({**document, **changes[name.split(".")[0]]}))
+    return deployment.deploy_model(config, reason=reason)
+
+
+def test_first_page_states_the_model_checks_and_the_performance_page_says_what_is_true(deployed_project: Config):
+    """A model no better than chance, and test rows found in the training data, as training and scoring record them."""
+    config = with_settings(deployed_project, package_check_seconds=0)
+    chance = "the model is no better than chance: no candidate beat chance and the rule \"flag everyone\" out of fold"
+    training = {"uninformative": True, "warnings": [chance, "the threshold flags 97% of out-of-fold rows"]}
+    found = "40 of the 1,000 test rows (4.0%) are also in the training data"
+    scored = {"warnings": [found], "test_rows_in_training": 40, "test_rows_in_training_share": 0.04}
+    assert deploy_with_checks(config, "checks recorded", trainedmodel=training, scores=scored) == "v2"
+
+    paths = reporting.write_reports(config, "v2")
+    report = json.loads(paths["report_json"].read_text())
+    assert report["model_checks"] == {
+        "uninformative": True, "training_warnings": training["warnings"], "scoring_warnings": [found],
+        "test_rows_in_training": 40, "test_rows_in_training_share": 0.04, "warnings": training["warnings"] + [found],
+    }
+    assert report["warnings"][:3] == training["warnings"] + [found]
+    first = page_text(paths["report_pdf"], 1)
+    assert "no better than chance" in first and "the threshold flags 97% of out-of-fold rows" in first
+    assert "NO: 40 of the 1,000 test rows (4.0%) are also in the training data" in first
+    performance = page_text(paths["report_pdf"], page_number(report, "Performance on the test data"))
+    assert "never trained on" not in performance
+    assert "scores 1,000 labelled rows (testdata.csv), but 40 of them (4.0%) are also in its training data" in performance
+
+    # A version trained and scored before these checks existed: its report says so instead of guessing.
+    assert deploy_with_checks(config, "an older version", trainedmodel={}, scores={}) == "v3"
+    older = json.loads(reporting.write_reports(config, "v3")["report_json"].read_text())
+    assert older["model_checks"]["uninformative"] is None and older["model_checks"]["test_rows_in_training"] is None
+    assert "not checked" in page_text(config.reports_folder / "v3" / "model_report.pdf", 1)
+    performance = page_text(config.reports_folder / "v3" / "model_report.pdf", page_number(older, "Performance on the test data"))
+    assert "never trained on" not in performance and "was not checked for this version" in performance
+
+
+def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
+    config = v2_project
+    deploying = fullprocess.read_audit(config)[-1]
+    assert deploying["version_deployed"] == "v2"
+    written_during_the_run = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
+    rows = [r for r in written_during_the_run["execution_time"]["recent_runs"] if r["version_deployed"] == "v2"]
+    assert len(rows) == 1 and rows[0]["started_at"] == deploying["started_at"] and rows[0]["decision"] == "redeployed"
+    assert rows[0]["deployed_this_version"] is True and rows[0]["in_progress"] is True
+
+    for _ in range(12):  # more runs with work than the page lists: the deploying run stays on it
+        fullprocess.append_json_line(fullprocess.audit_path(config), {"started_at": "2027-01-01T00:00:00+00:00", "decision": "no_drift",
+                                                                       "ingestion_seconds": 0.1, "version_deployed": None})
+    report = json.loads(reporting.write_reports(config, "v2")["report_json"].read_text())
+    runs = report["execution_time"]["recent_runs"]
+    assert len(runs) == diagnostics.RECENT_RUNS
+    assert runs[0]["started_at"] == deploying["started_at"] and runs[0]["version_deployed"] == "v2"
+    assert runs[0]["deployed_this_version"] and not runs[0]["in_progress"]
+    operations = page_text(config.reports_folder / "v2" / "model_report.pdf", page_number(report, "Operations: timings and packages"))
+    assert "v2 (this)" in operations
+
+
+def test_after_a_rollback_the_rolled_away_versions_first_page_does_not_say_current(v2_project: Config):
+    config = v2_project
+    pdf = config.reports_folder / "v2" / "model_report.pdf"
+    assert deployment.rollback(config) == "v1"
+    first = page_text(pdf, 1)  # the page written when v2 was deployed
+    assert "(current)" not in first
+    assert "the current version when this report was written" in first and "make versions" in first
+    report = json.loads(reporting.write_reports(config, "v2")["report_json"].read_text())
+    assert report["current"] is False
+    assert report["status"].startswith("not current when this report was written") and "v1 was made current by the rollback at" in report["status"]
+    first = page_text(pdf, 1)
+    assert "(current)" not in first and "not current when this report was written" in first
+
+
+def test_the_drift_page_of_a_retrained_version_shows_the_shift_that_made_it(v2_project: Config):
+    report = json.loads((v2_project.reports_folder / "v2" / "model_report.json").read_text())
+    assert report["drift"]["title"] == "newest batch against v1's training data"
+    employees = {row["feature"]: row for row in report["drift"]["features"]}["number_of_employees"]
+    assert employees["band"] == "moderate" and employees["drifted"]
+    text = page_text(v2_project.reports_folder / "v2" / "model_report.pdf", page_number(report, "Data drift of the newest batch"))
+    assert "Newest batch against v1's training data" in text and "2026-11_clients.csv" in text
+    assert "v1 was current when the batch arrived" in text
+    assert f"number_of_employees {employees['psi']:.4f} moderate" in text
