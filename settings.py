@@ -51,7 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "api_url": "http://127.0.0.1:8000",
     "api_max_rows": 10000,
     "api_max_body_bytes": 16 * 1024 * 1024,
-    "risk_band_thresholds": {"amber": 0.3, "red": 0.6},
+    # A CSV header wider than this is refused (413) before its rows are read; models use far fewer.
+    "api_max_columns": 2000,
+    # null: bands derived from the deployed model's decision threshold (app.band_thresholds).
+    "risk_band_thresholds": None,
 }
 
 PATH_KEYS = (
@@ -186,7 +189,7 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
     if not isinstance(values["block_worse_deployments"], bool):
         raise ConfigError("block_worse_deployments must be true or false")
-    for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes", "drift_min_rows"):
+    for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes", "drift_min_rows", "api_max_columns"):
         if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative integer")
     if values["cv_folds"] < 2:
@@ -197,13 +200,13 @@ def _validate(values: dict[str, Any]) -> None:
         if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative number")
     bands = values["risk_band_thresholds"]
-    if (
+    if bands is not None and (
         not isinstance(bands, dict)
         or set(bands) != {"amber", "red"}
         or not all(isinstance(v, (int, float)) for v in bands.values())
         or not 0 <= bands["amber"] <= bands["red"] <= 1
     ):
-        raise ConfigError("risk_band_thresholds must be {\"amber\": a, \"red\": r} with 0 <= a <= r <= 1")
+        raise ConfigError("risk_band_thresholds must be null (derived from the model's threshold) or {\"amber\": a, \"red\": r} with 0 <= a <= r <= 1")
 
 
 def _require_names(values: dict[str, Any], key: str) -> None:
