@@ -724,10 +724,15 @@ def project_path_frame(config: Config, field: str, path: Any, metadata: dict[str
     if len(parts) == 1:
         return dataset_frame(config, parts[0], metadata, max_rows)
     root = config.root.resolve()
-    resolved = (root / PurePosixPath(*parts)).resolve()  # follows symlinks, so a link out of the folders is refused below
     folders = [config.test_data_folder, config.output_folder]
-    if resolved.parent in {folder.resolve() for folder in folders} and resolved.is_file():
-        return _read_dataset(resolved, metadata, max_rows)
+    # The folder as written must be a data folder as configured (no detour through a link), and
+    # the file, its links followed, must still lie directly inside it.
+    named_folder = os.path.normpath(root / PurePosixPath(*parts[:-1]))
+    for key, folder in (("test_data_path", config.test_data_folder), ("output_folder_path", config.output_folder)):
+        if named_folder == os.path.normpath(root / config[key]):
+            resolved = (root / PurePosixPath(*parts)).resolve()
+            if resolved.parent == folder and resolved.is_file():
+                return _read_dataset(resolved, metadata, max_rows)
     available = sorted(
         os.path.relpath(p, root) for folder in folders if folder.is_dir() for p in folder.glob("*.csv") if not p.name.startswith(".")
     )
