@@ -16,11 +16,9 @@ import pytest
 import app as api
 import deployment
 from settings import Config
-from tests.test_api_support import rewrite_config
+from tests.test_api_support import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, rewrite_config
 
 SECRET = "Zebra-Quokka-7731"
-UNINFORMATIVE_WARNING = "No candidate model is better than chance: every one is no better than chance at telling the classes apart."
-SCORES_WARNING = "4 of 5 test rows (80%) also appear in the training data."
 
 
 @pytest.fixture
@@ -85,20 +83,6 @@ def test_the_page_renders_without_a_model(project: Config, monkeypatch: pytest.M
 
 
 # ----------------------------------------------------------------------------- the training's verdict
-
-
-def deploy_uninformative_version(config: Config) -> str:
-    """Deploy the trained model again, its metadata and scores written as training and scoring
-    write them for a model no better than chance (real files: the deployment verifies them)."""
-    metadata_path = config.model_folder / "trainedmodel.json"
-    metadata = json.loads(metadata_path.read_text())
-    metadata.update(uninformative=True, warnings=[UNINFORMATIVE_WARNING])
-    metadata_path.write_text(json.dumps(metadata, indent=2))
-    scores_path = config.model_folder / "scores.json"
-    scores = json.loads(scores_path.read_text())
-    scores.update(warnings=[SCORES_WARNING], test_rows_in_training=4, test_rows_in_training_share=0.8)
-    scores_path.write_text(json.dumps(scores, indent=2))
-    return deployment.deploy_model(config, reason="an uninformative retrain")
 
 
 def test_model_says_no_better_than_chance_with_the_warnings(client, deployed_project: Config) -> None:
