@@ -157,26 +157,28 @@ class BufferingThreadWorker(ThreadWorker):
             return
         conn = TConn(self.cfg, BufferedSocket(sock), client, server)
         self.nr_conns += 1
-        with self._lock:
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+        self._start_reading(conn)  # the clock runs from the connection: one that sends nothing is closed too
 
     def on_client_socket_readable(self, conn: TConn, client: Any) -> None:
+        """A kept-alive connection has its next request coming."""
         if not isinstance(conn.sock, BufferedSocket):
             return super().on_client_socket_readable(conn, client)
         with self._lock:
             self.poller.unregister(client)
-            if conn.initialized:  # a kept-alive connection: no longer idle
-                try:
-                    self._keep.remove(conn)
-                except ValueError:
-                    return  # closed by murder_keepalived meanwhile
+            try:
+                self._keep.remove(conn)  # no longer idle
+            except ValueError:
+                return  # closed by murder_keepalived meanwhile
+        self._start_reading(conn)
+        self._on_request_bytes(conn, conn.sock)
+
+    def _start_reading(self, conn: TConn) -> None:
         reader = RequestReader(self.request_cap)
         reader.feed(bytes(conn.sock.pending))  # bytes of a pipelined request read with the last one
         conn.sock.pending.clear()
         self._reading[conn] = (reader, time.monotonic() + self.read_timeout)
         with self._lock:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
-        self._on_request_bytes(conn, conn.sock)
 
     def _on_request_bytes(self, conn: TConn, client: Any) -> None:
         reader, _ = self._reading[conn]

@@ -175,6 +175,18 @@ def test_a_request_not_finished_within_the_read_timeout_gets_408(small_server: s
     assert answer.startswith(b"HTTP/1.1 408")
 
 
+def test_a_connection_that_sends_nothing_is_closed_after_the_read_timeout(small_server: str) -> None:
+    with raw_connection(small_server) as sock:
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
+def test_kept_alive_connections_answer_request_after_request(small_server: str) -> None:
+    with requests.Session() as session:
+        versions = {session.post(small_server + "/prediction", json=[RECORD], timeout=10).json()["model_version"] for _ in range(20)}
+    assert versions == {"v1"}
+
+
 # ----------------------------------------------------------------------------- 17: metrics labels
 
 
