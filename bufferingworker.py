@@ -169,46 +169,61 @@ class BufferingThreadWorker(ThreadWorker):
                 self._keep.remove(conn)  # no longer idle
             except ValueError:
                 return  # closed by murder_keepalived meanwhile
-        self._start_reading(conn)
-        self._on_request_bytes(conn, conn.sock)
+        self._start_reading(conn, readable=True)
 
-    def _start_reading(self, conn: TConn) -> None:
+    def _start_reading(self, conn: TConn, readable: bool = False) -> None:
         reader = RequestReader(self.request_cap)
         reader.feed(bytes(conn.sock.pending))  # bytes of a pipelined request read with the last one
         conn.sock.pending.clear()
         self._reading[conn] = (reader, time.monotonic() + self.read_timeout)
+        # A small request usually arrives whole: it goes to a thread without a trip through the poller.
+        if readable and self._read(conn, reader) != "more":
+            return
         with self._lock:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
 
     def _on_request_bytes(self, conn: TConn, client: Any) -> None:
+        if conn not in self._reading:
+            return
         reader, _ = self._reading[conn]
+        self._read(conn, reader, registered=True)
+
+    def _read(self, conn: TConn, reader: RequestReader, registered: bool = False) -> str:
+        """Take what has arrived; hand the connection to a thread once its request is whole.
+        Says "more" while more is awaited, "done" once handed on or dropped."""
         try:
             data = conn.sock._sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return "more"
         except OSError:
-            return self._drop(conn)
+            self._drop(conn, registered=registered)
+            return "done"
         if not data:
-            return self._drop(conn)  # the client went away
+            self._drop(conn, registered=registered)  # the client went away
+            return "done"
         reader.feed(data)
         if reader.complete():
-            with self._lock:
-                self.poller.unregister(client)
+            if registered:
+                with self._lock:
+                    self.poller.unregister(conn.sock)
             del self._reading[conn]
             conn.sock.pending[:0] = reader.data
             self.enqueue_req(conn)
-        elif reader.wants_continue():
+            return "done"
+        if reader.wants_continue():
             reader.continue_sent = True
             reader.drop_expect_header()
             self._send_quietly(conn, CONTINUE_ANSWER)
+        return "more"
 
-    def _drop(self, conn: TConn, answer: bytes | None = None) -> None:
+    def _drop(self, conn: TConn, answer: bytes | None = None, registered: bool = True) -> None:
         self._reading.pop(conn, None)
-        with self._lock:
-            try:
-                self.poller.unregister(conn.sock)
-            except (KeyError, ValueError, OSError):
-                pass
+        if registered:
+            with self._lock:
+                try:
+                    self.poller.unregister(conn.sock)
+                except (KeyError, ValueError, OSError):
+                    pass
         if answer:
             self._send_quietly(conn, answer)
         self.nr_conns -= 1
