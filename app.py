@@ -12,6 +12,8 @@ Endpoints (JSON unless said): ``POST /prediction``, ``GET /scoring``, ``GET /sum
 ``GET /diagnostics``, ``GET /model``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 (Prometheus text) and ``GET /`` (the Risk-O-Meter page). With ``API_TOKEN`` set, everything
 but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <token>``.
+Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
+paths relative to the project folder, never the server's absolute paths.
 
 ``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
 for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).
