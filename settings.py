@@ -189,9 +189,11 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
     if not isinstance(values["block_worse_deployments"], bool):
         raise ConfigError("block_worse_deployments must be true or false")
-    for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes", "drift_min_rows", "api_max_columns"):
+    for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes", "drift_min_rows"):
         if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative integer")
+    if not isinstance(values["api_max_columns"], int) or isinstance(values["api_max_columns"], bool) or values["api_max_columns"] < 0:
+        raise ConfigError("api_max_columns must be a non-negative integer")
     if values["cv_folds"] < 2:
         raise ConfigError("cv_folds must be at least 2")
     if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:

@@ -202,3 +202,19 @@ def test_project_relative_leaves_lookalike_paths_alone(deployed_project: Config)
     text = api.project_relative(f"{root}/models/x.pkl; {root}-other/y; {root}", deployed_project)
     assert text == f"models/x.pkl; {root}-other/y; ."
     np.testing.assert_equal(api.project_relative("nothing to change", deployed_project), "nothing to change")
+
+
+# ----------------------------------------------------------------------------- the new config keys
+
+
+def test_band_and_column_settings_are_validated(tmp_path: Path) -> None:
+    from settings import ConfigError, load_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"risk_band_thresholds": None, "api_max_columns": 50}))
+    config = load_config(path)
+    assert config["risk_band_thresholds"] is None and config["api_max_columns"] == 50
+    for bad in ({"api_max_columns": -1}, {"api_max_columns": "many"}, {"api_max_columns": True}, {"risk_band_thresholds": 0.3}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            load_config(path)
