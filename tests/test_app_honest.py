@@ -218,3 +218,16 @@ def test_band_and_column_settings_are_validated(tmp_path: Path) -> None:
         path.write_text(json.dumps(bad))
         with pytest.raises(ConfigError, match=next(iter(bad))):
             load_config(path)
+
+
+def test_the_readme_says_which_endpoints_need_the_token(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's endpoint table and the code agree (it once said /readyz was open)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (`[^|]*`) \| (yes|no) \|", readme, re.M)
+    assert len(rows) >= 7
+    monkeypatch.setenv("API_TOKEN", "readme-token")
+    client = api.create_app(deployed_project.path).test_client()
+    for endpoints, needed in rows:
+        for method, path in re.findall(r"`(GET|POST) (/[a-z]*)`", endpoints):
+            status = client.open(path, method=method, json=[{}] if method == "POST" else None).status_code
+            assert (status == 401) == (needed == "yes"), (method, path, status)
