@@ -165,7 +165,7 @@ class ModelHolder:
             except LOAD_ERRORS as exc:
                 self._failed[version] = time.monotonic()
                 self.last_error = project_relative(f"{version} could not be loaded: {exc}", self.config)
-                logger.error("keeping %s: %s", self._current.version if self._current else "no model", self.last_error)
+                logger.error("keeping %s: %s could not be loaded: %s", self._current.version if self._current else "no model", version, exc)
                 if self.on_change:
                     self.on_change(None, None)
                 return
@@ -193,9 +193,10 @@ def project_relative(text: str, config: Config) -> str:
         if root not in folder.parents and folder != root:
             names[str(folder)] = f"<{key}>"
     for absolute in sorted(names, key=len, reverse=True):  # the longest first: a folder before the root
-        # the path itself, or the path and a separator, never a longer name that merely starts the same
-        pattern = re.escape(absolute) + r"(?:/|(?![\w.-]))"
-        text = re.sub(pattern, lambda m, name=names[absolute]: "" if m.group().endswith("/") and name == "." else (name + "/" if m.group().endswith("/") else name), text)
+        # the path and a separator, or the path alone; never a longer name that merely starts the same
+        name = names[absolute]
+        text = re.sub(re.escape(absolute + os.sep), "" if name == "." else name + os.sep, text)
+        text = re.sub(re.escape(absolute) + r"(?![\w.-])", name, text)
     return text
 
 
