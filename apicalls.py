@@ -2,7 +2,8 @@
 
 ``python apicalls.py [--config PATH] [--url URL] [--output FILE]``: the URL defaults to the
 config's ``api_url``, the output to ``apireturns.txt`` beside the config. With ``API_TOKEN`` set
-in the environment, every call sends it as a Bearer token. Exits 1 if any call failed: no
+in the environment, every call sends it as a Bearer token. Of each batch answer the file keeps
+the first few predictions and says how many it left out, so that it stays small and readable. Exits 1 if any call failed: no
 answer, or a status other than 2xx. ``/summarystats`` and ``/diagnostics`` answer 503 until
 ``python diagnostics.py`` has run for the served version, and that counts as a failure: the
 system is not fully up.
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 OUTPUT_FILE = "apireturns.txt"
 SAMPLE_ROWS = 3
 METRICS_LINES = 40  # of the Prometheus text kept in the file; the rest is counted
+PREDICTION_ROWS = 5  # of each batch answer kept in the file; the rest is counted
 
 
 @dataclass
@@ -136,9 +138,20 @@ def _pretty(answer: Answer) -> str:
         more = len(metric_lines) - len(kept)
         return "\n".join(kept + ([f"... {more} more lines"] if more > 0 else []))
     try:
-        return json.dumps(json.loads(answer.body), indent=2)
+        document = json.loads(answer.body)
     except ValueError:
         return answer.body
+    return json.dumps(shortened(document), indent=2)
+
+
+def shortened(document: Any) -> Any:
+    """A batch answer with its first few predictions only, and the count of those left out."""
+    if not isinstance(document, dict) or not isinstance(document.get("predictions"), list):
+        return document
+    rows = document["predictions"]
+    if len(rows) <= PREDICTION_ROWS:
+        return document
+    return {**document, "predictions": rows[:PREDICTION_ROWS], "predictions_not_shown": len(rows) - PREDICTION_ROWS}
 
 
 def run_calls(base_url: str, config: Config, token: str | None = None, timeout: float = 60.0) -> list[Answer]:

@@ -12,6 +12,8 @@ Endpoints (JSON unless said): ``POST /prediction``, ``GET /scoring``, ``GET /sum
 ``GET /diagnostics``, ``GET /model``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 (Prometheus text) and ``GET /`` (the Risk-O-Meter page). With ``API_TOKEN`` set, everything
 but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <token>``.
+Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
+paths relative to the project folder, never the server's absolute paths.
 
 ``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
 for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import logging
 import math
 import os
 import pickle
+import re
 import sys
 import threading
 import time
@@ -42,6 +46,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 import deployment
 import fastpath
 import serving
+from bufferingworker import CLOSE_CONNECTION_KEY
 from fsutil import configure_logging
 from settings import Config, ConfigError, load_config, script_parser
 
@@ -62,6 +67,18 @@ LINEAGE_KEYS = (
     "trained_at", "training_rows", "training_positives", "training_data_sha256", "training_files",
     "training_seconds", "package_versions", "python_version", "cv_folds", "random_seed",
 )
+# Metric labels come from fixed sets, so that no caller can grow /metrics: other methods and
+# unmatched paths are counted as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER_LABEL = "other"
+REPEATED_SLASHES = re.compile(r"/{2,}")
+# Names of a data file used by clients written for the classic course, besides "dataset".
+DATASET_ALIASES = ("data_file", "filepath", "file_path")
+QUERY_DATASET = "data_loc"
+BODY_READ_SIZE = 64 * 1024
+DRAIN_BYTES = 1024 * 1024  # of a refused body still arriving, read so the client sees the 413, not a reset
+DRAIN_SECONDS = 0.5
+UNINFORMATIVE_NOTE = "no better than chance: this model cannot tell clients at risk from the others; do not act on its predictions alone"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -121,7 +138,7 @@ class ModelHolder:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            self.last_error = f"cannot read the current deployment link: {exc}"
+            self.last_error = project_relative(f"cannot read the current deployment link: {exc}", self.config)
             return None
 
     def get(self) -> LoadedModel | None:
@@ -147,8 +164,8 @@ class ModelHolder:
                 loaded = load_model(self.config, version)
             except LOAD_ERRORS as exc:
                 self._failed[version] = time.monotonic()
-                self.last_error = f"{version} could not be loaded: {exc}"
-                logger.error("keeping %s: %s", self._current.version if self._current else "no model", self.last_error)
+                self.last_error = project_relative(f"{version} could not be loaded: {exc}", self.config)
+                logger.error("keeping %s: %s could not be loaded: %s", self._current.version if self._current else "no model", version, exc)
                 if self.on_change:
                     self.on_change(None, None)
                 return
@@ -161,6 +178,26 @@ class ModelHolder:
                 self.on_change(previous.version if previous else None, version)
         finally:
             self._lock.release()
+
+
+def project_relative(text: str, config: Config) -> str:
+    """``text`` with the server's absolute paths shown relative to the project folder.
+
+    A configured folder outside the project is shown by its config key, so that no answer
+    tells a caller where the server keeps its files.
+    """
+    root = config.root.resolve()
+    names = {str(config.root): ".", str(root): "."}
+    for key in ("prod_deployment_path", "reports_folder_path", "test_data_path", "output_folder_path", "output_model_path"):
+        folder = config.folder(key)
+        if root not in folder.parents and folder != root:
+            names[str(folder)] = f"<{key}>"
+    for absolute in sorted(names, key=len, reverse=True):  # the longest first: a folder before the root
+        # the path and a separator, or the path alone; never a longer name that merely starts the same
+        name = names[absolute]
+        text = re.sub(re.escape(absolute + os.sep), "" if name == "." else name + os.sep, text)
+        text = re.sub(re.escape(absolute) + r"(?![\w.-])", name, text)
+    return text
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -332,10 +369,15 @@ def token_ok(state: ServingState, authorization: str) -> bool:
 
 
 def _record_request(response: Response) -> Response:
-    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    endpoint = request.url_rule.rule if request.url_rule is not None else OTHER_LABEL
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    _state().metrics.observe(endpoint, request.method, response.status_code, elapsed)
+    _state().metrics.observe(endpoint, metric_method(request.method), response.status_code, elapsed)
     return response
+
+
+def metric_method(method: str) -> str:
+    """The method as a metric label: one of a fixed set, else "other"."""
+    return method if method in KNOWN_METHODS else OTHER_LABEL
 
 
 def json_response(payload: Any, status: int = 200, version: str | None = None) -> Response:
@@ -406,10 +448,12 @@ def no_model_message(holder: ModelHolder) -> str:
 
 
 def index() -> str:
-    config = _state().config
+    state = _state()
+    config = state.config
+    loaded = state.holder.get()
     return render_template(
         "index.html",
-        bands=config["risk_band_thresholds"],
+        bands=band_thresholds(config, loaded.threshold if loaded else None),
         max_rows=config["api_max_rows"],
         max_bytes=config["api_max_body_bytes"],
         token_required=_state().token_digest is not None,
@@ -457,8 +501,22 @@ def model_view() -> Response:
             **{key: metadata.get(key) for key in LINEAGE_KEYS},
         },
         "serving": {"path": loaded.scorer.kind, "loaded_at": loaded.loaded_at},
+        **model_honesty(loaded),
+        "bands": band_thresholds(_state().config, loaded.threshold),
     }
     return json_response(body, version=loaded.version)
+
+
+def model_honesty(loaded: LoadedModel) -> dict[str, Any]:
+    """What the training and scoring of this version warned about (absent in older versions)."""
+    metadata, scores = loaded.deployed.metadata, loaded.deployed.scores or {}
+    uninformative = bool(metadata.get("uninformative", False))
+    warnings = [str(w) for w in list(metadata.get("warnings") or []) + list(scores.get("warnings") or [])]
+    return {
+        "uninformative": uninformative,
+        "verdict": UNINFORMATIVE_NOTE if uninformative else None,
+        "warnings": list(dict.fromkeys(warnings)),  # the same sentence from both files once
+    }
 
 
 def scoring_view() -> Response:
@@ -497,7 +555,9 @@ def prediction() -> Response:
     loaded = _model()
     mimetype = request.mimetype
     try:
-        if mimetype == "multipart/form-data":
+        if QUERY_DATASET in request.args:
+            batch, source = query_batch(state.config, loaded, request.args.get(QUERY_DATASET), request.get_data()), "dataset"
+        elif mimetype == "multipart/form-data":
             batch, source = _upload_batch(state.config, loaded), "upload"
         elif is_json(mimetype) or mimetype in CSV_TYPES:
             batch, source = body_batch(state.config, loaded, mimetype, request.get_data())
@@ -517,7 +577,8 @@ def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) 
     """The rows of a JSON body (records, a bare list, or a named data file) or of a CSV body."""
     max_rows = config["api_max_rows"]
     if mimetype in CSV_TYPES:
-        return serving.batch_from_frame(serving.read_csv_bytes(data, loaded.schema), loaded.schema, max_rows), "csv"
+        frame = serving.read_csv_bytes(data, loaded.schema, config["api_max_columns"])
+        return serving.batch_from_frame(frame, loaded.schema, max_rows), "csv"
     payload = _json_body(data)
     if isinstance(payload, list):
         return serving.batch_from_records(payload, loaded.schema, max_rows), "records"
@@ -526,14 +587,31 @@ def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) 
     if isinstance(payload, dict) and set(payload) == {"dataset"}:
         frame = dataset_frame(config, payload["dataset"], loaded.deployed.metadata, max_rows)
         return serving.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
-    raise serving.InputError('send {"records": [...]}, a bare array of records, or {"dataset": "<file>.csv"}')
+    if isinstance(payload, dict) and len(payload) == 1 and next(iter(payload)) in DATASET_ALIASES:
+        (field, path), = payload.items()
+        frame = project_path_frame(config, field, path, loaded.deployed.metadata, max_rows)
+        return serving.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
+    raise serving.InputError(
+        'send {"records": [...]}, a bare array of records, or {"dataset": "<file>.csv"} '
+        '(also accepted: {"data_file" | "filepath" | "file_path": "testdata/<file>.csv"} or ?data_loc=testdata/<file>.csv)'
+    )
+
+
+def query_batch(config: Config, loaded: LoadedModel, path: str | None, data: bytes) -> serving.Batch:
+    """The rows of the data file named by ``?data_loc=`` (the classic course's clients call it so)."""
+    if data.strip():
+        raise serving.InputError(f"name the data file either with ?{QUERY_DATASET}= or in the body, not both")
+    max_rows = config["api_max_rows"]
+    frame = project_path_frame(config, QUERY_DATASET, path, loaded.deployed.metadata, max_rows)
+    return serving.batch_from_frame(frame, loaded.schema, max_rows)
 
 
 def _upload_batch(config: Config, loaded: LoadedModel) -> serving.Batch:
     upload = request.files.get("file") or next(iter(request.files.values()), None)
     if upload is None:
         raise serving.InputError("upload the CSV as a file field named 'file'")
-    return serving.batch_from_frame(serving.read_csv_bytes(upload.read(), loaded.schema), loaded.schema, config["api_max_rows"])
+    frame = serving.read_csv_bytes(upload.read(), loaded.schema, config["api_max_columns"])
+    return serving.batch_from_frame(frame, loaded.schema, config["api_max_rows"])
 
 
 def prediction_body(state: ServingState, loaded: LoadedModel, batch: serving.Batch, source: str) -> dict[str, Any]:
@@ -541,7 +619,8 @@ def prediction_body(state: ServingState, loaded: LoadedModel, batch: serving.Bat
     risk = _risk(loaded, batch)
     predicted = (risk >= loaded.threshold).astype(np.int64)
     state.metrics.count_predictions(loaded.version, predicted)
-    bands = risk_bands(risk, state.config["risk_band_thresholds"])
+    thresholds = band_thresholds(state.config, loaded.threshold)
+    bands = risk_bands(risk, predicted, thresholds)
     return {
         "model_version": loaded.version,
         "model": loaded.deployed.metadata.get("model"),
@@ -550,6 +629,7 @@ def prediction_body(state: ServingState, loaded: LoadedModel, batch: serving.Bat
         "source": source,
         "rows": batch.rows,
         "band_counts": {band: bands.count(band) for band in ("green", "amber", "red")},
+        "bands": thresholds,
         "unseen_categories": fastpath.unseen_categories(loaded.known_categories, batch, loaded.schema),
         "missing_values": batch.missing_values(loaded.schema),
         "ignored_columns": batch.ignored_columns,
@@ -567,10 +647,36 @@ def _risk(loaded: LoadedModel, batch: serving.Batch) -> np.ndarray:
     return risk
 
 
-def risk_bands(risk: np.ndarray, thresholds: dict[str, float]) -> list[str]:
-    """green below ``amber``, amber below ``red``, red from ``red`` up (configurable)."""
+def band_thresholds(config: Config, threshold: float | None) -> dict[str, Any]:
+    """Where amber and red start, and where those numbers come from.
+
+    Unless configured (``risk_band_thresholds``), amber starts at the model's decision threshold,
+    so green means exactly "predicted to stay", and red halfway from there to certainty.
+    """
+    configured = config["risk_band_thresholds"]
+    if configured is not None:
+        return {"amber": float(configured["amber"]), "red": float(configured["red"]), "source": "configured"}
+    if threshold is None:
+        return {"amber": None, "red": None, "source": "threshold"}
+    return {"amber": float(threshold), "red": float(threshold + (1.0 - threshold) / 2), "source": "threshold"}
+
+
+def risk_bands(risk: np.ndarray, predicted: np.ndarray, thresholds: dict[str, Any]) -> list[str]:
+    """green below ``amber``, amber below ``red``, red from ``red`` up; never against the decision.
+
+    A row predicted at risk is at least amber and one predicted to stay at most amber, whatever
+    the configured thresholds say: the colour must not contradict the prediction beside it.
+    """
     amber, red = thresholds["amber"], thresholds["red"]
-    return ["red" if r >= red else "amber" if r >= amber else "green" for r in risk.tolist()]
+    bands = []
+    for r, p in zip(risk.tolist(), predicted.tolist()):
+        band = "red" if r >= red else "amber" if r >= amber else "green"
+        if p and band == "green":
+            band = "amber"
+        elif not p and band == "red":
+            band = "amber"
+        bands.append(band)
+    return bands
 
 
 def _prediction_rows(batch: serving.Batch, predicted: np.ndarray, risk: np.ndarray, bands: list[str]) -> list[dict[str, Any]]:
@@ -608,6 +714,47 @@ def dataset_frame(config: Config, name: Any, metadata: dict[str, Any], max_rows:
     raise serving.InputError(f"dataset: no such CSV file in the test data or ingested data folder; available: {available}")
 
 
+def project_path_frame(config: Config, field: str, path: Any, metadata: dict[str, Any], max_rows: int) -> pd.DataFrame:
+    """A CSV named by its path relative to the project folder (``testdata/testdata.csv``), with the
+    same containment as ``dataset``: only a file directly inside the test data or ingested data
+    folder, after symlinks are resolved; a bare file name is looked up as ``dataset`` does."""
+    if not isinstance(path, str) or not _relative_csv_path(path):
+        raise serving.InputError(
+            f"{field} must be the path of a .csv file in the test data or ingested data folder, relative to the "
+            "project folder (for example 'testdata/testdata.csv'; no absolute paths, no '..')"
+        )
+    parts = PurePosixPath(path).parts
+    if len(parts) == 1:
+        return dataset_frame(config, parts[0], metadata, max_rows)
+    root = config.root.resolve()
+    folders = [config.test_data_folder, config.output_folder]
+    # The folder as written must be a data folder as configured (no detour through a link), and
+    # the file, its links followed, must still lie directly inside it.
+    named_folder = os.path.normpath(root / PurePosixPath(*parts[:-1]))
+    for key, folder in (("test_data_path", config.test_data_folder), ("output_folder_path", config.output_folder)):
+        if named_folder == os.path.normpath(root / config[key]):
+            resolved = (root / PurePosixPath(*parts)).resolve()
+            if resolved.parent == folder and resolved.is_file():
+                return _read_dataset(resolved, metadata, max_rows)
+    available = sorted(
+        os.path.relpath(p, root) for folder in folders if folder.is_dir() for p in folder.glob("*.csv") if not p.name.startswith(".")
+    )
+    raise serving.InputError(f"{field}: no such CSV file in the test data or ingested data folder; available: {available}")
+
+
+def _relative_csv_path(path: str) -> bool:
+    parts = PurePosixPath(path).parts
+    return (
+        bool(parts)
+        and not path.startswith("/")
+        and "\\" not in path
+        and "\x00" not in path
+        and all(part != ".." and not part.startswith(".") for part in parts)
+        and PurePosixPath(path).suffix.lower() == ".csv"
+        and len(path) <= 1024
+    )
+
+
 def _plain_csv_name(name: str) -> bool:
     path = PurePosixPath(name)
     return (
@@ -632,12 +779,18 @@ def _read_dataset(path: Path, metadata: dict[str, Any], max_rows: int) -> pd.Dat
 
 
 class PredictionFastLane:
-    """WSGI middleware answering ``POST /prediction`` with a JSON or CSV body of known length.
+    """WSGI middleware in front of Flask: one path per resource, body limits whatever the framing,
+    and the fast lane for ``POST /prediction`` with a JSON or CSV body.
 
-    The same checks and the same functions as the Flask view, without Flask's request and
-    response machinery, which costs about 200 µs of a single-row request's 600 µs on this
-    machine (measured) and so bounds the requests per second. Everything else, uploads and
-    chunked bodies included, goes to Flask unchanged.
+    - Repeated slashes are merged (``//prediction`` is ``/prediction``) before anything else
+      looks at the path, so that every limit and every metric label sees the one path.
+    - A ``POST /prediction`` body is refused with 413 when it exceeds ``api_max_body_bytes``,
+      whether its length is declared or it comes chunked; a chunked body is read here, up to the
+      limit, and handed on with its length, so that no body is ever scored in part.
+    - A JSON or CSV body is then answered here with the same checks and functions as the Flask
+      view, without Flask's request and response machinery, which costs about 200 µs of a
+      single-row request's 600 µs on this machine (measured) and so bounds the requests per
+      second. Uploads and ``?data_loc=`` go to Flask.
     """
 
     def __init__(self, wsgi_app: Any, state: ServingState):
@@ -645,21 +798,23 @@ class PredictionFastLane:
         self.state = state
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        length = environ.get("CONTENT_LENGTH", "")
-        if (
-            environ.get("PATH_INFO") != "/prediction"
-            or environ.get("REQUEST_METHOD") != "POST"
-            or not length.isdigit()
-            or not (is_json(mimetype) or mimetype in CSV_TYPES)
-        ):
+        path = environ.get("PATH_INFO", "")
+        if "//" in path:
+            environ["PATH_INFO"] = path = REPEATED_SLASHES.sub("/", path)
+        if path != "/prediction" or environ.get("REQUEST_METHOD") != "POST":
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
+        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         try:
-            status, payload, version = self._answer(environ, mimetype, int(length))
+            answer = self._before_body(environ)
+            if answer is None:
+                if environ.get("QUERY_STRING") or not (is_json(mimetype) or mimetype in CSV_TYPES):
+                    return self.wsgi_app(environ, start_response)
+                answer = self._answer(environ, mimetype, int(environ["CONTENT_LENGTH"]))
         except Exception:  # as Flask's handler: the details go to the log, never to the caller
             logger.exception("unhandled error answering POST /prediction")
-            status, payload, version = 500, error_payload(500, INTERNAL_ERROR), None
+            answer = 500, error_payload(500, INTERNAL_ERROR), None
+        status, payload, version = answer
         body = encode_json(payload)
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if version:
@@ -670,13 +825,29 @@ class PredictionFastLane:
         self.state.metrics.observe("/prediction", "POST", status, time.perf_counter() - started)
         return [body]
 
-    def _answer(self, environ: dict[str, Any], mimetype: str, length: int) -> tuple[int, dict[str, Any], str | None]:
+    def _before_body(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any], None] | None:
+        """401 or 413 before the body is scored; a chunked body is read here and given a length."""
         state = self.state
         if not token_ok(state, environ.get("HTTP_AUTHORIZATION", "")):
-            return 401, error_payload(401, TOKEN_REQUIRED), None
+            return 401, error_payload(401, TOKEN_REQUIRED), None  # before reading a byte of the body
         limit = state.config["api_max_body_bytes"]
-        if limit and length > limit:
+        length = environ.get("CONTENT_LENGTH", "")
+        if length.isdigit():
+            if limit and int(length) > limit:
+                environ[CLOSE_CONNECTION_KEY] = True  # its body is not read: never keep the connection
+                return 413, error_payload(413, body_limit_message(limit)), None
+            return None
+        data = read_body_within(environ, limit)
+        if data is None:
+            environ[CLOSE_CONNECTION_KEY] = True
             return 413, error_payload(413, body_limit_message(limit)), None
+        environ["wsgi.input"] = io.BytesIO(data)
+        environ["CONTENT_LENGTH"] = str(len(data))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return None
+
+    def _answer(self, environ: dict[str, Any], mimetype: str, length: int) -> tuple[int, dict[str, Any], str | None]:
+        state = self.state
         loaded = state.holder.get()
         if loaded is None:
             return 503, error_payload(503, no_model_message(state.holder)), None
@@ -686,6 +857,42 @@ class PredictionFastLane:
             return 200, prediction_body(state, loaded, batch, source), loaded.version
         except serving.InputError as exc:
             return exc.status, error_payload(exc.status, str(exc)), None
+
+
+def read_body_within(environ: dict[str, Any], limit: int) -> bytes | None:
+    """A body of undeclared length (chunked), read whole; None once it passes ``limit`` bytes (0: none).
+
+    What follows a refused body is read and dropped for a moment, up to a bound, so that the
+    client, still sending, gets the 413 rather than a reset connection.
+    """
+    stream = environ["wsgi.input"]
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(BODY_READ_SIZE)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if limit and total > limit:
+            _drain(environ, stream)
+            return None
+        chunks.append(chunk)
+
+
+def _drain(environ: dict[str, Any], stream: Any) -> None:
+    sock = environ.get("gunicorn.socket")
+    try:
+        if sock is not None:
+            sock.settimeout(DRAIN_SECONDS)  # a client that stops sending does not hold the thread
+        drained = 0
+        while drained < DRAIN_BYTES:
+            chunk = stream.read(BODY_READ_SIZE)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except (OSError, ValueError, RuntimeError):  # the client went away or broke the framing: nothing to keep
+        return
+    except Exception as exc:  # gunicorn's own parse errors (say, bad chunk framing) are not ours to report
+        logger.debug("stopped draining a refused body: %s", exc)
 
 
 ROUTES = (

@@ -6,7 +6,9 @@ RISK_API_WORKERS  worker processes (default: one per CPU core, at least 2: the w
                   and more processes than cores measured a worse p99 latency here)
 RISK_API_THREADS  threads per worker (default 2: a slow client or a 10,000-row request does not
                   hold a whole worker; the gthread worker also keeps connections alive)
-RISK_API_WORKER_CLASS  gthread (default) or sync
+RISK_API_WORKER_CLASS  bufferingworker.BufferingThreadWorker (default: gthread that hands a thread only
+                  whole requests, so slow clients cannot hold the threads), gthread or sync
+RISK_API_READ_TIMEOUT  seconds a client has to send its whole request (default 60), then 408
 RISK_API_ACCESSLOG  "-" for an access log on stdout (default: none; Prometheus counts requests)
 RISK_API_CONFIG   the config.json to serve (read by wsgi.py)
 
@@ -37,7 +39,7 @@ def _config_port():
 wsgi_app = "wsgi:app"
 bind = os.environ.get("RISK_API_BIND") or f"127.0.0.1:{_config_port()}"
 workers = int(os.environ.get("RISK_API_WORKERS", max(2, os.cpu_count() or 1)))
-worker_class = os.environ.get("RISK_API_WORKER_CLASS", "gthread")
+worker_class = os.environ.get("RISK_API_WORKER_CLASS", "bufferingworker.BufferingThreadWorker")
 threads = int(os.environ.get("RISK_API_THREADS", 2))
 keepalive = 5
 timeout = 60  # a 10,000-row request takes well under a second; a stuck worker is restarted

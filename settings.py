@@ -51,7 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "api_url": "http://127.0.0.1:8000",
     "api_max_rows": 10000,
     "api_max_body_bytes": 16 * 1024 * 1024,
-    "risk_band_thresholds": {"amber": 0.3, "red": 0.6},
+    # A CSV header wider than this is refused (413) before its rows are read; models use far fewer.
+    "api_max_columns": 2000,
+    # null: bands derived from the deployed model's decision threshold (app.band_thresholds).
+    "risk_band_thresholds": None,
     # Databases read for new rows beside the input folder (see dbsource.py); none by default.
     "database_sources": [],
 }
@@ -191,6 +194,8 @@ def _validate(values: dict[str, Any]) -> None:
     for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes", "drift_min_rows"):
         if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative integer")
+    if not isinstance(values["api_max_columns"], int) or isinstance(values["api_max_columns"], bool) or values["api_max_columns"] < 0:
+        raise ConfigError("api_max_columns must be a non-negative integer")
     if values["cv_folds"] < 2:
         raise ConfigError("cv_folds must be at least 2")
     if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
@@ -199,13 +204,13 @@ def _validate(values: dict[str, Any]) -> None:
         if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative number")
     bands = values["risk_band_thresholds"]
-    if (
+    if bands is not None and (
         not isinstance(bands, dict)
         or set(bands) != {"amber", "red"}
         or not all(isinstance(v, (int, float)) for v in bands.values())
         or not 0 <= bands["amber"] <= bands["red"] <= 1
     ):
-        raise ConfigError("risk_band_thresholds must be {\"amber\": a, \"red\": r} with 0 <= a <= r <= 1")
+        raise ConfigError("risk_band_thresholds must be null (derived from the model's threshold) or {\"amber\": a, \"red\": r} with 0 <= a <= r <= 1")
     if values["database_sources"] != []:
         import dbsource  # its rules live with the code that reads the databases
 

@@ -27,6 +27,32 @@
     if (!response.ok) { $("model-version").textContent = "none"; showError(body.message || "no model is being served"); return; }
     $("model-version").textContent = body.model_version;
     $("model-name").textContent = body.model + " · decision threshold " + body.threshold;
+    showVerdict(body);
+    showBands(body.bands);
+  }
+
+  // The training's own verdict and warnings, beside the badge (older versions have none).
+  function showVerdict(body) {
+    const verdict = $("model-verdict");
+    verdict.hidden = !body.uninformative;
+    verdict.textContent = body.uninformative ? "no better than chance" : "";
+    verdict.title = body.verdict || "";
+    const list = $("model-warnings");
+    list.replaceChildren();
+    (body.warnings || []).forEach((text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      list.appendChild(li);
+    });
+    list.hidden = !(body.warnings || []).length;
+  }
+
+  // The legend follows the model being served: its threshold moves with each version.
+  function showBands(bands) {
+    if (!bands || bands.amber === null || bands.amber === undefined) return;
+    const pct = (v) => (100 * v).toFixed(1);
+    document.querySelectorAll(".band-amber").forEach((el) => { el.textContent = pct(bands.amber); });
+    document.querySelectorAll(".band-red").forEach((el) => { el.textContent = pct(bands.red); });
   }
 
   // Rounded down, so that a risk just under a band's threshold never shows as the threshold itself.

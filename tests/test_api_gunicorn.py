@@ -69,6 +69,10 @@ def test_apicalls_against_gunicorn_fails_without_diagnostics_then_passes(
         assert f" {path} -> 200" in text
     assert text.count("## POST /prediction -> 200") == 3  # the named dataset, JSON records, a CSV body
     assert '"model_version": "v1"' in text
+    # Of the 1,000-row answers only a few rows are kept (the file was 311 KB).
+    assert text.count('"predictions_not_shown": 995') == 2
+    assert text.count('"prediction":') <= 3 * apicalls.PREDICTION_ROWS
+    assert len(text.encode()) < 40_000
 
 
 def test_apicalls_runs_as_a_script_and_fails_without_the_token(server: str, served_project: Config, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
+import deployment
 import fullprocess
 import sampledata
 from fsutil import atomic_write_json
@@ -16,6 +17,8 @@ from settings import Config, load_config
 from tests.conftest import write_config
 
 REGIONS = [f"region{i:02d}" for i in range(60)]  # more than the encoder's max_categories (50)
+UNINFORMATIVE_WARNING = "No candidate model is better than chance: every one is no better than chance at telling the classes apart."
+SCORES_WARNING = "4 of 5 test rows (80%) also appear in the training data."
 
 
 @pytest.fixture
@@ -73,3 +76,17 @@ def deploy_categorical_project(folder: Path) -> Config:
         path.write_text(add_region(frame, seed).to_csv(index=False, float_format="%.0f"), encoding="utf-8")
     assert fullprocess.main(["--config", str(config.path)]) == 0
     return config
+
+
+def deploy_uninformative_version(config: Config) -> str:
+    """Deploy the trained model again, its metadata and scores written as training and scoring
+    write them for a model no better than chance (real files: the deployment verifies them)."""
+    metadata_path = config.model_folder / "trainedmodel.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata.update(uninformative=True, warnings=[UNINFORMATIVE_WARNING])
+    metadata_path.write_text(json.dumps(metadata, indent=2))
+    scores_path = config.model_folder / "scores.json"
+    scores = json.loads(scores_path.read_text())
+    scores.update(warnings=[SCORES_WARNING], test_rows_in_training=4, test_rows_in_training_share=0.8)
+    scores_path.write_text(json.dumps(scores, indent=2))
+    return deployment.deploy_model(config, reason="an uninformative retrain")

@@ -13,6 +13,7 @@ import pytest
 
 import localserver
 from settings import Config
+from tests.test_api_support import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +86,14 @@ def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(browser, d
         assert {"band-red", "band-amber", "band-green"} <= set(bands)
         assert risks == sorted(risks, reverse=True)
         assert bands[0] == "band-red" and bands[-1] == "band-green"
+        # A client the model flags ("likely to leave") is never green, and the legend says why.
+        decisions = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#results-table tbody tr')).map(tr => [tr.className, tr.cells[5].textContent]);"
+        )
+        assert not [band for band, decision in decisions if decision == "likely to leave" and band == "band-green"]
+        assert {band for band, decision in decisions if decision == "likely to stay"} == {"band-green"}
+        assert "Derived from the model's decision threshold" in browser.find_element(By.ID, "band-legend").text
+        assert not browser.find_element(By.ID, "model-verdict").is_displayed()
         colour = rows[0].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
         assert colour != rows[-1].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
         assert "1000 clients scored by model v1" in browser.find_element(By.ID, "summary-text").text
@@ -114,6 +123,36 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
         token.send_keys("page-token")
         rows = upload_and_wait(browser, head)
         assert len(rows) == 5
+
+
+def test_the_download_neutralises_formula_cells(browser, deployed_project: Config, tmp_path: Path) -> None:
+    formulas = ["=cmd|' /C calc'!A0", "+SUM(A1:A2)", "-2+3", "@HYPERLINK(\"x\")"]
+    clients = tmp_path / "formulas.csv"
+    lines = ["corporation,lastmonth_activity,lastyear_activity,number_of_employees"]
+    lines += [f'"{name.replace(chr(34), chr(34) * 2)}",{i},{100 + i},{10 + i}' for i, name in enumerate(formulas)]
+    clients.write_text("\n".join(lines) + "\n")
+    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log") as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "v1"))
+        assert len(upload_and_wait(browser, clients)) == len(formulas)
+        browser.find_element(By.ID, "download-button").click()
+        scored = wait_for_file(browser.downloads, "scored_clients_v1.csv")
+    names = [line["corporation"] for line in csv.DictReader(scored.open(encoding="utf-8"))]
+    assert sorted(names) == sorted("'" + name for name in formulas)
+
+
+def test_the_badge_says_no_better_than_chance_with_the_warnings(browser, deployed_project: Config, tmp_path: Path) -> None:
+    assert deploy_uninformative_version(deployed_project) == "v2"
+    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log") as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "v2"))
+        verdict = browser.find_element(By.ID, "model-verdict")
+        assert verdict.is_displayed() and verdict.text == "no better than chance"
+        warnings = browser.find_element(By.ID, "model-warnings")
+        assert warnings.is_displayed()
+        assert [li.text for li in warnings.find_elements(By.TAG_NAME, "li")] == [UNINFORMATIVE_WARNING, SCORES_WARNING]
+        browser.save_screenshot(str(tmp_path / "uninformative.png"))
+        shutil.copy(tmp_path / "uninformative.png", SCREENSHOT_COPY.with_name("riskometer-uninformative.png"))
 
 
 def wait_for_file(folder: Path, name: str) -> Path:
