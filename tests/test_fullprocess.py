@@ -202,11 +202,15 @@ def test_a_batch_of_one_class_is_not_judged_as_drift(deployed_project: Config) -
 
 
 def test_rows_left_undecided_by_a_failed_run_are_judged_by_the_next(project: Config) -> None:
-    stash = project.root / "testdata-away"
-    project.test_data_folder.rename(stash)
+    test_file = project.test_data_folder / "testdata.csv"
+    good = test_file.read_text()
+    lines = good.splitlines()
+    lines[1] = ",".join([lines[1].split(",")[0], "lots", *lines[1].split(",")[2:]])  # fails scoring, after ingestion
+    test_file.write_text("\n".join(lines) + "\n")
     assert run(project) == 1
     assert fullprocess.read_audit(project)[-1]["status"] == "failed"
-    stash.rename(project.test_data_folder)
+    assert ingestion.master_path(project).exists(), "the failed run ingested"
+    test_file.write_text(good)
 
     assert run(project) == 0  # no new file, but the ingested rows were never decided
 
