@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import deployment
+import fsutil
 import fullprocess
 import ingestion
 import sampledata
 from fsutil import run_lock, sha256_file
-from settings import Config
+from settings import Config, load_config
 from tests.conftest import write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -253,3 +255,90 @@ def test_a_retrained_model_worse_on_the_test_data_is_not_deployed(deployed_proje
     assert "kept v1" in record["reason"]
     assert deployment.current_version(deployed_project) == "v1"
     assert run(deployed_project) == 0 and fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
+
+
+# --- runs killed at every file-system change (fault injection through fsutil.before_change) ------
+
+
+def small_drift_project(folder: Path) -> Config:
+    """A small project with v1 deployed and the shifted month waiting in the input folder:
+    the next run is a drift run that retrains and deploys v2, in a few seconds."""
+    config = write_config(folder, cv_folds=2, drift_min_rows=20, reference_sample_rows=300, block_worse_deployments=False)
+    sampledata.write_sample_data(config)
+    for source, rows in [*((p, 200) for p in config.input_folder.iterdir()), *((p, 200) for p in config.test_data_folder.iterdir())]:
+        source.write_text("\n".join(source.read_text().splitlines()[: rows + 1]) + "\n")
+    assert run(config) == 0
+    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
+        lines = batch.read_text().splitlines()[:301]
+        (config.input_folder / batch.name).write_text("\n".join(lines) + "\n")
+    return config
+
+
+@pytest.fixture(scope="session")
+def small_drift_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_drift_project(tmp_path_factory.mktemp("small-drift") / "project").root
+
+
+def fresh_copy(template: Path, folder: Path) -> Config:
+    shutil.copytree(template, folder, symlinks=True)
+    return load_config(folder / "config.json")
+
+
+def run_in_child(config: Config, kill_at: str | int | None = None) -> int:
+    """fullprocess.main in a forked process (the libraries are already imported, so each run
+    costs only its own work); with ``kill_at`` it SIGKILLs itself before that file-system
+    change. Returns the exit code, or minus the signal that ended it."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 70
+        try:
+            fsutil._changes_made = 0
+            if kill_at is None:
+                os.environ.pop(fsutil.KILL_AT_ENV, None)
+            else:
+                os.environ[fsutil.KILL_AT_ENV] = str(kill_at)
+            code = fullprocess.main(["--config", str(config.path)])
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def leftover_temporaries(config: Config) -> list[str]:
+    return [
+        str(p.relative_to(config.root))
+        for p in config.root.rglob("*")
+        if fsutil.temporary_file_pid(p.name) is not None or p.name.startswith((".incoming-", ".current-"))
+    ]
+
+
+def assert_one_new_version_finished(config: Config, master_rows: int) -> None:
+    """What a drift run must leave, whatever instant it was killed at, once a rerun has run."""
+    assert len(ingestion.load_master(config)) == master_rows
+    assert deployment.version_names(config) == ["v1", "v2"]
+    assert deployment.current_version(config) == "v2"
+    deployment.load_deployed_model(config)
+    reports = config.reports_folder / "v2"
+    assert sorted(p.name for p in reports.iterdir()) == ["confusionmatrix.png", "diagnostics.json", "model_report.json", "model_report.pdf"]
+    assert [r["version_deployed"] for r in fullprocess.read_audit(config) if r.get("version_deployed")] == ["v1", "v2"]
+    assert [(h["action"], h["version"]) for h in deployment.history(config)] == [("deploy", "v1"), ("deploy", "v2")]
+    assert leftover_temporaries(config) == []
+
+
+@pytest.mark.slow
+def test_a_drift_run_killed_before_any_file_system_change_is_finished_by_the_next_run(small_drift_template: Path, tmp_path: Path) -> None:
+    master_rows = 3 * 200 + 300
+    point = 0
+    while True:
+        point += 1
+        config = fresh_copy(small_drift_template, tmp_path / f"killed-at-{point}")
+        code = run_in_child(config, kill_at=point)
+        if code == 0:
+            break  # the run made fewer changes than ``point``: every change has had its kill
+        assert code == -signal.SIGKILL, f"point {point}: exit {code}"
+        assert run_in_child(config) == 0, f"point {point}: the rerun failed: {fullprocess.read_audit(config)[-1]}"
+        assert_one_new_version_finished(config, master_rows)
+        assert run_in_child(config) == 0 and fullprocess.read_audit(config)[-1]["decision"] == "no_new_data", f"point {point}"
+        shutil.rmtree(config.root)
+    assert_one_new_version_finished(config, master_rows)
+    assert point > 40, "a drift run makes dozens of file-system changes"
