@@ -40,19 +40,23 @@ def check_setup(config: Config) -> None:
 
 def check_columns(config: Config) -> None:
     """Each column the config names must be in some data file (input, master or test data)."""
-    known: set[str] = set()
-    for columns in data_headers(config).values():
-        known.update(columns)
-    if not known:
-        return  # no data anywhere yet: nothing to compare with
+    headers = data_headers(config)
+    known = {column for columns in headers.values() for column in columns}
+    # The target must be in the data trained on, not only in the test files.
+    training = {c for where, columns in headers.items() if not _is_test_file(config, where) for c in columns}
     for key in ("target", "id_columns", "drop_columns", "categorical_columns"):
         names = [config[key]] if key == "target" else list(config[key] or [])
+        pool, which = (training, "training data file") if key == "target" else (known, "data file")
         for name in names:
-            if name not in known:
+            if pool and name not in pool:
                 raise SetupError(
-                    f"{key} names the column {name!r}, which no data file has{did_you_mean(name, known)}; "
+                    f"{key} names the column {name!r}, which no {which} has{did_you_mean(name, pool)}; "
                     f"fix {key} in {config.path}"
                 )
+
+
+def _is_test_file(config: Config, where: str) -> bool:
+    return Path(where).parent == config.test_data_folder
 
 
 def check_test_data(config: Config) -> None:
