@@ -532,7 +532,7 @@ def _print_current(config: Config) -> None:
         return
     since = current_since(config)
     if since:
-        how = {"deploy": "deployed", "rollback": "rolled back to", "activate": "activated"}.get(since.get("action"), since.get("action"))
+        how = {"deploy": "deployed", "rollback": "rolled back", "activate": "activated"}.get(since.get("action"), since.get("action"))
         came_from = f" from {since['previous_version']}" if since.get("previous_version") and since.get("action") != "deploy" else ""
         print(f"\ncurrent: {since['version']}, since {since.get('at')} ({how}{came_from})")
     switches = [h for h in history(config) if h.get("action") in ("rollback", "activate")]

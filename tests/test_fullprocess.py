@@ -589,3 +589,67 @@ def test_a_misspelt_column_in_the_config_is_named_with_its_close_match(tmp_path:
             path.write_text(path.read_text().replace(",exited\n", ",exitted\n", 1))
     err = failure_line(config, capsys)
     assert f"{key} names the column {value[0] if isinstance(value, list) else value!r}" in err and hint in err
+
+
+# --- honest decisions ---------------------------------------------------------------------------
+
+CHANCE_WARNING = "no candidate beats chance or the rule 'flag everyone': the model is no better than chance"
+
+
+def train_and_score_uninformative(config: Config) -> None:
+    """A real training and scoring, then the training metadata marked as the training step marks
+    a model without signal (the shared contract: "uninformative" and "warnings")."""
+    import scoring
+    import training
+
+    model, metadata = training.train_model(config)
+    training.save_model(config, model, metadata)
+    scoring.score_model(config)
+    path = config.model_folder / "trainedmodel.json"
+    written = json.loads(path.read_text())
+    written.update(uninformative=True, warnings=[CHANCE_WARNING])
+    path.write_text(json.dumps(written))
+
+
+def test_an_uninformative_model_does_not_replace_a_deployed_one(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
+    train_and_score_uninformative(deployed_project)
+    v1_score = deployment.load_deployed_model(deployed_project).scores["f1"]
+
+    outcome = fullprocess.decide_deployment(deployed_project, "model drift: f1 0.2 on new rows < deployed 0.5", v1_score, kept="v1")
+
+    assert outcome["decision"] == "retrained_not_deployed"
+    assert "no better than chance" in outcome["reason"] and "kept v1" in outcome["reason"]
+    assert outcome["uninformative"] is True and CHANCE_WARNING in outcome["warnings"]
+    assert deployment.version_names(deployed_project) == ["v1"]
+
+
+def test_with_nothing_deployed_an_uninformative_model_is_deployed_and_says_so(project: Config, capsys: pytest.CaptureFixture) -> None:
+    ingestion.ingest_new_files(project)
+    train_and_score_uninformative(project)
+
+    outcome = fullprocess.decide_deployment(project, "no deployed model yet", None, kept=None)
+
+    assert outcome["decision"] == "redeployed" and outcome["version_deployed"] == "v1"
+    assert "deployed although it is no better than chance" in outcome["reason"]
+    assert CHANCE_WARNING in outcome["warnings"]
+    assert deployment.main(["--config", str(project.path), "--list"]) == 0
+    listing = capsys.readouterr().out
+    assert "(no better than chance)" in listing and f"warning: {CHANCE_WARNING}" in listing
+
+
+def test_a_retrained_model_blocked_by_a_test_set_of_one_class_says_why(deployed_project: Config) -> None:
+    import scoring
+    import training
+
+    test_file = deployed_project.test_data_folder / "testdata.csv"
+    lines = test_file.read_text().splitlines()
+    test_file.write_text("\n".join([lines[0], *[line for line in lines[1:] if line.endswith(",0")]]) + "\n")
+    model, metadata = training.train_model(deployed_project)
+    training.save_model(deployed_project, model, metadata)
+    scoring.score_model(deployed_project)
+    v1_score = deployment.load_deployed_model(deployed_project).scores["f1"]
+
+    outcome = fullprocess.decide_deployment(deployed_project, "model drift", v1_score, kept="v1")
+
+    assert outcome["decision"] == "retrained_not_deployed" and outcome["test_score"] == 0.0
+    assert "the test data holds one class only" in outcome["reason"] and "says nothing about a model" in outcome["reason"]
