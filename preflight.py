@@ -11,11 +11,8 @@ column until both classes have been seen. Files in the input folder that are not
 """
 from __future__ import annotations
 
-import csv
-import difflib
 import json
 import os
-import stat
 from pathlib import Path
 
 from settings import Config, ConfigError
@@ -98,7 +95,9 @@ def data_headers(config: Config) -> dict[str, list[str]]:
 
 
 def did_you_mean(name: str, known: set[str] | list[str]) -> str:
-    """' (did you mean 'CustomerId'?)' or ''."""
+    """' (did you mean 'CustomerId'?)', or the columns there are."""
+    import difflib  # only when a name is wrong: the cron fast path imports this module
+
     known = sorted(known)
     same_letters = [k for k in known if k.lower() == name.lower()]
     close = same_letters + [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.6) if k not in same_letters]
@@ -112,6 +111,8 @@ def read_header(path: Path) -> list[str] | None:
     data = _read_start(path)
     if data is None:
         return None
+    import csv  # imported where used: the cron fast path imports this module, rarely calls it
+
     first_line = data.decode("utf-8-sig", errors="replace").splitlines()[:1]
     if not first_line:
         return None
@@ -125,6 +126,8 @@ def pandas_names(header: list[str]) -> list[str]:
 
 def _target_classes(path: Path, config: Config, stop_when_both: bool) -> tuple[set[bool], int]:
     """Which classes (positive or not) a test file's target holds, and its labelled row count."""
+    import csv
+
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         header = pandas_names(next(reader, []))
@@ -167,6 +170,8 @@ def _regular_files(folder: Path) -> list[Path]:
 
 def _read_start(path: Path) -> bytes | None:
     """The first bytes of a regular file, never blocking on a FIFO nor following a link."""
+    import stat
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
