@@ -416,11 +416,8 @@ def test_a_version_deployed_by_hand_gets_its_reports_and_a_rollback_keeps_the_fa
 
 
 def dead_pid() -> int:
-    finished = subprocess.run(["true"])
-    return subprocess.Popen(["true"]).pid if finished.returncode else _wait_for_exit(subprocess.Popen(["true"]))
-
-
-def _wait_for_exit(process: subprocess.Popen) -> int:
+    """The pid of a process that has exited (a killed run's)."""
+    process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
 
