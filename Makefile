@@ -6,7 +6,7 @@ CONFIG ?= config.json
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data ingest train score deploy versions rollback diagnostics report run demo-drift serve apicalls test bench clean
+.PHONY: help install data ingest train score deploy versions rollback activate diagnostics report run demo-drift serve apicalls test bench clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,11 +34,15 @@ score: $(STAMP) ## Score the trained model on testdata/
 deploy: $(STAMP) ## Promote the trained model as a new production version
 	$(PY) deployment.py --config $(CONFIG)
 
-versions: $(STAMP) ## List deployed versions with their scores
+versions: $(STAMP) ## List deployed versions with their scores and warnings; which is current, since when
 	$(PY) deployment.py --config $(CONFIG) --list
 
 rollback: $(STAMP) ## Make the previous deployed version current again
 	$(PY) deployment.py --config $(CONFIG) --rollback
+
+activate: $(STAMP) ## Make any verified version current again: make activate VERSION=vN
+	@test -n "$(VERSION)" || { echo "usage: make activate VERSION=vN (make versions lists them)" >&2; exit 2; }
+	$(PY) deployment.py --config $(CONFIG) --activate $(VERSION)
 
 diagnostics: $(STAMP) ## Diagnose the current version; print and save reports/<version>/diagnostics.json
 	$(PY) diagnostics.py --config $(CONFIG)

@@ -25,7 +25,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import ledger
-from fsutil import LockBusy, append_json_line, configure_logging, fsync_dir, read_json_lines, run_lock, sha256_file
+from fsutil import (
+    LockBusy,
+    append_json_line,
+    before_change,
+    configure_logging,
+    fsync_dir,
+    read_json_lines,
+    run_lock,
+    sha256_file,
+)
 from settings import Config, ConfigError, load_config, script_parser
 
 TYPE_CHECKING = False
@@ -50,6 +59,10 @@ INCOMING_PREFIX = ".incoming-"
 
 class DeploymentError(RuntimeError):
     """A deployment is missing, incomplete or fails verification; the message says which."""
+
+
+class BrokenCurrentLink(DeploymentError):
+    """``current`` exists but is not a link to a version (a directory or a regular file)."""
 
 
 REQUIRED_FILES = (MODEL_FILE, METADATA_FILE, SCORES_FILE)
@@ -91,10 +104,29 @@ def version_names(config: Config) -> list[str]:
 
 
 def current_version(config: Config) -> str | None:
-    """The current version's name, from one readlink: cheap enough to call per request."""
+    """The current version's name, from one readlink: cheap enough to call per request.
+
+    None when nothing is deployed; BrokenCurrentLink when ``current`` is not a link, which
+    counts as a version that fails verification (a deploy or a rollback replaces it).
+    """
+    link = config.deployment_folder / CURRENT_LINK
     try:
-        return Path(os.readlink(config.deployment_folder / CURRENT_LINK)).name
+        return Path(os.readlink(link)).name
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        kind = "a directory" if link.is_dir() else "a regular file" if link.is_file() else "not a symbolic link"
+        raise BrokenCurrentLink(
+            f"{link} is {kind}, not a link to a version: it fails verification "
+            "(the next fullprocess run redeploys; deployment.py --rollback or --activate vN replaces it now)"
+        ) from exc
+
+
+def current_version_or_none(config: Config) -> str | None:
+    """The current version, None when nothing usable is deployed (missing or broken link)."""
+    try:
+        return current_version(config)
+    except BrokenCurrentLink:
         return None
 
 
@@ -110,7 +142,14 @@ def version_path(config: Config, version: str | None = None) -> Path:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    return json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    """A version's manifest; DeploymentError if it is not a JSON object listing files."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DeploymentError(f"{path / MANIFEST_FILE} is not valid JSON ({exc}): the version cannot be verified") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise DeploymentError(f"{path / MANIFEST_FILE} is not a version manifest (a JSON object with \"files\"): the version cannot be verified")
+    return manifest
 
 
 def verify_version(path: Path) -> dict[str, Any]:
@@ -152,16 +191,26 @@ def load_deployed_model(config: Config, version: str | None = None) -> DeployedM
     )
 
 
-def deploy_model(config: Config, reason: str = "manual deployment") -> str:
-    """Promote the trained model, its scores and the ingestion record as a new current version."""
+def deploy_model(
+    config: Config, reason: str = "manual deployment", decision: dict[str, Any] | None = None, master_bytes: int | None = None
+) -> str:
+    """Promote the trained model, its scores and the ingestion record as a new current version.
+
+    ``decision``: the audit fields of the fullprocess run that decided this deployment, and
+    ``master_bytes``: the size of the master dataset the model was trained on. Both are kept
+    in the manifest, so a run killed after this point is finished by the next one (its audit
+    line written, marked as recovered) and the rows the version covers are never judged again.
+    """
     _remove_incomplete(config)
     metadata = _checked_trained_model(config)
     incoming = versions_folder(config) / f"{INCOMING_PREFIX}{_unique_suffix()}"
+    before_change(incoming)
     incoming.mkdir(parents=True)
     try:
         files = _assemble(config, incoming)
-        previous = current_version(config)
+        previous = current_version_or_none(config)
         version = f"v{max([version_number(v) for v in version_names(config)] + [0]) + 1}"
+        scores = json.loads((incoming / SCORES_FILE).read_text(encoding="utf-8"))
         manifest = {
             "version": version,
             "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -169,11 +218,16 @@ def deploy_model(config: Config, reason: str = "manual deployment") -> str:
             "previous_version": previous,
             "model": metadata["model"],
             "metric": metadata["metric"],
-            "scores": json.loads((incoming / SCORES_FILE).read_text(encoding="utf-8")),
+            "scores": scores,
             "files": files,
+            "master_bytes": master_bytes if master_bytes is not None else _trained_master_bytes(config, metadata),
+            "uninformative": bool(metadata.get("uninformative", False)),
+            "warnings": version_warnings(metadata, scores),
+            "decision": decision,
         }
-        _write_synced(incoming / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        _write_synced(incoming / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
         fsync_dir(incoming)
+        before_change(versions_folder(config) / version)
         os.rename(incoming, versions_folder(config) / version)
         fsync_dir(versions_folder(config))
     except BaseException:
@@ -185,12 +239,52 @@ def deploy_model(config: Config, reason: str = "manual deployment") -> str:
     return version
 
 
+def version_warnings(metadata: dict[str, Any], scores: dict[str, Any]) -> list[str]:
+    """What an operator must know about a model: its training's and its scoring's warnings."""
+    found = [str(w) for w in [*(metadata.get("warnings") or []), *(scores.get("warnings") or [])]]
+    if metadata.get("uninformative") and not any("no better than chance" in w for w in found):
+        found.insert(0, "the model is no better than chance: no candidate beat chance and the rule \"flag everyone\"")
+    return list(dict.fromkeys(found))
+
+
+def _trained_master_bytes(config: Config, metadata: dict[str, Any]) -> int | None:
+    """The master's size when the model saw all of it (same row count), else None."""
+    try:
+        state = json.loads((config.output_folder / ledger.MASTER_STATE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return int(state["bytes"]) if state.get("rows") == metadata.get("training_rows") and "bytes" in state else None
+
+
+def covered_master_bytes(config: Config) -> int:
+    """How much of the master dataset the newest deployed version was trained on (0: unknown).
+
+    Rows up to there were decided by that deployment: a run never judges them again, even when
+    the run that deployed it was killed before recording its decision.
+    """
+    for name in reversed(version_names(config)):
+        try:
+            covered = read_manifest(versions_folder(config) / name).get("master_bytes")
+        except (DeploymentError, OSError):
+            continue
+        if isinstance(covered, int):
+            return covered
+    return 0
+
+
 def rollback(config: Config) -> str:
-    """Make the newest verified version older than the current one current again."""
-    current = current_version(config)
-    if current is None:
+    """Make the newest verified version older than the current one current again.
+
+    A broken ``current`` (not a link) is replaced by the newest verified version.
+    """
+    try:
+        current, broken = current_version(config), None
+    except BrokenCurrentLink as exc:
+        current, broken = None, exc
+    if current is None and broken is None:
         raise DeploymentError("nothing is deployed, so there is nothing to roll back")
-    older = [v for v in version_names(config) if version_number(v) < version_number(current)]
+    names = version_names(config)
+    older = names if broken else [v for v in names if version_number(v) < version_number(current)]
     for candidate in reversed(older):
         try:
             verify_version(versions_folder(config) / candidate)
@@ -198,31 +292,109 @@ def rollback(config: Config) -> str:
             logger.warning("skipping %s: %s", candidate, exc)
             continue
         _switch_current(config, candidate)
-        _record(config, "rollback", candidate, current, f"rollback from {current}")
-        logger.info("rolled back from %s to %s", current, candidate)
+        origin = current or "a broken current link"
+        _record(config, "rollback", candidate, current, f"rollback from {origin}")
+        logger.info("rolled back from %s to %s", origin, candidate)
         return candidate
+    if broken:
+        raise DeploymentError(f"{broken}; and no version passes verification to roll back to")
     raise DeploymentError(f"no verified version older than {current} to roll back to")
 
 
+def activate(config: Config, version: str) -> str:
+    """Make any verified version current again (recorded in the history as "activate")."""
+    path = versions_folder(config) / version
+    if version_number(version) <= 0 or not path.is_dir():
+        known = ", ".join(version_names(config)) or "none"
+        raise DeploymentError(f"there is no version {version!r} (versions: {known})")
+    try:
+        verify_version(path)
+    except (OSError, ValueError) as exc:
+        raise DeploymentError(f"{version} cannot be activated: {exc}") from None
+    except DeploymentError as exc:
+        raise DeploymentError(f"{version} cannot be activated: {exc}") from None
+    current = current_version_or_none(config)
+    if current == version:
+        logger.info("%s is already current", version)
+        return version
+    _switch_current(config, version)
+    _record(config, "activate", version, current, f"activated by hand (was {current or 'no usable version'})")
+    logger.info("activated %s (was %s)", version, current)
+    return version
+
+
+def complete_interrupted_deploy(config: Config) -> str | None:
+    """Finish a deploy that was killed after its version was complete. Returns that version.
+
+    A version is renamed into place complete; a deploy killed after that left ``current`` on
+    the previous version, or switched it without writing the history line. Either way the
+    deployment was decided and is finished here, instead of a later run deploying again.
+    """
+    names = version_names(config)
+    if not names:
+        return None
+    newest = names[-1]
+    mentioned = {h.get(key) for h in history(config) for key in ("version", "previous_version")}
+    if newest in mentioned:
+        return None  # its deploy was recorded (and maybe rolled back since)
+    try:
+        manifest = verify_version(versions_folder(config) / newest)
+    except (DeploymentError, OSError, ValueError) as exc:
+        logger.error("an interrupted deployment of %s cannot be completed: %s", newest, exc)
+        return None
+    current = current_version_or_none(config)
+    if current not in (newest, manifest.get("previous_version")):
+        return None
+    if current != newest:
+        _switch_current(config, newest)
+    _record(config, "deploy", newest, manifest.get("previous_version"), manifest.get("reason", ""),
+            note="completed by a later run: the deploying process was interrupted")
+    logger.warning("completed the interrupted deployment of %s", newest)
+    return newest
+
+
 def list_versions(config: Config) -> list[dict[str, Any]]:
-    """Every version with when and why it was deployed and its scores on the test data."""
-    current = current_version(config)
+    """Every version with when and why it was deployed, its scores on the test data and warnings."""
+    current = current_version_or_none(config)
     rows = []
     for name in version_names(config):
-        manifest = read_manifest(versions_folder(config) / name)
-        scores = manifest.get("scores", {})
-        rows.append(
-            {
-                "version": name,
-                "current": name == current,
-                "deployed_at": manifest["deployed_at"],
-                "model": manifest["model"],
-                "f1": scores.get("f1"),
-                "roc_auc": scores.get("roc_auc"),
-                "reason": manifest["reason"],
-            }
+        path = versions_folder(config) / name
+        row = {"version": name, "current": name == current, "deployed_at": "?", "model": "?", "f1": None, "roc_auc": None}
+        try:
+            manifest = read_manifest(path)
+        except (DeploymentError, OSError) as exc:
+            rows.append({**row, "reason": "", "warnings": [f"fails verification: {exc}"], "uninformative": False})
+            continue
+        scores = manifest.get("scores") or {}
+        warnings = manifest.get("warnings")
+        if warnings is None:  # deployed before manifests kept them: ask the version's files
+            warnings = version_warnings(_read_json_or_empty(path / METADATA_FILE), _read_json_or_empty(path / SCORES_FILE))
+        row.update(
+            deployed_at=manifest.get("deployed_at", "?"),
+            model=manifest.get("model", "?"),
+            f1=scores.get("f1"),
+            roc_auc=scores.get("roc_auc"),
+            reason=manifest.get("reason", ""),
+            warnings=list(warnings),
+            uninformative=bool(manifest.get("uninformative", False)),
         )
+        rows.append(row)
     return rows
+
+
+def current_since(config: Config) -> dict[str, Any] | None:
+    """The history line that made the current version current (deploy, rollback or activate)."""
+    current = current_version_or_none(config)
+    made_current = [h for h in history(config) if h.get("version") == current]
+    return made_current[-1] if current and made_current else None
+
+
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def history(config: Config) -> list[dict[str, Any]]:
@@ -270,6 +442,7 @@ def _reference_sample(config: Config) -> bytes:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
+    before_change(path)
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -279,28 +452,42 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _switch_current(config: Config, version: str) -> None:
     """Point ``current`` at ``version`` with one atomic rename of a fresh symlink."""
     folder = config.deployment_folder
+    link = folder / CURRENT_LINK
+    if (link.exists() or link.is_symlink()) and not link.is_symlink():
+        _move_broken_current_aside(link)
     staging = folder / f".current-{_unique_suffix()}"
+    before_change(staging)
     os.symlink(Path(VERSIONS_FOLDER) / version, staging)
-    os.replace(staging, folder / CURRENT_LINK)
+    before_change(link)
+    os.replace(staging, link)
     fsync_dir(folder)
 
 
-def _record(config: Config, action: str, version: str, previous: str | None, reason: str) -> None:
-    append_json_line(
-        config.deployment_folder / HISTORY_FILE,
-        {
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "action": action,
-            "version": version,
-            "previous_version": previous,
-            "reason": reason,
-        },
-    )
+def _move_broken_current_aside(link: Path) -> None:
+    """A directory or file where the ``current`` link belongs: kept aside for a look, not deleted."""
+    aside = link.with_name(f"broken-current-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{_unique_suffix()[:6]}")
+    before_change(aside)
+    os.rename(link, aside)
+    logger.warning("%s was not a link to a version: moved it to %s", link, aside)
+
+
+def _record(config: Config, action: str, version: str, previous: str | None, reason: str, note: str | None = None) -> None:
+    line = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "action": action,
+        "version": version,
+        "previous_version": previous,
+        "reason": reason,
+    }
+    if note:
+        line["note"] = note
+    append_json_line(config.deployment_folder / HISTORY_FILE, line)
 
 
 def _remove_tree(folder: Path) -> None:
     import shutil
 
+    before_change(folder)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -311,10 +498,16 @@ def _remove_incomplete(config: Config) -> None:
         for leftover in folder.glob(f"{INCOMING_PREFIX}*"):
             _remove_tree(leftover)
     for stray in config.deployment_folder.glob(".current-*"):
+        before_change(stray)
         stray.unlink(missing_ok=True)
 
 
-def _print_versions(rows: list[dict[str, Any]]) -> None:
+def remove_incomplete(config: Config) -> None:
+    """What killed deploys left (half-built versions, stray links); call under the run lock."""
+    _remove_incomplete(config)
+
+
+def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no versions deployed")
         return
@@ -323,7 +516,30 @@ def _print_versions(rows: list[dict[str, Any]]) -> None:
         marker = "* " if row["current"] else "  "
         f1 = f"{row['f1']:.4f}" if row["f1"] is not None else "n/a"
         auc = f"{row['roc_auc']:.4f}" if row["roc_auc"] is not None else "n/a"
-        print(f"{marker}{row['version']:<8} {row['deployed_at']:<26} {row['model']:<24} {f1:>7} {auc:>8}  {row['reason']}")
+        model = f"{row['model']} (no better than chance)" if row.get("uninformative") else row["model"]
+        print(f"{marker}{row['version']:<8} {row['deployed_at']:<26} {model:<24} {f1:>7} {auc:>8}  {row['reason']}")
+        for warning in row.get("warnings", []):
+            print(f"{'':11}warning: {warning}")
+    _print_current(config)
+
+
+def _print_current(config: Config) -> None:
+    """Which version is current and since when, and every rollback or activation."""
+    try:
+        current_version(config)
+    except BrokenCurrentLink as exc:
+        print(f"\ncurrent: none usable: {exc}")
+        return
+    since = current_since(config)
+    if since:
+        how = {"deploy": "deployed", "rollback": "rolled back", "activate": "activated"}.get(since.get("action"), since.get("action"))
+        came_from = f" from {since['previous_version']}" if since.get("previous_version") and since.get("action") != "deploy" else ""
+        print(f"\ncurrent: {since['version']}, since {since.get('at')} ({how}{came_from})")
+    switches = [h for h in history(config) if h.get("action") in ("rollback", "activate")]
+    if switches:
+        print("rollbacks and activations:")
+        for h in switches:
+            print(f"  {h.get('at')}  {h.get('action')} {h.get('previous_version') or '-'} -> {h.get('version')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,17 +547,23 @@ def main(argv: list[str] | None = None) -> int:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="show versions with their scores (* marks current)")
     action.add_argument("--rollback", action="store_true", help="make the previous version current again")
+    action.add_argument("--activate", metavar="VERSION", help="make any verified version (vN) current again")
     parser.add_argument("--reason", default="manual deployment", help="why this version is deployed")
     args = parser.parse_args(argv)
-    configure_logging()
+    configure_logging(console_tracebacks=False)
     try:
         config = load_config(args.config)
         if args.list:
-            _print_versions(list_versions(config))
+            _print_versions(config, list_versions(config))
             return 0
         with run_lock(ledger.lock_path(config)):
-            version = rollback(config) if args.rollback else deploy_model(config, reason=args.reason)
-    except (ConfigError, DeploymentError, LockBusy, FileNotFoundError) as exc:
+            if args.rollback:
+                version = rollback(config)
+            elif args.activate:
+                version = activate(config, args.activate)
+            else:
+                version = deploy_model(config, reason=args.reason)
+    except (ConfigError, DeploymentError, LockBusy, OSError) as exc:
         logger.error("%s", exc)
         return 1
     print(f"current version: {version}")

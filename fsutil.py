@@ -54,12 +54,14 @@ def atomic_path(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    before_change(tmp)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
+        before_change(target)
         os.replace(tmp, target)
         fsync_dir(target.parent)
     finally:
@@ -83,6 +85,7 @@ def append_json_line(target: Path, record: dict[str, Any]) -> None:
     """Append one JSON line with a single write, so a line is never interleaved or split."""
     target.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
+    before_change(target)
     fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
@@ -122,6 +125,7 @@ def run_lock(lock_path: Path) -> Iterator[None]:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 raise LockBusy(f"another run holds the lock {lock_path}") from exc
             raise
+        before_change(lock_path)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
@@ -129,9 +133,15 @@ def run_lock(lock_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def configure_logging(verbose: bool = False, log_file: Path | None = None) -> None:
-    """Log to stderr (cron mails it) and, when given, to a file that keeps the history."""
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+def configure_logging(
+    verbose: bool = False, log_file: Path | None = None, *, console: bool = True, console_tracebacks: bool = True
+) -> None:
+    """Log to stderr (cron mails it) and, when given, to a file that keeps the history.
+
+    ``console=False``: the file only (cron mails anything written to stderr).
+    ``console_tracebacks=False``: stderr gets one line per message; the file keeps the traceback.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler()] if console else []
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
@@ -144,6 +154,92 @@ def configure_logging(verbose: bool = False, log_file: Path | None = None) -> No
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in handlers:
         handler._installed_by_fsutil = True  # type: ignore[attr-defined]
-        handler.setFormatter(formatter)
+        one_line = not console_tracebacks and not isinstance(handler, logging.FileHandler)
+        handler.setFormatter(_OneLineFormatter(formatter._fmt) if one_line else formatter)
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """A message without its traceback: the log file keeps that."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+    def formatStack(self, stack_info: str) -> str:
+        return ""
+
+
+# --- leftovers of killed runs ---------------------------------------------------------------------
+
+# Temporary names written beside their targets: atomic_path's ".<name>.<pid>.<hex>.tmp" and
+# ingestion's hard-link staging ".<name>.<pid>.link".
+_TEMPORARY_NAME = None
+
+
+def temporary_file_pid(name: str) -> int | None:
+    """The pid that wrote a temporary file named ``name``, or None if it is not one of ours."""
+    global _TEMPORARY_NAME
+    if _TEMPORARY_NAME is None:
+        import re
+
+        _TEMPORARY_NAME = re.compile(r"^\..+\.(\d+)\.(?:[0-9a-f]+\.tmp|link)$")
+    found = _TEMPORARY_NAME.match(name)
+    return int(found.group(1)) if found else None
+
+
+def process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folders: list[Path]) -> list[Path]:
+    """Remove temporary files in ``folders`` (not below them) left by processes that are gone.
+
+    A writer still running keeps its file: scripts that do not take the run lock (the API,
+    a report run by hand) may be writing one at this very moment.
+    """
+    removed = []
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            pid = temporary_file_pid(entry.name)
+            if pid is None or pid == os.getpid() or process_is_alive(pid) or entry.is_dir(follow_symlinks=False):
+                continue
+            before_change(Path(entry.path))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+# --- fault injection (tests only) ---------------------------------------------------------------
+
+# With RISK_TEST_KILL_AT set, a process kills itself with SIGKILL just before a file-system
+# change: "N" the Nth change it makes, or a text the changed path contains (its first such
+# change). The crash-point tests use it to stop a real run at every step; unset, it costs one
+# dictionary look-up per change.
+KILL_AT_ENV = "RISK_TEST_KILL_AT"
+_changes_made = 0
+
+
+def before_change(path: Path | str) -> None:
+    """Called before every file-system change a pipeline step makes (the fault-injection point)."""
+    kill_at = os.environ.get(KILL_AT_ENV)
+    if not kill_at:
+        return
+    global _changes_made
+    _changes_made += 1
+    if kill_at.isdigit() and _changes_made == int(kill_at) or not kill_at.isdigit() and kill_at in str(path):
+        import signal
+
+        logger.debug("fault injection: killed before change %d (%s)", _changes_made, path)
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,20 +1,28 @@
 """The cron entry: ingest new data, check the deployed model for drift, retrain and redeploy.
 
-1. Take the run lock; if another run holds it, log that and exit 0.
-2. Nothing new or changed in the input folder, and nothing left undecided: log one line and
-   exit 0. This path runs every few minutes, so only stdlib-light modules are imported
-   before it is decided.
-3. Ingest. 4. Score the deployed model on the rows not yet judged (those just ingested);
+1. Take the run lock; if another run holds it, log that and exit 0. Remove temporary files
+   that killed runs left behind.
+2. Finish what an earlier run left undone for the current version: a deploy killed half-way,
+   its diagnostics, its reports, its audit line (written then, marked ``recovered``).
+3. Nothing new or changed in the input folder, nothing undone and nothing left undecided:
+   log one line and exit 0. This path runs every few minutes, so only stdlib-light modules
+   are imported before it is decided.
+4. Check the set-up (test data, column names) before any work: a mistake is one line with the fix.
+5. Ingest. 6. Score the deployed model on the rows not yet judged (those just ingested);
    model drift means that score is below the deployed one (by more than
-   ``drift_tolerance``); no deployed model counts as drift; fewer than ``drift_min_rows``
-   rows wait for more. 5. No drift: record the decision and stop. 6. Drift: retrain on the
-   whole master dataset and score on the test data; deploy unless it does worse there than
-   the deployed model (``block_worse_deployments``), then diagnose and report.
-7. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
+   ``drift_tolerance``); no deployed model, or one that fails verification, counts as drift;
+   fewer than ``drift_min_rows`` rows wait for more. 7. No drift: record the decision and
+   stop. 8. Drift: retrain on the whole master dataset and score on the test data; deploy
+   unless it does worse there than the deployed model (``block_worse_deployments``) or is no
+   better than chance while a model is deployed, then diagnose and report.
+9. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
+   Under cron (stderr not a terminal) nothing is printed unless the run fails: then one line.
 
 Rows stay "not yet judged" until a decision is recorded: ``drift_checkpoint.json`` holds the
-master's size at the last decision. A run that failed or was killed after ingesting leaves
-them undecided, and the next run judges them even if no new file has arrived.
+master's size at the last decision, and each version's manifest the master size it was
+trained on, so rows a deployed version covers are never judged (nor deployed for) again. The
+checkpoint also names the last version whose deployment was finished (reports and audit line
+written): when ``current`` or the newest version differs, the run looks for undone work.
 """
 from __future__ import annotations
 
@@ -27,7 +35,16 @@ from pathlib import Path
 import dbsource
 import deployment
 import ledger
-from fsutil import LockBusy, append_json_line, atomic_write_json, configure_logging, read_json_lines, run_lock
+import preflight
+from fsutil import (
+    LockBusy,
+    append_json_line,
+    atomic_write_json,
+    configure_logging,
+    read_json_lines,
+    remove_stale_temporaries,
+    run_lock,
+)
 from settings import Config, ConfigError, load_config, script_parser
 
 TYPE_CHECKING = False
@@ -39,6 +56,10 @@ logger = logging.getLogger(__name__)
 AUDIT_FILE = "audit.jsonl"
 LOG_FILE = "fullprocess.log"
 CHECKPOINT_FILE = "drift_checkpoint.json"
+# What diagnostics and reporting write per version (reporting writes model_report.json last).
+DIAGNOSTICS_FILES = ("diagnostics.json",)
+REPORT_FILES = ("confusionmatrix.png", "model_report.pdf", "model_report.json")
+QUARANTINE_FOLDER = "quarantine"
 
 
 def audit_path(config: Config) -> Path:
@@ -50,19 +71,34 @@ def read_audit(config: Config) -> list[dict[str, Any]]:
     return read_json_lines(audit_path(config))
 
 
+def read_checkpoint_state(config: Config) -> dict[str, Any]:
+    try:
+        state = json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def read_checkpoint(config: Config) -> tuple[int, int]:
     """(judged, seen): the master's size at the last decision, and at the last run that
     looked at the rows after it (rows kept waiting for more are seen, not judged)."""
-    try:
-        checkpoint = json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0, 0
+    checkpoint = read_checkpoint_state(config)
     judged = int(checkpoint.get("master_bytes", 0))
     return judged, max(judged, int(checkpoint.get("seen_bytes", 0)))
 
 
-def write_checkpoint(config: Config, judged: int, seen: int) -> None:
-    atomic_write_json(config.output_folder / CHECKPOINT_FILE, {"master_bytes": judged, "seen_bytes": seen})
+def write_checkpoint(config: Config, judged: int, seen: int, **finished: str | None) -> None:
+    """Record a decision; ``finished``: completed_version / newest_version, kept unless given."""
+    state = read_checkpoint_state(config)
+    state.update(master_bytes=judged, seen_bytes=seen)
+    state.update(finished)
+    atomic_write_json(config.output_folder / CHECKPOINT_FILE, state)
+
+
+def judged_offset(config: Config) -> int:
+    """Where the rows not yet judged start: after the last decision, or after the rows the
+    newest deployed version was trained on (a run killed before recording its decision)."""
+    return max(read_checkpoint(config)[0], deployment.covered_master_bytes(config))
 
 
 def undecided_work(config: Config) -> str | None:
@@ -70,25 +106,161 @@ def undecided_work(config: Config) -> str | None:
     size = ledger.master_bytes(config)
     if not size:
         return None
-    if deployment.current_version(config) is None:
+    try:
+        current = deployment.current_version(config)
+    except deployment.BrokenCurrentLink as exc:
+        return str(exc)
+    if current is None:
         return "data is ingested but no model is deployed"
-    if size > read_checkpoint(config)[1]:
+    if size > read_checkpoint(config)[1] and size > deployment.covered_master_bytes(config):
         return "rows ingested by an earlier run were never judged (a failed or interrupted run)"
     return None
 
 
+# --- what killed runs leave -----------------------------------------------------------------------
+
+
+def remove_leftovers(config: Config) -> list[Path]:
+    """Temporary files and half-built versions of killed runs; called under the run lock."""
+    folders = [
+        config.output_folder,
+        config.output_folder / QUARANTINE_FOLDER,
+        config.model_folder,
+        config.deployment_folder,
+        deployment.versions_folder(config),
+        config.reports_folder,
+        config.log_folder,
+    ]
+    folders += _subfolders(config.reports_folder)
+    removed = remove_stale_temporaries(folders)
+    incomplete = [*deployment.versions_folder(config).glob(f"{deployment.INCOMING_PREFIX}*"), *config.deployment_folder.glob(".current-*")]
+    if incomplete:
+        deployment.remove_incomplete(config)
+        removed += incomplete
+    if removed:
+        logger.info("removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed[:5]))
+    return removed
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    import os
+
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def unfinished_work(config: Config) -> str | None:
+    """Why the current version may have work left undone by an earlier run, or None. Cheap:
+    the checkpoint names the last version finished and the newest version it saw."""
+    state = read_checkpoint_state(config)
+    names = deployment.version_names(config)
+    newest = names[-1] if names else None
+    current = deployment.current_version_or_none(config)
+    if newest != state.get("newest_version"):
+        return f"{newest} is new since the last finished deployment"
+    if current != state.get("completed_version") and current is not None:
+        return f"{current} became current since the last finished deployment"
+    return None
+
+
+def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any]:
+    """Complete a killed deploy, then the current version's diagnostics, reports and audit line."""
+    done: dict[str, Any] = {}
+    completed = deployment.complete_interrupted_deploy(config)
+    if completed:
+        done["deployment_completed"] = completed
+    current = deployment.current_version_or_none(config)
+    all_done = True
+    if current is not None:
+        try:
+            manifest = deployment.read_manifest(deployment.versions_folder(config) / current)
+        except (deployment.DeploymentError, OSError) as exc:
+            manifest = None  # the drift check redeploys: a version that fails verification
+            logger.error("%s cannot be finished: %s", current, exc)
+        if manifest is not None:
+            missing = missing_steps(config, current)
+            decision = manifest.get("decision")
+            recovered = None
+            if isinstance(decision, dict) and not _audited(config, current):
+                recovered = recovered_audit_record(manifest, decision, started_at)
+            steps = run_after_deployment(config, current, recovered, only=missing) if missing else {}
+            if recovered is not None:
+                recovered["after_deployment"] = {name: steps.get(name, "ok") for name in ("diagnostics", "reporting")}
+                recovered["status"] = "ok" if all(v == "ok" for v in recovered["after_deployment"].values()) else "failed"
+                append_json_line(audit_path(config), recovered)
+                steps["audit_line"] = "ok (written, marked recovered)"
+            if steps:
+                done[current] = steps
+                logger.warning("finished what an earlier run left undone for %s: %s", current, steps)
+            all_done = all(v.startswith("ok") for v in steps.values())
+    if all_done:
+        names = deployment.version_names(config)
+        judged, seen = read_checkpoint(config)
+        covered = deployment.covered_master_bytes(config)
+        write_checkpoint(
+            config, max(judged, covered), max(seen, covered), completed_version=current, newest_version=names[-1] if names else None
+        )
+    return done
+
+
+def missing_steps(config: Config, version: str) -> list[str]:
+    folder = config.reports_folder / version
+    missing = []
+    if not all((folder / name).is_file() for name in DIAGNOSTICS_FILES):
+        missing.append("diagnostics")
+    if not all((folder / name).is_file() for name in REPORT_FILES):
+        missing.append("reporting")
+    return missing
+
+
+def _audited(config: Config, version: str) -> bool:
+    return any(r.get("version_deployed") == version for r in read_audit(config))
+
+
+def recovered_audit_record(manifest: dict[str, Any], decision: dict[str, Any], started_at: str | None) -> dict[str, Any]:
+    """The audit line of a run killed after it deployed, from what the version's manifest kept."""
+    return {
+        **decision,
+        "decision": "redeployed",
+        "version_deployed": manifest.get("version"),
+        "recovered": True,
+        "recovered_by_run_started_at": started_at,
+        "note": "the run that deployed this version was interrupted (killed or out of disk) before it "
+        "finished; a later run completed its work and wrote this line",
+    }
+
+
+# --- one run ----------------------------------------------------------------------------------------
+
+
 def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
+    removed = remove_leftovers(config)
+    unfinished = unfinished_work(config)
     pending = ledger.pending_files(config)
     pulled = dbsource.pull_new_rows(config)  # new rows from database_sources, as snapshot files
     pending += pulled.snapshots
     undecided = undecided_work(config)
-    if not pending and not undecided:
-        return {"decision": "no_new_data", "reason": f"no new or changed files in {config.input_folder}", **pulled.audit()}
+    record: dict[str, Any] = {**pulled.audit()}
+    if removed:
+        record["temporary_files_removed"] = len(removed)
+    if not pending and not undecided and not unfinished:
+        return {**record, "decision": "no_new_data", "reason": f"no new or changed files in {config.input_folder}"}
+    preflight.check_setup(config)  # a set-up mistake fails now, not after minutes of training
+    if unfinished:
+        finished = finish_earlier_work(config, started_at)
+        if finished:
+            record["completed_earlier_work"] = finished
+        undecided = undecided_work(config)  # the finished deployment may cover the rows
+        if not pending and not undecided:
+            reason = "finished earlier work; no new or changed files" if finished else f"no new or changed files in {config.input_folder}"
+            return {**record, "decision": "no_new_data", "reason": reason}
     # Heavy imports only now that there is work to do.
     import ingestion
 
-    record: dict[str, Any] = {"metric": config["metric"], "started_at": started_at, **pulled.audit()}
+    record.update(metric=config["metric"], started_at=started_at)
     if undecided:
         logger.info("resuming: %s", undecided)
         record["resumed"] = undecided
@@ -97,43 +269,56 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
         record.pop("seconds")
     master_end = ledger.master_bytes(config)
-    judged = read_checkpoint(config)[0]
-    new_rows = ingestion.load_master_since(config, judged)
-    deployed = deployment.current_version(config) is not None
-    if new_rows is None or (new_rows.empty and deployed):
-        record.update(decision="no_new_rows", reason="the new files added no rows (set aside or duplicates)")
-    elif deployed and len(new_rows) < config["drift_min_rows"]:
-        record.update(
-            decision="waiting_for_rows",
-            rows_waiting=len(new_rows),
-            reason=f"{len(new_rows)} new row(s) since the last decision; drift is judged on {config['drift_min_rows']} or more",
-        )
-        write_checkpoint(config, judged=judged, seen=master_end)
-        return record
+    judged = judged_offset(config)
+    deployed, problem = load_current_deployment(config)
+    if problem and master_end:
+        record.update(reason=problem, decision="no_drift")
+        record.update(retrain_and_deploy(config, problem, None, record=record, kept=None))
     else:
-        drift, reason, scores = check_model_drift(config, new_rows)
-        record.update(scores, rows_judged=len(new_rows), reason=reason, decision="no_drift")
-        if drift:
-            record.update(retrain_and_deploy(config, reason, scores.get("deployed_score")))
+        new_rows = ingestion.load_master_since(config, judged) if deployed is not None else None
+        if new_rows is None or new_rows.empty:
+            record.update(decision="no_new_rows", reason="the new files added no rows (set aside or duplicates)")
+        elif len(new_rows) < config["drift_min_rows"]:
+            record.update(
+                decision="waiting_for_rows",
+                rows_waiting=len(new_rows),
+                reason=f"{len(new_rows)} new row(s) since the last decision; drift is judged on {config['drift_min_rows']} or more",
+            )
+            write_checkpoint(config, judged=judged, seen=master_end)
+            return record
+        else:
+            drift, reason, scores = check_model_drift(config, deployed, new_rows)
+            record.update(scores, rows_judged=len(new_rows), reason=reason, decision="no_drift")
+            if drift:
+                record.update(retrain_and_deploy(config, reason, scores.get("deployed_score"), record=record, kept=deployed.version))
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
-    write_checkpoint(config, judged=master_end, seen=master_end)
+    write_checkpoint(config, judged=max(master_end, judged), seen=max(master_end, judged))
     if record.get("version_deployed"):
-        record["after_deployment"] = run_after_deployment(config, record)
+        record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
     return record
 
 
-def check_model_drift(config: Config, new_rows: Any) -> tuple[bool, str, dict[str, Any]]:
+def load_current_deployment(config: Config) -> tuple[Any, str | None]:
+    """(the verified current version, None) or (None, why there is none usable)."""
+    try:
+        version = deployment.current_version(config)
+    except deployment.BrokenCurrentLink as exc:
+        logger.error("%s", exc)
+        return None, f"the current deployment failed verification: {exc}"
+    if version is None:
+        return None, "no deployed model yet"
+    try:
+        return deployment.load_deployed_model(config), None
+    except Exception as exc:  # whatever makes a version unloadable makes it unusable: redeploy
+        logger.error("the current deployment cannot be used: %s", exc)
+        return None, f"the current deployment failed verification: {exc}"
+
+
+def check_model_drift(config: Config, deployed: Any, new_rows: Any) -> tuple[bool, str, dict[str, Any]]:
     """Compare the deployed model's score on the new rows with its deployed score."""
     import scoring
 
     metric = config["metric"]
-    if deployment.current_version(config) is None:
-        return True, "no deployed model yet", {}
-    try:
-        deployed = deployment.load_deployed_model(config)
-    except (deployment.DeploymentError, OSError, ValueError) as exc:
-        logger.error("the current deployment cannot be used: %s", exc)
-        return True, f"the current deployment failed verification: {exc}", {}
     new_score = scoring.score_frame(deployed.model, new_rows, deployed.metadata, config)[metric]
     deployed_score = deployed.scores[metric]
     scores = {"deployed_version": deployed.version, "deployed_score": deployed_score, "new_score": new_score}
@@ -146,48 +331,108 @@ def check_model_drift(config: Config, new_rows: Any) -> tuple[bool, str, dict[st
     return False, f"no drift: {metric} {new_score:.4f} on new rows >= deployed {deployed_score:.4f}", scores
 
 
-def retrain_and_deploy(config: Config, reason: str, deployed_test_score: float | None = None) -> dict[str, Any]:
-    """Train on the whole master and score it on the test data; deploy it unless it does
-    worse there than the deployed model (``block_worse_deployments``)."""
+def retrain_and_deploy(
+    config: Config,
+    reason: str,
+    deployed_test_score: float | None = None,
+    record: dict[str, Any] | None = None,
+    kept: str | None = None,
+) -> dict[str, Any]:
+    """Train on the whole master and score it on the test data, then decide whether to deploy it."""
     import scoring
     import training
 
     model, metadata = training.train_model(config)
     training.save_model(config, model, metadata)
-    scores = scoring.score_model(config)
-    metric, test_score = config["metric"], scores[config["metric"]]
-    outcome = {"model": metadata["model"], "training_seconds": metadata["training_seconds"], "test_score": test_score}
+    scoring.score_model(config)
+    return decide_deployment(config, reason, deployed_test_score, record=record, kept=kept)
+
+
+def decide_deployment(
+    config: Config,
+    reason: str,
+    deployed_test_score: float | None = None,
+    record: dict[str, Any] | None = None,
+    kept: str | None = None,
+) -> dict[str, Any]:
+    """Deploy the model trained and scored in the model folder, or keep ``kept`` (the usable
+    deployed version, None if there is none) and say why: it does worse on the test data
+    (``block_worse_deployments``), or it is no better than chance."""
+    metadata = _read_model_json(config, deployment.METADATA_FILE)
+    scores = _read_model_json(config, deployment.SCORES_FILE)
+    metric, test_score = config["metric"], scores.get(config["metric"])
+    outcome: dict[str, Any] = {"model": metadata.get("model"), "training_seconds": metadata.get("training_seconds"), "test_score": test_score}
+    one_class = one_class_test_data(config, scores)
+    warnings = deployment.version_warnings(metadata, scores) + ([one_class] if one_class else [])
+    if warnings:
+        outcome["warnings"] = list(dict.fromkeys(warnings))
+    uninformative = bool(metadata.get("uninformative", False))
+    if uninformative:
+        outcome["uninformative"] = True
+    keep_note = "the new model is in models/; deploy it by hand with deployment.py if that is intended"
+    if uninformative and kept:
+        logger.warning("retrained model not deployed: no better than chance; keeping %s", kept)
+        return {
+            **outcome,
+            "decision": "retrained_not_deployed",
+            "reason": f"{reason}; but the retrained model is no better than chance ({_chance_warning(warnings)}): kept {kept} ({keep_note})",
+        }
     worse = deployed_test_score is not None and test_score is not None and test_score < deployed_test_score
-    if worse and config["block_worse_deployments"]:
-        kept = deployment.current_version(config)
+    if worse and config["block_worse_deployments"] and kept:
         logger.warning("retrained model not deployed: test %s %.4f < deployed %.4f", metric, test_score, deployed_test_score)
+        hint = f" -- {one_class}" if one_class else ""
         return {
             **outcome,
             "decision": "retrained_not_deployed",
             "reason": f"{reason}; but the retrained model scores {metric} {test_score:.4f} on the test data, below "
-            f"{kept}'s {deployed_test_score:.4f}: kept {kept} (the new model is in models/; "
-            "deploy it by hand with deployment.py if that is intended)",
+            f"{kept}'s {deployed_test_score:.4f}{hint}: kept {kept} ({keep_note})",
         }
-    version = deployment.deploy_model(config, reason=reason)
-    return {**outcome, "decision": "redeployed", "version_deployed": version}
+    if uninformative:
+        reason = f"{reason}; deployed although it is no better than chance ({_chance_warning(warnings)}): no usable model was deployed"
+    decision = {**(record or {}), **outcome, "decision": "redeployed", "reason": reason}
+    version = deployment.deploy_model(config, reason=reason, decision=decision, master_bytes=ledger.master_bytes(config) or None)
+    return {**outcome, "decision": "redeployed", "reason": reason, "version_deployed": version}
 
 
-def run_after_deployment(config: Config, run_record: dict[str, Any]) -> dict[str, str]:
-    """Diagnostics and reporting for the version this run deployed: {step: "ok" | "failed: reason"}.
+def _read_model_json(config: Config, name: str) -> dict[str, Any]:
+    return json.loads((config.model_folder / name).read_text(encoding="utf-8"))
+
+
+def _chance_warning(warnings: list[str]) -> str:
+    return next((w for w in warnings if "no better than chance" in w), "no better than chance")
+
+
+def one_class_test_data(config: Config, scores: dict[str, Any]) -> str | None:
+    """A sentence when the test data holds one class, which makes its scores meaningless."""
+    rows, positives = scores.get("rows"), scores.get("positives")
+    if not isinstance(rows, int) or not isinstance(positives, int) or 0 < positives < rows:
+        return None
+    which = "every" if positives else "no"
+    return (
+        f"the test data holds one class only ({which} one of its {rows} rows has {config.target} = "
+        f"{config.positive_label!r}), so a {config['metric']} on it says nothing about a model; add rows of both classes to {config.test_data_folder}"
+    )
+
+
+def run_after_deployment(
+    config: Config, version: str, run_record: dict[str, Any] | None, only: list[str] | None = None
+) -> dict[str, str]:
+    """Diagnostics and reporting for ``version``: {step: "ok" | "failed: reason"}.
 
     The deployment already stands when these run, so a failure here is recorded (and makes
-    the run exit non-zero) without undoing the decision.
+    the run exit non-zero) without undoing the decision; the next run tries again.
     """
     import diagnostics
     import reporting
 
-    version = run_record["version_deployed"]
     steps = (
         ("diagnostics", lambda: diagnostics.save_diagnostics(config, version)),
         ("reporting", lambda: reporting.write_reports(config, version, run_record=run_record)),
     )
     done = {}
     for name, step in steps:
+        if only is not None and name not in only:
+            continue
         try:
             step()
             done[name] = "ok"
@@ -197,39 +442,84 @@ def run_after_deployment(config: Config, run_record: dict[str, Any]) -> dict[str
     return done
 
 
+# --- the command ------------------------------------------------------------------------------------
+
+
+def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]:
+    """One run under the lock: its audit line, then (all done) the deployment marked finished."""
+    try:
+        record = {"status": "ok", **run_pipeline(config, started)}
+        if [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]:
+            record["status"] = "failed"
+        if record.get("database_failures"):
+            record["status"] = "failed"
+            record["reason"] = f"{record.get('reason', '')}; database source(s) failed: " + "; ".join(map(str, record["database_failures"]))
+        if any(not str(v).startswith("ok") for steps in record.get("completed_earlier_work", {}).values() if isinstance(steps, dict) for v in steps.values()):
+            record["status"] = "failed"
+    except ConfigError as exc:  # a set-up mistake: the message says it all
+        logger.error("fullprocess failed: %s", exc)
+        record = {"status": "failed", "decision": "failed", "reason": str(exc)}
+    except Exception as exc:  # the cron entry must record any failure before it exits
+        logger.exception("fullprocess failed")
+        record = {"status": "failed", "decision": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    record.update(started_at=started, duration_seconds=round(time.perf_counter() - clock, 4))
+    append_json_line(audit_path(config), record)
+    version = record.get("version_deployed")
+    if version and record["status"] == "ok":
+        names = deployment.version_names(config)
+        judged, seen = read_checkpoint(config)
+        write_checkpoint(config, judged, seen, completed_version=version, newest_version=names[-1] if names else None)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), time.perf_counter()
+    # Under cron (no terminal) the console stays silent unless the run fails: cron mails output.
+    interactive = args.verbose or sys.stderr.isatty()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        configure_logging(args.verbose)
-        logger.error("%s", exc)
-        return 1
-    configure_logging(args.verbose, config.log_folder / LOG_FILE)
-    status = 0
+        return _fail_in_one_line(f"fullprocess: {exc}")
+    try:
+        configure_logging(args.verbose, config.log_folder / LOG_FILE, console=interactive, console_tracebacks=False)
+    except OSError as exc:
+        return _fail_in_one_line(
+            f"fullprocess: cannot write the log {config.log_folder / LOG_FILE}: {exc.strerror or exc}; "
+            f"make {config.log_folder} writable by the user cron runs as"
+        )
+    logging.captureWarnings(True)  # library warnings go to the log file, not to cron's mail
     try:
         with run_lock(ledger.lock_path(config)):
-            record = {"status": "ok", **run_pipeline(config, started)}
-        failed_steps = [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]
-        if failed_steps or record.get("database_failures"):
-            record["status"] = "failed"
-            status = 1
+            record = run_and_record(config, started, clock)
     except LockBusy as exc:
-        record = {"status": "ok", "decision": "locked_out", "reason": str(exc)}
-    except Exception as exc:  # the cron entry must record any failure before it exits
+        record = {"status": "ok", "decision": "locked_out", "reason": str(exc), "started_at": started}
+        _append_audit_if_possible(config, record)
+    except Exception as exc:  # the lock or the audit log itself cannot be written
         logger.exception("fullprocess failed")
-        record = {"status": "failed", "decision": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-        status = 1
-    record.update(
-        started_at=started,
-        duration_seconds=round(time.perf_counter() - clock, 4),
-    )
-    append_json_line(audit_path(config), record)
+        record = {"status": "failed", "decision": "failed", "reason": f"{type(exc).__name__}: {exc}", "started_at": started}
+        _append_audit_if_possible(config, record)
     logger.info("%s: %s", record["decision"], record.get("reason", ""))
-    return status
+    if record["status"] != "ok":
+        if not interactive:
+            _fail_in_one_line(f"fullprocess failed: {record.get('reason', '')} (details in {config.log_folder / LOG_FILE})")
+        return 1
+    return 0
+
+
+def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
+    try:
+        append_json_line(audit_path(config), record)
+    except OSError as exc:
+        logger.error("cannot append to %s: %s", audit_path(config), exc)
+
+
+def _fail_in_one_line(message: str) -> int:
+    """One line on stderr (cron mails it); no traceback."""
+    sys.stderr.write(" ".join(message.split()) + "\n")
+    return 1
 
 
 if __name__ == "__main__":

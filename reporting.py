@@ -218,7 +218,10 @@ def _previous_scores(config: Config, deployed: deployment.DeployedModel) -> dict
     folder = deployment.versions_folder(config) / str(previous)
     if not previous or not (folder / deployment.MANIFEST_FILE).is_file():
         return None
-    return {"version": previous, **deployment.read_manifest(folder)["scores"]}
+    try:
+        return {"version": previous, **deployment.read_manifest(folder)["scores"]}
+    except deployment.DeploymentError:  # a broken previous version has no scores to compare with
+        return None
 
 
 def _class_labels(config: Config) -> dict[str, str]:

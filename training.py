@@ -33,6 +33,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import ingestion
 import ledger
+import preflight
 from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
 from scoring import METADATA_FILE, MODEL_FILE, THRESHOLD_METRICS, binary_target, feature_frame, metric_value
 from settings import Config, ConfigError, load_config, script_parser
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         config = load_config(args.config)
+        preflight.check_columns(config)  # a misspelt column name fails now, naming the close matches
         with run_lock(ledger.lock_path(config)):
             model, metadata = train_model(config)
             save_model(config, model, metadata)

@@ -14,6 +14,7 @@ import scoring
 import training
 from fsutil import run_lock
 from settings import Config
+from tests.conftest import write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -62,3 +63,51 @@ def test_a_missing_input_folder_is_named(project: Config, caplog: pytest.LogCapt
 def test_every_script_answers_help_from_any_directory(script: str, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(PROJECT_DIR / script), "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0 and "--config" in result.stdout
+
+
+def test_versions_listing_shows_which_is_current_since_when_and_every_rollback(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
+    args = ["--config", str(deployed_project.path)]
+    assert deployment.main(args + ["--reason", "second"]) == 0
+    assert deployment.main(args + ["--rollback"]) == 0
+    capsys.readouterr()
+
+    assert deployment.main(args + ["--list"]) == 0
+
+    listing = capsys.readouterr().out
+    rollback_at = deployment.history(deployed_project)[-1]["at"]
+    assert "* v1" in listing
+    assert f"current: v1, since {rollback_at} (rolled back from v2)" in listing
+    assert f"{rollback_at}  rollback v2 -> v1" in listing
+
+
+def test_activate_from_the_command_line(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
+    args = ["--config", str(deployed_project.path)]
+    assert deployment.main(args + ["--reason", "second"]) == 0
+    assert deployment.main(args + ["--reason", "third"]) == 0
+
+    assert deployment.main(args + ["--activate", "v1"]) == 0
+    assert "current version: v1" in capsys.readouterr().out
+    assert deployment.main(args + ["--list"]) == 0
+    assert "(activated from v3)" in capsys.readouterr().out
+    assert deployment.main(args + ["--activate", "v7"]) == 1
+    assert "there is no version 'v7'" in capsys.readouterr().err
+
+
+def test_a_broken_current_link_gives_a_clear_message_not_a_traceback(deployed_project: Config) -> None:
+    link = deployed_project.deployment_folder / "current"
+    link.unlink()
+    link.mkdir()
+    command = [sys.executable, str(PROJECT_DIR / "deployment.py"), "--config", str(deployed_project.path)]
+
+    listing = subprocess.run([*command, "--list"], capture_output=True, text=True, timeout=60)
+    rollback = subprocess.run([*command, "--rollback"], capture_output=True, text=True, timeout=60)
+
+    assert listing.returncode == 0 and "current: none usable" in listing.stdout and "is a directory" in listing.stdout
+    assert "Traceback" not in listing.stderr + rollback.stderr
+    assert rollback.returncode == 0 and "current version: v1" in rollback.stdout
+
+
+def test_training_names_a_misspelt_column_before_training(project: Config, caplog: pytest.LogCaptureFixture) -> None:
+    config = write_config(project.root, id_columns=["Corporation"])
+    assert training.main(["--config", str(config.path)]) == 1
+    assert "id_columns names the column 'Corporation'" in caplog.text and "did you mean 'corporation'?" in caplog.text

@@ -149,3 +149,68 @@ def test_a_manifest_that_does_not_list_the_model_is_refused(deployed_project: Co
 
     with pytest.raises(deployment.DeploymentError, match="does not list"):
         deployment.load_deployed_model(deployed_project)
+
+
+def test_any_verified_version_can_be_made_current_again(deployed_project: Config) -> None:
+    deployment.deploy_model(deployed_project, reason="second")
+    deployment.deploy_model(deployed_project, reason="third")
+
+    assert deployment.activate(deployed_project, "v1") == "v1"
+    assert deployment.current_version(deployed_project) == "v1"
+    assert deployment.activate(deployed_project, "v3") == "v3"
+
+    assert [(h["action"], h["version"], h["previous_version"]) for h in deployment.history(deployed_project)][-2:] == [
+        ("activate", "v1", "v3"),
+        ("activate", "v3", "v1"),
+    ]
+    assert deployment.current_since(deployed_project)["action"] == "activate"
+    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.pkl").write_bytes(b"broken")
+    with pytest.raises(deployment.DeploymentError, match="v2 cannot be activated: .*fails verification"):
+        deployment.activate(deployed_project, "v2")
+    with pytest.raises(deployment.DeploymentError, match="there is no version 'v9'"):
+        deployment.activate(deployed_project, "v9")
+    assert deployment.current_version(deployed_project) == "v3"
+
+
+@pytest.mark.parametrize("breakage", ["directory", "regular file"])
+def test_rollback_replaces_a_broken_current_link(deployed_project: Config, breakage: str) -> None:
+    deployment.deploy_model(deployed_project, reason="second")
+    link = deployed_project.deployment_folder / "current"
+    link.unlink()
+    link.mkdir() if breakage == "directory" else link.write_text("v2")
+    with pytest.raises(deployment.BrokenCurrentLink, match=f"is a {breakage}, not a link to a version"):
+        deployment.current_version(deployed_project)
+
+    assert deployment.rollback(deployed_project) == "v2"
+
+    assert deployment.current_version(deployed_project) == "v2"
+    assert deployment.history(deployed_project)[-1]["reason"] == "rollback from a broken current link"
+
+
+def test_a_manifest_that_is_not_an_object_fails_verification_cleanly(deployed_project: Config) -> None:
+    deployment.deploy_model(deployed_project, reason="second")
+    (deployment.versions_folder(deployed_project) / "v1" / "manifest.json").write_text("[]")
+
+    with pytest.raises(deployment.DeploymentError, match="is not a version manifest"):
+        deployment.load_deployed_model(deployed_project, "v1")
+    with pytest.raises(deployment.DeploymentError, match="no verified version older than v2"):
+        deployment.rollback(deployed_project)
+    rows = deployment.list_versions(deployed_project)
+    assert "fails verification" in rows[0]["warnings"][0] and rows[1]["current"]
+
+
+def test_a_deploy_killed_between_its_version_and_the_switch_is_completed_not_repeated(deployed_project: Config) -> None:
+    version = deployment.deploy_model(deployed_project, reason="killed before the switch")
+    # What a kill between the version's rename and the switch leaves: v2 complete, current v1, no history line.
+    deployment._switch_current(deployed_project, "v1")
+    history = deployed_project.deployment_folder / "history.jsonl"
+    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
+
+    assert deployment.complete_interrupted_deploy(deployed_project) == version == "v2"
+
+    assert deployment.current_version(deployed_project) == "v2"
+    assert deployment.history(deployed_project)[-1]["note"].startswith("completed by a later run")
+    assert deployment.complete_interrupted_deploy(deployed_project) is None
+    deployment.rollback(deployed_project)
+    assert deployment.complete_interrupted_deploy(deployed_project) is None, "a rollback is not an interrupted deploy"
+    assert deployment.current_version(deployed_project) == "v1"
