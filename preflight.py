@@ -86,7 +86,9 @@ def data_headers(config: Config) -> dict[str, list[str]]:
     state = _read_json(config.output_folder / MASTER_STATE_FILE)
     if state and isinstance(state.get("columns"), list):
         headers["master dataset"] = [str(c) for c in state["columns"]]
-    for folder in (config.input_folder, config.test_data_folder):
+    # Database pulls land as snapshot files (dbsource.snapshot_folder): their columns count too.
+    snapshots = config.output_folder / "database_snapshots"
+    for folder in (config.input_folder, config.test_data_folder, snapshots):
         for path in _regular_files(folder):
             columns = read_header(path)
             if columns:

@@ -155,7 +155,8 @@ def with_database(config: Config, *sources: dict, **overrides) -> Config:
     """The project's config with these database sources. Drift is never judged here (its
     threshold is out of reach): these tests are about what is read, not about the model."""
     values = json.loads(config.path.read_text())
-    values.update(database_sources=list(sources), drop_columns=["row_id", "updated_at"], drift_min_rows=10**9, **overrides)
+    watermarks = sorted({source.get("watermark_column", "row_id") for source in sources})  # they must not be features
+    values.update(database_sources=list(sources), drop_columns=watermarks, drift_min_rows=10**9, **overrides)
     config.path.write_text(json.dumps(values, indent=2))
     return load_config(config.path)
 
