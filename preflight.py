@@ -39,6 +39,8 @@ def check_columns(config: Config) -> None:
     """Each column the config names must be in some data file (input, master or test data)."""
     headers = data_headers(config)
     known = {column for columns in headers.values() for column in columns}
+    # A database source's watermark column is checked by its own query (dbsource), pulled or not.
+    known |= {source["watermark_column"] for source in config["database_sources"]}
     # The target must be in the data trained on, not only in the test files.
     training = {c for where, columns in headers.items() if not _is_test_file(config, where) for c in columns}
     for key in ("target", "id_columns", "drop_columns", "categorical_columns"):
