@@ -187,6 +187,7 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
     result = IngestionResult()
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
+    judged_by_config: list[dict[str, Any]] = []  # set aside for a reason the configuration decides
     accepted: list[_ValidatedFile] = []
     for source, parsed in _read_ahead(pending, store, config):
         entry = _entry(source, run_id)
@@ -201,7 +202,7 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
             reason, depends_on_config = _rejection(source, exc)
             entry.update(status=ledger.STATUS_SET_ASIDE, reason=reason)
             if depends_on_config:
-                entry["judged_under"] = ledger.judging_context(config)
+                judged_by_config.append(entry)
             if recording:
                 _set_aside(config, source, reason)
             result.files_set_aside.append(entry)
@@ -231,6 +232,11 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
         if recording:
             _write_latest_batch(config, _csv_header(store.columns), csv_body, same_as_master=first_batch)
     if recording:
+        # What they were judged under: the configuration, and the master's columns as this
+        # run leaves them (they are fixed once set, so earlier files were judged under them too).
+        context = ledger.judging_context(config) if judged_by_config else None
+        for entry in judged_by_config:
+            entry["judged_under"] = context
         for entry in entries:
             append_json_line(ledger.record_path(config), entry)
         if entries:
@@ -395,7 +401,7 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[in
         raise StillBeingWritten("changed while it was being read (still being written?)")
     _refuse_other_formats(data)
     _require_last_line_end(data)
-    _limit_sizes(data, *limits)
+    lines = _limit_sizes(data, *limits)
     try:
         frame = read_dataset(io.BytesIO(data), kinds)
     except UnicodeDecodeError as exc:
@@ -406,7 +412,9 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[in
         raise InvalidFile(f"not a readable CSV: {str(exc).strip()[:200]}") from None
     if frame.columns.duplicated().any():
         raise InvalidFile(f"duplicate column names {sorted(set(frame.columns[frame.columns.duplicated()]))}")
-    if b'"' in data:  # a quoted field can span lines: measure the parsed values too
+    if lines is not None and b'"' in data and (lines.text_lines != len(frame) + 1 or lines.longest > limits[0]):
+        # Quoted fields span lines, or hold commas on a long line: the line lengths alone
+        # cannot bound each field and row, so measure the parsed values.
         _limit_parsed_sizes(frame, *limits)
     return data, frame
 
@@ -443,11 +451,18 @@ def _line_spans(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return starts, stops - starts
 
 
-def _limit_sizes(data: bytes, max_field: int, max_row: int) -> None:
+@dataclass
+class _Lines:
+    text_lines: int  # lines that are not empty
+    longest: int  # bytes
+
+
+def _limit_sizes(data: bytes, max_field: int, max_row: int) -> _Lines | None:
     """Refuse a file with a line longer than ``max_row`` bytes or an unquoted field longer
-    than ``max_field``, before it is parsed (a 200 MB cell must not reach the parser)."""
+    than ``max_field``, before it is parsed (a 200 MB cell must not reach the parser).
+    Returns what the lines look like, or None for a file too small to break a limit."""
     if len(data) <= max_field:
-        return
+        return None
     starts, lengths = _line_spans(data)
     longest = int(lengths.argmax())
     if lengths[longest] > max_row:
@@ -463,6 +478,7 @@ def _limit_sizes(data: bytes, max_field: int, max_row: int) -> None:
                 f"a field on line {line + 1} is {widest:,} bytes, over max_field_bytes ({max_field:,})",
                 depends_on_config=True,
             )
+    return _Lines(text_lines=int(np.count_nonzero(lengths)), longest=int(lengths[longest]))
 
 
 def _limit_parsed_sizes(frame: pd.DataFrame, max_field: int, max_row: int) -> None:
