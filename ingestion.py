@@ -938,18 +938,17 @@ def rebuild_master(config: Config) -> dict[str, Any]:
         else:
             return {"rebuilt": False, "reason": f"the master dataset {_shown_path(config, master_path(config))} is whole: nothing to rebuild"}
     sources, gone = _recorded_sources(config)
+    # The lost ones are recorded first: a rebuild killed midway is run again, and must not
+    # then count on files it already knows are gone.
+    _record_lost(config, gone)
     kept_as = _move_damaged_master(config)
     for name in (STATE_FILE, HASHES_FILE, DELTA_HASHES_FILE):
         (config.output_folder / name).unlink(missing_ok=True)
     store = _MasterStore(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
     result = _merge(config, sources, store, recording=False)
-    gone += [{"name": e["name"], "sha256": e["sha256"], "why": f"no longer valid: {e['reason']}"} for e in result.files_set_aside]
-    for entry in gone:
-        logger.warning("not in the rebuilt master: %s (%s)", ledger.text_name(entry["name"]), entry["why"])
-        append_json_line(
-            ledger.record_path(config),
-            {"name": entry["name"], "sha256": entry["sha256"], "status": ledger.STATUS_LOST, "reason": entry["why"], "ingested_at": _now()},
-        )
+    invalid = [{"name": e["name"], "sha256": e["sha256"], "why": f"no longer valid: {e['reason']}"} for e in result.files_set_aside]
+    _record_lost(config, invalid)
+    gone += invalid
     ledger.write_ingested_names(config)
     state = read_master_state(config)
     return {
@@ -960,6 +959,15 @@ def rebuild_master(config: Config) -> dict[str, Any]:
         "damaged_master_kept_as": kept_as,
         "seconds": round(time.perf_counter() - started, 4),
     }
+
+
+def _record_lost(config: Config, gone: list[dict[str, Any]]) -> None:
+    for entry in gone:
+        logger.warning("not in the rebuilt master: %s (%s)", ledger.text_name(entry["name"]), entry["why"])
+        append_json_line(
+            ledger.record_path(config),
+            {"name": entry["name"], "sha256": entry["sha256"], "status": ledger.STATUS_LOST, "reason": entry["why"], "ingested_at": _now()},
+        )
 
 
 def _recorded_sources(config: Config) -> tuple[list[ledger.SourceFile], list[dict[str, Any]]]:
