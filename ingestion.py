@@ -79,7 +79,8 @@ class InvalidFile(ValueError):
 
 
 class StillBeingWritten(Exception):
-    """The file changed while it was being read: it is not recorded and waits for a later run."""
+    """The file changed while it was being read, or went: it is not recorded, and a later
+    run reads what is there then."""
 
 
 class MasterMissing(RuntimeError):
@@ -195,7 +196,7 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
             validated = _validated(source, parsed.result(), store, config)
             store.register(validated)
         except StillBeingWritten as exc:
-            logger.info("%s %s: it waits for a later run", ledger.text_name(source.name), exc)
+            logger.info("%s %s: not read this run", ledger.text_name(source.name), exc)
             result.files_waiting.append(source.name)
             continue
         except Exception as exc:  # one file's failure, whatever it is, must not stop the others
@@ -426,6 +427,8 @@ def _read_source(source: ledger.SourceFile) -> bytes:
             return handle.read()
     except NotRegularFile as exc:  # swapped in since the folder was listed
         raise InvalidFile(f"{exc.kind}: not read (it replaced a file after the folder was listed)") from None
+    except FileNotFoundError:  # nothing to record: if it comes back, it is new again
+        raise StillBeingWritten("was removed or renamed after the folder was listed") from None
 
 
 def _require_last_line_end(data: bytes) -> None:

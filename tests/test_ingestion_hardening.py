@@ -90,6 +90,17 @@ def test_atomic_writes_take_a_target_name_as_long_as_the_file_system_allows(tmp_
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
 
 
+def test_a_file_removed_after_the_listing_does_not_stop_the_others(project: Config) -> None:
+    pending = ledger.pending_files(project)
+    pending[0].path.unlink()
+
+    result = ingestion.ingest_new_files(project, pending)
+
+    assert result.files_waiting == [pending[0].name] and result.files_set_aside == []
+    assert result.rows_added == 5000
+    assert pending[0].name not in [e["name"] for e in ledger.read_record(project)]
+
+
 def test_one_file_that_cannot_be_read_does_not_stop_the_others(project: Config) -> None:
     if os.geteuid() == 0:
         pytest.skip("root reads a file whatever its permissions")
@@ -263,9 +274,12 @@ def test_a_field_or_row_over_the_limit_sets_the_file_aside(tmp_path: Path, row: 
 def test_size_limits_default_generously(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     write(config.input_folder / "long.csv", HEADER + "L" * 5000 + ",1,2,3,0\n" + GOOD_ROW * 300)
+    write(config.input_folder / "runaway.csv", HEADER + "R" * (2 * 1024 * 1024) + ",1,2,3,0\n")
 
-    assert ingestion.ingest_new_files(config).rows_added == 2
-    assert config["max_field_bytes"] >= 1024 * 1024 and config["max_row_bytes"] >= config["max_field_bytes"]
+    result = ingestion.ingest_new_files(config)
+
+    assert result.rows_added == 2
+    assert "over max_field_bytes (1,048,576)" in set_aside_reasons(result)["runaway.csv"]
 
 
 # -- 6. a line break in a file name -----------------------------------------------------------
@@ -314,6 +328,18 @@ def test_a_missing_or_shorter_master_stops_ingestion_before_anything_is_appended
 
     assert (not master.exists()) if damage != "truncated" else len(master.read_bytes()) == 1000
     assert ledger.record_path(project).read_bytes() == record_before
+
+
+def test_fullprocess_fails_with_the_recovery_command_instead_of_restarting_the_master(deployed_project: Config) -> None:
+    """The reproduction: rm finaldata.csv, a new 200-row file; the master used to become those 200 rows."""
+    ingestion.master_path(deployed_project).unlink()
+    write(deployed_project.input_folder / "more.csv", new_clients(200))
+
+    assert fullprocess.main(["--config", str(deployed_project.path)]) == 1
+
+    record = fullprocess.read_audit(deployed_project)[-1]
+    assert record["status"] == "failed" and "python ingestion.py --rebuild" in record["reason"]
+    assert not ingestion.master_path(deployed_project).exists()
 
 
 def test_the_command_line_names_the_recovery_and_rebuild_restores_the_master(project: Config, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> None:
