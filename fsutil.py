@@ -45,27 +45,44 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``.
+def atomic_path(target: Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``
+    with permissions ``mode``.
 
     Readers see the old file or the new one, never a half-written one. On error the
     temporary file is removed and ``target`` is untouched.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    tmp = target.parent / temp_name(target.name)
     before_change(tmp)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         before_change(target)
         os.replace(tmp, target)
         fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# The longest file name (in bytes) that Linux file systems accept.
+NAME_MAX_BYTES = 255
+
+
+def temp_name(name: str) -> str:
+    """A hidden temporary name ``.<name>.<pid>.<random>.tmp`` for a file about to be
+    renamed onto ``name``, with ``name`` shortened so that the whole stays within
+    NAME_MAX_BYTES: a long target name must not make its temporary name too long."""
+    suffix = f".{os.getpid()}.{os.urandom(6).hex()}.tmp"
+    room = NAME_MAX_BYTES - 1 - len(suffix)
+    encoded = os.fsencode(name)
+    if len(encoded) > room:
+        name = os.fsdecode(encoded[:room])
+    return f".{name}{suffix}"
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
@@ -243,3 +260,65 @@ def before_change(path: Path | str) -> None:
 
         logger.debug("fault injection: killed before change %d (%s)", _changes_made, path)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+# What a directory entry is, when it is not a regular file (``stat.S_IFMT`` of its mode).
+_FILE_TYPES = {
+    0o120000: "a symbolic link",
+    0o010000: "a FIFO (named pipe)",
+    0o040000: "a directory",
+    0o020000: "a character device",
+    0o060000: "a block device",
+    0o140000: "a socket",
+}
+
+
+def non_regular_kind(mode: int) -> str | None:
+    """``"a symbolic link"``, ``"a directory"`` ... for a stat mode; None for a regular file."""
+    file_type = mode & 0o170000
+    if file_type == 0o100000:
+        return None
+    return _FILE_TYPES.get(file_type, "not a regular file")
+
+
+class NotRegularFile(OSError):
+    """What was about to be read is not a regular file; ``kind`` says what it is."""
+
+    def __init__(self, path: Path, kind: str):
+        super().__init__(f"{path} is {kind}")
+        self.kind = kind
+
+
+def open_regular_file(path: Path) -> Any:
+    """Open ``path`` for reading in binary only if it is a regular file, without following
+    a symbolic link and without blocking (a FIFO swapped in after a listing would otherwise
+    block the run for ever). What was opened is checked with fstat, so a file replaced
+    between a check and the open cannot slip through. Raises NotRegularFile."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+            raise NotRegularFile(path, "a symbolic link") from None
+        raise
+    try:
+        kind = non_regular_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise NotRegularFile(path, kind)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def sha256_regular_file(path: Path) -> tuple[str, os.stat_result]:
+    """SHA-256 of a regular file read through :func:`open_regular_file`, and the stat of
+    the very file hashed (its descriptor, not the name)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open_regular_file(path) as handle:
+        stat = os.fstat(handle.fileno())
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest(), stat

@@ -34,14 +34,18 @@ import pandas as pd
 
 import ledger
 from fsutil import (
+    NAME_MAX_BYTES,
     LockBusy,
+    NotRegularFile,
     append_json_line,
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     configure_logging,
+    open_regular_file,
     run_lock,
+    sha256_regular_file,
 )
 from settings import Config, ConfigError, load_config, script_parser
 
@@ -63,13 +67,36 @@ TEXT = "text"
 
 
 class InvalidFile(ValueError):
-    """A source file that cannot be merged; the message is the reason recorded for it."""
+    """A source file that cannot be merged; the message is the reason recorded for it.
+
+    ``depends_on_config``: the reason follows from the configuration (or the master's
+    columns), so the file is judged again when they change.
+    """
+
+    def __init__(self, reason: str, depends_on_config: bool = False):
+        super().__init__(reason)
+        self.depends_on_config = depends_on_config
+
+
+class StillBeingWritten(Exception):
+    """The file changed while it was being read, or went: it is not recorded, and a later
+    run reads what is there then."""
+
+
+class MasterMissing(RuntimeError):
+    """The master dataset is missing or shorter than the record says. Nothing was appended;
+    the message names the recovery command (``python ingestion.py --rebuild``)."""
+
+
+class RetryRefused(ValueError):
+    """``--retry NAME`` cannot retry that name; the message says why."""
 
 
 @dataclass
 class IngestionResult:
     files_ingested: list[dict[str, Any]] = field(default_factory=list)
     files_set_aside: list[dict[str, Any]] = field(default_factory=list)
+    files_waiting: list[str] = field(default_factory=list)  # changed while read: a later run reads them
     rows_added: int = 0
     seconds: float = 0.0
     new_batches: list[pd.DataFrame] = field(default_factory=list, repr=False)  # rows added, per file
@@ -78,6 +105,7 @@ class IngestionResult:
         return {
             "files_ingested": [f["name"] for f in self.files_ingested],
             "files_set_aside": [{"name": f["name"], "reason": f["reason"]} for f in self.files_set_aside],
+            "files_waiting": list(self.files_waiting),
             "rows_added": self.rows_added,
             "seconds": round(self.seconds, 4),
         }
@@ -136,15 +164,31 @@ def load_master_since(config: Config, offset: int) -> pd.DataFrame | None:
 
 
 def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = None) -> IngestionResult:
-    """Validate and merge every pending source file. Returns what was read and set aside."""
+    """Validate and merge every pending source file. Returns what was read and set aside.
+
+    Raises MasterMissing, before anything is read, when the master dataset is missing or
+    shorter than the record says.
+    """
     started = time.perf_counter()
     config.output_folder.mkdir(parents=True, exist_ok=True)
     if pending is None:
         pending = ledger.pending_files(config)
-    result = IngestionResult()
     store = _MasterStore.open(config)
+    result = _merge(config, pending, store, recording=True)
+    result.seconds = time.perf_counter() - started
+    if result.files_ingested or result.files_set_aside:  # timings of real work only, for diagnostics' execution_time()
+        atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": _now()})
+    return result
+
+
+def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStore", recording: bool) -> IngestionResult:
+    """Judge each file and append the new rows of those accepted to the master. With
+    ``recording`` (every run but a rebuild) each file judged gets a record entry, the
+    rejected ones a quarantine copy, and the rows added become ``latest_batch.csv``."""
+    result = IngestionResult()
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
+    judged_by_config: list[dict[str, Any]] = []  # set aside for a reason the configuration decides
     accepted: list[_ValidatedFile] = []
     for source, parsed in _read_ahead(pending, store, config):
         entry = _entry(source, run_id)
@@ -152,11 +196,18 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
         try:
             validated = _validated(source, parsed.result(), store, config)
             store.register(validated)
-        except InvalidFile as exc:
-            entry.update(status=ledger.STATUS_SET_ASIDE, reason=str(exc))
-            _set_aside(config, source, str(exc))
+        except StillBeingWritten as exc:
+            logger.info("%s %s: not read this run", ledger.text_name(source.name), exc)
+            result.files_waiting.append(source.name)
+            continue
+        except Exception as exc:  # one file's failure, whatever it is, must not stop the others
+            reason, depends_on_config = _rejection(source, exc)
+            entry.update(status=ledger.STATUS_SET_ASIDE, reason=reason)
+            if depends_on_config:
+                judged_by_config.append(entry)
+            if recording:
+                _set_aside(config, source, reason)
             result.files_set_aside.append(entry)
-            logger.warning("set aside %s: %s", source.name, exc)
         else:
             entry.update(status=ledger.STATUS_INGESTED, notes=validated.notes)
             accepted.append(validated)
@@ -180,15 +231,33 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
         csv_body = b"".join(b.csv_body() for b in batches)
         first_batch = store.state is None or not master_path(config).exists()
         store.append(csv_body, result.rows_added, result.new_batches)
-        _write_latest_batch(config, _csv_header(store.columns), csv_body, same_as_master=first_batch)
-    for entry in entries:
-        append_json_line(ledger.record_path(config), entry)
-    if entries:
-        ledger.write_ingested_names(config)
-    result.seconds = time.perf_counter() - started
-    if entries:  # timings of real work only, for diagnostics' execution_time()
-        atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": _now()})
+        if recording:
+            _write_latest_batch(config, _csv_header(store.columns), csv_body, same_as_master=first_batch)
+    if recording:
+        # What they were judged under: the configuration, and the master's columns as this
+        # run leaves them (they are fixed once set, so earlier files were judged under them too).
+        context = ledger.judging_context(config) if judged_by_config else None
+        for entry in judged_by_config:
+            entry["judged_under"] = context
+        for entry in entries:
+            append_json_line(ledger.record_path(config), entry)
+        if entries:
+            ledger.write_ingested_names(config)
     return result
+
+
+def _rejection(source: ledger.SourceFile, exc: Exception) -> tuple[str, bool]:
+    """The reason recorded for a file that could not be merged, and whether it depends on
+    the configuration. Logged here, once per file judged."""
+    name = ledger.text_name(source.name)
+    if isinstance(exc, InvalidFile):
+        logger.warning("set aside %s: %s", name, exc)
+        return str(exc), exc.depends_on_config
+    if isinstance(exc, OSError):
+        logger.warning("set aside %s: cannot be read: %s", name, exc.strerror or exc)
+        return f"cannot be read: {exc.strerror or exc}", False
+    logger.exception("set aside %s: checking it failed unexpectedly", name)
+    return f"checking it failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}); retry with ingestion.py --retry", False
 
 
 def _write_latest_batch(config: Config, header: bytes, csv_body: bytes, same_as_master: bool) -> None:
@@ -249,7 +318,10 @@ def _csv_header(columns: list[str]) -> bytes:
 
 
 def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
-    return {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": _now()}
+    entry = {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": _now()}
+    if source.identity != source.sha256:  # never read: what it was stands in for a hash
+        entry["identity"] = source.identity
+    return entry
 
 
 def _now() -> str:
@@ -265,13 +337,22 @@ def _read_ahead(
     Reading needs the master's column kinds, fixed once a first file is accepted: until
     then files are parsed one at a time, in order.
     """
+    limits = (config["max_field_bytes"], config["max_row_bytes"])
+
+    def submit(source: ledger.SourceFile, kinds: dict[str, str]) -> Future:
+        if source.problem is not None:  # never opened: the reason is known already
+            refused: Future = Future()
+            refused.set_exception(InvalidFile(source.problem))
+            return refused
+        return reader.submit(_read_csv, source, kinds, limits)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
         upcoming: Future | None = None
         for index, source in enumerate(pending):
-            current = upcoming or reader.submit(_read_csv, source, store.kinds or _declared_text_kinds(config))
+            current = upcoming or submit(source, store.kinds or _declared_text_kinds(config))
             upcoming = None
             if store.state is not None and index + 1 < len(pending):
-                upcoming = reader.submit(_read_csv, pending[index + 1], store.kinds)
+                upcoming = submit(pending[index + 1], store.kinds)
             yield source, current
 
 
@@ -282,14 +363,14 @@ def _validated(
     if frame.empty:
         raise InvalidFile("no data rows (the file holds only a header)")
     if config.target not in frame.columns:
-        raise InvalidFile(f"target column {config.target!r} is missing")
+        raise InvalidFile(f"target column {config.target!r} is missing", depends_on_config=True)
     notes = []
     # Until a first file is accepted there is no master schema: this file proposes one.
     columns = store.columns or list(frame.columns)
     kinds = store.kinds or _infer_kinds(frame, config)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise InvalidFile(f"missing column(s) {missing} that the master dataset has")
+        raise InvalidFile(f"missing column(s) {missing} that the master dataset has", depends_on_config=True)
     extra = [c for c in frame.columns if c not in columns]
     if extra:
         notes.append(f"ignored column(s) not in the master dataset: {extra}")
@@ -306,7 +387,7 @@ def _validated(
         frame = frame.loc[keep].reset_index(drop=True)
         raw = None if raw is None else raw.select(keep)
     if frame.empty:
-        raise InvalidFile(f"every row lacks a value for the target {config.target!r}")
+        raise InvalidFile(f"every row lacks a value for the target {config.target!r}", depends_on_config=True)
     labels = _integer_labels(frame[config.target])
     reformatted |= labels.dtype != frame[config.target].dtype
     frame[config.target] = labels
@@ -316,11 +397,13 @@ def _validated(
     return _ValidatedFile(frame, raw, rows_read, rows_missing_target, notes, kinds)
 
 
-def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, pd.DataFrame]:
-    data = source.path.read_bytes()
+def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[int, int]) -> tuple[bytes, pd.DataFrame]:
+    data = _read_source(source)
     if hashlib.sha256(data).hexdigest() != source.sha256:
-        raise InvalidFile("the file changed while it was being read (still being copied?)")
+        raise StillBeingWritten("changed while it was being read (still being written?)")
     _refuse_other_formats(data)
+    _require_last_line_end(data)
+    lines = _limit_sizes(data, *limits)
     try:
         frame = read_dataset(io.BytesIO(data), kinds)
     except UnicodeDecodeError as exc:
@@ -331,7 +414,95 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str]) -> tuple[bytes, 
         raise InvalidFile(f"not a readable CSV: {str(exc).strip()[:200]}") from None
     if frame.columns.duplicated().any():
         raise InvalidFile(f"duplicate column names {sorted(set(frame.columns[frame.columns.duplicated()]))}")
+    if lines is not None and b'"' in data and (lines.text_lines != len(frame) + 1 or lines.longest > limits[0]):
+        # Quoted fields span lines, or hold commas on a long line: the line lengths alone
+        # cannot bound each field and row, so measure the parsed values.
+        _limit_parsed_sizes(frame, *limits)
     return data, frame
+
+
+def _read_source(source: ledger.SourceFile) -> bytes:
+    """The file's bytes, read without following a link or blocking on a FIFO."""
+    try:
+        with open_regular_file(source.path) as handle:
+            return handle.read()
+    except NotRegularFile as exc:  # swapped in since the folder was listed
+        raise InvalidFile(f"{exc.kind}: not read (it replaced a file after the folder was listed)") from None
+    except FileNotFoundError:  # nothing to record: if it comes back, it is new again
+        raise StillBeingWritten("was removed or renamed after the folder was listed") from None
+
+
+def _require_last_line_end(data: bytes) -> None:
+    """A last line without a line end is what a file cut short looks like: not read."""
+    if data and data[-1:] not in (b"\n", b"\r"):
+        raise InvalidFile(
+            "the last line has no line end: the file looks cut short (still being written?); "
+            "it is read again once it changes (complete it or end its last line)"
+        )
+
+
+# Newlines are searched for in slices of this many bytes, to bound the memory it takes.
+_SCAN_BYTES = 8 * 1024 * 1024
+
+
+def _line_spans(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start offset and length of every line (line ends excluded)."""
+    view = np.frombuffer(data, dtype=np.uint8)
+    ends = [np.flatnonzero(view[i : i + _SCAN_BYTES] == 10) + i for i in range(0, len(view), _SCAN_BYTES)]
+    ends.append(np.array([len(data)]))
+    stops = np.concatenate(ends)
+    starts = np.concatenate(([0], stops[:-1] + 1))
+    return starts, stops - starts
+
+
+@dataclass
+class _Lines:
+    text_lines: int  # lines that are not empty
+    longest: int  # bytes
+
+
+def _limit_sizes(data: bytes, max_field: int, max_row: int) -> _Lines | None:
+    """Refuse a file with a line longer than ``max_row`` bytes or an unquoted field longer
+    than ``max_field``, before it is parsed (a 200 MB cell must not reach the parser).
+    Returns what the lines look like, or None for a file too small to break a limit."""
+    if len(data) <= max_field:
+        return None
+    starts, lengths = _line_spans(data)
+    longest = int(lengths.argmax())
+    if lengths[longest] > max_row:
+        raise InvalidFile(
+            f"line {longest + 1} is {int(lengths[longest]):,} bytes, over max_row_bytes ({max_row:,})",
+            depends_on_config=True,
+        )
+    for line in np.flatnonzero(lengths > max_field):  # only a long line can hold a long field
+        start = int(starts[line])
+        widest = max(len(f) for f in data[start : start + int(lengths[line])].split(b","))
+        if widest > max_field:
+            raise InvalidFile(
+                f"a field on line {line + 1} is {widest:,} bytes, over max_field_bytes ({max_field:,})",
+                depends_on_config=True,
+            )
+    return _Lines(text_lines=int(np.count_nonzero(lengths)), longest=int(lengths[longest]))
+
+
+def _limit_parsed_sizes(frame: pd.DataFrame, max_field: int, max_row: int) -> None:
+    """The same limits on the parsed text values (a quoted field may span several lines)."""
+    row_bytes = np.zeros(len(frame), dtype=np.int64)
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        sizes = frame[column].map(lambda v: len(v.encode("utf-8", "surrogatepass")) if isinstance(v, str) else 0).to_numpy()
+        if len(sizes) and sizes.max() > max_field:
+            row = int(sizes.argmax())
+            raise InvalidFile(
+                f"a value of column {column!r} (data row {row + 1}) is {int(sizes[row]):,} bytes, "
+                f"over max_field_bytes ({max_field:,})",
+                depends_on_config=True,
+            )
+        row_bytes += sizes
+    if len(row_bytes) and row_bytes.max() > max_row:
+        row = int(row_bytes.argmax())
+        raise InvalidFile(f"data row {row + 1} is over max_row_bytes ({max_row:,})", depends_on_config=True)
 
 
 # Signatures of files that are often dropped by mistake where CSVs belong.
@@ -446,17 +617,54 @@ def _integer_labels(values: pd.Series) -> pd.Series:
     return values
 
 
+REASON_SUFFIX = ".reason.txt"
+
+
 def _set_aside(config: Config, source: ledger.SourceFile, reason: str) -> None:
-    """Copy a rejected file to quarantine with its reason; the source is left untouched."""
+    """Copy a rejected file to quarantine with its reason; the source is left untouched.
+
+    The copy's name is shortened and cleaned (the full name is in the reason file and the
+    record), and the copy is never more readable than the source. An entry that is not a
+    regular file is never opened: only its reason is written. A failure here is logged;
+    the file is still recorded as set aside.
+    """
     folder = config.output_folder / QUARANTINE_FOLDER
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    stem = f"{stamp}_{source.sha256[:8]}_{source.name}"
-    with atomic_path(folder / stem) as tmp:
-        shutil.copyfile(source.path, tmp)
-    atomic_write_text(
-        folder / f"{stem}.reason.txt",
-        f"file: {source.name}\nsha256: {source.sha256}\nset aside at: {_now()}\nreason: {reason}\n",
-    )
+    tag = source.sha256[:8] if source.sha256 else "not-read"
+    stem = _quarantine_name(f"{stamp}_{tag}_", source.name, NAME_MAX_BYTES - len(REASON_SUFFIX))
+    try:
+        if source.problem is None:
+            _copy_without_widening(source, folder / stem)
+        atomic_write_text(
+            folder / f"{stem}{REASON_SUFFIX}",
+            f"file: {ledger.text_name(source.name)}\nsha256: {source.sha256 or 'none (not read)'}\n"
+            f"set aside at: {_now()}\nreason: {reason}\n",
+        )
+    except (OSError, InvalidFile) as exc:
+        logger.error("could not keep a quarantine copy of %s: %s", ledger.text_name(source.name), exc)
+
+
+def _copy_without_widening(source: ledger.SourceFile, target: Path) -> None:
+    try:
+        handle = open_regular_file(source.path)
+    except NotRegularFile as exc:
+        raise InvalidFile(f"{exc.kind}: not copied") from None
+    with handle, atomic_path(target, mode=os.fstat(handle.fileno()).st_mode & 0o644) as tmp:
+        with open(tmp, "wb") as copy:
+            shutil.copyfileobj(handle, copy)
+
+
+def _quarantine_name(prefix: str, name: str, max_bytes: int) -> str:
+    """``prefix`` + ``name`` with unprintable characters replaced, shortened in the middle
+    (keeping its extension) to fit ``max_bytes`` bytes."""
+    clean = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)
+    room = max_bytes - len(prefix.encode())
+    if len(clean.encode()) <= room:
+        return prefix + clean
+    extension = clean[clean.rfind(".") :] if "." in clean[-12:] else ""
+    head_room = room - len(extension.encode()) - len("...")
+    head = clean.encode()[:head_room].decode("utf-8", "ignore")
+    return f"{prefix}{head}...{extension}"
 
 
 def _declared_text_kinds(config: Config) -> dict[str, str]:
@@ -521,6 +729,7 @@ class _MasterStore:
     def open(cls, config: Config) -> "_MasterStore":
         state = read_master_state(config)
         master = master_path(config)
+        _require_whole_master(config, state)
         if not master.exists():
             return cls(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
         base_path, delta_path = config.output_folder / HASHES_FILE, config.output_folder / DELTA_HASHES_FILE
@@ -557,7 +766,17 @@ class _MasterStore:
         if len(classes | labels) > 2:
             raise InvalidFile(
                 f"target {config.target!r} would have {len(classes | labels)} classes "
-                f"({sorted(classes | labels)[:5]}...); a binary target is expected"
+                f"({sorted(classes | labels)[:5]}...); a binary target is expected",
+                depends_on_config=True,
+            )
+        # With both classes seen, the positive label must be one of them: otherwise every
+        # row would count as "not at risk" and no model could be judged, ever.
+        if len(classes | labels) == 2 and label_text(config.positive_label) not in classes | labels:
+            raise InvalidFile(
+                f"positive_label {config.positive_label!r} matches none of the values of the target "
+                f"{config.target!r}, which are {sorted(classes | labels)}: set positive_label to the one "
+                "meaning \"at risk\"",
+                depends_on_config=True,
             )
 
     def register(self, validated: _ValidatedFile) -> None:
@@ -647,6 +866,41 @@ class _MasterStore:
 _EMPTY_HASHES = np.empty(0, dtype=np.uint64)
 
 
+def _require_whole_master(config: Config, state: dict[str, Any] | None) -> None:
+    """Raise MasterMissing when the master is missing or shorter than recorded.
+
+    The master only ever grows, renamed into place whole, so either means it was deleted
+    or damaged from outside. Appending to it would silently restart it from the next batch.
+    """
+    master = master_path(config)
+    size = _file_size(master) if master.exists() else None
+    if state is not None and state.get("bytes", 0) and (size is None or size < state["bytes"]):
+        found = "is missing" if size is None else f"is {size:,} bytes, shorter than the {state['bytes']:,} recorded"
+        raise MasterMissing(_master_missing_message(config, found, state.get("rows")))
+    if state is None and size is None:  # the state went too: the record still knows
+        latest = ledger.latest_entries(config).values()
+        recorded = [e for e in latest if e["status"] == ledger.STATUS_INGESTED and e.get("rows_added")]
+        if recorded:
+            raise MasterMissing(_master_missing_message(config, "is missing", sum(e["rows_added"] for e in recorded)))
+
+
+def _master_missing_message(config: Config, found: str, rows: int | None) -> str:
+    shown = _shown_path(config, master_path(config))
+    holding = f" (the record says it holds {rows:,} rows)" if rows else ""
+    return (
+        f"the master dataset {shown} {found}{holding}; nothing was appended. Rebuild it from the "
+        f"recorded source files with: python ingestion.py --rebuild --config {config.path}"
+    )
+
+
+def _shown_path(config: Config, path: Path) -> str:
+    """A path as the project's users know it: relative to the config's folder where it can be."""
+    try:
+        return str(path.relative_to(config.root))
+    except ValueError:
+        return str(path)
+
+
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -671,19 +925,126 @@ def _contains(sorted_hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:
     return hit
 
 
+def rebuild_master(config: Config) -> dict[str, Any]:
+    """Make the master again from the recorded source files whose content still matches.
+
+    For a master that is missing or shorter than recorded (MasterMissing). Files are read
+    again in the order first ingested, so the rows come out as before. A recorded file
+    that is gone, changed or no longer valid is named, and recorded as lost (read again if
+    it comes back). A damaged master is kept beside the new one, never deleted.
+    """
+    started = time.perf_counter()
+    if master_path(config).exists():
+        try:
+            _require_whole_master(config, read_master_state(config))
+        except MasterMissing:
+            pass
+        else:
+            return {"rebuilt": False, "reason": f"the master dataset {_shown_path(config, master_path(config))} is whole: nothing to rebuild"}
+    sources, gone = _recorded_sources(config)
+    # The lost ones are recorded first: a rebuild killed midway is run again, and must not
+    # then count on files it already knows are gone.
+    _record_lost(config, gone)
+    kept_as = _move_damaged_master(config)
+    for name in (STATE_FILE, HASHES_FILE, DELTA_HASHES_FILE):
+        (config.output_folder / name).unlink(missing_ok=True)
+    store = _MasterStore(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
+    result = _merge(config, sources, store, recording=False)
+    invalid = [{"name": e["name"], "sha256": e["sha256"], "why": f"no longer valid: {e['reason']}"} for e in result.files_set_aside]
+    _record_lost(config, invalid)
+    gone += invalid
+    ledger.write_ingested_names(config)
+    state = read_master_state(config)
+    return {
+        "rebuilt": True,
+        "files_read_again": [f["name"] for f in result.files_ingested],
+        "files_gone": gone,
+        "rows": state["rows"] if state else 0,
+        "damaged_master_kept_as": kept_as,
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+def _record_lost(config: Config, gone: list[dict[str, Any]]) -> None:
+    for entry in gone:
+        logger.warning("not in the rebuilt master: %s (%s)", ledger.text_name(entry["name"]), entry["why"])
+        append_json_line(
+            ledger.record_path(config),
+            {"name": entry["name"], "sha256": entry["sha256"], "status": ledger.STATUS_LOST, "reason": entry["why"], "ingested_at": _now()},
+        )
+
+
+def _recorded_sources(config: Config) -> tuple[list[ledger.SourceFile], list[dict[str, Any]]]:
+    """The files the record says were ingested, in order: those still present with the same
+    content, and the others with why they cannot be read again."""
+    available, gone = [], []
+    for entry in ledger.latest_entries(config).values():
+        if entry["status"] != ledger.STATUS_INGESTED:
+            continue
+        path = config.input_folder / entry["name"]
+        try:
+            digest, stat = sha256_regular_file(path)
+        except FileNotFoundError:
+            gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"no longer in {_shown_path(config, config.input_folder)}"})
+            continue
+        except OSError as exc:
+            gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"cannot be read: {exc.strerror or exc}"})
+            continue
+        if digest != entry["sha256"]:
+            gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": "its content has changed since it was ingested"})
+            continue
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        available.append(ledger.SourceFile(entry["name"], path, stat.st_size, signature, digest))
+    return available, gone
+
+
+def _move_damaged_master(config: Config) -> str | None:
+    """Rename a damaged master out of the way (kept for inspection); its new name, or None."""
+    master = master_path(config)
+    if not master.exists():
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    kept = master.with_name(f"finaldata.damaged-{stamp}.csv")
+    os.replace(master, kept)
+    logger.warning("kept the damaged master as %s", _shown_path(config, kept))
+    return _shown_path(config, kept)
+
+
+def retry_file(config: Config, name: str) -> IngestionResult:
+    """Read one file of the input folder again now, whatever the record says about it
+    (unless it is already ingested with this content)."""
+    if not name or "/" in name or name in (".", ".."):
+        raise RetryRefused(f"{name!r} is not a file name: give the name of a file in {_shown_path(config, config.input_folder)}")
+    source = ledger.source_file(config, name)
+    if source is None:
+        raise RetryRefused(f"{ledger.text_name(name)} is not in {_shown_path(config, config.input_folder)} (or is still being written)")
+    latest = ledger.latest_entries(config).get((source.name, source.identity))
+    if latest is not None and latest["status"] == ledger.STATUS_INGESTED:
+        raise RetryRefused(f"{ledger.text_name(name)} is already ingested with this content: nothing to retry")
+    return ingest_new_files(config, [source])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--rebuild", action="store_true", help="rebuild a missing or damaged master from the recorded source files")
+    action.add_argument("--retry", metavar="NAME", help="read the file NAME of the input folder again now (one set aside, for example)")
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     try:
         config = load_config(args.config)
         with run_lock(lock_path(config)):
-            result = ingest_new_files(config)
-    except (ConfigError, LockBusy) as exc:
+            if args.rebuild:
+                output = rebuild_master(config)
+            elif args.retry is not None:
+                output = retry_file(config, args.retry).summary()
+            else:
+                output = ingest_new_files(config).summary()
+    except (ConfigError, LockBusy, MasterMissing, RetryRefused) as exc:
         logger.error("%s", exc)
         return 1
-    print(json.dumps(result.summary(), indent=2))
+    print(json.dumps(output, indent=2))
     return 0
 
 

@@ -34,6 +34,13 @@ DEFAULTS: dict[str, Any] = {
     "id_columns": ["corporation"],
     "drop_columns": [],
     "categorical_columns": None,
+    # Ingestion reads a new file only once it has not changed for this many seconds (a copy
+    # written in place is still growing); 0 reads it at once.
+    "settle_seconds": 5.0,
+    # A file holding a field or a row longer than these is set aside: the master is
+    # append-only, so a runaway value could never be taken out of it again.
+    "max_field_bytes": 1024 * 1024,
+    "max_row_bytes": 4 * 1024 * 1024,
     "metric": "f1",
     "candidate_models": ["logistic_regression", "hist_gradient_boosting", "random_forest"],
     "cv_folds": 5,
@@ -200,6 +207,7 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("cv_folds must be at least 2")
     if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
         raise ConfigError("drift_tolerance must be a non-negative number")
+    _validate_ingestion_limits(values)
     for key in ("package_check_seconds", "package_cache_hours"):
         if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative number")
@@ -215,6 +223,17 @@ def _validate(values: dict[str, Any]) -> None:
         import dbsource  # its rules live with the code that reads the databases
 
         dbsource.check_sources(values)
+
+
+def _validate_ingestion_limits(values: dict[str, Any]) -> None:
+    settle = values["settle_seconds"]
+    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
+        raise ConfigError("settle_seconds must be a number of seconds from 0 to 600")
+    for key in ("max_field_bytes", "max_row_bytes"):
+        if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer (bytes)")
+    if values["max_field_bytes"] > values["max_row_bytes"]:
+        raise ConfigError("max_field_bytes must not exceed max_row_bytes (a row holds its fields)")
 
 
 def _require_names(values: dict[str, Any], key: str) -> None:

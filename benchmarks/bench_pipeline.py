@@ -98,7 +98,9 @@ def make_project(folder: Path, rows: int, files: int) -> None:
 
     import sampledata
 
-    (folder / "config.json").write_text("{}", encoding="utf-8")
+    # settle_seconds 0: the files are complete when written; the figures are ingestion's work,
+    # not the wait that watches a file written seconds before for further changes.
+    (folder / "config.json").write_text(json.dumps({"settle_seconds": 0}), encoding="utf-8")
     source = folder / "sourcedata"
     source.mkdir(parents=True)
     rng = np.random.default_rng(1)

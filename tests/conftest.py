@@ -20,6 +20,8 @@ SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
 
 # package_check_seconds 0: the diagnostics fullprocess runs after deploying do not ask the package index.
 FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3, "package_check_seconds": 0}
+# settle_seconds 0: files the tests write are complete at once, so ingestion need not watch them.
+FAST_SETTINGS["settle_seconds"] = 0
 
 
 def write_config(folder: Path, **overrides) -> Config:
