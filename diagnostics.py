@@ -437,13 +437,25 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
     else:
         origin = {"source": "the batch given", "files": [], "ingested_at": None}
     result["batch"] = {**origin, "rows": int(len(batch)), "rows_in_reference": _rows_in(batch, reference, kinds)}
-    result["features"] = drift.compare_frames(reference, batch, deployed.metadata["features"])
+    result["features"] = _feature_drift(config, reference_file, batch_file, origin, reference, batch, deployed.metadata)
     reference_risk, _ = risk_and_predictions(deployed, reference)
     batch_risk, _ = risk_and_predictions(deployed, batch)
     result["prediction_psi"] = drift.compare_feature("predicted_risk", pd.Series(reference_risk), pd.Series(batch_risk), drift.NUMERIC)
     result["drifted_features"] = [row["feature"] for row in result["features"] if row["drifted"]]
     result["warnings"] = _drift_warnings(result)
     return result
+
+
+def _feature_drift(
+    config: Config, reference_file: Path, batch_file: Path, origin: dict[str, Any], reference: pd.DataFrame, batch: pd.DataFrame, metadata: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """drift.compare_frames, on the Dask cluster's workers (reading both files there) when one is configured."""
+    if not config["dask_scheduler_address"] or origin["source"] == "the batch given":
+        return drift.compare_frames(reference, batch, metadata["features"])
+    import compute
+
+    with compute.open_runner(config) as runner:
+        return drift.compare_files(runner, str(reference_file), str(batch_file), metadata["column_kinds"], metadata["features"])
 
 
 def _batch_origin(config: Config) -> dict[str, Any]:

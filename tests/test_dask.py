@@ -134,3 +134,17 @@ def test_with_fallback_an_unreachable_scheduler_trains_locally_and_says_so(inges
 
     assert metadata["compute"]["backend"] == "local"
     assert address in metadata["compute"]["fallback_reason"]
+
+
+def test_the_drift_statistics_run_on_the_cluster_with_the_same_figures(deployed_project, cluster) -> None:
+    import diagnostics
+
+    local = diagnostics.data_drift(deployed_project)
+    config = write_config(deployed_project.root, dask_scheduler_address=cluster.scheduler_address)
+    before = tasks_run_on(cluster, "risk-drift")
+
+    remote = diagnostics.data_drift(config)
+
+    features = len(local["features"])
+    assert features and tasks_run_on(cluster, "risk-drift") - before == features
+    assert remote["features"] == local["features"]
