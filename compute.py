@@ -71,7 +71,7 @@ class Runner:
         self.submitted += len(arguments)
         if self.backend == "dask":
             return self._map_dask(function, arguments, costs, name)
-        if self.backend == "processes" and len(arguments) > 1:
+        if self.backend == "processes":
             from joblib import Parallel, delayed
 
             # A constant n_jobs reuses loky's worker processes from one call to the next.
