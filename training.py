@@ -207,7 +207,10 @@ class TrainingData:
         path = Path(self.master)
         if _stamp(path) != self.stamp:
             raise TrainingError(f"the master {path} is not the file training started on (changed, or another file at that path)")
-        data = ingestion.read_dataset(path, self.kinds)
+        # The model's columns only: ids and dropped columns would only cost memory here.
+        columns = self.features["numeric"] + self.features["categorical"] + [self.target]
+        text = {c: str for c in columns if self.kinds.get(c) == ingestion.TEXT}
+        data = pd.read_csv(path, usecols=columns, dtype=text, encoding="utf-8-sig", index_col=False)
         if _stamp(path) != self.stamp:
             raise TrainingError(f"the master {path} changed while it was read")
         return data
@@ -260,9 +263,9 @@ def _warm_task() -> int:
     return os.getpid()
 
 
-def start_workers(config: Config) -> None:
+def start_workers(workers: int | None = None) -> None:
     """Start the local worker processes training would use (benchmarks measure memory after this)."""
-    with compute.local_runner(parallel=True) as runner:
+    with compute.local_runner(parallel=True, workers=workers) as runner:
         runner.map(_warm_task, [() for _ in range(runner.workers)])
 
 
@@ -371,7 +374,7 @@ def train_model(
     kinds = ingestion.column_kinds(config)
     features = feature_types(config, kinds)
     master = ingestion.master_path(config)
-    rows = _row_count(config, data, master, kinds)
+    rows = _row_count(config, data)
     parallel = workers is not None and workers > 1 or (workers is None and rows >= PARALLEL_MIN_ROWS)
     with compute.open_runner(config, parallel=parallel, workers=workers) as runner:
         source, y = _training_data(config, data, master, kinds, features, runner)
@@ -402,7 +405,7 @@ def train_model(
     return model, metadata
 
 
-def _row_count(config: Config, data: pd.DataFrame | None, master: Path, kinds: dict[str, str]) -> int:
+def _row_count(config: Config, data: pd.DataFrame | None) -> int:
     if data is not None:
         return len(data)
     state = ingestion.read_master_state(config) or {}
