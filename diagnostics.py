@@ -731,13 +731,29 @@ def _compare_with_training(
     reference = ingestion.read_dataset(reference_model.path / deployment.REFERENCE_FILE, kinds)
     result["reference"]["rows"] = int(len(reference))
     result["batch"] = {**origin, "rows": int(len(batch)), "rows_in_reference": _rows_in(batch, reference, kinds)}
-    result["features"] = drift.compare_frames(reference, batch, reference_model.metadata["features"])
+    # Only the newest batch is one file the cluster's workers can read for themselves.
+    batch_file = config.output_folder / ingestion.LATEST_BATCH_FILE if comparison == NEWEST_BATCH else None
+    reference_file = reference_model.path / deployment.REFERENCE_FILE
+    result["features"] = _feature_drift(config, reference_file, batch_file, reference, batch, reference_model.metadata)
     reference_risk, _ = risk_and_predictions(reference_model, reference)
     batch_risk, _ = risk_and_predictions(reference_model, batch)
     result["prediction_psi"] = drift.compare_feature("predicted_risk", pd.Series(reference_risk), pd.Series(batch_risk), drift.NUMERIC)
     result["drifted_features"] = [row["feature"] for row in result["features"] if row["drifted"]]
     result["warnings"] = _drift_warnings(result)
     return result
+
+
+def _feature_drift(
+    config: Config, reference_file: Path, batch_file: Path | None, reference: pd.DataFrame, batch: pd.DataFrame, metadata: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """drift.compare_frames, on the Dask cluster's workers (reading both files there) when one
+    is configured and the batch is a file they can read."""
+    if not config["dask_scheduler_address"] or batch_file is None:
+        return drift.compare_frames(reference, batch, metadata["features"])
+    import compute
+
+    with compute.open_runner(config) as runner:
+        return drift.compare_files(runner, str(reference_file), str(batch_file), metadata["column_kinds"], metadata["features"])
 
 
 def _batch_origin(config: Config) -> dict[str, Any]:

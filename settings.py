@@ -64,6 +64,12 @@ DEFAULTS: dict[str, Any] = {
     "risk_band_thresholds": None,
     # Databases read for new rows beside the input folder (see dbsource.py); none by default.
     "database_sources": [],
+    # A decision threshold flagging more than this share of the training rows (out of fold) is a warning.
+    "max_flagged_share": 0.9,
+    # A Dask scheduler ("tcp://host:8786") whose workers run the fits and the large scans; null: this machine.
+    "dask_scheduler_address": None,
+    # With the scheduler unreachable: true runs locally (saying so), false fails the run.
+    "dask_fallback_local": False,
 }
 
 PATH_KEYS = (
@@ -211,6 +217,14 @@ def _validate(values: dict[str, Any]) -> None:
     for key in ("package_check_seconds", "package_cache_hours"):
         if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative number")
+    share = values["max_flagged_share"]
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+        raise ConfigError("max_flagged_share must be a number above 0 and at most 1")
+    address = values["dask_scheduler_address"]
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ConfigError("dask_scheduler_address must be null or an address such as \"tcp://10.0.0.5:8786\"")
+    if not isinstance(values["dask_fallback_local"], bool):
+        raise ConfigError("dask_fallback_local must be true or false")
     bands = values["risk_band_thresholds"]
     if bands is not None and (
         not isinstance(bands, dict)

@@ -39,9 +39,10 @@ def test_best_candidate_is_chosen_by_cv_and_saved_with_metadata(ingested: Config
     training.save_model(config, model, metadata)
 
     candidates = metadata["candidates"]
-    assert set(candidates) == {"logistic_regression", "hist_gradient_boosting"}
-    assert metadata["model"] == max(candidates, key=lambda name: candidates[name]["mean"])
-    assert all(len(c["folds"]) == 3 for c in candidates.values())
+    assert set(candidates) == {"logistic_regression", "hist_gradient_boosting", training.BLEND}
+    assert metadata["model"] == training.choose(candidates)[0]
+    assert candidates[metadata["model"]]["informative"] and not metadata["uninformative"]
+    assert all(len(c["folds"]) == 3 and len(c["fold_seconds"]) == 3 and c["fit_seconds"] > 0 for c in candidates.values())
     assert metadata["threshold"] == candidates[metadata["model"]]["threshold"]
     assert metadata["training_rows"] == 7500
     assert metadata["package_versions"]["scikit-learn"]
@@ -53,11 +54,18 @@ def test_best_candidate_is_chosen_by_cv_and_saved_with_metadata(ingested: Config
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
 
 
+TIMINGS = ("fold_seconds", "fit_seconds", "refit_seconds")  # differ from run to run
+
+
+def without_timings(candidates: dict) -> dict:
+    return {name: {k: v for k, v in c.items() if k not in TIMINGS} for name, c in candidates.items()}
+
+
 def test_training_is_deterministic(ingested: Config) -> None:
     first_model, first = training.train_model(ingested)
     second_model, second = training.train_model(ingested)
 
-    assert first["candidates"] == second["candidates"]
+    assert without_timings(first["candidates"]) == without_timings(second["candidates"])
     X = scoring.feature_frame(ingestion.load_master(ingested), first["features"])
     np.testing.assert_array_equal(first_model.predict_proba(X), second_model.predict_proba(X))
 
@@ -80,3 +88,147 @@ def test_a_single_class_is_a_clear_error(tmp_path) -> None:
 
     with pytest.raises(training.TrainingError, match="at least 3 rows of each class"):
         training.train_model(config)
+
+
+COURSE_COLUMNS = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+
+
+def course_sized_project(folder, labels, **overrides) -> Config:
+    """26 training rows shaped like the course's data, with the given labels."""
+    config = write_config(folder, candidate_models=list(training.SEARCH_SPACE), cv_folds=5, **overrides)
+    config.input_folder.mkdir()
+    rng = np.random.default_rng(3)
+    activity = rng.integers(0, 300, size=(26, 3))
+    rows = "".join(f"c{i:02d},{a},{b},{c},{label}\n" for i, ((a, b, c), label) in enumerate(zip(activity, labels)))
+    (config.input_folder / "a.csv").write_text(COURSE_COLUMNS + rows)
+    ingestion.ingest_new_files(config)
+    return config
+
+
+def test_labels_independent_of_the_features_are_called_no_better_than_chance(tmp_path) -> None:
+    labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)  # drawn without looking at the features
+    config = course_sized_project(tmp_path, labels)
+
+    model, metadata = training.train_model(config)
+
+    assert metadata["uninformative"] is True
+    assert not any(c["informative"] for c in metadata["candidates"].values())
+    assert all(c["oof_roc_auc"] < 0.5 + c["chance_margin"] for c in metadata["candidates"].values())
+    assert any("no better than chance" in w for w in metadata["warnings"])
+    assert all(isinstance(c["flag_everyone_score"], float) for c in metadata["candidates"].values())
+
+
+def test_labels_that_follow_the_features_are_informative(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    activity = rng.integers(0, 300, size=(26, 3))  # the same features course_sized_project writes
+    labels = (activity[:, 0] < np.sort(activity[:, 0])[8]).astype(int)  # low recent activity: left
+    config = course_sized_project(tmp_path, labels)
+
+    _, metadata = training.train_model(config)
+
+    assert metadata["uninformative"] is False
+    assert metadata["candidates"][metadata["model"]]["informative"]
+    assert not any("no better than chance" in w for w in metadata["warnings"])
+
+
+def test_a_threshold_flagging_nearly_everyone_is_a_warning(tmp_path) -> None:
+    labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)
+    config = course_sized_project(tmp_path, labels)
+
+    _, metadata = training.train_model(config)
+    flagged = metadata["candidates"][metadata["model"]]["flagged_share"]
+    assert flagged > 0.9 and metadata["flagged_share"] == flagged
+    assert any("max_flagged_share" in w for w in metadata["warnings"])
+
+    relaxed = write_config(config.root, candidate_models=list(training.SEARCH_SPACE), cv_folds=5, max_flagged_share=1.0)
+    _, metadata = training.train_model(relaxed)
+    assert not any("max_flagged_share" in w for w in metadata["warnings"])
+
+
+def candidate(mean: float, error: float, auc: float, informative: bool = True) -> dict:
+    return {"mean": mean, "standard_error": error, "oof_roc_auc": auc, "informative": informative}
+
+
+def test_an_uninformative_candidate_is_never_chosen_over_an_informative_one() -> None:
+    chosen, selection = training.choose(
+        {"flag_happy": candidate(0.80, 0.01, 0.51, informative=False), "modest": candidate(0.60, 0.01, 0.70)}
+    )
+    assert chosen == "modest" and selection["pool"] == "informative"
+
+
+def test_ties_within_a_standard_error_go_to_the_higher_out_of_fold_roc_auc() -> None:
+    candidates = {"a": candidate(0.620, 0.010, 0.75), "b": candidate(0.615, 0.010, 0.79), "c": candidate(0.600, 0.010, 0.90)}
+    chosen, selection = training.choose(candidates)
+    assert chosen == "b" and selection["tied"] == ["a", "b"]
+    chosen, _ = training.choose({name: candidate(0.6, 0.0, 0.7) for name in ("first", "second")})
+    assert chosen == "first", "a full tie goes to the first (simplest) candidate"
+
+
+def test_every_setting_is_screened_and_the_blend_is_judged_on_the_same_folds(ingested: Config) -> None:
+    names = ["logistic_regression", "hist_gradient_boosting"]
+    config = write_config(ingested.root, candidate_models=names)
+
+    model, metadata = training.train_model(config)
+
+    for name in names:
+        search = metadata["candidates"][name]["search"]
+        assert [s["params"] for s in search] == training.SEARCH_SPACE[name]
+        assert sum(s["kept"] for s in search) == 1
+        assert metadata["candidates"][name]["params"] == next(s["params"] for s in search if s["kept"])
+        assert all(len(s["screen_folds"]) == training.SCREEN_FOLDS for s in search)
+    settings = sum(len(training.SEARCH_SPACE[n]) for n in names)
+    refits = len(names) if metadata["model"] == training.BLEND else 1
+    assert metadata["fits"]["count"] == settings * 2 + len(names) * 1 + refits  # screen, last fold, refit
+    blend = metadata["candidates"][training.BLEND]
+    assert blend["members"] == names and len(blend["folds"]) == 3
+    # The blend's out-of-fold risk is the mean of its members': its ROC AUC is computed from it.
+    assert 0.5 < blend["oof_roc_auc"] <= 1
+
+
+def test_a_chosen_blend_averages_its_refitted_members(ingested: Config) -> None:
+    names = ["logistic_regression", "hist_gradient_boosting"]
+    config = write_config(ingested.root, candidate_models=names)
+    _, metadata = training.train_model(config)
+    candidates = metadata["candidates"]
+    final = {name: training.build_pipeline(name, metadata["features"], 42, candidates[name]["params"], 7500) for name in names}
+    data = ingestion.load_master(config)
+    X = scoring.feature_frame(data, metadata["features"])
+    y = scoring.binary_target(data["exited"], 1)
+    for pipeline in final.values():
+        pipeline.fit(X, y)
+
+    blend = training._final_model(training.BLEND, candidates, final)
+
+    expected = (final[names[0]].predict_proba(X)[:, 1] + final[names[1]].predict_proba(X)[:, 1]) / 2
+    np.testing.assert_allclose(blend.predict_proba(X)[:, 1], expected)
+    np.testing.assert_array_equal(blend.predict(X), (expected >= candidates[training.BLEND]["threshold"]).astype(int))
+
+
+def test_boosting_stops_early_on_enough_rows(ingested: Config) -> None:
+    config = write_config(ingested.root, candidate_models=["hist_gradient_boosting"])
+    model, metadata = training.train_model(config)
+    classifier = model.estimator_.named_steps["classifier"]
+    assert classifier.early_stopping is True
+    assert classifier.n_iter_ < classifier.max_iter
+    small = training.build_pipeline("hist_gradient_boosting", metadata["features"], 42, rows=100)
+    assert small.named_steps["classifier"].early_stopping is False
+
+
+def test_the_forest_samples_a_bounded_number_of_rows_per_tree(ingested: Config) -> None:
+    features = training.feature_types(ingested, ingestion.column_kinds(ingested))
+    forest = training.build_pipeline("random_forest", features, 42, rows=50_000).named_steps["classifier"]
+    assert forest.max_samples * 50_000 == training.FOREST_ROWS_PER_TREE and forest.n_jobs == 1
+    assert training.build_pipeline("random_forest", features, 42, rows=1000).named_steps["classifier"].max_samples is None
+
+
+@pytest.mark.slow
+def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
+    config = write_config(ingested.root, candidate_models=["logistic_regression", "hist_gradient_boosting"])
+    here_model, here = training.train_model(config, workers=1)
+    apart_model, apart = training.train_model(config, workers=2)
+
+    assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
+    assert len(apart["fits"]["by_worker"]) >= 1 and f"pid {__import__('os').getpid()}" not in apart["fits"]["by_worker"]
+    assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
+    X = scoring.feature_frame(ingestion.load_master(config), here["features"])
+    np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
