@@ -68,10 +68,11 @@ def group_labels(values: pd.Series) -> tuple[pd.Series, str]:
     """Each row's group (text), and how the groups were made."""
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if numeric and values.nunique(dropna=True) > MAX_NUMERIC_LEVELS:
-        bins = pd.qcut(values, NUMERIC_BINS, duplicates="drop")
-        labels = bins.map(lambda b: f"{_edge(b.left)} to {_edge(b.right)}").astype(object)
-        groups = labels.where(values.notna(), MISSING)
-        return groups.astype(str), f"numeric: {bins.cat.categories.size} groups at the quartiles of the data measured (left edge exclusive)"
+        codes, edges = pd.qcut(values, NUMERIC_BINS, labels=False, retbins=True, duplicates="drop")
+        names = [f"{_edge(low)} to {_edge(high)}" for low, high in zip(edges[:-1], edges[1:])]
+        groups = pd.Series([MISSING if pd.isna(code) else names[int(code)] for code in codes], index=values.index)
+        return groups, (f"numeric: {len(names)} groups between the quartiles of the data measured (each group holds "
+                        "its upper edge, the first also its lower edge)")
     groups = values.map(lambda v: MISSING if pd.isna(v) else (_edge(v) if isinstance(v, (int, float, np.number)) else str(v)))
     return groups.astype(str), "each value is a group" + (" (missing values as their own group)" if values.isna().any() else "")
 

@@ -104,7 +104,7 @@ def gather_evidence(
         "test_data": _test_data_facts(config, y),
         "metrics": scores,
         "stored_scores": deployed.scores,
-        "metrics_match_stored_scores": all(deployed.scores.get(k) == v for k, v in scores.items()),
+        "metrics_match_stored_scores": _metrics_match(deployed.scores, scores),
         "previous_metrics": _previous_scores(config, deployed),
         "class_labels": _class_labels(config),
         "curves": _curve_facts(y, risk),
@@ -125,6 +125,16 @@ def gather_evidence(
         summary["warnings"].insert(0, f"the test data has changed since {version} was deployed: its metrics differ from scores.json")
     summary["model_card"] = modelcard.build_card(config, diagnostics.json_ready(summary), deployed.path, y, risk, predicted)
     return Evidence(diagnostics.json_ready(summary), y, risk)
+
+
+def _metrics_match(stored: dict[str, Any], scores: dict[str, Any]) -> bool:
+    """Whether the test data scores as it did when the version was scored.
+
+    The cost is left out where the version was scored under another (or no) cost matrix:
+    a changed config, not changed data.
+    """
+    same_costs = stored.get("cost_matrix") == scores.get("cost_matrix")
+    return all(stored.get(k) == v for k, v in scores.items() if same_costs or k not in ("cost", "cost_matrix"))
 
 
 def _cost_facts(config: Config, deployed: deployment.DeployedModel, y: np.ndarray, risk: np.ndarray, scores: dict[str, Any]) -> dict[str, Any] | None:
