@@ -1,7 +1,8 @@
 """Score a trained model on the labelled hold-out data in the test folder.
 
 Writes the classic ``latestscore.txt`` (the F1 score on the positive class) and
-``scores.json`` (F1, ROC AUC, precision, recall, accuracy and the confusion counts) beside
+``scores.json`` (F1, ROC AUC, precision, recall, accuracy, the confusion counts and, with a
+``cost_matrix``, ``cost``: the expected cost per client) beside
 the model, with ``warnings`` where the score may mislead: test rows that are also in the
 training data (the same id, feature values and label, found by ingestion's row hash; counted in
 ``test_rows_in_training`` and ``test_rows_in_training_share``), a test score more than three

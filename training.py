@@ -7,8 +7,10 @@ hyper-parameter settings (``SEARCH_SPACE``): every setting is scored on the firs
 cross-validation folds, the best of each model goes on to the remaining folds (successive
 halving), and the soft-voting blend of those models (their averaged probabilities) is a
 candidate of its own, judged on the same folds. The decision threshold is tuned on the
-out-of-fold risk scores (F1 on the positive class by default), because with a minority
-positive class the default 0.5 misses most of the clients at risk.
+out-of-fold risk scores (F1 on the positive class by default; with metric ``cost``, the
+lowest expected cost per client under ``cost_matrix``), because with a minority positive
+class the default 0.5 misses most of the clients at risk. Lower is better for ``cost``
+(settings.LOWER_IS_BETTER): every comparison goes through settings.metric_gain.
 
 Each candidate is judged against chance (out-of-fold ROC AUC above 0.5 by more than
 sampling noise: one-sided 5% under the null, Hanley-McNeil standard error) and against the
