@@ -990,7 +990,7 @@ def _model_card_page(document: Document, evidence: Evidence) -> None:
                 page.paragraph("… more in model_card.md beside this report.", size=SMALL, color="#9c2a00")
                 break
             if label:
-                page.key_values([(label[0].upper() + label[1:], text)], key_width=1.6, size=SMALL)
+                page.key_values([(label[0].upper() + label[1:], text)], key_width=1.8, size=SMALL)
             else:
                 page.bullets([text], size=SMALL)
     page.close()
