@@ -327,7 +327,7 @@ def _permutation_importance(config: Config, deployed: deployment.DeployedModel, 
         from sklearn.metrics import make_scorer
 
         scorer = make_scorer(scoring.expected_cost, greater_is_better=False, cost_matrix=config["cost_matrix"])
-        result["scoring"] = "expected cost (rise)"
+        result["scoring"] = "negated expected cost (a drop: the cost rises)"
     with diagnostics.single_threaded(), drift.captured_warnings() as caught:
         outcome = permutation_importance(
             deployed.model, features, y, scoring=scorer, n_repeats=PERMUTATION_REPEATS, random_state=config["random_seed"], n_jobs=1

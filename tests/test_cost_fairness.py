@@ -271,3 +271,11 @@ def test_german_credit_on_cost_with_sex_protected(shared_data: Path, tmp_path: P
     assert all(0 <= g["selection_rate"] <= 1 and g["true_positive_rate"] is not None for g in groups.values())
     diagnosed = json.loads((config.reports_folder / deployed.version / "diagnostics.json").read_text())
     assert diagnosed["fairness"]["attributes"]["Sex"]["groups"] == groups
+
+
+def test_a_misspelt_protected_attribute_fails_the_set_up_check(project) -> None:
+    import preflight
+
+    config = write_config(project.root, protected_attributes=["number_of_employes"])
+    with pytest.raises(preflight.SetupError, match="protected_attributes names the column 'number_of_employes'.*number_of_employees"):
+        preflight.check_columns(config)
