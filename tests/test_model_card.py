@@ -78,6 +78,17 @@ def test_the_card_is_written_beside_the_reports_and_is_the_second_page(governed:
     assert report["metrics_match_stored_scores"] is True, "a cost matrix configured after scoring does not make the test data look changed"
 
 
+def test_the_diagnostics_endpoint_serves_the_fairness_section(governed: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app as api
+
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    diagnostics.save_diagnostics(governed)
+    served = api.create_app(governed.path).test_client().get("/diagnostics").get_json()
+    groups = served["fairness"]["attributes"]["number_of_employees"]["groups"]
+    assert groups == diagnostics.load_diagnostics(governed, "v1")["fairness"]["attributes"]["number_of_employees"]["groups"]
+    assert all(0 <= g["selection_rate"] <= 1 for g in groups.values())
+
+
 def test_an_approval_recorded_in_the_history_is_on_the_card(governed: Config) -> None:
     history = governed.deployment_folder / modelcard.HISTORY_FILE
     append_json_line(history, {"at": "2026-11-01T10:00:00+00:00", "action": "reject", "version": "v9", "by": "someone", "note": "other"})
