@@ -290,7 +290,8 @@ def tune_threshold(metric: str, y: np.ndarray, risk: np.ndarray, cost_matrix: di
 
 def threshold_curve(metric: str, y: np.ndarray, risk: np.ndarray, cost_matrix: dict[str, float] | None = None) -> np.ndarray:
     """``metric`` at every threshold of THRESHOLD_GRID on these rows (the report plots the cost one)."""
-    tuning = metric
+    if metric == "cost" and cost_matrix is None:
+        raise ConfigError("metric \"cost\" needs cost_matrix")
     flagged = risk[None, :] >= THRESHOLD_GRID[:, None]
     positive = y.astype(bool)[None, :]
     tp = (flagged & positive).sum(axis=1).astype(float)
@@ -305,9 +306,7 @@ def threshold_curve(metric: str, y: np.ndarray, risk: np.ndarray, cost_matrix: d
             "accuracy": (tp + tn) / len(y),
             "balanced_accuracy": (np.where(tp + fn > 0, tp / (tp + fn), 0.0) + np.where(tn + fp > 0, tn / (tn + fp), 0.0)) / 2,
             "cost": (fn * (cost_matrix or {}).get("false_negative", 0.0) + fp * (cost_matrix or {}).get("false_positive", 0.0)) / max(len(y), 1),
-        }[tuning]
-    if tuning == "cost" and cost_matrix is None:
-        raise ConfigError("metric \"cost\" needs cost_matrix")
+        }[metric]
     return values
 
 
