@@ -836,9 +836,24 @@ def build_diagnostics(
         "execution_time": execution_time(config, version, measure=measure, run_record=run_record),
         "outdated_packages": outdated_packages_list(config, use_cache=not refresh_packages),
         "data_drift": data_drift(config, version),
+        "fairness": fairness_section(config, version),
     }
     document["warnings"] = _document_warnings(document)
     return json_ready(document)
+
+
+def fairness_section(config: Config, version: str) -> dict[str, Any]:
+    """The fairness checks of ``version`` on the test data, per protected attribute (fairness.py)."""
+    import fairness
+
+    if not config["protected_attributes"]:
+        return {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
+    deployed = deployment.load_deployed_model(config, version)
+    test = scoring.load_test_data(config)
+    y = scoring.binary_target(test[config.target], config.positive_label)
+    risk, predicted = risk_and_predictions(deployed, test)
+    with single_threaded():
+        return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
 
 
 def _document_warnings(document: dict[str, Any]) -> list[str]:
@@ -846,6 +861,9 @@ def _document_warnings(document: dict[str, Any]) -> list[str]:
     for column, missing in document["missing_data"]["columns"].items():
         if missing["share"] is not None and missing["share"] >= MOSTLY_MISSING_SHARE:
             warnings.append(f"column {column} is {missing['share']:.0%} missing in the master dataset")
+    for attribute, entry in document.get("fairness", {}).get("attributes", {}).items():
+        if entry.get("four_fifths", {}).get("flagged"):
+            warnings.append(f"fairness screening flag on {attribute}: {entry['four_fifths']['statement']}")
     timings = document["execution_time"]
     if timings["ingestion_seconds"] is None:
         warnings.append("no ingestion timing recorded yet")

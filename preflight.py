@@ -2,7 +2,7 @@
 
 Checked: the test folder exists and holds labelled CSVs with the target and both classes, and
 every column the config names (``target``, ``id_columns``, ``drop_columns``,
-``categorical_columns``) is in at least one data file, else the close matches are named
+``categorical_columns``, ``protected_attributes``) is in at least one data file, else the close matches are named
 ("did you mean 'CustomerId'?").
 
 Stdlib only, and cheap: data files are read for their first line, test files for their target
@@ -43,7 +43,7 @@ def check_columns(config: Config) -> None:
     known |= {source["watermark_column"] for source in config["database_sources"]}
     # The target must be in the data trained on, not only in the test files.
     training = {c for where, columns in headers.items() if not _is_test_file(config, where) for c in columns}
-    for key in ("target", "id_columns", "drop_columns", "categorical_columns"):
+    for key in ("target", "id_columns", "drop_columns", "categorical_columns", "protected_attributes"):
         names = [config[key]] if key == "target" else list(config[key] or [])
         pool, which = (training, "training data file") if key == "target" else (known, "data file")
         for name in names:

@@ -5,7 +5,8 @@
 
 - ``confusionmatrix.png``: the version's model on the test data;
 - ``model_report.pdf``: everything a validator needs to sign the version off, on A4 pages;
-- ``model_report.json``: the figures the PDF states, to check against scoring and diagnostics.
+- ``model_report.json``: the figures the PDF states, to check against scoring and diagnostics;
+- ``model_card.md``: the model card (modelcard.py), also the PDF's second page.
 
 Every version keeps its own folder; a new deployment never touches an older one's. The data
 sections restate ``diagnostics.json`` of the version, made first if it is absent.
@@ -28,10 +29,13 @@ from sklearn import metrics
 import deployment
 import diagnostics
 import drift
+import fairness
 import fullprocess
+import modelcard
 import scoring
 import ledger
-from fsutil import atomic_path, atomic_write_json, configure_logging, read_json_lines, sha256_file
+import training
+from fsutil import atomic_path, atomic_write_json, atomic_write_text, configure_logging, read_json_lines, sha256_file
 from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
@@ -81,7 +85,7 @@ def gather_evidence(
     y = scoring.binary_target(test[config.target], config.positive_label)
     risk, predicted = diagnostics.risk_and_predictions(deployed, test)
     with drift.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
-        scores = scoring.classification_metrics(y, risk, predicted)
+        scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
     for message in caught:
         logger.debug("metrics of %s on the test data: %s", version, message)
     found = None if refresh_diagnostics else diagnostics.load_diagnostics(config, version)
@@ -100,7 +104,7 @@ def gather_evidence(
         "test_data": _test_data_facts(config, y),
         "metrics": scores,
         "stored_scores": deployed.scores,
-        "metrics_match_stored_scores": all(deployed.scores.get(k) == v for k, v in scores.items()),
+        "metrics_match_stored_scores": _metrics_match(deployed.scores, scores),
         "previous_metrics": _previous_scores(config, deployed),
         "class_labels": _class_labels(config),
         "curves": _curve_facts(y, risk),
@@ -114,10 +118,54 @@ def gather_evidence(
         "outdated_packages": diagnosed["outdated_packages"],
         "diagnostics": {"file": diagnostics.display_path(config, diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
         "warnings": checks["warnings"] + list(diagnosed["warnings"]),
+        "cost": _cost_facts(config, deployed, y, risk, scores),
+        "fairness": _fairness_facts(config, deployed, test, y, risk, predicted),
     }
     if not summary["metrics_match_stored_scores"]:
         summary["warnings"].insert(0, f"the test data has changed since {version} was deployed: its metrics differ from scores.json")
+    summary["model_card"] = modelcard.build_card(config, diagnostics.json_ready(summary), deployed.path, y, risk, predicted)
     return Evidence(diagnostics.json_ready(summary), y, risk)
+
+
+def _metrics_match(stored: dict[str, Any], scores: dict[str, Any]) -> bool:
+    """Whether the test data scores as it did when the version was scored.
+
+    The cost is left out where the version was scored under another (or no) cost matrix:
+    a changed config, not changed data.
+    """
+    same_costs = stored.get("cost_matrix") == scores.get("cost_matrix")
+    return all(stored.get(k) == v for k, v in scores.items() if same_costs or k not in ("cost", "cost_matrix"))
+
+
+def _cost_facts(config: Config, deployed: deployment.DeployedModel, y: np.ndarray, risk: np.ndarray, scores: dict[str, Any]) -> dict[str, Any] | None:
+    """Expected cost per client against the threshold (out of fold and on the test data); None without a cost matrix."""
+    costs = config["cost_matrix"]
+    if costs is None:
+        return None
+    meta = deployed.metadata
+    chosen = meta.get("candidates", {}).get(meta.get("model"), {})
+    return {
+        "cost_matrix": costs,
+        "threshold": meta["threshold"],
+        "metric": meta.get("metric"),
+        "test_cost": scores.get("cost"),
+        "flag_everyone_test_cost": scoring.expected_cost(y, np.ones(len(y), dtype=int), costs),
+        "flag_nobody_test_cost": scoring.expected_cost(y, np.zeros(len(y), dtype=int), costs),
+        "thresholds": training.THRESHOLD_GRID.tolist(),
+        "test_curve": [float(v) for v in training.threshold_curve("cost", y, risk, costs)],
+        # Trained with this cost matrix: the curve the threshold was tuned on. Older versions lack it.
+        "out_of_fold_curve": (chosen.get("cost_curve") or {}).get("cost"),
+        "out_of_fold_matrix_matches": chosen.get("cost_curve") is not None and meta.get("metric") == "cost",
+    }
+
+
+def _fairness_facts(
+    config: Config, deployed: deployment.DeployedModel, test: pd.DataFrame, y: np.ndarray, risk: np.ndarray, predicted: np.ndarray
+) -> dict[str, Any]:
+    if not config["protected_attributes"]:
+        return {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
+    with diagnostics.single_threaded():
+        return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
 
 
 def _fresh_diagnostics(config: Config, version: str, run_record: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -274,9 +322,15 @@ def _permutation_importance(config: Config, deployed: deployment.DeployedModel, 
         result["note"] = "not computed: one class only in the test data"
         return result
     features = scoring.feature_frame(test, deployed.metadata["features"])
+    scorer: Any = metric
+    if metric == "cost":  # no scikit-learn scorer: the negated expected cost, so a drop still means worse
+        from sklearn.metrics import make_scorer
+
+        scorer = make_scorer(scoring.expected_cost, greater_is_better=False, cost_matrix=config["cost_matrix"])
+        result["scoring"] = "negated expected cost (a drop: the cost rises)"
     with diagnostics.single_threaded(), drift.captured_warnings() as caught:
         outcome = permutation_importance(
-            deployed.model, features, y, scoring=metric, n_repeats=PERMUTATION_REPEATS, random_state=config["random_seed"], n_jobs=1
+            deployed.model, features, y, scoring=scorer, n_repeats=PERMUTATION_REPEATS, random_state=config["random_seed"], n_jobs=1
         )
     if caught:  # a shuffle that leaves nothing flagged makes precision undefined: worth a note, not a console line
         result["notes"] = caught
@@ -919,8 +973,109 @@ def _operations_page(document: Document, evidence: Evidence) -> None:
     page.close()
 
 
+# --- governance pages: model card, business cost, fairness ----------------------------------------
+
+
+def _model_card_page(document: Document, evidence: Evidence) -> None:
+    """The model card (model_card.md) as the report's second page."""
+    card = evidence.summary["model_card"]
+    page = document.page("Model card")
+    for heading, items in modelcard.card_sections(card):
+        if page.room() < 0.7:
+            page.paragraph("… continued in model_card.md beside this report.", size=SMALL, color="#9c2a00")
+            break
+        page.heading(heading)
+        for label, text in items:
+            if page.room() < 0.45:
+                page.paragraph("… more in model_card.md beside this report.", size=SMALL, color="#9c2a00")
+                break
+            if label:
+                page.key_values([(label[0].upper() + label[1:], text)], key_width=1.8, size=SMALL)
+            else:
+                page.bullets([text], size=SMALL)
+    page.close()
+
+
+def _cost_page(document: Document, evidence: Evidence) -> None:
+    """Expected cost per client against the threshold, with the chosen point; only with a cost matrix."""
+    cost = evidence.summary["cost"]
+    if cost is None:
+        return
+    matrix = cost["cost_matrix"]
+    page = document.page("Business cost and the decision threshold")
+    tuned = "tuned on this cost" if cost["metric"] == "cost" else f"tuned on {cost['metric']}, not on this cost"
+    page.paragraph(
+        f"Expected cost per client: a missed risky client costs {fmt(matrix['false_negative'])}, a false alarm "
+        f"{fmt(matrix['false_positive'])}. The decision threshold {cost['threshold']:.2f} was {tuned}.", size=SMALL)
+    page.key_values([
+        ("Cost at the threshold", f"{fmt(cost['test_cost'])} per client on the test data"),
+        ("Flag everyone", f"{fmt(cost['flag_everyone_test_cost'])} per client"),
+        ("Flag nobody", f"{fmt(cost['flag_nobody_test_cost'])} per client"),
+    ], size=SMALL)
+    [ax] = page.axes(4.2)
+    thresholds = cost["thresholds"]
+    ax.plot(thresholds, cost["test_curve"], color="tab:blue", label="test data")
+    if cost["out_of_fold_curve"]:
+        ax.plot(thresholds, cost["out_of_fold_curve"], color="tab:orange", linestyle="--", label="training, out of fold (tuned on)")
+    at = float(np.interp(cost["threshold"], thresholds, cost["test_curve"]))
+    ax.plot([cost["threshold"]], [cost["test_cost"] if cost["test_cost"] is not None else at], "o", color="red", markersize=8,
+            label=f"chosen threshold {cost['threshold']:.2f}")
+    ax.set(title="Expected cost per client against the decision threshold", xlabel="Decision threshold (flag at or above)",
+           ylabel="Expected cost per client", xlim=(0, 1))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    page.paragraph("Lower is better. The curve on the test data shows what another threshold would have cost on these rows; "
+                   "the threshold itself was chosen on the training data only.", size=SMALL)
+    page.close()
+
+
+def _fairness_page(document: Document, evidence: Evidence) -> None:
+    """Per protected attribute: the group table, the disparities, the four-fifths flag and the invariance check."""
+    section = evidence.summary["fairness"]
+    if not section["attributes"]:
+        return
+    title = "Fairness across protected groups"
+    page = document.page(title)
+    page.paragraph(f"On the {section['rows']:,} test rows. {section['note']}", size=SMALL)
+    for attribute, entry in section["attributes"].items():
+        page.heading(f"{attribute}")
+        if not entry.get("measurable"):
+            page.paragraph(entry["note"], size=SMALL)
+            continue
+        used = "used by the model" if entry["used_by_model"] else "not used by the model (excluded from its features)"
+        page.paragraph(f"Groups: {entry['binning']}; {used}.", size=SMALL)
+        rows = [[group, r["rows"], r["base_rate"], r["selection_rate"], r["true_positive_rate"], r["false_positive_rate"],
+                 r["roc_auc"] if r["roc_auc"] is not None else "not measurable"] for group, r in entry["groups"].items()]
+        page = long_table(document, page, title, ["Group", "Rows", "Base rate", "Selection rate", "TPR", "FPR", "ROC AUC"], rows,
+                          [1.45, 0.7, 0.9, 1.05, 0.9, 0.9, 1.15])
+        parity, opportunity, check = entry["demographic_parity"], entry["equal_opportunity"], entry["invariance"]
+        page.key_values([
+            ("Demographic parity", _spread_text(parity, "selection rate")),
+            ("Equal opportunity", _spread_text(opportunity, "true positive rate")),
+            ("Four-fifths rule", entry["four_fifths"]["statement"]),
+            ("Invariance", _invariance_text(check)),
+        ], key_width=1.55, size=SMALL)
+    page.close()
+
+
+def _spread_text(spread: dict[str, Any], basis: str) -> str:
+    if spread["difference"] is None:
+        return spread.get("note", "not measurable")
+    ratio = "not measurable" if spread["ratio"] is None else f"{spread['ratio']:.3f}"
+    return (f"{basis} ratio lowest/highest {ratio} ({spread['lowest_group']} / {spread['highest_group']}), "
+            f"difference {spread['difference']:.3f}")
+
+
+def _invariance_text(check: dict[str, Any]) -> str:
+    if not check.get("measurable"):
+        return check["note"]
+    return (f"with the attribute swapped to each other level, {check['share_of_rows_whose_decision_changes']:.1%} of rows "
+            f"({check['rows_whose_decision_changes']:,}) change decision; largest change in risk {check['largest_risk_change']:.4f}")
+
+
 PAGES: tuple[Callable[[Document, Evidence], None], ...] = (
-    _cover_page, _lineage_page, _performance_page, _calibration_page, _importance_page, _data_page, _drift_page, _operations_page,
+    _cover_page, _model_card_page, _lineage_page, _performance_page, _cost_page, _fairness_page, _calibration_page, _importance_page,
+    _data_page, _drift_page, _operations_page,
 )
 
 
@@ -957,7 +1112,9 @@ def write_reports(
         "report_json": folder / REPORT_JSON,
         "diagnostics": diagnostics.diagnostics_path(config, evidence.summary["version"]),
     }
+    paths["model_card"] = folder / modelcard.CARD_FILE
     save_confusion_png(paths["confusion_matrix"], evidence)
+    atomic_write_text(paths["model_card"], modelcard.to_markdown(evidence.summary["model_card"]))
     titles = save_pdf(paths["report_pdf"], evidence)
     evidence.summary["pages"] = [{"page": number, "title": title} for number, title in enumerate(titles, start=1)]
     atomic_write_json(paths["report_json"], evidence.summary)

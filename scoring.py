@@ -1,7 +1,8 @@
 """Score a trained model on the labelled hold-out data in the test folder.
 
 Writes the classic ``latestscore.txt`` (the F1 score on the positive class) and
-``scores.json`` (F1, ROC AUC, precision, recall, accuracy and the confusion counts) beside
+``scores.json`` (F1, ROC AUC, precision, recall, accuracy, the confusion counts and, with a
+``cost_matrix``, ``cost``: the expected cost per client) beside
 the model, with ``warnings`` where the score may mislead: test rows that are also in the
 training data (the same id, feature values and label, found by ingestion's row hash; counted in
 ``test_rows_in_training`` and ``test_rows_in_training_share``), a test score more than three
@@ -27,7 +28,7 @@ from sklearn import metrics
 
 import ingestion
 from fsutil import atomic_write_json, atomic_write_text, configure_logging
-from settings import Config, ConfigError, load_config, script_parser
+from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ CLUSTER_CHUNK_ROWS = 50_000
 FAR_ABOVE_STANDARD_ERRORS = 3
 
 # Metrics that judge hard 0/1 decisions rather than the ranking of risk scores.
-THRESHOLD_METRICS = ("f1", "precision", "recall", "accuracy", "balanced_accuracy")
+THRESHOLD_METRICS = ("f1", "precision", "recall", "accuracy", "balanced_accuracy", "cost")
 
 
 class ScoringError(ValueError):
@@ -54,8 +55,22 @@ def binary_target(values: pd.Series, positive_label: Any) -> np.ndarray:
     return (values.astype(str).str.strip() == str(positive_label)).to_numpy().astype(int)
 
 
-def metric_value(name: str, y_true: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> float | None:
-    """One metric; None where it is undefined (ROC AUC with a single class present)."""
+def expected_cost(y_true: np.ndarray, predicted: np.ndarray, cost_matrix: dict[str, float]) -> float:
+    """The average cost per client of these decisions: missed risky clients and false alarms, each at its price."""
+    if len(y_true) == 0:
+        return 0.0
+    positive, flagged = np.asarray(y_true).astype(bool), np.asarray(predicted).astype(bool)
+    missed = int((positive & ~flagged).sum())
+    false_alarms = int((~positive & flagged).sum())
+    return float((missed * cost_matrix["false_negative"] + false_alarms * cost_matrix["false_positive"]) / len(y_true))
+
+
+def metric_value(
+    name: str, y_true: np.ndarray, risk: np.ndarray, predicted: np.ndarray, cost_matrix: dict[str, float] | None = None
+) -> float | None:
+    """One metric; None where it is undefined (ROC AUC with a single class present, cost without a cost matrix)."""
+    if name == "cost":
+        return None if cost_matrix is None else expected_cost(y_true, predicted, cost_matrix)
     if name in ("roc_auc", "average_precision"):
         if len(np.unique(y_true)) < 2:
             return None
@@ -74,11 +89,16 @@ def metric_value(name: str, y_true: np.ndarray, risk: np.ndarray, predicted: np.
         return float(functions[name]())
 
 
-def classification_metrics(y_true: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
-    """Every figure the system reports about a model on labelled data."""
+def classification_metrics(
+    y_true: np.ndarray, risk: np.ndarray, predicted: np.ndarray, cost_matrix: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Every figure the system reports about a model on labelled data (``cost`` with a cost matrix)."""
     tn, fp, fn, tp = metrics.confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
     names = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
     result: dict[str, Any] = {name: metric_value(name, y_true, risk, predicted) for name in names}
+    if cost_matrix is not None:
+        result["cost"] = expected_cost(y_true, predicted, cost_matrix)
+        result["cost_matrix"] = dict(cost_matrix)
     result.update(
         rows=int(len(y_true)),
         positives=int(y_true.sum()),
@@ -119,7 +139,7 @@ def score_frame(
     else:
         risk = model.predict_proba(features)[:, 1]
         predicted = model.predict(features).astype(int)
-    return classification_metrics(y_true, risk, predicted)
+    return classification_metrics(y_true, risk, predicted, config["cost_matrix"])
 
 
 def _predict_chunk(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -181,9 +201,10 @@ def score_warnings(scores: dict[str, Any], metadata: dict[str, Any], config: Con
     if len(folds) >= 2 and test_score is not None:
         cv_mean = float(np.mean(folds))
         standard_error = float(np.std(folds, ddof=1) / math.sqrt(len(folds)))
-        if test_score > cv_mean + FAR_ABOVE_STANDARD_ERRORS * standard_error:
+        if metric_gain(metric, test_score, cv_mean) > FAR_ABOVE_STANDARD_ERRORS * standard_error:
+            direction = "below (better than)" if metric in LOWER_IS_BETTER else "above"
             warnings.append(
-                f"the test {metric} {test_score:.4f} is more than {FAR_ABOVE_STANDARD_ERRORS} standard errors above the "
+                f"the test {metric} {test_score:.4f} is more than {FAR_ABOVE_STANDARD_ERRORS} standard errors {direction} the "
                 f"cross-validated {cv_mean:.4f} (standard error {standard_error:.4f}): the test data may overlap the "
                 "training data or be easier than it"
             )

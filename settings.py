@@ -70,6 +70,16 @@ DEFAULTS: dict[str, Any] = {
     "dask_scheduler_address": None,
     # With the scheduler unreachable: true runs locally (saying so), false fails the run.
     "dask_fallback_local": False,
+    # The cost of a missed risky client and of a false alarm, {"false_negative": 5, "false_positive": 1};
+    # null: no cost. Needed by metric "cost"; when set, scores report the expected cost per client.
+    "cost_matrix": None,
+    # Columns whose groups the fairness checks compare (they stay in the test data); none by default.
+    "protected_attributes": [],
+    # true: the model does not see the protected attributes (the fairness checks still measure them).
+    "exclude_protected_from_features": False,
+    # Plain text for the model card; null: the card says it was not configured.
+    "model_purpose": None,
+    "intended_use": None,
 }
 
 PATH_KEYS = (
@@ -81,8 +91,15 @@ PATH_KEYS = (
     "reports_folder_path",
     "log_folder_path",
 )
-METRICS = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
+METRICS = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy", "cost")
 CANDIDATE_MODELS = ("logistic_regression", "hist_gradient_boosting", "random_forest")
+# Metrics where a lower value is better (an expected cost); every other metric is higher-is-better.
+LOWER_IS_BETTER = ("cost",)
+
+
+def metric_gain(metric: str, new: float, old: float) -> float:
+    """How much better ``new`` is than ``old`` on ``metric`` (positive: better), whichever way it points."""
+    return old - new if metric in LOWER_IS_BETTER else new - old
 
 
 class ConfigError(ValueError):
@@ -199,6 +216,7 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("target must not be listed in id_columns or drop_columns")
     if values["metric"] not in METRICS:
         raise ConfigError(f"metric {values['metric']!r} is not one of {list(METRICS)}")
+    _validate_governance(values)
     models = values["candidate_models"]
     if not isinstance(models, list) or not models or any(m not in CANDIDATE_MODELS for m in models):
         raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
@@ -237,6 +255,37 @@ def _validate(values: dict[str, Any]) -> None:
         import dbsource  # its rules live with the code that reads the databases
 
         dbsource.check_sources(values)
+
+
+COST_KEYS = ("false_negative", "false_positive")
+
+
+def _validate_governance(values: dict[str, Any]) -> None:
+    """The business cost, the protected attributes and the model card's text."""
+    costs = values["cost_matrix"]
+    if costs is not None:
+        if (
+            not isinstance(costs, dict)
+            or set(costs) != set(COST_KEYS)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in costs.values())
+            or not any(costs.values())
+        ):
+            raise ConfigError(
+                "cost_matrix must be null or {\"false_negative\": a, \"false_positive\": b}: non-negative numbers, "
+                "not both zero (the cost of a missed risky client and of a false alarm)"
+            )
+    if values["metric"] == "cost" and costs is None:
+        raise ConfigError("metric \"cost\" needs cost_matrix, e.g. {\"false_negative\": 5, \"false_positive\": 1}")
+    _require_names(values, "protected_attributes")
+    if values["target"] in values["protected_attributes"]:
+        raise ConfigError("target must not be listed in protected_attributes")
+    if len(set(values["protected_attributes"])) != len(values["protected_attributes"]):
+        raise ConfigError("protected_attributes lists a column twice")
+    if not isinstance(values["exclude_protected_from_features"], bool):
+        raise ConfigError("exclude_protected_from_features must be true or false")
+    for key in ("model_purpose", "intended_use"):
+        if values[key] is not None and (not isinstance(values[key], str) or not values[key].strip()):
+            raise ConfigError(f"{key} must be null or a non-empty text")
 
 
 def _validate_ingestion_limits(values: dict[str, Any]) -> None:

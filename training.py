@@ -7,8 +7,10 @@ hyper-parameter settings (``SEARCH_SPACE``): every setting is scored on the firs
 cross-validation folds, the best of each model goes on to the remaining folds (successive
 halving), and the soft-voting blend of those models (their averaged probabilities) is a
 candidate of its own, judged on the same folds. The decision threshold is tuned on the
-out-of-fold risk scores (F1 on the positive class by default), because with a minority
-positive class the default 0.5 misses most of the clients at risk.
+out-of-fold risk scores (F1 on the positive class by default; with metric ``cost``, the
+lowest expected cost per client under ``cost_matrix``), because with a minority positive
+class the default 0.5 misses most of the clients at risk. Lower is better for ``cost``
+(settings.LOWER_IS_BETTER): every comparison goes through settings.metric_gain.
 
 Each candidate is judged against chance (out-of-fold ROC AUC above 0.5 by more than
 sampling noise: one-sided 5% under the null, Hanley-McNeil standard error) and against the
@@ -59,7 +61,7 @@ import ledger
 import preflight
 from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
 from scoring import METADATA_FILE, MODEL_FILE, THRESHOLD_METRICS, binary_target, feature_frame, metric_value
-from settings import Config, ConfigError, load_config, script_parser
+from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ class TrainingError(ValueError):
 def feature_types(config: Config, kinds: dict[str, str]) -> dict[str, list[str]]:
     """Numeric and categorical feature columns: every column but target, ids and drops."""
     excluded = {config.target, *config.excluded_columns}
+    if config["exclude_protected_from_features"]:
+        excluded.update(config["protected_attributes"])  # the fairness checks still read them from the test data
     forced = set(config["categorical_columns"] or [])
     features = [c for c in kinds if c not in excluded]
     if not features:
@@ -273,9 +277,21 @@ def start_workers(workers: int | None = None) -> None:
 # --- judging candidates ------------------------------------------------------------------------
 
 
-def tune_threshold(metric: str, y: np.ndarray, risk: np.ndarray) -> float:
-    """The grid threshold that maximises ``metric`` (F1 for ranking metrics) on these rows; the lowest on ties."""
+def tune_threshold(metric: str, y: np.ndarray, risk: np.ndarray, cost_matrix: dict[str, float] | None = None) -> float:
+    """The grid threshold that does best on ``metric`` (F1 for ranking metrics) on these rows; the lowest on ties.
+
+    For ``cost`` that is the lowest expected cost per client under ``cost_matrix``."""
     tuning = metric if metric in THRESHOLD_METRICS else "f1"
+    curve = threshold_curve(tuning, y, risk, cost_matrix)
+    # Lower-is-better metrics are negated, so that argmax finds the best (and the lowest threshold on ties).
+    goodness = -curve if tuning in LOWER_IS_BETTER else curve
+    return float(THRESHOLD_GRID[int(np.argmax(np.round(goodness, 12)))])
+
+
+def threshold_curve(metric: str, y: np.ndarray, risk: np.ndarray, cost_matrix: dict[str, float] | None = None) -> np.ndarray:
+    """``metric`` at every threshold of THRESHOLD_GRID on these rows (the report plots the cost one)."""
+    if metric == "cost" and cost_matrix is None:
+        raise ConfigError("metric \"cost\" needs cost_matrix")
     flagged = risk[None, :] >= THRESHOLD_GRID[:, None]
     positive = y.astype(bool)[None, :]
     tp = (flagged & positive).sum(axis=1).astype(float)
@@ -289,25 +305,32 @@ def tune_threshold(metric: str, y: np.ndarray, risk: np.ndarray) -> float:
             "recall": np.where(tp + fn > 0, tp / (tp + fn), 0.0),
             "accuracy": (tp + tn) / len(y),
             "balanced_accuracy": (np.where(tp + fn > 0, tp / (tp + fn), 0.0) + np.where(tn + fp > 0, tn / (tn + fp), 0.0)) / 2,
-        }[tuning]
-    return float(THRESHOLD_GRID[int(np.argmax(np.round(values, 12)))])
+            "cost": (fn * (cost_matrix or {}).get("false_negative", 0.0) + fp * (cost_matrix or {}).get("false_positive", 0.0)) / max(len(y), 1),
+        }[metric]
+    return values
 
 
 def judge(
-    metric: str, y: np.ndarray, risk: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], threshold: float | None = None
+    metric: str,
+    y: np.ndarray,
+    risk: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    threshold: float | None = None,
+    cost_matrix: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Fold scores at the out-of-fold tuned threshold, and the judgement against chance and
     against flagging everyone, for the out-of-fold ``risk`` over ``folds``."""
     rows = np.concatenate([test for _, test in folds])
     if threshold is None:
-        threshold = tune_threshold(metric, y[rows], risk[rows])
+        threshold = tune_threshold(metric, y[rows], risk[rows], cost_matrix)
     scores, everyone = [], []
     for _, test in folds:
         fold_y, fold_risk = y[test], risk[test]
-        scores.append(metric_value(metric, fold_y, fold_risk, (fold_risk >= threshold).astype(int)))
-        everyone.append(metric_value(metric, fold_y, np.ones(len(test)), np.ones(len(test), dtype=int)))
+        scores.append(metric_value(metric, fold_y, fold_risk, (fold_risk >= threshold).astype(int), cost_matrix))
+        everyone.append(metric_value(metric, fold_y, np.ones(len(test)), np.ones(len(test), dtype=int), cost_matrix))
     scores_array = np.array(scores, dtype=float)
-    difference = scores_array - np.array(everyone, dtype=float)
+    # Positive where the candidate does better than flagging everyone, whichever way the metric points.
+    difference = metric_gain(metric, scores_array, np.array(everyone, dtype=float))
     auc = float(roc_auc_score(y[rows], risk[rows]))
     positives = int(y[rows].sum())
     negatives = len(rows) - positives
@@ -338,7 +361,7 @@ def _standard_error(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 
-def choose(candidates: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def choose(candidates: dict[str, dict[str, Any]], metric: str = "f1") -> tuple[str, dict[str, Any]]:
     """The chosen candidate's name and how it was chosen.
 
     Informative candidates only, when there are any; the best mean metric, with every
@@ -348,12 +371,17 @@ def choose(candidates: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     order = list(candidates)
     informative = [name for name in order if candidates[name]["informative"]]
     pool = informative or order
-    best = max(pool, key=lambda name: (candidates[name]["mean"], -order.index(name)))
-    floor = candidates[best]["mean"] - candidates[best]["standard_error"]
-    tied = [name for name in pool if candidates[name]["mean"] >= floor]
+    # metric_gain against 0: the mean itself, or minus it for a cost (lower is better).
+    best = max(pool, key=lambda name: (metric_gain(metric, candidates[name]["mean"], 0.0), -order.index(name)))
+    tied = [
+        name for name in pool
+        if metric_gain(metric, candidates[name]["mean"], candidates[best]["mean"]) >= -candidates[best]["standard_error"]
+    ]
     chosen = max(tied, key=lambda name: (round(candidates[name]["oof_roc_auc"], 12), -order.index(name)))
     return chosen, {
-        "rule": "informative candidates first; best mean metric, ties within one standard error broken by out-of-fold ROC AUC",
+        "rule": "informative candidates first; best mean metric"
+        + (" (lowest: lower is better)" if metric in LOWER_IS_BETTER else "")
+        + ", ties within one standard error broken by out-of-fold ROC AUC",
         "pool": "informative" if informative else "all (none is informative)",
         "best_on_metric": best,
         "tied": tied,
@@ -445,6 +473,7 @@ def _cross_validate(
     the choice with how it was made.
     """
     seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
+    costs = config["cost_matrix"]
     names = list(config["candidate_models"])
     screen = list(range(min(SCREEN_FOLDS, splits)))
     rest = [fold for fold in range(splits) if fold not in screen]
@@ -458,10 +487,13 @@ def _cross_validate(
         scored = []
         for index, params in enumerate(SEARCH_SPACE[name]):
             risk = _oof_risk(len(y), {fold: results[(name, index, fold)]["risk"] for fold in screen}, folds)
-            screening = judge(metric, y, risk, [folds[f] for f in screen])
+            screening = judge(metric, y, risk, [folds[f] for f in screen], cost_matrix=costs)
             scored.append({"params": params, "screen_folds": screening["folds"], "screen_mean": screening["mean"],
                            "screen_oof_roc_auc": screening["oof_roc_auc"]})
-        best = max(range(len(scored)), key=lambda i: (round(scored[i]["screen_mean"], 12), round(scored[i]["screen_oof_roc_auc"], 12), -i))
+        best = max(
+            range(len(scored)),
+            key=lambda i: (round(metric_gain(metric, scored[i]["screen_mean"], 0.0), 12), round(scored[i]["screen_oof_roc_auc"], 12), -i),
+        )
         for index, entry in enumerate(scored):
             entry["kept"] = index == best
         kept[name], searches[name] = best, scored
@@ -476,7 +508,7 @@ def _cross_validate(
         risks[name] = _oof_risk(len(y), {fold: results[(name, index, fold)]["risk"] for fold in range(splits)}, folds)
         fold_seconds = [round(results[(name, index, fold)]["seconds"], 4) for fold in range(splits)]
         candidates[name] = {
-            **judge(metric, y, risks[name], folds),
+            **judge(metric, y, risks[name], folds, cost_matrix=costs),
             "params": SEARCH_SPACE[name][index],
             "fold_seconds": fold_seconds,
             "fit_seconds": round(sum(fold_seconds), 4),
@@ -485,13 +517,19 @@ def _cross_validate(
     if len(names) > 1:
         blend_risk = np.mean([risks[name] for name in names], axis=0)
         candidates[BLEND] = {
-            **judge(metric, y, blend_risk, folds),
+            **judge(metric, y, blend_risk, folds, cost_matrix=costs),
             "params": {"members": names, "voting": "soft"},
             "members": names,
             "fold_seconds": [round(sum(candidates[n]["fold_seconds"][f] for n in names), 4) for f in range(splits)],
             "fit_seconds": round(sum(candidates[n]["fit_seconds"] for n in names), 4),
             "search": [],
         }
+    if costs is not None:  # the expected cost at every threshold, out of fold: the report plots it
+        rows = np.concatenate([test for _, test in folds])
+        for name, candidate in candidates.items():
+            risk = blend_risk if name == BLEND else risks[name]
+            curve = threshold_curve("cost", y[rows], risk[rows], costs)
+            candidate["cost_curve"] = {"thresholds": THRESHOLD_GRID.tolist(), "cost": [round(float(v), 6) for v in curve]}
     for name, candidate in candidates.items():
         logger.info(
             "candidate %s: CV %s %.4f ± %.4f, out-of-fold ROC AUC %.3f, flag-everyone %.4f%s",
@@ -499,7 +537,7 @@ def _cross_validate(
             "" if candidate["informative"] else " (uninformative)",
         )
     # Round 3: refit on all rows what was chosen (a blend: each of its members).
-    chosen, selection = choose(candidates)
+    chosen, selection = choose(candidates, metric)
     needed = candidates[BLEND]["members"] if chosen == BLEND else [chosen]
     results.update(_run_fits(runner, source, [(name, kept[name], None) for name in needed], seed, splits, log))
     final = {name: results[(name, kept[name], None)]["pipeline"] for name in needed}

@@ -30,7 +30,7 @@ from settings import Config, load_config
 
 TOP_LEVEL_KEYS = {
     "version", "generated_at", "summary_statistics", "missing_data", "execution_time",
-    "outdated_packages", "data_drift", "warnings",
+    "outdated_packages", "data_drift", "fairness", "warnings",
 }
 
 

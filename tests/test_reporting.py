@@ -19,7 +19,7 @@ from fsutil import sha256_file
 from settings import Config, load_config
 from tests.test_diagnostics import v2_project, v2_template, with_settings  # noqa: F401 (fixtures)
 
-REPORT_FILES = ("diagnostics.json", "confusionmatrix.png", "model_report.pdf", "model_report.json")
+REPORT_FILES = ("diagnostics.json", "confusionmatrix.png", "model_report.pdf", "model_report.json", "model_card.md")
 A4_POINTS = (595.44, 841.68)
 
 
@@ -66,6 +66,7 @@ def test_write_reports_returns_the_files_of_the_version(reported):
         "report_pdf": folder / "model_report.pdf",
         "report_json": folder / "model_report.json",
         "diagnostics": folder / "diagnostics.json",
+        "model_card": folder / "model_card.md",
     }
     assert all(path.is_file() and path.stat().st_size > 0 for path in paths.values())
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]  # every write was atomic
