@@ -630,7 +630,7 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     lineage, deployed = s["lineage"], s["deployment"]
     page.key_values([
         ("Version", s["version"]),
-        ("Status", s["status"]),
+        ("Status", s["status"] + ("; AWAITING APPROVAL: not served until approved" if (s.get("approval") or {}).get("state") == "pending" else "")),
         ("Model", f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}"),
         ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
         ("Deployed because", deployed["reason"]),
@@ -679,12 +679,12 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     else:
         page.paragraph("None.", size=SMALL)
     page.heading("Validator sign-off")
-    for line in sign_off_lines(s.get("approval") or {}):
+    for line in sign_off_lines(s.get("approval") or {}, s["version"]):
         page.paragraph(line, size=BODY)
     page.close()
 
 
-def sign_off_lines(approval: dict[str, Any]) -> list[str]:
+def sign_off_lines(approval: dict[str, Any], version: str = "vN") -> list[str]:
     """The sign-off box: the recorded decision (deployment.py --approve / --reject), else lines to fill by hand."""
     state = approval.get("state")
     if state in ("approved", "rejected", "superseded"):
@@ -692,7 +692,7 @@ def sign_off_lines(approval: dict[str, Any]) -> list[str]:
         return [f"{state.capitalize()} by {who} at {approval.get('at')} (UTC), recorded in the deployment history",
                 f"Comments: {approval.get('note') or 'none'}"]
     if state == "pending":
-        return ["Awaiting approval: not served until a person approves it (python deployment.py --approve vN --by NAME)",
+        return [f"Awaiting approval: not served until a person approves it (python deployment.py --approve {version} --by NAME)",
                 "Approved / rejected: ____________    Name: ______________________    Date: ____________"]
     return ["Approved / rejected: ____________    Name: ______________________    Date: ____________",
             "Comments: ___________________________________________________________________________"]
@@ -709,8 +709,8 @@ def _champion_challenger_section(page: Page, s: dict[str, Any]) -> None:
         if found.get(name):
             f = found[name]
             low, high = f["interval"]
-            interval = f"{fmt(low)} to {fmt(high)}" if low is not None and high is not None else "undefined"
-            rows.append((f"{name}: {found['champion']} / challenger", f"{fmt(f['champion_score'])} / {fmt(f['challenger_score'])}, "
+            interval = f"{low:+.4f} to {high:+.4f}" if low is not None and high is not None else "undefined"
+            rows.append((f"{name}: {found['champion']} / {s['version']}", f"{fmt(f['champion_score'])} / {fmt(f['challenger_score'])}, "
                          f"gain {'n/a' if f['gain'] is None else format(f['gain'], '+.4f')}, "
                          f"{f['confidence']:.0%} CI {interval} ({f['resamples']} resamples)"))
     rows.append(("Decision", f"{found.get('decision', '?')} (promotion_margin {found['margin']:+g})"))

@@ -425,3 +425,36 @@ def test_concurrent_appenders_keep_one_chain(tmp_path: Path) -> None:
 
     assert len(log.read_text().splitlines()) == 160
     assert fsutil.verify_json_line_chain(log)[0] is None
+
+
+def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_moving_current(deployed_project: Config) -> None:
+    config = with_settings(deployed_project, require_approval=True, block_worse_deployments=False)
+    train_and_score(config)
+    outcome = fullprocess.decide_deployment(config, "model drift", None, record={"started_at": "then"}, kept="v1")
+    assert outcome["decision"] == "pending_approval" and outcome["version_deployed"] == "v2"
+    # What a run killed right after the version was renamed into place leaves: no history line, no reports, no audit line.
+    history = config.deployment_folder / deployment.HISTORY_FILE
+    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
+    assert not (config.reports_folder / "v2").exists()
+
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+
+    assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
+    last = deployment.history(config)[-1]
+    assert (last["action"], last["version"], last.get("pending_approval")) == ("deploy", "v2", True)
+    recovered = [r for r in fullprocess.read_audit(config) if r.get("recovered")]
+    assert [(r["decision"], r["version_deployed"]) for r in recovered] == [("pending_approval", "v2")]
+    assert (config.reports_folder / "v2" / "model_report.pdf").is_file()
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert fullprocess.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1", "v2"]
+    assert fullprocess.verify_audit(config) == 0
+
+
+def test_page_one_shows_the_rejection_in_the_sign_off_box(deployed_project: Config) -> None:
+    from tests.test_reporting import page_text
+
+    deployment.deploy_model(deployed_project, reason="challenger", pending=True)
+    assert deployment.main(["--config", str(deployed_project.path), "--reject", "v2", "--by", "Ada", "--note", "too few rows"]) == 0
+
+    text = page_text(deployed_project.reports_folder / "v2" / "model_report.pdf", 1)
+    assert "Validator sign-off Rejected by Ada at" in text and "Comments: too few rows" in text
