@@ -806,7 +806,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.activate:
                 version = activate(config, args.activate)
             else:
-                version = deploy_model(config, reason=args.reason)
+                version = deploy_model(config, reason=args.reason, pending=config["require_approval"])
+                if config["require_approval"]:
+                    print(f"deployed {version}, awaiting approval (require_approval): python deployment.py --approve {version} --by NAME")
+                    return 0
     except (ConfigError, DeploymentError, LockBusy, OSError) as exc:
         logger.error("%s", exc)
         return 1

@@ -458,3 +458,43 @@ def test_page_one_shows_the_rejection_in_the_sign_off_box(deployed_project: Conf
 
     text = page_text(deployed_project.reports_folder / "v2" / "model_report.pdf", 1)
     assert "Validator sign-off Rejected by Ada at" in text and "Comments: too few rows" in text
+
+
+def test_a_batch_arriving_while_a_version_waits_is_compared_with_the_current_one(deployed_project: Config) -> None:
+    import diagnostics
+    from fsutil import read_json_lines
+
+    deployment.deploy_model(deployed_project, reason="challenger", pending=True)
+    for batch in (deployed_project.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
+        shutil.copy(batch, deployed_project.input_folder / batch.name)
+    ingestion.ingest_new_files(deployed_project)
+    last = read_json_lines(deployed_project.output_folder / "ingestion_record.jsonl")[-1]
+
+    assert diagnostics.version_current_on_arrival(deployed_project, last["run_id"], last["ingested_at"]) == "v1"
+
+
+def test_a_deployment_by_hand_waits_for_approval_when_required(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
+    config = with_settings(deployed_project, require_approval=True)
+    assert deployment.main(["--config", str(config.path), "--reason", "by hand"]) == 0
+    assert "deployed v2, awaiting approval" in capsys.readouterr().out
+    assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
+
+
+@pytest.mark.skipif("cost" not in __import__("settings").METRICS, reason="the cost metric is another branch's (issue 9, business cost)")
+def test_with_a_cost_metric_drift_and_the_gate_treat_lower_as_better(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "project", metric="cost", cost_matrix={"false_negative": 5, "false_positive": 1})
+    sampledata.write_sample_data(config)
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    deployed = deployment.load_deployed_model(config)
+    test = scoring.load_test_data(config)
+    flipped = test.assign(**{config.target: 1 - scoring.binary_target(test[config.target], config.positive_label)})
+
+    assert fullprocess.check_model_drift(config, deployed, test)[0] is False  # the same rows: the same cost
+    drifted, reason, scores = fullprocess.check_model_drift(config, deployed, flipped)
+    assert drifted and scores["new_score"] > scores["deployed_score"] and " > deployed " in reason
+
+    train_and_score(config, flag_nobody=True)  # misses every risky client: a higher cost
+    outcome = fullprocess.decide_deployment(config, "model drift", None, kept="v1")
+    cost = outcome["champion_challenger"]["cost"]
+    assert outcome["decision"] == "retrained_not_deployed"
+    assert cost["challenger_score"] > cost["champion_score"] and cost["gain"] < 0 and cost["interval"][1] < 0
