@@ -12,9 +12,12 @@
    model drift means that score is below the deployed one (by more than
    ``drift_tolerance``); no deployed model, or one that fails verification, counts as drift;
    fewer than ``drift_min_rows`` rows wait for more. 7. No drift: record the decision and
-   stop. 8. Drift: retrain on the whole master dataset and score on the test data; deploy
-   unless it does worse there than the deployed model (``block_worse_deployments``) or is no
-   better than chance while a model is deployed, then diagnose and report.
+   stop. 8. Drift: retrain on the whole master dataset; score it (the challenger) and the
+   deployed model (the champion) on the same test data, with a paired bootstrap interval of
+   the difference; deploy unless it is not better by more than ``promotion_margin``
+   (``block_worse_deployments``) or is no better than chance while a model is deployed, then
+   diagnose and report. With ``require_approval`` the new version waits, pending, for
+   ``deployment.py --approve``; it covers its rows meanwhile, so they are not judged again.
 9. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
    Under cron (stderr not a terminal) nothing is printed unless the run fails: then one line.
 
