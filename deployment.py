@@ -249,7 +249,7 @@ def deploy_model(
     if not pending:
         _switch_current(config, version)
     for older in superseded:
-        _record(config, "supersede", older, None, f"superseded by {version}", by="system", note=f"a newer version, {version}, was deployed before {older} was approved")
+        _record(config, "supersede", older, None, f"superseded by {version}", by="system", note=f"a newer version, {version}, was deployed before {older} was approved", superseded_by=version)
     if pending:
         _record(config, "deploy", version, previous, reason, pending_approval=True)
         logger.info("deployed %s pending approval (%s); %s stays current", version, metadata["model"], previous or "no version")
@@ -282,6 +282,11 @@ def approval_states(config: Config) -> dict[str, dict[str, Any]]:
             pending = _read_json_or_empty(versions_folder(config) / name / MANIFEST_FILE).get("pending_approval")
             states[name] = {"state": "pending" if pending else "deployed", "at": None}
     return states
+
+
+def superseded_by(config: Config, version: str) -> list[str]:
+    """The pending versions that the deployment of ``version`` superseded."""
+    return [h["version"] for h in history(config) if h.get("action") == "supersede" and h.get("superseded_by") == version]
 
 
 def pending_versions(config: Config) -> list[str]:
@@ -474,7 +479,7 @@ def complete_interrupted_deploy(config: Config) -> str | None:
     if current != newest and not pending:
         _switch_current(config, newest)
     for older in [v for v in pending_versions(config) if v != newest]:
-        _record(config, "supersede", older, None, f"superseded by {newest}", by="system", note=f"a newer version, {newest}, was deployed before {older} was approved")
+        _record(config, "supersede", older, None, f"superseded by {newest}", by="system", note=f"a newer version, {newest}, was deployed before {older} was approved", superseded_by=newest)
     extra = {"pending_approval": True} if pending else {}
     _record(config, "deploy", newest, manifest.get("previous_version"), manifest.get("reason", ""),
             note="completed by a later run: the deploying process was interrupted", **extra)

@@ -304,7 +304,19 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     write_checkpoint(config, judged=max(master_end, judged), seen=max(master_end, judged))
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
+        refreshed = refresh_superseded_reports(config, record["version_deployed"])
+        if refreshed:
+            record["superseded_reports_refreshed"] = refreshed
     return record
+
+
+def refresh_superseded_reports(config: Config, version: str) -> dict[str, str]:
+    """Rewrite the reports of the pending versions ``version`` superseded, so their sign-off says so."""
+    return {
+        older: deployment.refresh_reports(config, older)
+        for older in deployment.superseded_by(config, version)
+        if (config.reports_folder / older / REPORT_FILES[-1]).is_file()
+    }
 
 
 def load_current_deployment(config: Config) -> tuple[Any, str | None]:

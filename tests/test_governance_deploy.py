@@ -315,14 +315,17 @@ def test_inventory_statuses_after_a_rollback_a_rejection_and_a_broken_file(deplo
     deployment.reject(config, "v4", by="Ada", note="not enough evidence")
     deployment.deploy_model(config, reason="v5", pending=True)
     deployment.deploy_model(config, reason="v6", pending=True)  # supersedes v5
-    (deployment.versions_folder(config) / "v1" / "trainedmodel.pkl").write_bytes(b"tampered")
+    deployment.deploy_model(config, reason="v7", pending=True)  # supersedes v6
+    (deployment.versions_folder(config) / "v6" / "trainedmodel.pkl").write_bytes(b"tampered")
 
     rows = {row["version"]: row for row in deployment.inventory(config)}
 
     assert {name: row["status"] for name, row in rows.items()} == {
-        "v1": "failed verification", "v2": "current", "v3": "rolled back", "v4": "rejected", "v5": "superseded", "v6": "pending"}
+        "v1": "retired", "v2": "current", "v3": "rolled back", "v4": "rejected", "v5": "superseded", "v6": "failed verification",
+        "v7": "pending"}
     assert (rows["v4"]["decided_by"], rows["v4"]["decision_note"]) == ("Ada", "not enough evidence")
-    assert rows["v3"]["left_current_at"] and rows["v2"]["became_current_at"] and rows["v6"]["became_current_at"] is None
+    assert rows["v3"]["left_current_at"] and rows["v2"]["became_current_at"] and rows["v7"]["became_current_at"] is None
+    assert rows["v1"]["left_current_at"] and "trainedmodel.pkl fails verification" in rows["v6"]["problem"]
 
     assert deployment.main(["--config", str(config.path), "--inventory"]) == 0
     printed = capsys.readouterr().out
@@ -331,7 +334,7 @@ def test_inventory_statuses_after_a_rollback_a_rejection_and_a_broken_file(deplo
     monkeypatch.delenv("API_TOKEN", raising=False)
     body = api.create_app(config.path).test_client().get("/model?all=1").get_json()
     assert {v["version"]: v["status"] for v in body["versions"]} == {name: row["status"] for name, row in rows.items()}
-    assert body["awaiting_approval"] == ["v6"] and body["current"] == "v2"
+    assert body["awaiting_approval"] == ["v7"] and body["current"] == "v2"
     assert str(config.root) not in json.dumps(body)  # no server path in the answer
 
 
@@ -498,3 +501,22 @@ def test_with_a_cost_metric_drift_and_the_gate_treat_lower_as_better(tmp_path: P
     cost = outcome["champion_challenger"]["cost"]
     assert outcome["decision"] == "retrained_not_deployed"
     assert cost["challenger_score"] > cost["champion_score"] and cost["gain"] < 0 and cost["interval"][1] < 0
+
+
+def test_with_nothing_approved_new_data_makes_a_new_pending_version_that_supersedes_the_first(tmp_path: Path) -> None:
+    config = approval_project(tmp_path)
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert json.loads((config.reports_folder / "v1" / "model_report.json").read_text())["approval"]["state"] == "pending"
+    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
+        shutil.copy(batch, config.input_folder / batch.name)
+
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+
+    record = fullprocess.read_audit(config)[-1]
+    assert record["decision"] == "pending_approval" and record["version_deployed"] == "v2"
+    assert "no approved model yet (v1 awaiting approval)" in record["reason"]
+    assert record["superseded_reports_refreshed"] == {"v1": "ok"}
+    assert deployment.current_version(config) is None and deployment.pending_versions(config) == ["v2"]
+    assert json.loads((config.reports_folder / "v1" / "model_report.json").read_text())["approval"]["state"] == "superseded"
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert fullprocess.read_audit(config)[-1]["decision"] == "no_new_data"
