@@ -6,7 +6,7 @@ CONFIG ?= config.json
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install data ingest train score deploy versions rollback activate diagnostics report run demo-drift serve apicalls test bench clean
+.PHONY: help install data ingest train score deploy versions inventory approve reject verify-audit rollback activate diagnostics report run demo-drift serve apicalls test bench clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,20 @@ deploy: $(STAMP) ## Promote the trained model as a new production version
 
 versions: $(STAMP) ## List deployed versions with their scores and warnings; which is current, since when
 	$(PY) deployment.py --config $(CONFIG) --list
+
+inventory: $(STAMP) ## Every version with its status (current, pending, rejected, rolled back, ...), dates, scores, approver
+	$(PY) deployment.py --config $(CONFIG) --inventory
+
+approve: $(STAMP) ## Approve a pending version: make approve VERSION=vN BY=NAME [NOTE="..."]
+	@test -n "$(VERSION)" -a -n "$(BY)" || { echo "usage: make approve VERSION=vN BY=NAME [NOTE=\"...\"] (make inventory lists pending ones)" >&2; exit 2; }
+	$(PY) deployment.py --config $(CONFIG) --approve $(VERSION) --by "$(BY)" $(if $(NOTE),--note "$(NOTE)")
+
+reject: $(STAMP) ## Reject a pending version: make reject VERSION=vN BY=NAME NOTE="why"
+	@test -n "$(VERSION)" -a -n "$(BY)" -a -n "$(NOTE)" || { echo "usage: make reject VERSION=vN BY=NAME NOTE=\"why\"" >&2; exit 2; }
+	$(PY) deployment.py --config $(CONFIG) --reject $(VERSION) --by "$(BY)" --note "$(NOTE)"
+
+verify-audit: $(STAMP) ## Check the hash chains of logs/audit.jsonl and the deployment history
+	$(PY) fullprocess.py --config $(CONFIG) --verify-audit
 
 rollback: $(STAMP) ## Make the previous deployed version current again
 	$(PY) deployment.py --config $(CONFIG) --rollback

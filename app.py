@@ -441,7 +441,35 @@ def _model() -> LoadedModel:
 
 
 def no_model_message(holder: ModelHolder) -> str:
+    waiting = _awaiting_approval(holder.config)
+    if waiting and holder.last_error is None:
+        return (f"no model is served yet: {', '.join(waiting)} awaits approval "
+                f"(python deployment.py --approve {waiting[-1]} --by NAME); nothing is served until a person approves a version")
     return f"no verified model is loaded ({holder.last_error or 'nothing is deployed yet: run `python fullprocess.py`'})"
+
+
+def _awaiting_approval(config: Config) -> list[str]:
+    """Versions deployed pending approval (the history and manifests; read when asked)."""
+    try:
+        return deployment.pending_versions(config)
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot tell which versions await approval: %s", exc)
+        return []
+
+
+def pending_summary(config: Config) -> list[dict[str, Any]]:
+    """What /model says of each version awaiting approval: its scores and the comparison with the champion."""
+    rows = []
+    for row in inventory_rows(config, verify=False):
+        if row["status"] == "pending":
+            rows.append({key: row.get(key) for key in ("version", "deployed_at", "model", "metric", "metric_score", "f1", "roc_auc",
+                                                        "reason", "warnings", "uninformative", "champion_challenger")})
+    return rows
+
+
+def inventory_rows(config: Config, verify: bool = True) -> list[dict[str, Any]]:
+    """deployment.inventory, with the server's paths taken out of its sentences."""
+    return json.loads(project_relative(json.dumps(deployment.inventory(config, verify=verify), default=str), config))
 
 
 # ----------------------------------------------------------------------------- views
@@ -481,6 +509,8 @@ def readyz() -> Response:
 
 
 def model_view() -> Response:
+    if request.args.get("all") not in (None, "", "0", "false"):
+        return model_inventory_view()
     loaded = _model()
     metadata, manifest = loaded.deployed.metadata, loaded.deployed.manifest
     body = {
@@ -503,8 +533,22 @@ def model_view() -> Response:
         "serving": {"path": loaded.scorer.kind, "loaded_at": loaded.loaded_at},
         **model_honesty(loaded),
         "bands": band_thresholds(_state().config, loaded.threshold),
+        "pending_approval": pending_summary(_state().config),
     }
     return json_response(body, version=loaded.version)
+
+
+def model_inventory_view() -> Response:
+    """``/model?all=1``: every version with its status, dates, scores and approver (deployment.py --inventory)."""
+    state = _state()
+    loaded = state.holder.get()
+    body = {
+        "serving": loaded.version if loaded else None,
+        "current": state.holder.deployed_version(),
+        "awaiting_approval": _awaiting_approval(state.config),
+        "versions": inventory_rows(state.config),
+    }
+    return json_response(body, version=loaded.version if loaded else None)
 
 
 def model_honesty(loaded: LoadedModel) -> dict[str, Any]:

@@ -7,7 +7,12 @@ Layout of the deployment folder::
                                scores.json, latestscore.txt, ingestedfiles.txt,
                                ingestion_record.jsonl, reference_data.csv, manifest.json
       current -> versions/vN   a symlink, swapped atomically by rename
-      history.jsonl            one line per deploy or rollback
+      history.jsonl            one line per deploy, rollback, activation, approval, rejection
+                               or supersession; each line carries the SHA-256 of the line before
+
+With ``require_approval`` a new version is deployed *pending*: complete and verified, but
+``current`` does not move until ``--approve vN --by NAME`` (``--reject`` retires it). A newer
+version supersedes an older pending one.
 
 A version is assembled in a hidden folder and renamed into ``versions/`` only when every
 file is written and synced; ``current`` then switches with one ``rename``. A reader that
@@ -192,7 +197,11 @@ def load_deployed_model(config: Config, version: str | None = None) -> DeployedM
 
 
 def deploy_model(
-    config: Config, reason: str = "manual deployment", decision: dict[str, Any] | None = None, master_bytes: int | None = None
+    config: Config,
+    reason: str = "manual deployment",
+    decision: dict[str, Any] | None = None,
+    master_bytes: int | None = None,
+    pending: bool = False,
 ) -> str:
     """Promote the trained model, its scores and the ingestion record as a new current version.
 
@@ -200,6 +209,8 @@ def deploy_model(
     ``master_bytes``: the size of the master dataset the model was trained on. Both are kept
     in the manifest, so a run killed after this point is finished by the next one (its audit
     line written, marked as recovered) and the rows the version covers are never judged again.
+    ``pending``: the version awaits approval and ``current`` stays where it is; either way an
+    older version still awaiting approval is superseded.
     """
     _remove_incomplete(config)
     metadata = _checked_trained_model(config)
@@ -224,6 +235,7 @@ def deploy_model(
             "uninformative": bool(metadata.get("uninformative", False)),
             "warnings": version_warnings(metadata, scores),
             "decision": decision,
+            "pending_approval": pending,
         }
         _write_synced(incoming / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
         fsync_dir(incoming)
@@ -233,10 +245,122 @@ def deploy_model(
     except BaseException:
         _remove_tree(incoming)
         raise
-    _switch_current(config, version)
+    superseded = [v for v in pending_versions(config) if v != version]
+    if not pending:
+        _switch_current(config, version)
+    for older in superseded:
+        _record(config, "supersede", older, None, f"superseded by {version}", by="system", note=f"a newer version, {version}, was deployed before {older} was approved", superseded_by=version)
+    if pending:
+        _record(config, "deploy", version, previous, reason, pending_approval=True)
+        logger.info("deployed %s pending approval (%s); %s stays current", version, metadata["model"], previous or "no version")
+        return version
     _record(config, "deploy", version, previous, reason)
     logger.info("deployed %s (%s, %s %.4f on test data)", version, metadata["model"], "f1", manifest["scores"]["f1"])
     return version
+
+
+# --- approval ------------------------------------------------------------------------------------
+
+APPROVAL_ACTIONS = ("approve", "reject", "supersede")
+
+
+def approval_states(config: Config) -> dict[str, dict[str, Any]]:
+    """Each version's last approval event: {"state": pending | approved | rejected | superseded | deployed, ...}.
+
+    From the history; a version whose deploy line a killed run never wrote is read from its manifest.
+    """
+    states: dict[str, dict[str, Any]] = {}
+    for line in history(config):
+        version, action = line.get("version"), line.get("action")
+        if action == "deploy":
+            states[version] = {"state": "pending" if line.get("pending_approval") else "deployed", "at": line.get("at")}
+        elif action in APPROVAL_ACTIONS:
+            states[version] = {"state": {"approve": "approved", "reject": "rejected", "supersede": "superseded"}[action],
+                               "at": line.get("at"), "by": line.get("by"), "note": line.get("note")}
+    for name in version_names(config):
+        if name not in states:
+            pending = _read_json_or_empty(versions_folder(config) / name / MANIFEST_FILE).get("pending_approval")
+            states[name] = {"state": "pending" if pending else "deployed", "at": None}
+    return states
+
+
+def superseded_by(config: Config, version: str) -> list[str]:
+    """The pending versions that the deployment of ``version`` superseded."""
+    return [h["version"] for h in history(config) if h.get("action") == "supersede" and h.get("superseded_by") == version]
+
+
+def pending_versions(config: Config) -> list[str]:
+    """Versions deployed pending approval and neither approved, rejected nor superseded, oldest first."""
+    states = approval_states(config)
+    return [name for name in version_names(config) if states.get(name, {}).get("state") == "pending"]
+
+
+def _require_pending(config: Config, version: str) -> None:
+    state = approval_states(config).get(version)
+    if version_number(version) <= 0 or version not in version_names(config):
+        known = ", ".join(version_names(config)) or "none"
+        raise DeploymentError(f"there is no version {version!r} (versions: {known})")
+    if not state or state["state"] != "pending":
+        waiting = ", ".join(pending_versions(config)) or "none"
+        raise DeploymentError(f"{version} is not awaiting approval (it is {state['state'] if state else 'unknown'}); awaiting approval: {waiting}")
+
+
+def approve(config: Config, version: str, by: str, note: str | None = None) -> str:
+    """Make a pending version current, recorded with who approved it, when and why."""
+    if not by or not by.strip():
+        raise DeploymentError("an approval needs the approver's name (--by NAME)")
+    _require_pending(config, version)
+    try:
+        verify_version(versions_folder(config) / version)
+    except (OSError, ValueError, DeploymentError) as exc:
+        raise DeploymentError(f"{version} cannot be approved: {exc}") from None
+    previous = current_version_or_none(config)
+    _switch_current(config, version)
+    _record(config, "approve", version, previous, f"approved by {by.strip()}", by=by.strip(), note=note or "")
+    _audit_approval(config, "approved", version, by.strip(), note or "", previous)
+    logger.info("%s approved by %s: now current (was %s)", version, by, previous or "no version")
+    return version
+
+
+def reject(config: Config, version: str, by: str, note: str) -> str:
+    """Retire a pending version unserved, recorded with who rejected it, when and why."""
+    if not by or not by.strip():
+        raise DeploymentError("a rejection needs the name of who rejects it (--by NAME)")
+    if not note or not note.strip():
+        raise DeploymentError("a rejection needs a note saying why (--note TEXT)")
+    _require_pending(config, version)
+    current = current_version_or_none(config)
+    _record(config, "reject", version, current, f"rejected by {by.strip()}", by=by.strip(), note=note.strip())
+    _audit_approval(config, "rejected", version, by.strip(), note.strip(), current)
+    logger.info("%s rejected by %s; %s stays current", version, by, current or "no version")
+    return version
+
+
+def _audit_approval(config: Config, decision: str, version: str, by: str, note: str, current: str | None) -> None:
+    """The approval or rejection in the audit log, beside the runs of fullprocess."""
+    import fullprocess  # the audit log's home; imported here, as fullprocess imports this module
+
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    append_json_line(fullprocess.audit_path(config), {
+        "status": "ok", "decision": decision, "version": version, "by": by, "note": note, "at": at, "started_at": at,
+        "current_version": version if decision == "approved" else current,
+        "reason": f"{version} {decision} by {by}" + (f": {note}" if note else ""),
+    })
+
+
+def refresh_reports(config: Config, version: str) -> str:
+    """Write the version's reports again so page 1's sign-off shows the approval: "ok" or why not.
+
+    The approval stands either way; a failure here is reported, and `make report VERSION=vN` retries.
+    """
+    try:
+        import reporting
+
+        reporting.write_reports(config, version)
+        return "ok"
+    except Exception as exc:  # a report must not undo a recorded approval
+        logger.exception("the reports of %s could not be rewritten after its approval decision", version)
+        return f"failed: {type(exc).__name__}: {exc}"
 
 
 def version_warnings(metadata: dict[str, Any], scores: dict[str, Any]) -> list[str]:
@@ -284,7 +408,8 @@ def rollback(config: Config) -> str:
     if current is None and broken is None:
         raise DeploymentError("nothing is deployed, so there is nothing to roll back")
     names = version_names(config)
-    older = names if broken else [v for v in names if version_number(v) < version_number(current)]
+    unapproved = {v for v, s in approval_states(config).items() if s["state"] in ("pending", "rejected", "superseded")}
+    older = [v for v in (names if broken else [v for v in names if version_number(v) < version_number(current)]) if v not in unapproved]
     for candidate in reversed(older):
         try:
             verify_version(versions_folder(config) / candidate)
@@ -307,6 +432,11 @@ def activate(config: Config, version: str) -> str:
     if version_number(version) <= 0 or not path.is_dir():
         known = ", ".join(version_names(config)) or "none"
         raise DeploymentError(f"there is no version {version!r} (versions: {known})")
+    state = approval_states(config).get(version, {}).get("state")
+    if state == "pending":
+        raise DeploymentError(f"{version} awaits approval: approve it with --approve {version} --by NAME")
+    if state in ("rejected", "superseded"):
+        raise DeploymentError(f"{version} was {state} before it was ever approved: it cannot be activated")
     try:
         verify_version(path)
     except (OSError, ValueError) as exc:
@@ -345,10 +475,14 @@ def complete_interrupted_deploy(config: Config) -> str | None:
     current = current_version_or_none(config)
     if current not in (newest, manifest.get("previous_version")):
         return None
-    if current != newest:
+    pending = bool(manifest.get("pending_approval"))
+    if current != newest and not pending:
         _switch_current(config, newest)
+    for older in [v for v in pending_versions(config) if v != newest]:
+        _record(config, "supersede", older, None, f"superseded by {newest}", by="system", note=f"a newer version, {newest}, was deployed before {older} was approved", superseded_by=newest)
+    extra = {"pending_approval": True} if pending else {}
     _record(config, "deploy", newest, manifest.get("previous_version"), manifest.get("reason", ""),
-            note="completed by a later run: the deploying process was interrupted")
+            note="completed by a later run: the deploying process was interrupted", **extra)
     logger.warning("completed the interrupted deployment of %s", newest)
     return newest
 
@@ -366,6 +500,11 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
             rows.append({**row, "reason": "", "warnings": [f"fails verification: {exc}"], "uninformative": False})
             continue
         scores = manifest.get("scores") or {}
+        decision = manifest.get("decision") if isinstance(manifest.get("decision"), dict) else {}
+        row["metric"] = manifest.get("metric")
+        row["metric_score"] = scores.get(manifest.get("metric")) if manifest.get("metric") else None
+        row["champion_challenger"] = decision.get("champion_challenger")
+        row["pending_approval"] = bool(manifest.get("pending_approval", False))
         warnings = manifest.get("warnings")
         if warnings is None:  # deployed before manifests kept them: ask the version's files
             warnings = version_warnings(_read_json_or_empty(path / METADATA_FILE), _read_json_or_empty(path / SCORES_FILE))
@@ -379,6 +518,56 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
             uninformative=bool(manifest.get("uninformative", False)),
         )
         rows.append(row)
+    return rows
+
+
+def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
+    """Every version with its status, dates, scores and approver, oldest first.
+
+    status: current, pending (awaiting approval), rejected, superseded (a newer version came
+    before approval), rolled back (current until a rollback moved away from it), retired
+    (replaced by a later deployment or activation), failed verification (its files no longer
+    match its manifest; ``verify=False`` skips hashing them).
+    """
+    current = current_version_or_none(config)
+    states = approval_states(config)
+    events = history(config)
+    rows = []
+    for row in list_versions(config):
+        name = row["version"]
+        state = states.get(name, {})
+        made_current = [e for e in events if e.get("version") == name and e.get("action") in ("deploy", "rollback", "activate", "approve")
+                        and not (e.get("action") == "deploy" and e.get("pending_approval"))]
+        left = [e for e in events if e.get("previous_version") == name and e.get("version") != name
+                and e.get("action") in ("deploy", "rollback", "activate", "approve") and not e.get("pending_approval")]
+        problem = None
+        if verify:
+            try:
+                verify_version(versions_folder(config) / name)
+            except (DeploymentError, OSError, ValueError) as exc:
+                problem = str(exc)
+        if problem:
+            status = "current, failed verification" if name == current else "failed verification"
+        elif name == current:
+            status = "current"
+        elif state.get("state") in ("pending", "rejected", "superseded"):
+            status = state["state"]
+        elif left and left[-1].get("action") == "rollback":
+            status = "rolled back"
+        else:
+            status = "retired"
+        decided = state if state.get("state") in ("approved", "rejected", "superseded") else {}
+        rows.append({
+            **row,
+            "status": status,
+            "problem": problem,
+            "became_current_at": made_current[0].get("at") if made_current else None,
+            "left_current_at": left[-1].get("at") if left and name != current else None,
+            "decision": decided.get("state"),
+            "decided_by": decided.get("by"),
+            "decided_at": decided.get("at"),
+            "decision_note": decided.get("note"),
+        })
     return rows
 
 
@@ -471,16 +660,17 @@ def _move_broken_current_aside(link: Path) -> None:
     logger.warning("%s was not a link to a version: moved it to %s", link, aside)
 
 
-def _record(config: Config, action: str, version: str, previous: str | None, reason: str, note: str | None = None) -> None:
+def _record(config: Config, action: str, version: str, previous: str | None, reason: str, note: str | None = None, **fields: Any) -> None:
     line = {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "action": action,
         "version": version,
         "previous_version": previous,
         "reason": reason,
+        **fields,
     }
-    if note:
-        line["note"] = note
+    if note or action in APPROVAL_ACTIONS:
+        line["note"] = note or ""
     append_json_line(config.deployment_folder / HISTORY_FILE, line)
 
 
@@ -518,9 +708,46 @@ def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
         auc = f"{row['roc_auc']:.4f}" if row["roc_auc"] is not None else "n/a"
         model = f"{row['model']} (no better than chance)" if row.get("uninformative") else row["model"]
         print(f"{marker}{row['version']:<8} {row['deployed_at']:<26} {model:<24} {f1:>7} {auc:>8}  {row['reason']}")
+        if row.get("status"):
+            print(f"{'':11}status: {_status_text(row)}")
+        if row.get("champion_challenger"):
+            import promotion  # numpy-free formatting; imported only when there is a comparison to show
+
+            print(f"{'':11}{promotion.describe(row['champion_challenger'])}")
         for warning in row.get("warnings", []):
             print(f"{'':11}warning: {warning}")
     _print_current(config)
+
+
+def _status_text(row: dict[str, Any]) -> str:
+    text = row["status"]
+    if row.get("decision") in ("approved", "rejected"):
+        note = f": {row['decision_note']}" if row.get("decision_note") else ""
+        text += f" ({row['decision']} by {row['decided_by']} at {row['decided_at']}{note})"
+    elif row.get("decision") == "superseded":
+        text += f" (at {row['decided_at']}: {row.get('decision_note') or ''})"
+    if row["status"] == "pending":
+        text += f" -- approve: python deployment.py --approve {row['version']} --by NAME"
+    if row.get("problem"):
+        text += f" -- {row['problem']}"
+    return text
+
+
+def _print_inventory(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no versions deployed")
+        return
+    print(f"{'version':<8} {'status':<22} {'deployed at':<26} {'current from':<26} {'until':<26} {'metric':<10} {'score':>7} {'roc_auc':>8}  approver")
+    for row in rows:
+        score = f"{row['metric_score']:.4f}" if isinstance(row.get("metric_score"), (int, float)) else "n/a"
+        auc = f"{row['roc_auc']:.4f}" if isinstance(row.get("roc_auc"), (int, float)) else "n/a"
+        who = f"{row['decision']} by {row['decided_by']} at {row['decided_at']}" if row.get("decided_by") and row.get("decision") != "superseded" else "-"
+        print(f"{row['version']:<8} {row['status']:<22} {row['deployed_at']:<26} {row['became_current_at'] or '-':<26} "
+              f"{row['left_current_at'] or '-':<26} {row.get('metric') or '?':<10} {score:>7} {auc:>8}  {who}")
+        if row.get("decision_note"):
+            print(f"{'':9}note: {row['decision_note']}")
+        if row.get("problem"):
+            print(f"{'':9}{row['problem']}")
 
 
 def _print_current(config: Config) -> None:
@@ -532,9 +759,12 @@ def _print_current(config: Config) -> None:
         return
     since = current_since(config)
     if since:
-        how = {"deploy": "deployed", "rollback": "rolled back", "activate": "activated"}.get(since.get("action"), since.get("action"))
+        how = {"deploy": "deployed", "rollback": "rolled back", "activate": "activated", "approve": "approved"}.get(since.get("action"), since.get("action"))
         came_from = f" from {since['previous_version']}" if since.get("previous_version") and since.get("action") != "deploy" else ""
         print(f"\ncurrent: {since['version']}, since {since.get('at')} ({how}{came_from})")
+    waiting = pending_versions(config)
+    if waiting:
+        print(f"awaiting approval: {', '.join(waiting)} (python deployment.py --approve vN --by NAME [--note TEXT])")
     switches = [h for h in history(config) if h.get("action") in ("rollback", "activate")]
     if switches:
         print("rollbacks and activations:")
@@ -548,21 +778,43 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--list", action="store_true", help="show versions with their scores (* marks current)")
     action.add_argument("--rollback", action="store_true", help="make the previous version current again")
     action.add_argument("--activate", metavar="VERSION", help="make any verified version (vN) current again")
+    action.add_argument("--approve", metavar="VERSION", help="make a version awaiting approval current (with --by NAME [--note TEXT])")
+    action.add_argument("--reject", metavar="VERSION", help="retire a version awaiting approval (with --by NAME --note TEXT)")
+    action.add_argument("--inventory", action="store_true", help="every version with its status, dates, scores and approver")
+    parser.add_argument("--by", metavar="NAME", help="who approves or rejects")
+    parser.add_argument("--note", metavar="TEXT", help="why (required with --reject)")
+    parser.add_argument("--json", action="store_true", help="with --inventory: print JSON")
     parser.add_argument("--reason", default="manual deployment", help="why this version is deployed")
     args = parser.parse_args(argv)
     configure_logging(console_tracebacks=False)
     try:
         config = load_config(args.config)
         if args.list:
-            _print_versions(config, list_versions(config))
+            _print_versions(config, inventory(config, verify=False))
             return 0
+        if args.inventory:
+            rows = inventory(config)
+            print(json.dumps(rows, indent=2, default=str)) if args.json else _print_inventory(rows)
+            return 0
+        if (args.approve or args.reject) and not args.by:
+            parser.error("--approve and --reject need --by NAME")
+        if args.reject and not args.note:
+            parser.error("--reject needs --note TEXT saying why")
         with run_lock(ledger.lock_path(config)):
+            if args.approve or args.reject:
+                version = approve(config, args.approve, args.by, args.note) if args.approve else reject(config, args.reject, args.by, args.note)
+                refreshed = refresh_reports(config, version)
+                print(f"{version} {'approved: now current' if args.approve else 'rejected'}; reports rewritten: {refreshed}")
+                return 0
             if args.rollback:
                 version = rollback(config)
             elif args.activate:
                 version = activate(config, args.activate)
             else:
-                version = deploy_model(config, reason=args.reason)
+                version = deploy_model(config, reason=args.reason, pending=config["require_approval"])
+                if config["require_approval"]:
+                    print(f"deployed {version}, awaiting approval (require_approval): python deployment.py --approve {version} --by NAME")
+                    return 0
     except (ConfigError, DeploymentError, LockBusy, OSError) as exc:
         logger.error("%s", exc)
         return 1

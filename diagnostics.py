@@ -695,6 +695,8 @@ def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | N
             break
         if event.get("action") != "deploy" and ingested_at is not None and str(event.get("at", "")) > ingested_at:
             break
+        if event.get("pending_approval") or event.get("action") in ("reject", "supersede"):
+            continue  # a version awaiting approval, rejected or superseded was not current
         current = version
     return current
 

@@ -98,17 +98,101 @@ def atomic_write_json(target: Path, payload: Any) -> None:
     atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+# Each line of an appended JSON-lines log carries the SHA-256 of the line before it, so an edited,
+# removed or inserted line breaks the chain (``verify_json_line_chain`` finds where).
+CHAIN_FIELD = "prev_sha256"
+CHAIN_GENESIS = "0" * 64  # what the first chained line of a file names as its predecessor
+TAIL_CHUNK_BYTES = 4096
+
+
+def line_sha256(line: bytes) -> str:
+    """The chain's hash of one line: its bytes without the newline."""
+    import hashlib
+
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
 def append_json_line(target: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single write, so a line is never interleaved or split."""
+    """Append one JSON line, chained to the line before it, with a single write.
+
+    The file is locked (flock) while its last line is read and the new one written, so two
+    writers never chain to the same line. Only the tail is read (a seek from the end): the
+    cost does not grow with the file.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
     before_change(target)
-    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        last = _last_line(fd)
+        chained = {**record, CHAIN_FIELD: line_sha256(last) if last else CHAIN_GENESIS}
+        line = (json.dumps(chained, sort_keys=True, default=str) + "\n").encode("utf-8")
+        if last and not last.endswith(b"\n"):
+            line = b"\n" + line  # a torn line (a crash mid-write) ends here; the chain covers it
         os.write(fd, line)
         os.fsync(fd)
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the flock
+
+
+def _last_line(fd: int) -> bytes:
+    """The file's last non-empty line, with its newline if it has one; b"" for an empty file."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    tail = b""
+    position = end
+    while position > 0:
+        step = min(TAIL_CHUNK_BYTES, position)
+        position -= step
+        tail = os.pread(fd, step, position) + tail
+        body = tail.rstrip(b"\n")
+        if b"\n" in body:
+            start = body.rindex(b"\n") + 1
+            return tail[start:].rstrip(b"\n") + (b"\n" if tail.endswith(b"\n") else b"")
+    stripped = tail.rstrip(b"\n")
+    return stripped + (b"\n" if tail.endswith(b"\n") else b"") if stripped else b""
+
+
+def verify_json_line_chain(path: Path) -> tuple[int | None, str]:
+    """(None, summary) when every chained line names its predecessor's hash; else (line, why).
+
+    Lines written before the chain existed (no ``prev_sha256``) are accepted only as the
+    file's start, before every chained line. A line that is not JSON (torn by a crash) is
+    accepted when the line after it chains to it.
+    """
+    if not path.is_file():
+        return None, f"{path}: absent (nothing to verify)"
+    previous: bytes | None = None
+    previous_number = 0
+    chained = unchained = torn = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.rstrip(b"\n")
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                torn += 1
+                previous, previous_number = line, number
+                continue
+            expected = line_sha256(previous) if previous is not None else CHAIN_GENESIS
+            if not isinstance(record, dict) or CHAIN_FIELD not in record:
+                if chained:
+                    return number, f"{path} line {number}: has no {CHAIN_FIELD} although earlier lines are chained (inserted or edited)"
+                unchained += 1
+            elif record[CHAIN_FIELD] != expected:
+                what = (f"line {previous_number} was edited, or a line was removed or inserted before this one" if previous is not None
+                        else "the first line names a predecessor: lines before it were removed")
+                return number, f"{path} line {number}: {CHAIN_FIELD} does not match the line before it ({what})"
+            else:
+                chained += 1
+            previous, previous_number = line, number
+    notes = f"{chained} chained line(s)"
+    if unchained:
+        notes += f", {unchained} earlier line(s) written before the chain existed"
+    if torn:
+        notes += f", {torn} torn line(s) (a crash mid-write) covered by the chain"
+    return None, f"{path}: ok, {notes}"
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:

@@ -12,9 +12,12 @@
    model drift means that score is below the deployed one (by more than
    ``drift_tolerance``); no deployed model, or one that fails verification, counts as drift;
    fewer than ``drift_min_rows`` rows wait for more. 7. No drift: record the decision and
-   stop. 8. Drift: retrain on the whole master dataset and score on the test data; deploy
-   unless it does worse there than the deployed model (``block_worse_deployments``) or is no
-   better than chance while a model is deployed, then diagnose and report.
+   stop. 8. Drift: retrain on the whole master dataset; score it (the challenger) and the
+   deployed model (the champion) on the same test data, with a paired bootstrap interval of
+   the difference; deploy unless it is not better by more than ``promotion_margin``
+   (``block_worse_deployments``) or is no better than chance while a model is deployed, then
+   diagnose and report. With ``require_approval`` the new version waits, pending, for
+   ``deployment.py --approve``; it covers its rows meanwhile, so they are not judged again.
 9. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
    Under cron (stderr not a terminal) nothing is printed unless the run fails: then one line.
 
@@ -110,8 +113,9 @@ def undecided_work(config: Config) -> str | None:
         current = deployment.current_version(config)
     except deployment.BrokenCurrentLink as exc:
         return str(exc)
-    if current is None:
+    if current is None and not deployment.pending_versions(config):
         return "data is ingested but no model is deployed"
+    # A version awaiting approval covers the rows it was trained on, as a current one does.
     if size > read_checkpoint(config)[1] and size > deployment.covered_master_bytes(config):
         return "rows ingested by an earlier run were never judged (a failed or interrupted run)"
     return None
@@ -165,6 +169,11 @@ def unfinished_work(config: Config) -> str | None:
     return None
 
 
+def versions_to_finish(config: Config, current: str | None) -> list[str]:
+    """The current version and those awaiting approval: each gets its reports and audit line."""
+    return [v for v in [current, *deployment.pending_versions(config)] if v is not None]
+
+
 def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any]:
     """Complete a killed deploy, then the current version's diagnostics, reports and audit line."""
     done: dict[str, Any] = {}
@@ -173,28 +182,28 @@ def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any
         done["deployment_completed"] = completed
     current = deployment.current_version_or_none(config)
     all_done = True
-    if current is not None:
+    for version in dict.fromkeys(versions_to_finish(config, current)):
         try:
-            manifest = deployment.read_manifest(deployment.versions_folder(config) / current)
+            manifest = deployment.read_manifest(deployment.versions_folder(config) / version)
         except (deployment.DeploymentError, OSError) as exc:
             manifest = None  # the drift check redeploys: a version that fails verification
-            logger.error("%s cannot be finished: %s", current, exc)
+            logger.error("%s cannot be finished: %s", version, exc)
         if manifest is not None:
-            missing = missing_steps(config, current)
+            missing = missing_steps(config, version)
             decision = manifest.get("decision")
             recovered = None
-            if isinstance(decision, dict) and not _audited(config, current):
+            if isinstance(decision, dict) and not _audited(config, version):
                 recovered = recovered_audit_record(manifest, decision, started_at)
-            steps = run_after_deployment(config, current, recovered, only=missing) if missing else {}
+            steps = run_after_deployment(config, version, recovered, only=missing) if missing else {}
             if recovered is not None:
                 recovered["after_deployment"] = {name: steps.get(name, "ok") for name in ("diagnostics", "reporting")}
                 recovered["status"] = "ok" if all(v == "ok" for v in recovered["after_deployment"].values()) else "failed"
                 append_json_line(audit_path(config), recovered)
                 steps["audit_line"] = "ok (written, marked recovered)"
             if steps:
-                done[current] = steps
-                logger.warning("finished what an earlier run left undone for %s: %s", current, steps)
-            all_done = all(v.startswith("ok") for v in steps.values())
+                done[version] = steps
+                logger.warning("finished what an earlier run left undone for %s: %s", version, steps)
+            all_done = all_done and all(v.startswith("ok") for v in steps.values())
     if all_done:
         names = deployment.version_names(config)
         judged, seen = read_checkpoint(config)
@@ -223,7 +232,7 @@ def recovered_audit_record(manifest: dict[str, Any], decision: dict[str, Any], s
     """The audit line of a run killed after it deployed, from what the version's manifest kept."""
     return {
         **decision,
-        "decision": "redeployed",
+        "decision": "pending_approval" if decision.get("decision") == "pending_approval" else "redeployed",
         "version_deployed": manifest.get("version"),
         "recovered": True,
         "recovered_by_run_started_at": started_at,
@@ -295,7 +304,19 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     write_checkpoint(config, judged=max(master_end, judged), seen=max(master_end, judged))
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
+        refreshed = refresh_superseded_reports(config, record["version_deployed"])
+        if refreshed:
+            record["superseded_reports_refreshed"] = refreshed
     return record
+
+
+def refresh_superseded_reports(config: Config, version: str) -> dict[str, str]:
+    """Rewrite the reports of the pending versions ``version`` superseded, so their sign-off says so."""
+    return {
+        older: deployment.refresh_reports(config, older)
+        for older in deployment.superseded_by(config, version)
+        if (config.reports_folder / older / REPORT_FILES[-1]).is_file()
+    }
 
 
 def load_current_deployment(config: Config) -> tuple[Any, str | None]:
@@ -306,6 +327,9 @@ def load_current_deployment(config: Config) -> tuple[Any, str | None]:
         logger.error("%s", exc)
         return None, f"the current deployment failed verification: {exc}"
     if version is None:
+        waiting = deployment.pending_versions(config)
+        if waiting:
+            return None, f"no approved model yet ({', '.join(waiting)} awaiting approval)"
         return None, "no deployed model yet"
     try:
         return deployment.load_deployed_model(config), None
@@ -326,9 +350,12 @@ def check_model_drift(config: Config, deployed: Any, new_rows: Any) -> tuple[boo
     if classes < 2 or new_score is None or deployed_score is None:
         # With one class F1 is 0 whatever the model does: that says nothing about drift.
         return False, f"drift not judged: the {len(new_rows)} new row(s) hold one class only", scores
-    if new_score < deployed_score - config["drift_tolerance"]:
-        return True, f"model drift: {metric} {new_score:.4f} on new rows < deployed {deployed_score:.4f}", scores
-    return False, f"no drift: {metric} {new_score:.4f} on new rows >= deployed {deployed_score:.4f}", scores
+    from settings import LOWER_IS_BETTER, metric_gain
+
+    worse, not_worse = (">", "<=") if metric in LOWER_IS_BETTER else ("<", ">=")
+    if metric_gain(metric, new_score, deployed_score) < -config["drift_tolerance"]:
+        return True, f"model drift: {metric} {new_score:.4f} on new rows {worse} deployed {deployed_score:.4f}", scores
+    return False, f"no drift: {metric} {new_score:.4f} on new rows {not_worse} deployed {deployed_score:.4f}", scores
 
 
 def retrain_and_deploy(
@@ -355,9 +382,16 @@ def decide_deployment(
     record: dict[str, Any] | None = None,
     kept: str | None = None,
 ) -> dict[str, Any]:
-    """Deploy the model trained and scored in the model folder, or keep ``kept`` (the usable
-    deployed version, None if there is none) and say why: it does worse on the test data
-    (``block_worse_deployments``), or it is no better than chance."""
+    """Deploy the model trained and scored in the model folder (the challenger), or keep ``kept``
+    (the usable deployed version, the champion; None if there is none) and say why.
+
+    Both are scored on the same test data (promotion.compare: the scores, the challenger's gain
+    with a paired bootstrap interval, on the configured metric and ROC AUC). The challenger
+    replaces the champion only if its gain exceeds ``promotion_margin``, unless
+    ``block_worse_deployments`` is false; a model no better than chance never replaces one.
+    ``deployed_test_score``: the champion's stored test score, compared with when the champion
+    cannot be scored again. With ``require_approval`` the new version waits, pending.
+    """
     metadata = _read_model_json(config, deployment.METADATA_FILE)
     scores = _read_model_json(config, deployment.SCORES_FILE)
     metric, test_score = config["metric"], scores.get(config["metric"])
@@ -377,21 +411,75 @@ def decide_deployment(
             "decision": "retrained_not_deployed",
             "reason": f"{reason}; but the retrained model is no better than chance ({_chance_warning(warnings)}): kept {kept} ({keep_note})",
         }
-    worse = deployed_test_score is not None and test_score is not None and test_score < deployed_test_score
-    if worse and config["block_worse_deployments"] and kept:
-        logger.warning("retrained model not deployed: test %s %.4f < deployed %.4f", metric, test_score, deployed_test_score)
+    comparison = champion_and_challenger(config, kept) if kept else None
+    passes, gate = promotion_gate(config, comparison, test_score, deployed_test_score)
+    if comparison is not None:
+        outcome["champion_challenger"] = comparison
+    if not passes and config["block_worse_deployments"] and kept:
+        if comparison is not None:
+            comparison["decision"] = f"keep the champion {kept}"
+        logger.warning("retrained model not deployed: %s", gate)
         hint = f" -- {one_class}" if one_class else ""
         return {
             **outcome,
             "decision": "retrained_not_deployed",
-            "reason": f"{reason}; but the retrained model scores {metric} {test_score:.4f} on the test data, below "
-            f"{kept}'s {deployed_test_score:.4f}{hint}: kept {kept} ({keep_note})",
+            "reason": f"{reason}; but {gate}{hint}: kept {kept} ({keep_note})",
         }
+    if comparison is not None:
+        comparison["decision"] = "promote the challenger" + ("" if passes else " although it does not pass the gate (block_worse_deployments is false)")
+    if kept and not passes:
+        reason = f"{reason}; deployed although {gate} (block_worse_deployments is false)"
     if uninformative:
         reason = f"{reason}; deployed although it is no better than chance ({_chance_warning(warnings)}): no usable model was deployed"
-    decision = {**(record or {}), **outcome, "decision": "redeployed", "reason": reason}
-    version = deployment.deploy_model(config, reason=reason, decision=decision, master_bytes=ledger.master_bytes(config) or None)
-    return {**outcome, "decision": "redeployed", "reason": reason, "version_deployed": version}
+    pending = bool(config["require_approval"])
+    decided = "pending_approval" if pending else "redeployed"
+    if pending:
+        outcome["pending_approval"] = True
+    decision = {**(record or {}), **outcome, "decision": decided, "reason": reason}
+    version = deployment.deploy_model(config, reason=reason, decision=decision, master_bytes=ledger.master_bytes(config) or None, pending=pending)
+    if pending:
+        reason = f"{reason}; {version} awaits approval (python deployment.py --approve {version} --by NAME)"
+    return {**outcome, "decision": decided, "reason": reason, "version_deployed": version}
+
+
+def champion_and_challenger(config: Config, champion_version: str) -> dict[str, Any] | None:
+    """The champion and the model just trained, on the same test data; None if the champion cannot be scored."""
+    import promotion
+    import scoring
+
+    try:
+        champion = deployment.load_deployed_model(config, champion_version)
+        challenger, challenger_metadata = scoring.load_trained_model(config)
+        return promotion.compare(config, champion, challenger, challenger_metadata, champion_version)
+    except Exception as exc:  # the stored test score is the fallback: a comparison must not stop the run
+        logger.error("champion %s and the challenger could not be compared on the test data: %s", champion_version, exc)
+        return None
+
+
+def promotion_gate(
+    config: Config, comparison: dict[str, Any] | None, test_score: float | None, deployed_test_score: float | None
+) -> tuple[bool, str]:
+    """(whether the challenger beats the champion by more than ``promotion_margin``, a sentence why not)."""
+    from settings import metric_gain
+
+    metric, margin = config["metric"], float(config["promotion_margin"])
+    if comparison is not None:
+        found = comparison[metric]
+        new, old, gain = found["challenger_score"], found["champion_score"], found["gain"]
+        low, high = found["interval"]
+        interval = f", {found['confidence']:.0%} CI {low:+.4f} to {high:+.4f}" if low is not None and high is not None else ""
+        who = f"{comparison['champion']}'s"
+    else:
+        new, old = test_score, deployed_test_score
+        gain = metric_gain(metric, new, old) if new is not None and old is not None else None
+        interval, who = "", "the deployed model's"
+    if old is None:
+        return True, "nothing to compare with"
+    if gain is None or new is None:
+        return False, f"the retrained model's {metric} on the test data is undefined (the champion's is {old:.4f})"
+    sentence = (f"the retrained model scores {metric} {new:.4f} on the test data against {who} {old:.4f} "
+                f"(gain {gain:+.4f}{interval}; promotion_margin {margin:+g})")
+    return gain > margin, sentence
 
 
 def _read_model_json(config: Config, name: str) -> dict[str, Any]:
@@ -468,14 +556,22 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
     if version and record["status"] == "ok":
         names = deployment.version_names(config)
         judged, seen = read_checkpoint(config)
-        write_checkpoint(config, judged, seen, completed_version=version, newest_version=names[-1] if names else None)
+        # A version awaiting approval is finished but not current: the current one stays the completed one.
+        completed = deployment.current_version_or_none(config) if record.get("pending_approval") else version
+        write_checkpoint(config, judged, seen, completed_version=completed, newest_version=names[-1] if names else None)
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--verify-audit", action="store_true", help="check the hash chains of the audit log and the deployment history; exit 1 naming the first broken line")
     args = parser.parse_args(argv)
+    if args.verify_audit:
+        try:
+            return verify_audit(load_config(args.config))
+        except ConfigError as exc:
+            return _fail_in_one_line(f"fullprocess: {exc}")
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), time.perf_counter()
     # Under cron (no terminal) the console stays silent unless the run fails: cron mails output.
     interactive = args.verbose or sys.stderr.isatty()
@@ -507,6 +603,18 @@ def main(argv: list[str] | None = None) -> int:
             _fail_in_one_line(f"fullprocess failed: {record.get('reason', '')} (details in {config.log_folder / LOG_FILE})")
         return 1
     return 0
+
+
+def verify_audit(config: Config) -> int:
+    """Print whether each chained log holds: 0 when both do, 1 naming the file and line that breaks."""
+    from fsutil import verify_json_line_chain
+
+    failed = False
+    for path in (audit_path(config), config.deployment_folder / deployment.HISTORY_FILE):
+        line, message = verify_json_line_chain(path)
+        print(("BROKEN: " if line else "") + message)
+        failed = failed or line is not None
+    return 1 if failed else 0
 
 
 def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:

@@ -120,6 +120,8 @@ def gather_evidence(
         "warnings": checks["warnings"] + list(diagnosed["warnings"]),
         "cost": _cost_facts(config, deployed, y, risk, scores),
         "fairness": _fairness_facts(config, deployed, test, y, risk, predicted),
+        "champion_challenger": _champion_challenger(deployed),
+        "approval": approval_facts(config, version),
     }
     if not summary["metrics_match_stored_scores"]:
         summary["warnings"].insert(0, f"the test data has changed since {version} was deployed: its metrics differ from scores.json")
@@ -166,6 +168,25 @@ def _fairness_facts(
         return {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
     with diagnostics.single_threaded():
         return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
+
+
+def _champion_challenger(deployed: deployment.DeployedModel) -> dict[str, Any] | None:
+    """The comparison with the champion that decided this version's deployment (None: there was no champion)."""
+    decision = deployed.manifest.get("decision")
+    return decision.get("champion_challenger") if isinstance(decision, dict) else None
+
+
+def approval_facts(config: Config, version: str) -> dict[str, Any]:
+    """Whether the version needed approval and who decided, when, with what note (the history's lines)."""
+    state = deployment.approval_states(config).get(version, {})
+    manifest = deployment.read_manifest(deployment.versions_folder(config) / version)
+    return {
+        "required": bool(manifest.get("pending_approval", False)),
+        "state": state.get("state"),
+        "by": state.get("by"),
+        "at": state.get("at"),
+        "note": state.get("note"),
+    }
 
 
 def _fresh_diagnostics(config: Config, version: str, run_record: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -663,7 +684,7 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     lineage, deployed = s["lineage"], s["deployment"]
     page.key_values([
         ("Version", s["version"]),
-        ("Status", s["status"]),
+        ("Status", s["status"] + ("; AWAITING APPROVAL: not served until approved" if (s.get("approval") or {}).get("state") == "pending" else "")),
         ("Model", f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}"),
         ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
         ("Deployed because", deployed["reason"]),
@@ -692,6 +713,7 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     else:
         page.paragraph("No ingestion is recorded for this version.")
     _model_checks_section(page, s)
+    _champion_challenger_section(page, s)
     page.heading("Performance on the test data")
     previous = s["previous_metrics"]
     rows = [[name, s["metrics"][name], previous.get(name) if previous else None, _change(s["metrics"][name], previous.get(name) if previous else None)] for name in METRIC_NAMES]
@@ -711,9 +733,42 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     else:
         page.paragraph("None.", size=SMALL)
     page.heading("Validator sign-off")
-    page.paragraph("Approved / rejected: ____________    Name: ______________________    Date: ____________", size=BODY)
-    page.paragraph("Comments: ___________________________________________________________________________", size=BODY)
+    for line in sign_off_lines(s.get("approval") or {}, s["version"]):
+        page.paragraph(line, size=BODY)
     page.close()
+
+
+def sign_off_lines(approval: dict[str, Any], version: str = "vN") -> list[str]:
+    """The sign-off box: the recorded decision (deployment.py --approve / --reject), else lines to fill by hand."""
+    state = approval.get("state")
+    if state in ("approved", "rejected", "superseded"):
+        who = "the system (a newer version came first)" if state == "superseded" else approval.get("by")
+        return [f"{state.capitalize()} by {who} at {approval.get('at')} (UTC), recorded in the deployment history",
+                f"Comments: {approval.get('note') or 'none'}"]
+    if state == "pending":
+        return [f"Awaiting approval: not served until a person approves it (python deployment.py --approve {version} --by NAME)",
+                "Approved / rejected: ____________    Name: ______________________    Date: ____________"]
+    return ["Approved / rejected: ____________    Name: ______________________    Date: ____________",
+            "Comments: ___________________________________________________________________________"]
+
+
+def _champion_challenger_section(page: Page, s: dict[str, Any]) -> None:
+    """Champion (the version deployed before) against this version as challenger, with the intervals."""
+    found = s.get("champion_challenger")
+    if not found:
+        return
+    page.heading("Champion and challenger (same test data, paired bootstrap)")
+    rows = []
+    for name in dict.fromkeys([found["metric"], "roc_auc"]):
+        if found.get(name):
+            f = found[name]
+            low, high = f["interval"]
+            interval = f"{low:+.4f} to {high:+.4f}" if low is not None and high is not None else "undefined"
+            rows.append((f"{name}: {found['champion']} / {s['version']}", f"{fmt(f['champion_score'])} / {fmt(f['challenger_score'])}, "
+                         f"gain {'n/a' if f['gain'] is None else format(f['gain'], '+.4f')}, "
+                         f"{f['confidence']:.0%} CI {interval} ({f['resamples']} resamples)"))
+    rows.append(("Decision", f"{found.get('decision', '?')} (promotion_margin {found['margin']:+g})"))
+    page.key_values(rows, key_width=2.4, size=SMALL)
 
 
 def _model_checks_section(page: Page, s: dict[str, Any]) -> None:

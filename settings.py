@@ -50,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     "drift_min_rows": 50,
     # A retrained model that scores below the deployed one on the test data is not deployed.
     "block_worse_deployments": True,
+    # A retrained model (challenger) replaces the deployed one (champion) only if better on the test
+    # data by more than this (in the configured metric); negative accepts one up to that much worse.
+    "promotion_margin": 0.0,
+    # true: a model that passes the gate waits as a pending version until `deployment.py --approve`.
+    "require_approval": False,
     "reference_sample_rows": 50000,
     # Diagnostics ask the package index for the latest releases within this many seconds
     # (0: never ask), and reuse an answer for this many hours.
@@ -222,6 +227,11 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
     if not isinstance(values["block_worse_deployments"], bool):
         raise ConfigError("block_worse_deployments must be true or false")
+    if not isinstance(values["require_approval"], bool):
+        raise ConfigError("require_approval must be true or false")
+    margin = values["promotion_margin"]
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin != margin or abs(margin) == float("inf"):
+        raise ConfigError("promotion_margin must be a finite number (in the configured metric; negative accepts a worse model)")
     for key in ("cv_folds", "random_seed", "reference_sample_rows", "api_max_rows", "api_max_body_bytes", "drift_min_rows"):
         if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative integer")
