@@ -430,7 +430,7 @@ def decide_deployment(
     if kept and not passes:
         reason = f"{reason}; deployed although {gate} (block_worse_deployments is false)"
     if uninformative:
-        reason = f"{reason}; deployed although it is no better than chance ({_chance_warning(warnings)}): no usable model was deployed"
+        reason = f"{reason}; deployed although it is no better than chance ({_chance_warning(warnings)}), as nothing usable was deployed to keep"
     pending = bool(config["require_approval"])
     decided = "pending_approval" if pending else "redeployed"
     if pending:
