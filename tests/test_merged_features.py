@@ -8,14 +8,21 @@ import socket
 import threading
 import time
 
+import pandas as pd
 import pytest
+from sklearn.model_selection import FixedThresholdClassifier
 
 import compute
+import fastpath
 
 import fullprocess
 import ingestion
 import sampledata
+import scoring
+import serving
+import training
 from settings import Config
+from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
 
 
 def settled_copy(source, destination) -> None:
@@ -97,3 +104,19 @@ def _record_failure(outcome: list[BaseException], address: str) -> None:
         compute.connect(address).close()
     except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came out
         outcome.append(exc)
+
+
+def test_a_served_blend_counts_unseen_categories(single_threaded) -> None:
+    """The soft-voting blend (issue 12) is served by scikit-learn (no compiled path); the answer
+    must still count the categories it never saw, as it does for a single pipeline."""
+    files = sampledata.build_sample()
+    train = pd.concat([add_region(f, i) for i, (name, f) in enumerate(files.items()) if name.startswith("input/")], ignore_index=True)
+    numeric = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
+    features = {"numeric": numeric, "categorical": ["region"]}
+    members = [(name, training.build_pipeline(name, features, seed=7)) for name in ("logistic_regression", "hist_gradient_boosting")]
+    model = FixedThresholdClassifier(training.SoftVotingBlend(members), threshold=0.3, response_method="predict_proba")
+    model.fit(scoring.feature_frame(train, features), train["exited"].to_numpy())
+    schema = serving.Schema(tuple(numeric), ("region",), ())
+    frame = pd.DataFrame({**{n: [1.0, 2.0, 3.0] for n in numeric}, "region": ["never-seen", None, "region00"]})
+    batch = serving.batch_from_frame(frame, schema, max_rows=0)
+    assert fastpath.unseen_categories(fastpath.known_categories(model), batch, schema) == {"region": 1}
