@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%s: %s", record["decision"], record.get("reason", ""))
     if record["status"] != "ok":
         if not interactive:
-            _fail_in_one_line(f"fullprocess failed: {record.get('reason', '')} (details in {config.log_folder / LOG_FILE})")
+            _fail_in_one_line(f"fullprocess failed: {_failure_summary(record)} (details in {config.log_folder / LOG_FILE})")
         return 1
     return 0
 
@@ -514,6 +514,16 @@ def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
         append_json_line(audit_path(config), record)
     except OSError as exc:
         logger.error("cannot append to %s: %s", audit_path(config), exc)
+
+
+def _failure_summary(record: dict[str, Any]) -> str:
+    """What failed: the reason, unless the run decided well and a step after deploying failed
+    (then the reason is why it deployed, not what went wrong)."""
+    failed = {k: v for k, v in record.get("after_deployment", {}).items() if v != "ok"}
+    if not failed:
+        return str(record.get("reason", ""))
+    steps = "; ".join(f"{name} {outcome}" for name, outcome in failed.items())
+    return f"deployed {record.get('version_deployed')} ({record.get('reason', '')}), then {steps}"
 
 
 def _fail_in_one_line(message: str) -> int:

@@ -120,3 +120,16 @@ def test_a_served_blend_counts_unseen_categories(single_threaded) -> None:
     frame = pd.DataFrame({**{n: [1.0, 2.0, 3.0] for n in numeric}, "region": ["never-seen", None, "region00"]})
     batch = serving.batch_from_frame(frame, schema, max_rows=0)
     assert fastpath.unseen_categories(fastpath.known_categories(model), batch, schema) == {"region": 1}
+
+
+def test_the_cron_line_of_a_deployment_whose_reports_failed_names_the_failure(project: Config, capsys):
+    """Deployed, then diagnostics and reporting failed: cron's one line must say that, not
+    repeat the deployment's reason ("no deployed model yet") as if it were the failure."""
+    config = project
+    for path in config.input_folder.glob("*.csv"):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    config.reports_folder.parent.mkdir(parents=True, exist_ok=True)
+    config.reports_folder.write_text("a file where the reports folder should be\n", encoding="utf-8")
+    assert fullprocess.main(["--config", str(config.path)]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "v1" in line and "diagnostics" in line and "reporting" in line, line
