@@ -564,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--activate", metavar="VERSION", help="make any verified version (vN) current again")
     parser.add_argument("--reason", default="manual deployment", help="why this version is deployed")
     args = parser.parse_args(argv)
+    if args.activate is not None and not args.activate.strip():  # "$VERSION" unset must not deploy models/
+        parser.error("--activate needs a version name (vN): `make versions` lists them")
     configure_logging(console_tracebacks=False)
     try:
         config = load_config(args.config)

@@ -13,6 +13,7 @@ import pytest
 from sklearn.model_selection import FixedThresholdClassifier
 
 import compute
+import deployment
 import fastpath
 
 import fullprocess
@@ -133,3 +134,13 @@ def test_the_cron_line_of_a_deployment_whose_reports_failed_names_the_failure(pr
     assert fullprocess.main(["--config", str(config.path)]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "v1" in line and "diagnostics" in line and "reporting" in line, line
+
+
+def test_activate_with_an_empty_version_is_refused_and_deploys_nothing(deployed_project: Config):
+    """`deployment.py --activate "$VERSION"` with VERSION unset fell through to a plain deploy of
+    whatever models/ holds (a retrained model kept back as worse, for example)."""
+    config = deployed_project
+    with pytest.raises(SystemExit) as refused:
+        deployment.main(["--config", str(config.path), "--activate", ""])
+    assert refused.value.code == 2
+    assert deployment.version_names(config) == ["v1"] and deployment.current_version(config) == "v1"
