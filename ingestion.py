@@ -1024,7 +1024,8 @@ def _recorded_sources(config: Config) -> tuple[list[ledger.SourceFile], list[dic
     for entry in ledger.latest_entries(config).values():
         if entry["status"] != ledger.STATUS_INGESTED:
             continue
-        path = config.input_folder / entry["name"]
+        # A database pull lives in its immutable snapshot under the output folder, not in the input folder.
+        path = config.output_folder / entry["snapshot"] if "snapshot" in entry else config.input_folder / entry["name"]
         try:
             digest, stat = sha256_regular_file(path)
         except FileNotFoundError:

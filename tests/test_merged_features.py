@@ -144,3 +144,25 @@ def test_activate_with_an_empty_version_is_refused_and_deploys_nothing(deployed_
         deployment.main(["--config", str(config.path), "--activate", ""])
     assert refused.value.code == 2
     assert deployment.version_names(config) == ["v1"] and deployment.current_version(config) == "v1"
+
+
+def test_a_rebuild_reads_database_snapshots_again(project: Config):
+    """Rows pulled from a database live in their snapshot files, not in sourcedata/: a rebuild
+    must read them again (the watermark says they were pulled; they would never come back)."""
+    import sqlite3
+
+    config = project
+    frame = pd.concat([pd.read_csv(p) for p in sorted(config.input_folder.glob("*.csv"))], ignore_index=True)
+    for path in config.input_folder.glob("*.csv"):
+        path.unlink()
+    with sqlite3.connect(config.root / "clients.db") as connection:
+        frame.insert(0, "row_id", range(1, len(frame) + 1))
+        frame.to_sql("clients", connection, index=False)
+    values = json.loads(config.path.read_text(encoding="utf-8"))
+    values.update(database_sources=[{"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}])
+    values["id_columns"] = values["id_columns"] + ["row_id"]
+    config.path.write_text(json.dumps(values), encoding="utf-8")
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    ingestion.master_path(config).unlink()
+    rebuilt = ingestion.rebuild_master(config)
+    assert rebuilt["files_gone"] == [] and rebuilt["rows"] == len(frame), rebuilt
