@@ -453,7 +453,7 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
             record["status"] = "failed"
         if record.get("database_failures"):
             record["status"] = "failed"
-            record["reason"] = f"{record.get('reason', '')}; database source(s) failed: " + "; ".join(map(str, record["database_failures"]))
+            record["reason"] = f"{record.get('reason', '')}; database source(s) failed: " + "; ".join(f"{f['source']}: {f['reason']}" for f in record["database_failures"])
         if any(not str(v).startswith("ok") for steps in record.get("completed_earlier_work", {}).values() if isinstance(steps, dict) for v in steps.values()):
             record["status"] = "failed"
     except ConfigError as exc:  # a set-up mistake: the message says it all

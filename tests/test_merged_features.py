@@ -166,3 +166,17 @@ def test_a_rebuild_reads_database_snapshots_again(project: Config):
     ingestion.master_path(config).unlink()
     rebuilt = ingestion.rebuild_master(config)
     assert rebuilt["files_gone"] == [] and rebuilt["rows"] == len(frame), rebuilt
+
+
+def test_a_failed_database_source_reads_as_a_sentence_in_the_cron_line(deployed_project: Config, capsys):
+    import sqlite3
+
+    config = deployed_project
+    sqlite3.connect(config.root / "clients.db").close()  # a database without the table
+    values = json.loads(config.path.read_text(encoding="utf-8"))
+    values.update(database_sources=[{"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}])
+    values["id_columns"] = values["id_columns"] + ["row_id"]
+    config.path.write_text(json.dumps(values), encoding="utf-8")
+    assert fullprocess.main(["--config", str(config.path)]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "crm: the check for new rows failed: no such table: clients" in line and "{" not in line, line
