@@ -83,8 +83,9 @@ def read_checkpoint(config: Config) -> tuple[int, int]:
     """(judged, seen): the master's size at the last decision, and at the last run that
     looked at the rows after it (rows kept waiting for more are seen, not judged)."""
     checkpoint = read_checkpoint_state(config)
-    judged = int(checkpoint.get("master_bytes", 0))
-    return judged, max(judged, int(checkpoint.get("seen_bytes", 0)))
+    judged, seen = (checkpoint.get(key) for key in ("master_bytes", "seen_bytes"))
+    judged = judged if isinstance(judged, int) and judged > 0 else 0  # damaged: unknown, as if absent
+    return judged, max(judged, seen if isinstance(seen, int) else 0)
 
 
 def write_checkpoint(config: Config, judged: int, seen: int, **finished: str | None) -> None:

@@ -180,3 +180,13 @@ def test_a_failed_database_source_reads_as_a_sentence_in_the_cron_line(deployed_
     assert fullprocess.main(["--config", str(config.path)]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "crm: the check for new rows failed: no such table: clients" in line and "{" not in line, line
+
+
+def test_a_damaged_drift_checkpoint_does_not_stop_every_run(deployed_project: Config):
+    """Offsets that are not whole numbers count as unknown (the deployed version's size then
+    says what is judged), like a broken `current`: not a ValueError on every run."""
+    config = deployed_project
+    (config.output_folder / fullprocess.CHECKPOINT_FILE).write_text('{"master_bytes": "x", "seen_bytes": null}', encoding="utf-8")
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert fullprocess.read_checkpoint(config)[0] == deployment.covered_master_bytes(config) > 0  # healed
