@@ -121,9 +121,16 @@ def master_path(config: Config) -> Path:
 def read_master_state(config: Config) -> dict[str, Any] | None:
     """Columns, their kinds, target classes, row count and byte size of the master."""
     try:
-        return json.loads((config.output_folder / STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads((config.output_folder / STATE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except json.JSONDecodeError:
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("bytes", 0), int):
+        # Derived from the master: a damaged one is made again from it, as a missing one is.
+        logger.warning("%s is damaged: it is made again from the master", STATE_FILE)
+        return None
+    return state
 
 
 def column_kinds(config: Config) -> dict[str, str]:

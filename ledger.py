@@ -106,7 +106,7 @@ def master_bytes(config: Config) -> int:
     """Size of the master dataset as ingestion last committed it (0 before any data)."""
     try:
         return int(json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))["bytes"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):  # damaged: ingestion remakes it
         return 0
 
 

@@ -18,6 +18,7 @@ import fastpath
 
 import fullprocess
 import ingestion
+import ledger
 import sampledata
 import scoring
 import serving
@@ -190,3 +191,20 @@ def test_a_damaged_drift_checkpoint_does_not_stop_every_run(deployed_project: Co
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.read_checkpoint(config)[0] == deployment.covered_master_bytes(config) > 0  # healed
+
+
+@pytest.mark.parametrize("damage", ["[]", "{not json", '{"bytes": "x"}'], ids=["a-list", "not-json", "bytes-not-a-number"])
+def test_a_damaged_master_state_is_read_as_absent(deployed_project: Config, damage: str):
+    """master_state.json is derived from the master (a missing one is rebuilt from it): a damaged
+    one must not stop every run with a TypeError, nor `ingestion.py --rebuild` with a traceback."""
+    config = deployed_project
+    (config.output_folder / ledger.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
+    batch = pd.read_csv(config.test_data_folder / "testdata.csv").iloc[:300]
+    batch["corporation"] = batch["corporation"] + "m"
+    batch.to_csv(config.input_folder / "more.csv", index=False)
+    os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
+    assert ingestion.read_master_state(config)["rows"] == 7800
+    (config.output_folder / ledger.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
+    assert ingestion.main(["--config", str(config.path), "--rebuild"]) == 0
