@@ -208,3 +208,18 @@ def test_a_damaged_master_state_is_read_as_absent(deployed_project: Config, dama
     assert ingestion.read_master_state(config)["rows"] == 7800
     (config.output_folder / ledger.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
     assert ingestion.main(["--config", str(config.path), "--rebuild"]) == 0
+
+
+def test_a_json_line_that_is_not_an_object_is_skipped_like_a_torn_one(deployed_project: Config):
+    """A line of the record, history or audit that is valid JSON but not an object ("str", [1])
+    was returned to readers that call .get on it: every run failed with a TypeError."""
+    config = deployed_project
+    for path in (ledger.record_path(config), fullprocess.audit_path(config)):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write('[1, 2]\n"str"\n')
+    batch = pd.read_csv(config.test_data_folder / "testdata.csv").iloc[:300]
+    batch["corporation"] = batch["corporation"] + "m"
+    batch.to_csv(config.input_folder / "more.csv", index=False)
+    os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
