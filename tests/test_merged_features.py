@@ -14,6 +14,7 @@ from sklearn.model_selection import FixedThresholdClassifier
 
 import compute
 import deployment
+import diagnostics
 import fastpath
 
 import fullprocess
@@ -223,3 +224,18 @@ def test_a_json_line_that_is_not_an_object_is_skipped_like_a_torn_one(deployed_p
     os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
+
+
+def test_a_record_entry_without_name_or_status_is_skipped(deployed_project: Config):
+    """An object line of the ingestion record lacking the fields every reader indexes stopped
+    every run (KeyError: 'name') and diagnostics (KeyError: 'status')."""
+    config = deployed_project
+    with open(ledger.record_path(config), "a", encoding="utf-8") as handle:
+        handle.write('{"a": 1}\n{"name": "x.csv"}\n')
+    batch = pd.read_csv(config.test_data_folder / "testdata.csv").iloc[:300]
+    batch["corporation"] = batch["corporation"] + "m"
+    batch.to_csv(config.input_folder / "more.csv", index=False)
+    os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
+    assert diagnostics.main(["--config", str(config.path)]) == 0
