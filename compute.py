@@ -199,7 +199,29 @@ def _probe(address: str, hint: str) -> None:
     if parts.scheme != "tcp" or not parts.hostname or not parts.port:
         return  # tls://, inproc:// and others: left to distributed's own connect
     try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_SECONDS):
-            pass
+        with socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_SECONDS) as probe:
+            # A scheduler sends its handshake at once: a frame length (uint64, little-endian).
+            # distributed's own connect waits for it without a timeout, and reads whatever
+            # comes as that length (an HTTP reply asks it to allocate exabytes).
+            start = _read_up_to(probe, 8)
     except OSError as exc:
         raise ComputeUnavailable(f"cannot reach the Dask scheduler at {address}: {exc.strerror or exc}; {hint}") from exc
+    if len(start) < 8 or not 0 < int.from_bytes(start, "little") < 1 << 24:
+        raise ComputeUnavailable(
+            f"the service at {address} did not answer as a Dask scheduler within {CONNECT_SECONDS:g} s "
+            f"(is it the scheduler's port?); {hint}"
+        )
+
+
+def _read_up_to(connection: socket.socket, count: int) -> bytes:
+    """Up to ``count`` bytes, fewer if the peer closes or falls silent (socket timeout)."""
+    data = b""
+    try:
+        while len(data) < count:
+            chunk = connection.recv(count - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        pass
+    return data

@@ -386,7 +386,10 @@ def covered_master_bytes(config: Config) -> int:
     Rows up to there were decided by that deployment: a run never judges them again, even when
     the run that deployed it was killed before recording its decision.
     """
+    void_through = _versions_before_rebuild(config)
     for name in reversed(version_names(config)):
+        if version_number(name) <= void_through:
+            break  # their sizes are of a master since rebuilt: they cover nothing in it
         try:
             covered = read_manifest(versions_folder(config) / name).get("master_bytes")
         except (DeploymentError, OSError):
@@ -394,6 +397,17 @@ def covered_master_bytes(config: Config) -> int:
         if isinstance(covered, int):
             return covered
     return 0
+
+
+def _versions_before_rebuild(config: Config) -> int:
+    """The number of the newest version deployed before the master was last rebuilt (0: none);
+    ``ingestion.py --rebuild`` records it in the drift checkpoint."""
+    try:
+        state = json.loads((config.output_folder / "drift_checkpoint.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+    name = state.get("rebuilt_after_version") if isinstance(state, dict) else None
+    return version_number(name) if isinstance(name, str) else 0
 
 
 def rollback(config: Config) -> str:
@@ -786,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="with --inventory: print JSON")
     parser.add_argument("--reason", default="manual deployment", help="why this version is deployed")
     args = parser.parse_args(argv)
+    if args.activate is not None and not args.activate.strip():  # "$VERSION" unset must not deploy models/
+        parser.error("--activate needs a version name (vN): `make versions` lists them")
     configure_logging(console_tracebacks=False)
     try:
         config = load_config(args.config)

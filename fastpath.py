@@ -77,9 +77,11 @@ class CompiledScorer:
 
 def known_categories(model: Any) -> dict[str, frozenset[str]]:
     """Per categorical column, the categories its fitted one-hot encoder saw (whatever path scores it)."""
-    transformer = getattr(getattr(model, "estimator_", None), "named_steps", {}).get("preprocess")
+    estimator = getattr(model, "estimator_", None)
+    members = [member for _, member in getattr(estimator, "estimators", [])] or [estimator]  # a blend: its pipelines
+    transformers = [getattr(member, "named_steps", {}).get("preprocess") for member in members]
     known: dict[str, frozenset[str]] = {}
-    for _, step, columns in getattr(transformer, "transformers_", []):
+    for _, step, columns in [entry for transformer in transformers for entry in getattr(transformer, "transformers_", [])]:
         steps = list(step.named_steps.values()) if hasattr(step, "named_steps") else [step]
         encoder = next((s for s in steps if type(s).__name__ == "OneHotEncoder"), None)
         if encoder is not None and isinstance(columns, (list, tuple)) and len(columns) == len(encoder.categories_):

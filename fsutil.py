@@ -204,8 +204,12 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):  # every reader takes a line for an object
+            records.append(record)
+        else:
             logger.warning("skipping malformed line %d of %s", number, path)
     return records
 

@@ -86,8 +86,9 @@ def read_checkpoint(config: Config) -> tuple[int, int]:
     """(judged, seen): the master's size at the last decision, and at the last run that
     looked at the rows after it (rows kept waiting for more are seen, not judged)."""
     checkpoint = read_checkpoint_state(config)
-    judged = int(checkpoint.get("master_bytes", 0))
-    return judged, max(judged, int(checkpoint.get("seen_bytes", 0)))
+    judged, seen = (checkpoint.get(key) for key in ("master_bytes", "seen_bytes"))
+    judged = judged if isinstance(judged, int) and judged > 0 else 0  # damaged: unknown, as if absent
+    return judged, max(judged, seen if isinstance(seen, int) else 0)
 
 
 def write_checkpoint(config: Config, judged: int, seen: int, **finished: str | None) -> None:
@@ -541,7 +542,7 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
             record["status"] = "failed"
         if record.get("database_failures"):
             record["status"] = "failed"
-            record["reason"] = f"{record.get('reason', '')}; database source(s) failed: " + "; ".join(map(str, record["database_failures"]))
+            record["reason"] = f"{record.get('reason', '')}; database source(s) failed: " + "; ".join(f"{f['source']}: {f['reason']}" for f in record["database_failures"])
         if any(not str(v).startswith("ok") for steps in record.get("completed_earlier_work", {}).values() if isinstance(steps, dict) for v in steps.values()):
             record["status"] = "failed"
     except ConfigError as exc:  # a set-up mistake: the message says it all
@@ -600,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%s: %s", record["decision"], record.get("reason", ""))
     if record["status"] != "ok":
         if not interactive:
-            _fail_in_one_line(f"fullprocess failed: {record.get('reason', '')} (details in {config.log_folder / LOG_FILE})")
+            _fail_in_one_line(f"fullprocess failed: {_failure_summary(record)} (details in {config.log_folder / LOG_FILE})")
         return 1
     return 0
 
@@ -622,6 +623,16 @@ def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
         append_json_line(audit_path(config), record)
     except OSError as exc:
         logger.error("cannot append to %s: %s", audit_path(config), exc)
+
+
+def _failure_summary(record: dict[str, Any]) -> str:
+    """What failed: the reason, unless the run decided well and a step after deploying failed
+    (then the reason is why it deployed, not what went wrong)."""
+    failed = {k: v for k, v in record.get("after_deployment", {}).items() if v != "ok"}
+    if not failed:
+        return str(record.get("reason", ""))
+    steps = "; ".join(f"{name} {outcome}" for name, outcome in failed.items())
+    return f"deployed {record.get('version_deployed')} ({record.get('reason', '')}), then {steps}"
 
 
 def _fail_in_one_line(message: str) -> int:

@@ -121,9 +121,16 @@ def master_path(config: Config) -> Path:
 def read_master_state(config: Config) -> dict[str, Any] | None:
     """Columns, their kinds, target classes, row count and byte size of the master."""
     try:
-        return json.loads((config.output_folder / STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads((config.output_folder / STATE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except json.JSONDecodeError:
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("bytes", 0), int):
+        # Derived from the master: a damaged one is made again from it, as a missing one is.
+        logger.warning("%s is damaged: it is made again from the master", STATE_FILE)
+        return None
+    return state
 
 
 def column_kinds(config: Config) -> dict[str, str]:
@@ -941,6 +948,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
             pass
         else:
             return {"rebuilt": False, "reason": f"the master dataset {_shown_path(config, master_path(config))} is whole: nothing to rebuild"}
+    old_offsets = _drift_offsets(config)  # before the state they come from is removed
     sources, gone = _recorded_sources(config)
     # The lost ones are recorded first: a rebuild killed midway is run again, and must not
     # then count on files it already knows are gone.
@@ -954,6 +962,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
     _record_lost(config, invalid)
     gone += invalid
     ledger.write_ingested_names(config)
+    _move_drift_offsets(config, *old_offsets)
     state = read_master_state(config)
     return {
         "rebuilt": True,
@@ -963,6 +972,47 @@ def rebuild_master(config: Config) -> dict[str, Any]:
         "damaged_master_kept_as": kept_as,
         "seconds": round(time.perf_counter() - started, 4),
     }
+
+
+def _drift_offsets(config: Config) -> tuple[int, int, int]:
+    """(master size, judged, seen): the byte offsets the drift decisions recorded."""
+    import fullprocess  # stdlib-light; imports ingestion only inside its functions
+
+    return ledger.master_bytes(config), fullprocess.judged_offset(config), fullprocess.read_checkpoint(config)[1]
+
+
+def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -> None:
+    """Offsets into the old master mean nothing in a rebuilt (perhaps smaller) one: keep the
+    rows not yet judged at the end as not judged, mark the deployed versions' recorded sizes
+    void, so that no row added later is taken as already judged."""
+    import deployment
+    import fullprocess
+
+    if not old_size:
+        return
+    new_size = ledger.master_bytes(config)
+
+    def moved(offset: int) -> int:
+        return _line_start_at_or_before(config, new_size - max(0, old_size - offset))
+
+    names = deployment.version_names(config)
+    fullprocess.write_checkpoint(config, moved(judged), moved(seen), rebuilt_after_version=names[-1] if names else None)
+
+
+def _line_start_at_or_before(config: Config, position: int) -> int:
+    """The start of the master's line holding byte ``position`` (0 for the header)."""
+    if position <= 0:
+        return 0
+    with open(master_path(config), "rb") as handle:
+        end = position
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0
 
 
 def _record_lost(config: Config, gone: list[dict[str, Any]]) -> None:
@@ -981,7 +1031,8 @@ def _recorded_sources(config: Config) -> tuple[list[ledger.SourceFile], list[dic
     for entry in ledger.latest_entries(config).values():
         if entry["status"] != ledger.STATUS_INGESTED:
             continue
-        path = config.input_folder / entry["name"]
+        # A database pull lives in its immutable snapshot under the output folder, not in the input folder.
+        path = config.output_folder / entry["snapshot"] if "snapshot" in entry else config.input_folder / entry["name"]
         try:
             digest, stat = sha256_regular_file(path)
         except FileNotFoundError:

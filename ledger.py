@@ -106,7 +106,7 @@ def master_bytes(config: Config) -> int:
     """Size of the master dataset as ingestion last committed it (0 before any data)."""
     try:
         return int(json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))["bytes"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):  # damaged: ingestion remakes it
         return 0
 
 
@@ -115,8 +115,13 @@ def record_path(config: Config) -> Path:
 
 
 def read_record(config: Config) -> list[dict[str, Any]]:
-    """Every per-file entry ingestion has written, oldest first."""
-    return read_json_lines(record_path(config))
+    """Every per-file entry ingestion has written, oldest first (an entry without a name and
+    a status, which every reader indexes, is damaged: skipped)."""
+    entries = read_json_lines(record_path(config))
+    whole = [e for e in entries if isinstance(e.get("name"), str) and isinstance(e.get("status"), str)]
+    if len(whole) < len(entries):
+        logger.warning("skipping %d entries of %s without a name and a status", len(entries) - len(whole), record_path(config))
+    return whole
 
 
 def latest_entries(config: Config) -> dict[tuple[str, str], dict[str, Any]]:

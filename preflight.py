@@ -69,11 +69,16 @@ def check_test_data(config: Config) -> None:
     files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith(".") and p.is_file())
     if not files:
         raise SetupError(f"test_data_path: no CSV file in {folder}: put in a labelled CSV with the target column {target!r}")
-    seen, rows = set(), 0
+    seen, rows, values = set(), 0, set()
     for path in files:
-        found, counted = _target_classes(path, config, stop_when_both=not seen)
+        found, counted = _target_classes(path, config, stop_when_both=not seen, values=values)
         seen |= found
         rows += counted
+    if True not in seen and len(values) > 1:  # both classes are there: the label is what is wrong
+        raise SetupError(
+            f"positive_label {config.positive_label!r} matches none of the values of {target!r} in the test data, "
+            f"which are {sorted(values)[:10]}: set positive_label in {config.path} to the one that means the event"
+        )
     if len(seen) < 2:
         which = "every" if True in seen else "no"
         raise SetupError(
@@ -128,8 +133,9 @@ def pandas_names(header: list[str]) -> list[str]:
     return [column.strip() or f"Unnamed: {position}" for position, column in enumerate(header)]
 
 
-def _target_classes(path: Path, config: Config, stop_when_both: bool) -> tuple[set[bool], int]:
-    """Which classes (positive or not) a test file's target holds, and its labelled row count."""
+def _target_classes(path: Path, config: Config, stop_when_both: bool, values: set[str]) -> tuple[set[bool], int]:
+    """Which classes (positive or not) a test file's target holds, and its labelled row count;
+    adds the first few distinct labels to ``values``."""
     import csv
 
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
@@ -146,6 +152,8 @@ def _target_classes(path: Path, config: Config, stop_when_both: bool) -> tuple[s
                 continue
             rows += 1
             seen.add(is_positive(row[index], config.positive_label))
+            if len(values) < 11:
+                values.add(row[index].strip())
             if stop_when_both and len(seen) == 2:
                 break
     return seen, rows
