@@ -800,8 +800,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="with --inventory: print JSON")
     parser.add_argument("--reason", default="manual deployment", help="why this version is deployed")
     args = parser.parse_args(argv)
-    if args.activate is not None and not args.activate.strip():  # "$VERSION" unset must not deploy models/
-        parser.error("--activate needs a version name (vN): `make versions` lists them")
+    # An unset "$VERSION" gives an empty name: it must never fall through to deploying models/.
+    for option in ("activate", "approve", "reject"):
+        value = getattr(args, option)
+        if value is not None and not value.strip():
+            parser.error(f"--{option} needs a version name (vN): `make versions` lists them")
     configure_logging(console_tracebacks=False)
     try:
         config = load_config(args.config)

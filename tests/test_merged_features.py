@@ -138,12 +138,13 @@ def test_the_cron_line_of_a_deployment_whose_reports_failed_names_the_failure(pr
     assert "v1" in line and "diagnostics" in line and "reporting" in line, line
 
 
-def test_activate_with_an_empty_version_is_refused_and_deploys_nothing(deployed_project: Config):
-    """`deployment.py --activate "$VERSION"` with VERSION unset fell through to a plain deploy of
-    whatever models/ holds (a retrained model kept back as worse, for example)."""
+@pytest.mark.parametrize("option", ["--activate", "--approve", "--reject"])
+def test_activate_with_an_empty_version_is_refused_and_deploys_nothing(deployed_project: Config, option: str):
+    """`deployment.py --activate "$VERSION"` (or --approve, --reject) with VERSION unset fell
+    through to a plain deploy of whatever models/ holds (a retrained model kept back as worse)."""
     config = deployed_project
     with pytest.raises(SystemExit) as refused:
-        deployment.main(["--config", str(config.path), "--activate", ""])
+        deployment.main(["--config", str(config.path), option, "", "--by", "someone", "--note", "why"])
     assert refused.value.code == 2
     assert deployment.version_names(config) == ["v1"] and deployment.current_version(config) == "v1"
 
