@@ -67,8 +67,9 @@ report: $(STAMP) ## Write reports/<version>/: confusion matrix, model report PDF
 run: data ## Set up, make the sample data and run the cron entry (fullprocess) once
 	$(PY) fullprocess.py --config $(CONFIG)
 
-demo-drift: run ## Drop the shifted sample month into sourcedata/ and run fullprocess: drift, retrain, redeploy
+demo-drift: run ## Drop the shifted sample month into sourcedata/ (its hold-out into testdata/) and run fullprocess: drift, retrain, redeploy
 	cp -n sample_batches/*.csv sourcedata/
+	cp -n sample_holdout/*.csv testdata/
 	$(PY) fullprocess.py --config $(CONFIG)
 	$(PY) deployment.py --config $(CONFIG) --list
 
@@ -85,4 +86,4 @@ bench: $(STAMP) ## Run the benchmarks and print ratios against same-run baseline
 	$(PY) benchmarks/run.py
 
 clean: ## Remove generated data, models, deployments, reports and logs (keeps .venv)
-	rm -rf sourcedata ingesteddata testdata sample_batches models production_deployment reports logs apireturns.txt
+	rm -rf sourcedata ingesteddata testdata sample_batches sample_holdout models production_deployment reports logs apireturns.txt

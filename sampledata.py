@@ -2,8 +2,9 @@
 
 Writes three monthly files to the input folder, a labelled hold-out file to the test folder,
 and a later month to ``sample_batches/`` whose relationship between features and attrition
-has shifted (large clients start leaving, and there are more of them), for the drift demo
-(``make demo-drift``).
+has shifted (large clients start leaving, and there are more of them), with a labelled
+hold-out of that month in ``sample_holdout/``, for the drift demo (``make demo-drift``): once
+the pattern moves, a model can only be judged on test data that holds some of the new pattern.
 
 The data is realistic in the ways that matter to the pipeline: skewed activity counts, a few
 missing values, about one client in five leaving, and a signal that is learnable but noisy.
@@ -30,6 +31,9 @@ MONTH_ROWS = 2_500
 TEST_ROWS = 1_000
 SHIFTED_MONTH = "2026-11"  # the remaining 1,500 clients
 SAMPLE_BATCH_FOLDER = "sample_batches"
+SAMPLE_HOLDOUT_FOLDER = "sample_holdout"
+SHIFTED_HOLDOUT_ROWS = 400  # of the shifted month's clients, kept out of its batch for testing
+SHIFTED_BATCH_ROWS = CLIENTS - len(MONTHS) * MONTH_ROWS - TEST_ROWS - SHIFTED_HOLDOUT_ROWS
 
 
 def corporation_codes(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -73,7 +77,7 @@ def make_clients(rng: np.random.Generator, count: int, shifted: bool = False) ->
 
 
 def build_sample(seed: int = SEED) -> dict[str, pd.DataFrame]:
-    """The sample files by relative destination: ``input/…``, ``test/…``, ``batch/…``."""
+    """The sample files by relative destination: ``input/…``, ``test/…``, ``batch/…``, ``holdout/…``."""
     rng = np.random.default_rng(seed)
     codes = corporation_codes(rng, CLIENTS)
     regular_rows = len(MONTHS) * MONTH_ROWS + TEST_ROWS
@@ -85,7 +89,8 @@ def build_sample(seed: int = SEED) -> dict[str, pd.DataFrame]:
     for index, month in enumerate(MONTHS):
         files[f"input/{month}_clients.csv"] = regular.iloc[index * MONTH_ROWS : (index + 1) * MONTH_ROWS]
     files["test/testdata.csv"] = regular.iloc[len(MONTHS) * MONTH_ROWS :]
-    files[f"batch/{SHIFTED_MONTH}_clients.csv"] = shifted
+    files[f"batch/{SHIFTED_MONTH}_clients.csv"] = shifted.iloc[:-SHIFTED_HOLDOUT_ROWS]
+    files[f"holdout/{SHIFTED_MONTH}_holdout.csv"] = shifted.iloc[-SHIFTED_HOLDOUT_ROWS:]
     return files
 
 
@@ -95,6 +100,7 @@ def destination(config: Config, relative: str) -> Path:
         "input": config.input_folder,
         "test": config.test_data_folder,
         "batch": config.root / SAMPLE_BATCH_FOLDER,
+        "holdout": config.root / SAMPLE_HOLDOUT_FOLDER,
     }[kind]
     return folder / name
 

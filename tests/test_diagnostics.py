@@ -181,6 +181,8 @@ def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactor
     config = load_config(folder / "config.json")
     for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
         shutil.copy(batch, config.input_folder / batch.name)
+    for holdout in (config.root / sampledata.SAMPLE_HOLDOUT_FOLDER).glob("*.csv"):
+        shutil.copy(holdout, config.test_data_folder / holdout.name)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
     return folder
@@ -200,7 +202,7 @@ def test_a_retrained_versions_drift_shows_the_batch_that_made_it(v2_project: Con
         assert result["comparison"] == diagnostics.NEWEST_BATCH and result["title"] == "newest batch against v1's training data"
         assert result["reference"]["version"] == "v1" and result["reference"]["rows"] == 7500 and result["model_version"] == "v1"
         assert result["batch"]["files"] == ["2026-11_clients.csv"] and result["batch"]["current_on_arrival"] == "v1"
-        assert result["batch"]["rows"] == 1500 and result["batch"]["rows_in_reference"] == 0
+        assert result["batch"]["rows"] == sampledata.SHIFTED_BATCH_ROWS and result["batch"]["rows_in_reference"] == 0
         employees = {row["feature"]: row for row in result["features"]}["number_of_employees"]
         assert 0.10 <= employees["psi"] <= 0.20 and employees["band"] == "moderate" and employees["drifted"]
         assert result["drifted_features"] == ["number_of_employees"]

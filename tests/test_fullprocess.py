@@ -67,7 +67,7 @@ def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Con
     assert record["reason"].startswith("model drift: f1")
     assert deployment.current_version(deployed_project) == "v2"
     assert deployment.read_manifest(deployment.version_path(deployed_project))["reason"] == record["reason"]
-    assert len(ingestion.load_master(deployed_project)) == 9000
+    assert len(ingestion.load_master(deployed_project)) == 7500 + sampledata.SHIFTED_BATCH_ROWS
     # The report written during the run names the run that deployed it.
     report = json.loads((deployed_project.reports_folder / "v2" / "model_report.json").read_text())
     assert report["deployment"]["audit"]["reason"] == record["reason"]

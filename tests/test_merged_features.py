@@ -47,8 +47,8 @@ def test_rows_added_after_a_rebuild_to_a_smaller_master_are_judged(deployed_proj
         settled_copy(batch, config.input_folder / batch.name)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     record = fullprocess.read_audit(config)[-1]
-    assert record["rows_added"] == 1500
-    assert record.get("rows_judged") == 1500, record
+    assert record["rows_added"] == sampledata.SHIFTED_BATCH_ROWS
+    assert record.get("rows_judged") == sampledata.SHIFTED_BATCH_ROWS, record
 
 
 def test_a_positive_label_matching_no_value_is_named_by_the_set_up_check(deployed_project: Config, capsys):

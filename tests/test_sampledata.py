@@ -22,7 +22,9 @@ def test_sample_is_deterministic_and_realistic(project: Config) -> None:
     assert 0 < data["lastmonth_activity"].isna().mean() < 0.1, "some missing values"
     test = pd.read_csv(next(project.test_data_folder.iterdir()))
     shifted = pd.read_csv(next((project.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir()))
-    every_client = pd.concat([data, test, shifted])["corporation"]
+    holdout = pd.read_csv(next((project.root / sampledata.SAMPLE_HOLDOUT_FOLDER).iterdir()))
+    assert len(holdout) == sampledata.SHIFTED_HOLDOUT_ROWS
+    every_client = pd.concat([data, test, shifted, holdout])["corporation"]
     assert len(every_client) == sampledata.CLIENTS and every_client.is_unique
 
 
