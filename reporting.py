@@ -293,6 +293,11 @@ def _previous_scores(config: Config, deployed: deployment.DeployedModel) -> dict
         return None
 
 
+def _scored_on_other_test_data(previous: dict[str, Any], test_data: dict[str, Any]) -> bool:
+    """Whether the previous version's stored scores came from test data other than today's."""
+    return previous.get("rows") != test_data.get("rows") or previous.get("positives") != test_data.get("positives")
+
+
 def _class_labels(config: Config) -> dict[str, str]:
     return {"positive": f"{config.target} = {config.positive_label}", "negative": f"{config.target} ≠ {config.positive_label}"}
 
@@ -720,6 +725,12 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     page.table(["Metric", s["version"], previous["version"] if previous else "previous", "Change"], rows, [2.0, 1.4, 1.4, 1.4])
     page.paragraph(f"{s['test_data']['rows']:,} test rows, {s['test_data']['positives']:,} positive ({s['class_labels']['positive']}). "
                    f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.", size=SMALL)
+    if previous and _scored_on_other_test_data(previous, s["test_data"]):
+        then = f"{previous['rows']:,}" if isinstance(previous.get("rows"), int) else "an unknown number of"
+        page.paragraph(f"{previous['version']}'s figures are its own scores from when it was deployed, on "
+                       f"{then} test rows; the test data has changed since, so the "
+                       "Change column compares different rows (the champion and challenger lines compare both on the same rows).",
+                       size=SMALL)
     page.heading(f"Warnings ({len(s['warnings'])})")
     if s["warnings"]:
         shown = 0

@@ -14,6 +14,7 @@ import deployment
 import diagnostics
 import fullprocess
 import reporting
+import sampledata
 import scoring
 from fsutil import sha256_file
 from settings import Config, load_config
@@ -150,6 +151,8 @@ def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     assert report["previous_metrics"] == {"version": "v1", **deployment.load_deployed_model(config, "v1").scores}
     assert report["deployment"]["reason"].startswith("model drift")
     assert report["drift"]["batch"]["files"] == ["2026-11_clients.csv"]
+    # The test data did not change: v1's stored scores compare like with like, and page 1 says nothing more.
+    assert "figures are its own scores" not in page_text(config.reports_folder / "v2" / "model_report.pdf", 1)
 
 
 def test_main_writes_an_older_version_and_rejects_an_unknown_one(deployed_project: Config, capsys: pytest.CaptureFixture[str]):
@@ -275,3 +278,17 @@ def test_the_drift_page_of_a_retrained_version_shows_the_shift_that_made_it(v2_p
     assert "Newest batch against v1's training data" in text and "2026-11_clients.csv" in text
     assert "v1 was current when the batch arrived" in text
     assert f"number_of_employees {employees['psi']:.4f} moderate" in text
+
+
+def test_page_one_says_when_the_previous_versions_scores_came_from_other_test_data(deployed_project: Config):
+    """v1's stored scores were measured on the test data of its day: once a hold-out of the new
+    month joins testdata/, the Change column compares different rows, and page 1 says so."""
+    config = with_settings(deployed_project, package_check_seconds=0)
+    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
+        shutil.copy(batch, config.input_folder / batch.name)
+    for holdout in (config.root / sampledata.SAMPLE_HOLDOUT_FOLDER).glob("*.csv"):
+        shutil.copy(holdout, config.test_data_folder / holdout.name)
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
+    text = " ".join(page_text(config.reports_folder / "v2" / "model_report.pdf", 1).split())
+    assert "v1's figures are its own scores from when it was deployed, on 1,000 test rows" in text
