@@ -249,15 +249,21 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     removed = remove_leftovers(config)
     unfinished = unfinished_work(config)
-    pending = ledger.pending_files(config)
+    still_written: list[str] = []
+    pending = ledger.pending_files(config, still_written)
     pulled = dbsource.pull_new_rows(config)  # new rows from database_sources, as snapshot files
     pending += pulled.snapshots
     undecided = undecided_work(config)
     record: dict[str, Any] = {**pulled.audit()}
     if removed:
         record["temporary_files_removed"] = len(removed)
+    if still_written:
+        record["files_waiting"] = sorted(still_written)
     if not pending and not undecided and not unfinished:
-        return {**record, "decision": "no_new_data", "reason": f"no new or changed files in {config.input_folder}"}
+        reason = f"no new or changed files in {config.input_folder}"
+        if still_written:
+            reason = f"{reason} ready to read; {len(still_written)} still being written wait(s) for a later run"
+        return {**record, "decision": "no_new_data", "reason": reason}
     preflight.check_setup(config)  # a set-up mistake fails now, not after minutes of training
     if unfinished:
         finished = finish_earlier_work(config, started_at)
@@ -277,6 +283,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     if pending:
         ingested = ingestion.ingest_new_files(config, pending)
         record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
+        record["files_waiting"] = sorted({*record.get("files_waiting", []), *still_written})
         record.pop("seconds")
     master_end = ledger.master_bytes(config)
     judged = judged_offset(config)

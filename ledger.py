@@ -159,13 +159,13 @@ def known_files(config: Config) -> set[tuple[str, str]]:
     return known
 
 
-def pending_files(config: Config) -> list[SourceFile]:
+def pending_files(config: Config, still_written: list[str] | None = None) -> list[SourceFile]:
     """Files in the input folder whose (name, content) has not been seen, sorted by name.
 
     Hidden files (a leading dot, as editors and partial copies use) are ignored. Entries
     that are not regular files are returned with a ``problem`` and never opened. A file
     changed within the last ``settle_seconds`` is watched that long; if it changes meanwhile
-    it is still being written and waits for a later run.
+    it is still being written and waits for a later run; its name is added to ``still_written``.
     """
     folder = config.require_folder("input_folder_path")
     cache_path = config.output_folder / STAT_CACHE_FILE
@@ -189,7 +189,7 @@ def pending_files(config: Config) -> list[SourceFile]:
             fresh_cache[source.name] = source.cache_entry
         if (source.name, source.identity) not in known:
             pending.append(source)
-    for source in _settled(to_hash, config["settle_seconds"]):
+    for source in _settled(to_hash, config["settle_seconds"], still_written):
         fresh_cache[source.name] = source.cache_entry
         if (source.name, source.identity) not in known:
             pending.append(source)
@@ -231,7 +231,9 @@ def _cached(name: str, path: Path, stat: os.stat_result, cached: dict[str, Any] 
     return None
 
 
-def _settled(candidates: list[tuple[str, Path, os.stat_result]], settle_seconds: float) -> list[SourceFile]:
+def _settled(
+    candidates: list[tuple[str, Path, os.stat_result]], settle_seconds: float, still_written: list[str] | None = None
+) -> list[SourceFile]:
     """The new or changed files that have not changed for ``settle_seconds``, hashed.
 
     A file modified longer ago than that is read at once. Otherwise it is watched until its
@@ -247,6 +249,8 @@ def _settled(candidates: list[tuple[str, Path, os.stat_result]], settle_seconds:
     for name, path, stat in candidates:
         if name in young and not _unchanged(path, stat):
             logger.info("%s is still being written (changed within %s s): it waits for a later run", text_name(name), settle_seconds)
+            if still_written is not None:
+                still_written.append(name)
             continue
         source = _identify(name, path)
         if source is not None:
