@@ -415,6 +415,9 @@ def train_model(
     _DATA_CACHE.clear()  # this process's copy of the frame is not needed any more
     model = _final_model(chosen, candidates, final)
     warnings = _warnings(chosen, candidates, config)
+    if compute_used.get("fallback_reason"):  # the operator asked for a cluster: say it was not used
+        warnings.append(f"trained on this machine, not on the Dask cluster at {config['dask_scheduler_address']}: "
+                        f"{compute_used['fallback_reason']} (dask_fallback_local is true)")
     metadata = _metadata(config, chosen, model, candidates, features, kinds, len(y), y, time.perf_counter() - started)
     metadata.update(
         uninformative=not any(c["informative"] for c in candidates.values()),

@@ -134,6 +134,8 @@ def test_with_fallback_an_unreachable_scheduler_trains_locally_and_says_so(inges
 
     assert metadata["compute"]["backend"] == "local"
     assert address in metadata["compute"]["fallback_reason"]
+    # The warnings reach the audit line and the report: an operator who configured a cluster learns it was not used.
+    assert any("not on the Dask cluster" in warning and address in warning for warning in metadata["warnings"])
 
 
 def test_the_drift_statistics_run_on_the_cluster_with_the_same_figures(deployed_project, cluster) -> None:
