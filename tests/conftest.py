@@ -5,8 +5,10 @@ Training is kept quick by a config with one fast candidate and three folds.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,37 @@ SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
 FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3, "package_check_seconds": 0}
 # settle_seconds 0: files the tests write are complete at once, so ingestion need not watch them.
 FAST_SETTINGS["settle_seconds"] = 0
+
+
+def add_shifted_month(config: Config, holdout: bool = False) -> None:
+    """Drop the sample's shifted month into the input folder, as `make demo-drift` does; with
+    ``holdout``, its labelled hold-out into the test folder too."""
+    for batch in sorted((config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv")):
+        shutil.copy(batch, config.input_folder / batch.name)
+    if holdout:
+        for path in sorted((config.root / sampledata.SAMPLE_HOLDOUT_FOLDER).glob("*.csv")):
+            shutil.copy(path, config.test_data_folder / path.name)
+
+
+@contextlib.contextmanager
+def growing(path: Path):
+    """Append a row to ``path`` every 50 ms while the block runs, as scp writing in place does."""
+    stop = threading.Event()
+
+    def append_slowly() -> None:
+        for number in range(10_000):
+            if stop.wait(0.05):
+                return
+            with path.open("a") as handle:
+                handle.write(f"g{number},1,2,3,{number % 2}\n")
+
+    writer = threading.Thread(target=append_slowly, daemon=True)
+    writer.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        writer.join()
 
 
 def write_config(folder: Path, **overrides) -> Config:

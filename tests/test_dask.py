@@ -16,7 +16,7 @@ import compute
 import ingestion
 import scoring
 import training
-from tests.conftest import PROJECT_DIR, write_config
+from tests.conftest import PROJECT_DIR, add_shifted_month, write_config
 
 distributed = pytest.importorskip("distributed")
 
@@ -140,11 +140,9 @@ def test_with_fallback_an_unreachable_scheduler_trains_locally_and_says_so(inges
 
 def test_the_drift_statistics_run_on_the_cluster_with_the_same_figures(deployed_project, cluster) -> None:
     import diagnostics
-    import shutil
 
     # A new month ingested while v1 is current: the newest batch is one file the workers read.
-    for batch in sorted((deployed_project.root / "sample_batches").glob("*.csv")):
-        shutil.copy(batch, deployed_project.input_folder / batch.name)
+    add_shifted_month(deployed_project)
     ingestion.ingest_new_files(deployed_project)
     local = diagnostics.data_drift(deployed_project)
     assert local["comparison"] == diagnostics.NEWEST_BATCH

@@ -27,6 +27,7 @@ import sampledata
 import scoring
 from fsutil import sha256_file
 from settings import Config, load_config
+from tests.conftest import add_shifted_month
 
 TOP_LEVEL_KEYS = {
     "version", "generated_at", "summary_statistics", "missing_data", "execution_time",
@@ -179,10 +180,7 @@ def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactor
     folder = tmp_path_factory.mktemp("v2") / "project"
     shutil.copytree(deployed_template, folder, symlinks=True)
     config = load_config(folder / "config.json")
-    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
-        shutil.copy(batch, config.input_folder / batch.name)
-    for holdout in (config.root / sampledata.SAMPLE_HOLDOUT_FOLDER).glob("*.csv"):
-        shutil.copy(holdout, config.test_data_folder / holdout.name)
+    add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
     return folder

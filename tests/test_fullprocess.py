@@ -18,7 +18,7 @@ import ingestion
 import sampledata
 from fsutil import run_lock, sha256_file
 from settings import Config, load_config
-from tests.conftest import write_config
+from tests.conftest import add_shifted_month, write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,8 +37,7 @@ def snapshot(config: Config) -> dict[str, str]:
 
 
 def add_shifted_batch(config: Config) -> None:
-    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
-        shutil.copy(batch, config.input_folder / batch.name)
+    add_shifted_month(config)
 
 
 def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:

@@ -21,7 +21,7 @@ import sampledata
 import scoring
 import training
 from settings import ConfigError, Config, load_config, metric_gain
-from tests.conftest import write_config
+from tests.conftest import add_shifted_month, write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -173,8 +173,7 @@ def test_a_better_challenger_replaces_a_poor_champion_with_its_interval(project:
 def test_the_audit_line_and_make_versions_show_the_comparison(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
     project = with_settings(deployed_project, block_worse_deployments=False)
     # a drift run: the shifted month drifts v1, a retrain, the comparison, v2 deployed whatever it shows
-    for batch in (project.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
-        shutil.copy(batch, project.input_folder / batch.name)
+    add_shifted_month(project)
     assert fullprocess.main(["--config", str(project.path)]) == 0
 
     record = fullprocess.read_audit(project)[-1]
@@ -221,8 +220,7 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     assert client.post("/prediction", json={"dataset": "testdata.csv"}).headers["X-Model-Version"] == "v1"
 
     # Drift: the challenger v2 waits while v1 keeps serving.
-    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
-        shutil.copy(batch, config.input_folder / batch.name)
+    add_shifted_month(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
     model = client.get("/model").get_json()
@@ -468,8 +466,7 @@ def test_a_batch_arriving_while_a_version_waits_is_compared_with_the_current_one
     from fsutil import read_json_lines
 
     deployment.deploy_model(deployed_project, reason="challenger", pending=True)
-    for batch in (deployed_project.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
-        shutil.copy(batch, deployed_project.input_folder / batch.name)
+    add_shifted_month(deployed_project)
     ingestion.ingest_new_files(deployed_project)
     last = read_json_lines(deployed_project.output_folder / "ingestion_record.jsonl")[-1]
 
@@ -507,8 +504,7 @@ def test_with_nothing_approved_new_data_makes_a_new_pending_version_that_superse
     config = approval_project(tmp_path)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert json.loads((config.reports_folder / "v1" / "model_report.json").read_text())["approval"]["state"] == "pending"
-    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).iterdir():
-        shutil.copy(batch, config.input_folder / batch.name)
+    add_shifted_month(config)
 
     assert fullprocess.main(["--config", str(config.path)]) == 0
 

@@ -7,7 +7,6 @@ import logging
 import os
 import stat
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import ingestion
 import ledger
 from fsutil import atomic_write_text, sha256_file
 from settings import Config, ConfigError, load_config
-from tests.conftest import write_config
+from tests.conftest import growing, write_config
 from tests.test_ingestion import HEADER, master_rows, quarantine_reasons, write
 
 GOOD_ROW = "goodco,3,40,10,0\n"
@@ -189,32 +188,17 @@ def test_a_fifo_swapped_in_after_the_listing_does_not_block_the_run(project: Con
 
 def test_a_file_still_growing_waits_for_a_later_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = write_config(tmp_path, settle_seconds=1)
-    growing = write(config.input_folder / "growing.csv", HEADER)
-    stop = threading.Event()
-
-    def append_slowly() -> None:  # as scp writing in place: a chunk now and then
-        for number in range(10_000):
-            if stop.wait(0.05):
-                return
-            with growing.open("a") as handle:
-                handle.write(f"g{number},1,2,3,{number % 2}\n")
-
-    writer = threading.Thread(target=append_slowly, daemon=True)
-    writer.start()
-    try:
-        with caplog.at_level(logging.INFO):
-            assert ledger.pending_files(config) == []
-        assert "growing.csv is still being written" in caplog.text
-    finally:
-        stop.set()
-        writer.join()
-    settled = growing.stat().st_mtime - 5
-    os.utime(growing, (settled, settled))
+    growing_file = write(config.input_folder / "growing.csv", HEADER)
+    with growing(growing_file), caplog.at_level(logging.INFO):
+        assert ledger.pending_files(config) == []
+    assert "growing.csv is still being written" in caplog.text
+    settled = growing_file.stat().st_mtime - 5
+    os.utime(growing_file, (settled, settled))
 
     result = ingestion.ingest_new_files(config)
 
     assert [f["name"] for f in result.files_ingested] == ["growing.csv"]
-    assert result.rows_added == len(growing.read_text().splitlines()) - 1
+    assert result.rows_added == len(growing_file.read_text().splitlines()) - 1
 
 
 def test_a_file_written_just_now_and_then_left_alone_is_read_in_the_same_run(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import scoring
 import serving
 import training
 from settings import Config
-from tests.conftest import write_config
+from tests.conftest import growing, write_config
 from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
 
 
@@ -247,24 +247,10 @@ def test_the_audit_line_names_a_file_still_being_written(deployed_project: Confi
     """A file that keeps changing waits for a later run; the audit line (all an operator sees)
     must say so, not just "no new or changed files"."""
     config = write_config(deployed_project.root, settle_seconds=1)
-    growing = config.input_folder / "growing.csv"
-    growing.write_text("corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n")
-    stop = threading.Event()
-
-    def append_slowly() -> None:  # as scp writing in place
-        for number in range(10_000):
-            if stop.wait(0.05):
-                return
-            with growing.open("a") as handle:
-                handle.write(f"g{number},1,2,3,{number % 2}\n")
-
-    writer = threading.Thread(target=append_slowly, daemon=True)
-    writer.start()
-    try:
+    growing_file = config.input_folder / "growing.csv"
+    growing_file.write_text("corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n")
+    with growing(growing_file):
         assert fullprocess.main(["--config", str(config.path)]) == 0
-    finally:
-        stop.set()
-        writer.join()
     record = fullprocess.read_audit(config)[-1]
     assert record["decision"] == "no_new_data" and record["files_waiting"] == ["growing.csv"]
     assert "still being written" in record["reason"]

@@ -14,10 +14,10 @@ import deployment
 import diagnostics
 import fullprocess
 import reporting
-import sampledata
 import scoring
 from fsutil import sha256_file
 from settings import Config, load_config
+from tests.conftest import add_shifted_month
 from tests.test_diagnostics import v2_project, v2_template, with_settings  # noqa: F401 (fixtures)
 
 REPORT_FILES = ("diagnostics.json", "confusionmatrix.png", "model_report.pdf", "model_report.json", "model_card.md")
@@ -141,8 +141,7 @@ def test_report_json_restates_diagnostics(reported):
 def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     config = with_settings(deployed_project, package_check_seconds=0)
     old = {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES}
-    for batch in (config.root / "sample_batches").glob("*.csv"):
-        shutil.copy(batch, config.input_folder / batch.name)
+    add_shifted_month(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
     assert {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES} == old
@@ -284,10 +283,7 @@ def test_page_one_says_when_the_previous_versions_scores_came_from_other_test_da
     """v1's stored scores were measured on the test data of its day: once a hold-out of the new
     month joins testdata/, the Change column compares different rows, and page 1 says so."""
     config = with_settings(deployed_project, package_check_seconds=0)
-    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
-        shutil.copy(batch, config.input_folder / batch.name)
-    for holdout in (config.root / sampledata.SAMPLE_HOLDOUT_FOLDER).glob("*.csv"):
-        shutil.copy(holdout, config.test_data_folder / holdout.name)
+    add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
     text = " ".join(page_text(config.reports_folder / "v2" / "model_report.pdf", 1).split())
