@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+import dbsource
+import ledger
 from settings import Config, ConfigError
 
 TYPE_CHECKING = False
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 HEADER_BYTES = 64 * 1024
-MASTER_STATE_FILE = "master_state.json"  # ledger.MASTER_STATE_FILE, without importing ledger here
 
 
 class SetupError(ConfigError):
@@ -90,12 +91,11 @@ def check_test_data(config: Config) -> None:
 def data_headers(config: Config) -> dict[str, list[str]]:
     """{where: columns} for the master dataset, each file in the input folder and each test file."""
     headers: dict[str, list[str]] = {}
-    state = _read_json(config.output_folder / MASTER_STATE_FILE)
+    state = _read_json(config.output_folder / ledger.MASTER_STATE_FILE)
     if state and isinstance(state.get("columns"), list):
         headers["master dataset"] = [str(c) for c in state["columns"]]
-    # Database pulls land as snapshot files (dbsource.snapshot_folder): their columns count too.
-    snapshots = config.output_folder / "database_snapshots"
-    for folder in (config.input_folder, config.test_data_folder, snapshots):
+    # Database pulls land as snapshot files: their columns count too.
+    for folder in (config.input_folder, config.test_data_folder, dbsource.snapshot_folder(config)):
         for path in _regular_files(folder):
             columns = read_header(path)
             if columns:
