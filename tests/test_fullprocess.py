@@ -133,14 +133,7 @@ def test_runs_under_crons_minimal_environment_from_home(project: Config, tmp_pat
 
 
 def test_the_nothing_new_path_imports_no_heavy_library(deployed_project: Config) -> None:
-    probe = (
-        f"import sys; sys.path.insert(0, {str(PROJECT_DIR)!r}); import fullprocess; "
-        f"code = fullprocess.main(['--config', {str(deployed_project.path)!r}]); "
-        "print(code, sorted(m for m in ('pandas', 'numpy', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-
-    assert result.stdout.strip() == "0 []", result.stderr
+    assert probe_fast_path(deployed_project) == "0 []"
     assert fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
 
 

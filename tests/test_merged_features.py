@@ -29,6 +29,14 @@ from tests.conftest import growing, write_config
 from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
 
 
+def drop_new_clients(config: Config, rows: int) -> None:
+    """A settled file of ``rows`` clients the master has not seen (test rows under new ids)."""
+    batch = pd.read_csv(config.test_data_folder / "testdata.csv").iloc[:rows]
+    batch["corporation"] = batch["corporation"] + "m"
+    batch.to_csv(config.input_folder / "more.csv", index=False)
+    os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
+
+
 def settled_copy(source, destination) -> None:
     """Copy a file into the input folder as one written an hour ago (nothing waits for it)."""
     shutil.copy(source, destination)
@@ -202,10 +210,7 @@ def test_a_damaged_master_state_is_read_as_absent(deployed_project: Config, dama
     one must not stop every run with a TypeError, nor `ingestion.py --rebuild` with a traceback."""
     config = deployed_project
     (config.output_folder / ledger.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
-    batch = pd.read_csv(config.test_data_folder / "testdata.csv").iloc[:300]
-    batch["corporation"] = batch["corporation"] + "m"
-    batch.to_csv(config.input_folder / "more.csv", index=False)
-    os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
+    drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
     assert ingestion.read_master_state(config)["rows"] == 7800
@@ -220,10 +225,7 @@ def test_a_json_line_that_is_not_an_object_is_skipped_like_a_torn_one(deployed_p
     for path in (ledger.record_path(config), fullprocess.audit_path(config)):
         with open(path, "a", encoding="utf-8") as handle:
             handle.write('[1, 2]\n"str"\n')
-    batch = pd.read_csv(config.test_data_folder / "testdata.csv").iloc[:300]
-    batch["corporation"] = batch["corporation"] + "m"
-    batch.to_csv(config.input_folder / "more.csv", index=False)
-    os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
+    drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
 
@@ -234,10 +236,7 @@ def test_a_record_entry_without_name_or_status_is_skipped(deployed_project: Conf
     config = deployed_project
     with open(ledger.record_path(config), "a", encoding="utf-8") as handle:
         handle.write('{"a": 1}\n{"name": "x.csv"}\n')
-    batch = pd.read_csv(config.test_data_folder / "testdata.csv").iloc[:300]
-    batch["corporation"] = batch["corporation"] + "m"
-    batch.to_csv(config.input_folder / "more.csv", index=False)
-    os.utime(config.input_folder / "more.csv", (time.time() - 3600, time.time() - 3600))
+    drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
     assert diagnostics.main(["--config", str(config.path)]) == 0
