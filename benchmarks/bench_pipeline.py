@@ -23,6 +23,9 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchsupport  # noqa: E402 (found through the path above)
 
 
 def cron_environment(home: Path) -> dict[str, str]:
@@ -83,13 +86,7 @@ def warm_up() -> None:
 
 
 def run_worker(phase: str, folder: Path) -> dict:
-    output = subprocess.run(
-        [sys.executable, __file__, "--worker", phase, "--folder", str(folder)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return benchsupport.run_worker(__file__, phase, "--folder", str(folder))
 
 
 def make_project(folder: Path, rows: int, files: int) -> None:

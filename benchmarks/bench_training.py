@@ -33,6 +33,9 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchsupport  # noqa: E402 (found through the path above)
 
 SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
 BUSY_LOOP = "while True: pass"
@@ -174,13 +177,7 @@ def tree_pss(process) -> int:
 
 
 def run_worker(phase: str, config_path: Path) -> dict:
-    output = subprocess.run(
-        [sys.executable, __file__, "--worker", phase, "--config", str(config_path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return benchsupport.run_worker(__file__, phase, "--config", str(config_path))
 
 
 def time_training(config_path: Path, repeat: int) -> tuple[float, dict]:
