@@ -46,9 +46,11 @@ from werkzeug.http import HTTP_STATUS_CODES
 import deployment
 import fastpath
 import serving
+import records
 from bufferingworker import CLOSE_CONNECTION_KEY
 from fsutil import configure_logging
 from settings import Config, ConfigError, load_config, script_parser
+from records import DIAGNOSTICS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,6 @@ ENV_TOKEN = "API_TOKEN"
 EXTENSION = "risk_api"
 PUBLIC_ENDPOINTS = frozenset({"healthz", "index", "static"})  # the page's shell holds no data
 RETRY_FAILED_LOAD_SECONDS = 5.0
-DIAGNOSTICS_FILE = "diagnostics.json"
 DIAGNOSTICS_HINT = "run `python diagnostics.py` (fullprocess.py runs it after each deployment)"
 CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
 UNSUPPORTED_TYPE = "Content-Type must be application/json, text/csv or multipart/form-data"
@@ -108,7 +109,7 @@ def load_model(config: Config, version: str) -> LoadedModel:
     """Load, verify and compile one deployed version (raises DeploymentError and friends)."""
     deployed = deployment.load_deployed_model(config, version)
     schema = serving.Schema.from_metadata(deployed.metadata, config["id_columns"])
-    check_frame = fastpath.load_check_frame(deployed.path / deployment.REFERENCE_FILE, deployed.metadata.get("column_kinds", {}))
+    check_frame = fastpath.load_check_frame(deployed.path / records.REFERENCE_FILE, deployed.metadata.get("column_kinds", {}))
     scorer = fastpath.build_scorer(deployed.model, schema, check_frame)
     known = fastpath.known_categories(deployed.model)
     return LoadedModel(deployed, scorer, schema, known, datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -126,7 +127,7 @@ class ModelHolder:
         self.on_change = on_change
         # deployment.current_version() resolves the folder on every call (~50 µs); resolved once
         # here, each request costs one readlink of the same link.
-        self._link = config.deployment_folder / deployment.CURRENT_LINK
+        self._link = config.deployment_folder / records.CURRENT_LINK
         self.last_error: str | None = None
         self._current: LoadedModel | None = None
         self._lock = threading.Lock()

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import ledger
+import records
 from fsutil import (
     LockBusy,
     append_json_line,
@@ -41,6 +42,7 @@ from fsutil import (
     sha256_file,
 )
 from settings import Config, ConfigError, load_config, script_parser
+from records import CURRENT_LINK, HISTORY_FILE, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
@@ -50,15 +52,6 @@ if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this m
 
 logger = logging.getLogger(__name__)
 
-VERSIONS_FOLDER = "versions"
-CURRENT_LINK = "current"
-HISTORY_FILE = "history.jsonl"
-MANIFEST_FILE = "manifest.json"
-MODEL_FILE = "trainedmodel.pkl"
-METADATA_FILE = "trainedmodel.json"
-SCORES_FILE = "scores.json"
-SCORE_FILE = "latestscore.txt"
-REFERENCE_FILE = "reference_data.csv"
 INCOMING_PREFIX = ".incoming-"
 
 
@@ -338,10 +331,8 @@ def reject(config: Config, version: str, by: str, note: str) -> str:
 
 def _audit_approval(config: Config, decision: str, version: str, by: str, note: str, current: str | None) -> None:
     """The approval or rejection in the audit log, beside the runs of fullprocess."""
-    import fullprocess  # the audit log's home; imported here, as fullprocess imports this module
-
     at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    append_json_line(fullprocess.audit_path(config), {
+    append_json_line(records.audit_path(config), {
         "status": "ok", "decision": decision, "version": version, "by": by, "note": note, "at": at, "started_at": at,
         "current_version": version if decision == "approved" else current,
         "reason": f"{version} {decision} by {by}" + (f": {note}" if note else ""),
@@ -374,7 +365,7 @@ def version_warnings(metadata: dict[str, Any], scores: dict[str, Any]) -> list[s
 def _trained_master_bytes(config: Config, metadata: dict[str, Any]) -> int | None:
     """The master's size when the model saw all of it (same row count), else None."""
     try:
-        state = json.loads((config.output_folder / ledger.MASTER_STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads((config.output_folder / records.MASTER_STATE_FILE).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return int(state["bytes"]) if state.get("rows") == metadata.get("training_rows") and "bytes" in state else None
@@ -397,6 +388,12 @@ def covered_master_bytes(config: Config) -> int:
         if isinstance(covered, int):
             return covered
     return 0
+
+
+def judged_offset(config: Config) -> int:
+    """Where the rows not yet judged start: after the last decision, or after the rows the
+    newest deployed version was trained on (a run killed before recording its decision)."""
+    return max(records.read_checkpoint(config)[0], covered_master_bytes(config))
 
 
 def _versions_before_rebuild(config: Config) -> int:

@@ -44,18 +44,18 @@ import pandas as pd
 
 import deployment
 import drift
-import fullprocess
 import ingestion
 import ledger
 import scoring
+import records
 from fsutil import atomic_write_json, configure_logging, read_json_lines
 from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, script_parser
 from training import installed_version
+from tables import rows_also_in
+from records import DIAGNOSTICS_FILE, PACKAGE_CACHE_FILE
 
 logger = logging.getLogger(__name__)
 
-DIAGNOSTICS_FILE = "diagnostics.json"
-PACKAGE_CACHE_FILE = "package_index_cache.json"
 REQUIREMENTS_FILE = PROJECT_DIR / "requirements.txt"
 UNKNOWN = "unknown"
 MAX_LEVELS = 20  # level counts listed per categorical column; the rest are summed
@@ -220,8 +220,8 @@ def execution_time(
     measure_execution_time).
     """
     version = resolve_version(config, version)
-    last_ingestion = _read_json(config.output_folder / ingestion.LAST_RUN_FILE) or {}
-    trained = json.loads((deployment.version_path(config, version) / deployment.METADATA_FILE).read_text(encoding="utf-8"))
+    last_ingestion = _read_json(config.output_folder / records.LAST_RUN_FILE) or {}
+    trained = json.loads((deployment.version_path(config, version) / records.METADATA_FILE).read_text(encoding="utf-8"))
     return {
         "ingestion_seconds": last_ingestion.get("seconds"),
         "ingestion_finished_at": last_ingestion.get("finished_at"),
@@ -245,7 +245,7 @@ def recent_runs(config: Config, version: str, run_record: dict[str, Any] | None 
     version's manifest stands in for the run (a deployment by hand has no run at all).
     Each row says whether it ``deployed_this_version`` and whether it is ``in_progress``.
     """
-    runs = [{**r, "in_progress": False} for r in fullprocess.read_audit(config) if "ingestion_seconds" in r or r.get("version_deployed")]
+    runs = [{**r, "in_progress": False} for r in records.read_audit(config) if "ingestion_seconds" in r or r.get("version_deployed")]
     if run_record and run_record.get("version_deployed") == version and not _deploying_runs(runs, version):
         runs.append({**run_record, "in_progress": True})
     deploying = _deploying_runs(runs, version)
@@ -644,7 +644,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
     scores. See drift.py for the method.
     """
     deployed = deployment.load_deployed_model(config, version)
-    batch_file = config.output_folder / ingestion.LATEST_BATCH_FILE
+    batch_file = config.output_folder / records.LATEST_BATCH_FILE
     if batch is not None:
         origin = {"source": "the batch given", "files": [], "ingested_at": None}
         return _compare_with_training(config, deployed, batch, origin, GIVEN_BATCH)
@@ -689,7 +689,7 @@ def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | N
         if not version:
             continue
         if version not in record_holds_run:
-            entries = read_json_lines(deployment.versions_folder(config) / version / ledger.RECORD_FILE)
+            entries = read_json_lines(deployment.versions_folder(config) / version / records.RECORD_FILE)
             record_holds_run[version] = any(entry.get("run_id") == run_id for entry in entries)
         if record_holds_run[version]:
             break
@@ -702,7 +702,7 @@ def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | N
 
 
 def _drift_skeleton(config: Config, reference_model: deployment.DeployedModel, comparison: str) -> dict[str, Any]:
-    reference_file = reference_model.path / deployment.REFERENCE_FILE
+    reference_file = reference_model.path / records.REFERENCE_FILE
     return {
         "comparison": comparison,
         "title": _drift_title(comparison, reference_model.version),
@@ -730,12 +730,12 @@ def _compare_with_training(
     """Every drift figure of ``batch`` against the reference sample of ``reference_model``'s training data."""
     result = _drift_skeleton(config, reference_model, comparison)
     kinds = reference_model.metadata["column_kinds"]
-    reference = ingestion.read_dataset(reference_model.path / deployment.REFERENCE_FILE, kinds)
+    reference = ingestion.read_dataset(reference_model.path / records.REFERENCE_FILE, kinds)
     result["reference"]["rows"] = int(len(reference))
-    result["batch"] = {**origin, "rows": int(len(batch)), "rows_in_reference": _rows_in(batch, reference, kinds)}
+    result["batch"] = {**origin, "rows": int(len(batch)), "rows_in_reference": rows_also_in(batch, reference, kinds)}
     # Only the newest batch is one file the cluster's workers can read for themselves.
-    batch_file = config.output_folder / ingestion.LATEST_BATCH_FILE if comparison == NEWEST_BATCH else None
-    reference_file = reference_model.path / deployment.REFERENCE_FILE
+    batch_file = config.output_folder / records.LATEST_BATCH_FILE if comparison == NEWEST_BATCH else None
+    reference_file = reference_model.path / records.REFERENCE_FILE
     result["features"] = _feature_drift(config, reference_file, batch_file, reference, batch, reference_model.metadata)
     reference_risk, _ = risk_and_predictions(reference_model, reference)
     batch_risk, _ = risk_and_predictions(reference_model, batch)
@@ -765,19 +765,6 @@ def _batch_origin(config: Config) -> dict[str, Any]:
         return {"files": [], "ingested_at": None, "run_id": None}
     last = [e for e in runs if e["run_id"] == runs[-1]["run_id"]]
     return {"files": [e["name"] for e in last], "ingested_at": last[-1]["ingested_at"], "run_id": runs[-1]["run_id"]}
-
-
-def _rows_in(batch: pd.DataFrame, reference: pd.DataFrame, kinds: dict[str, str]) -> int:
-    """How many batch rows are also reference rows (the version was trained on them)."""
-    columns = [c for c in reference.columns if c in batch.columns]
-    if not columns or batch.empty:
-        return 0
-
-    def hashes(frame: pd.DataFrame) -> np.ndarray:
-        typed = {c: frame[c].astype("float64") if kinds.get(c) == ingestion.NUMERIC else frame[c].astype("object") for c in columns}
-        return pd.util.hash_pandas_object(pd.DataFrame(typed), index=False).to_numpy()
-
-    return int(np.isin(hashes(batch), hashes(reference)).sum())
 
 
 def _drift_warnings(result: dict[str, Any]) -> list[str]:

@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from tables import CATEGORICAL, NUMERIC, read_typed_csv
+
 logger = logging.getLogger(__name__)
 
 EPSILON = 1e-4
@@ -42,8 +44,6 @@ MISSING_BIN = "(missing)"
 P_VALUE_ALPHA = 0.05
 NOISE_FLOOR_WARNING = 0.05  # half the "moderate" line: a larger floor drowns real drift
 MIN_EXPECTED_COUNT = 5  # Cochran's rule for the chi-squared approximation
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
 
 
 @contextlib.contextmanager
@@ -263,10 +263,7 @@ def compare_files(
 
 
 def _compare_from_files(reference_path: str, batch_path: str, kinds: dict[str, str], name: str, kind: str) -> dict[str, Any]:
-    import ingestion
-
-    # Read as ingestion.read_dataset reads them (text stays text), one column only.
-    text = {name: str} if kinds.get(name) == ingestion.TEXT else None
-    reference = pd.read_csv(reference_path, usecols=[name], dtype=text, encoding="utf-8-sig", index_col=False)[name]
-    batch = pd.read_csv(batch_path, usecols=[name], dtype=text, encoding="utf-8-sig", index_col=False)[name]
+    # Read as ingestion reads them (text stays text), one column only.
+    reference = read_typed_csv(reference_path, kinds, usecols=[name])[name]
+    batch = read_typed_csv(batch_path, kinds, usecols=[name])[name]
     return compare_feature(name, reference, batch, kind)

@@ -39,15 +39,15 @@ import dbsource
 import deployment
 import ledger
 import preflight
+import records
 from fsutil import (
     LockBusy,
     append_json_line,
-    atomic_write_json,
     configure_logging,
-    read_json_lines,
     remove_stale_temporaries,
     run_lock,
 )
+from records import DIAGNOSTICS_FILES, LOG_FILE, QUARANTINE_FOLDER, REPORT_FILES
 from settings import Config, ConfigError, load_config, script_parser
 
 TYPE_CHECKING = False
@@ -56,53 +56,7 @@ if TYPE_CHECKING:  # typing costs import time on the cron fast path
 
 logger = logging.getLogger(__name__)
 
-AUDIT_FILE = "audit.jsonl"
-LOG_FILE = "fullprocess.log"
-CHECKPOINT_FILE = "drift_checkpoint.json"
 # What diagnostics and reporting write per version (reporting writes model_report.json last).
-DIAGNOSTICS_FILES = ("diagnostics.json",)
-REPORT_FILES = ("confusionmatrix.png", "model_report.pdf", "model_report.json")
-QUARANTINE_FOLDER = "quarantine"
-
-
-def audit_path(config: Config) -> Path:
-    return config.log_folder / AUDIT_FILE
-
-
-def read_audit(config: Config) -> list[dict[str, Any]]:
-    """Every audit record, oldest first."""
-    return read_json_lines(audit_path(config))
-
-
-def read_checkpoint_state(config: Config) -> dict[str, Any]:
-    try:
-        state = json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-def read_checkpoint(config: Config) -> tuple[int, int]:
-    """(judged, seen): the master's size at the last decision, and at the last run that
-    looked at the rows after it (rows kept waiting for more are seen, not judged)."""
-    checkpoint = read_checkpoint_state(config)
-    judged, seen = (checkpoint.get(key) for key in ("master_bytes", "seen_bytes"))
-    judged = judged if isinstance(judged, int) and judged > 0 else 0  # damaged: unknown, as if absent
-    return judged, max(judged, seen if isinstance(seen, int) else 0)
-
-
-def write_checkpoint(config: Config, judged: int, seen: int, **finished: str | None) -> None:
-    """Record a decision; ``finished``: completed_version / newest_version, kept unless given."""
-    state = read_checkpoint_state(config)
-    state.update(master_bytes=judged, seen_bytes=seen)
-    state.update(finished)
-    atomic_write_json(config.output_folder / CHECKPOINT_FILE, state)
-
-
-def judged_offset(config: Config) -> int:
-    """Where the rows not yet judged start: after the last decision, or after the rows the
-    newest deployed version was trained on (a run killed before recording its decision)."""
-    return max(read_checkpoint(config)[0], deployment.covered_master_bytes(config))
 
 
 def undecided_work(config: Config) -> str | None:
@@ -117,7 +71,7 @@ def undecided_work(config: Config) -> str | None:
     if current is None and not deployment.pending_versions(config):
         return "data is ingested but no model is deployed"
     # A version awaiting approval covers the rows it was trained on, as a current one does.
-    if size > read_checkpoint(config)[1] and size > deployment.covered_master_bytes(config):
+    if size > records.read_checkpoint(config)[1] and size > deployment.covered_master_bytes(config):
         return "rows ingested by an earlier run were never judged (a failed or interrupted run)"
     return None
 
@@ -159,7 +113,7 @@ def _subfolders(folder: Path) -> list[Path]:
 def unfinished_work(config: Config) -> str | None:
     """Why the current version may have work left undone by an earlier run, or None. Cheap:
     the checkpoint names the last version finished and the newest version it saw."""
-    state = read_checkpoint_state(config)
+    state = records.read_checkpoint_state(config)
     names = deployment.version_names(config)
     newest = names[-1] if names else None
     current = deployment.current_version_or_none(config)
@@ -199,7 +153,7 @@ def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any
             if recovered is not None:
                 recovered["after_deployment"] = {name: steps.get(name, "ok") for name in ("diagnostics", "reporting")}
                 recovered["status"] = "ok" if all(v == "ok" for v in recovered["after_deployment"].values()) else "failed"
-                append_json_line(audit_path(config), recovered)
+                append_json_line(records.audit_path(config), recovered)
                 steps["audit_line"] = "ok (written, marked recovered)"
             if steps:
                 done[version] = steps
@@ -207,9 +161,9 @@ def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any
             all_done = all_done and all(v.startswith("ok") for v in steps.values())
     if all_done:
         names = deployment.version_names(config)
-        judged, seen = read_checkpoint(config)
+        judged, seen = records.read_checkpoint(config)
         covered = deployment.covered_master_bytes(config)
-        write_checkpoint(
+        records.write_checkpoint(
             config, max(judged, covered), max(seen, covered), completed_version=current, newest_version=names[-1] if names else None
         )
     return done
@@ -226,7 +180,7 @@ def missing_steps(config: Config, version: str) -> list[str]:
 
 
 def _audited(config: Config, version: str) -> bool:
-    return any(r.get("version_deployed") == version for r in read_audit(config))
+    return any(r.get("version_deployed") == version for r in records.read_audit(config))
 
 
 def recovered_audit_record(manifest: dict[str, Any], decision: dict[str, Any], started_at: str | None) -> dict[str, Any]:
@@ -286,7 +240,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record["files_waiting"] = sorted({*record.get("files_waiting", []), *still_written})
         record.pop("seconds")
     master_end = ledger.master_bytes(config)
-    judged = judged_offset(config)
+    judged = deployment.judged_offset(config)
     deployed, problem = load_current_deployment(config)
     if problem and master_end:
         record.update(reason=problem, decision="no_drift")
@@ -301,7 +255,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
                 rows_waiting=len(new_rows),
                 reason=f"{len(new_rows)} new row(s) since the last decision; drift is judged on {config['drift_min_rows']} or more",
             )
-            write_checkpoint(config, judged=judged, seen=master_end)
+            records.write_checkpoint(config, judged=judged, seen=master_end)
             return record
         else:
             drift, reason, scores = check_model_drift(config, deployed, new_rows)
@@ -309,7 +263,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
             if drift:
                 record.update(retrain_and_deploy(config, reason, scores.get("deployed_score"), record=record, kept=deployed.version))
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
-    write_checkpoint(config, judged=max(master_end, judged), seen=max(master_end, judged))
+    records.write_checkpoint(config, judged=max(master_end, judged), seen=max(master_end, judged))
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
         refreshed = refresh_superseded_reports(config, record["version_deployed"])
@@ -400,9 +354,9 @@ def decide_deployment(
     ``deployed_test_score``: the champion's stored test score, compared with when the champion
     cannot be scored again. With ``require_approval`` the new version waits, pending.
     """
-    metadata = _read_model_json(config, deployment.METADATA_FILE)
-    scores = _read_model_json(config, deployment.SCORES_FILE)
-    metric, test_score = config["metric"], scores.get(config["metric"])
+    metadata = _read_model_json(config, records.METADATA_FILE)
+    scores = _read_model_json(config, records.SCORES_FILE)
+    test_score = scores.get(config["metric"])
     outcome: dict[str, Any] = {"model": metadata.get("model"), "training_seconds": metadata.get("training_seconds"), "test_score": test_score}
     one_class = one_class_test_data(config, scores)
     warnings = deployment.version_warnings(metadata, scores) + ([one_class] if one_class else [])
@@ -559,14 +513,14 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
         logger.exception("fullprocess failed")
         record = {"status": "failed", "decision": "failed", "reason": f"{type(exc).__name__}: {exc}"}
     record.update(started_at=started, duration_seconds=round(time.perf_counter() - clock, 4))
-    append_json_line(audit_path(config), record)
+    append_json_line(records.audit_path(config), record)
     version = record.get("version_deployed")
     if version and record["status"] == "ok":
         names = deployment.version_names(config)
-        judged, seen = read_checkpoint(config)
+        judged, seen = records.read_checkpoint(config)
         # A version awaiting approval is finished but not current: the current one stays the completed one.
         completed = deployment.current_version_or_none(config) if record.get("pending_approval") else version
-        write_checkpoint(config, judged, seen, completed_version=completed, newest_version=names[-1] if names else None)
+        records.write_checkpoint(config, judged, seen, completed_version=completed, newest_version=names[-1] if names else None)
     return record
 
 
@@ -618,7 +572,7 @@ def verify_audit(config: Config) -> int:
     from fsutil import verify_json_line_chain
 
     failed = False
-    for path in (audit_path(config), config.deployment_folder / deployment.HISTORY_FILE):
+    for path in (records.audit_path(config), config.deployment_folder / records.HISTORY_FILE):
         line, message = verify_json_line_chain(path)
         print(("BROKEN: " if line else "") + message)
         failed = failed or line is not None
@@ -627,9 +581,9 @@ def verify_audit(config: Config) -> int:
 
 def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
     try:
-        append_json_line(audit_path(config), record)
+        append_json_line(records.audit_path(config), record)
     except OSError as exc:
-        logger.error("cannot append to %s: %s", audit_path(config), exc)
+        logger.error("cannot append to %s: %s", records.audit_path(config), exc)
 
 
 def _failure_summary(record: dict[str, Any]) -> str:

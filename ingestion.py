@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 import ledger
+import records
 from fsutil import (
     NAME_MAX_BYTES,
     LockBusy,
@@ -48,22 +49,15 @@ from fsutil import (
     sha256_regular_file,
 )
 from settings import Config, ConfigError, load_config, script_parser
+from tables import NUMERIC, TEXT, read_typed_csv, row_hashes
+from records import DELTA_HASHES_FILE, HASHES_FILE, LAST_RUN_FILE, LATEST_BATCH_FILE, MASTER_FILE, MASTER_STATE_FILE, QUARANTINE_FOLDER
 
 logger = logging.getLogger(__name__)
 
-MASTER_FILE = "finaldata.csv"
-STATE_FILE = ledger.MASTER_STATE_FILE
-HASHES_FILE = "row_hashes.u64"
-DELTA_HASHES_FILE = "row_hashes.delta.u64"
 # The delta index is merged into the base once it holds this share of the base's rows, so a
 # small batch rewrites a small file, and the large one only now and then.
 DELTA_SHARE = 8
-LATEST_BATCH_FILE = "latest_batch.csv"
-LAST_RUN_FILE = "last_ingestion.json"
-QUARANTINE_FOLDER = "quarantine"
 
-NUMERIC = "numeric"
-TEXT = "text"
 
 
 class InvalidFile(ValueError):
@@ -121,14 +115,14 @@ def master_path(config: Config) -> Path:
 def read_master_state(config: Config) -> dict[str, Any] | None:
     """Columns, their kinds, target classes, row count and byte size of the master."""
     try:
-        state = json.loads((config.output_folder / STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except json.JSONDecodeError:
         state = None
     if not isinstance(state, dict) or not isinstance(state.get("bytes", 0), int):
         # Derived from the master: a damaged one is made again from it, as a missing one is.
-        logger.warning("%s is damaged: it is made again from the master", STATE_FILE)
+        logger.warning("%s is damaged: it is made again from the master", MASTER_STATE_FILE)
         return None
     return state
 
@@ -143,12 +137,7 @@ def column_kinds(config: Config) -> dict[str, str]:
 
 def read_dataset(path: Path, kinds: dict[str, str]) -> pd.DataFrame:
     """Read a CSV with text columns kept as text (an id like ``007`` must stay ``007``)."""
-    text_columns = {name: str for name, kind in kinds.items() if kind == TEXT}
-    # index_col=False: a trailing comma on every row must not turn the first column into
-    # the index and shift the others (pandas' default guess).
-    frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8-sig", index_col=False)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    return read_typed_csv(path, kinds)
 
 
 def load_master(config: Config) -> pd.DataFrame:
@@ -690,20 +679,6 @@ def _infer_kinds(frame: pd.DataFrame, config: Config) -> dict[str, str]:
     return kinds
 
 
-def _row_hashes(frame: pd.DataFrame, kinds: dict[str, str]) -> np.ndarray:
-    """One 64-bit hash a row, independent of how a file happened to type its numbers."""
-    combined = np.zeros(len(frame), dtype=np.uint64)
-    for column in frame.columns:
-        values = frame[column].to_numpy()
-        # + 0.0 turns -0.0 into 0.0: equal values must hash alike.
-        values = values.astype("float64") + 0.0 if kinds[column] == NUMERIC else values.astype(object)
-        # categorize=False: ids are mostly unique, so factorising them first only costs time.
-        column_hash = pd.util.hash_array(values, categorize=False)
-        with np.errstate(over="ignore"):  # multiply-and-add modulo 2**64, column order matters
-            combined = combined * np.uint64(0x100000001B3) + column_hash
-    return combined
-
-
 class _MasterStore:
     """The master CSV, its schema and its row hashes, recovered after a crash.
 
@@ -761,7 +736,7 @@ class _MasterStore:
             state["unobserved"] = [c for c in frame.columns if frame[c].isna().all()]
         frame, _ = _coerce_types(frame, state["kinds"])
         frame[config.target] = _integer_labels(frame[config.target].dropna())
-        store = cls(config, state, np.unique(_row_hashes(frame, state["kinds"])), _EMPTY_HASHES)
+        store = cls(config, state, np.unique(row_hashes(frame, state["kinds"])), _EMPTY_HASHES)
         store.base_changed = True
         state["target_classes"] = sorted({label_text(v) for v in frame[config.target].dropna().unique()})
         store._commit_state(len(frame), master.stat().st_size)
@@ -793,7 +768,7 @@ class _MasterStore:
         for column in [c for c in self.unobserved if validated.frame[c].notna().any()]:
             self.state["kinds"][column] = validated.kinds[column]
             self.state["unobserved"].remove(column)
-        hashes = _row_hashes(validated.frame, self.kinds)
+        hashes = row_hashes(validated.frame, self.kinds)
         self.registered.append((validated, hashes, self._known(hashes)))
 
     def take_new_rows(self) -> list[_NewRows]:
@@ -867,7 +842,7 @@ class _MasterStore:
         with atomic_path(self.config.output_folder / DELTA_HASHES_FILE) as tmp:
             self.delta.tofile(tmp)
         self.state.update(rows=rows, bytes=size, hash_count=len(self.base), delta_count=len(self.delta))
-        atomic_write_json(self.config.output_folder / STATE_FILE, self.state)
+        atomic_write_json(self.config.output_folder / MASTER_STATE_FILE, self.state)
 
 
 _EMPTY_HASHES = np.empty(0, dtype=np.uint64)
@@ -954,7 +929,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
     # then count on files it already knows are gone.
     _record_lost(config, gone)
     kept_as = _move_damaged_master(config)
-    for name in (STATE_FILE, HASHES_FILE, DELTA_HASHES_FILE):
+    for name in (MASTER_STATE_FILE, HASHES_FILE, DELTA_HASHES_FILE):
         (config.output_folder / name).unlink(missing_ok=True)
     store = _MasterStore(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
     result = _merge(config, sources, store, recording=False)
@@ -976,9 +951,9 @@ def rebuild_master(config: Config) -> dict[str, Any]:
 
 def _drift_offsets(config: Config) -> tuple[int, int, int]:
     """(master size, judged, seen): the byte offsets the drift decisions recorded."""
-    import fullprocess  # stdlib-light; imports ingestion only inside its functions
+    import deployment  # stdlib only; it imports ingestion only inside its functions
 
-    return ledger.master_bytes(config), fullprocess.judged_offset(config), fullprocess.read_checkpoint(config)[1]
+    return ledger.master_bytes(config), deployment.judged_offset(config), records.read_checkpoint(config)[1]
 
 
 def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -> None:
@@ -986,7 +961,6 @@ def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -
     rows not yet judged at the end as not judged, mark the deployed versions' recorded sizes
     void, so that no row added later is taken as already judged."""
     import deployment
-    import fullprocess
 
     if not old_size:
         return
@@ -996,7 +970,7 @@ def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -
         return _line_start_at_or_before(config, new_size - max(0, old_size - offset))
 
     names = deployment.version_names(config)
-    fullprocess.write_checkpoint(config, moved(judged), moved(seen), rebuilt_after_version=names[-1] if names else None)
+    records.write_checkpoint(config, moved(judged), moved(seen), rebuilt_after_version=names[-1] if names else None)
 
 
 def _line_start_at_or_before(config: Config, position: int) -> int:

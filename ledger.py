@@ -20,14 +20,10 @@ if TYPE_CHECKING:  # typing and dataclasses cost import time on the cron fast pa
 
 from fsutil import NotRegularFile, atomic_write_json, atomic_write_text, non_regular_kind, read_json_lines, sha256_regular_file
 from settings import Config
+from records import INGESTED_NAMES_FILE, LOCK_FILE, MASTER_STATE_FILE, RECORD_FILE, STAT_CACHE_FILE
 
 logger = logging.getLogger(__name__)
 
-RECORD_FILE = "ingestion_record.jsonl"
-MASTER_STATE_FILE = "master_state.json"  # written by ingestion; its byte count is read here
-LOCK_FILE = "pipeline.lock"
-INGESTED_NAMES_FILE = "ingestedfiles.txt"
-STAT_CACHE_FILE = ".source_stat_cache.json"
 
 STATUS_INGESTED = "ingested"
 STATUS_SET_ASIDE = "set_aside"

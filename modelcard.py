@@ -17,15 +17,16 @@ import numpy as np
 import fairness
 import ledger
 import scoring
+import records
 from fsutil import read_json_lines
 from settings import LOWER_IS_BETTER, Config
+from records import HISTORY_FILE
 
 CARD_FILE = "model_card.md"
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 NOT_CONFIGURED = "not configured (set {key} in config.json)"
 METRIC_LABELS = {"roc_auc": "ROC AUC", "cost": "expected cost per client", "f1": "F1"}
-HISTORY_FILE = "history.jsonl"  # deployment.HISTORY_FILE; the approval lines are written by deployment.py
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start markup.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
 
@@ -68,7 +69,7 @@ def approvals(config: Config, version: str) -> list[dict[str, Any]]:
 
 def training_window(version_folder: Path) -> dict[str, Any]:
     """The files the version was trained on and when they arrived, from its own ingestion record."""
-    entries = [e for e in read_json_lines(version_folder / ledger.RECORD_FILE) if e.get("status") == ledger.STATUS_INGESTED]
+    entries = [e for e in read_json_lines(version_folder / records.RECORD_FILE) if e.get("status") == ledger.STATUS_INGESTED]
     times = sorted(str(e["ingested_at"]) for e in entries if e.get("ingested_at"))
     return {
         "first_ingested_at": times[0] if times else None,

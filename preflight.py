@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import dbsource
-import ledger
+import records
 from settings import Config, ConfigError
 
 TYPE_CHECKING = False
@@ -91,7 +91,7 @@ def check_test_data(config: Config) -> None:
 def data_headers(config: Config) -> dict[str, list[str]]:
     """{where: columns} for the master dataset, each file in the input folder and each test file."""
     headers: dict[str, list[str]] = {}
-    state = _read_json(config.output_folder / ledger.MASTER_STATE_FILE)
+    state = _read_json(config.output_folder / records.MASTER_STATE_FILE)
     if state and isinstance(state.get("columns"), list):
         headers["master dataset"] = [str(c) for c in state["columns"]]
     # Database pulls land as snapshot files: their columns count too.

@@ -30,20 +30,17 @@ import deployment
 import diagnostics
 import drift
 import fairness
-import fullprocess
 import modelcard
 import scoring
 import ledger
 import training
+import records
 from fsutil import atomic_path, atomic_write_json, atomic_write_text, configure_logging, read_json_lines, sha256_file
-from settings import Config, ConfigError, load_config, script_parser
+from settings import SCORE_METRICS, Config, ConfigError, load_config, script_parser
+from records import CONFUSION_FILE, REPORT_JSON, REPORT_PDF
 
 logger = logging.getLogger(__name__)
 
-CONFUSION_FILE = "confusionmatrix.png"
-REPORT_PDF = "model_report.pdf"
-REPORT_JSON = "model_report.json"
-METRIC_NAMES = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
 PERMUTATION_REPEATS = 10
 FIRST_PAGE_WARNINGS = 12
 SIGN_OFF_ROOM = 1.3  # inches kept below page 1's warnings for the sign-off and a "more" line
@@ -238,7 +235,7 @@ def _deployment_facts(
     fullprocess passes the record of the run still under way (its audit line is written when
     the run ends), so a report written during that run can name it.
     """
-    runs = [r for r in [*fullprocess.read_audit(config), run_record or {}] if r.get("version_deployed") == deployed.version]
+    runs = [r for r in [*records.read_audit(config), run_record or {}] if r.get("version_deployed") == deployed.version]
     audit_keys = ("started_at", "decision", "reason", "deployed_version", "deployed_score", "new_score", "files_ingested", "rows_added", "test_score", "duration_seconds")
     manifest = deployed.manifest
     return {
@@ -257,7 +254,7 @@ def _last_ingestion(deployed: deployment.DeployedModel) -> dict[str, Any] | None
     fullprocess writes its audit line when the run ends, after these reports: this is what
     a report written during the run can say about the data that triggered it.
     """
-    entries = read_json_lines(deployed.path / ledger.RECORD_FILE)
+    entries = read_json_lines(deployed.path / records.RECORD_FILE)
     if not entries:
         return None
     run = [e for e in entries if e["run_id"] == entries[-1]["run_id"]]
@@ -274,7 +271,7 @@ def _lineage(deployed: deployment.DeployedModel) -> dict[str, Any]:
     keys = ("model", "threshold", "metric", "trained_at", "training_seconds", "training_rows", "training_positives",
             "training_data_sha256", "training_files", "features", "parameters", "candidates", "package_versions",
             "python_version", "cv_folds", "random_seed")
-    return {**{key: meta.get(key) for key in keys}, "model_sha256": deployed.manifest["files"].get(deployment.MODEL_FILE)}
+    return {**{key: meta.get(key) for key in keys}, "model_sha256": deployed.manifest["files"].get(records.MODEL_FILE)}
 
 
 def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:
@@ -285,7 +282,7 @@ def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:
 def _previous_scores(config: Config, deployed: deployment.DeployedModel) -> dict[str, Any] | None:
     previous = deployed.manifest.get("previous_version")
     folder = deployment.versions_folder(config) / str(previous)
-    if not previous or not (folder / deployment.MANIFEST_FILE).is_file():
+    if not previous or not (folder / records.MANIFEST_FILE).is_file():
         return None
     try:
         return {"version": previous, **deployment.read_manifest(folder)["scores"]}
@@ -721,7 +718,7 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     _champion_challenger_section(page, s)
     page.heading("Performance on the test data")
     previous = s["previous_metrics"]
-    rows = [[name, s["metrics"][name], previous.get(name) if previous else None, _change(s["metrics"][name], previous.get(name) if previous else None)] for name in METRIC_NAMES]
+    rows = [[name, s["metrics"][name], previous.get(name) if previous else None, _change(s["metrics"][name], previous.get(name) if previous else None)] for name in SCORE_METRICS]
     page.table(["Metric", s["version"], previous["version"] if previous else "previous", "Change"], rows, [2.0, 1.4, 1.4, 1.4])
     page.paragraph(f"{s['test_data']['rows']:,} test rows, {s['test_data']['positives']:,} positive ({s['class_labels']['positive']}). "
                    f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.", size=SMALL)

@@ -28,14 +28,12 @@ from sklearn import metrics
 
 import ingestion
 from fsutil import atomic_write_json, atomic_write_text, configure_logging
-from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
+from settings import LOWER_IS_BETTER, SCORE_METRICS, Config, ConfigError, load_config, metric_gain, script_parser
+from tables import TEXT, read_typed_csv, rows_also_in
+from records import METADATA_FILE, MODEL_FILE, SCORES_FILE, SCORE_FILE
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "trainedmodel.pkl"
-METADATA_FILE = "trainedmodel.json"
-SCORE_FILE = "latestscore.txt"
-SCORES_JSON_FILE = "scores.json"
 CLUSTER_MIN_ROWS = 200_000  # smaller sets score faster here than the round trip to a cluster costs
 CLUSTER_CHUNK_ROWS = 50_000
 FAR_ABOVE_STANDARD_ERRORS = 3
@@ -94,8 +92,7 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Every figure the system reports about a model on labelled data (``cost`` with a cost matrix)."""
     tn, fp, fn, tp = metrics.confusion_matrix(y_true, predicted, labels=[0, 1]).ravel()
-    names = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
-    result: dict[str, Any] = {name: metric_value(name, y_true, risk, predicted) for name in names}
+    result: dict[str, Any] = {name: metric_value(name, y_true, risk, predicted) for name in SCORE_METRICS}
     if cost_matrix is not None:
         result["cost"] = expected_cost(y_true, predicted, cost_matrix)
         result["cost_matrix"] = dict(cost_matrix)
@@ -164,7 +161,7 @@ def test_rows_in_training(config: Config, test: pd.DataFrame, metadata: dict[str
     """How many test rows are also in the master: the same client id (where the test data has
     the id columns), feature values and label.
 
-    Hashed with ingestion's row hash over those columns, on both sides. The ids matter: on
+    Hashed with the one row hash (tables.row_hashes) over those columns, on both sides. The ids matter: on
     data with few integer features, different clients often share every feature value and
     label (28 of the sample's 1,000 test clients do), and they are not the same rows.
     """
@@ -173,12 +170,10 @@ def test_rows_in_training(config: Config, test: pd.DataFrame, metadata: dict[str
     master = ingestion.master_path(config)
     if not master.exists() or test.empty:
         return 0
-    kinds = {c: metadata["column_kinds"].get(c, ingestion.TEXT) for c in columns}
-    text = {c: str for c, kind in kinds.items() if kind == ingestion.TEXT}
-    training = pd.read_csv(master, usecols=columns, dtype=text, encoding="utf-8-sig", index_col=False)[columns]
+    kinds = {c: metadata["column_kinds"].get(c, TEXT) for c in columns}
     # Both sides read as ingestion reads them (text as text, numbers hashed as float64).
-    seen = ingestion._row_hashes(training, kinds)
-    return int(np.isin(ingestion._row_hashes(test[columns], kinds), seen).sum())
+    training = read_typed_csv(master, kinds, usecols=columns)
+    return rows_also_in(test[columns], training, kinds)
 
 
 def score_warnings(scores: dict[str, Any], metadata: dict[str, Any], config: Config) -> list[str]:
@@ -251,7 +246,7 @@ def score_model(config: Config) -> dict[str, Any]:
 
 
 def write_scores(folder: Path, scores: dict[str, Any]) -> None:
-    atomic_write_json(folder / SCORES_JSON_FILE, scores)
+    atomic_write_json(folder / SCORES_FILE, scores)
     atomic_write_text(folder / SCORE_FILE, f"{scores['f1']}\n")
 
 

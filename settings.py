@@ -96,7 +96,9 @@ PATH_KEYS = (
     "reports_folder_path",
     "log_folder_path",
 )
-METRICS = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy", "cost")
+# What scoring reports for every model; the configured metric may also be the expected cost.
+SCORE_METRICS = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
+METRICS = SCORE_METRICS + ("cost",)
 CANDIDATE_MODELS = ("logistic_regression", "hist_gradient_boosting", "random_forest")
 # Metrics where a lower value is better (an expected cost); every other metric is higher-is-better.
 LOWER_IS_BETTER = ("cost",)

@@ -60,8 +60,10 @@ import ingestion
 import ledger
 import preflight
 from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
-from scoring import METADATA_FILE, MODEL_FILE, THRESHOLD_METRICS, binary_target, feature_frame, metric_value
+from records import METADATA_FILE, MODEL_FILE
+from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
 from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
+from tables import NUMERIC, TEXT, read_typed_csv
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +107,8 @@ def feature_types(config: Config, kinds: dict[str, str]) -> dict[str, list[str]]
     if not features:
         raise TrainingError("no feature columns left after removing target, id_columns and drop_columns")
     return {
-        "numeric": [c for c in features if kinds[c] == ingestion.NUMERIC and c not in forced],
-        "categorical": [c for c in features if kinds[c] == ingestion.TEXT or c in forced],
+        "numeric": [c for c in features if kinds[c] == NUMERIC and c not in forced],
+        "categorical": [c for c in features if kinds[c] == TEXT or c in forced],
     }
 
 
@@ -214,8 +216,7 @@ class TrainingData:
             raise TrainingError(f"the master {path} is not the file training started on (changed, or another file at that path)")
         # The model's columns only: ids and dropped columns would only cost memory here.
         columns = self.features["numeric"] + self.features["categorical"] + [self.target]
-        text = {c: str for c in columns if self.kinds.get(c) == ingestion.TEXT}
-        data = pd.read_csv(path, usecols=columns, dtype=text, encoding="utf-8-sig", index_col=False)
+        data = read_typed_csv(path, self.kinds, usecols=columns)
         if _stamp(path) != self.stamp:
             raise TrainingError(f"the master {path} changed while it was read")
         return data
@@ -462,8 +463,7 @@ def _training_data(
         X, y = source.load()  # the fits run here: read it once, for them too
         return source, y
     # The workers read the master themselves; this process needs the labels only.
-    text = {config.target: str} if kinds.get(config.target) == ingestion.TEXT else None
-    target = pd.read_csv(master, usecols=[config.target], dtype=text, encoding="utf-8-sig", index_col=False)
+    target = read_typed_csv(master, kinds, usecols=[config.target])
     return source, binary_target(target[config.target], config.positive_label)
 
 

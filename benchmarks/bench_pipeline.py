@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import records
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def make_deployed_project(folder: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    assert fullprocess.read_audit(config)[-1]["decision"] == "redeployed"
+    assert records.read_audit(config)[-1]["decision"] == "redeployed"
 
 
 def bench_fast_path(folder: Path, repeat: int) -> dict:

@@ -15,6 +15,7 @@ import pytest
 
 import app as api
 import deployment
+import records
 from settings import Config
 from tests.test_api_support import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, rewrite_config
 
@@ -159,7 +160,7 @@ def no_absolute_paths(text: str, config: Config) -> None:
 
 def test_readyz_and_503s_show_paths_relative_to_the_project(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("API_TOKEN", raising=False)
-    link = deployed_project.deployment_folder / deployment.CURRENT_LINK
+    link = deployed_project.deployment_folder / records.CURRENT_LINK
     link.unlink()
     link.symlink_to(Path("versions") / "v9")  # a version that does not exist
     client = api.create_app(deployed_project.path).test_client()
@@ -189,7 +190,7 @@ def test_deployment_folder_outside_the_project_is_named_by_its_key(deployed_proj
     elsewhere.parent.mkdir()
     shutil.move(str(deployed_project.deployment_folder), elsewhere)
     config = rewrite_config(deployed_project, prod_deployment_path=str(elsewhere))
-    link = elsewhere / deployment.CURRENT_LINK
+    link = elsewhere / records.CURRENT_LINK
     link.unlink()
     link.symlink_to(Path("versions") / "v9")
     ready = api.create_app(config.path).test_client().get("/readyz")

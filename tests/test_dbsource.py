@@ -27,6 +27,7 @@ import fullprocess
 import ingestion
 import ledger
 import sampledata
+import records
 from fsutil import sha256_file
 from settings import Config, ConfigError, load_config
 
@@ -166,7 +167,7 @@ def run(config: Config) -> int:
 
 
 def last_audit(config: Config) -> dict:
-    return fullprocess.read_audit(config)[-1]
+    return records.read_audit(config)[-1]
 
 
 def pulls(config: Config) -> list[dict]:
@@ -451,7 +452,7 @@ def test_postgres_refused_login_is_one_line_without_the_password(deployed_projec
     assert result.returncode == 1
     [failure] = last_audit(config)["database_failures"]
     assert "password authentication failed" in failure["reason"]
-    for text in (result.stderr, (config.log_folder / "fullprocess.log").read_text(), fullprocess.audit_path(config).read_text()):
+    for text in (result.stderr, (config.log_folder / "fullprocess.log").read_text(), records.audit_path(config).read_text()):
         assert wrong not in text and postgres.password not in text
 
 

@@ -25,6 +25,7 @@ import ingestion
 import ledger
 import sampledata
 import scoring
+import records
 from fsutil import sha256_file
 from settings import Config, load_config
 from tests.conftest import add_shifted_month
@@ -182,7 +183,7 @@ def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactor
     config = load_config(folder / "config.json")
     add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
+    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
     return folder
 
 
@@ -235,7 +236,7 @@ def test_drift_on_a_single_row_batch_warns_and_does_not_crash(offline_project: C
 
 
 def test_drift_with_no_batch_yet(offline_project: Config):
-    (offline_project.output_folder / ingestion.LATEST_BATCH_FILE).unlink()
+    (offline_project.output_folder / records.LATEST_BATCH_FILE).unlink()
     result = diagnostics.data_drift(offline_project)
     assert result["batch"] is None and result["features"] == [] and result["prediction_psi"] is None
     assert "no ingested batch" in result["warnings"][0]
@@ -304,7 +305,7 @@ def test_model_predictions_follow_the_rows(offline_project: Config):
 def test_execution_time_comes_from_recorded_runs(offline_project: Config):
     config = offline_project
     timings = diagnostics.execution_time(config)
-    last = json.loads((config.output_folder / ingestion.LAST_RUN_FILE).read_text())
+    last = json.loads((config.output_folder / records.LAST_RUN_FILE).read_text())
     trained = deployment.load_deployed_model(config).metadata
     assert timings["ingestion_seconds"] == last["seconds"]
     assert timings["training_seconds"] == trained["training_seconds"]
@@ -315,7 +316,7 @@ def test_execution_time_comes_from_recorded_runs(offline_project: Config):
 @pytest.mark.slow
 def test_measuring_execution_time_leaves_live_data_alone(offline_project: Config):
     config = offline_project
-    watched = [ingestion.master_path(config), config.output_folder / ingestion.LAST_RUN_FILE, fullprocess.audit_path(config)]
+    watched = [ingestion.master_path(config), config.output_folder / records.LAST_RUN_FILE, records.audit_path(config)]
     before = {path: sha256_file(path) for path in watched}
     versions = deployment.version_names(config)
     measured = diagnostics.execution_time(config, measure=True)["measured"]
@@ -350,7 +351,7 @@ def test_outdated_packages_answer_quickly_when_the_index_refuses(project: Config
     for package in result["packages"]:
         assert package["latest"] == "unknown" and package["status"] == "latest unknown"
         assert package["installed"] == package["pinned"]  # the venv holds the pinned versions
-    assert not (config.reports_folder / diagnostics.PACKAGE_CACHE_FILE).exists()  # nothing learnt, nothing cached
+    assert not (config.reports_folder / records.PACKAGE_CACHE_FILE).exists()  # nothing learnt, nothing cached
 
 
 def test_outdated_packages_reuse_a_fresh_cache(project: Config):
@@ -358,7 +359,7 @@ def test_outdated_packages_reuse_a_fresh_cache(project: Config):
     now = diagnostics._now()
     cache = {name: {"latest": "99.0", "checked_at": now} for name in names}
     cache["numpy"] = {"latest": "98.0", "checked_at": "2001-01-01T00:00:00+00:00"}  # too old to reuse
-    path = project.reports_folder / diagnostics.PACKAGE_CACHE_FILE
+    path = project.reports_folder / records.PACKAGE_CACHE_FILE
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(cache))
     config = with_settings(project, package_check_seconds=0)  # do not ask: numpy stays unknown
@@ -373,16 +374,16 @@ def test_outdated_packages_reuse_a_fresh_cache(project: Config):
 
 
 def test_fullprocess_saved_diagnostics_beside_the_version(deployed_project: Config):
-    path = deployed_project.reports_folder / "v1" / diagnostics.DIAGNOSTICS_FILE
+    path = deployed_project.reports_folder / "v1" / records.DIAGNOSTICS_FILE
     document = json.loads(path.read_text())
     assert set(document) == TOP_LEVEL_KEYS and document["version"] == "v1"
-    assert fullprocess.read_audit(deployed_project)[-1]["after_deployment"] == {"diagnostics": "ok", "reporting": "ok"}
+    assert records.read_audit(deployed_project)[-1]["after_deployment"] == {"diagnostics": "ok", "reporting": "ok"}
 
 
 def test_main_prints_and_saves_one_strict_json_document(offline_project: Config, capsys: pytest.CaptureFixture[str]):
     assert diagnostics.main(["--config", str(offline_project.path)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    saved = json.loads((offline_project.reports_folder / "v1" / diagnostics.DIAGNOSTICS_FILE).read_text())
+    saved = json.loads((offline_project.reports_folder / "v1" / records.DIAGNOSTICS_FILE).read_text())
     assert printed == saved and set(saved) == TOP_LEVEL_KEYS
     strict_json(saved)
     assert saved["summary_statistics"] == diagnostics.dataframe_summary(offline_project)
@@ -419,7 +420,7 @@ def test_scipy_warnings_become_notes_not_console_noise(offline_project: Config, 
     ("ks_2samp: Exact calculation unsuccessful"). The diagnostics keep it as a note; nothing is printed."""
     config = offline_project
     deployed = deployment.load_deployed_model(config)
-    reference = ingestion.read_dataset(deployed.path / deployment.REFERENCE_FILE, deployed.metadata["column_kinds"])
+    reference = ingestion.read_dataset(deployed.path / records.REFERENCE_FILE, deployed.metadata["column_kinds"])
     batch = reference.copy()
     lowest = batch["lastyear_activity"].nsmallest(3).index  # the ECDFs now differ by 3/7500 at most
     batch.loc[lowest, "lastyear_activity"] = batch["lastyear_activity"].max() + 1

@@ -16,6 +16,7 @@ import fsutil
 import fullprocess
 import ingestion
 import sampledata
+import records
 from fsutil import run_lock, sha256_file
 from settings import Config, load_config
 from tests.conftest import add_shifted_month, write_config
@@ -42,7 +43,7 @@ def add_shifted_batch(config: Config) -> None:
 
 def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:
     assert run(project) == 0
-    first = fullprocess.read_audit(project)[-1]
+    first = records.read_audit(project)[-1]
     assert first["decision"] == "redeployed" and first["version_deployed"] == "v1"
     assert first["reason"] == "no deployed model yet"
     assert first["rows_added"] == 7500 and len(first["files_ingested"]) == 3
@@ -50,7 +51,7 @@ def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:
 
     assert run(project) == 0
 
-    second = fullprocess.read_audit(project)[-1]
+    second = records.read_audit(project)[-1]
     assert second["decision"] == "no_new_data" and second["status"] == "ok"
     assert snapshot(project) == before
 
@@ -60,7 +61,7 @@ def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Con
 
     assert run(deployed_project) == 0
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "redeployed" and record["version_deployed"] == "v2"
     assert record["new_score"] < record["deployed_score"]
     assert record["reason"].startswith("model drift: f1")
@@ -79,7 +80,7 @@ def test_batch_scoring_as_well_as_the_deployed_model_is_not_drift(deployed_proje
 
     assert run(deployed_project) == 0
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "no_drift"
     assert record["new_score"] == record["deployed_score"]
     assert deployment.current_version(deployed_project) == "v1"
@@ -90,7 +91,7 @@ def test_set_aside_files_are_named_in_the_audit(deployed_project: Config) -> Non
 
     assert run(deployed_project) == 0
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "no_new_rows"
     assert record["files_set_aside"][0]["name"] == "broken.csv"
     assert "missing column(s)" in record["files_set_aside"][0]["reason"]
@@ -100,7 +101,7 @@ def test_a_held_lock_makes_the_run_log_and_exit_zero(deployed_project: Config) -
     add_shifted_batch(deployed_project)
     with run_lock(ingestion.lock_path(deployed_project)):
         assert run(deployed_project) == 0
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "locked_out"
     assert deployment.current_version(deployed_project) == "v1"
 
@@ -112,7 +113,7 @@ def test_two_runs_at_once_one_works_one_exits(project: Config) -> None:
 
     assert [p.wait(timeout=300) for p in runs] == [0, 0]
 
-    decisions = sorted(r["decision"] for r in fullprocess.read_audit(project))
+    decisions = sorted(r["decision"] for r in records.read_audit(project))
     assert decisions == ["locked_out", "redeployed"]
     assert deployment.version_names(project) == ["v1"]
 
@@ -134,7 +135,7 @@ def test_runs_under_crons_minimal_environment_from_home(project: Config, tmp_pat
 
 def test_the_nothing_new_path_imports_no_heavy_library(deployed_project: Config) -> None:
     assert probe_fast_path(deployed_project) == "0 []"
-    assert fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
+    assert records.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
 
 
 def test_a_failing_step_exits_non_zero_with_the_reason_and_keeps_the_deployment(deployed_project: Config) -> None:
@@ -143,7 +144,7 @@ def test_a_failing_step_exits_non_zero_with_the_reason_and_keeps_the_deployment(
 
     assert run(deployed_project) == 1
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["status"] == "failed" and record["decision"] == "failed"
     assert "test_data_path" in record["reason"]
     assert deployment.current_version(deployed_project) == "v1"
@@ -176,7 +177,7 @@ def test_real_public_dataset_end_to_end(shared_data: Path, tmp_path: Path, datas
 
     assert run(config) == 0
 
-    record = fullprocess.read_audit(config)[-1]
+    record = records.read_audit(config)[-1]
     assert record["decision"] == "redeployed" and record["files_set_aside"] == []
     deployed = deployment.load_deployed_model(config)
     assert deployed.scores["rows"] == len(rows) - cut
@@ -190,7 +191,7 @@ def test_a_batch_of_one_class_is_not_judged_as_drift(deployed_project: Config) -
 
     assert run(deployed_project) == 0
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "no_drift" and "one class only" in record["reason"]
     assert deployment.current_version(deployed_project) == "v1"
 
@@ -202,17 +203,17 @@ def test_rows_left_undecided_by_a_failed_run_are_judged_by_the_next(project: Con
     lines[1] = ",".join([lines[1].split(",")[0], "lots", *lines[1].split(",")[2:]])  # fails scoring, after ingestion
     test_file.write_text("\n".join(lines) + "\n")
     assert run(project) == 1
-    assert fullprocess.read_audit(project)[-1]["status"] == "failed"
+    assert records.read_audit(project)[-1]["status"] == "failed"
     assert ingestion.master_path(project).exists(), "the failed run ingested"
     test_file.write_text(good)
 
     assert run(project) == 0  # no new file, but the ingested rows were never decided
 
-    record = fullprocess.read_audit(project)[-1]
+    record = records.read_audit(project)[-1]
     assert record["decision"] == "redeployed" and record["version_deployed"] == "v1"
     assert "resumed" in record
     assert run(project) == 0
-    assert fullprocess.read_audit(project)[-1]["decision"] == "no_new_data"
+    assert records.read_audit(project)[-1]["decision"] == "no_new_data"
 
 
 def test_a_handful_of_rows_waits_for_more_before_drift_is_judged(deployed_project: Config) -> None:
@@ -220,15 +221,15 @@ def test_a_handful_of_rows_waits_for_more_before_drift_is_judged(deployed_projec
     (deployed_project.input_folder / "few.csv").write_text("\n".join(test[:11]) + "\n")  # 10 rows
 
     assert run(deployed_project) == 0
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "waiting_for_rows" and record["rows_waiting"] == 10
 
     assert run(deployed_project) == 0  # nothing new: the waiting rows do not make every tick work
-    assert fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
+    assert records.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
 
     (deployed_project.input_folder / "more.csv").write_text("\n".join([test[0], *test[11:]]) + "\n")
     assert run(deployed_project) == 0
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["rows_judged"] == 1000, "the waiting rows are judged with the new ones"
     assert record["decision"] == "no_drift" and record["new_score"] == record["deployed_score"]
 
@@ -241,12 +242,12 @@ def test_a_retrained_model_worse_on_the_test_data_is_not_deployed(deployed_proje
 
     assert run(deployed_project) == 0
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "retrained_not_deployed", record
     assert record["test_score"] < record["deployed_score"]
     assert "kept v1" in record["reason"]
     assert deployment.current_version(deployed_project) == "v1"
-    assert run(deployed_project) == 0 and fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
+    assert run(deployed_project) == 0 and records.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
 
 
 # --- runs killed at every file-system change (fault injection through fsutil.before_change) ------
@@ -312,7 +313,7 @@ def assert_one_new_version_finished(config: Config, master_rows: int) -> None:
     deployment.load_deployed_model(config)
     reports = config.reports_folder / "v2"
     assert sorted(p.name for p in reports.iterdir()) == ["confusionmatrix.png", "diagnostics.json", "model_card.md", "model_report.json", "model_report.pdf"]
-    assert [r["version_deployed"] for r in fullprocess.read_audit(config) if r.get("version_deployed")] == ["v1", "v2"]
+    assert [r["version_deployed"] for r in records.read_audit(config) if r.get("version_deployed")] == ["v1", "v2"]
     assert [(h["action"], h["version"]) for h in deployment.history(config)] == [("deploy", "v1"), ("deploy", "v2")]
     assert leftover_temporaries(config) == []
 
@@ -328,9 +329,9 @@ def test_a_drift_run_killed_before_any_file_system_change_is_finished_by_the_nex
         if code == 0:
             break  # the run made fewer changes than ``point``: every change has had its kill
         assert code == -signal.SIGKILL, f"point {point}: exit {code}"
-        assert run_in_child(config) == 0, f"point {point}: the rerun failed: {fullprocess.read_audit(config)[-1]}"
+        assert run_in_child(config) == 0, f"point {point}: the rerun failed: {records.read_audit(config)[-1]}"
         assert_one_new_version_finished(config, master_rows)
-        assert run_in_child(config) == 0 and fullprocess.read_audit(config)[-1]["decision"] == "no_new_data", f"point {point}"
+        assert run_in_child(config) == 0 and records.read_audit(config)[-1]["decision"] == "no_new_data", f"point {point}"
         shutil.rmtree(config.root)
     assert_one_new_version_finished(config, master_rows)
     assert point > 40, "a drift run makes dozens of file-system changes"
@@ -339,13 +340,13 @@ def test_a_drift_run_killed_before_any_file_system_change_is_finished_by_the_nex
 @pytest.mark.slow
 def test_a_run_killed_between_deploying_and_recording_its_decision_does_not_deploy_again(small_drift_template: Path, tmp_path: Path) -> None:
     config = fresh_copy(small_drift_template, tmp_path / "project")
-    assert run_in_child(config, kill_at=fullprocess.CHECKPOINT_FILE) == -signal.SIGKILL
+    assert run_in_child(config, kill_at=records.CHECKPOINT_FILE) == -signal.SIGKILL
     assert deployment.version_names(config) == ["v1", "v2"], "killed after deploying v2, before its checkpoint"
 
     assert run(config) == 0
 
     assert_one_new_version_finished(config, master_rows=900)
-    deployed_v2 = [r for r in fullprocess.read_audit(config) if r.get("version_deployed") == "v2"]
+    deployed_v2 = [r for r in records.read_audit(config) if r.get("version_deployed") == "v2"]
     assert deployed_v2[0]["recovered"] is True and deployed_v2[0]["reason"].startswith("model drift")
     assert deployment.read_manifest(deployment.version_path(config, "v2"))["master_bytes"] == ingestion.master_path(config).stat().st_size
 
@@ -359,7 +360,7 @@ def test_a_run_killed_while_reporting_has_its_work_finished_by_the_next(small_dr
     assert run(config) == 0
 
     assert_one_new_version_finished(config, master_rows=900)
-    last = fullprocess.read_audit(config)[-1]
+    last = records.read_audit(config)[-1]
     assert last["decision"] == "no_new_data" and last["completed_earlier_work"]["v2"]["reporting"] == "ok"
     report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
     assert report["deployment"]["audit"]["reason"].startswith("model drift"), "the report names the run that deployed v2"
@@ -372,15 +373,15 @@ def test_reports_that_failed_after_a_deployment_are_written_by_the_next_run(smal
     blocker.write_text("a file where v2's report folder belongs")  # diagnostics and reports fail
 
     assert run(config) == 1
-    failed = fullprocess.read_audit(config)[-1]
+    failed = records.read_audit(config)[-1]
     assert failed["version_deployed"] == "v2" and failed["after_deployment"]["reporting"].startswith("failed")
     blocker.unlink()
 
     assert run(config) == 0  # nothing new arrived: the run still finishes v2's reports
 
     assert_one_new_version_finished(config, master_rows=900)
-    assert fullprocess.read_audit(config)[-1]["completed_earlier_work"]["v2"] == {"diagnostics": "ok", "reporting": "ok"}
-    assert run(config) == 0 and "completed_earlier_work" not in fullprocess.read_audit(config)[-1]
+    assert records.read_audit(config)[-1]["completed_earlier_work"]["v2"] == {"diagnostics": "ok", "reporting": "ok"}
+    assert run(config) == 0 and "completed_earlier_work" not in records.read_audit(config)[-1]
 
 
 def probe_fast_path(config: Config) -> str:
@@ -398,12 +399,12 @@ def test_a_version_deployed_by_hand_gets_its_reports_and_a_rollback_keeps_the_fa
     assert deployment.deploy_model(deployed_project, reason="by hand") == "v2"
     assert run(deployed_project) == 0
     assert (deployed_project.reports_folder / "v2" / "model_report.pdf").is_file()
-    assert not [r for r in fullprocess.read_audit(deployed_project) if r.get("version_deployed") == "v2"], "no run deployed v2"
+    assert not [r for r in records.read_audit(deployed_project) if r.get("version_deployed") == "v2"], "no run deployed v2"
 
     assert deployment.rollback(deployed_project) == "v1"
 
     assert probe_fast_path(deployed_project) == "0 []", "v1's work was done: nothing heavy to import"
-    assert fullprocess.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
+    assert records.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
     assert probe_fast_path(deployed_project) == "0 []"
 
 
@@ -442,7 +443,7 @@ def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(deployed_pro
 
     assert [p for p in [*left, half_built, stray_link] if p.exists() or p.is_symlink()] == []
     assert in_use.exists() and users_partial_copy.exists()
-    record = fullprocess.read_audit(config)[-1]
+    record = records.read_audit(config)[-1]
     assert record["decision"] == "no_new_data" and record["temporary_files_removed"] == 8
 
 
@@ -458,7 +459,7 @@ def test_a_broken_current_link_counts_as_a_version_failing_verification(deployed
 
     assert run(deployed_project) == 0  # no new data: the broken link alone makes the run redeploy
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "redeployed" and record["version_deployed"] == "v2"
     assert "failed verification" in record["reason"] and f"is a {breakage}, not a link" in record["reason"]
     assert deployment.current_version(deployed_project) == "v2"
@@ -472,7 +473,7 @@ def test_a_manifest_that_is_not_an_object_fails_verification_and_new_data_redepl
 
     assert run(deployed_project) == 0
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "redeployed" and record["version_deployed"] == "v2"
     assert "is not a version manifest" in record["reason"]
 
@@ -535,7 +536,7 @@ def failure_line(config: Config, capsys: pytest.CaptureFixture) -> str:
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert not ingestion.master_path(config).exists(), "caught before anything was ingested"
-    assert fullprocess.read_audit(config)[-1]["status"] == "failed"
+    assert records.read_audit(config)[-1]["status"] == "failed"
     return err
 
 

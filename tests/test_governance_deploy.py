@@ -20,6 +20,7 @@ import promotion
 import sampledata
 import scoring
 import training
+import records
 from settings import ConfigError, Config, load_config, metric_gain
 from tests.conftest import add_shifted_month, write_config
 
@@ -176,7 +177,7 @@ def test_the_audit_line_and_make_versions_show_the_comparison(deployed_project: 
     add_shifted_month(project)
     assert fullprocess.main(["--config", str(project.path)]) == 0
 
-    record = fullprocess.read_audit(project)[-1]
+    record = records.read_audit(project)[-1]
     assert record["decision"] == "redeployed" and record["champion_challenger"]["champion"] == "v1"
     assert record["champion_challenger"]["decision"].startswith("promote the challenger")
     assert record["champion_challenger"]["f1"]["challenger_score"] == record["test_score"]
@@ -205,7 +206,7 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
 
     # The first version waits: nothing is served.
     assert deployment.current_version(config) is None and deployment.pending_versions(config) == ["v1"]
-    assert fullprocess.read_audit(config)[-1]["decision"] == "pending_approval"
+    assert records.read_audit(config)[-1]["decision"] == "pending_approval"
     assert (config.reports_folder / "v1" / "model_report.pdf").is_file()
     client = api.create_app(config.path).test_client()
     answer = client.post("/prediction", json={"dataset": "testdata.csv"})
@@ -214,7 +215,7 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     assert [(v["version"], v["status"]) for v in inventory["versions"]] == [("v1", "pending")]
     # A second run neither redeploys nor judges the rows again: the pending version covers them.
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1"]
+    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1"]
 
     assert deployment.main(["--config", str(config.path), "--approve", "v1", "--by", "Ada", "--note", "validated"]) == 0
     assert client.post("/prediction", json={"dataset": "testdata.csv"}).headers["X-Model-Version"] == "v1"
@@ -228,7 +229,7 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     assert model["pending_approval"][0]["champion_challenger"]["champion"] == "v1"
     assert client.post("/prediction", json={"dataset": "testdata.csv"}).headers["X-Model-Version"] == "v1"
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1", "v2"]
+    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1", "v2"]
 
     capsys.readouterr()
     assert deployment.main(["--config", str(config.path), "--approve", "v2", "--by", "Grace"]) == 0
@@ -239,14 +240,14 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     approvals = [h for h in deployment.history(config) if h["action"] == "approve"]
     assert [(h["version"], h["by"], h["note"]) for h in approvals] == [("v1", "Ada", "validated"), ("v2", "Grace", "")]
     assert all(h["at"] for h in approvals)
-    audited = [(r["decision"], r["version"], r["by"]) for r in fullprocess.read_audit(config) if r["decision"] == "approved"]
+    audited = [(r["decision"], r["version"], r["by"]) for r in records.read_audit(config) if r["decision"] == "approved"]
     assert audited == [("approved", "v1", "Ada"), ("approved", "v2", "Grace")]
     report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
     assert report["approval"] == {"required": True, "state": "approved", "by": "Grace", "at": approvals[1]["at"], "note": ""}
     assert report["current"] is True
     # The next cron run finds nothing to redo.
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["decision"] in ("no_new_data",)
+    assert records.read_audit(config)[-1]["decision"] in ("no_new_data",)
 
 
 def test_the_sign_off_box_shows_the_recorded_decision() -> None:
@@ -272,7 +273,7 @@ def test_a_rejection_is_recorded_and_its_report_rewritten(deployed_project: Conf
     assert deployment.current_version(deployed_project) == "v1" and deployment.pending_versions(deployed_project) == []
     line = deployment.history(deployed_project)[-1]
     assert (line["action"], line["version"], line["by"], line["note"]) == ("reject", "v2", "Ada", "too few rows")
-    assert fullprocess.read_audit(deployed_project)[-1]["decision"] == "rejected"
+    assert records.read_audit(deployed_project)[-1]["decision"] == "rejected"
     approval = json.loads((deployed_project.reports_folder / "v2" / "model_report.json").read_text())["approval"]
     assert (approval["state"], approval["by"], approval["note"]) == ("rejected", "Ada", "too few rows")
     with pytest.raises(deployment.DeploymentError, match="not awaiting approval"):
@@ -356,7 +357,7 @@ def test_the_audit_and_history_chains_hold_and_a_tampered_line_is_named(deployed
     for _ in range(3):
         assert fullprocess.main(["--config", str(config.path)]) == 0
     deployment.deploy_model(config, reason="v2")
-    audit = fullprocess.audit_path(config)
+    audit = records.audit_path(config)
     first = json.loads(audit.read_text().splitlines()[0])
     assert first["prev_sha256"] == fsutil.CHAIN_GENESIS
 
@@ -375,7 +376,7 @@ def test_the_audit_and_history_chains_hold_and_a_tampered_line_is_named(deployed
 def test_a_removed_history_line_is_named(deployed_project: Config) -> None:
     for reason in ("v2", "v3"):
         deployment.deploy_model(deployed_project, reason=reason)
-    history = deployed_project.deployment_folder / deployment.HISTORY_FILE
+    history = deployed_project.deployment_folder / records.HISTORY_FILE
     lines = history.read_text().splitlines()
     history.write_text("\n".join([lines[0], lines[2]]) + "\n")
 
@@ -434,7 +435,7 @@ def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_mov
     outcome = fullprocess.decide_deployment(config, "model drift", None, record={"started_at": "then"}, kept="v1")
     assert outcome["decision"] == "pending_approval" and outcome["version_deployed"] == "v2"
     # What a run killed right after the version was renamed into place leaves: no history line, no reports, no audit line.
-    history = config.deployment_folder / deployment.HISTORY_FILE
+    history = config.deployment_folder / records.HISTORY_FILE
     history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
     assert not (config.reports_folder / "v2").exists()
 
@@ -443,11 +444,11 @@ def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_mov
     assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
     last = deployment.history(config)[-1]
     assert (last["action"], last["version"], last.get("pending_approval")) == ("deploy", "v2", True)
-    recovered = [r for r in fullprocess.read_audit(config) if r.get("recovered")]
+    recovered = [r for r in records.read_audit(config) if r.get("recovered")]
     assert [(r["decision"], r["version_deployed"]) for r in recovered] == [("pending_approval", "v2")]
     assert (config.reports_folder / "v2" / "model_report.pdf").is_file()
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1", "v2"]
+    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1", "v2"]
     assert fullprocess.verify_audit(config) == 0
 
 
@@ -508,11 +509,11 @@ def test_with_nothing_approved_new_data_makes_a_new_pending_version_that_superse
 
     assert fullprocess.main(["--config", str(config.path)]) == 0
 
-    record = fullprocess.read_audit(config)[-1]
+    record = records.read_audit(config)[-1]
     assert record["decision"] == "pending_approval" and record["version_deployed"] == "v2"
     assert "no approved model yet (v1 awaiting approval)" in record["reason"]
     assert record["superseded_reports_refreshed"] == {"v1": "ok"}
     assert deployment.current_version(config) is None and deployment.pending_versions(config) == ["v2"]
     assert json.loads((config.reports_folder / "v1" / "model_report.json").read_text())["approval"]["state"] == "superseded"
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["decision"] == "no_new_data"
+    assert records.read_audit(config)[-1]["decision"] == "no_new_data"

@@ -10,6 +10,7 @@ import pytest
 
 import ingestion
 import ledger
+import records
 from fsutil import sha256_file
 from settings import Config
 
@@ -32,7 +33,7 @@ def master_rows(config: Config) -> pd.DataFrame:
 def quarantine_reasons(config: Config) -> dict[str, str]:
     """{original file name: reason} from the quarantine folder's reason files."""
     reasons = {}
-    for reason_file in (config.output_folder / ingestion.QUARANTINE_FOLDER).glob("*.reason.txt"):
+    for reason_file in (config.output_folder / records.QUARANTINE_FOLDER).glob("*.reason.txt"):
         fields = dict(line.split(": ", 1) for line in reason_file.read_text().splitlines())
         reasons[fields["file"]] = fields["reason"]
     return reasons
@@ -48,7 +49,7 @@ def test_first_run_ingests_every_sample_file(project: Config) -> None:
     record = ledger.read_record(project)
     assert {e["sha256"] for e in record} == {sha256_file(p) for p in project.input_folder.iterdir()}
     assert all(e["rows_read"] == e["rows_added"] == 2500 and e["duplicates_dropped"] == 0 for e in record)
-    assert len(pd.read_csv(project.output_folder / ingestion.LATEST_BATCH_FILE)) == 7500
+    assert len(pd.read_csv(project.output_folder / records.LATEST_BATCH_FILE)) == 7500
 
 
 def test_second_run_reads_nothing_and_changes_nothing(project: Config) -> None:
@@ -217,7 +218,7 @@ def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
 
 def test_first_run_killed_before_its_state_was_written_is_rebuilt_not_doubled(project: Config) -> None:
     ingestion.ingest_new_files(project)
-    for name in (ingestion.STATE_FILE, ingestion.HASHES_FILE, ledger.RECORD_FILE):
+    for name in (records.MASTER_STATE_FILE, records.HASHES_FILE, records.RECORD_FILE):
         (project.output_folder / name).unlink()
 
     result = ingestion.ingest_new_files(project)
@@ -231,7 +232,7 @@ def test_float_labels_join_the_integer_classes_even_after_a_rebuild(project: Con
     ingestion.ingest_new_files(project)
     write(project.input_folder / "floats.csv", HEADER + "fl1,1,2,3,1.0\nfl2,1,2,3,0.0\n")
     assert ingestion.ingest_new_files(project).rows_added == 2
-    (project.output_folder / ingestion.HASHES_FILE).unlink()  # force a rebuild
+    (project.output_folder / records.HASHES_FILE).unlink()  # force a rebuild
     write(project.input_folder / "ints.csv", HEADER + "in1,1,2,3,1\n")
 
     result = ingestion.ingest_new_files(project)

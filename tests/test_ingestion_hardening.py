@@ -14,6 +14,7 @@ import pytest
 import fullprocess
 import ingestion
 import ledger
+import records
 from fsutil import atomic_write_text, sha256_file
 from settings import Config, ConfigError, load_config
 from tests.conftest import growing, write_config
@@ -24,7 +25,7 @@ NAME_MAX_BYTES = 255  # Linux file systems
 
 
 def quarantine(config: Config) -> Path:
-    return config.output_folder / ingestion.QUARANTINE_FOLDER
+    return config.output_folder / records.QUARANTINE_FOLDER
 
 
 def set_aside_reasons(result: ingestion.IngestionResult) -> dict[str, str]:
@@ -74,7 +75,7 @@ def test_fullprocess_runs_twice_with_a_long_named_bad_file_beside_a_good_one(dep
     assert fullprocess.main(["--config", str(deployed_project.path)]) == 0
     assert fullprocess.main(["--config", str(deployed_project.path)]) == 0
 
-    first, second = fullprocess.read_audit(deployed_project)[-2:]
+    first, second = records.read_audit(deployed_project)[-2:]
     assert first["files_ingested"] == ["good.csv"] and first["files_set_aside"][0]["name"] == "L" * 230 + ".csv"
     assert second["decision"] != "failed"
     assert master_rows(deployed_project)["corporation"].tolist()[-1] == "goodco"
@@ -280,7 +281,7 @@ def test_a_line_break_in_a_file_name_cannot_split_the_name_list(project: Config)
 
     assert sorted(f["name"] for f in result.files_ingested) == sorted([odd, '"quoted".csv'])
     listed = ledger.read_ingested_names(project)
-    lines = (project.output_folder / ledger.INGESTED_NAMES_FILE).read_text().split("\n")[:-1]
+    lines = (project.output_folder / records.INGESTED_NAMES_FILE).read_text().split("\n")[:-1]
     assert len(lines) == len(listed) == 5  # three sample files and the two new ones, one line each
     assert listed[-2:] == sorted([odd, '"quoted".csv'])
     assert "next.csv" not in lines
@@ -303,7 +304,7 @@ def test_a_missing_or_shorter_master_stops_ingestion_before_anything_is_appended
     else:
         master.unlink()
     if damage == "deleted-with-state":
-        (project.output_folder / ingestion.STATE_FILE).unlink()
+        (project.output_folder / records.MASTER_STATE_FILE).unlink()
     write(project.input_folder / "more.csv", new_clients(200))
     record_before = ledger.record_path(project).read_bytes()
 
@@ -321,7 +322,7 @@ def test_fullprocess_fails_with_the_recovery_command_instead_of_restarting_the_m
 
     assert fullprocess.main(["--config", str(deployed_project.path)]) == 1
 
-    record = fullprocess.read_audit(deployed_project)[-1]
+    record = records.read_audit(deployed_project)[-1]
     assert record["status"] == "failed" and "python ingestion.py --rebuild" in record["reason"]
     assert not ingestion.master_path(deployed_project).exists()
 

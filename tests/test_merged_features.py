@@ -24,6 +24,7 @@ import sampledata
 import scoring
 import serving
 import training
+import records
 from settings import Config
 from tests.conftest import growing, write_config
 from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
@@ -55,7 +56,7 @@ def test_rows_added_after_a_rebuild_to_a_smaller_master_are_judged(deployed_proj
     for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
         settled_copy(batch, config.input_folder / batch.name)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    record = fullprocess.read_audit(config)[-1]
+    record = records.read_audit(config)[-1]
     assert record["rows_added"] == sampledata.SHIFTED_BATCH_ROWS
     assert record.get("rows_judged") == sampledata.SHIFTED_BATCH_ROWS, record
 
@@ -68,7 +69,7 @@ def test_a_positive_label_matching_no_value_is_named_by_the_set_up_check(deploye
     config.path.write_text(json.dumps({**values, "positive_label": "yes"}), encoding="utf-8")
     settled_copy(config.test_data_folder / "testdata.csv", config.input_folder / "new.csv")
     assert fullprocess.main(["--config", str(config.path)]) == 1
-    reason = fullprocess.read_audit(config)[-1]["reason"]
+    reason = records.read_audit(config)[-1]["reason"]
     assert "positive_label" in reason and "'0'" in reason and "'1'" in reason, reason
     assert "add rows of both classes" not in reason
 
@@ -198,10 +199,10 @@ def test_a_damaged_drift_checkpoint_does_not_stop_every_run(deployed_project: Co
     """Offsets that are not whole numbers count as unknown (the deployed version's size then
     says what is judged), like a broken `current`: not a ValueError on every run."""
     config = deployed_project
-    (config.output_folder / fullprocess.CHECKPOINT_FILE).write_text('{"master_bytes": "x", "seen_bytes": null}', encoding="utf-8")
+    (config.output_folder / records.CHECKPOINT_FILE).write_text('{"master_bytes": "x", "seen_bytes": null}', encoding="utf-8")
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_checkpoint(config)[0] == deployment.covered_master_bytes(config) > 0  # healed
+    assert records.read_checkpoint(config)[0] == deployment.covered_master_bytes(config) > 0  # healed
 
 
 @pytest.mark.parametrize("damage", ["[]", "{not json", '{"bytes": "x"}'], ids=["a-list", "not-json", "bytes-not-a-number"])
@@ -209,12 +210,12 @@ def test_a_damaged_master_state_is_read_as_absent(deployed_project: Config, dama
     """master_state.json is derived from the master (a missing one is rebuilt from it): a damaged
     one must not stop every run with a TypeError, nor `ingestion.py --rebuild` with a traceback."""
     config = deployed_project
-    (config.output_folder / ledger.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
+    (config.output_folder / records.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
     drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
+    assert records.read_audit(config)[-1]["rows_added"] == 300
     assert ingestion.read_master_state(config)["rows"] == 7800
-    (config.output_folder / ledger.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
+    (config.output_folder / records.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
     assert ingestion.main(["--config", str(config.path), "--rebuild"]) == 0
 
 
@@ -222,12 +223,12 @@ def test_a_json_line_that_is_not_an_object_is_skipped_like_a_torn_one(deployed_p
     """A line of the record, history or audit that is valid JSON but not an object ("str", [1])
     was returned to readers that call .get on it: every run failed with a TypeError."""
     config = deployed_project
-    for path in (ledger.record_path(config), fullprocess.audit_path(config)):
+    for path in (ledger.record_path(config), records.audit_path(config)):
         with open(path, "a", encoding="utf-8") as handle:
             handle.write('[1, 2]\n"str"\n')
     drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
+    assert records.read_audit(config)[-1]["rows_added"] == 300
 
 
 def test_a_record_entry_without_name_or_status_is_skipped(deployed_project: Config):
@@ -238,7 +239,7 @@ def test_a_record_entry_without_name_or_status_is_skipped(deployed_project: Conf
         handle.write('{"a": 1}\n{"name": "x.csv"}\n')
     drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert fullprocess.read_audit(config)[-1]["rows_added"] == 300
+    assert records.read_audit(config)[-1]["rows_added"] == 300
     assert diagnostics.main(["--config", str(config.path)]) == 0
 
 
@@ -250,6 +251,6 @@ def test_the_audit_line_names_a_file_still_being_written(deployed_project: Confi
     growing_file.write_text("corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n")
     with growing(growing_file):
         assert fullprocess.main(["--config", str(config.path)]) == 0
-    record = fullprocess.read_audit(config)[-1]
+    record = records.read_audit(config)[-1]
     assert record["decision"] == "no_new_data" and record["files_waiting"] == ["growing.csv"]
     assert "still being written" in record["reason"]

@@ -10,6 +10,7 @@ import diagnostics
 import fairness
 import modelcard
 import reporting
+import records
 from fsutil import append_json_line
 from settings import Config
 from tests.test_diagnostics import with_settings
@@ -90,7 +91,7 @@ def test_the_diagnostics_endpoint_serves_the_fairness_section(governed: Config, 
 
 
 def test_an_approval_recorded_in_the_history_is_on_the_card(governed: Config) -> None:
-    history = governed.deployment_folder / modelcard.HISTORY_FILE
+    history = governed.deployment_folder / records.HISTORY_FILE
     append_json_line(history, {"at": "2026-11-01T10:00:00+00:00", "action": "reject", "version": "v9", "by": "someone", "note": "other"})
     append_json_line(history, {"at": "2026-11-02T09:30:00+00:00", "action": "approve", "version": "v1", "by": "Ada_Lovelace", "note": "fine *really*"})
 

@@ -15,6 +15,7 @@ import diagnostics
 import fullprocess
 import reporting
 import scoring
+import records
 from fsutil import sha256_file
 from settings import Config, load_config
 from tests.conftest import add_shifted_month
@@ -143,7 +144,7 @@ def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     old = {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES}
     add_shifted_month(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
+    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
     assert {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES} == old
     assert all((config.reports_folder / "v2" / name).is_file() for name in REPORT_FILES)
     report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
@@ -235,7 +236,7 @@ def test_first_page_states_the_model_checks_and_the_performance_page_says_what_i
 
 def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     config = v2_project
-    deploying = fullprocess.read_audit(config)[-1]
+    deploying = records.read_audit(config)[-1]
     assert deploying["version_deployed"] == "v2"
     written_during_the_run = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
     rows = [r for r in written_during_the_run["execution_time"]["recent_runs"] if r["version_deployed"] == "v2"]
@@ -243,7 +244,7 @@ def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     assert rows[0]["deployed_this_version"] is True and rows[0]["in_progress"] is True
 
     for _ in range(12):  # more runs with work than the page lists: the deploying run stays on it
-        fullprocess.append_json_line(fullprocess.audit_path(config), {"started_at": "2027-01-01T00:00:00+00:00", "decision": "no_drift",
+        fullprocess.append_json_line(records.audit_path(config), {"started_at": "2027-01-01T00:00:00+00:00", "decision": "no_drift",
                                                                        "ingestion_seconds": 0.1, "version_deployed": None})
     report = json.loads(reporting.write_reports(config, "v2")["report_json"].read_text())
     runs = report["execution_time"]["recent_runs"]
@@ -285,6 +286,6 @@ def test_page_one_says_when_the_previous_versions_scores_came_from_other_test_da
     config = with_settings(deployed_project, package_check_seconds=0)
     add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", fullprocess.read_audit(config)[-1]
+    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
     text = " ".join(page_text(config.reports_folder / "v2" / "model_report.pdf", 1).split())
     assert "v1's figures are its own scores from when it was deployed, on 1,000 test rows" in text
