@@ -53,6 +53,7 @@ from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, s
 from training import installed_version
 from tables import rows_also_in
 from records import DIAGNOSTICS_FILE, PACKAGE_CACHE_FILE
+from reportfiles import display_path, read_json_or_none, report_folder, resolve_version
 
 logger = logging.getLogger(__name__)
 
@@ -71,26 +72,8 @@ MAX_LOOKUPS_AT_ONCE = 32
 # --- where things are -----------------------------------------------------------------------
 
 
-def resolve_version(config: Config, version: str | None = None) -> str:
-    """The name of ``version``, or of the current one; DeploymentError if there is none."""
-    return deployment.version_path(config, version).name
-
-
-def report_folder(config: Config, version: str) -> Path:
-    """``<reports>/<version>/``: every version keeps its own reports."""
-    return config.reports_folder / version
-
-
 def diagnostics_path(config: Config, version: str) -> Path:
     return report_folder(config, version) / DIAGNOSTICS_FILE
-
-
-def display_path(config: Config, path: Path) -> str:
-    """A path relative to the project where it lies inside it, for people reading reports."""
-    try:
-        return str(path.relative_to(config.root))
-    except ValueError:
-        return str(path)
 
 
 # --- predictions ----------------------------------------------------------------------------
@@ -220,7 +203,7 @@ def execution_time(
     measure_execution_time).
     """
     version = resolve_version(config, version)
-    last_ingestion = _read_json(config.output_folder / records.LAST_RUN_FILE) or {}
+    last_ingestion = read_json_or_none(config.output_folder / records.LAST_RUN_FILE) or {}
     trained = json.loads((deployment.version_path(config, version) / records.METADATA_FILE).read_text(encoding="utf-8"))
     return {
         "ingestion_seconds": last_ingestion.get("seconds"),
@@ -301,14 +284,6 @@ def measure_execution_time(config: Config) -> dict[str, Any]:
         "model": trained["model"],
         "measured_at": _now(),
     }
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file this system wrote, or None where it is absent or damaged (so it is made again)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
 
 
 def _now() -> str:
@@ -395,7 +370,7 @@ def _package_status(pinned: str | None, installed: str | None, latest: str | Non
 
 def _fresh_cache(path: Path, hours: float) -> dict[str, dict[str, str]]:
     """Cached answers younger than ``hours``."""
-    cached = _read_json(path) or {}
+    cached = read_json_or_none(path) or {}
     oldest = datetime.now(timezone.utc) - timedelta(hours=hours)
     fresh = {}
     for name, entry in cached.items():
@@ -896,7 +871,7 @@ def save_diagnostics(
 
 def load_diagnostics(config: Config, version: str) -> dict[str, Any] | None:
     """The saved diagnostics of ``version``, or None where there are none yet."""
-    return _read_json(diagnostics_path(config, version))
+    return read_json_or_none(diagnostics_path(config, version))
 
 
 def main(argv: list[str] | None = None) -> int:

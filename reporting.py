@@ -38,6 +38,7 @@ import records
 from fsutil import atomic_path, atomic_write_json, atomic_write_text, configure_logging, read_json_lines, sha256_file
 from settings import SCORE_METRICS, Config, ConfigError, load_config, script_parser
 from records import CONFUSION_FILE, REPORT_JSON, REPORT_PDF
+from reportfiles import display_path, report_folder, resolve_version
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def gather_evidence(
     config: Config, version: str | None = None, refresh_diagnostics: bool = False, run_record: dict[str, Any] | None = None
 ) -> Evidence:
     """Score ``version`` on the test data and collect everything the report states."""
-    version = diagnostics.resolve_version(config, version)
+    version = resolve_version(config, version)
     deployed = deployment.load_deployed_model(config, version)
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
@@ -113,7 +114,7 @@ def gather_evidence(
         # Read again: diagnostics saved during the deploying run could not list that run.
         "execution_time": {**diagnosed["execution_time"], "recent_runs": diagnostics.recent_runs(config, version, run_record)},
         "outdated_packages": diagnosed["outdated_packages"],
-        "diagnostics": {"file": diagnostics.display_path(config, diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
+        "diagnostics": {"file": display_path(config, diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
         "warnings": checks["warnings"] + list(diagnosed["warnings"]),
         "cost": _cost_facts(config, deployed, y, risk, scores),
         "fairness": _fairness_facts(config, deployed, test, y, risk, predicted),
@@ -1168,7 +1169,7 @@ def write_reports(
     is the caller.
     """
     evidence = gather_evidence(config, version, refresh_diagnostics=refresh_diagnostics, run_record=run_record)
-    folder = diagnostics.report_folder(config, evidence.summary["version"])
+    folder = report_folder(config, evidence.summary["version"])
     paths = {
         "confusion_matrix": folder / CONFUSION_FILE,
         "report_pdf": folder / REPORT_PDF,
