@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import compute
 import deployment
 import drift
 import ingestion
@@ -53,6 +54,7 @@ from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, s
 from training import installed_version
 from tables import rows_also_in
 from records import DIAGNOSTICS_FILE, PACKAGE_CACHE_FILE
+from predictions import risk_and_predictions
 from reportfiles import display_path, read_json_or_none, report_folder, resolve_version
 
 logger = logging.getLogger(__name__)
@@ -77,27 +79,6 @@ def diagnostics_path(config: Config, version: str) -> Path:
 
 
 # --- predictions ----------------------------------------------------------------------------
-
-
-def single_threaded() -> Any:
-    """A context in which numerical libraries use one thread.
-
-    Diagnostics predict on a few thousand rows at a time; on a busy host OpenMP's spinning
-    threads made each prediction up to thirty times slower than one thread does.
-    """
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-
-    return threadpool_limits(limits=1)
-
-
-def risk_and_predictions(deployed: deployment.DeployedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The deployed model's risk scores and 0/1 decisions for every row of ``frame``."""
-    features = scoring.feature_frame(frame, deployed.metadata["features"])
-    with single_threaded(), drift.captured_warnings() as caught:
-        risk, predicted = deployed.model.predict_proba(features)[:, 1], deployed.model.predict(features).astype(int)
-    for message in caught:  # once each, in the log, not a line per call on stderr
-        logger.warning("%s predicting %d rows: %s", deployed.version, len(frame), message)
-    return risk, predicted
 
 
 def model_predictions(config: Config, data: pd.DataFrame | None = None, version: str | None = None) -> list[dict[str, Any]]:
@@ -727,8 +708,7 @@ def _feature_drift(
     is configured and the batch is a file they can read."""
     if not config["dask_scheduler_address"] or batch_file is None:
         return drift.compare_frames(reference, batch, metadata["features"])
-    import compute
-
+    
     with compute.open_runner(config) as runner:
         return drift.compare_files(runner, str(reference_file), str(batch_file), metadata["column_kinds"], metadata["features"])
 
@@ -816,7 +796,7 @@ def fairness_section(config: Config, version: str) -> dict[str, Any]:
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
     risk, predicted = risk_and_predictions(deployed, test)
-    with single_threaded():
+    with compute.single_threaded():
         return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
 
 

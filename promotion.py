@@ -121,12 +121,12 @@ def _finite(value: float) -> float | None:
 def compare(config: Config, champion: Any, challenger_model: Any, challenger_metadata: dict[str, Any], champion_version: str) -> dict[str, Any]:
     """Champion (a DeployedModel) and challenger scored on the configured test data, on the
     configured metric and ROC AUC, with the gate's inputs (margin) recorded beside them."""
-    import diagnostics
-    import scoring
+    import scoring  # pandas and scikit-learn: deployment --list imports this module for describe() alone
+    from predictions import risk_and_predictions
 
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
-    champion_rows = diagnostics.risk_and_predictions(champion, test)
+    champion_rows = risk_and_predictions(champion, test)
     features = scoring.feature_frame(test, challenger_metadata["features"])
     challenger_rows = (challenger_model.predict_proba(features)[:, 1], challenger_model.predict(features).astype(int))
     seed = int(config["random_seed"])

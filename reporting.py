@@ -37,6 +37,8 @@ import training
 import records
 from fsutil import atomic_path, atomic_write_json, atomic_write_text, configure_logging, read_json_lines, sha256_file
 from settings import SCORE_METRICS, Config, ConfigError, load_config, script_parser
+from compute import single_threaded
+from predictions import risk_and_predictions
 from records import CONFUSION_FILE, REPORT_JSON, REPORT_PDF
 from reportfiles import display_path, report_folder, resolve_version
 
@@ -81,7 +83,7 @@ def gather_evidence(
     deployed = deployment.load_deployed_model(config, version)
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
-    risk, predicted = diagnostics.risk_and_predictions(deployed, test)
+    risk, predicted = risk_and_predictions(deployed, test)
     with drift.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
         scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
     for message in caught:
@@ -164,7 +166,7 @@ def _fairness_facts(
 ) -> dict[str, Any]:
     if not config["protected_attributes"]:
         return {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
-    with diagnostics.single_threaded():
+    with single_threaded():
         return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
 
 
@@ -352,7 +354,7 @@ def _permutation_importance(config: Config, deployed: deployment.DeployedModel, 
 
         scorer = make_scorer(scoring.expected_cost, greater_is_better=False, cost_matrix=config["cost_matrix"])
         result["scoring"] = "negated expected cost (a drop: the cost rises)"
-    with diagnostics.single_threaded(), drift.captured_warnings() as caught:
+    with single_threaded(), drift.captured_warnings() as caught:
         outcome = permutation_importance(
             deployed.model, features, y, scoring=scorer, n_repeats=PERMUTATION_REPEATS, random_state=config["random_seed"], n_jobs=1
         )
