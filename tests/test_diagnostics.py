@@ -23,6 +23,7 @@ import drift
 import fullprocess
 import ingestion
 import ledger
+import packagecheck
 import sampledata
 import scoring
 import records
@@ -332,7 +333,7 @@ def test_measuring_execution_time_leaves_live_data_alone(offline_project: Config
 def test_requirements_are_read_with_their_pins(tmp_path: Path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("# pinned\nnumpy==2.3.5  # why\nrequests[socks]>=2.0 ; python_version > '3'\n-r other.txt\n\nflask\n")
-    assert diagnostics.read_requirements(requirements) == [("numpy", "2.3.5"), ("requests", ">=2.0"), ("flask", None)]
+    assert packagecheck.read_requirements(requirements) == [("numpy", "2.3.5"), ("requests", ">=2.0"), ("flask", None)]
 
 
 def test_outdated_packages_answer_quickly_when_the_index_refuses(project: Config, monkeypatch: pytest.MonkeyPatch):
@@ -343,10 +344,10 @@ def test_outdated_packages_answer_quickly_when_the_index_refuses(project: Config
     monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
     config = with_settings(project, package_check_seconds=5)  # pip really is asked
     started = time.monotonic()
-    result = diagnostics.outdated_packages_list(config, use_cache=False)
+    result = packagecheck.outdated_packages_list(config, use_cache=False)
     elapsed = time.monotonic() - started
     assert elapsed < 5 + 5  # generous: the budget plus process start-up
-    names = [name for name, _ in diagnostics.read_requirements()]
+    names = [name for name, _ in packagecheck.read_requirements()]
     assert [p["name"] for p in result["packages"]] == names and result["asked_index"] == names
     for package in result["packages"]:
         assert package["latest"] == "unknown" and package["status"] == "latest unknown"
@@ -355,15 +356,15 @@ def test_outdated_packages_answer_quickly_when_the_index_refuses(project: Config
 
 
 def test_outdated_packages_reuse_a_fresh_cache(project: Config):
-    names = [name for name, _ in diagnostics.read_requirements()]
-    now = diagnostics._now()
+    names = [name for name, _ in packagecheck.read_requirements()]
+    now = records.utc_now()
     cache = {name: {"latest": "99.0", "checked_at": now} for name in names}
     cache["numpy"] = {"latest": "98.0", "checked_at": "2001-01-01T00:00:00+00:00"}  # too old to reuse
     path = project.reports_folder / records.PACKAGE_CACHE_FILE
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(cache))
     config = with_settings(project, package_check_seconds=0)  # do not ask: numpy stays unknown
-    result = diagnostics.outdated_packages_list(config)
+    result = packagecheck.outdated_packages_list(config)
     assert result["asked_index"] == ["numpy"]
     rows = {p["name"]: p for p in result["packages"]}
     assert rows["numpy"]["latest"] == "unknown"
@@ -501,12 +502,12 @@ def only_this_index(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
 
 def test_packages_are_looked_up_all_at_once(project: Config, monkeypatch: pytest.MonkeyPatch):
     """The index answers only once every package is asked at the same time: one round trip, not one lookup after another."""
-    names = [name for name, _ in diagnostics.read_requirements()]
+    names = [name for name, _ in packagecheck.read_requirements()]
     barrier = threading.Barrier(len(names), timeout=10)
     server = serve_index(release_files, barrier)
     try:
         only_this_index(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}/simple")
-        result = diagnostics.outdated_packages_list(with_settings(project, package_check_seconds=20), use_cache=False)
+        result = packagecheck.outdated_packages_list(with_settings(project, package_check_seconds=20), use_cache=False)
     finally:
         server.shutdown()
     assert not barrier.broken
@@ -524,5 +525,5 @@ def test_packages_from_a_local_index_and_find_links_folder(project: Config, tmp_
     (wheels / "pandas-9.1.tar.gz").write_bytes(b"")
     only_this_index(monkeypatch, index.as_uri())
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
-    answers = diagnostics.latest_versions(["numpy", "pandas", "flask"], 10)
+    answers = packagecheck.latest_versions(["numpy", "pandas", "flask"], 10)
     assert answers == {"numpy": "2.5", "pandas": "9.1", "flask": None}  # flask: on neither
