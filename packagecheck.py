@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ from fsutil import atomic_write_json
 from records import PACKAGE_CACHE_FILE, utc_now
 from reportfiles import read_json_or_none
 from settings import PROJECT_DIR, Config
-from training import installed_version
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,14 @@ def outdated_packages_list(config: Config, requirements: Path | None = None, use
         "from_cache": sorted(set(known) & {name for name, _ in pins} - set(found)),
         "packages": packages,
     }
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return package_metadata.version(package)
+    except package_metadata.PackageNotFoundError:
+        return None
 
 
 def _package_row(name: str, pinned: str | None, latest: str | None) -> dict[str, Any]:

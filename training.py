@@ -39,7 +39,6 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ import ingestion
 import ledger
 import preflight
 from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
+from packagecheck import installed_version
 from records import METADATA_FILE, MODEL_FILE
 from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
 from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
@@ -678,14 +678,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return repr(value)
-
-
-def installed_version(package: str) -> str | None:
-    """The installed version of a distribution, or None."""
-    try:
-        return package_metadata.version(package)
-    except package_metadata.PackageNotFoundError:
-        return None
 
 
 def save_model(config: Config, model: FixedThresholdClassifier, metadata: dict[str, Any]) -> None:
