@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 import compute
@@ -39,7 +38,7 @@ import records
 from fsutil import atomic_write_json, configure_logging, read_json_lines
 from settings import Config, ConfigError, PATH_KEYS, load_config, script_parser
 from tables import rows_also_in
-from records import DIAGNOSTICS_FILE
+from records import DIAGNOSTICS_FILE, json_ready
 from packagecheck import UNKNOWN, outdated_packages_list
 from predictions import risk_and_predictions
 from reportfiles import display_path, read_json_or_none, report_folder, resolve_version
@@ -490,21 +489,6 @@ def _document_warnings(document: dict[str, Any]) -> list[str]:
         why = "the package index was not reached in time" if packages["index_budget_seconds"] else "package_check_seconds is 0"
         warnings.append(f"latest version unknown for {len(unknown)} package(s): {why}")
     return warnings
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NaN and infinities as None and numpy scalars as Python ones (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return number(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def save_diagnostics(

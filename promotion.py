@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from records import json_ready
 from settings import Config, metric_gain
 
 RESAMPLES = 1000
@@ -101,21 +102,17 @@ def paired_bootstrap(metric: str, y: np.ndarray, champion: tuple[np.ndarray, np.
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = (np.percentile(defined, [tail, 100 - tail]) if len(defined) else (np.nan, np.nan))
     point = metric_gain(metric, challenger_score, champion_score)
-    return {
+    return json_ready({  # an undefined score, gain or bound (NaN) as None
         "metric": metric,
-        "champion_score": _finite(champion_score),
-        "challenger_score": _finite(challenger_score),
-        "gain": _finite(point),
-        "interval": [_finite(low), _finite(high)],
+        "champion_score": champion_score,
+        "challenger_score": challenger_score,
+        "gain": point,
+        "interval": [low, high],
         "confidence": CONFIDENCE,
         "resamples": int(resamples),
         "resamples_defined": int(len(defined)),
         "seed": int(seed),
-    }
-
-
-def _finite(value: float) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
+    })
 
 
 def compare(config: Config, champion: Any, challenger_model: Any, challenger_metadata: dict[str, Any], champion_version: str) -> dict[str, Any]:

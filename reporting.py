@@ -39,7 +39,7 @@ from fsutil import atomic_path, atomic_write_json, atomic_write_text, configure_
 from settings import SCORE_METRICS, Config, ConfigError, load_config, script_parser
 from compute import single_threaded
 from predictions import risk_and_predictions
-from records import CONFUSION_FILE, REPORT_JSON, REPORT_PDF
+from records import CONFUSION_FILE, REPORT_JSON, REPORT_PDF, json_ready
 from reportfiles import display_path, report_folder, resolve_version
 
 logger = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def gather_evidence(
     }
     if not summary["metrics_match_stored_scores"]:
         summary["warnings"].insert(0, f"the test data has changed since {version} was deployed: its metrics differ from scores.json")
-    summary["model_card"] = modelcard.build_card(config, diagnostics.json_ready(summary), deployed.path, y, risk, predicted)
-    return Evidence(diagnostics.json_ready(summary), y, risk)
+    summary["model_card"] = modelcard.build_card(config, json_ready(summary), deployed.path, y, risk, predicted)
+    return Evidence(json_ready(summary), y, risk)
 
 
 def _metrics_match(stored: dict[str, Any], scores: dict[str, Any]) -> bool:

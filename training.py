@@ -60,7 +60,7 @@ import ledger
 import preflight
 from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
 from packagecheck import installed_version
-from records import METADATA_FILE, MODEL_FILE
+from records import METADATA_FILE, MODEL_FILE, json_ready
 from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
 from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
 from tables import NUMERIC, TEXT, read_typed_csv
@@ -665,18 +665,18 @@ def _parameters(estimator: Any) -> dict[str, Any]:
     """The classifier's parameters; a blend's as ``member.parameter``."""
     if isinstance(estimator, SoftVotingBlend):
         return {
-            f"{name}.{key}": _json_safe(value)
+            f"{name}.{key}": _json_or_repr(value)
             for name, pipeline in estimator.estimators
             for key, value in sorted(pipeline.named_steps["classifier"].get_params().items())
         }
-    return {k: _json_safe(v) for k, v in sorted(estimator.named_steps["classifier"].get_params().items())}
+    return {k: _json_or_repr(v) for k, v in sorted(estimator.named_steps["classifier"].get_params().items())}
 
 
-def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
+def _json_or_repr(value: Any) -> Any:
+    """A parameter as the metadata records it: strict JSON where it is a plain value, else its
+    repr (an estimator, a class, a dict of weights)."""
+    if value is None or isinstance(value, (bool, int, float, str, np.generic)):
+        return json_ready(value)
     return repr(value)
 
 
