@@ -76,8 +76,8 @@ def model_predictions(config: Config, data: pd.DataFrame | None = None, version:
 # --- data summaries -------------------------------------------------------------------------
 
 
-def number(value: Any) -> float | None:
-    """A float for JSON; None for NaN, infinity or nothing."""
+def _finite_float(value: Any) -> float | None:
+    """``value`` as a float; None for NaN, infinity or nothing (a statistic of no values)."""
     if value is None:
         return None
     value = float(value)
@@ -115,11 +115,11 @@ def _numeric_summary(values: pd.Series) -> dict[str, Any]:
         return {"count": 0, **dict.fromkeys(("mean", "median", "std", "min", "max"))}
     return {
         "count": int(values.notna().sum()),
-        "mean": number(values.mean()),
-        "median": number(values.median()),
-        "std": number(values.std()),
-        "min": number(values.min()),
-        "max": number(values.max()),
+        "mean": _finite_float(values.mean()),
+        "median": _finite_float(values.median()),
+        "std": _finite_float(values.std()),
+        "min": _finite_float(values.min()),
+        "max": _finite_float(values.max()),
     }
 
 
