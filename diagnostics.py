@@ -22,7 +22,6 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -242,12 +241,8 @@ def measure_execution_time(config: Config) -> dict[str, Any]:
         "files": len(ingested.files_ingested),
         "rows": ingested.rows_added,
         "model": trained["model"],
-        "measured_at": _now(),
+        "measured_at": records.utc_now(),
     }
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --- drift ----------------------------------------------------------------------------------
@@ -285,7 +280,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
     on_arrival = version_current_on_arrival(config, arrival["run_id"], arrival["ingested_at"])
     if on_arrival is None:
         test = scoring.load_test_data(config)
-        files = sorted(p.name for p in config.test_data_folder.glob("*.csv") if not p.name.startswith("."))
+        files = [path.name for path in records.csv_files(config.test_data_folder)]
         test_origin = {"source": display_path(config, config.test_data_folder), "files": files, "ingested_at": None,
                        "current_on_arrival": None, "newest_batch": origin}
         return _compare_with_training(config, deployed, test, test_origin, TEST_DATA)
@@ -309,7 +304,7 @@ def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | N
     """
     current = None
     record_holds_run: dict[str, bool] = {}
-    for event in deployment.history(config):
+    for event in records.read_history(config):
         version = event.get("version")
         if not version:
             continue
@@ -443,7 +438,7 @@ def build_diagnostics(
     master = ingestion.load_master(config)
     document = {
         "version": version,
-        "generated_at": _now(),
+        "generated_at": records.utc_now(),
         "summary_statistics": dataframe_summary(config, master),
         "missing_data": missing_data(config, master),
         "execution_time": execution_time(config, version, measure=measure, run_record=run_record),

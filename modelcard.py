@@ -20,7 +20,6 @@ import scoring
 import records
 from fsutil import read_json_lines
 from settings import LOWER_IS_BETTER, Config
-from records import HISTORY_FILE
 
 CARD_FILE = "model_card.md"
 BOOTSTRAP_RESAMPLES = 1000
@@ -59,7 +58,7 @@ def bootstrap_interval(
 
 def approvals(config: Config, version: str) -> list[dict[str, Any]]:
     """The approve and reject lines recorded for ``version``, oldest first."""
-    lines = read_json_lines(config.deployment_folder / HISTORY_FILE)
+    lines = records.read_history(config)
     return [
         {key: line.get(key) for key in ("action", "by", "at", "note")}
         for line in lines

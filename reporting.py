@@ -18,7 +18,6 @@ import logging
 import sys
 import textwrap
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,7 +89,7 @@ def gather_evidence(
         logger.debug("metrics of %s on the test data: %s", version, message)
     found = None if refresh_diagnostics else diagnostics.load_diagnostics(config, version)
     diagnosed = found if found and found.get("version") == version else _fresh_diagnostics(config, version, run_record)
-    generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    generated_at = records.utc_now()
     checks = model_checks(deployed)
     summary = {
         "version": version,
@@ -219,7 +218,7 @@ def model_checks(deployed: deployment.DeployedModel) -> dict[str, Any]:
 def _status_when_written(config: Config, version: str, generated_at: str) -> str:
     """Whether ``version`` was current when the report was written, dated: a PDF cannot follow later switches."""
     current = deployment.current_version(config)
-    events = [e for e in deployment.history(config) if e.get("version")]
+    events = [e for e in records.read_history(config) if e.get("version")]
     if current == version:
         made = [e for e in events if e["version"] == version]
         since = f", since the {made[-1].get('action', 'deploy')} at {made[-1].get('at')}" if made else ""
@@ -247,7 +246,7 @@ def _deployment_facts(
         "previous_version": manifest.get("previous_version"),
         "audit": {key: runs[-1].get(key) for key in audit_keys} if runs else None,
         "last_ingestion": _last_ingestion(deployed),
-        "history": [h for h in deployment.history(config) if h.get("version") == deployed.version],
+        "history": [h for h in records.read_history(config) if h.get("version") == deployed.version],
     }
 
 
@@ -278,7 +277,7 @@ def _lineage(deployed: deployment.DeployedModel) -> dict[str, Any]:
 
 
 def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:
-    files = sorted(p for p in config.test_data_folder.glob("*.csv") if not p.name.startswith("."))
+    files = records.csv_files(config.test_data_folder)
     return {"files": [{"name": p.name, "sha256": sha256_file(p)} for p in files], "rows": int(len(y)), "positives": int(y.sum())}
 
 
