@@ -222,7 +222,9 @@ def measure_execution_time(config: Config) -> dict[str, Any]:
     The input files are copied into a temporary project whose every folder is temporary; the
     trained model is discarded.
     """
-    import training  # scikit-learn's fitting code, only needed here
+    # Only --measure needs training (timing a training means running one; a subprocess would time
+    # interpreter start-up too), so diagnostics import it here and nowhere else.
+    import training
 
     with tempfile.TemporaryDirectory(prefix="diagnostics-measure-") as tmp:
         root = Path(tmp)
@@ -274,7 +276,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
         return result
     arrival = _batch_origin(config)
     origin = {"source": display_path(config, batch_file), "files": arrival["files"], "ingested_at": arrival["ingested_at"]}
-    if arrival["run_id"] is None:  # the ingestion record does not say when it came: compare as before
+    if arrival["run_id"] is None:  # the ingestion record does not say when it came: against ``version``'s training data
         frame = ingestion.read_dataset(batch_file, deployed.metadata["column_kinds"])
         return _compare_with_training(config, deployed, frame, {**origin, "current_on_arrival": None}, NEWEST_BATCH)
     on_arrival = version_current_on_arrival(config, arrival["run_id"], arrival["ingested_at"])
