@@ -13,6 +13,7 @@ import pytest
 import deployment
 import diagnostics
 import fullprocess
+import pagelayout
 import reporting
 import scoring
 import records
@@ -179,10 +180,10 @@ def test_long_tables_continue_on_new_pages(tmp_path: Path):
 
     path = tmp_path / "table.pdf"
     with PdfPages(path) as pdf:
-        document = reporting.Document(pdf, "v1", "2026-01-01T00:00:00+00:00")
+        document = pagelayout.Document(pdf, "v1", "2026-01-01T00:00:00+00:00")
         page = document.page("Training data files")
         rows = [[f"{month:03d}_clients.csv", "0" * 64, 2500] for month in range(150)]  # years of monthly files
-        page = reporting.long_table(document, page, "Training data files", ["File", "SHA-256", "Rows"], rows, [1.7, 4.5, 0.8], mono_columns=(1,))
+        page = pagelayout.long_table(document, page, "Training data files", ["File", "SHA-256", "Rows"], rows, [1.7, 4.5, 0.8], mono_columns=(1,))
         page.close()
     assert document.titles[0] == "Training data files" and len(document.titles) >= 3
     assert set(document.titles[1:]) == {"Training data files (continued)"}
