@@ -251,12 +251,12 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_the_sign_off_box_shows_the_recorded_decision() -> None:
-    import reporting
+    import reportpages
 
-    assert reporting.sign_off_lines({"state": "approved", "by": "Ada", "at": "2026-01-02T03:04:05+00:00", "note": "fine"}) == [
+    assert reportpages.sign_off_lines({"state": "approved", "by": "Ada", "at": "2026-01-02T03:04:05+00:00", "note": "fine"}) == [
         "Approved by Ada at 2026-01-02T03:04:05+00:00 (UTC), recorded in the deployment history", "Comments: fine"]
-    assert "Awaiting approval" in reporting.sign_off_lines({"state": "pending"})[0]
-    assert "____" in reporting.sign_off_lines({})[0]
+    assert "Awaiting approval" in reportpages.sign_off_lines({"state": "pending"})[0]
+    assert "____" in reportpages.sign_off_lines({})[0]
 
 
 def test_a_rejection_is_recorded_and_its_report_rewritten(deployed_project: Config) -> None:

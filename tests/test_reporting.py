@@ -15,6 +15,7 @@ import diagnostics
 import fullprocess
 import pagelayout
 import reporting
+import reportpages
 import scoring
 import records
 from fsutil import sha256_file
@@ -77,8 +78,8 @@ def test_write_reports_returns_the_files_of_the_version(reported):
 
 def test_confusion_matrix_png_opens_at_the_expected_size(reported):
     _, paths = reported
-    width, height = reporting.PNG_SIZE
-    assert png_size(paths["confusion_matrix"]) == (width * reporting.PNG_DPI, height * reporting.PNG_DPI)
+    width, height = reportpages.PNG_SIZE
+    assert png_size(paths["confusion_matrix"]) == (width * reportpages.PNG_DPI, height * reportpages.PNG_DPI)
     import matplotlib.image
 
     assert matplotlib.image.imread(paths["confusion_matrix"]).shape[:2] == (750, 900)
