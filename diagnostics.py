@@ -30,6 +30,7 @@ import pandas as pd
 import compute
 import deployment
 import drift
+import fairness
 import ingestion
 import ledger
 import scoring
@@ -454,16 +455,13 @@ def build_diagnostics(
 
 def fairness_section(config: Config, version: str) -> dict[str, Any]:
     """The fairness checks of ``version`` on the test data, per protected attribute (fairness.py)."""
-    import fairness
-
-    if not config["protected_attributes"]:
-        return {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
+    if not config["protected_attributes"]:  # nothing to measure: the model and test data stay unloaded
+        return fairness.nothing_measured()
     deployed = deployment.load_deployed_model(config, version)
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
     risk, predicted = risk_and_predictions(deployed, test)
-    with compute.single_threaded():
-        return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
+    return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
 
 
 def _document_warnings(document: dict[str, Any]) -> list[str]:

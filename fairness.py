@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn import metrics
 
 import scoring
+from compute import single_threaded
 
 logger = logging.getLogger(__name__)
 
@@ -44,24 +45,34 @@ SCREENING_NOTE = (
 def assess(
     config: Any, model: Any, metadata: dict[str, Any], frame: pd.DataFrame, y: np.ndarray, risk: np.ndarray, predicted: np.ndarray
 ) -> dict[str, Any]:
-    """The fairness section: every protected attribute of ``config`` measured on ``frame``."""
+    """The fairness section: every protected attribute of ``config`` measured on ``frame``
+    (single-threaded: the invariance check predicts once per level); see nothing_measured()
+    where none is configured."""
+    if not config["protected_attributes"]:
+        return nothing_measured()
     attributes = {}
     used = set(metadata["features"]["numeric"]) | set(metadata["features"]["categorical"])
-    for attribute in config["protected_attributes"]:
-        if attribute not in frame.columns:
-            attributes[attribute] = {"measurable": False, "note": f"not measurable: the column {attribute} is not in the data scored"}
-            continue
-        groups, binning = group_labels(frame[attribute])
-        entry = measure_groups(groups, y, risk, predicted)
-        entry.update(measurable=True, binning=binning, used_by_model=attribute in used)
-        entry["invariance"] = invariance(model, metadata, frame, attribute, groups)
-        attributes[attribute] = entry
+    with single_threaded():
+        for attribute in config["protected_attributes"]:
+            if attribute not in frame.columns:
+                attributes[attribute] = {"measurable": False, "note": f"not measurable: the column {attribute} is not in the data scored"}
+                continue
+            groups, binning = group_labels(frame[attribute])
+            entry = measure_groups(groups, y, risk, predicted)
+            entry.update(measurable=True, binning=binning, used_by_model=attribute in used)
+            entry["invariance"] = invariance(model, metadata, frame, attribute, groups)
+            attributes[attribute] = entry
     return {
         "attributes": attributes,
         "four_fifths_threshold": FOUR_FIFTHS,
         "note": SCREENING_NOTE,
         "rows": int(len(y)),
     }
+
+
+def nothing_measured() -> dict[str, Any]:
+    """The fairness section where no protected attribute is configured."""
+    return {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
 
 
 def group_labels(values: pd.Series) -> tuple[pd.Series, str]:

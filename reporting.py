@@ -93,7 +93,7 @@ def gather_evidence(
         "diagnostics": {"file": display_path(config, diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
         "warnings": checks["warnings"] + list(diagnosed["warnings"]),
         "cost": _cost_facts(config, deployed, y, risk, scores),
-        "fairness": _fairness_facts(config, deployed, test, y, risk, predicted),
+        "fairness": fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted),
         "champion_challenger": _champion_challenger(deployed),
         "approval": approval_facts(config, version),
     }
@@ -133,15 +133,6 @@ def _cost_facts(config: Config, deployed: deployment.DeployedModel, y: np.ndarra
         "out_of_fold_curve": (chosen.get("cost_curve") or {}).get("cost"),
         "out_of_fold_matrix_matches": chosen.get("cost_curve") is not None and meta.get("metric") == "cost",
     }
-
-
-def _fairness_facts(
-    config: Config, deployed: deployment.DeployedModel, test: pd.DataFrame, y: np.ndarray, risk: np.ndarray, predicted: np.ndarray
-) -> dict[str, Any]:
-    if not config["protected_attributes"]:
-        return {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
-    with single_threaded():
-        return fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted)
 
 
 def _champion_challenger(deployed: deployment.DeployedModel) -> dict[str, Any] | None:
