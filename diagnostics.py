@@ -1,10 +1,11 @@
-"""Diagnose the deployed model and its data: summaries, missing values, timings, packages, drift.
+"""Diagnose the deployed model and its data: summaries, missing values, timings, packages, drift, fairness.
 
 ``python diagnostics.py [--config PATH] [--version vN] [--measure]`` prints one JSON document
 and saves it as ``<reports>/<version>/diagnostics.json``, beside the reports of the version it
 describes. The API serves that file; it never computes it. Top-level keys: ``version``,
 ``generated_at``, ``summary_statistics``, ``missing_data``, ``execution_time``,
-``outdated_packages``, ``data_drift`` and ``warnings``.
+``outdated_packages`` (packagecheck.py), ``data_drift``, ``fairness`` (fairness.py) and
+``warnings``.
 
 Data drift compares the newest ingested batch (``<output>/latest_batch.csv``) with the
 training data of the version that was current when the batch arrived (the reference sample
