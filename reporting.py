@@ -46,6 +46,35 @@ PERMUTATION_REPEATS = 10
 CALIBRATION_BINS = 10
 
 
+# --- the step: gather the facts, then write every file ------------------------------------------
+
+
+def write_reports(
+    config: Config, version: str | None = None, refresh_diagnostics: bool = False, run_record: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Write the confusion matrix, the model card, the PDF report and its JSON for ``version`` (default: current).
+
+    ``run_record``: the audit fields of the fullprocess run that deployed ``version``, when it
+    is the caller.
+    """
+    evidence = gather_evidence(config, version, refresh_diagnostics=refresh_diagnostics, run_record=run_record)
+    folder = report_folder(config, evidence.summary["version"])
+    paths = {
+        "confusion_matrix": folder / CONFUSION_FILE,
+        "report_pdf": folder / REPORT_PDF,
+        "report_json": folder / REPORT_JSON,
+        "diagnostics": diagnostics.diagnostics_path(config, evidence.summary["version"]),
+    }
+    paths["model_card"] = folder / modelcard.CARD_FILE
+    save_confusion_png(paths["confusion_matrix"], evidence)
+    atomic_write_text(paths["model_card"], modelcard.to_markdown(evidence.summary["model_card"]))
+    titles = save_pdf(paths["report_pdf"], evidence)
+    evidence.summary["pages"] = [{"page": number, "title": title} for number, title in enumerate(titles, start=1)]
+    atomic_write_json(paths["report_json"], evidence.summary)
+    logger.info("wrote the reports of %s to %s (%d pages)", evidence.summary["version"], folder, len(titles))
+    return paths
+
+
 # --- gathering the facts ------------------------------------------------------------------------
 
 
@@ -353,33 +382,7 @@ def _drift_facts(drifted: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# --- entry points -----------------------------------------------------------------------------
-
-
-def write_reports(
-    config: Config, version: str | None = None, refresh_diagnostics: bool = False, run_record: dict[str, Any] | None = None
-) -> dict[str, Path]:
-    """Write the confusion matrix, the PDF report and its JSON for ``version`` (default: current).
-
-    ``run_record``: the audit fields of the fullprocess run that deployed ``version``, when it
-    is the caller.
-    """
-    evidence = gather_evidence(config, version, refresh_diagnostics=refresh_diagnostics, run_record=run_record)
-    folder = report_folder(config, evidence.summary["version"])
-    paths = {
-        "confusion_matrix": folder / CONFUSION_FILE,
-        "report_pdf": folder / REPORT_PDF,
-        "report_json": folder / REPORT_JSON,
-        "diagnostics": diagnostics.diagnostics_path(config, evidence.summary["version"]),
-    }
-    paths["model_card"] = folder / modelcard.CARD_FILE
-    save_confusion_png(paths["confusion_matrix"], evidence)
-    atomic_write_text(paths["model_card"], modelcard.to_markdown(evidence.summary["model_card"]))
-    titles = save_pdf(paths["report_pdf"], evidence)
-    evidence.summary["pages"] = [{"page": number, "title": title} for number, title in enumerate(titles, start=1)]
-    atomic_write_json(paths["report_json"], evidence.summary)
-    logger.info("wrote the reports of %s to %s (%d pages)", evidence.summary["version"], folder, len(titles))
-    return paths
+# --- entry point ------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
