@@ -98,6 +98,16 @@ def test_pdf_has_the_pages_the_json_lists_all_a4(reported):
         assert expected in titles
 
 
+def test_without_protected_attributes_the_report_and_diagnostics_say_fairness_was_not_measured(reported):
+    config, paths = reported
+    expected = {"attributes": {}, "note": "no protected_attributes configured: nothing measured"}
+    report = json.loads(paths["report_json"].read_text())
+    titles = [page["title"] for page in report["pages"]]
+    assert report["fairness"] == expected and diagnostics.load_diagnostics(config, "v1")["fairness"] == expected
+    assert "Fairness across protected groups" not in titles
+    assert "no protected\\_attributes configured: nothing measured" in paths["model_card"].read_text()
+
+
 def test_pdf_renders_with_poppler(reported, tmp_path: Path):
     if shutil.which("pdftoppm") is None:
         pytest.skip("pdftoppm is absent: apt-get install poppler-utils to render the report in this test")
