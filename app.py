@@ -44,9 +44,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 import deployment
-import fastpath
+import compiledmodel
 from apimetrics import OTHER_LABEL, ApiMetrics, metric_method
-import serving
+import requestinput
 import records
 from bufferingworker import CLOSE_CONNECTION_KEY
 from fsutil import configure_logging
@@ -87,8 +87,8 @@ class LoadedModel:
     """A verified deployed version with its compiled scorer: swapped in whole, never half-built."""
 
     deployed: deployment.DeployedModel
-    scorer: fastpath.Scorer
-    schema: serving.Schema
+    scorer: compiledmodel.Scorer
+    schema: requestinput.Schema
     known_categories: dict[str, frozenset[str]]
     loaded_at: str
 
@@ -104,10 +104,10 @@ class LoadedModel:
 def load_model(config: Config, version: str) -> LoadedModel:
     """Load, verify and compile one deployed version (raises DeploymentError and friends)."""
     deployed = deployment.load_deployed_model(config, version)
-    schema = serving.Schema.from_metadata(deployed.metadata, config["id_columns"])
-    check_frame = fastpath.load_check_frame(deployed.path / records.REFERENCE_FILE, deployed.metadata.get("column_kinds", {}))
-    scorer = fastpath.build_scorer(deployed.model, schema, check_frame)
-    known = fastpath.known_categories(deployed.model)
+    schema = requestinput.Schema.from_metadata(deployed.metadata, config["id_columns"])
+    check_frame = compiledmodel.load_check_frame(deployed.path / records.REFERENCE_FILE, deployed.metadata.get("column_kinds", {}))
+    scorer = compiledmodel.build_scorer(deployed.model, schema, check_frame)
+    known = compiledmodel.known_categories(deployed.model)
     return LoadedModel(deployed, scorer, schema, known, datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -534,7 +534,7 @@ def prediction() -> Response:
         else:
             abort(415, UNSUPPORTED_TYPE)
         body = prediction_body(state, loaded, batch, source)
-    except serving.InputError as exc:
+    except requestinput.InputError as exc:
         abort(exc.status, str(exc))
     return json_response(body, version=loaded.version)
 
@@ -543,48 +543,48 @@ def is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or mimetype.endswith("+json")
 
 
-def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[serving.Batch, str]:
+def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[requestinput.Batch, str]:
     """The rows of a JSON body (records, a bare list, or a named data file) or of a CSV body."""
     max_rows = config["api_max_rows"]
     if mimetype in CSV_TYPES:
-        frame = serving.read_csv_bytes(data, loaded.schema, config["api_max_columns"])
-        return serving.batch_from_frame(frame, loaded.schema, max_rows), "csv"
+        frame = requestinput.read_csv_bytes(data, loaded.schema, config["api_max_columns"])
+        return requestinput.batch_from_frame(frame, loaded.schema, max_rows), "csv"
     payload = _json_body(data)
     if isinstance(payload, list):
-        return serving.batch_from_records(payload, loaded.schema, max_rows), "records"
+        return requestinput.batch_from_records(payload, loaded.schema, max_rows), "records"
     if isinstance(payload, dict) and set(payload) == {"records"}:
-        return serving.batch_from_records(payload["records"], loaded.schema, max_rows), "records"
+        return requestinput.batch_from_records(payload["records"], loaded.schema, max_rows), "records"
     if isinstance(payload, dict) and set(payload) == {"dataset"}:
         frame = dataset_frame(config, payload["dataset"], loaded.deployed.metadata, max_rows)
-        return serving.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
+        return requestinput.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
     if isinstance(payload, dict) and len(payload) == 1 and next(iter(payload)) in DATASET_ALIASES:
         (field, path), = payload.items()
         frame = project_path_frame(config, field, path, loaded.deployed.metadata, max_rows)
-        return serving.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
-    raise serving.InputError(
+        return requestinput.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
+    raise requestinput.InputError(
         'send {"records": [...]}, a bare array of records, or {"dataset": "<file>.csv"} '
         '(also accepted: {"data_file" | "filepath" | "file_path": "testdata/<file>.csv"} or ?data_loc=testdata/<file>.csv)'
     )
 
 
-def query_batch(config: Config, loaded: LoadedModel, path: str | None, data: bytes) -> serving.Batch:
+def query_batch(config: Config, loaded: LoadedModel, path: str | None, data: bytes) -> requestinput.Batch:
     """The rows of the data file named by ``?data_loc=`` (the classic course's clients call it so)."""
     if data.strip():
-        raise serving.InputError(f"name the data file either with ?{QUERY_DATASET}= or in the body, not both")
+        raise requestinput.InputError(f"name the data file either with ?{QUERY_DATASET}= or in the body, not both")
     max_rows = config["api_max_rows"]
     frame = project_path_frame(config, QUERY_DATASET, path, loaded.deployed.metadata, max_rows)
-    return serving.batch_from_frame(frame, loaded.schema, max_rows)
+    return requestinput.batch_from_frame(frame, loaded.schema, max_rows)
 
 
-def _upload_batch(config: Config, loaded: LoadedModel) -> serving.Batch:
+def _upload_batch(config: Config, loaded: LoadedModel) -> requestinput.Batch:
     upload = request.files.get("file") or next(iter(request.files.values()), None)
     if upload is None:
-        raise serving.InputError("upload the CSV as a file field named 'file'")
-    frame = serving.read_csv_bytes(upload.read(), loaded.schema, config["api_max_columns"])
-    return serving.batch_from_frame(frame, loaded.schema, config["api_max_rows"])
+        raise requestinput.InputError("upload the CSV as a file field named 'file'")
+    frame = requestinput.read_csv_bytes(upload.read(), loaded.schema, config["api_max_columns"])
+    return requestinput.batch_from_frame(frame, loaded.schema, config["api_max_rows"])
 
 
-def prediction_body(state: ServingState, loaded: LoadedModel, batch: serving.Batch, source: str) -> dict[str, Any]:
+def prediction_body(state: ServingState, loaded: LoadedModel, batch: requestinput.Batch, source: str) -> dict[str, Any]:
     """Per row the 0/1 prediction, the risk and its band, with the ids given; and what was noticed."""
     risk = _risk(loaded, batch)
     predicted = (risk >= loaded.threshold).astype(np.int64)
@@ -600,20 +600,20 @@ def prediction_body(state: ServingState, loaded: LoadedModel, batch: serving.Bat
         "rows": batch.rows,
         "band_counts": {band: bands.count(band) for band in ("green", "amber", "red")},
         "bands": thresholds,
-        "unseen_categories": fastpath.unseen_categories(loaded.known_categories, batch, loaded.schema),
+        "unseen_categories": compiledmodel.unseen_categories(loaded.known_categories, batch, loaded.schema),
         "missing_values": batch.missing_values(loaded.schema),
         "ignored_columns": batch.ignored_columns,
         "predictions": _prediction_rows(batch, predicted, risk, bands),
     }
 
 
-def _risk(loaded: LoadedModel, batch: serving.Batch) -> np.ndarray:
+def _risk(loaded: LoadedModel, batch: requestinput.Batch) -> np.ndarray:
     try:
         risk = loaded.scorer.risk(batch)
     except ValueError:  # scikit-learn's own input checks (say, a value beyond float32 for trees)
-        raise serving.InputError("the rows could not be scored: a value is outside the range the model accepts") from None
+        raise requestinput.InputError("the rows could not be scored: a value is outside the range the model accepts") from None
     if not np.all(np.isfinite(risk)):
-        raise serving.InputError("the rows could not be scored: a value is outside the range the model accepts")
+        raise requestinput.InputError("the rows could not be scored: a value is outside the range the model accepts")
     return risk
 
 
@@ -649,7 +649,7 @@ def risk_bands(risk: np.ndarray, predicted: np.ndarray, thresholds: dict[str, An
     return bands
 
 
-def _prediction_rows(batch: serving.Batch, predicted: np.ndarray, risk: np.ndarray, bands: list[str]) -> list[dict[str, Any]]:
+def _prediction_rows(batch: requestinput.Batch, predicted: np.ndarray, risk: np.ndarray, bands: list[str]) -> list[dict[str, Any]]:
     ids = list(batch.ids.items())
     rows = []
     for index, (p, r, b) in enumerate(zip(predicted.tolist(), risk.tolist(), bands)):
@@ -665,14 +665,14 @@ def _json_body(data: bytes) -> Any:
     try:
         return json.loads(data)
     except (ValueError, RecursionError):  # ValueError covers bad UTF-8 and bad JSON
-        raise serving.InputError("the body is not valid JSON") from None
+        raise requestinput.InputError("the body is not valid JSON") from None
 
 
 def dataset_frame(config: Config, name: Any, metadata: dict[str, Any], max_rows: int) -> pd.DataFrame:
     """A CSV named by file name inside the test data or ingested data folder; any other path is refused."""
     folders = [config.test_data_folder, config.output_folder]
     if not isinstance(name, str) or not _plain_csv_name(name):
-        raise serving.InputError(
+        raise requestinput.InputError(
             "dataset must be the name of a .csv file in the test data or ingested data folder (a plain file name: no folders, no '..')"
         )
     for folder in folders:
@@ -681,7 +681,7 @@ def dataset_frame(config: Config, name: Any, metadata: dict[str, Any], max_rows:
         if path.parent == root and path.is_file():
             return _read_dataset(path, metadata, max_rows)
     available = sorted({p.name for folder in folders if folder.is_dir() for p in folder.glob("*.csv") if not p.name.startswith(".")})
-    raise serving.InputError(f"dataset: no such CSV file in the test data or ingested data folder; available: {available}")
+    raise requestinput.InputError(f"dataset: no such CSV file in the test data or ingested data folder; available: {available}")
 
 
 def project_path_frame(config: Config, field: str, path: Any, metadata: dict[str, Any], max_rows: int) -> pd.DataFrame:
@@ -689,7 +689,7 @@ def project_path_frame(config: Config, field: str, path: Any, metadata: dict[str
     same containment as ``dataset``: only a file directly inside the test data or ingested data
     folder, after symlinks are resolved; a bare file name is looked up as ``dataset`` does."""
     if not isinstance(path, str) or not _relative_csv_path(path):
-        raise serving.InputError(
+        raise requestinput.InputError(
             f"{field} must be the path of a .csv file in the test data or ingested data folder, relative to the "
             "project folder (for example 'testdata/testdata.csv'; no absolute paths, no '..')"
         )
@@ -709,7 +709,7 @@ def project_path_frame(config: Config, field: str, path: Any, metadata: dict[str
     available = sorted(
         os.path.relpath(p, root) for folder in folders if folder.is_dir() for p in folder.glob("*.csv") if not p.name.startswith(".")
     )
-    raise serving.InputError(f"{field}: no such CSV file in the test data or ingested data folder; available: {available}")
+    raise requestinput.InputError(f"{field}: no such CSV file in the test data or ingested data folder; available: {available}")
 
 
 def _relative_csv_path(path: str) -> bool:
@@ -743,7 +743,7 @@ def _read_dataset(path: Path, metadata: dict[str, Any], max_rows: int) -> pd.Dat
     try:
         frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8-sig", nrows=max_rows + 1 if max_rows else None)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError):
-        raise serving.InputError("dataset: the file is not a readable CSV") from None
+        raise requestinput.InputError("dataset: the file is not a readable CSV") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -825,7 +825,7 @@ class PredictionFastLane:
         try:
             batch, source = body_batch(state.config, loaded, mimetype, data)
             return 200, prediction_body(state, loaded, batch, source), loaded.version
-        except serving.InputError as exc:
+        except requestinput.InputError as exc:
             return exc.status, error_payload(exc.status, str(exc)), None
 
 

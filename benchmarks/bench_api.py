@@ -80,8 +80,8 @@ def floor_seconds(config: Any, csv_bytes: bytes) -> dict[str, float]:
     import deployment
     import scoring
 
-    import fastpath
-    import serving
+    import compiledmodel
+    import requestinput
 
     deployed = deployment.load_deployed_model(config)
     frame = pd.read_csv(io.BytesIO(csv_bytes), dtype={"corporation": str})
@@ -93,12 +93,12 @@ def floor_seconds(config: Any, csv_bytes: bytes) -> dict[str, float]:
             result[f"batch_{label}_s"] = _median_time(lambda: deployed.model.predict_proba(features), BATCH_REPEAT)
             result[f"one_row_{label}_ms"] = 1000 * _median_time(lambda: deployed.model.predict_proba(one), 50)
     # For reference: the server's own scoring code, in-process, on the same rows.
-    schema = serving.Schema.from_metadata(deployed.metadata, config["id_columns"])
-    scorer = fastpath.build_scorer(deployed.model, schema, frame)
-    batch = serving.batch_from_frame(frame, schema, 0)
+    schema = requestinput.Schema.from_metadata(deployed.metadata, config["id_columns"])
+    scorer = compiledmodel.build_scorer(deployed.model, schema, frame)
+    batch = requestinput.batch_from_frame(frame, schema, 0)
     result["serving_path"] = scorer.kind
     result["serving_batch_s"] = _median_time(lambda: scorer.risk(batch), BATCH_REPEAT)
-    result["serving_one_row_ms"] = 1000 * _median_time(lambda: scorer.risk(serving.slice_batch(batch, 0, 1)), 200)
+    result["serving_one_row_ms"] = 1000 * _median_time(lambda: scorer.risk(requestinput.slice_batch(batch, 0, 1)), 200)
     return result
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from serving import Batch, InputError, Schema, batch_from_frame, slice_batch
+from requestinput import Batch, InputError, Schema, batch_from_frame, slice_batch
 
 logger = logging.getLogger(__name__)
 

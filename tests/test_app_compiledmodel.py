@@ -1,4 +1,4 @@
-"""fastpath.py: the compiled scorers give scikit-learn's probabilities (to 1e-6) on the whole test set."""
+"""compiledmodel.py: the compiled scorers give scikit-learn's probabilities (to 1e-6) on the whole test set."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +7,10 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import FixedThresholdClassifier
 
-import fastpath
+import compiledmodel
 import sampledata
 import scoring
-import serving
+import requestinput
 import training
 from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
 
@@ -40,8 +40,8 @@ def fitted(name: str, features: dict[str, list[str]], train: pd.DataFrame) -> Fi
     return model.fit(scoring.feature_frame(train, features), train["exited"].to_numpy())
 
 
-def one_row_at_a_time(scorer: fastpath.Scorer, batch: serving.Batch) -> np.ndarray:
-    return np.concatenate([scorer.risk(serving.slice_batch(batch, i, i + 1)) for i in range(batch.rows)])
+def one_row_at_a_time(scorer: compiledmodel.Scorer, batch: requestinput.Batch) -> np.ndarray:
+    return np.concatenate([scorer.risk(requestinput.slice_batch(batch, i, i + 1)) for i in range(batch.rows)])
 
 
 @pytest.mark.parametrize("name", list(SMALLER))
@@ -50,15 +50,15 @@ def test_compiled_scorer_matches_sklearn_on_the_whole_test_set(sample, name: str
     train, test = sample
     features = {"numeric": NUMERIC, "categorical": categorical}
     model = fitted(name, features, train)
-    schema = serving.Schema(tuple(NUMERIC), tuple(categorical), ("corporation",))
-    scorer = fastpath.build_scorer(model, schema, train)
+    schema = requestinput.Schema(tuple(NUMERIC), tuple(categorical), ("corporation",))
+    scorer = compiledmodel.build_scorer(model, schema, train)
     assert scorer.kind == f"numpy:{name}"  # compiled, not the fallback
 
-    batch = serving.batch_from_frame(test, schema, max_rows=0)
+    batch = requestinput.batch_from_frame(test, schema, max_rows=0)
     expected = model.predict_proba(scoring.feature_frame(test, features))[:, 1]
     whole = scorer.risk(batch)  # 1,000 rows: the large-batch path
     singles = one_row_at_a_time(scorer, batch)  # the compiled single-row path
-    small = np.concatenate([scorer.risk(serving.slice_batch(batch, i, i + 40)) for i in range(0, batch.rows, 40)])
+    small = np.concatenate([scorer.risk(requestinput.slice_batch(batch, i, i + 40)) for i in range(0, batch.rows, 40)])
     for risk in (whole, singles, small):
         assert np.max(np.abs(risk - expected)) <= TOLERANCE
         assert ((risk >= model.threshold).astype(int) == model.predict(scoring.feature_frame(test, features))).all()
@@ -70,14 +70,14 @@ def test_more_categories_than_the_encoder_keeps_and_unseen_ones(sample) -> None:
     model = fitted("logistic_regression", features, train)
     encoder = model.estimator_.named_steps["preprocess"].named_transformers_["categorical"].named_steps["encode"]
     assert len(encoder.infrequent_categories_[0])  # 60 regions > max_categories=50
-    schema = serving.Schema(tuple(NUMERIC), ("region",), ())
-    scorer = fastpath.build_scorer(model, schema, train)
+    schema = requestinput.Schema(tuple(NUMERIC), ("region",), ())
+    scorer = compiledmodel.build_scorer(model, schema, train)
     rare = list(encoder.infrequent_categories_[0][:3])
     frame = pd.DataFrame({**{n: [1.0, np.nan, 3.0, 4.0, 5.0, 6.0] for n in NUMERIC}, "region": rare + ["never-seen", None, "region00"]})
-    batch = serving.batch_from_frame(frame, schema, max_rows=0)
+    batch = requestinput.batch_from_frame(frame, schema, max_rows=0)
     expected = model.predict_proba(scoring.feature_frame(frame, features))[:, 1]
     assert np.max(np.abs(scorer.risk(batch) - expected)) <= TOLERANCE
-    assert fastpath.unseen_categories(fastpath.known_categories(model), batch, schema) == {"region": 1}
+    assert compiledmodel.unseen_categories(compiledmodel.known_categories(model), batch, schema) == {"region": 1}
 
 
 def test_a_model_it_cannot_compile_is_served_by_sklearn(sample) -> None:
@@ -87,10 +87,10 @@ def test_a_model_it_cannot_compile_is_served_by_sklearn(sample) -> None:
     pipeline.steps[-1] = ("classifier", DummyClassifier(strategy="prior"))
     model = FixedThresholdClassifier(pipeline, threshold=0.3, response_method="predict_proba")
     model.fit(scoring.feature_frame(train, features), train["exited"].to_numpy())
-    schema = serving.Schema(tuple(NUMERIC), (), ())
-    scorer = fastpath.build_scorer(model, schema, train)
+    schema = requestinput.Schema(tuple(NUMERIC), (), ())
+    scorer = compiledmodel.build_scorer(model, schema, train)
     assert scorer.kind == "scikit-learn"
-    batch = serving.batch_from_frame(test, schema, max_rows=0)
+    batch = requestinput.batch_from_frame(test, schema, max_rows=0)
     np.testing.assert_array_equal(scorer.risk(batch), model.predict_proba(scoring.feature_frame(test, features))[:, 1])
 
 
@@ -104,7 +104,7 @@ def test_the_tree_walk_sends_missing_values_where_sklearn_does(sample, name: str
     y = (np.nan_to_num(X[:, 0]) + rng.normal(size=3000) > 0.5).astype(int)
     classifier = training.build_pipeline(name, {"numeric": NUMERIC, "categorical": []}, seed=1).named_steps["classifier"]
     classifier.set_params(**{k.split("__", 1)[1]: v for k, v in SMALLER[name].items()}).fit(X, y)
-    compiled = fastpath._hist_gradient_boosting(classifier) if name == "hist_gradient_boosting" else fastpath._random_forest(classifier)
+    compiled = compiledmodel._hist_gradient_boosting(classifier) if name == "hist_gradient_boosting" else compiledmodel._random_forest(classifier)
     expected = classifier.predict_proba(X)[:, 1]
     for small in (True, False):
         assert np.max(np.abs(compiled(X, small) - expected)) <= TOLERANCE
