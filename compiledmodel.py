@@ -1,19 +1,19 @@
 """The deployed model compiled for serving: scikit-learn's probabilities without its per-call cost.
 
 scikit-learn's generic ``predict_proba`` costs milliseconds per call whatever the batch size
-(input validation, ColumnTransformer bookkeeping, one Cython call per tree), which caps an API
-far below what the arithmetic needs. So the deployed pipeline is *compiled*: the fitted
-imputer statistics, indicator columns, scaler means and scales and one-hot category maps are
-applied with numpy, and the classifier is evaluated from its fitted arrays: logistic
-regression's coefficients; gradient-boosted trees (at most 64 leaves each) as precomputed
-leaf bitmasks, QuickScorer-style, so that any batch costs a few vectorised gathers per
-feature; deeper trees (random forests) by walking all trees at once, level by level, and for
-large batches by scikit-learn's own Cython walk on the compiled features.
+(input validation, ColumnTransformer bookkeeping, one call per tree), which caps an API far
+below what the arithmetic needs. So the deployed pipeline is *compiled*: the fitted imputer
+statistics, indicator columns, scaler means and scales and one-hot category maps are applied
+with numpy, a logistic regression is its coefficients, and tree ensembles (gradient boosting,
+random forests) are imported into Treelite (``treelite.sklearn.import_model``) and evaluated by
+its ``gtil.predict``; large batches go to the trees' own ``predict_proba`` on the compiled
+features, which is faster there. A soft-voting blend is the mean of its compiled members.
 
-Anything that cannot be compiled exactly falls back to ``model.predict_proba``. Every compiled
-scorer is checked against scikit-learn on the version's reference sample before it serves; a
-mismatch beyond ``TOLERANCE`` logs a warning and uses the fallback, so a wrong answer is never
-served silently.
+Anything that cannot be compiled (whatever it raises: an unknown step, an attribute a newer
+scikit-learn renamed) is served by ``model.predict_proba``, with a logged warning. Every
+compiled scorer is checked against scikit-learn on the version's reference sample before it
+serves; a mismatch beyond ``TOLERANCE`` logs a warning and uses the fallback, so a wrong
+answer is never served silently.
 """
 from __future__ import annotations
 
@@ -25,16 +25,21 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
+import treelite.gtil
+import treelite.sklearn
 from scipy.special import expit
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 
 from requestinput import Batch, InputError, Schema, batch_from_frame, slice_batch
+from tables import CATEGORICAL, CSV_ERRORS, NUMERIC, read_typed_csv
 
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-9  # compiled vs scikit-learn, per probability, at the self-check
-SMALL_BATCH_ROWS = 256  # above this, deep trees are walked by scikit-learn's Cython code (measured crossover)
+SMALL_BATCH_ROWS = 128  # above this, trees are evaluated by scikit-learn's own code (measured crossover)
 SELF_CHECK_ROWS = 2000
-LEVEL_STEP_OVERHEAD = 4000  # a level step's fixed numpy cost, in element operations (measured)
+BLEND = "SoftVotingBlend"  # training.py's blend: the mean of its pipelines' probabilities
 
 
 class UnsupportedModel(TypeError):
@@ -75,6 +80,18 @@ class CompiledScorer:
         return self.classify(self.preprocess.transform(batch), batch.rows <= self.small_batch_rows)
 
 
+@dataclass
+class BlendScorer:
+    """A soft-voting blend: the mean of its compiled members' probabilities, as the blend averages them."""
+
+    members: list[CompiledScorer]
+    kind: str
+    small_batch_rows: int = SMALL_BATCH_ROWS
+
+    def risk(self, batch: Batch) -> np.ndarray:
+        return np.mean([member.risk(batch) for member in self.members], axis=0)
+
+
 def known_categories(model: Any) -> dict[str, frozenset[str]]:
     """Per categorical column, the categories its fitted one-hot encoder saw (whatever path scores it)."""
     estimator = getattr(model, "estimator_", None)
@@ -101,19 +118,23 @@ def unseen_categories(known: dict[str, frozenset[str]], batch: Batch, schema: Sc
 
 
 def build_scorer(model: Any, schema: Schema, check_frame: pd.DataFrame | None = None) -> Scorer:
-    """The fastest exact scorer for ``model``; scikit-learn's own where compiling is unsupported or inexact."""
+    """The fastest exact scorer for ``model``; scikit-learn's own where compiling fails or is inexact."""
     fallback = SklearnScorer(model, schema)
     try:
         scorer: Scorer = compile_model(model, schema)
-    except UnsupportedModel as exc:
-        logger.info("serving with scikit-learn's predict_proba: %s", exc)
+    except Exception as exc:  # whatever compiling raises (a renamed attribute included), scikit-learn still serves
+        logger.warning("serving with scikit-learn's predict_proba: the model could not be compiled (%s: %s)", type(exc).__name__, exc)
         return fallback
     batch = self_check_batch(schema, check_frame)
     expected = fallback.risk(batch)
-    worst = max(
-        float(np.max(np.abs(scorer.risk(batch) - expected))),
-        float(np.max(np.abs(_small_batches(scorer, batch) - expected))),
-    )
+    try:
+        worst = max(
+            float(np.max(np.abs(scorer.risk(batch) - expected))),
+            float(np.max(np.abs(_small_batches(scorer, batch) - expected))),
+        )
+    except Exception as exc:  # the compiled scorer failed where scikit-learn did not: never serve it
+        logger.warning("compiled %s failed its self-check (%s: %s); serving with scikit-learn", scorer.kind, type(exc).__name__, exc)
+        return fallback
     if not worst <= TOLERANCE:
         logger.warning("compiled %s differs from scikit-learn by %.3g; serving with scikit-learn", scorer.kind, worst)
         return fallback
@@ -145,39 +166,49 @@ def load_check_frame(path: Path, column_kinds: dict[str, str]) -> pd.DataFrame |
     """The version's reference sample for the self-check (None where it is absent or empty)."""
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    text_columns = {name: str for name, kind in column_kinds.items() if kind != "numeric"}
     try:
-        frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8-sig", nrows=SELF_CHECK_ROWS)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        return read_typed_csv(path, column_kinds, nrows=SELF_CHECK_ROWS)
+    except CSV_ERRORS as exc:
         logger.warning("cannot read %s for the self-check: %s", path, exc)
         return None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
 
 
 # ----------------------------------------------------------------------------- compiling
 
 
-def compile_model(model: Any, schema: Schema) -> CompiledScorer:
-    """Compile a FixedThresholdClassifier(Pipeline([preprocess, classifier])). Raises UnsupportedModel."""
-    pipeline = getattr(model, "estimator_", None)
+def compile_model(model: Any, schema: Schema) -> CompiledScorer | BlendScorer:
+    """Compile a FixedThresholdClassifier of a Pipeline([preprocess, classifier]) or of a blend of them.
+
+    Raises UnsupportedModel for what it does not know, and whatever Treelite or a changed
+    scikit-learn raise; build_scorer falls back on any of them.
+    """
+    if getattr(model, "response_method", "predict_proba") != "predict_proba":
+        raise UnsupportedModel("the threshold is applied to another response than predict_proba")
+    estimator = getattr(model, "estimator_", None)
+    if type(estimator).__name__ == BLEND:
+        members = [compile_pipeline(pipeline, schema) for _, pipeline in estimator.estimators]
+        if not members:
+            raise UnsupportedModel("the blend has no members")
+        return BlendScorer(members, "blend(" + ", ".join(member.kind for member in members) + ")")
+    return compile_pipeline(estimator, schema)
+
+
+def compile_pipeline(pipeline: Any, schema: Schema) -> CompiledScorer:
+    """A fitted Pipeline of preprocess and a binary classifier, compiled. Raises UnsupportedModel."""
     steps = getattr(pipeline, "named_steps", None)
     if steps is None or list(steps) != ["preprocess", "classifier"]:
         raise UnsupportedModel("the model is not a fitted Pipeline of preprocess and classifier")
-    if getattr(model, "response_method", "predict_proba") != "predict_proba":
-        raise UnsupportedModel("the threshold is applied to another response than predict_proba")
     classifier = steps["classifier"]
     if list(getattr(classifier, "classes_", [])) != [0, 1]:
         raise UnsupportedModel("the classifier's classes are not [0, 1]")
     preprocess = Preprocessor.compile(steps["preprocess"], schema)
-    name = type(classifier).__name__
-    if name == "LogisticRegression":
+    if isinstance(classifier, LogisticRegression):
         return CompiledScorer(preprocess, _logistic(classifier), "numpy:logistic_regression")
-    if name == "HistGradientBoostingClassifier":
-        return CompiledScorer(preprocess, _hist_gradient_boosting(classifier), "numpy:hist_gradient_boosting")
-    if name == "RandomForestClassifier":
-        return CompiledScorer(preprocess, _random_forest(classifier), "numpy:random_forest")
-    raise UnsupportedModel(f"no compiled path for {name}")
+    if isinstance(classifier, HistGradientBoostingClassifier):
+        return CompiledScorer(preprocess, _tree_ensemble(classifier), "treelite:hist_gradient_boosting")
+    if isinstance(classifier, RandomForestClassifier):
+        return CompiledScorer(preprocess, _tree_ensemble(classifier, float32_features=True), "treelite:random_forest")
+    raise UnsupportedModel(f"no compiled path for {type(classifier).__name__}")
 
 
 class Preprocessor:
@@ -186,7 +217,7 @@ class Preprocessor:
     def __init__(self, numeric_steps: list[Callable[[np.ndarray], np.ndarray]], encoders: list["_OneHot"], order: list[str], width: int):
         self.numeric_steps = numeric_steps
         self.encoders = encoders
-        self.order = order  # "numeric" / "categorical", in the ColumnTransformer's output order
+        self.order = order  # NUMERIC / CATEGORICAL, in the ColumnTransformer's output order
         self.width = width
 
     @classmethod
@@ -202,10 +233,10 @@ class Preprocessor:
             inner = list(step.named_steps.values()) if hasattr(step, "named_steps") else [step]
             if list(columns) == list(schema.numeric) and schema.numeric:
                 numeric_steps = [_numeric_step(s) for s in inner]
-                order.append("numeric")
+                order.append(NUMERIC)
             elif list(columns) == list(schema.categorical) and schema.categorical:
                 encoders = _categorical_steps(inner, len(schema.categorical))
-                order.append("categorical")
+                order.append(CATEGORICAL)
             else:
                 raise UnsupportedModel(f"transformer {name!r} reads columns other than the schema's numeric or categorical ones")
         width = int(sum(s.stop - s.start for s in transformer.output_indices_.values()))
@@ -214,7 +245,7 @@ class Preprocessor:
     def transform(self, batch: Batch) -> np.ndarray:
         blocks = []
         for part in self.order:
-            if part == "numeric":
+            if part == NUMERIC:
                 block = batch.numeric
                 for step in self.numeric_steps:
                     block = step(block)
@@ -343,265 +374,19 @@ def _logistic(classifier: Any) -> Callable[[np.ndarray, bool], np.ndarray]:
     return classify
 
 
-@dataclass(frozen=True)
-class TreeEnsemble:
-    """Every tree's nodes in flat arrays, numbered so that split nodes come first, grouped by feature.
+def _tree_ensemble(classifier: Any, float32_features: bool = False) -> Callable[[np.ndarray, bool], np.ndarray]:
+    """A fitted tree ensemble imported into Treelite: its GTIL for small batches, its own predict_proba for large.
 
-    Leaves point at themselves, so a fixed number of steps (the deepest leaf's depth) reaches
-    every leaf. Grouping split nodes by feature lets one ``np.repeat`` of a row stand for the
-    feature value each node tests, instead of a gather over all nodes.
+    ``float32_features``: scikit-learn's decision trees compare float32 features (with float64
+    thresholds), so the features are rounded to float32 first to send every row down the same branch.
     """
-
-    feature: np.ndarray  # per node (leaves: 0)
-    threshold: np.ndarray  # per node (leaves: +inf); go left where x <= threshold
-    left: np.ndarray
-    right: np.ndarray
-    missing_left: np.ndarray  # where a NaN goes
-    value: np.ndarray  # per node; read at leaves
-    roots: np.ndarray
-    depth: int
-    splits: int  # nodes [0, splits) are split nodes, the rest leaves
-    feature_counts: np.ndarray  # split nodes per input column, in column order
-    step: np.ndarray  # left - right, so that the chosen child is right + go_left * step
-    following_template: np.ndarray  # the next node of each leaf (itself); split nodes filled per row
-
-    @classmethod
-    def pack(cls, trees: list[dict[str, np.ndarray]], width: int) -> "TreeEnsemble":
-        """``trees``: per tree, node arrays feature, threshold, left and right (-1 at leaves), missing_left, value."""
-        offsets = np.cumsum([0] + [len(t["value"]) for t in trees])
-        join = lambda key: np.concatenate([np.asarray(t[key]) for t in trees])  # noqa: E731
-        leaf = np.concatenate([np.asarray(t["left"]) < 0 for t in trees])
-        left = np.concatenate([np.asarray(t["left"], dtype=np.intp) + o for t, o in zip(trees, offsets)])
-        right = np.concatenate([np.asarray(t["right"], dtype=np.intp) + o for t, o in zip(trees, offsets)])
-        feature = np.where(leaf, 0, join("feature")).astype(np.intp)
-        if np.any(feature[~leaf] < 0) or np.any(feature[~leaf] >= width):
-            raise UnsupportedModel("a split tests a column the preprocessing does not make")
-        # New numbering: split nodes sorted by feature (stable), then leaves.
-        order = np.concatenate([np.flatnonzero(~leaf)[np.argsort(feature[~leaf], kind="stable")], np.flatnonzero(leaf)])
-        renumber = np.empty_like(order)
-        renumber[order] = np.arange(len(order))
-        own = np.arange(len(order), dtype=np.intp)
-        splits = int((~leaf).sum())
-        new_leaf = own >= splits
-        new_left = np.where(new_leaf, own, renumber[np.where(leaf, 0, left)][order])
-        new_right = np.where(new_leaf, own, renumber[np.where(leaf, 0, right)][order])
-        return cls(
-            feature=feature[order],
-            threshold=np.where(new_leaf, np.inf, join("threshold")[order].astype(np.float64)),
-            left=new_left,
-            right=new_right,
-            missing_left=join("missing_left")[order].astype(bool),
-            value=join("value")[order].astype(np.float64),
-            roots=renumber[offsets[:-1]].astype(np.intp),
-            depth=max(int(t["depth"]) for t in trees),
-            splits=splits,
-            feature_counts=np.bincount(feature[~leaf], minlength=width),
-            step=new_left - new_right,
-            following_template=own.copy(),
-        )
-
-    def leaf_values(self, matrix: np.ndarray) -> np.ndarray:
-        """(rows, trees) leaf values, by whichever walk costs fewer numpy element operations."""
-        rows = matrix.shape[0]
-        every_node = rows * len(self.value)
-        level_by_level = self.depth * max(rows * len(self.roots), LEVEL_STEP_OVERHEAD)
-        if every_node <= level_by_level:
-            return self._walk_decided(matrix)
-        return self._walk_levels(matrix)
-
-    def _walk_decided(self, matrix: np.ndarray) -> np.ndarray:
-        """Decide every split for each row at once, then follow the decisions: cheap for few rows."""
-        rows, splits = matrix.shape[0], self.splits
-        if rows == 1:  # the common single-client request: plain 1-D arrays throughout
-            x = np.repeat(matrix[0], self.feature_counts)  # the value each split node tests
-            following = self.following_template.copy()  # leaves already point at themselves
-            go_left = x <= self.threshold[:splits]
-            if np.isnan(x).any():
-                go_left = np.where(np.isnan(x), self.missing_left[:splits], go_left)
-            np.add(self.right[:splits], go_left * self.step[:splits], out=following[:splits])
-            node = self.roots
-            for _ in range(self.depth):
-                node = following[node]
-            return self.value[node][None, :]
-        x = np.repeat(matrix, self.feature_counts, axis=1)
-        go_left = x <= self.threshold[:splits]
-        if np.isnan(x).any():
-            go_left = np.where(np.isnan(x), self.missing_left[:splits], go_left)
-        chosen = self.right[:splits] + go_left * self.step[:splits]
-        leaves = self.left[splits:]
-        following = np.concatenate((chosen, np.broadcast_to(leaves, (rows, len(leaves)))), axis=1).ravel()
-        base = (np.arange(rows, dtype=np.intp) * len(self.value))[:, None]
-        node = np.broadcast_to(self.roots, (rows, len(self.roots)))
-        for _ in range(self.depth):
-            node = following[base + node]
-        return self.value[node]
-
-    def _walk_levels(self, matrix: np.ndarray) -> np.ndarray:
-        """Walk all trees together, one level per step: cheap for deep trees and more rows."""
-        rows, width = matrix.shape
-        flat = np.ascontiguousarray(matrix).ravel()
-        base = (np.arange(rows, dtype=np.intp) * width)[:, None]
-        node = np.broadcast_to(self.roots, (rows, len(self.roots))).copy()
-        has_nan = bool(np.isnan(matrix).any())
-        for _ in range(self.depth):
-            x = flat[base + self.feature[node]]
-            go_left = x <= self.threshold[node]
-            if has_nan:
-                go_left = np.where(np.isnan(x), self.missing_left[node], go_left)
-            node = np.where(go_left, self.left[node], self.right[node])
-        return self.value[node]
-
-
-class BitvectorForest:
-    """Trees with at most 64 leaves each, evaluated QuickScorer-style: no walk at all.
-
-    Number each tree's leaves left to right. A split that is false for a row (x > threshold:
-    the row goes right) rules out every leaf of its left subtree. Sorting all the splits on
-    one feature by threshold, the false ones for a value x are a prefix (the thresholds below
-    x), so the AND of their masks is precomputed per prefix. A row's exit leaf in each tree is
-    then the lowest leaf left after AND-ing one precomputed row per feature: a handful of
-    vectorised gathers however deep the trees, exact because each split's test is unchanged.
-    """
-
-    MAX_TABLE_BYTES = 64 * 1024 * 1024
-    CHUNK_CELLS = 1 << 20  # rows x trees per block, to stay in cache
-
-    def __init__(self, dtype: Any, features: list[tuple[int, np.ndarray, np.ndarray]], values: np.ndarray, trees: int, width: int):
-        self.dtype = dtype
-        self.all_leaves = np.array(np.iinfo(dtype).max, dtype=dtype)
-        self.features = features  # (column, sorted thresholds, prefix ANDs of shape (splits + 1, trees))
-        self.values = values.ravel()  # (trees, widest tree's leaves), flattened
-        self.offsets = np.arange(trees, dtype=np.intp) * width
-
-    @classmethod
-    def build(cls, trees: list[dict[str, np.ndarray]]) -> "BitvectorForest | None":
-        """None where a tree has more than 64 leaves or the tables would be too large."""
-        layouts = [_leaf_layout(tree) for tree in trees]
-        widest = max(len(leaves) for leaves, _ in layouts)
-        if widest > 64:
-            return None
-        dtype = next(d for d in (np.uint16, np.uint32, np.uint64) if widest <= np.iinfo(d).bits)
-        splits: dict[int, list[tuple[float, int, int]]] = {}
-        for index, (tree, (_, removed)) in enumerate(zip(trees, layouts)):
-            for node, mask in removed.items():
-                splits.setdefault(int(tree["feature"][node]), []).append((float(tree["threshold"][node]), index, mask))
-        cells = sum(len(v) + 1 for v in splits.values()) * len(trees)
-        if cells * np.dtype(dtype).itemsize > cls.MAX_TABLE_BYTES:
-            return None
-        ones = int(np.iinfo(dtype).max)
-        features = []
-        for column, entries in sorted(splits.items()):
-            entries.sort(key=lambda e: e[0])
-            table = np.full((len(entries) + 1, len(trees)), ones, dtype=dtype)
-            for row, (_, index, mask) in enumerate(entries, start=1):
-                table[row, index] = ones & ~mask
-            features.append((column, np.array([e[0] for e in entries]), np.bitwise_and.accumulate(table, axis=0)))
-        values = np.zeros((len(trees), widest))
-        for index, (leaves, _) in enumerate(layouts):
-            values[index, : len(leaves)] = [float(trees[index]["value"][leaf]) for leaf in leaves]
-        return cls(dtype, features, values, len(trees), widest)
-
-    def leaf_values(self, matrix: np.ndarray) -> np.ndarray:
-        """(rows, trees) leaf values; ``matrix`` must hold no NaN (the caller walks those instead)."""
-        chunk = max(1, self.CHUNK_CELLS // len(self.offsets))
-        if matrix.shape[0] <= chunk:
-            return self._block(matrix)
-        return np.concatenate([self._block(matrix[start : start + chunk]) for start in range(0, matrix.shape[0], chunk)])
-
-    def _block(self, matrix: np.ndarray) -> np.ndarray:
-        alive = np.broadcast_to(self.all_leaves, (matrix.shape[0], len(self.offsets)))
-        for column, thresholds, prefixes in self.features:
-            alive = alive & prefixes[np.searchsorted(thresholds, matrix[:, column], side="left")]
-        lowest = alive & (~alive + self.dtype(1))  # the lowest bit still set: the exit leaf
-        leaf = np.frexp(lowest.astype(np.float64))[1] - 1
-        return self.values[self.offsets + leaf]
-
-
-def _leaf_layout(tree: dict[str, np.ndarray]) -> tuple[list[int], dict[int, int]]:
-    """A tree's leaves left to right, and per split node the bitmask of its left subtree's leaves."""
-    left, right = tree["left"], tree["right"]
-    leaves: list[int] = []
-    removed: dict[int, int] = {}
-    stack: list[tuple[int, bool]] = [(0, False)]
-    first_leaf: dict[int, int] = {}
-    while stack:  # iterative in-order walk: (node, left subtree done?)
-        node, left_done = stack.pop()
-        if left[node] < 0:
-            leaves.append(node)
-        elif not left_done:
-            first_leaf[node] = len(leaves)
-            stack.append((node, True))
-            stack.append((int(left[node]), False))
-        else:
-            start, stop = first_leaf[node], len(leaves)
-            removed[node] = ((1 << stop) - 1) ^ ((1 << start) - 1)
-            stack.append((int(right[node]), False))
-    return leaves, removed
-
-
-def _hist_gradient_boosting(classifier: Any) -> Callable[[np.ndarray, bool], np.ndarray]:
-    if classifier.n_trees_per_iteration_ != 1 or type(classifier._loss).__name__ != "HalfBinomialLoss":
-        raise UnsupportedModel("gradient boosting is not binary log-loss")
-    if getattr(classifier, "is_categorical_", None) is not None and np.any(classifier.is_categorical_):
-        raise UnsupportedModel("gradient boosting uses native categorical splits")
-    trees = []
-    for (predictor,) in classifier._predictors:
-        nodes = predictor.nodes
-        if np.any(nodes["is_categorical"]):
-            raise UnsupportedModel("a tree has a categorical split")
-        leaf = nodes["is_leaf"].astype(bool)
-        trees.append(
-            {
-                "feature": nodes["feature_idx"],
-                "threshold": nodes["num_threshold"],
-                "left": np.where(leaf, -1, nodes["left"].astype(np.int64)),
-                "right": np.where(leaf, -1, nodes["right"].astype(np.int64)),
-                "missing_left": nodes["missing_go_to_left"],
-                "value": nodes["value"],
-                "depth": int(nodes["depth"].max()),
-            }
-        )
-    if not trees:
-        raise UnsupportedModel("gradient boosting has no trees")
-    ensemble = TreeEnsemble.pack(trees, classifier.n_features_in_)
-    bitvectors = BitvectorForest.build(trees)
-    baseline = float(np.asarray(classifier._baseline_prediction).ravel()[0])
+    model = treelite.sklearn.import_model(classifier)
 
     def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
-        if bitvectors is not None and not np.isnan(matrix).any():
-            return expit(baseline + bitvectors.leaf_values(matrix).sum(axis=1))
-        if not small:  # scikit-learn's Cython walk, on the compiled features: exact and faster for many rows
+        if not small:  # scikit-learn's own code, on the compiled features: exact and faster for many rows
             return classifier.predict_proba(matrix)[:, 1]
-        return expit(baseline + ensemble.leaf_values(matrix).sum(axis=1))
-
-    return classify
-
-
-def _random_forest(classifier: Any) -> Callable[[np.ndarray, bool], np.ndarray]:
-    if classifier.n_outputs_ != 1 or int(classifier.n_classes_) != 2:
-        raise UnsupportedModel("the random forest is not a binary single-output classifier")
-    trees = []
-    for estimator in classifier.estimators_:
-        tree = estimator.tree_
-        trees.append(
-            {
-                "feature": tree.feature,
-                "threshold": tree.threshold,
-                "left": tree.children_left,
-                "right": tree.children_right,
-                "missing_left": getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=np.uint8)),
-                "value": tree.value[:, 0, 1],  # class fractions per leaf (scikit-learn >= 1.4)
-                "depth": tree.max_depth,
-            }
-        )
-    ensemble = TreeEnsemble.pack(trees, classifier.n_features_in_)
-    count = len(trees)
-
-    def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
-        if not small:
-            return classifier.predict_proba(matrix)[:, 1]
-        # Trees compare float32 features with float64 thresholds, as scikit-learn does.
-        as_float32 = matrix.astype(np.float32).astype(np.float64)
-        return ensemble.leaf_values(as_float32).sum(axis=1) / count
+        features = matrix.astype(np.float32).astype(np.float64) if float32_features else matrix
+        # (rows, 1, 1) for boosting (the positive class), (rows, 1, 2) for a forest: the last is the positive class
+        return treelite.gtil.predict(model, features, nthread=1).reshape(matrix.shape[0], -1)[:, -1]
 
     return classify
