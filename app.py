@@ -20,12 +20,8 @@ for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.p
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import io
 import json
 import logging
-import math
 import os
 import pickle
 import re
@@ -39,16 +35,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from flask import Flask, Response, abort, current_app, g, render_template, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.http import HTTP_STATUS_CODES
+from flask import Flask, Response, abort, current_app, render_template, request
+from werkzeug.exceptions import HTTPException
 
 import deployment
 import compiledmodel
-from apimetrics import OTHER_LABEL, ApiMetrics, metric_method
+from apimetrics import ApiMetrics
 import requestinput
 import records
-from bufferingworker import CLOSE_CONNECTION_KEY
+from requestgate import CSV_TYPES, INTERNAL_ERROR, Answer, RequestGate, encode_json, error_payload, is_json, token_digest
 from fsutil import configure_logging
 from settings import Config, ConfigError, load_config, script_parser
 from records import DIAGNOSTICS_FILE
@@ -58,24 +53,16 @@ logger = logging.getLogger(__name__)
 ENV_CONFIG = "RISK_API_CONFIG"
 ENV_TOKEN = "API_TOKEN"
 EXTENSION = "risk_api"
-PUBLIC_ENDPOINTS = frozenset({"healthz", "index", "static"})  # the page's shell holds no data
 RETRY_FAILED_LOAD_SECONDS = 5.0
 DIAGNOSTICS_HINT = "run `python diagnostics.py` (fullprocess.py runs it after each deployment)"
-CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
 UNSUPPORTED_TYPE = "Content-Type must be application/json, text/csv or multipart/form-data"
-TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
-INTERNAL_ERROR = "internal error; the server log has the details"
 LINEAGE_KEYS = (
     "trained_at", "training_rows", "training_positives", "training_data_sha256", "training_files",
     "training_seconds", "package_versions", "python_version", "cv_folds", "random_seed",
 )
-REPEATED_SLASHES = re.compile(r"/{2,}")
 # Names of a data file used by clients written for the classic course, besides "dataset".
 DATASET_ALIASES = ("data_file", "filepath", "file_path")
 QUERY_DATASET = "data_loc"
-BODY_READ_SIZE = 64 * 1024
-DRAIN_BYTES = 1024 * 1024  # of a refused body still arriving, read so the client sees the 413, not a reset
-DRAIN_SECONDS = 0.5
 UNINFORMATIVE_NOTE = "no better than chance: this model cannot tell clients at risk from the others; do not act on its predictions alone"
 
 
@@ -249,7 +236,6 @@ def create_app(config_path: str | Path | None = None) -> Flask:
         configure_logging()
     config = load_config(config_path or os.environ.get(ENV_CONFIG) or None)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config["api_max_body_bytes"] or None  # 0: no limit
     metrics = ApiMetrics()
     token = os.environ.get(ENV_TOKEN, "")
     state = ServingState(
@@ -257,17 +243,18 @@ def create_app(config_path: str | Path | None = None) -> Flask:
         holder=ModelHolder(config, on_change=metrics.model_changed),
         diagnostics=DiagnosticsCache(config.reports_folder),
         metrics=metrics,
-        token_digest=_digest(token) if token else None,
+        token_digest=token_digest(token) if token else None,
     )
     app.extensions[EXTENSION] = state
-    app.before_request(_start_timer)
-    app.before_request(_check_token)
-    app.after_request(_record_request)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     for rule, view, methods in ROUTES:
         app.add_url_rule(rule, view_func=view, methods=methods)
-    app.wsgi_app = PredictionFastLane(app.wsgi_app, state)  # Flask's documented way to add middleware
+    # Flask's documented way to add middleware: the token, body limit and metrics of every request
+    app.wsgi_app = RequestGate(
+        app.wsgi_app, app.url_map, state.token_digest, config["api_max_body_bytes"], metrics,
+        lambda mimetype, read_body: prediction_answer(state, mimetype, read_body),
+    )
     if state.holder.get() is None:
         logger.warning("no model to serve yet (%s); predictions answer 503 until one is deployed", state.holder.last_error or "nothing deployed")
     logger.info("risk API for %s: token %s", config.path, "required" if token else "not required")
@@ -278,34 +265,6 @@ def _state() -> ServingState:
     return current_app.extensions[EXTENSION]
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
-
-
-def _start_timer() -> None:
-    g.started = time.perf_counter()
-
-
-def _check_token() -> None:
-    if request.endpoint not in PUBLIC_ENDPOINTS and not token_ok(_state(), request.headers.get("Authorization", "")):
-        abort(401, TOKEN_REQUIRED)
-
-
-def token_ok(state: ServingState, authorization: str) -> bool:
-    """True without API_TOKEN; else the header must be ``Bearer <token>`` (digests compared in constant time)."""
-    if state.token_digest is None:
-        return True
-    scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(_digest(given.strip()), state.token_digest)
-
-
-def _record_request(response: Response) -> Response:
-    endpoint = request.url_rule.rule if request.url_rule is not None else OTHER_LABEL
-    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    _state().metrics.observe(endpoint, metric_method(request.method), response.status_code, elapsed)
-    return response
-
-
 def json_response(payload: Any, status: int = 200, version: str | None = None) -> Response:
     response = current_app.response_class(encode_json(payload), status=status, mimetype="application/json")
     if version:
@@ -313,43 +272,12 @@ def json_response(payload: Any, status: int = 200, version: str | None = None) -
     return response
 
 
-def encode_json(payload: Any) -> bytes:
-    """Compact JSON; NaN or infinity (from a document on disk) become null rather than invalid JSON."""
-    try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        text = json.dumps(_finite(payload), separators=(",", ":"), allow_nan=False)
-    return (text + "\n").encode("utf-8")
-
-
-def error_payload(status: int, message: str) -> dict[str, Any]:
-    return {"error": HTTP_STATUS_CODES.get(status, "Error"), "status": status, "message": message}
-
-
-def body_limit_message(limit: int | None) -> str:
-    return f"the request body exceeds the limit of {limit} bytes (api_max_body_bytes)"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _http_error(exc: HTTPException) -> Response:
-    message = exc.description
-    if isinstance(exc, RequestEntityTooLarge) and message == RequestEntityTooLarge.description:
-        message = body_limit_message(current_app.config["MAX_CONTENT_LENGTH"])
-    response = json_response({"error": exc.name, "status": exc.code, "message": message}, exc.code or 500)
+    status = exc.code or 500
+    response = json_response(error_payload(status, exc.description or ""), status)
     for name, value in exc.get_headers():
         if name.lower() != "content-type":
             response.headers[name] = value
-    if exc.code == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="risk-api"'
     return response
 
 
@@ -520,7 +448,7 @@ def metrics_view() -> Response:
 
 
 def prediction() -> Response:
-    """POST /prediction through Flask: uploads, chunked bodies and whatever the fast lane passes on."""
+    """POST /prediction through Flask: uploads, ``?data_loc=`` and whatever the request gate passes on."""
     state = _state()
     loaded = _model()
     mimetype = request.mimetype
@@ -537,10 +465,6 @@ def prediction() -> Response:
     except requestinput.InputError as exc:
         abort(exc.status, str(exc))
     return json_response(body, version=loaded.version)
-
-
-def is_json(mimetype: str) -> bool:
-    return mimetype == "application/json" or mimetype.endswith("+json")
 
 
 def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[requestinput.Batch, str]:
@@ -748,121 +672,16 @@ def _read_dataset(path: Path, metadata: dict[str, Any], max_rows: int) -> pd.Dat
     return frame
 
 
-class PredictionFastLane:
-    """WSGI middleware in front of Flask: one path per resource, body limits whatever the framing,
-    and the fast lane for ``POST /prediction`` with a JSON or CSV body.
-
-    - Repeated slashes are merged (``//prediction`` is ``/prediction``) before anything else
-      looks at the path, so that every limit and every metric label sees the one path.
-    - A ``POST /prediction`` body is refused with 413 when it exceeds ``api_max_body_bytes``,
-      whether its length is declared or it comes chunked; a chunked body is read here, up to the
-      limit, and handed on with its length, so that no body is ever scored in part.
-    - A JSON or CSV body is then answered here with the same checks and functions as the Flask
-      view, without Flask's request and response machinery, which costs about 200 µs of a
-      single-row request's 600 µs on this machine (measured) and so bounds the requests per
-      second. Uploads and ``?data_loc=`` go to Flask.
-    """
-
-    def __init__(self, wsgi_app: Any, state: ServingState):
-        self.wsgi_app = wsgi_app
-        self.state = state
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        path = environ.get("PATH_INFO", "")
-        if "//" in path:
-            environ["PATH_INFO"] = path = REPEATED_SLASHES.sub("/", path)
-        if path != "/prediction" or environ.get("REQUEST_METHOD") != "POST":
-            return self.wsgi_app(environ, start_response)
-        started = time.perf_counter()
-        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        try:
-            answer = self._before_body(environ)
-            if answer is None:
-                if environ.get("QUERY_STRING") or not (is_json(mimetype) or mimetype in CSV_TYPES):
-                    return self.wsgi_app(environ, start_response)
-                answer = self._answer(environ, mimetype, int(environ["CONTENT_LENGTH"]))
-        except Exception:  # as Flask's handler: the details go to the log, never to the caller
-            logger.exception("unhandled error answering POST /prediction")
-            answer = 500, error_payload(500, INTERNAL_ERROR), None
-        status, payload, version = answer
-        body = encode_json(payload)
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        if version:
-            headers.append(("X-Model-Version", version))
-        if status == 401:
-            headers.append(("WWW-Authenticate", 'Bearer realm="risk-api"'))
-        start_response(f"{status} {HTTP_STATUS_CODES[status]}", headers)
-        self.state.metrics.observe("/prediction", "POST", status, time.perf_counter() - started)
-        return [body]
-
-    def _before_body(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any], None] | None:
-        """401 or 413 before the body is scored; a chunked body is read here and given a length."""
-        state = self.state
-        if not token_ok(state, environ.get("HTTP_AUTHORIZATION", "")):
-            return 401, error_payload(401, TOKEN_REQUIRED), None  # before reading a byte of the body
-        limit = state.config["api_max_body_bytes"]
-        length = environ.get("CONTENT_LENGTH", "")
-        if length.isdigit():
-            if limit and int(length) > limit:
-                environ[CLOSE_CONNECTION_KEY] = True  # its body is not read: never keep the connection
-                return 413, error_payload(413, body_limit_message(limit)), None
-            return None
-        data = read_body_within(environ, limit)
-        if data is None:
-            environ[CLOSE_CONNECTION_KEY] = True
-            return 413, error_payload(413, body_limit_message(limit)), None
-        environ["wsgi.input"] = io.BytesIO(data)
-        environ["CONTENT_LENGTH"] = str(len(data))
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
-        return None
-
-    def _answer(self, environ: dict[str, Any], mimetype: str, length: int) -> tuple[int, dict[str, Any], str | None]:
-        state = self.state
-        loaded = state.holder.get()
-        if loaded is None:
-            return 503, error_payload(503, no_model_message(state.holder)), None
-        data = environ["wsgi.input"].read(length) if length else b""
-        try:
-            batch, source = body_batch(state.config, loaded, mimetype, data)
-            return 200, prediction_body(state, loaded, batch, source), loaded.version
-        except requestinput.InputError as exc:
-            return exc.status, error_payload(exc.status, str(exc)), None
-
-
-def read_body_within(environ: dict[str, Any], limit: int) -> bytes | None:
-    """A body of undeclared length (chunked), read whole; None once it passes ``limit`` bytes (0: none).
-
-    What follows a refused body is read and dropped for a moment, up to a bound, so that the
-    client, still sending, gets the 413 rather than a reset connection.
-    """
-    stream = environ["wsgi.input"]
-    chunks, total = [], 0
-    while True:
-        chunk = stream.read(BODY_READ_SIZE)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if limit and total > limit:
-            _drain(environ, stream)
-            return None
-        chunks.append(chunk)
-
-
-def _drain(environ: dict[str, Any], stream: Any) -> None:
-    sock = environ.get("gunicorn.socket")
+def prediction_answer(state: ServingState, mimetype: str, read_body: Any) -> Answer:
+    """A JSON or CSV ``POST /prediction``, answered for the request gate without Flask (same checks, same body)."""
+    loaded = state.holder.get()
+    if loaded is None:
+        return 503, error_payload(503, no_model_message(state.holder)), None
     try:
-        if sock is not None:
-            sock.settimeout(DRAIN_SECONDS)  # a client that stops sending does not hold the thread
-        drained = 0
-        while drained < DRAIN_BYTES:
-            chunk = stream.read(BODY_READ_SIZE)
-            if not chunk:
-                return
-            drained += len(chunk)
-    except (OSError, ValueError, RuntimeError):  # the client went away or broke the framing: nothing to keep
-        return
-    except Exception as exc:  # gunicorn's own parse errors (say, bad chunk framing) are not ours to report
-        logger.debug("stopped draining a refused body: %s", exc)
+        batch, source = body_batch(state.config, loaded, mimetype, read_body())
+        return 200, prediction_body(state, loaded, batch, source), loaded.version
+    except requestinput.InputError as exc:
+        return exc.status, error_payload(exc.status, str(exc)), None
 
 
 ROUTES = (
