@@ -112,6 +112,7 @@ class RequestGate:
     ):
         self.wsgi_app = wsgi_app
         self.routes = url_map.bind("localhost")  # only paths and methods are matched: the host is not
+        self._fixed_routes: dict[tuple[str, str], tuple[str, str]] = {}  # matches of rules without variables
         self.digest = digest
         self.max_body_bytes = max_body_bytes  # 0: no limit
         self.metrics = metrics
@@ -146,10 +147,15 @@ class RequestGate:
 
     def _route(self, path: str, method: str) -> tuple[str | None, str | None]:
         """(rule, endpoint) as Flask will route the request; (None, None) for a 404, 405 or redirect."""
+        known = self._fixed_routes.get((path, method))
+        if known is not None:
+            return known
         try:
             rule, _ = self.routes.match(path, method, return_rule=True)
         except HTTPException:
             return None, None
+        if not rule.arguments:  # a fixed path: the cache holds at most one entry per rule and method
+            self._fixed_routes[(path, method)] = (rule.rule, rule.endpoint)
         return rule.rule, rule.endpoint
 
     def _answer_here(self, environ: dict[str, Any], endpoint: str | None, method: str) -> Answer | None:
