@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,6 +45,7 @@ import records
 from requestgate import CSV_TYPES, INTERNAL_ERROR, Answer, RequestGate, encode_json, error_payload, is_json, token_digest
 from fsutil import configure_logging
 from settings import Config, ConfigError, load_config, script_parser
+from tables import CSV_ERRORS, read_typed_csv
 from records import DIAGNOSTICS_FILE
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def load_model(config: Config, version: str) -> LoadedModel:
     check_frame = compiledmodel.load_check_frame(deployed.path / records.REFERENCE_FILE, deployed.metadata.get("column_kinds", {}))
     scorer = compiledmodel.build_scorer(deployed.model, schema, check_frame)
     known = compiledmodel.known_categories(deployed.model)
-    return LoadedModel(deployed, scorer, schema, known, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return LoadedModel(deployed, scorer, schema, known, records.utc_now())
 
 
 # What a corrupt or incompatible version can raise while loading; anything else is a bug.
@@ -604,7 +604,7 @@ def dataset_frame(config: Config, name: Any, metadata: dict[str, Any], max_rows:
         path = (root / name).resolve()  # follows symlinks, so a link out of the folder is refused below
         if path.parent == root and path.is_file():
             return _read_dataset(path, metadata, max_rows)
-    available = sorted({p.name for folder in folders if folder.is_dir() for p in folder.glob("*.csv") if not p.name.startswith(".")})
+    available = sorted({p.name for folder in folders for p in records.csv_files(folder)})
     raise requestinput.InputError(f"dataset: no such CSV file in the test data or ingested data folder; available: {available}")
 
 
@@ -631,7 +631,7 @@ def project_path_frame(config: Config, field: str, path: Any, metadata: dict[str
             if resolved.parent == folder and resolved.is_file():
                 return _read_dataset(resolved, metadata, max_rows)
     available = sorted(
-        os.path.relpath(p, root) for folder in folders if folder.is_dir() for p in folder.glob("*.csv") if not p.name.startswith(".")
+        os.path.relpath(p, root) for folder in folders for p in records.csv_files(folder)
     )
     raise requestinput.InputError(f"{field}: no such CSV file in the test data or ingested data folder; available: {available}")
 
@@ -662,14 +662,10 @@ def _plain_csv_name(name: str) -> bool:
 
 
 def _read_dataset(path: Path, metadata: dict[str, Any], max_rows: int) -> pd.DataFrame:
-    kinds = metadata.get("column_kinds", {})
-    text_columns = {column: str for column, kind in kinds.items() if kind != "numeric"}
     try:
-        frame = pd.read_csv(path, dtype=text_columns, encoding="utf-8-sig", nrows=max_rows + 1 if max_rows else None)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError):
+        return read_typed_csv(path, metadata.get("column_kinds", {}), nrows=max_rows + 1 if max_rows else None)
+    except CSV_ERRORS:
         raise requestinput.InputError("dataset: the file is not a readable CSV") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
 
 
 def prediction_answer(state: ServingState, mimetype: str, read_body: Any) -> Answer:

@@ -383,6 +383,19 @@ def test_a_bearer_token_guards_everything_but_healthz(deployed_project: Config, 
     assert client.get("/metrics", headers=good).status_code == 200
 
 
+def test_a_data_file_with_a_trailing_comma_on_every_data_row_is_read_as_written(client, deployed_project: Config) -> None:
+    """Data files are read by tables.read_typed_csv (index_col=False): a trailing comma must not make the
+    first column the index and shift every other column one to the left."""
+    source = deployed_project.test_data_folder / "testdata.csv"
+    lines = source.read_text().splitlines()
+    rows = "".join(line + ",\n" for line in lines[1:])  # the header without one: one field more on every row
+    (deployed_project.test_data_folder / "trailing.csv").write_text(lines[0] + "\n" + rows)
+    plain = client.post("/prediction", json={"dataset": "testdata.csv"}).get_json()["predictions"]
+    trailing = client.post("/prediction", json={"dataset": "trailing.csv"})
+    assert trailing.status_code == 200, trailing.get_data(as_text=True)
+    assert trailing.get_json()["predictions"] == plain
+
+
 def test_every_way_into_prediction_passes_the_one_token_check_and_is_counted_once(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """JSON and CSV bodies are answered by the request gate, uploads and ?data_loc= by Flask: the same
     token check refuses them all before the body is read, and each request is counted once."""
