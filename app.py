@@ -29,23 +29,22 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from flask import Flask, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 
 import deployment
 import compiledmodel
+import datafiles
 from apimetrics import ApiMetrics
 import requestinput
 import records
 from requestgate import CSV_TYPES, INTERNAL_ERROR, Answer, RequestGate, encode_json, error_payload, is_json, token_digest
 from fsutil import configure_logging
 from settings import Config, ConfigError, load_config, script_parser
-from tables import CSV_ERRORS, read_typed_csv
 from records import DIAGNOSTICS_FILE
 
 logger = logging.getLogger(__name__)
@@ -467,6 +466,18 @@ def prediction() -> Response:
     return json_response(body, version=loaded.version)
 
 
+def prediction_answer(state: ServingState, mimetype: str, read_body: Any) -> Answer:
+    """A JSON or CSV ``POST /prediction``, answered for the request gate without Flask (same checks, same body)."""
+    loaded = state.holder.get()
+    if loaded is None:
+        return 503, error_payload(503, no_model_message(state.holder)), None
+    try:
+        batch, source = body_batch(state.config, loaded, mimetype, read_body())
+        return 200, prediction_body(state, loaded, batch, source), loaded.version
+    except requestinput.InputError as exc:
+        return exc.status, error_payload(exc.status, str(exc)), None
+
+
 def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[requestinput.Batch, str]:
     """The rows of a JSON body (records, a bare list, or a named data file) or of a CSV body."""
     max_rows = config["api_max_rows"]
@@ -479,11 +490,11 @@ def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) 
     if isinstance(payload, dict) and set(payload) == {"records"}:
         return requestinput.batch_from_records(payload["records"], loaded.schema, max_rows), "records"
     if isinstance(payload, dict) and set(payload) == {"dataset"}:
-        frame = dataset_frame(config, payload["dataset"], loaded.deployed.metadata, max_rows)
+        frame = datafiles.dataset_frame(config, payload["dataset"], loaded.deployed.metadata, max_rows)
         return requestinput.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
     if isinstance(payload, dict) and len(payload) == 1 and next(iter(payload)) in DATASET_ALIASES:
         (field, path), = payload.items()
-        frame = project_path_frame(config, field, path, loaded.deployed.metadata, max_rows)
+        frame = datafiles.project_path_frame(config, field, path, loaded.deployed.metadata, max_rows)
         return requestinput.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
     raise requestinput.InputError(
         'send {"records": [...]}, a bare array of records, or {"dataset": "<file>.csv"} '
@@ -496,7 +507,7 @@ def query_batch(config: Config, loaded: LoadedModel, path: str | None, data: byt
     if data.strip():
         raise requestinput.InputError(f"name the data file either with ?{QUERY_DATASET}= or in the body, not both")
     max_rows = config["api_max_rows"]
-    frame = project_path_frame(config, QUERY_DATASET, path, loaded.deployed.metadata, max_rows)
+    frame = datafiles.project_path_frame(config, QUERY_DATASET, path, loaded.deployed.metadata, max_rows)
     return requestinput.batch_from_frame(frame, loaded.schema, max_rows)
 
 
@@ -590,94 +601,6 @@ def _json_body(data: bytes) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):  # ValueError covers bad UTF-8 and bad JSON
         raise requestinput.InputError("the body is not valid JSON") from None
-
-
-def dataset_frame(config: Config, name: Any, metadata: dict[str, Any], max_rows: int) -> pd.DataFrame:
-    """A CSV named by file name inside the test data or ingested data folder; any other path is refused."""
-    folders = [config.test_data_folder, config.output_folder]
-    if not isinstance(name, str) or not _plain_csv_name(name):
-        raise requestinput.InputError(
-            "dataset must be the name of a .csv file in the test data or ingested data folder (a plain file name: no folders, no '..')"
-        )
-    for folder in folders:
-        root = folder.resolve()
-        path = (root / name).resolve()  # follows symlinks, so a link out of the folder is refused below
-        if path.parent == root and path.is_file():
-            return _read_dataset(path, metadata, max_rows)
-    available = sorted({p.name for folder in folders for p in records.csv_files(folder)})
-    raise requestinput.InputError(f"dataset: no such CSV file in the test data or ingested data folder; available: {available}")
-
-
-def project_path_frame(config: Config, field: str, path: Any, metadata: dict[str, Any], max_rows: int) -> pd.DataFrame:
-    """A CSV named by its path relative to the project folder (``testdata/testdata.csv``), with the
-    same containment as ``dataset``: only a file directly inside the test data or ingested data
-    folder, after symlinks are resolved; a bare file name is looked up as ``dataset`` does."""
-    if not isinstance(path, str) or not _relative_csv_path(path):
-        raise requestinput.InputError(
-            f"{field} must be the path of a .csv file in the test data or ingested data folder, relative to the "
-            "project folder (for example 'testdata/testdata.csv'; no absolute paths, no '..')"
-        )
-    parts = PurePosixPath(path).parts
-    if len(parts) == 1:
-        return dataset_frame(config, parts[0], metadata, max_rows)
-    root = config.root.resolve()
-    folders = [config.test_data_folder, config.output_folder]
-    # The folder as written must be a data folder as configured (no detour through a link), and
-    # the file, its links followed, must still lie directly inside it.
-    named_folder = os.path.normpath(root / PurePosixPath(*parts[:-1]))
-    for key, folder in (("test_data_path", config.test_data_folder), ("output_folder_path", config.output_folder)):
-        if named_folder == os.path.normpath(root / config[key]):
-            resolved = (root / PurePosixPath(*parts)).resolve()
-            if resolved.parent == folder and resolved.is_file():
-                return _read_dataset(resolved, metadata, max_rows)
-    available = sorted(
-        os.path.relpath(p, root) for folder in folders for p in records.csv_files(folder)
-    )
-    raise requestinput.InputError(f"{field}: no such CSV file in the test data or ingested data folder; available: {available}")
-
-
-def _relative_csv_path(path: str) -> bool:
-    parts = PurePosixPath(path).parts
-    return (
-        bool(parts)
-        and not path.startswith("/")
-        and "\\" not in path
-        and "\x00" not in path
-        and all(part != ".." and not part.startswith(".") for part in parts)
-        and PurePosixPath(path).suffix.lower() == ".csv"
-        and len(path) <= 1024
-    )
-
-
-def _plain_csv_name(name: str) -> bool:
-    path = PurePosixPath(name)
-    return (
-        len(path.parts) == 1
-        and not name.startswith(".")
-        and "\\" not in name
-        and "\x00" not in name
-        and path.suffix.lower() == ".csv"
-        and len(name) <= 255
-    )
-
-
-def _read_dataset(path: Path, metadata: dict[str, Any], max_rows: int) -> pd.DataFrame:
-    try:
-        return read_typed_csv(path, metadata.get("column_kinds", {}), nrows=max_rows + 1 if max_rows else None)
-    except CSV_ERRORS:
-        raise requestinput.InputError("dataset: the file is not a readable CSV") from None
-
-
-def prediction_answer(state: ServingState, mimetype: str, read_body: Any) -> Answer:
-    """A JSON or CSV ``POST /prediction``, answered for the request gate without Flask (same checks, same body)."""
-    loaded = state.holder.get()
-    if loaded is None:
-        return 503, error_payload(503, no_model_message(state.holder)), None
-    try:
-        batch, source = body_batch(state.config, loaded, mimetype, read_body())
-        return 200, prediction_body(state, loaded, batch, source), loaded.version
-    except requestinput.InputError as exc:
-        return exc.status, error_payload(exc.status, str(exc)), None
 
 
 ROUTES = (
