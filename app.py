@@ -15,6 +15,12 @@ but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <toke
 Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
 paths relative to the project folder, never the server's absolute paths.
 
+Every request enters through ``requestgate.RequestGate`` (the token, the body limit, the request
+metrics), which answers JSON and CSV predictions itself through ``prediction_answer``; Flask
+answers the rest. ``requestinput.py`` turns a request's rows into a checked batch,
+``datafiles.py`` finds a data file a request names, ``compiledmodel.py`` scores the batch and
+``apimetrics.py`` keeps the Prometheus metrics.
+
 ``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
 for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).
 """
