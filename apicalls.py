@@ -23,6 +23,7 @@ from typing import Any
 import requests
 
 from fsutil import atomic_write_text, configure_logging
+from records import csv_files
 from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ class Answer:
 
 def sample_records(config: Config, rows: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
     """A few rows of the first test-data CSV, as JSON records (numbers as numbers, empty as null)."""
-    folder = config.test_data_folder
-    files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith(".")) if folder.is_dir() else []
+    files = csv_files(config.test_data_folder)
     if not files:
         return []
     with open(files[0], newline="", encoding="utf-8-sig") as handle:
@@ -79,8 +79,7 @@ def _json_value(text: str | None) -> Any:
 
 
 def sample_csv(config: Config) -> tuple[str, bytes] | None:
-    folder = config.test_data_folder
-    files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith(".")) if folder.is_dir() else []
+    files = csv_files(config.test_data_folder)
     return (files[0].name, files[0].read_bytes()) if files else None
 
 

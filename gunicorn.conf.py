@@ -3,7 +3,7 @@
 RISK_API_BIND     address to listen on (default: 127.0.0.1 and the port of the config's api_url, so
                   that apicalls.py finds it; loopback only: put a TLS proxy in front to expose it)
 RISK_API_WORKERS  worker processes (default: one per CPU core, at least 2: the work is CPU-bound,
-                  and more processes than cores measured a worse p99 latency here)
+                  so more processes than cores only queue for them and add latency)
 RISK_API_THREADS  threads per worker (default 2: a slow client or a 10,000-row request does not
                   hold a whole worker; the gthread worker also keeps connections alive)
 RISK_API_WORKER_CLASS  bufferingworker.BufferingThreadWorker (default: gthread that hands a thread only

@@ -94,7 +94,7 @@ def test_the_token_is_enforced_by_every_worker(server: str) -> None:
 
 
 def test_a_chunked_body_is_answered_like_one_of_known_length(server: str) -> None:
-    """Without Content-Length the request takes Flask's route rather than the fast lane: same answer."""
+    """A chunked body is read whole by the request gate and given its length: the same answer as with Content-Length."""
     body = json.dumps([RECORD]).encode()
     headers = {**AUTH, "Content-Type": "application/json"}
     fixed = requests.post(server + "/prediction", data=body, headers=headers, timeout=10)

@@ -1,4 +1,4 @@
-"""Helpers shared by the API, page and fast-path tests (this module holds no tests itself)."""
+"""Helpers shared by the API, page and compiled-model tests (this module holds no tests itself)."""
 from __future__ import annotations
 
 import json

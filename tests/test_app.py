@@ -4,16 +4,21 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import FixedThresholdClassifier
 
 import app as api
 import deployment
 import scoring
+import training
+from fsutil import sha256_file
+from records import MASTER_FILE, METADATA_FILE, MODEL_FILE
 from settings import Config
 from tests.test_api_support import deploy_categorical_project, rewrite_config, write_diagnostics
 
@@ -376,6 +381,67 @@ def test_a_bearer_token_guards_everything_but_healthz(deployed_project: Config, 
     assert client.get("/model", headers=good).status_code == 200
     assert client.post("/prediction", json=[GOOD], headers=good).status_code == 200
     assert client.get("/metrics", headers=good).status_code == 200
+
+
+def test_a_data_file_with_a_trailing_comma_on_every_data_row_is_read_as_written(client, deployed_project: Config) -> None:
+    """Data files are read by tables.read_typed_csv (index_col=False): a trailing comma must not make the
+    first column the index and shift every other column one to the left."""
+    source = deployed_project.test_data_folder / "testdata.csv"
+    lines = source.read_text().splitlines()
+    rows = "".join(line + ",\n" for line in lines[1:])  # the header without one: one field more on every row
+    (deployed_project.test_data_folder / "trailing.csv").write_text(lines[0] + "\n" + rows)
+    plain = client.post("/prediction", json={"dataset": "testdata.csv"}).get_json()["predictions"]
+    trailing = client.post("/prediction", json={"dataset": "trailing.csv"})
+    assert trailing.status_code == 200, trailing.get_data(as_text=True)
+    assert trailing.get_json()["predictions"] == plain
+
+
+def test_every_way_into_prediction_passes_the_one_token_check_and_is_counted_once(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON and CSV bodies are answered by the request gate, uploads and ?data_loc= by Flask: the same
+    token check refuses them all before the body is read, and each request is counted once."""
+    monkeypatch.setenv("API_TOKEN", "open-sesame")
+    client = api.create_app(deployed_project.path).test_client()
+    csv_bytes = (deployed_project.test_data_folder / "testdata.csv").read_bytes()
+    requests = {
+        "json": lambda headers: client.post("/prediction", json=[GOOD], headers=headers),
+        "csv": lambda headers: client.post("/prediction", data=csv_bytes, content_type="text/csv", headers=headers),
+        "upload": lambda headers: client.post("/prediction", data={"file": (io.BytesIO(csv_bytes), "clients.csv")}, headers=headers),
+        "data_loc": lambda headers: client.post("/prediction?data_loc=testdata/testdata.csv", headers=headers),
+    }
+    for name, send in requests.items():
+        response = send({})
+        assert_error(response, 401, "Bearer")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer"), name
+        assert send({"Authorization": "Bearer open-sesame"}).status_code == 200, name
+    text = client.get("/metrics", headers={"Authorization": "Bearer open-sesame"}).get_data(as_text=True)
+    assert 'riskapi_requests_total{endpoint="/prediction",method="POST",status="401"} 4.0' in text
+    assert 'riskapi_requests_total{endpoint="/prediction",method="POST",status="200"} 4.0' in text
+
+
+def test_a_version_that_cannot_be_compiled_is_served_by_scikit_learn(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose compiling raises (here an attribute Treelite reads and predict_proba does not, as after a
+    scikit-learn upgrade that renames one) is served by its own predict_proba: never a load failure and a 503."""
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    metadata_path = deployed_project.model_folder / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    frame = pd.read_csv(deployed_project.output_folder / MASTER_FILE, dtype={"corporation": str})
+    pipeline = training.build_pipeline("hist_gradient_boosting", metadata["features"], seed=7).set_params(classifier__max_iter=20)
+    model = FixedThresholdClassifier(pipeline, threshold=0.5, response_method="predict_proba")
+    model.fit(scoring.feature_frame(frame, metadata["features"]), frame["exited"].to_numpy())
+    del model.estimator_.named_steps["classifier"].n_features_in_
+    model_path = deployed_project.model_folder / MODEL_FILE
+    model_path.write_bytes(pickle.dumps(model))
+    metadata.update(model="hist_gradient_boosting", model_sha256=sha256_file(model_path))
+    metadata_path.write_text(json.dumps(metadata))
+    assert deployment.deploy_model(deployed_project, reason="an uncompilable model") == "v2"
+
+    client = api.create_app(deployed_project.path).test_client()  # a fresh worker: no older model to keep serving
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["model_version"] == "v2"
+    assert ready.get_json()["serving_path"] == "scikit-learn"
+    test = sample_frame(deployed_project)
+    body = client.post("/prediction", json=records(test)).get_json()
+    np.testing.assert_allclose([r["risk"] for r in body["predictions"]], expected_risk(deployed_project, test), atol=1e-12, rtol=0)
 
 
 # ----------------------------------------------------------------------------- hot reload

@@ -15,14 +15,14 @@ from sklearn.model_selection import FixedThresholdClassifier
 import compute
 import deployment
 import diagnostics
-import fastpath
+import compiledmodel
 
 import fullprocess
 import ingestion
 import ledger
 import sampledata
 import scoring
-import serving
+import requestinput
 import training
 import records
 from settings import Config
@@ -129,10 +129,10 @@ def test_a_served_blend_counts_unseen_categories(single_threaded) -> None:
     members = [(name, training.build_pipeline(name, features, seed=7)) for name in ("logistic_regression", "hist_gradient_boosting")]
     model = FixedThresholdClassifier(training.SoftVotingBlend(members), threshold=0.3, response_method="predict_proba")
     model.fit(scoring.feature_frame(train, features), train["exited"].to_numpy())
-    schema = serving.Schema(tuple(numeric), ("region",), ())
+    schema = requestinput.Schema(tuple(numeric), ("region",), ())
     frame = pd.DataFrame({**{n: [1.0, 2.0, 3.0] for n in numeric}, "region": ["never-seen", None, "region00"]})
-    batch = serving.batch_from_frame(frame, schema, max_rows=0)
-    assert fastpath.unseen_categories(fastpath.known_categories(model), batch, schema) == {"region": 1}
+    batch = requestinput.batch_from_frame(frame, schema, max_rows=0)
+    assert compiledmodel.unseen_categories(compiledmodel.known_categories(model), batch, schema) == {"region": 1}
 
 
 def test_the_cron_line_of_a_deployment_whose_reports_failed_names_the_failure(project: Config, capsys):

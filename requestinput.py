@@ -3,7 +3,7 @@
 JSON records, a CSV body or a named data file become one ``Batch``: numeric features as a float
 matrix (NaN where missing: the model imputes them), categories as text or None. Anything that does
 not fit raises ``InputError``, whose message names the field or column, never the caller's value.
-Scoring a batch is ``fastpath.py``'s job.
+Scoring a batch is ``compiledmodel.py``'s job.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tables import CATEGORICAL, NUMERIC, TEXT, read_typed_csv
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +47,14 @@ class Schema:
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], id_columns: list[str]) -> "Schema":
         features = metadata["features"]
-        return cls(tuple(features["numeric"]), tuple(features["categorical"]), tuple(id_columns))
+        return cls(tuple(features[NUMERIC]), tuple(features[CATEGORICAL]), tuple(id_columns))
 
     @property
     def features(self) -> tuple[str, ...]:
         return self.numeric + self.categorical
 
     def describe(self) -> dict[str, list[str]]:
-        return {"numeric": list(self.numeric), "categorical": list(self.categorical), "id_columns": list(self.ids)}
+        return {NUMERIC: list(self.numeric), CATEGORICAL: list(self.categorical), "id_columns": list(self.ids)}
 
 
 @dataclass
@@ -152,7 +154,7 @@ def _json_id(value: Any, name: str, index: int) -> Any:
 
 
 def read_csv_bytes(data: bytes, schema: Schema, max_columns: int = 0) -> pd.DataFrame:
-    """A CSV body read as ingestion reads files: text columns kept as text, names stripped.
+    """A CSV body read by ``tables.read_typed_csv``, as ingestion reads files: text columns kept as text, names stripped.
 
     Stricter than pandas on shape: a row with more or fewer fields than the header is refused,
     because pandas would silently take extra leading fields as an index (shifting every column)
@@ -170,15 +172,13 @@ def read_csv_bytes(data: bytes, schema: Schema, max_columns: int = 0) -> pd.Data
     if repeated:
         named = sorted(repeated & set(schema.features + schema.ids))
         raise InputError(f"the CSV header repeats {len(repeated)} column name(s)" + (f": {named}" if named else ""))
-    text_columns = {name: str for name in schema.categorical + schema.ids}
+    kinds = {name: TEXT for name in schema.categorical + schema.ids}
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=text_columns, index_col=False)
+        return read_typed_csv(io.StringIO(text), kinds)
     except pd.errors.EmptyDataError:
         raise InputError("the CSV is empty: it needs a header line and at least one row") from None
     except (pd.errors.ParserError, ValueError, OverflowError):
         raise InputError("the body is not a readable CSV") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
 
 
 def _check_shape(text: str, max_columns: int = 0) -> list[str]:
