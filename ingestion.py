@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ from fsutil import (
 )
 from settings import Config, ConfigError, load_config, script_parser
 from tables import NUMERIC, TEXT, read_typed_csv, row_hashes
-from records import DELTA_HASHES_FILE, HASHES_FILE, LAST_RUN_FILE, LATEST_BATCH_FILE, MASTER_FILE, MASTER_STATE_FILE, QUARANTINE_FOLDER
+from records import DELTA_HASHES_FILE, HASHES_FILE, LAST_RUN_FILE, LATEST_BATCH_FILE, MASTER_FILE, MASTER_STATE_FILE, QUARANTINE_FOLDER, utc_now, utc_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     result = _merge(config, pending, store, recording=True)
     result.seconds = time.perf_counter() - started
     if result.files_ingested or result.files_set_aside:  # timings of real work only, for diagnostics' execution_time()
-        atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": _now()})
+        atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": utc_now()})
     return result
 
 
@@ -314,14 +313,10 @@ def _csv_header(columns: list[str]) -> bytes:
 
 
 def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
-    entry = {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": _now()}
+    entry = {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": utc_now()}
     if source.identity != source.sha256:  # never read: what it was stands in for a hash
         entry["identity"] = source.identity
     return entry
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _read_ahead(
@@ -625,16 +620,15 @@ def _set_aside(config: Config, source: ledger.SourceFile, reason: str) -> None:
     the file is still recorded as set aside.
     """
     folder = config.output_folder / QUARANTINE_FOLDER
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     tag = source.sha256[:8] if source.sha256 else "not-read"
-    stem = _quarantine_name(f"{stamp}_{tag}_", source.name, NAME_MAX_BYTES - len(REASON_SUFFIX))
+    stem = _quarantine_name(f"{utc_stamp()}_{tag}_", source.name, NAME_MAX_BYTES - len(REASON_SUFFIX))
     try:
         if source.problem is None:
             _copy_without_widening(source, folder / stem)
         atomic_write_text(
             folder / f"{stem}{REASON_SUFFIX}",
             f"file: {ledger.text_name(source.name)}\nsha256: {source.sha256 or 'none (not read)'}\n"
-            f"set aside at: {_now()}\nreason: {reason}\n",
+            f"set aside at: {utc_now()}\nreason: {reason}\n",
         )
     except (OSError, InvalidFile) as exc:
         logger.error("could not keep a quarantine copy of %s: %s", ledger.text_name(source.name), exc)
@@ -994,7 +988,7 @@ def _record_lost(config: Config, gone: list[dict[str, Any]]) -> None:
         logger.warning("not in the rebuilt master: %s (%s)", ledger.text_name(entry["name"]), entry["why"])
         append_json_line(
             ledger.record_path(config),
-            {"name": entry["name"], "sha256": entry["sha256"], "status": ledger.STATUS_LOST, "reason": entry["why"], "ingested_at": _now()},
+            {"name": entry["name"], "sha256": entry["sha256"], "status": ledger.STATUS_LOST, "reason": entry["why"], "ingested_at": utc_now()},
         )
 
 
@@ -1028,8 +1022,7 @@ def _move_damaged_master(config: Config) -> str | None:
     master = master_path(config)
     if not master.exists():
         return None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    kept = master.with_name(f"finaldata.damaged-{stamp}.csv")
+    kept = master.with_name(f"finaldata.damaged-{utc_stamp()}.csv")
     os.replace(master, kept)
     logger.warning("kept the damaged master as %s", _shown_path(config, kept))
     return _shown_path(config, kept)
