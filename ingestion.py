@@ -184,13 +184,13 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
     judged_by_config: list[dict[str, Any]] = []  # set aside for a reason the configuration decides
-    accepted: list[_ValidatedFile] = []
+    accepted: list[FileRows] = []
     for source, parsed in _read_ahead(pending, store, config):
         entry = _entry(source, run_id)
         entry.update(getattr(source, "lineage", {}))  # a database pull (dbsource.Snapshot) names its source and watermark range
         try:
-            validated = _validated(source, parsed.result(), store, config)
-            store.register(validated)
+            file_rows = _rows_for_master(source, parsed.result(), store, config)
+            store.register(file_rows)
         except StillBeingWritten as exc:
             logger.info("%s %s: not read this run", ledger.text_name(source.name), exc)
             result.files_waiting.append(source.name)
@@ -204,17 +204,17 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
                 _set_aside(config, source, reason)
             result.files_set_aside.append(entry)
         else:
-            entry.update(status=ledger.STATUS_INGESTED, notes=validated.notes)
-            accepted.append(validated)
+            entry.update(status=ledger.STATUS_INGESTED, notes=file_rows.notes)
+            accepted.append(file_rows)
             result.files_ingested.append(entry)
         entries.append(entry)
     batches = store.take_new_rows()
-    for entry, validated, new_rows in zip(result.files_ingested, accepted, batches):
+    for entry, file_rows, new_rows in zip(result.files_ingested, accepted, batches):
         entry.update(
-            rows_read=validated.rows_read,
-            rows_missing_target=validated.rows_missing_target,
+            rows_read=file_rows.rows_read,
+            rows_missing_target=file_rows.rows_missing_target,
             rows_added=len(new_rows.frame),
-            duplicates_dropped=len(validated.frame) - len(new_rows.frame),
+            duplicates_dropped=len(file_rows.frame) - len(new_rows.frame),
         )
         logger.info("read %s: %d rows, %d new", entry["name"], entry["rows_read"], entry["rows_added"])
     batches = [b for b in batches if len(b.frame)]
@@ -270,8 +270,8 @@ def _write_latest_batch(config: Config, header: bytes, csv_body: bytes, same_as_
 
 
 @dataclass
-class _ValidatedFile:
-    """A source file that passed validation, typed to the master's schema."""
+class FileRows:
+    """The rows of a source file that passed validation, typed to the master's schema."""
 
     frame: pd.DataFrame
     # The file's data lines, kept when they map one-to-one onto the frame's rows and already
@@ -347,9 +347,11 @@ def _read_ahead(
             yield source, current
 
 
-def _validated(
+def _rows_for_master(
     source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: "_MasterStore", config: Config
-) -> _ValidatedFile:
+) -> FileRows:
+    """The file's rows with the target, typed to the master's columns and kinds; raises
+    InvalidFile (the reason recorded) for a file that cannot join the master."""
     data, frame = parsed
     if frame.empty:
         raise InvalidFile("no data rows (the file holds only a header)")
@@ -385,7 +387,7 @@ def _validated(
     store.check_target_classes(frame[config.target], config)
     if reformatted:  # the file's text differs from the values kept: write the values
         raw = None
-    return _ValidatedFile(frame, raw, rows_read, rows_missing_target, notes, kinds)
+    return FileRows(frame, raw, rows_read, rows_missing_target, notes, kinds)
 
 
 def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[int, int]) -> tuple[bytes, pd.DataFrame]:
@@ -686,7 +688,7 @@ class _MasterStore:
         self.state = state
         self.base, self.delta = base, delta
         self.base_changed = False
-        self.registered: list[tuple[_ValidatedFile, np.ndarray, np.ndarray]] = []
+        self.registered: list[tuple[FileRows, np.ndarray, np.ndarray]] = []
 
     @property
     def columns(self) -> list[str]:
@@ -755,15 +757,15 @@ class _MasterStore:
                 depends_on_config=True,
             )
 
-    def register(self, validated: _ValidatedFile) -> None:
+    def register(self, file_rows: FileRows) -> None:
         """Hash an accepted file's rows and note which the master already holds."""
         if self.state is None:
-            self._start(validated.frame)
-        for column in [c for c in self.unobserved if validated.frame[c].notna().any()]:
-            self.state["kinds"][column] = validated.kinds[column]
+            self._start(file_rows.frame)
+        for column in [c for c in self.unobserved if file_rows.frame[c].notna().any()]:
+            self.state["kinds"][column] = file_rows.kinds[column]
             self.state["unobserved"].remove(column)
-        hashes = row_hashes(validated.frame, self.kinds)
-        self.registered.append((validated, hashes, self._known(hashes)))
+        hashes = row_hashes(file_rows.frame, self.kinds)
+        self.registered.append((file_rows, hashes, self._known(hashes)))
 
     def take_new_rows(self) -> list[_NewRows]:
         """Per registered file, its rows not in the master nor in an earlier file of this run."""
@@ -774,11 +776,11 @@ class _MasterStore:
         fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~in_master
         self._remember(np.sort(hashes[fresh]))
         batches, start = [], 0
-        for validated, file_hashes, _ in self.registered:
+        for file_rows, file_hashes, _ in self.registered:
             keep = fresh[start : start + len(file_hashes)]
             start += len(file_hashes)
-            frame = validated.frame if keep.all() else validated.frame.loc[keep].reset_index(drop=True)
-            batches.append(_NewRows(frame, None if validated.raw is None else validated.raw.select(keep)))
+            frame = file_rows.frame if keep.all() else file_rows.frame.loc[keep].reset_index(drop=True)
+            batches.append(_NewRows(frame, None if file_rows.raw is None else file_rows.raw.select(keep)))
         self.registered = []
         return batches
 
