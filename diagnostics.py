@@ -51,7 +51,7 @@ import records
 from fsutil import atomic_write_json, configure_logging, read_json_lines
 from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, script_parser
 from training import installed_version
-from tables import rows_also_in
+from tables import read_typed_csv, rows_also_in
 from records import DIAGNOSTICS_FILE, PACKAGE_CACHE_FILE
 
 logger = logging.getLogger(__name__)
@@ -655,7 +655,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
     arrival = _batch_origin(config)
     origin = {"source": display_path(config, batch_file), "files": arrival["files"], "ingested_at": arrival["ingested_at"]}
     if arrival["run_id"] is None:  # the ingestion record does not say when it came: compare as before
-        frame = ingestion.read_dataset(batch_file, deployed.metadata["column_kinds"])
+        frame = read_typed_csv(batch_file, deployed.metadata["column_kinds"])
         return _compare_with_training(config, deployed, frame, {**origin, "current_on_arrival": None}, NEWEST_BATCH)
     on_arrival = version_current_on_arrival(config, arrival["run_id"], arrival["ingested_at"])
     if on_arrival is None:
@@ -670,7 +670,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
         result = _drift_skeleton(config, deployed, NEWEST_BATCH)
         result["warnings"].append(f"drift not measured: {on_arrival}, current when the newest batch arrived, cannot be loaded ({exc})")
         return result
-    frame = ingestion.read_dataset(batch_file, serving.metadata["column_kinds"])
+    frame = read_typed_csv(batch_file, serving.metadata["column_kinds"])
     return _compare_with_training(config, serving, frame, {**origin, "current_on_arrival": on_arrival}, NEWEST_BATCH)
 
 
@@ -730,7 +730,7 @@ def _compare_with_training(
     """Every drift figure of ``batch`` against the reference sample of ``reference_model``'s training data."""
     result = _drift_skeleton(config, reference_model, comparison)
     kinds = reference_model.metadata["column_kinds"]
-    reference = ingestion.read_dataset(reference_model.path / records.REFERENCE_FILE, kinds)
+    reference = read_typed_csv(reference_model.path / records.REFERENCE_FILE, kinds)
     result["reference"]["rows"] = int(len(reference))
     result["batch"] = {**origin, "rows": int(len(batch)), "rows_in_reference": rows_also_in(batch, reference, kinds)}
     # Only the newest batch is one file the cluster's workers can read for themselves.

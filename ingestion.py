@@ -134,14 +134,9 @@ def column_kinds(config: Config) -> dict[str, str]:
     return state["kinds"]
 
 
-def read_dataset(path: Path, kinds: dict[str, str]) -> pd.DataFrame:
-    """Read a CSV with text columns kept as text (an id like ``007`` must stay ``007``)."""
-    return read_typed_csv(path, kinds)
-
-
 def load_master(config: Config) -> pd.DataFrame:
     """The whole master dataset, typed as ingestion recorded it."""
-    return read_dataset(master_path(config), column_kinds(config))
+    return read_typed_csv(master_path(config), column_kinds(config))
 
 
 def load_master_since(config: Config, offset: int) -> pd.DataFrame | None:
@@ -155,7 +150,7 @@ def load_master_since(config: Config, offset: int) -> pd.DataFrame | None:
         body = handle.read()
     if not body.strip():
         return None
-    return read_dataset(io.BytesIO(header + body), column_kinds(config))
+    return read_typed_csv(io.BytesIO(header + body), column_kinds(config))
 
 
 def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = None) -> IngestionResult:
@@ -398,7 +393,7 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[in
     _require_last_line_end(data)
     lines = _limit_sizes(data, *limits)
     try:
-        frame = read_dataset(io.BytesIO(data), kinds)
+        frame = read_typed_csv(io.BytesIO(data), kinds)
     except UnicodeDecodeError as exc:
         raise InvalidFile(f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except pd.errors.EmptyDataError:
@@ -726,7 +721,7 @@ class _MasterStore:
     @classmethod
     def _rebuild(cls, config: Config, state: dict[str, Any] | None) -> "_MasterStore":
         master = master_path(config)
-        frame = read_dataset(master, state["kinds"] if state else _declared_text_kinds(config))
+        frame = read_typed_csv(master, state["kinds"] if state else _declared_text_kinds(config))
         if state is None:  # the very first run died before its state was written
             state = {"columns": list(frame.columns), "kinds": _infer_kinds(frame, config)}
             state["unobserved"] = [c for c in frame.columns if frame[c].isna().all()]

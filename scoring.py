@@ -213,7 +213,7 @@ def load_test_data(config: Config) -> pd.DataFrame:
     if not files:
         raise ScoringError(f"test_data_path: no CSV file in {folder}")
     kinds = ingestion.column_kinds(config)
-    return pd.concat([ingestion.read_dataset(path, kinds) for path in files], ignore_index=True)
+    return pd.concat([read_typed_csv(path, kinds) for path in files], ignore_index=True)
 
 
 def load_trained_model(config: Config) -> tuple[Any, dict[str, Any]]:

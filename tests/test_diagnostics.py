@@ -28,6 +28,7 @@ import scoring
 import records
 from fsutil import sha256_file
 from settings import Config, load_config
+from tables import read_typed_csv
 from tests.conftest import add_shifted_month
 
 TOP_LEVEL_KEYS = {
@@ -420,7 +421,7 @@ def test_scipy_warnings_become_notes_not_console_noise(offline_project: Config, 
     ("ks_2samp: Exact calculation unsuccessful"). The diagnostics keep it as a note; nothing is printed."""
     config = offline_project
     deployed = deployment.load_deployed_model(config)
-    reference = ingestion.read_dataset(deployed.path / records.REFERENCE_FILE, deployed.metadata["column_kinds"])
+    reference = read_typed_csv(deployed.path / records.REFERENCE_FILE, deployed.metadata["column_kinds"])
     batch = reference.copy()
     lowest = batch["lastyear_activity"].nsmallest(3).index  # the ECDFs now differ by 3/7500 at most
     batch.loc[lowest, "lastyear_activity"] = batch["lastyear_activity"].max() + 1
