@@ -858,20 +858,12 @@ def _require_whole_master(config: Config, state: dict[str, Any] | None) -> None:
 
 
 def _master_missing_message(config: Config, found: str, rows: int | None) -> str:
-    shown = _shown_path(config, master_path(config))
+    shown = config.display_path(master_path(config))
     holding = f" (the record says it holds {rows:,} rows)" if rows else ""
     return (
         f"the master dataset {shown} {found}{holding}; nothing was appended. Rebuild it from the "
         f"recorded source files with: python ingestion.py --rebuild --config {config.path}"
     )
-
-
-def _shown_path(config: Config, path: Path) -> str:
-    """A path as the project's users know it: relative to the config's folder where it can be."""
-    try:
-        return str(path.relative_to(config.root))
-    except ValueError:
-        return str(path)
 
 
 def _file_size(path: Path) -> int:
@@ -913,7 +905,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
         except MasterMissing:
             pass
         else:
-            return {"rebuilt": False, "reason": f"the master dataset {_shown_path(config, master_path(config))} is whole: nothing to rebuild"}
+            return {"rebuilt": False, "reason": f"the master dataset {config.display_path(master_path(config))} is whole: nothing to rebuild"}
     old_offsets = _drift_offsets(config)  # before the state they come from is removed
     sources, gone = _recorded_sources(config)
     # The lost ones are recorded first: a rebuild killed midway is run again, and must not
@@ -1001,7 +993,7 @@ def _recorded_sources(config: Config) -> tuple[list[ledger.SourceFile], list[dic
         try:
             digest, stat = sha256_regular_file(path)
         except FileNotFoundError:
-            gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"no longer in {_shown_path(config, config.input_folder)}"})
+            gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"no longer in {config.display_path(config.input_folder)}"})
             continue
         except OSError as exc:
             gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"cannot be read: {exc.strerror or exc}"})
@@ -1021,18 +1013,18 @@ def _move_damaged_master(config: Config) -> str | None:
         return None
     kept = master.with_name(f"finaldata.damaged-{utc_stamp()}.csv")
     os.replace(master, kept)
-    logger.warning("kept the damaged master as %s", _shown_path(config, kept))
-    return _shown_path(config, kept)
+    logger.warning("kept the damaged master as %s", config.display_path(kept))
+    return config.display_path(kept)
 
 
 def retry_file(config: Config, name: str) -> IngestionResult:
     """Read one file of the input folder again now, whatever the record says about it
     (unless it is already ingested with this content)."""
     if not name or "/" in name or name in (".", ".."):
-        raise RetryRefused(f"{name!r} is not a file name: give the name of a file in {_shown_path(config, config.input_folder)}")
+        raise RetryRefused(f"{name!r} is not a file name: give the name of a file in {config.display_path(config.input_folder)}")
     source = ledger.source_file(config, name)
     if source is None:
-        raise RetryRefused(f"{ledger.text_name(name)} is not in {_shown_path(config, config.input_folder)} (or is still being written)")
+        raise RetryRefused(f"{ledger.text_name(name)} is not in {config.display_path(config.input_folder)} (or is still being written)")
     latest = ledger.latest_entries(config).get((source.name, source.identity))
     if latest is not None and latest["status"] == ledger.STATUS_INGESTED:
         raise RetryRefused(f"{ledger.text_name(name)} is already ingested with this content: nothing to retry")
