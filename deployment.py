@@ -632,9 +632,9 @@ def _assemble(config: Config, incoming: Path) -> dict[str, str]:
 
 def _reference_sample(config: Config) -> bytes:
     """A seeded sample of the training data, kept so drift can be measured against it later."""
-    import ingestion  # pandas, only needed when deploying
+    import masterstore  # pandas, only needed when deploying
 
-    master = ingestion.load_master(config)
+    master = masterstore.load_master(config)
     limit = config["reference_sample_rows"]
     if limit and len(master) > limit:
         master = master.sample(n=limit, random_state=config["random_seed"]).sort_index()

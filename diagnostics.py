@@ -46,6 +46,7 @@ import deployment
 import drift
 import ingestion
 import ledger
+import masterstore
 import scoring
 import records
 from fsutil import atomic_write_json, configure_logging, read_json_lines
@@ -148,7 +149,7 @@ def dataframe_summary(config: Config, data: pd.DataFrame | None = None) -> dict[
     ``drop_columns``) get counts of values only: their levels say nothing.
     """
     if data is None:
-        data = ingestion.load_master(config)
+        data = masterstore.load_master(config)
     identifiers = set(config.excluded_columns)
     numeric, categorical, other = {}, {}, {}
     for column in data.columns:
@@ -194,7 +195,7 @@ def _level_summary(values: pd.Series) -> dict[str, Any]:
 def missing_data(config: Config, data: pd.DataFrame | None = None) -> dict[str, Any]:
     """Per column, how many values are missing and their share of the rows (master by default)."""
     if data is None:
-        data = ingestion.load_master(config)
+        data = masterstore.load_master(config)
     rows = len(data)
     missing = data.isna().sum()
     return {
@@ -816,7 +817,7 @@ def build_diagnostics(
     caller (its audit line is written only when it ends).
     """
     version = resolve_version(config, version)  # resolved once: every part describes one version
-    master = ingestion.load_master(config)
+    master = masterstore.load_master(config)
     document = {
         "version": version,
         "generated_at": _now(),

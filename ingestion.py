@@ -4,17 +4,13 @@ Each new file is validated before it touches the master: a readable UTF-8 CSV wi
 rows, the target and every master column present, values of the master's types. A file
 that fails is copied to ``<output>/quarantine/`` with a reason file beside it and recorded,
 so it is not retried until its content changes. Accepted rows that are already in the
-master (or repeated within the batch) are dropped and counted.
-
-Cost follows the new data: the master is never re-parsed. Its rows are known by 64-bit
-hashes kept in ``row_hashes.u64``; appending copies the master's bytes to a temporary file,
-adds the new rows and renames it into place, so a reader never sees a half-written master.
+master (or repeated within the batch) are dropped and counted. The master itself, its
+schema and the row-hash index that finds those duplicates are masterstore.py's.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import logging
 import os
@@ -47,38 +43,31 @@ from fsutil import (
     run_lock,
     sha256_regular_file,
 )
+from masterstore import (
+    FileRows,
+    InvalidFile,
+    MasterMissing,
+    MasterStore,
+    RawRows,
+    coerce_types,
+    csv_header,
+    declared_text_kinds,
+    infer_kinds,
+    integer_labels,
+    master_path,
+    read_master_state,
+    require_whole_master,
+)
+from records import DELTA_HASHES_FILE, HASHES_FILE, LAST_RUN_FILE, LATEST_BATCH_FILE, MASTER_STATE_FILE, QUARANTINE_FOLDER, utc_now, utc_stamp
 from settings import Config, ConfigError, load_config, script_parser
-from tables import NUMERIC, TEXT, read_typed_csv, row_hashes
-from records import DELTA_HASHES_FILE, HASHES_FILE, LAST_RUN_FILE, LATEST_BATCH_FILE, MASTER_FILE, MASTER_STATE_FILE, QUARANTINE_FOLDER, utc_now, utc_stamp
+from tables import read_typed_csv
 
 logger = logging.getLogger(__name__)
-
-# The delta index is merged into the base once it holds this share of the base's rows, so a
-# small batch rewrites a small file, and the large one only now and then.
-DELTA_SHARE = 8
-
-
-
-class InvalidFile(ValueError):
-    """A source file that cannot be merged; the message is the reason recorded for it.
-
-    ``depends_on_config``: the reason follows from the configuration (or the master's
-    columns), so the file is judged again when they change.
-    """
-
-    def __init__(self, reason: str, depends_on_config: bool = False):
-        super().__init__(reason)
-        self.depends_on_config = depends_on_config
 
 
 class StillBeingWritten(Exception):
     """The file changed while it was being read, or went: it is not recorded, and a later
     run reads what is there then."""
-
-
-class MasterMissing(RuntimeError):
-    """The master dataset is missing or shorter than the record says. Nothing was appended;
-    the message names the recovery command (``python ingestion.py --rebuild``)."""
 
 
 class RetryRefused(ValueError):
@@ -107,52 +96,6 @@ class IngestionResult:
 lock_path = ledger.lock_path
 
 
-def master_path(config: Config) -> Path:
-    return config.output_folder / MASTER_FILE
-
-
-def read_master_state(config: Config) -> dict[str, Any] | None:
-    """Columns, their kinds, target classes, row count and byte size of the master."""
-    try:
-        state = json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        state = None
-    if not isinstance(state, dict) or not isinstance(state.get("bytes", 0), int):
-        # Derived from the master: a damaged one is made again from it, as a missing one is.
-        logger.warning("%s is damaged: it is made again from the master", MASTER_STATE_FILE)
-        return None
-    return state
-
-
-def column_kinds(config: Config) -> dict[str, str]:
-    """``{column: "numeric" | "text"}`` for the master dataset."""
-    state = read_master_state(config)
-    if state is None:
-        raise FileNotFoundError(f"no master dataset yet in {config.output_folder}: run ingestion first")
-    return state["kinds"]
-
-
-def load_master(config: Config) -> pd.DataFrame:
-    """The whole master dataset, typed as ingestion recorded it."""
-    return read_typed_csv(master_path(config), column_kinds(config))
-
-
-def load_master_since(config: Config, offset: int) -> pd.DataFrame | None:
-    """The master's rows from byte ``offset`` on (the master only ever grows); None if none."""
-    master = master_path(config)
-    if not master.exists():
-        return None
-    with open(master, "rb") as handle:
-        header = handle.readline()
-        handle.seek(max(offset, len(header)))
-        body = handle.read()
-    if not body.strip():
-        return None
-    return read_typed_csv(io.BytesIO(header + body), column_kinds(config))
-
-
 def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = None) -> IngestionResult:
     """Validate and merge every pending source file. Returns what was read and set aside.
 
@@ -163,7 +106,7 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     config.output_folder.mkdir(parents=True, exist_ok=True)
     if pending is None:
         pending = ledger.pending_files(config)
-    store = _MasterStore.open(config)
+    store = MasterStore.open(config)
     result = _merge(config, pending, store, recording=True)
     result.seconds = time.perf_counter() - started
     if result.files_ingested or result.files_set_aside:  # timings of real work only, for diagnostics' execution_time()
@@ -171,7 +114,7 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     return result
 
 
-def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStore", recording: bool) -> IngestionResult:
+def _merge(config: Config, pending: list[ledger.SourceFile], store: MasterStore, recording: bool) -> IngestionResult:
     """Judge each file and append the new rows of those accepted to the master. With
     ``recording`` (every run but a rebuild) each file judged gets a record entry, the
     rejected ones a quarantine copy, and the rows added become ``latest_batch.csv``."""
@@ -222,7 +165,7 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
         first_batch = store.state is None or not master_path(config).exists()
         store.append(csv_body, result.rows_added, result.new_batches)
         if recording:
-            _write_latest_batch(config, _csv_header(store.columns), csv_body, same_as_master=first_batch)
+            _write_latest_batch(config, csv_header(store.columns), csv_body, same_as_master=first_batch)
     if recording:
         # What they were judged under: the configuration, and the master's columns as this
         # run leaves them (they are fixed once set, so earlier files were judged under them too).
@@ -264,49 +207,6 @@ def _write_latest_batch(config: Config, header: bytes, csv_body: bytes, same_as_
     os.replace(staging, target)
 
 
-@dataclass
-class FileRows:
-    """The rows of a source file that passed validation, typed to the master's schema."""
-
-    frame: pd.DataFrame
-    # The file's data lines, kept when they map one-to-one onto the frame's rows and already
-    # hold the master's columns in order: then accepted rows are appended as the original
-    # bytes, which is much cheaper than formatting them again with to_csv.
-    raw: _RawRows | None
-    rows_read: int
-    rows_missing_target: int
-    notes: list[str]
-    kinds: dict[str, str]
-
-
-@dataclass
-class _NewRows:
-    frame: pd.DataFrame
-    raw: _RawRows | None
-
-    def csv_body(self) -> bytes:
-        if self.raw is not None:
-            return self.raw.body
-        return self.frame.to_csv(header=False, index=False, lineterminator="\n").encode("utf-8")
-
-
-class _RawRows:
-    """A file's data lines, one per parsed row, kept as bytes so they can be appended as is."""
-
-    def __init__(self, body: bytes):
-        self.body = body if body.endswith(b"\n") else body + b"\n"
-
-    def select(self, keep: np.ndarray) -> _RawRows:
-        """Only the lines of the rows kept (split into lines only when something is dropped)."""
-        if keep.all():
-            return self
-        return _RawRows(b"\n".join(itertools.compress(self.body.splitlines(), keep)))
-
-
-def _csv_header(columns: list[str]) -> bytes:
-    return pd.DataFrame(columns=columns).to_csv(index=False, lineterminator="\n").encode("utf-8")
-
-
 def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
     entry = {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": utc_now()}
     if source.identity != source.sha256:  # never read: what it was stands in for a hash
@@ -315,7 +215,7 @@ def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
 
 
 def _read_ahead(
-    pending: list[ledger.SourceFile], store: "_MasterStore", config: Config
+    pending: list[ledger.SourceFile], store: MasterStore, config: Config
 ) -> Iterator[tuple[ledger.SourceFile, Future]]:
     """Each pending file with its parse, the next file being parsed while the caller checks
     and hashes this one (pandas' parser releases the GIL, so the two overlap on two cores).
@@ -335,7 +235,7 @@ def _read_ahead(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
         upcoming: Future | None = None
         for index, source in enumerate(pending):
-            current = upcoming or submit(source, store.kinds or _declared_text_kinds(config))
+            current = upcoming or submit(source, store.kinds or declared_text_kinds(config))
             upcoming = None
             if store.state is not None and index + 1 < len(pending):
                 upcoming = submit(pending[index + 1], store.kinds)
@@ -343,7 +243,7 @@ def _read_ahead(
 
 
 def _rows_for_master(
-    source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: "_MasterStore", config: Config
+    source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: MasterStore, config: Config
 ) -> FileRows:
     """The file's rows with the target, typed to the master's columns and kinds; raises
     InvalidFile (the reason recorded) for a file that cannot join the master."""
@@ -355,7 +255,7 @@ def _rows_for_master(
     notes = []
     # Until a first file is accepted there is no master schema: this file proposes one.
     columns = store.columns or list(frame.columns)
-    kinds = store.kinds or _infer_kinds(frame, config)
+    kinds = store.kinds or infer_kinds(frame, config)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InvalidFile(f"missing column(s) {missing} that the master dataset has", depends_on_config=True)
@@ -366,7 +266,7 @@ def _rows_for_master(
     kinds = _settle_unobserved(frame, kinds, store, config)
     if list(frame.columns) != columns:
         frame = frame.reindex(columns=columns)  # a new frame of the master's columns, in order
-    frame, reformatted = _coerce_types(frame, kinds)
+    frame, reformatted = coerce_types(frame, kinds)
     rows_read = len(frame)
     keep = _rows_with_target(frame, config.target)
     rows_missing_target = int((~keep).sum())
@@ -376,7 +276,7 @@ def _rows_for_master(
         raw = None if raw is None else raw.select(keep)
     if frame.empty:
         raise InvalidFile(f"every row lacks a value for the target {config.target!r}", depends_on_config=True)
-    labels = _integer_labels(frame[config.target])
+    labels = integer_labels(frame[config.target])
     reformatted |= labels.dtype != frame[config.target].dtype
     frame[config.target] = labels
     store.check_target_classes(frame[config.target], config)
@@ -515,7 +415,7 @@ def _refuse_other_formats(data: bytes) -> None:
                 raise InvalidFile(f"the header is separated by {name}; files must be comma-separated CSV")
 
 
-def _data_lines(data: bytes, rows: int) -> _RawRows | None:
+def _data_lines(data: bytes, rows: int) -> RawRows | None:
     """The file's data lines if each is exactly one row (no quoted line breaks, no blank lines)."""
     if b"\r" in data:  # Windows line ends: the master keeps Unix ones throughout
         data = data.replace(b"\r\n", b"\n")
@@ -531,56 +431,15 @@ def _data_lines(data: bytes, rows: int) -> _RawRows | None:
         return None
     if body.count(b",") != header.count(b",") * rows:
         return None
-    return _RawRows(body)
+    return RawRows(body)
 
 
-def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFrame, bool]:
-    """Give each column its master kind. Returns the frame and whether any text changed.
-
-    Numeric columns must parse as numbers; a value that does not names its line. Text
-    columns become strings (missing stays missing), so that ``7`` in one file and ``"7"``
-    in another are the same category and the same row.
-    """
-    reformatted = False  # frame is the caller's own: assigning columns in place is safe
-    for column, kind in kinds.items():
-        values = frame[column]
-        if kind == TEXT:
-            if values.dtype != object:
-                frame[column] = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v))
-                reformatted = True
-            continue
-        if pd.api.types.is_bool_dtype(values):
-            raise InvalidFile(f"column {column!r} must be numeric but holds true/false values")
-        if pd.api.types.is_numeric_dtype(values):
-            _require_finite(column, values)
-            continue
-        text = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v).strip())
-        parsed = pd.to_numeric(text, errors="coerce")
-        bad = parsed.isna() & text.notna() & (text != "")
-        if bad.any():
-            first_line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # +1 header, +1 one-based
-            raise InvalidFile(
-                f"column {column!r} must be numeric but {int(bad.sum())} value(s) are not "
-                f"(first on line {first_line})"
-            )
-        _require_finite(column, parsed)
-        frame[column] = parsed
-        reformatted = True
-    return frame, reformatted
-
-
-def _require_finite(column: str, values: pd.Series) -> None:
-    infinite = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
-    if infinite.any():
-        raise InvalidFile(f"column {column!r} holds {int(infinite.sum())} infinite value(s) (first on line {int(np.flatnonzero(infinite)[0]) + 2})")
-
-
-def _settle_unobserved(frame: pd.DataFrame, kinds: dict[str, str], store: "_MasterStore", config: Config) -> dict[str, str]:
+def _settle_unobserved(frame: pd.DataFrame, kinds: dict[str, str], store: MasterStore, config: Config) -> dict[str, str]:
     """Give a column that has only ever been empty the kind its first real values show."""
     settled = dict(kinds)
     for column in store.unobserved:
         if column in frame.columns and frame[column].notna().any():
-            settled[column] = _infer_kinds(frame[[column]], config)[column]
+            settled[column] = infer_kinds(frame[[column]], config)[column]
     return settled
 
 
@@ -589,20 +448,6 @@ def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
     if frame[target].dtype == object:
         missing |= frame[target].astype(str).str.strip() == ""
     return ~missing.to_numpy()
-
-
-def label_text(value: Any) -> str:
-    """One spelling per class label: 1, 1.0 and "1" are all "1"."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _integer_labels(values: pd.Series) -> pd.Series:
-    """A gap in a 0/1 column makes pandas read it as 1.0/0.0: restore the integer labels."""
-    if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
-        return values.astype("int64")
-    return values
 
 
 REASON_SUFFIX = ".reason.txt"
@@ -654,242 +499,6 @@ def _quarantine_name(prefix: str, name: str, max_bytes: int) -> str:
     return f"{prefix}{head}...{extension}"
 
 
-def _declared_text_kinds(config: Config) -> dict[str, str]:
-    """Columns that are text whatever they look like: identifiers and declared categories."""
-    return {column: TEXT for column in config["id_columns"] + (config["categorical_columns"] or [])}
-
-
-def _infer_kinds(frame: pd.DataFrame, config: Config) -> dict[str, str]:
-    forced_text = set(_declared_text_kinds(config))
-    kinds = {}
-    for column in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
-        kinds[column] = NUMERIC if numeric and column not in forced_text else TEXT
-    if isinstance(config.positive_label, str) or isinstance(config.positive_label, bool):
-        kinds[config.target] = TEXT
-    return kinds
-
-
-class _MasterStore:
-    """The master CSV, its schema and its row hashes, recovered after a crash.
-
-    The hashes are two sorted uint64 files: a large base, memory-mapped so that opening it
-    reads nothing, and a small delta of recent rows. A run rewrites only the delta, until the
-    delta grows past 1/DELTA_SHARE of the base and is merged in.
-    """
-
-    def __init__(self, config: Config, state: dict[str, Any] | None, base: np.ndarray, delta: np.ndarray):
-        self.config = config
-        self.state = state
-        self.base, self.delta = base, delta
-        self.base_changed = False
-        self.registered: list[tuple[FileRows, np.ndarray, np.ndarray]] = []
-
-    @property
-    def columns(self) -> list[str]:
-        return self.state["columns"] if self.state else []
-
-    @property
-    def kinds(self) -> dict[str, str]:
-        return self.state["kinds"] if self.state else {}
-
-    @property
-    def unobserved(self) -> list[str]:
-        """Columns that have only ever been empty, whose kind is still open."""
-        return self.state.get("unobserved", []) if self.state else []
-
-    @classmethod
-    def open(cls, config: Config) -> "_MasterStore":
-        state = read_master_state(config)
-        master = master_path(config)
-        _require_whole_master(config, state)
-        if not master.exists():
-            return cls(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
-        base_path, delta_path = config.output_folder / HASHES_FILE, config.output_folder / DELTA_HASHES_FILE
-        consistent = (
-            state is not None
-            and master.stat().st_size == state["bytes"]
-            and _file_size(base_path) == 8 * state.get("hash_count", -1)
-            and _file_size(delta_path) == 8 * state.get("delta_count", 0)
-        )
-        if consistent:
-            return cls(config, state, _read_hashes(base_path, mapped=True), _read_hashes(delta_path))
-        # A run died between renaming the master and writing its index: rebuild from it.
-        logger.warning("master index out of date (interrupted run?); rebuilding it from %s", master)
-        return cls._rebuild(config, state)
-
-    @classmethod
-    def _rebuild(cls, config: Config, state: dict[str, Any] | None) -> "_MasterStore":
-        master = master_path(config)
-        frame = read_typed_csv(master, state["kinds"] if state else _declared_text_kinds(config))
-        if state is None:  # the very first run died before its state was written
-            state = {"columns": list(frame.columns), "kinds": _infer_kinds(frame, config)}
-            state["unobserved"] = [c for c in frame.columns if frame[c].isna().all()]
-        frame, _ = _coerce_types(frame, state["kinds"])
-        frame[config.target] = _integer_labels(frame[config.target].dropna())
-        store = cls(config, state, np.unique(row_hashes(frame, state["kinds"])), _EMPTY_HASHES)
-        store.base_changed = True
-        state["target_classes"] = sorted({label_text(v) for v in frame[config.target].dropna().unique()})
-        store._commit_state(len(frame), master.stat().st_size)
-        return store
-
-    def check_target_classes(self, target: pd.Series, config: Config) -> None:
-        classes = set(self.state["target_classes"]) if self.state else set()
-        labels = {label_text(v) for v in target.unique()}
-        if len(classes | labels) > 2:
-            raise InvalidFile(
-                f"target {config.target!r} would have {len(classes | labels)} classes "
-                f"({sorted(classes | labels)[:5]}...); a binary target is expected",
-                depends_on_config=True,
-            )
-        # With both classes seen, the positive label must be one of them: otherwise every
-        # row would count as "not at risk" and no model could be judged, ever.
-        if len(classes | labels) == 2 and label_text(config.positive_label) not in classes | labels:
-            raise InvalidFile(
-                f"positive_label {config.positive_label!r} matches none of the values of the target "
-                f"{config.target!r}, which are {sorted(classes | labels)}: set positive_label to the one "
-                "meaning \"at risk\"",
-                depends_on_config=True,
-            )
-
-    def register(self, file_rows: FileRows) -> None:
-        """Hash an accepted file's rows and note which the master already holds."""
-        if self.state is None:
-            self._start(file_rows.frame)
-        for column in [c for c in self.unobserved if file_rows.frame[c].notna().any()]:
-            self.state["kinds"][column] = file_rows.kinds[column]
-            self.state["unobserved"].remove(column)
-        hashes = row_hashes(file_rows.frame, self.kinds)
-        self.registered.append((file_rows, hashes, self._known(hashes)))
-
-    def take_new_rows(self) -> list[_NewRows]:
-        """Per registered file, its rows not in the master nor in an earlier file of this run."""
-        if not self.registered:
-            return []
-        hashes = np.concatenate([h for _, h, _ in self.registered])
-        in_master = np.concatenate([k for _, _, k in self.registered])
-        fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~in_master
-        self._remember(np.sort(hashes[fresh]))
-        batches, start = [], 0
-        for file_rows, file_hashes, _ in self.registered:
-            keep = fresh[start : start + len(file_hashes)]
-            start += len(file_hashes)
-            frame = file_rows.frame if keep.all() else file_rows.frame.loc[keep].reset_index(drop=True)
-            batches.append(_NewRows(frame, None if file_rows.raw is None else file_rows.raw.select(keep)))
-        self.registered = []
-        return batches
-
-    def _remember(self, fresh: np.ndarray) -> None:
-        """Add sorted new hashes to the delta; merge the delta into the base once it is large."""
-        # Both sorted: a stable sort of two sorted runs merges them in linear time.
-        self.delta = np.sort(np.concatenate([self.delta, fresh]), kind="stable")
-        if len(self.delta) * DELTA_SHARE > len(self.base):
-            self.base = np.sort(np.concatenate([self.base, self.delta]), kind="stable")
-            self.delta, self.base_changed = _EMPTY_HASHES, True
-
-    def _known(self, hashes: np.ndarray) -> np.ndarray:
-        """Which hashes the master already holds."""
-        order = np.argsort(hashes)
-        ordered = hashes[order]  # sorted look-ups walk the sorted index in order
-        hit = _contains(self.base, ordered) | _contains(self.delta, ordered)
-        found = np.empty(len(hashes), dtype=bool)
-        found[order] = hit
-        return found
-
-    def _start(self, frame: pd.DataFrame) -> None:
-        """The first accepted file fixes the master's columns and their kinds."""
-        self.base_changed = True
-        self.state = {
-            "columns": list(frame.columns),
-            "kinds": _infer_kinds(frame, self.config),
-            "unobserved": [c for c in frame.columns if frame[c].isna().all()],
-            "target_classes": [],
-            "rows": 0,
-            "bytes": 0,
-        }
-
-    def append(self, csv_body: bytes, rows: int, batches: list[pd.DataFrame]) -> None:
-        """Copy the master's bytes, add the new rows' lines and rename it into place."""
-        master = master_path(self.config)
-        with atomic_path(master) as tmp:
-            if master.exists():
-                shutil.copyfile(master, tmp)
-                with open(tmp, "ab") as handle:
-                    handle.write(csv_body)
-            else:
-                tmp.write_bytes(_csv_header(self.columns) + csv_body)
-            size = tmp.stat().st_size
-        target = self.config.target
-        classes = set(self.state["target_classes"]).union(*({label_text(v) for v in b[target].unique()} for b in batches))
-        self.state["target_classes"] = sorted(classes)
-        self._commit_state(self.state["rows"] + rows, size)
-
-    def _commit_state(self, rows: int, size: int) -> None:
-        # The state is written last and names every count: a crash before it is detected by
-        # open() as a mismatch, and the index is rebuilt from the master.
-        if self.base_changed:
-            with atomic_path(self.config.output_folder / HASHES_FILE) as tmp:
-                np.asarray(self.base).tofile(tmp)
-        with atomic_path(self.config.output_folder / DELTA_HASHES_FILE) as tmp:
-            self.delta.tofile(tmp)
-        self.state.update(rows=rows, bytes=size, hash_count=len(self.base), delta_count=len(self.delta))
-        atomic_write_json(self.config.output_folder / MASTER_STATE_FILE, self.state)
-
-
-_EMPTY_HASHES = np.empty(0, dtype=np.uint64)
-
-
-def _require_whole_master(config: Config, state: dict[str, Any] | None) -> None:
-    """Raise MasterMissing when the master is missing or shorter than recorded.
-
-    The master only ever grows, renamed into place whole, so either means it was deleted
-    or damaged from outside. Appending to it would silently restart it from the next batch.
-    """
-    master = master_path(config)
-    size = _file_size(master) if master.exists() else None
-    if state is not None and state.get("bytes", 0) and (size is None or size < state["bytes"]):
-        found = "is missing" if size is None else f"is {size:,} bytes, shorter than the {state['bytes']:,} recorded"
-        raise MasterMissing(_master_missing_message(config, found, state.get("rows")))
-    if state is None and size is None:  # the state went too: the record still knows
-        latest = ledger.latest_entries(config).values()
-        recorded = [e for e in latest if e["status"] == ledger.STATUS_INGESTED and e.get("rows_added")]
-        if recorded:
-            raise MasterMissing(_master_missing_message(config, "is missing", sum(e["rows_added"] for e in recorded)))
-
-
-def _master_missing_message(config: Config, found: str, rows: int | None) -> str:
-    shown = config.display_path(master_path(config))
-    holding = f" (the record says it holds {rows:,} rows)" if rows else ""
-    return (
-        f"the master dataset {shown} {found}{holding}; nothing was appended. Rebuild it from the "
-        f"recorded source files with: python ingestion.py --rebuild --config {config.path}"
-    )
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_hashes(path: Path, mapped: bool = False) -> np.ndarray:
-    if _file_size(path) == 0:
-        return _EMPTY_HASHES
-    return np.memmap(path, dtype=np.uint64, mode="r") if mapped else np.fromfile(path, dtype=np.uint64)
-
-
-def _contains(sorted_hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:
-    """Membership of sorted ``ordered`` values in ``sorted_hashes``."""
-    if not len(sorted_hashes):
-        return np.zeros(len(ordered), dtype=bool)
-    position = np.searchsorted(sorted_hashes, ordered)
-    inside = position < len(sorted_hashes)
-    hit = np.zeros(len(ordered), dtype=bool)
-    hit[inside] = sorted_hashes[position[inside]] == ordered[inside]
-    return hit
-
-
 def rebuild_master(config: Config) -> dict[str, Any]:
     """Make the master again from the recorded source files whose content still matches.
 
@@ -901,7 +510,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
     started = time.perf_counter()
     if master_path(config).exists():
         try:
-            _require_whole_master(config, read_master_state(config))
+            require_whole_master(config, read_master_state(config))
         except MasterMissing:
             pass
         else:
@@ -914,7 +523,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
     kept_as = _move_damaged_master(config)
     for name in (MASTER_STATE_FILE, HASHES_FILE, DELTA_HASHES_FILE):
         (config.output_folder / name).unlink(missing_ok=True)
-    store = _MasterStore(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
+    store = MasterStore.empty(config)
     result = _merge(config, sources, store, recording=False)
     invalid = [{"name": e["name"], "sha256": e["sha256"], "why": f"no longer valid: {e['reason']}"} for e in result.files_set_aside]
     _record_lost(config, invalid)

@@ -23,6 +23,7 @@ import drift
 import fullprocess
 import ingestion
 import ledger
+import masterstore
 import sampledata
 import scoring
 import records
@@ -247,7 +248,7 @@ def test_drift_with_no_batch_yet(offline_project: Config):
 
 
 def test_summary_of_the_master_dataset(offline_project: Config):
-    master = ingestion.load_master(offline_project)
+    master = masterstore.load_master(offline_project)
     summary = diagnostics.dataframe_summary(offline_project)
     assert summary["rows"] == len(master) == 7500
     stats = summary["numeric"]["number_of_employees"]
@@ -317,7 +318,7 @@ def test_execution_time_comes_from_recorded_runs(offline_project: Config):
 @pytest.mark.slow
 def test_measuring_execution_time_leaves_live_data_alone(offline_project: Config):
     config = offline_project
-    watched = [ingestion.master_path(config), config.output_folder / records.LAST_RUN_FILE, records.audit_path(config)]
+    watched = [masterstore.master_path(config), config.output_folder / records.LAST_RUN_FILE, records.audit_path(config)]
     before = {path: sha256_file(path) for path in watched}
     versions = deployment.version_names(config)
     measured = diagnostics.execution_time(config, measure=True)["measured"]
