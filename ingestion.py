@@ -93,9 +93,6 @@ class IngestionResult:
         }
 
 
-lock_path = ledger.lock_path
-
-
 def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = None) -> IngestionResult:
     """Validate and merge every pending source file. Returns what was read and set aside.
 
@@ -650,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         config = load_config(args.config)
-        with run_lock(lock_path(config)):
+        with run_lock(ledger.lock_path(config)):
             if args.rebuild:
                 output = rebuild_master(config)
             elif args.retry is not None:

@@ -15,6 +15,7 @@ import deployment
 import fsutil
 import fullprocess
 import ingestion
+import ledger
 import masterstore
 import sampledata
 import records
@@ -100,7 +101,7 @@ def test_set_aside_files_are_named_in_the_audit(deployed_project: Config) -> Non
 
 def test_a_held_lock_makes_the_run_log_and_exit_zero(deployed_project: Config) -> None:
     add_shifted_batch(deployed_project)
-    with run_lock(ingestion.lock_path(deployed_project)):
+    with run_lock(ledger.lock_path(deployed_project)):
         assert run(deployed_project) == 0
     record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "locked_out"
