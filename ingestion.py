@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import deployment
 import ledger
 import records
 from fsutil import (
@@ -540,8 +541,6 @@ def rebuild_master(config: Config) -> dict[str, Any]:
 
 def _drift_offsets(config: Config) -> tuple[int, int, int]:
     """(master size, judged, seen): the byte offsets the drift decisions recorded."""
-    import deployment  # stdlib only; it imports ingestion only inside its functions
-
     return ledger.master_bytes(config), deployment.judged_offset(config), records.read_checkpoint(config)[1]
 
 
@@ -549,8 +548,6 @@ def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -
     """Offsets into the old master mean nothing in a rebuilt (perhaps smaller) one: keep the
     rows not yet judged at the end as not judged, mark the deployed versions' recorded sizes
     void, so that no row added later is taken as already judged."""
-    import deployment
-
     if not old_size:
         return
     new_size = ledger.master_bytes(config)
