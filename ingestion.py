@@ -212,6 +212,9 @@ def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
     return entry
 
 
+# --- reading one file: its bytes, their size limits, the CSV parse ----------------------------
+
+
 def _read_ahead(
     pending: list[ledger.SourceFile], store: MasterStore, config: Config
 ) -> Iterator[tuple[ledger.SourceFile, Future]]:
@@ -238,49 +241,6 @@ def _read_ahead(
             if store.state is not None and index + 1 < len(pending):
                 upcoming = submit(pending[index + 1], store.kinds)
             yield source, current
-
-
-def _rows_for_master(
-    source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: MasterStore, config: Config
-) -> FileRows:
-    """The file's rows with the target, typed to the master's columns and kinds; raises
-    InvalidFile (the reason recorded) for a file that cannot join the master."""
-    data, frame = parsed
-    if frame.empty:
-        raise InvalidFile("no data rows (the file holds only a header)")
-    if config.target not in frame.columns:
-        raise InvalidFile(f"target column {config.target!r} is missing", depends_on_config=True)
-    notes = []
-    # Until a first file is accepted there is no master schema: this file proposes one.
-    columns = store.columns or list(frame.columns)
-    kinds = store.kinds or infer_kinds(frame, config)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise InvalidFile(f"missing column(s) {missing} that the master dataset has", depends_on_config=True)
-    extra = [c for c in frame.columns if c not in columns]
-    if extra:
-        notes.append(f"ignored column(s) not in the master dataset: {extra}")
-    raw = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
-    kinds = _settle_unobserved(frame, kinds, store, config)
-    if list(frame.columns) != columns:
-        frame = frame.reindex(columns=columns)  # a new frame of the master's columns, in order
-    frame, reformatted = coerce_types(frame, kinds)
-    rows_read = len(frame)
-    keep = _rows_with_target(frame, config.target)
-    rows_missing_target = int((~keep).sum())
-    if rows_missing_target:
-        notes.append(f"{rows_missing_target} row(s) without a target value were not added")
-        frame = frame.loc[keep].reset_index(drop=True)
-        raw = None if raw is None else raw.select(keep)
-    if frame.empty:
-        raise InvalidFile(f"every row lacks a value for the target {config.target!r}", depends_on_config=True)
-    labels = integer_labels(frame[config.target])
-    reformatted |= labels.dtype != frame[config.target].dtype
-    frame[config.target] = labels
-    store.check_target_classes(frame[config.target], config)
-    if reformatted:  # the file's text differs from the values kept: write the values
-        raw = None
-    return FileRows(frame, raw, rows_read, rows_missing_target, notes, kinds)
 
 
 def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[int, int]) -> tuple[bytes, pd.DataFrame]:
@@ -413,6 +373,68 @@ def _refuse_other_formats(data: bytes) -> None:
                 raise InvalidFile(f"the header is separated by {name}; files must be comma-separated CSV")
 
 
+# --- checking one file against the master, typing its rows ------------------------------------
+
+
+def _rows_for_master(
+    source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: MasterStore, config: Config
+) -> FileRows:
+    """The file's rows with the target, typed to the master's columns and kinds; raises
+    InvalidFile (the reason recorded) for a file that cannot join the master."""
+    data, frame = parsed
+    if frame.empty:
+        raise InvalidFile("no data rows (the file holds only a header)")
+    if config.target not in frame.columns:
+        raise InvalidFile(f"target column {config.target!r} is missing", depends_on_config=True)
+    notes = []
+    # Until a first file is accepted there is no master schema: this file proposes one.
+    columns = store.columns or list(frame.columns)
+    kinds = store.kinds or infer_kinds(frame, config)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InvalidFile(f"missing column(s) {missing} that the master dataset has", depends_on_config=True)
+    extra = [c for c in frame.columns if c not in columns]
+    if extra:
+        notes.append(f"ignored column(s) not in the master dataset: {extra}")
+    raw = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
+    kinds = _settle_unobserved(frame, kinds, store, config)
+    if list(frame.columns) != columns:
+        frame = frame.reindex(columns=columns)  # a new frame of the master's columns, in order
+    frame, reformatted = coerce_types(frame, kinds)
+    rows_read = len(frame)
+    keep = _rows_with_target(frame, config.target)
+    rows_missing_target = int((~keep).sum())
+    if rows_missing_target:
+        notes.append(f"{rows_missing_target} row(s) without a target value were not added")
+        frame = frame.loc[keep].reset_index(drop=True)
+        raw = None if raw is None else raw.select(keep)
+    if frame.empty:
+        raise InvalidFile(f"every row lacks a value for the target {config.target!r}", depends_on_config=True)
+    labels = integer_labels(frame[config.target])
+    reformatted |= labels.dtype != frame[config.target].dtype
+    frame[config.target] = labels
+    store.check_target_classes(frame[config.target], config)
+    if reformatted:  # the file's text differs from the values kept: write the values
+        raw = None
+    return FileRows(frame, raw, rows_read, rows_missing_target, notes, kinds)
+
+
+def _settle_unobserved(frame: pd.DataFrame, kinds: dict[str, str], store: MasterStore, config: Config) -> dict[str, str]:
+    """Give a column that has only ever been empty the kind its first real values show."""
+    settled = dict(kinds)
+    for column in store.unobserved:
+        if column in frame.columns and frame[column].notna().any():
+            settled[column] = infer_kinds(frame[[column]], config)[column]
+    return settled
+
+
+def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
+    missing = frame[target].isna()
+    if frame[target].dtype == object:
+        missing |= frame[target].astype(str).str.strip() == ""
+    return ~missing.to_numpy()
+
+
 def _data_lines(data: bytes, rows: int) -> RawRows | None:
     """The file's data lines if each is exactly one row (no quoted line breaks, no blank lines)."""
     if b"\r" in data:  # Windows line ends: the master keeps Unix ones throughout
@@ -432,20 +454,7 @@ def _data_lines(data: bytes, rows: int) -> RawRows | None:
     return RawRows(body)
 
 
-def _settle_unobserved(frame: pd.DataFrame, kinds: dict[str, str], store: MasterStore, config: Config) -> dict[str, str]:
-    """Give a column that has only ever been empty the kind its first real values show."""
-    settled = dict(kinds)
-    for column in store.unobserved:
-        if column in frame.columns and frame[column].notna().any():
-            settled[column] = infer_kinds(frame[[column]], config)[column]
-    return settled
-
-
-def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
-    missing = frame[target].isna()
-    if frame[target].dtype == object:
-        missing |= frame[target].astype(str).str.strip() == ""
-    return ~missing.to_numpy()
+# --- setting a file aside ---------------------------------------------------------------------
 
 
 REASON_SUFFIX = ".reason.txt"
@@ -495,6 +504,9 @@ def _quarantine_name(prefix: str, name: str, max_bytes: int) -> str:
     head_room = room - len(extension.encode()) - len("...")
     head = clean.encode()[:head_room].decode("utf-8", "ignore")
     return f"{prefix}{head}...{extension}"
+
+
+# --- rebuilding a missing or damaged master ---------------------------------------------------
 
 
 def rebuild_master(config: Config) -> dict[str, Any]:
@@ -618,6 +630,9 @@ def _move_damaged_master(config: Config) -> str | None:
     os.replace(master, kept)
     logger.warning("kept the damaged master as %s", config.display_path(kept))
     return config.display_path(kept)
+
+
+# --- reading one file again, and the command line ---------------------------------------------
 
 
 def retry_file(config: Config, name: str) -> IngestionResult:
