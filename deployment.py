@@ -35,7 +35,7 @@ from fsutil import (
     LockBusy,
     append_json_line,
     before_change,
-    configure_logging,
+    install_log_handlers,
     fsync_dir,
     read_json_lines,
     run_lock,
@@ -802,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, option)
         if value is not None and not value.strip():
             parser.error(f"--{option} needs a version name (vN): `make versions` lists them")
-    configure_logging(console_tracebacks=False)
+    install_log_handlers(console_tracebacks=False)
     try:
         config = load_config(args.config)
         if args.list:

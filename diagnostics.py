@@ -49,7 +49,7 @@ import ledger
 import masterstore
 import scoring
 import records
-from fsutil import atomic_write_json, configure_logging, read_json_lines
+from fsutil import atomic_write_json, install_log_handlers, read_json_lines
 from settings import Config, ConfigError, PATH_KEYS, PROJECT_DIR, load_config, script_parser
 from training import installed_version
 from tables import read_typed_csv, rows_also_in
@@ -907,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh-packages", action="store_true", help="ask the package index again, ignoring the cache")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         config = load_config(args.config)
         path = save_diagnostics(config, args.version, measure=args.measure, refresh_packages=args.refresh_packages)

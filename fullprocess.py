@@ -43,7 +43,7 @@ import records
 from fsutil import (
     LockBusy,
     append_json_line,
-    configure_logging,
+    install_log_handlers,
     remove_stale_temporaries,
     run_lock,
 )
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail_in_one_line(f"fullprocess: {exc}")
     try:
-        configure_logging(args.verbose, config.log_folder / LOG_FILE, console=interactive, console_tracebacks=False)
+        install_log_handlers(args.verbose, config.log_folder / LOG_FILE, console=interactive, console_tracebacks=False)
     except OSError as exc:
         return _fail_in_one_line(
             f"fullprocess: cannot write the log {config.log_folder / LOG_FILE}: {exc.strerror or exc}; "

@@ -39,7 +39,7 @@ from fsutil import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    configure_logging,
+    install_log_handlers,
     open_regular_file,
     run_lock,
     sha256_regular_file,
@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--rebuild", action="store_true", help="rebuild a missing or damaged master from the recorded source files")
     action.add_argument("--retry", metavar="NAME", help="read the file NAME of the input folder again now (one set aside, for example)")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         config = load_config(args.config)
         with run_lock(ledger.lock_path(config)):

@@ -27,7 +27,7 @@ import pandas as pd
 from sklearn import metrics
 
 import masterstore
-from fsutil import atomic_write_json, atomic_write_text, configure_logging
+from fsutil import atomic_write_json, atomic_write_text, install_log_handlers
 from settings import LOWER_IS_BETTER, SCORE_METRICS, Config, ConfigError, load_config, metric_gain, script_parser
 from tables import TEXT, read_typed_csv, rows_also_in
 from records import METADATA_FILE, MODEL_FILE, SCORES_FILE, SCORE_FILE
@@ -253,7 +253,7 @@ def write_scores(folder: Path, scores: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    configure_logging()
+    install_log_handlers()
     try:
         scores = score_model(load_config(args.config))
     except (ConfigError, ScoringError, FileNotFoundError) as exc:

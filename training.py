@@ -59,7 +59,7 @@ import compute
 import ledger
 import masterstore
 import preflight
-from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
+from fsutil import LockBusy, atomic_path, atomic_write_json, install_log_handlers, run_lock, sha256_file
 from records import METADATA_FILE, MODEL_FILE
 from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
 from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
@@ -702,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         config = load_config(args.config)
         preflight.check_columns(config)  # a misspelt column name fails now, naming the close matches
