@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and tempfile cost import time on the cron fast path
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
     from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)

@@ -626,7 +626,7 @@ def _move_damaged_master(config: Config) -> str | None:
     master = master_path(config)
     if not master.exists():
         return None
-    kept = master.with_name(f"finaldata.damaged-{utc_stamp()}.csv")
+    kept = master.with_name(f"{master.stem}.damaged-{utc_stamp()}.csv")
     os.replace(master, kept)
     logger.warning("kept the damaged master as %s", config.display_path(kept))
     return config.display_path(kept)

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and dataclasses cost import time on the cron fast path
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
     from typing import Any
 
 logger = logging.getLogger(__name__)
