@@ -12,7 +12,7 @@ import sampledata
 import scoring
 import serving
 import training
-from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
+from tests.conftest import add_region
 
 pytestmark = pytest.mark.usefixtures("single_threaded")
 

@@ -5,7 +5,6 @@ import html
 import json
 import math
 import os
-import shutil
 import threading
 import time
 import warnings
@@ -20,7 +19,6 @@ import pytest
 import deployment
 import diagnostics
 import drift
-import fullprocess
 import ingestion
 import ledger
 import masterstore
@@ -28,21 +26,14 @@ import sampledata
 import scoring
 import records
 from fsutil import sha256_file
-from settings import Config, load_config
+from settings import Config
 from tables import read_typed_csv
-from tests.conftest import add_shifted_month
+from tests.conftest import rewrite_config as with_settings
 
 TOP_LEVEL_KEYS = {
     "version", "generated_at", "summary_statistics", "missing_data", "execution_time",
     "outdated_packages", "data_drift", "fairness", "warnings",
 }
-
-
-def with_settings(config: Config, **values) -> Config:
-    """The same project with some config keys changed (written to its config.json)."""
-    raw = json.loads(config.path.read_text(encoding="utf-8"))
-    config.path.write_text(json.dumps({**raw, **values}), encoding="utf-8")
-    return load_config(config.path)
 
 
 @pytest.fixture
@@ -175,25 +166,6 @@ def test_the_first_version_compares_the_test_data_with_its_training_data(offline
     assert all(row["psi"] > 0 for row in result["features"])  # two samples, not one compared with itself
     assert any("no version was current" in warning for warning in result["warnings"])
     assert not any("understated" in warning for warning in result["warnings"])
-
-
-@pytest.fixture(scope="module")
-def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The deployed project after `make demo-drift`: the shifted sample month made v2."""
-    folder = tmp_path_factory.mktemp("v2") / "project"
-    shutil.copytree(deployed_template, folder, symlinks=True)
-    config = load_config(folder / "config.json")
-    add_shifted_month(config, holdout=True)
-    assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
-    return folder
-
-
-@pytest.fixture
-def v2_project(v2_template: Path, tmp_path: Path) -> Config:
-    folder = tmp_path / "project"
-    shutil.copytree(v2_template, folder, symlinks=True)
-    return load_config(folder / "config.json")
 
 
 def test_a_retrained_versions_drift_shows_the_batch_that_made_it(v2_project: Config):

@@ -15,30 +15,7 @@ import records
 import tables
 from fsutil import sha256_file
 from settings import Config
-
-HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
-
-
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
-
-
-def master_rows(config: Config) -> pd.DataFrame:
-    return masterstore.load_master(config)
-
-
-def quarantine_reasons(config: Config) -> dict[str, str]:
-    """{original file name: reason} from the quarantine folder's reason files."""
-    reasons = {}
-    for reason_file in (config.output_folder / records.QUARANTINE_FOLDER).glob("*.reason.txt"):
-        fields = dict(line.split(": ", 1) for line in reason_file.read_text().splitlines())
-        reasons[fields["file"]] = fields["reason"]
-    return reasons
+from tests.conftest import HEADER, master_rows, quarantine_reasons, write, write_config
 
 
 def test_first_run_ingests_every_sample_file(project: Config) -> None:
@@ -204,8 +181,6 @@ def test_interrupted_run_is_recovered_without_duplicates(project: Config) -> Non
 
 
 def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
-    from tests.conftest import write_config
-
     config = write_config(tmp_path, target="Risk", positive_label="bad", id_columns=["id"])
     write(config.input_folder / "a.csv", "id,Age,Saving accounts,Risk\r\n007,30,NA,good\r\n008,41,little,bad\r\n")
     config.test_data_folder.mkdir()
@@ -259,8 +234,6 @@ def test_booleans_and_infinities_in_numeric_columns_are_set_aside(project: Confi
 
 
 def test_a_column_empty_in_the_first_file_takes_its_kind_from_the_first_values(tmp_path: Path) -> None:
-    from tests.conftest import write_config
-
     config = write_config(tmp_path)
     write(config.input_folder / "a.csv", "corporation,sector,exited\nab,,1\ncd,,0\n")
     write(config.input_folder / "b.csv", "corporation,sector,exited\nef,retail,1\n")

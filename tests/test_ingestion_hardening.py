@@ -18,8 +18,7 @@ import masterstore
 import records
 from fsutil import atomic_write_text, sha256_file
 from settings import Config, ConfigError, load_config
-from tests.conftest import growing, write_config
-from tests.test_ingestion import HEADER, master_rows, quarantine_reasons, write
+from tests.conftest import HEADER, growing, master_rows, quarantine_reasons, rewrite_config, write, write_config
 
 GOOD_ROW = "goodco,3,40,10,0\n"
 NAME_MAX_BYTES = 255  # Linux file systems
@@ -31,13 +30,6 @@ def quarantine(config: Config) -> Path:
 
 def set_aside_reasons(result: ingestion.IngestionResult) -> dict[str, str]:
     return {f["name"]: f["reason"] for f in result.files_set_aside}
-
-
-def rewrite_config(config: Config, **changes) -> Config:
-    values = json.loads(config.path.read_text())
-    values.update(changes)
-    config.path.write_text(json.dumps(values))
-    return load_config(config.path)
 
 
 # -- 1. long and odd file names ------------------------------------------------------------

@@ -27,8 +27,7 @@ import serving
 import training
 import records
 from settings import Config
-from tests.conftest import growing, write_config
-from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
+from tests.conftest import add_region, growing, write_config
 
 
 def drop_new_clients(config: Config, rows: int) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 import localserver
 from settings import Config
-from tests.test_api_support import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version
+from tests.conftest import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version
 
 pytestmark = pytest.mark.slow
 
