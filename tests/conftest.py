@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -34,6 +36,17 @@ SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
 FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3, "package_check_seconds": 0}
 # settle_seconds 0: files the tests write are complete at once, so ingestion need not watch them.
 FAST_SETTINGS["settle_seconds"] = 0
+
+
+# --- what a test needs from the machine ---------------------------------------------------------
+
+
+def skip_or_fail_in_ci(reason: str) -> NoReturn:
+    """A test needs something this machine lacks (a program, a server): skip it here, but fail
+    it under CI=true, where every test must run (.ci/run installs what they need)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
 
 
 # --- files and configs ----------------------------------------------------------------------------
@@ -251,9 +264,9 @@ def deploy_uninformative_version(config: Config) -> str:
 
 
 def page_text(pdf: Path, page: int) -> str:
-    """The text of one page of a PDF, by poppler's pdftotext; skips where poppler is absent."""
+    """The text of one page of a PDF, by poppler's pdftotext (skipped where it is absent, failed under CI)."""
     if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext is absent: apt-get install poppler-utils to read the report's pages in this test")
+        skip_or_fail_in_ci("pdftotext is absent: apt-get install poppler-utils to read the report's pages in this test")
     done = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
                           check=True, capture_output=True, text=True, timeout=60)
     return " ".join(done.stdout.split())

@@ -30,6 +30,7 @@ import sampledata
 import records
 from fsutil import sha256_file
 from settings import Config, ConfigError, load_config
+from tests.conftest import skip_or_fail_in_ci
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PASSWORD_ENV = "RISK_TEST_DB_PASSWORD"
@@ -135,9 +136,7 @@ def postgres_server() -> dict[str, str]:
     url = os.environ.get("RISK_TEST_POSTGRES")
     if not url:
         message = "no PostgreSQL server given: run `eval \"$(.ci/postgres start)\"` (needs Debian's postgresql) to test against one"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI must test PostgreSQL: {message}")
-        pytest.skip(message)
+        skip_or_fail_in_ci(message)
     return {"url": url, "password": os.environ.get("RISK_TEST_POSTGRES_PASSWORD", "")}
 
 

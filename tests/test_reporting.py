@@ -18,7 +18,7 @@ import scoring
 import records
 from fsutil import sha256_file
 from settings import Config, load_config
-from tests.conftest import add_shifted_month, page_number, page_text, rewrite_config as with_settings
+from tests.conftest import add_shifted_month, page_number, page_text, rewrite_config as with_settings, skip_or_fail_in_ci
 
 REPORT_FILES = ("diagnostics.json", "confusionmatrix.png", "model_report.pdf", "model_report.json", "model_card.md")
 A4_POINTS = (595.44, 841.68)
@@ -84,7 +84,7 @@ def test_pdf_has_the_pages_the_json_lists_all_a4(reported):
 
 def test_pdf_renders_with_poppler(reported, tmp_path: Path):
     if shutil.which("pdftoppm") is None:
-        pytest.skip("pdftoppm is absent: apt-get install poppler-utils to render the report in this test")
+        skip_or_fail_in_ci("pdftoppm is absent: apt-get install poppler-utils to render the report in this test")
     _, paths = reported
     subprocess.run(["pdftoppm", "-r", "20", "-png", str(paths["report_pdf"]), str(tmp_path / "page")], check=True, timeout=60)
     images = sorted(tmp_path.glob("page-*.png"))
