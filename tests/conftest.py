@@ -130,10 +130,10 @@ def quarantine_reasons(config: Config) -> dict[str, str]:
 def add_shifted_month(config: Config, holdout: bool = False) -> None:
     """Drop the sample's shifted month into the input folder, as `make demo-drift` does; with
     ``holdout``, its labelled hold-out into the test folder too."""
-    for batch in sorted((config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv")):
+    for batch in records.csv_files(config.root / sampledata.SAMPLE_BATCH_FOLDER):
         shutil.copy(batch, config.input_folder / batch.name)
     if holdout:
-        for path in sorted((config.root / sampledata.SAMPLE_HOLDOUT_FOLDER).glob("*.csv")):
+        for path in records.csv_files(config.root / sampledata.SAMPLE_HOLDOUT_FOLDER):
             shutil.copy(path, config.test_data_folder / path.name)
 
 
