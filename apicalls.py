@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from fsutil import atomic_write_text, configure_logging
+from fsutil import atomic_write_text, install_log_handlers
 from records import csv_files
 from settings import Config, ConfigError, load_config, script_parser
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help=f"where to write the answers (default: {OUTPUT_FILE} beside the config)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each answer")
     args = parser.parse_args(argv)
-    configure_logging()
+    install_log_handlers()
     try:
         config = load_config(args.config)
     except ConfigError as exc:

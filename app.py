@@ -49,7 +49,7 @@ from apimetrics import ApiMetrics
 import requestinput
 import records
 from requestgate import CSV_TYPES, INTERNAL_ERROR, Answer, RequestGate, encode_json, error_payload, is_json, token_digest
-from fsutil import configure_logging
+from fsutil import install_log_handlers
 from settings import Config, ConfigError, load_config, script_parser
 from records import DIAGNOSTICS_FILE
 
@@ -238,7 +238,7 @@ class ServingState:
 def create_app(config_path: str | Path | None = None) -> Flask:
     """The Flask app serving the deployment of the config at ``config_path``."""
     if not logging.getLogger().handlers:
-        configure_logging()
+        install_log_handlers()
     config = load_config(config_path or os.environ.get(ENV_CONFIG) or None)
     app = Flask(__name__)
     metrics = ApiMetrics()
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser("Run the risk API on Flask's development server (production: make serve).")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    configure_logging()
+    install_log_handlers()
     try:
         app = create_app(args.config)
     except ConfigError as exc:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import ledger
-from fsutil import LockBusy, configure_logging, fsync_dir, run_lock
+from fsutil import LockBusy, fsync_dir, install_log_handlers, run_lock
 from settings import Config, ConfigError, load_config, script_parser
 
 TYPE_CHECKING = False
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser("Pull new rows from the configured databases and ingest them with any new files.")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         config = load_config(args.config)
         with run_lock(ledger.lock_path(config)):

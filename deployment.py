@@ -35,7 +35,7 @@ from fsutil import (
     LockBusy,
     append_json_line,
     before_change,
-    configure_logging,
+    install_log_handlers,
     fsync_dir,
     read_json_lines,
     run_lock,
@@ -632,9 +632,9 @@ def _assemble(config: Config, incoming: Path) -> dict[str, str]:
 
 def _reference_sample(config: Config) -> bytes:
     """A seeded sample of the training data, kept so drift can be measured against it later."""
-    import ingestion  # pandas, only needed when deploying
+    import masterstore  # pandas, only needed when deploying
 
-    master = ingestion.load_master(config)
+    master = masterstore.load_master(config)
     limit = config["reference_sample_rows"]
     if limit and len(master) > limit:
         master = master.sample(n=limit, random_state=config["random_seed"]).sort_index()
@@ -802,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, option)
         if value is not None and not value.strip():
             parser.error(f"--{option} needs a version name (vN): `make versions` lists them")
-    configure_logging(console_tracebacks=False)
+    install_log_handlers(console_tracebacks=False)
     try:
         config = load_config(args.config)
         if args.list:

@@ -34,11 +34,12 @@ import drift
 import fairness
 import ingestion
 import ledger
+import masterstore
 import scoring
 import records
-from fsutil import atomic_write_json, configure_logging, read_json_lines
+from fsutil import atomic_write_json, install_log_handlers, read_json_lines
 from settings import Config, ConfigError, PATH_KEYS, load_config, script_parser
-from tables import rows_also_in
+from tables import read_typed_csv, rows_also_in
 from records import DIAGNOSTICS_FILE, json_ready
 from packagecheck import UNKNOWN, outdated_packages_list
 from predictions import risk_and_predictions
@@ -92,7 +93,7 @@ def dataframe_summary(config: Config, data: pd.DataFrame | None = None) -> dict[
     ``drop_columns``) get counts of values only: their levels say nothing.
     """
     if data is None:
-        data = ingestion.load_master(config)
+        data = masterstore.load_master(config)
     identifiers = set(config.excluded_columns)
     numeric, categorical, other = {}, {}, {}
     for column in data.columns:
@@ -138,7 +139,7 @@ def _level_summary(values: pd.Series) -> dict[str, Any]:
 def missing_data(config: Config, data: pd.DataFrame | None = None) -> dict[str, Any]:
     """Per column, how many values are missing and their share of the rows (master by default)."""
     if data is None:
-        data = ingestion.load_master(config)
+        data = masterstore.load_master(config)
     rows = len(data)
     missing = data.isna().sum()
     return {
@@ -279,7 +280,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
     arrival = _batch_origin(config)
     origin = {"source": display_path(config, batch_file), "files": arrival["files"], "ingested_at": arrival["ingested_at"]}
     if arrival["run_id"] is None:  # the ingestion record does not say when it came: against ``version``'s training data
-        frame = ingestion.read_dataset(batch_file, deployed.metadata["column_kinds"])
+        frame = read_typed_csv(batch_file, deployed.metadata["column_kinds"])
         return _compare_with_training(config, deployed, frame, {**origin, "current_on_arrival": None}, NEWEST_BATCH)
     on_arrival = version_current_on_arrival(config, arrival["run_id"], arrival["ingested_at"])
     if on_arrival is None:
@@ -294,7 +295,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
         result = _drift_skeleton(config, deployed, NEWEST_BATCH)
         result["warnings"].append(f"drift not measured: {on_arrival}, current when the newest batch arrived, cannot be loaded ({exc})")
         return result
-    frame = ingestion.read_dataset(batch_file, serving.metadata["column_kinds"])
+    frame = read_typed_csv(batch_file, serving.metadata["column_kinds"])
     return _compare_with_training(config, serving, frame, {**origin, "current_on_arrival": on_arrival}, NEWEST_BATCH)
 
 
@@ -354,7 +355,7 @@ def _compare_with_training(
     """Every drift figure of ``batch`` against the reference sample of ``reference_model``'s training data."""
     result = _drift_skeleton(config, reference_model, comparison)
     kinds = reference_model.metadata["column_kinds"]
-    reference = ingestion.read_dataset(reference_model.path / records.REFERENCE_FILE, kinds)
+    reference = read_typed_csv(reference_model.path / records.REFERENCE_FILE, kinds)
     result["reference"]["rows"] = int(len(reference))
     result["batch"] = {**origin, "rows": int(len(batch)), "rows_in_reference": rows_also_in(batch, reference, kinds)}
     # Only the newest batch is one file the cluster's workers can read for themselves.
@@ -439,7 +440,7 @@ def build_diagnostics(
     caller (its audit line is written only when it ends).
     """
     version = resolve_version(config, version)  # resolved once: every part describes one version
-    master = ingestion.load_master(config)
+    master = masterstore.load_master(config)
     document = {
         "version": version,
         "generated_at": records.utc_now(),
@@ -511,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh-packages", action="store_true", help="ask the package index again, ignoring the cache")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         config = load_config(args.config)
         path = save_diagnostics(config, args.version, measure=args.measure, refresh_packages=args.refresh_packages)

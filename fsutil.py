@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and tempfile cost import time on the cron fast path
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
     from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
@@ -238,10 +238,12 @@ def run_lock(lock_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def configure_logging(
+def install_log_handlers(
     verbose: bool = False, log_file: Path | None = None, *, console: bool = True, console_tracebacks: bool = True
 ) -> None:
-    """Log to stderr (cron mails it) and, when given, to a file that keeps the history.
+    """Send the root logger's records to stderr (cron mails it) and, when given, to a file that
+    keeps the history, at INFO (DEBUG with ``verbose``). Handlers an earlier call installed are
+    replaced; handlers installed by others (pytest's, gunicorn's) are left alone.
 
     ``console=False``: the file only (cron mails anything written to stderr).
     ``console_tracebacks=False``: stderr gets one line per message; the file keeps the traceback.

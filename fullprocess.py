@@ -43,7 +43,7 @@ import records
 from fsutil import (
     LockBusy,
     append_json_line,
-    configure_logging,
+    install_log_handlers,
     remove_stale_temporaries,
     run_lock,
 )
@@ -229,6 +229,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
             return {**record, "decision": "no_new_data", "reason": reason}
     # Heavy imports only now that there is work to do.
     import ingestion
+    import masterstore
 
     record.update(metric=config["metric"], started_at=started_at)
     if undecided:
@@ -246,7 +247,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record.update(reason=problem, decision="no_drift")
         record.update(retrain_and_deploy(config, problem, None, record=record, kept=None))
     else:
-        new_rows = ingestion.load_master_since(config, judged) if deployed is not None else None
+        new_rows = masterstore.load_master_since(config, judged) if deployed is not None else None
         if new_rows is None or new_rows.empty:
             record.update(decision="no_new_rows", reason="the new files added no rows (set aside or duplicates)")
         elif len(new_rows) < config["drift_min_rows"]:
@@ -542,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail_in_one_line(f"fullprocess: {exc}")
     try:
-        configure_logging(args.verbose, config.log_folder / LOG_FILE, console=interactive, console_tracebacks=False)
+        install_log_handlers(args.verbose, config.log_folder / LOG_FILE, console=interactive, console_tracebacks=False)
     except OSError as exc:
         return _fail_in_one_line(
             f"fullprocess: cannot write the log {config.log_folder / LOG_FILE}: {exc.strerror or exc}; "

@@ -4,17 +4,13 @@ Each new file is validated before it touches the master: a readable UTF-8 CSV wi
 rows, the target and every master column present, values of the master's types. A file
 that fails is copied to ``<output>/quarantine/`` with a reason file beside it and recorded,
 so it is not retried until its content changes. Accepted rows that are already in the
-master (or repeated within the batch) are dropped and counted.
-
-Cost follows the new data: the master is never re-parsed. Its rows are known by 64-bit
-hashes kept in ``row_hashes.u64``; appending copies the master's bytes to a temporary file,
-adds the new rows and renames it into place, so a reader never sees a half-written master.
+master (or repeated within the batch) are dropped and counted. The master itself, its
+schema and the row-hash index that finds those duplicates are masterstore.py's.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import logging
 import os
@@ -25,13 +21,13 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+import deployment
 import ledger
 import records
 from fsutil import (
@@ -43,43 +39,36 @@ from fsutil import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    configure_logging,
+    install_log_handlers,
     open_regular_file,
     run_lock,
     sha256_regular_file,
 )
+from masterstore import (
+    FileRows,
+    InvalidFile,
+    MasterMissing,
+    MasterStore,
+    RawRows,
+    coerce_types,
+    csv_header,
+    declared_text_kinds,
+    infer_kinds,
+    integer_labels,
+    master_path,
+    read_master_state,
+    require_whole_master,
+)
+from records import DELTA_HASHES_FILE, HASHES_FILE, LAST_RUN_FILE, LATEST_BATCH_FILE, MASTER_STATE_FILE, QUARANTINE_FOLDER, utc_now, utc_stamp
 from settings import Config, ConfigError, load_config, script_parser
-from tables import NUMERIC, TEXT, read_typed_csv, row_hashes
-from records import DELTA_HASHES_FILE, HASHES_FILE, LAST_RUN_FILE, LATEST_BATCH_FILE, MASTER_FILE, MASTER_STATE_FILE, QUARANTINE_FOLDER
+from tables import read_typed_csv
 
 logger = logging.getLogger(__name__)
-
-# The delta index is merged into the base once it holds this share of the base's rows, so a
-# small batch rewrites a small file, and the large one only now and then.
-DELTA_SHARE = 8
-
-
-
-class InvalidFile(ValueError):
-    """A source file that cannot be merged; the message is the reason recorded for it.
-
-    ``depends_on_config``: the reason follows from the configuration (or the master's
-    columns), so the file is judged again when they change.
-    """
-
-    def __init__(self, reason: str, depends_on_config: bool = False):
-        super().__init__(reason)
-        self.depends_on_config = depends_on_config
 
 
 class StillBeingWritten(Exception):
     """The file changed while it was being read, or went: it is not recorded, and a later
     run reads what is there then."""
-
-
-class MasterMissing(RuntimeError):
-    """The master dataset is missing or shorter than the record says. Nothing was appended;
-    the message names the recovery command (``python ingestion.py --rebuild``)."""
 
 
 class RetryRefused(ValueError):
@@ -105,60 +94,6 @@ class IngestionResult:
         }
 
 
-lock_path = ledger.lock_path
-
-
-def master_path(config: Config) -> Path:
-    return config.output_folder / MASTER_FILE
-
-
-def read_master_state(config: Config) -> dict[str, Any] | None:
-    """Columns, their kinds, target classes, row count and byte size of the master."""
-    try:
-        state = json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        state = None
-    if not isinstance(state, dict) or not isinstance(state.get("bytes", 0), int):
-        # Derived from the master: a damaged one is made again from it, as a missing one is.
-        logger.warning("%s is damaged: it is made again from the master", MASTER_STATE_FILE)
-        return None
-    return state
-
-
-def column_kinds(config: Config) -> dict[str, str]:
-    """``{column: "numeric" | "text"}`` for the master dataset."""
-    state = read_master_state(config)
-    if state is None:
-        raise FileNotFoundError(f"no master dataset yet in {config.output_folder}: run ingestion first")
-    return state["kinds"]
-
-
-def read_dataset(path: Path, kinds: dict[str, str]) -> pd.DataFrame:
-    """Read a CSV with text columns kept as text (an id like ``007`` must stay ``007``)."""
-    return read_typed_csv(path, kinds)
-
-
-def load_master(config: Config) -> pd.DataFrame:
-    """The whole master dataset, typed as ingestion recorded it."""
-    return read_dataset(master_path(config), column_kinds(config))
-
-
-def load_master_since(config: Config, offset: int) -> pd.DataFrame | None:
-    """The master's rows from byte ``offset`` on (the master only ever grows); None if none."""
-    master = master_path(config)
-    if not master.exists():
-        return None
-    with open(master, "rb") as handle:
-        header = handle.readline()
-        handle.seek(max(offset, len(header)))
-        body = handle.read()
-    if not body.strip():
-        return None
-    return read_dataset(io.BytesIO(header + body), column_kinds(config))
-
-
 def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = None) -> IngestionResult:
     """Validate and merge every pending source file. Returns what was read and set aside.
 
@@ -169,15 +104,15 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     config.output_folder.mkdir(parents=True, exist_ok=True)
     if pending is None:
         pending = ledger.pending_files(config)
-    store = _MasterStore.open(config)
+    store = MasterStore.open(config)
     result = _merge(config, pending, store, recording=True)
     result.seconds = time.perf_counter() - started
     if result.files_ingested or result.files_set_aside:  # timings of real work only, for diagnostics' execution_time()
-        atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": _now()})
+        atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": utc_now()})
     return result
 
 
-def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStore", recording: bool) -> IngestionResult:
+def _merge(config: Config, pending: list[ledger.SourceFile], store: MasterStore, recording: bool) -> IngestionResult:
     """Judge each file and append the new rows of those accepted to the master. With
     ``recording`` (every run but a rebuild) each file judged gets a record entry, the
     rejected ones a quarantine copy, and the rows added become ``latest_batch.csv``."""
@@ -185,13 +120,13 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
     judged_by_config: list[dict[str, Any]] = []  # set aside for a reason the configuration decides
-    accepted: list[_ValidatedFile] = []
+    accepted: list[FileRows] = []
     for source, parsed in _read_ahead(pending, store, config):
         entry = _entry(source, run_id)
         entry.update(getattr(source, "lineage", {}))  # a database pull (dbsource.Snapshot) names its source and watermark range
         try:
-            validated = _validated(source, parsed.result(), store, config)
-            store.register(validated)
+            file_rows = _rows_for_master(source, parsed.result(), store, config)
+            store.register(file_rows)
         except StillBeingWritten as exc:
             logger.info("%s %s: not read this run", ledger.text_name(source.name), exc)
             result.files_waiting.append(source.name)
@@ -205,17 +140,17 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
                 _set_aside(config, source, reason)
             result.files_set_aside.append(entry)
         else:
-            entry.update(status=ledger.STATUS_INGESTED, notes=validated.notes)
-            accepted.append(validated)
+            entry.update(status=ledger.STATUS_INGESTED, notes=file_rows.notes)
+            accepted.append(file_rows)
             result.files_ingested.append(entry)
         entries.append(entry)
     batches = store.take_new_rows()
-    for entry, validated, new_rows in zip(result.files_ingested, accepted, batches):
+    for entry, file_rows, new_rows in zip(result.files_ingested, accepted, batches):
         entry.update(
-            rows_read=validated.rows_read,
-            rows_missing_target=validated.rows_missing_target,
+            rows_read=file_rows.rows_read,
+            rows_missing_target=file_rows.rows_missing_target,
             rows_added=len(new_rows.frame),
-            duplicates_dropped=len(validated.frame) - len(new_rows.frame),
+            duplicates_dropped=len(file_rows.frame) - len(new_rows.frame),
         )
         logger.info("read %s: %d rows, %d new", entry["name"], entry["rows_read"], entry["rows_added"])
     batches = [b for b in batches if len(b.frame)]
@@ -228,7 +163,7 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: "_MasterStor
         first_batch = store.state is None or not master_path(config).exists()
         store.append(csv_body, result.rows_added, result.new_batches)
         if recording:
-            _write_latest_batch(config, _csv_header(store.columns), csv_body, same_as_master=first_batch)
+            _write_latest_batch(config, csv_header(store.columns), csv_body, same_as_master=first_batch)
     if recording:
         # What they were judged under: the configuration, and the master's columns as this
         # run leaves them (they are fixed once set, so earlier files were judged under them too).
@@ -270,62 +205,18 @@ def _write_latest_batch(config: Config, header: bytes, csv_body: bytes, same_as_
     os.replace(staging, target)
 
 
-@dataclass
-class _ValidatedFile:
-    """A source file that passed validation, typed to the master's schema."""
-
-    frame: pd.DataFrame
-    # The file's data lines, kept when they map one-to-one onto the frame's rows and already
-    # hold the master's columns in order: then accepted rows are appended as the original
-    # bytes, which is much cheaper than formatting them again with to_csv.
-    raw: _RawRows | None
-    rows_read: int
-    rows_missing_target: int
-    notes: list[str]
-    kinds: dict[str, str]
-
-
-@dataclass
-class _NewRows:
-    frame: pd.DataFrame
-    raw: _RawRows | None
-
-    def csv_body(self) -> bytes:
-        if self.raw is not None:
-            return self.raw.body
-        return self.frame.to_csv(header=False, index=False, lineterminator="\n").encode("utf-8")
-
-
-class _RawRows:
-    """A file's data lines, one per parsed row, kept as bytes so they can be appended as is."""
-
-    def __init__(self, body: bytes):
-        self.body = body if body.endswith(b"\n") else body + b"\n"
-
-    def select(self, keep: np.ndarray) -> _RawRows:
-        """Only the lines of the rows kept (split into lines only when something is dropped)."""
-        if keep.all():
-            return self
-        return _RawRows(b"\n".join(itertools.compress(self.body.splitlines(), keep)))
-
-
-def _csv_header(columns: list[str]) -> bytes:
-    return pd.DataFrame(columns=columns).to_csv(index=False, lineterminator="\n").encode("utf-8")
-
-
 def _entry(source: ledger.SourceFile, run_id: str) -> dict[str, Any]:
-    entry = {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": _now()}
+    entry = {"name": source.name, "sha256": source.sha256, "size": source.size, "run_id": run_id, "ingested_at": utc_now()}
     if source.identity != source.sha256:  # never read: what it was stands in for a hash
         entry["identity"] = source.identity
     return entry
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+# --- reading one file: its bytes, their size limits, the CSV parse ----------------------------
 
 
 def _read_ahead(
-    pending: list[ledger.SourceFile], store: "_MasterStore", config: Config
+    pending: list[ledger.SourceFile], store: MasterStore, config: Config
 ) -> Iterator[tuple[ledger.SourceFile, Future]]:
     """Each pending file with its parse, the next file being parsed while the caller checks
     and hashes this one (pandas' parser releases the GIL, so the two overlap on two cores).
@@ -345,52 +236,11 @@ def _read_ahead(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
         upcoming: Future | None = None
         for index, source in enumerate(pending):
-            current = upcoming or submit(source, store.kinds or _declared_text_kinds(config))
+            current = upcoming or submit(source, store.kinds or declared_text_kinds(config))
             upcoming = None
             if store.state is not None and index + 1 < len(pending):
                 upcoming = submit(pending[index + 1], store.kinds)
             yield source, current
-
-
-def _validated(
-    source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: "_MasterStore", config: Config
-) -> _ValidatedFile:
-    data, frame = parsed
-    if frame.empty:
-        raise InvalidFile("no data rows (the file holds only a header)")
-    if config.target not in frame.columns:
-        raise InvalidFile(f"target column {config.target!r} is missing", depends_on_config=True)
-    notes = []
-    # Until a first file is accepted there is no master schema: this file proposes one.
-    columns = store.columns or list(frame.columns)
-    kinds = store.kinds or _infer_kinds(frame, config)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise InvalidFile(f"missing column(s) {missing} that the master dataset has", depends_on_config=True)
-    extra = [c for c in frame.columns if c not in columns]
-    if extra:
-        notes.append(f"ignored column(s) not in the master dataset: {extra}")
-    raw = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
-    kinds = _settle_unobserved(frame, kinds, store, config)
-    if list(frame.columns) != columns:
-        frame = frame.reindex(columns=columns)  # a new frame of the master's columns, in order
-    frame, reformatted = _coerce_types(frame, kinds)
-    rows_read = len(frame)
-    keep = _rows_with_target(frame, config.target)
-    rows_missing_target = int((~keep).sum())
-    if rows_missing_target:
-        notes.append(f"{rows_missing_target} row(s) without a target value were not added")
-        frame = frame.loc[keep].reset_index(drop=True)
-        raw = None if raw is None else raw.select(keep)
-    if frame.empty:
-        raise InvalidFile(f"every row lacks a value for the target {config.target!r}", depends_on_config=True)
-    labels = _integer_labels(frame[config.target])
-    reformatted |= labels.dtype != frame[config.target].dtype
-    frame[config.target] = labels
-    store.check_target_classes(frame[config.target], config)
-    if reformatted:  # the file's text differs from the values kept: write the values
-        raw = None
-    return _ValidatedFile(frame, raw, rows_read, rows_missing_target, notes, kinds)
 
 
 def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[int, int]) -> tuple[bytes, pd.DataFrame]:
@@ -401,7 +251,7 @@ def _read_csv(source: ledger.SourceFile, kinds: dict[str, str], limits: tuple[in
     _require_last_line_end(data)
     lines = _limit_sizes(data, *limits)
     try:
-        frame = read_dataset(io.BytesIO(data), kinds)
+        frame = read_typed_csv(io.BytesIO(data), kinds)
     except UnicodeDecodeError as exc:
         raise InvalidFile(f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     except pd.errors.EmptyDataError:
@@ -523,7 +373,69 @@ def _refuse_other_formats(data: bytes) -> None:
                 raise InvalidFile(f"the header is separated by {name}; files must be comma-separated CSV")
 
 
-def _data_lines(data: bytes, rows: int) -> _RawRows | None:
+# --- checking one file against the master, typing its rows ------------------------------------
+
+
+def _rows_for_master(
+    source: ledger.SourceFile, parsed: tuple[bytes, pd.DataFrame], store: MasterStore, config: Config
+) -> FileRows:
+    """The file's rows with the target, typed to the master's columns and kinds; raises
+    InvalidFile (the reason recorded) for a file that cannot join the master."""
+    data, frame = parsed
+    if frame.empty:
+        raise InvalidFile("no data rows (the file holds only a header)")
+    if config.target not in frame.columns:
+        raise InvalidFile(f"target column {config.target!r} is missing", depends_on_config=True)
+    notes = []
+    # Until a first file is accepted there is no master schema: this file proposes one.
+    columns = store.columns or list(frame.columns)
+    kinds = store.kinds or infer_kinds(frame, config)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InvalidFile(f"missing column(s) {missing} that the master dataset has", depends_on_config=True)
+    extra = [c for c in frame.columns if c not in columns]
+    if extra:
+        notes.append(f"ignored column(s) not in the master dataset: {extra}")
+    raw = _data_lines(data, len(frame)) if list(frame.columns) == columns else None
+    kinds = _settle_unobserved(frame, kinds, store, config)
+    if list(frame.columns) != columns:
+        frame = frame.reindex(columns=columns)  # a new frame of the master's columns, in order
+    frame, reformatted = coerce_types(frame, kinds)
+    rows_read = len(frame)
+    keep = _rows_with_target(frame, config.target)
+    rows_missing_target = int((~keep).sum())
+    if rows_missing_target:
+        notes.append(f"{rows_missing_target} row(s) without a target value were not added")
+        frame = frame.loc[keep].reset_index(drop=True)
+        raw = None if raw is None else raw.select(keep)
+    if frame.empty:
+        raise InvalidFile(f"every row lacks a value for the target {config.target!r}", depends_on_config=True)
+    labels = integer_labels(frame[config.target])
+    reformatted |= labels.dtype != frame[config.target].dtype
+    frame[config.target] = labels
+    store.check_target_classes(frame[config.target], config)
+    if reformatted:  # the file's text differs from the values kept: write the values
+        raw = None
+    return FileRows(frame, raw, rows_read, rows_missing_target, notes, kinds)
+
+
+def _settle_unobserved(frame: pd.DataFrame, kinds: dict[str, str], store: MasterStore, config: Config) -> dict[str, str]:
+    """Give a column that has only ever been empty the kind its first real values show."""
+    settled = dict(kinds)
+    for column in store.unobserved:
+        if column in frame.columns and frame[column].notna().any():
+            settled[column] = infer_kinds(frame[[column]], config)[column]
+    return settled
+
+
+def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
+    missing = frame[target].isna()
+    if frame[target].dtype == object:
+        missing |= frame[target].astype(str).str.strip() == ""
+    return ~missing.to_numpy()
+
+
+def _data_lines(data: bytes, rows: int) -> RawRows | None:
     """The file's data lines if each is exactly one row (no quoted line breaks, no blank lines)."""
     if b"\r" in data:  # Windows line ends: the master keeps Unix ones throughout
         data = data.replace(b"\r\n", b"\n")
@@ -539,78 +451,10 @@ def _data_lines(data: bytes, rows: int) -> _RawRows | None:
         return None
     if body.count(b",") != header.count(b",") * rows:
         return None
-    return _RawRows(body)
+    return RawRows(body)
 
 
-def _coerce_types(frame: pd.DataFrame, kinds: dict[str, str]) -> tuple[pd.DataFrame, bool]:
-    """Give each column its master kind. Returns the frame and whether any text changed.
-
-    Numeric columns must parse as numbers; a value that does not names its line. Text
-    columns become strings (missing stays missing), so that ``7`` in one file and ``"7"``
-    in another are the same category and the same row.
-    """
-    reformatted = False  # frame is the caller's own: assigning columns in place is safe
-    for column, kind in kinds.items():
-        values = frame[column]
-        if kind == TEXT:
-            if values.dtype != object:
-                frame[column] = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v))
-                reformatted = True
-            continue
-        if pd.api.types.is_bool_dtype(values):
-            raise InvalidFile(f"column {column!r} must be numeric but holds true/false values")
-        if pd.api.types.is_numeric_dtype(values):
-            _require_finite(column, values)
-            continue
-        text = values.astype("object").where(values.notna()).map(lambda v: v if pd.isna(v) else str(v).strip())
-        parsed = pd.to_numeric(text, errors="coerce")
-        bad = parsed.isna() & text.notna() & (text != "")
-        if bad.any():
-            first_line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # +1 header, +1 one-based
-            raise InvalidFile(
-                f"column {column!r} must be numeric but {int(bad.sum())} value(s) are not "
-                f"(first on line {first_line})"
-            )
-        _require_finite(column, parsed)
-        frame[column] = parsed
-        reformatted = True
-    return frame, reformatted
-
-
-def _require_finite(column: str, values: pd.Series) -> None:
-    infinite = np.isinf(values.to_numpy(dtype="float64", na_value=np.nan))
-    if infinite.any():
-        raise InvalidFile(f"column {column!r} holds {int(infinite.sum())} infinite value(s) (first on line {int(np.flatnonzero(infinite)[0]) + 2})")
-
-
-def _settle_unobserved(frame: pd.DataFrame, kinds: dict[str, str], store: "_MasterStore", config: Config) -> dict[str, str]:
-    """Give a column that has only ever been empty the kind its first real values show."""
-    settled = dict(kinds)
-    for column in store.unobserved:
-        if column in frame.columns and frame[column].notna().any():
-            settled[column] = _infer_kinds(frame[[column]], config)[column]
-    return settled
-
-
-def _rows_with_target(frame: pd.DataFrame, target: str) -> np.ndarray:
-    missing = frame[target].isna()
-    if frame[target].dtype == object:
-        missing |= frame[target].astype(str).str.strip() == ""
-    return ~missing.to_numpy()
-
-
-def label_text(value: Any) -> str:
-    """One spelling per class label: 1, 1.0 and "1" are all "1"."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _integer_labels(values: pd.Series) -> pd.Series:
-    """A gap in a 0/1 column makes pandas read it as 1.0/0.0: restore the integer labels."""
-    if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
-        return values.astype("int64")
-    return values
+# --- setting a file aside ---------------------------------------------------------------------
 
 
 REASON_SUFFIX = ".reason.txt"
@@ -625,16 +469,15 @@ def _set_aside(config: Config, source: ledger.SourceFile, reason: str) -> None:
     the file is still recorded as set aside.
     """
     folder = config.output_folder / QUARANTINE_FOLDER
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     tag = source.sha256[:8] if source.sha256 else "not-read"
-    stem = _quarantine_name(f"{stamp}_{tag}_", source.name, NAME_MAX_BYTES - len(REASON_SUFFIX))
+    stem = _quarantine_name(f"{utc_stamp()}_{tag}_", source.name, NAME_MAX_BYTES - len(REASON_SUFFIX))
     try:
         if source.problem is None:
             _copy_without_widening(source, folder / stem)
         atomic_write_text(
             folder / f"{stem}{REASON_SUFFIX}",
             f"file: {ledger.text_name(source.name)}\nsha256: {source.sha256 or 'none (not read)'}\n"
-            f"set aside at: {_now()}\nreason: {reason}\n",
+            f"set aside at: {utc_now()}\nreason: {reason}\n",
         )
     except (OSError, InvalidFile) as exc:
         logger.error("could not keep a quarantine copy of %s: %s", ledger.text_name(source.name), exc)
@@ -663,248 +506,7 @@ def _quarantine_name(prefix: str, name: str, max_bytes: int) -> str:
     return f"{prefix}{head}...{extension}"
 
 
-def _declared_text_kinds(config: Config) -> dict[str, str]:
-    """Columns that are text whatever they look like: identifiers and declared categories."""
-    return {column: TEXT for column in config["id_columns"] + (config["categorical_columns"] or [])}
-
-
-def _infer_kinds(frame: pd.DataFrame, config: Config) -> dict[str, str]:
-    forced_text = set(_declared_text_kinds(config))
-    kinds = {}
-    for column in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
-        kinds[column] = NUMERIC if numeric and column not in forced_text else TEXT
-    if isinstance(config.positive_label, str) or isinstance(config.positive_label, bool):
-        kinds[config.target] = TEXT
-    return kinds
-
-
-class _MasterStore:
-    """The master CSV, its schema and its row hashes, recovered after a crash.
-
-    The hashes are two sorted uint64 files: a large base, memory-mapped so that opening it
-    reads nothing, and a small delta of recent rows. A run rewrites only the delta, until the
-    delta grows past 1/DELTA_SHARE of the base and is merged in.
-    """
-
-    def __init__(self, config: Config, state: dict[str, Any] | None, base: np.ndarray, delta: np.ndarray):
-        self.config = config
-        self.state = state
-        self.base, self.delta = base, delta
-        self.base_changed = False
-        self.registered: list[tuple[_ValidatedFile, np.ndarray, np.ndarray]] = []
-
-    @property
-    def columns(self) -> list[str]:
-        return self.state["columns"] if self.state else []
-
-    @property
-    def kinds(self) -> dict[str, str]:
-        return self.state["kinds"] if self.state else {}
-
-    @property
-    def unobserved(self) -> list[str]:
-        """Columns that have only ever been empty, whose kind is still open."""
-        return self.state.get("unobserved", []) if self.state else []
-
-    @classmethod
-    def open(cls, config: Config) -> "_MasterStore":
-        state = read_master_state(config)
-        master = master_path(config)
-        _require_whole_master(config, state)
-        if not master.exists():
-            return cls(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
-        base_path, delta_path = config.output_folder / HASHES_FILE, config.output_folder / DELTA_HASHES_FILE
-        consistent = (
-            state is not None
-            and master.stat().st_size == state["bytes"]
-            and _file_size(base_path) == 8 * state.get("hash_count", -1)
-            and _file_size(delta_path) == 8 * state.get("delta_count", 0)
-        )
-        if consistent:
-            return cls(config, state, _read_hashes(base_path, mapped=True), _read_hashes(delta_path))
-        # A run died between renaming the master and writing its index: rebuild from it.
-        logger.warning("master index out of date (interrupted run?); rebuilding it from %s", master)
-        return cls._rebuild(config, state)
-
-    @classmethod
-    def _rebuild(cls, config: Config, state: dict[str, Any] | None) -> "_MasterStore":
-        master = master_path(config)
-        frame = read_dataset(master, state["kinds"] if state else _declared_text_kinds(config))
-        if state is None:  # the very first run died before its state was written
-            state = {"columns": list(frame.columns), "kinds": _infer_kinds(frame, config)}
-            state["unobserved"] = [c for c in frame.columns if frame[c].isna().all()]
-        frame, _ = _coerce_types(frame, state["kinds"])
-        frame[config.target] = _integer_labels(frame[config.target].dropna())
-        store = cls(config, state, np.unique(row_hashes(frame, state["kinds"])), _EMPTY_HASHES)
-        store.base_changed = True
-        state["target_classes"] = sorted({label_text(v) for v in frame[config.target].dropna().unique()})
-        store._commit_state(len(frame), master.stat().st_size)
-        return store
-
-    def check_target_classes(self, target: pd.Series, config: Config) -> None:
-        classes = set(self.state["target_classes"]) if self.state else set()
-        labels = {label_text(v) for v in target.unique()}
-        if len(classes | labels) > 2:
-            raise InvalidFile(
-                f"target {config.target!r} would have {len(classes | labels)} classes "
-                f"({sorted(classes | labels)[:5]}...); a binary target is expected",
-                depends_on_config=True,
-            )
-        # With both classes seen, the positive label must be one of them: otherwise every
-        # row would count as "not at risk" and no model could be judged, ever.
-        if len(classes | labels) == 2 and label_text(config.positive_label) not in classes | labels:
-            raise InvalidFile(
-                f"positive_label {config.positive_label!r} matches none of the values of the target "
-                f"{config.target!r}, which are {sorted(classes | labels)}: set positive_label to the one "
-                "meaning \"at risk\"",
-                depends_on_config=True,
-            )
-
-    def register(self, validated: _ValidatedFile) -> None:
-        """Hash an accepted file's rows and note which the master already holds."""
-        if self.state is None:
-            self._start(validated.frame)
-        for column in [c for c in self.unobserved if validated.frame[c].notna().any()]:
-            self.state["kinds"][column] = validated.kinds[column]
-            self.state["unobserved"].remove(column)
-        hashes = row_hashes(validated.frame, self.kinds)
-        self.registered.append((validated, hashes, self._known(hashes)))
-
-    def take_new_rows(self) -> list[_NewRows]:
-        """Per registered file, its rows not in the master nor in an earlier file of this run."""
-        if not self.registered:
-            return []
-        hashes = np.concatenate([h for _, h, _ in self.registered])
-        in_master = np.concatenate([k for _, _, k in self.registered])
-        fresh = ~pd.Series(hashes).duplicated().to_numpy() & ~in_master
-        self._remember(np.sort(hashes[fresh]))
-        batches, start = [], 0
-        for validated, file_hashes, _ in self.registered:
-            keep = fresh[start : start + len(file_hashes)]
-            start += len(file_hashes)
-            frame = validated.frame if keep.all() else validated.frame.loc[keep].reset_index(drop=True)
-            batches.append(_NewRows(frame, None if validated.raw is None else validated.raw.select(keep)))
-        self.registered = []
-        return batches
-
-    def _remember(self, fresh: np.ndarray) -> None:
-        """Add sorted new hashes to the delta; merge the delta into the base once it is large."""
-        # Both sorted: a stable sort of two sorted runs merges them in linear time.
-        self.delta = np.sort(np.concatenate([self.delta, fresh]), kind="stable")
-        if len(self.delta) * DELTA_SHARE > len(self.base):
-            self.base = np.sort(np.concatenate([self.base, self.delta]), kind="stable")
-            self.delta, self.base_changed = _EMPTY_HASHES, True
-
-    def _known(self, hashes: np.ndarray) -> np.ndarray:
-        """Which hashes the master already holds."""
-        order = np.argsort(hashes)
-        ordered = hashes[order]  # sorted look-ups walk the sorted index in order
-        hit = _contains(self.base, ordered) | _contains(self.delta, ordered)
-        found = np.empty(len(hashes), dtype=bool)
-        found[order] = hit
-        return found
-
-    def _start(self, frame: pd.DataFrame) -> None:
-        """The first accepted file fixes the master's columns and their kinds."""
-        self.base_changed = True
-        self.state = {
-            "columns": list(frame.columns),
-            "kinds": _infer_kinds(frame, self.config),
-            "unobserved": [c for c in frame.columns if frame[c].isna().all()],
-            "target_classes": [],
-            "rows": 0,
-            "bytes": 0,
-        }
-
-    def append(self, csv_body: bytes, rows: int, batches: list[pd.DataFrame]) -> None:
-        """Copy the master's bytes, add the new rows' lines and rename it into place."""
-        master = master_path(self.config)
-        with atomic_path(master) as tmp:
-            if master.exists():
-                shutil.copyfile(master, tmp)
-                with open(tmp, "ab") as handle:
-                    handle.write(csv_body)
-            else:
-                tmp.write_bytes(_csv_header(self.columns) + csv_body)
-            size = tmp.stat().st_size
-        target = self.config.target
-        classes = set(self.state["target_classes"]).union(*({label_text(v) for v in b[target].unique()} for b in batches))
-        self.state["target_classes"] = sorted(classes)
-        self._commit_state(self.state["rows"] + rows, size)
-
-    def _commit_state(self, rows: int, size: int) -> None:
-        # The state is written last and names every count: a crash before it is detected by
-        # open() as a mismatch, and the index is rebuilt from the master.
-        if self.base_changed:
-            with atomic_path(self.config.output_folder / HASHES_FILE) as tmp:
-                np.asarray(self.base).tofile(tmp)
-        with atomic_path(self.config.output_folder / DELTA_HASHES_FILE) as tmp:
-            self.delta.tofile(tmp)
-        self.state.update(rows=rows, bytes=size, hash_count=len(self.base), delta_count=len(self.delta))
-        atomic_write_json(self.config.output_folder / MASTER_STATE_FILE, self.state)
-
-
-_EMPTY_HASHES = np.empty(0, dtype=np.uint64)
-
-
-def _require_whole_master(config: Config, state: dict[str, Any] | None) -> None:
-    """Raise MasterMissing when the master is missing or shorter than recorded.
-
-    The master only ever grows, renamed into place whole, so either means it was deleted
-    or damaged from outside. Appending to it would silently restart it from the next batch.
-    """
-    master = master_path(config)
-    size = _file_size(master) if master.exists() else None
-    if state is not None and state.get("bytes", 0) and (size is None or size < state["bytes"]):
-        found = "is missing" if size is None else f"is {size:,} bytes, shorter than the {state['bytes']:,} recorded"
-        raise MasterMissing(_master_missing_message(config, found, state.get("rows")))
-    if state is None and size is None:  # the state went too: the record still knows
-        latest = ledger.latest_entries(config).values()
-        recorded = [e for e in latest if e["status"] == ledger.STATUS_INGESTED and e.get("rows_added")]
-        if recorded:
-            raise MasterMissing(_master_missing_message(config, "is missing", sum(e["rows_added"] for e in recorded)))
-
-
-def _master_missing_message(config: Config, found: str, rows: int | None) -> str:
-    shown = _shown_path(config, master_path(config))
-    holding = f" (the record says it holds {rows:,} rows)" if rows else ""
-    return (
-        f"the master dataset {shown} {found}{holding}; nothing was appended. Rebuild it from the "
-        f"recorded source files with: python ingestion.py --rebuild --config {config.path}"
-    )
-
-
-def _shown_path(config: Config, path: Path) -> str:
-    """A path as the project's users know it: relative to the config's folder where it can be."""
-    try:
-        return str(path.relative_to(config.root))
-    except ValueError:
-        return str(path)
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _read_hashes(path: Path, mapped: bool = False) -> np.ndarray:
-    if _file_size(path) == 0:
-        return _EMPTY_HASHES
-    return np.memmap(path, dtype=np.uint64, mode="r") if mapped else np.fromfile(path, dtype=np.uint64)
-
-
-def _contains(sorted_hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:
-    """Membership of sorted ``ordered`` values in ``sorted_hashes``."""
-    if not len(sorted_hashes):
-        return np.zeros(len(ordered), dtype=bool)
-    position = np.searchsorted(sorted_hashes, ordered)
-    inside = position < len(sorted_hashes)
-    hit = np.zeros(len(ordered), dtype=bool)
-    hit[inside] = sorted_hashes[position[inside]] == ordered[inside]
-    return hit
+# --- rebuilding a missing or damaged master ---------------------------------------------------
 
 
 def rebuild_master(config: Config) -> dict[str, Any]:
@@ -918,11 +520,11 @@ def rebuild_master(config: Config) -> dict[str, Any]:
     started = time.perf_counter()
     if master_path(config).exists():
         try:
-            _require_whole_master(config, read_master_state(config))
+            require_whole_master(config, read_master_state(config))
         except MasterMissing:
             pass
         else:
-            return {"rebuilt": False, "reason": f"the master dataset {_shown_path(config, master_path(config))} is whole: nothing to rebuild"}
+            return {"rebuilt": False, "reason": f"the master dataset {config.display_path(master_path(config))} is whole: nothing to rebuild"}
     old_offsets = _drift_offsets(config)  # before the state they come from is removed
     sources, gone = _recorded_sources(config)
     # The lost ones are recorded first: a rebuild killed midway is run again, and must not
@@ -931,7 +533,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
     kept_as = _move_damaged_master(config)
     for name in (MASTER_STATE_FILE, HASHES_FILE, DELTA_HASHES_FILE):
         (config.output_folder / name).unlink(missing_ok=True)
-    store = _MasterStore(config, None, _EMPTY_HASHES, _EMPTY_HASHES)
+    store = MasterStore.empty(config)
     result = _merge(config, sources, store, recording=False)
     invalid = [{"name": e["name"], "sha256": e["sha256"], "why": f"no longer valid: {e['reason']}"} for e in result.files_set_aside]
     _record_lost(config, invalid)
@@ -951,8 +553,6 @@ def rebuild_master(config: Config) -> dict[str, Any]:
 
 def _drift_offsets(config: Config) -> tuple[int, int, int]:
     """(master size, judged, seen): the byte offsets the drift decisions recorded."""
-    import deployment  # stdlib only; it imports ingestion only inside its functions
-
     return ledger.master_bytes(config), deployment.judged_offset(config), records.read_checkpoint(config)[1]
 
 
@@ -960,8 +560,6 @@ def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -
     """Offsets into the old master mean nothing in a rebuilt (perhaps smaller) one: keep the
     rows not yet judged at the end as not judged, mark the deployed versions' recorded sizes
     void, so that no row added later is taken as already judged."""
-    import deployment
-
     if not old_size:
         return
     new_size = ledger.master_bytes(config)
@@ -994,7 +592,7 @@ def _record_lost(config: Config, gone: list[dict[str, Any]]) -> None:
         logger.warning("not in the rebuilt master: %s (%s)", ledger.text_name(entry["name"]), entry["why"])
         append_json_line(
             ledger.record_path(config),
-            {"name": entry["name"], "sha256": entry["sha256"], "status": ledger.STATUS_LOST, "reason": entry["why"], "ingested_at": _now()},
+            {"name": entry["name"], "sha256": entry["sha256"], "status": ledger.STATUS_LOST, "reason": entry["why"], "ingested_at": utc_now()},
         )
 
 
@@ -1010,7 +608,7 @@ def _recorded_sources(config: Config) -> tuple[list[ledger.SourceFile], list[dic
         try:
             digest, stat = sha256_regular_file(path)
         except FileNotFoundError:
-            gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"no longer in {_shown_path(config, config.input_folder)}"})
+            gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"no longer in {config.display_path(config.input_folder)}"})
             continue
         except OSError as exc:
             gone.append({"name": entry["name"], "sha256": entry["sha256"], "why": f"cannot be read: {exc.strerror or exc}"})
@@ -1028,21 +626,23 @@ def _move_damaged_master(config: Config) -> str | None:
     master = master_path(config)
     if not master.exists():
         return None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    kept = master.with_name(f"finaldata.damaged-{stamp}.csv")
+    kept = master.with_name(f"{master.stem}.damaged-{utc_stamp()}.csv")
     os.replace(master, kept)
-    logger.warning("kept the damaged master as %s", _shown_path(config, kept))
-    return _shown_path(config, kept)
+    logger.warning("kept the damaged master as %s", config.display_path(kept))
+    return config.display_path(kept)
+
+
+# --- reading one file again, and the command line ---------------------------------------------
 
 
 def retry_file(config: Config, name: str) -> IngestionResult:
     """Read one file of the input folder again now, whatever the record says about it
     (unless it is already ingested with this content)."""
     if not name or "/" in name or name in (".", ".."):
-        raise RetryRefused(f"{name!r} is not a file name: give the name of a file in {_shown_path(config, config.input_folder)}")
+        raise RetryRefused(f"{name!r} is not a file name: give the name of a file in {config.display_path(config.input_folder)}")
     source = ledger.source_file(config, name)
     if source is None:
-        raise RetryRefused(f"{ledger.text_name(name)} is not in {_shown_path(config, config.input_folder)} (or is still being written)")
+        raise RetryRefused(f"{ledger.text_name(name)} is not in {config.display_path(config.input_folder)} (or is still being written)")
     latest = ledger.latest_entries(config).get((source.name, source.identity))
     if latest is not None and latest["status"] == ledger.STATUS_INGESTED:
         raise RetryRefused(f"{ledger.text_name(name)} is already ingested with this content: nothing to retry")
@@ -1056,10 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--rebuild", action="store_true", help="rebuild a missing or damaged master from the recorded source files")
     action.add_argument("--retry", metavar="NAME", help="read the file NAME of the input folder again now (one set aside, for example)")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         config = load_config(args.config)
-        with run_lock(lock_path(config)):
+        with run_lock(ledger.lock_path(config)):
             if args.rebuild:
                 output = rebuild_master(config)
             elif args.retry is not None:

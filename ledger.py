@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and dataclasses cost import time on the cron fast path
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
     from typing import Any
 
 from fsutil import NotRegularFile, atomic_write_json, atomic_write_text, non_regular_kind, read_json_lines, sha256_regular_file
@@ -44,6 +44,7 @@ class SourceFile:
     and its ``identity`` stands in for the content hash it does not have.
     """
 
+    # A plain class, not a dataclass: dataclasses imports inspect, milliseconds the cron fast path need not pay.
     __slots__ = ("name", "path", "size", "signature", "sha256", "problem", "identity")
 
     def __init__(

@@ -32,7 +32,7 @@ import scoring
 import ledger
 import training
 import records
-from fsutil import atomic_write_json, atomic_write_text, configure_logging, read_json_lines, sha256_file
+from fsutil import atomic_write_json, atomic_write_text, install_log_handlers, read_json_lines, sha256_file
 from settings import Config, ConfigError, load_config, script_parser
 from compute import single_threaded
 from predictions import risk_and_predictions
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh-diagnostics", action="store_true", help="run diagnostics again instead of reusing the saved ones")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         paths = write_reports(load_config(args.config), args.version, refresh_diagnostics=args.refresh_diagnostics)
     except (ConfigError, deployment.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:

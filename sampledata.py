@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fsutil import atomic_write_text, configure_logging
+from fsutil import atomic_write_text, install_log_handlers
 from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rewrite files that already exist")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
-    configure_logging()
+    install_log_handlers()
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-import ingestion
-from fsutil import atomic_write_json, atomic_write_text, configure_logging
+import masterstore
+from fsutil import atomic_write_json, atomic_write_text, install_log_handlers
 from settings import LOWER_IS_BETTER, SCORE_METRICS, Config, ConfigError, load_config, metric_gain, script_parser
 from tables import TEXT, read_typed_csv, rows_also_in
 from records import METADATA_FILE, MODEL_FILE, SCORES_FILE, SCORE_FILE
@@ -167,7 +167,7 @@ def test_rows_in_training(config: Config, test: pd.DataFrame, metadata: dict[str
     """
     ids = [c for c in config["id_columns"] if c in test.columns and c in metadata["column_kinds"]]
     columns = ids + metadata["features"]["numeric"] + metadata["features"]["categorical"] + [config.target]
-    master = ingestion.master_path(config)
+    master = masterstore.master_path(config)
     if not master.exists() or test.empty:
         return 0
     kinds = {c: metadata["column_kinds"].get(c, TEXT) for c in columns}
@@ -212,8 +212,8 @@ def load_test_data(config: Config) -> pd.DataFrame:
     files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith("."))
     if not files:
         raise ScoringError(f"test_data_path: no CSV file in {folder}")
-    kinds = ingestion.column_kinds(config)
-    return pd.concat([ingestion.read_dataset(path, kinds) for path in files], ignore_index=True)
+    kinds = masterstore.column_kinds(config)
+    return pd.concat([read_typed_csv(path, kinds) for path in files], ignore_index=True)
 
 
 def load_trained_model(config: Config) -> tuple[Any, dict[str, Any]]:
@@ -253,7 +253,7 @@ def write_scores(folder: Path, scores: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    configure_logging()
+    install_log_handlers()
     try:
         scores = score_model(load_config(args.config))
     except (ConfigError, ScoringError, FileNotFoundError) as exc:

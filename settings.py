@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and dataclasses cost import time on the cron fast path
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
     from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,13 @@ class Config:
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
+
+    def display_path(self, path: Path) -> str:
+        """A path as the project's users know it: relative to the config's folder where it can be."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
 
     def folder(self, key: str) -> Path:
         """A configured folder, resolved against the folder holding config.json."""

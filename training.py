@@ -55,10 +55,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import compute
-import ingestion
 import ledger
+import masterstore
 import preflight
-from fsutil import LockBusy, atomic_path, atomic_write_json, configure_logging, run_lock, sha256_file
+from fsutil import LockBusy, atomic_path, atomic_write_json, install_log_handlers, run_lock, sha256_file
 from packagecheck import installed_version
 from records import METADATA_FILE, MODEL_FILE, json_ready
 from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
@@ -401,9 +401,9 @@ def train_model(
     the data is large enough to pay for them); a configured Dask cluster takes precedence.
     """
     started = time.perf_counter()
-    kinds = ingestion.column_kinds(config)
+    kinds = masterstore.column_kinds(config)
     features = feature_types(config, kinds)
-    master = ingestion.master_path(config)
+    master = masterstore.master_path(config)
     rows = _row_count(config, data)
     parallel = workers is not None and workers > 1 or (workers is None and rows >= PARALLEL_MIN_ROWS)
     with compute.open_runner(config, parallel=parallel, workers=workers) as runner:
@@ -441,7 +441,7 @@ def train_model(
 def _row_count(config: Config, data: pd.DataFrame | None) -> int:
     if data is not None:
         return len(data)
-    state = ingestion.read_master_state(config) or {}
+    state = masterstore.read_master_state(config) or {}
     return int(state.get("rows") or 0)
 
 
@@ -631,7 +631,7 @@ def _metadata(
     y: np.ndarray,
     seconds: float,
 ) -> dict[str, Any]:
-    master = ingestion.master_path(config)
+    master = masterstore.master_path(config)
     return {
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": best,
@@ -694,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    configure_logging(args.verbose)
+    install_log_handlers(args.verbose)
     try:
         config = load_config(args.config)
         preflight.check_columns(config)  # a misspelt column name fails now, naming the close matches

@@ -98,14 +98,14 @@ def time_default_hgb_fit(config_path: Path) -> dict:
     """Median of three fits of the default HistGradientBoostingClassifier in the project's pipeline."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    import ingestion
+    import masterstore
     import scoring
     import training
     from settings import load_config
 
     config = load_config(config_path)
-    data = ingestion.load_master(config)
-    features = training.feature_types(config, ingestion.column_kinds(config))
+    data = masterstore.load_master(config)
+    features = training.feature_types(config, masterstore.column_kinds(config))
     X = scoring.feature_frame(data, features)
     y = scoring.binary_target(data[config.target], config.positive_label)
     from threadpoolctl import threadpool_limits
@@ -130,14 +130,14 @@ def training_memory(config_path: Path, workers: int) -> dict:
     """Peak extra memory of train_model over the idle process tree, against the frame's size."""
     import psutil
 
-    import ingestion
+    import masterstore
     import scoring
     import training
     from settings import load_config
 
     config = load_config(config_path)
-    data = ingestion.load_master(config)
-    features = training.feature_types(config, ingestion.column_kinds(config))
+    data = masterstore.load_master(config)
+    features = training.feature_types(config, masterstore.column_kinds(config))
     frame_bytes = int(scoring.feature_frame(data, features).memory_usage(deep=True).sum())
     del data  # training reads the master itself, as training.py does
     options = {}

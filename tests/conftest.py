@@ -1,20 +1,32 @@
-"""Shared fixtures: a project laid out in tmp_path with its own config and sample data.
+"""Shared fixtures and helpers: a project laid out in tmp_path with its own config and sample data.
 
 Tests run the real scripts on real files; nothing of the project's own is mocked.
 Training is kept quick by a config with one fast candidate and three folds.
+Every helper or fixture more than one test module uses lives here: test modules never import
+each other.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import threading
 from pathlib import Path
+from typing import NoReturn
 
+import numpy as np
+import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
+import deployment
 import fullprocess
+import masterstore
+import records
 import sampledata
+from fsutil import atomic_write_json
 from settings import Config, load_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -26,14 +38,56 @@ FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3, "pa
 FAST_SETTINGS["settle_seconds"] = 0
 
 
-def add_shifted_month(config: Config, holdout: bool = False) -> None:
-    """Drop the sample's shifted month into the input folder, as `make demo-drift` does; with
-    ``holdout``, its labelled hold-out into the test folder too."""
-    for batch in sorted((config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv")):
-        shutil.copy(batch, config.input_folder / batch.name)
-    if holdout:
-        for path in sorted((config.root / sampledata.SAMPLE_HOLDOUT_FOLDER).glob("*.csv")):
-            shutil.copy(path, config.test_data_folder / path.name)
+# --- what a test needs from the machine ---------------------------------------------------------
+
+
+def skip_or_fail_in_ci(reason: str) -> NoReturn:
+    """A test needs something this machine lacks (a program, a server): skip it here, but fail
+    it under CI=true, where every test must run (.ci/run installs what they need)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
+
+
+# --- files and configs ----------------------------------------------------------------------------
+
+HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_config(folder: Path, **overrides) -> Config:
+    """Write a config.json into ``folder`` (fast training by default) and load it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    values = {
+        "input_folder_path": "sourcedata",
+        "output_folder_path": "ingesteddata",
+        "test_data_path": "testdata",
+        "output_model_path": "models",
+        "prod_deployment_path": "production_deployment",
+        "target": "exited",
+        "positive_label": 1,
+        "id_columns": ["corporation"],
+        **FAST_SETTINGS,
+        **overrides,
+    }
+    (folder / "config.json").write_text(json.dumps(values, indent=2), encoding="utf-8")
+    return load_config(folder / "config.json")
+
+
+def rewrite_config(config: Config, **overrides) -> Config:
+    """The same project with some config keys changed (written to its config.json)."""
+    values = json.loads(config.path.read_text(encoding="utf-8"))
+    values.update(overrides)
+    config.path.write_text(json.dumps(values, indent=2), encoding="utf-8")
+    return load_config(config.path)
 
 
 @contextlib.contextmanager
@@ -57,23 +111,30 @@ def growing(path: Path):
         writer.join()
 
 
-def write_config(folder: Path, **overrides) -> Config:
-    """Write a config.json into ``folder`` (fast training by default) and load it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    values = {
-        "input_folder_path": "sourcedata",
-        "output_folder_path": "ingesteddata",
-        "test_data_path": "testdata",
-        "output_model_path": "models",
-        "prod_deployment_path": "production_deployment",
-        "target": "exited",
-        "positive_label": 1,
-        "id_columns": ["corporation"],
-        **FAST_SETTINGS,
-        **overrides,
-    }
-    (folder / "config.json").write_text(json.dumps(values, indent=2), encoding="utf-8")
-    return load_config(folder / "config.json")
+def master_rows(config: Config) -> pd.DataFrame:
+    return masterstore.load_master(config)
+
+
+def quarantine_reasons(config: Config) -> dict[str, str]:
+    """{original file name: reason} from the quarantine folder's reason files."""
+    reasons = {}
+    for reason_file in (config.output_folder / records.QUARANTINE_FOLDER).glob("*.reason.txt"):
+        fields = dict(line.split(": ", 1) for line in reason_file.read_text().splitlines())
+        reasons[fields["file"]] = fields["reason"]
+    return reasons
+
+
+# --- projects -------------------------------------------------------------------------------------
+
+
+def add_shifted_month(config: Config, holdout: bool = False) -> None:
+    """Drop the sample's shifted month into the input folder, as `make demo-drift` does; with
+    ``holdout``, its labelled hold-out into the test folder too."""
+    for batch in records.csv_files(config.root / sampledata.SAMPLE_BATCH_FOLDER):
+        shutil.copy(batch, config.input_folder / batch.name)
+    if holdout:
+        for path in records.csv_files(config.root / sampledata.SAMPLE_HOLDOUT_FOLDER):
+            shutil.copy(path, config.test_data_folder / path.name)
 
 
 @pytest.fixture
@@ -102,9 +163,114 @@ def deployed_project(deployed_template: Path, tmp_path: Path) -> Config:
     return load_config(folder / "config.json")
 
 
+@pytest.fixture(scope="module")
+def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The deployed project after `make demo-drift`: the shifted sample month made v2."""
+    folder = tmp_path_factory.mktemp("v2") / "project"
+    shutil.copytree(deployed_template, folder, symlinks=True)
+    config = load_config(folder / "config.json")
+    add_shifted_month(config, holdout=True)
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
+    return folder
+
+
+@pytest.fixture
+def v2_project(v2_template: Path, tmp_path: Path) -> Config:
+    folder = tmp_path / "project"
+    shutil.copytree(v2_template, folder, symlinks=True)
+    return load_config(folder / "config.json")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The team's real public datasets; skipped where ../shared/data is absent (a user's clone)."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent: the real-dataset tests need the team's shared data")
     return SHARED_DATA
+
+
+# --- the API's projects: a categorical feature, an uninformative version, diagnostics -----------
+
+REGIONS = [f"region{i:02d}" for i in range(60)]  # more than the encoder's max_categories (50)
+UNINFORMATIVE_WARNING = "No candidate model is better than chance: every one is no better than chance at telling the classes apart."
+SCORES_WARNING = "4 of 5 test rows (80%) also appear in the training data."
+
+
+@pytest.fixture
+def single_threaded():
+    """One OpenMP/BLAS thread, as in the gunicorn workers: on a busy 2-core machine, spinning
+    OpenMP threads make scikit-learn's tree predictions tens of times slower."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+def write_diagnostics(config: Config, version: str) -> Path:
+    """A diagnostics document of the agreed shape, as diagnostics.py writes it."""
+    path = config.reports_folder / version / "diagnostics.json"
+    atomic_write_json(
+        path,
+        {
+            "version": version,
+            "generated_at": "2026-11-28T00:00:00+00:00",
+            "summary_statistics": {"lastyear_activity": {"count": 9000, "mean": 120.5, "median": 80.0}},
+            "missing_data": {"lastmonth_activity": {"missing": 270, "share": 0.03}},
+            "execution_time": {"ingestion_seconds": 0.2, "training_seconds": 3.1},
+            "outdated_packages": {"packages": []},
+            "data_drift": {"drifted": False},
+            "warnings": [],
+        },
+    )
+    return path
+
+
+def add_region(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A skewed categorical column (some regions rare, some values missing) that matters a little."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, len(REGIONS) + 1)
+    region = rng.choice(REGIONS, size=len(frame), p=weights / weights.sum()).astype(object)
+    region[rng.random(len(frame)) < 0.05] = None
+    frame = frame.copy()
+    frame.insert(1, "region", region)
+    return frame
+
+
+def deploy_categorical_project(folder: Path) -> Config:
+    """A project whose data has a categorical feature, deployed by fullprocess."""
+    config = write_config(folder)
+    for seed, (relative, frame) in enumerate(sampledata.build_sample().items()):
+        path = sampledata.destination(config, relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(add_region(frame, seed).to_csv(index=False, float_format="%.0f"), encoding="utf-8")
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    return config
+
+
+def deploy_uninformative_version(config: Config) -> str:
+    """Deploy the trained model again, its metadata and scores written as training and scoring
+    write them for a model no better than chance (real files: the deployment verifies them)."""
+    metadata_path = config.model_folder / "trainedmodel.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata.update(uninformative=True, warnings=[UNINFORMATIVE_WARNING])
+    metadata_path.write_text(json.dumps(metadata, indent=2))
+    scores_path = config.model_folder / "scores.json"
+    scores = json.loads(scores_path.read_text())
+    scores.update(warnings=[SCORES_WARNING], test_rows_in_training=4, test_rows_in_training_share=0.8)
+    scores_path.write_text(json.dumps(scores, indent=2))
+    return deployment.deploy_model(config, reason="an uninformative retrain")
+
+
+# --- the model report's pages ---------------------------------------------------------------------
+
+
+def page_text(pdf: Path, page: int) -> str:
+    """The text of one page of a PDF, by poppler's pdftotext (skipped where it is absent, failed under CI)."""
+    if shutil.which("pdftotext") is None:
+        skip_or_fail_in_ci("pdftotext is absent: apt-get install poppler-utils to read the report's pages in this test")
+    done = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
+                          check=True, capture_output=True, text=True, timeout=60)
+    return " ".join(done.stdout.split())
+
+
+def page_number(report: dict, title: str) -> int:
+    return next(page["page"] for page in report["pages"] if page["title"] == title)

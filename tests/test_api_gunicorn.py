@@ -16,7 +16,7 @@ import apicalls
 import deployment
 import localserver
 from settings import Config, load_config
-from tests.test_api_support import write_diagnostics
+from tests.conftest import write_diagnostics
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ import requests
 
 import localserver
 from settings import Config, load_config
-from tests.test_api_support import rewrite_config
+from tests.conftest import rewrite_config
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import training
 from fsutil import sha256_file
 from records import MASTER_FILE, METADATA_FILE, MODEL_FILE
 from settings import Config
-from tests.test_api_support import deploy_categorical_project, rewrite_config, write_diagnostics
+from tests.conftest import deploy_categorical_project, rewrite_config, write_diagnostics
 
 DIAGNOSTICS_KEYS = {"version", "generated_at", "summary_statistics", "missing_data", "execution_time", "outdated_packages", "data_drift", "warnings"}
 SECRET = "Zebra-Quokka-7731"  # a caller's value that must never come back in an error

@@ -15,7 +15,7 @@ import sampledata
 import scoring
 import requestinput
 import training
-from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
+from tests.conftest import add_region
 
 pytestmark = pytest.mark.usefixtures("single_threaded")
 

@@ -17,7 +17,7 @@ import app as api
 import deployment
 import records
 from settings import Config
-from tests.test_api_support import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, rewrite_config
+from tests.conftest import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, rewrite_config
 
 SECRET = "Zebra-Quokka-7731"
 

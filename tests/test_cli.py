@@ -10,6 +10,7 @@ import pytest
 
 import deployment
 import ingestion
+import ledger
 import scoring
 import training
 from fsutil import run_lock
@@ -45,7 +46,7 @@ def test_rollback_from_the_command_line(deployed_project: Config, capsys: pytest
 
 def test_scripts_refuse_to_run_while_another_holds_the_lock(deployed_project: Config) -> None:
     args = ["--config", str(deployed_project.path)]
-    with run_lock(ingestion.lock_path(deployed_project)):
+    with run_lock(ledger.lock_path(deployed_project)):
         assert ingestion.main(args) == 1
         assert training.main(args) == 1
         assert deployment.main(args) == 1

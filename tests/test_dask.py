@@ -14,6 +14,7 @@ import pytest
 
 import compute
 import ingestion
+import masterstore
 import scoring
 import training
 from tests.conftest import PROJECT_DIR, add_shifted_month, write_config
@@ -72,25 +73,25 @@ def test_the_cluster_runs_the_fits_and_gives_the_local_model(ingested, cluster) 
     for name, candidate in local["candidates"].items():
         np.testing.assert_allclose(remote["candidates"][name]["folds"], candidate["folds"], rtol=0, atol=1e-9)
         assert remote["candidates"][name]["oof_roc_auc"] == pytest.approx(candidate["oof_roc_auc"], abs=1e-9)
-    X = scoring.feature_frame(ingestion.load_master(config), local["features"])
+    X = scoring.feature_frame(masterstore.load_master(config), local["features"])
     np.testing.assert_allclose(model.predict_proba(X), local_model.predict_proba(X), rtol=0, atol=1e-9)
 
 
 def test_the_workers_read_the_master_from_the_file_system(ingested, cluster) -> None:
     config = write_config(ingested.root, candidate_models=["logistic_regression"], dask_scheduler_address=cluster.scheduler_address)
     source = training.TrainingData(
-        features=training.feature_types(config, ingestion.column_kinds(config)),
-        kinds=ingestion.column_kinds(config),
+        features=training.feature_types(config, masterstore.column_kinds(config)),
+        kinds=masterstore.column_kinds(config),
         target=config.target,
         positive_label=config.positive_label,
-        master=str(ingestion.master_path(config)),
-        stamp=training._stamp(ingestion.master_path(config)),
+        master=str(masterstore.master_path(config)),
+        stamp=training._stamp(masterstore.master_path(config)),
     )
     # What travels to a worker is the path and the file's size and time, not the rows.
     assert len(__import__("pickle").dumps(source)) < 2000
     with compute.open_runner(config) as runner:
         [(rows, positives)] = runner.map(lambda s: (len(s.load()[1]), int(s.load()[1].sum())), [(source,)], name="read")
-    master = ingestion.load_master(config)
+    master = masterstore.load_master(config)
     assert rows == len(master) and positives == int(master["exited"].sum())
 
 

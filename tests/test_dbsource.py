@@ -24,12 +24,13 @@ import pytest
 
 import dbsource
 import fullprocess
-import ingestion
 import ledger
+import masterstore
 import sampledata
 import records
 from fsutil import sha256_file
 from settings import Config, ConfigError, load_config
+from tests.conftest import skip_or_fail_in_ci
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PASSWORD_ENV = "RISK_TEST_DB_PASSWORD"
@@ -135,9 +136,7 @@ def postgres_server() -> dict[str, str]:
     url = os.environ.get("RISK_TEST_POSTGRES")
     if not url:
         message = "no PostgreSQL server given: run `eval \"$(.ci/postgres start)\"` (needs Debian's postgresql) to test against one"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI must test PostgreSQL: {message}")
-        pytest.skip(message)
+        skip_or_fail_in_ci(message)
     return {"url": url, "password": os.environ.get("RISK_TEST_POSTGRES_PASSWORD", "")}
 
 
@@ -175,7 +174,7 @@ def pulls(config: Config) -> list[dict]:
 
 
 def master_ids(config: Config) -> list[str]:
-    return [c for c in ingestion.load_master(config)["corporation"] if c.startswith("db-")]
+    return [c for c in masterstore.load_master(config)["corporation"] if c.startswith("db-")]
 
 
 # ----------------------------------------------------------------------------- both databases
@@ -324,7 +323,7 @@ def test_a_run_killed_mid_pull_loses_and_doubles_nothing(deployed_project: Confi
     database.create_clients()
     database.insert(client_rows(1, rows))
     config = with_database(deployed_project, database.source())
-    before = ingestion.read_master_state(config)["rows"]
+    before = masterstore.read_master_state(config)["rows"]
     folder = dbsource.snapshot_folder(config)
     command = [sys.executable, str(PROJECT_DIR / "dbsource.py"), "--config", str(config.path)]
 
@@ -338,12 +337,12 @@ def test_a_run_killed_mid_pull_loses_and_doubles_nothing(deployed_project: Confi
     assert caught, "the pull ended before it could be killed"
 
     assert list(folder.glob("*.csv")) == [] and pulls(config) == []
-    assert ingestion.read_master_state(config)["rows"] == before
+    assert masterstore.read_master_state(config)["rows"] == before
     assert dbsource.main(["--config", str(config.path)]) == 0
     entry = pulls(config)[-1]
     assert entry["rows_pulled"] == entry["rows_added"] == rows and entry["watermark_to"] == rows
     assert list(folder.iterdir()) == [config.output_folder / entry["snapshot"]], "the partial file is gone"
-    master = ingestion.load_master(config)
+    master = masterstore.load_master(config)
     assert len(master) == before + rows and not master.duplicated().any()
 
 
@@ -356,14 +355,14 @@ def test_a_run_killed_before_recording_the_watermark_reads_the_rows_again(deploy
     record = ledger.record_path(config)
     lines = record.read_text().splitlines(keepends=True)
     record.write_text("".join(lines[:-1]))  # as if killed between the master and the record
-    rows_before = ingestion.read_master_state(config)["rows"]
+    rows_before = masterstore.read_master_state(config)["rows"]
 
     assert dbsource.main(["--config", str(config.path)]) == 0
 
     entry = pulls(config)[-1]
     assert (entry["rows_pulled"], entry["rows_added"], entry["duplicates_dropped"]) == (30, 0, 30)
     assert entry["watermark_to"] == 30 and len(pulls(config)) == 1
-    assert ingestion.read_master_state(config)["rows"] == rows_before
+    assert masterstore.read_master_state(config)["rows"] == rows_before
     assert master_ids(config) == [f"db-{i:07d}" for i in range(1, 31)]
 
 

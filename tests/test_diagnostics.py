@@ -5,7 +5,6 @@ import html
 import json
 import math
 import os
-import shutil
 import threading
 import time
 import warnings
@@ -20,28 +19,22 @@ import pytest
 import deployment
 import diagnostics
 import drift
-import fullprocess
 import ingestion
 import ledger
 import packagecheck
+import masterstore
 import sampledata
 import scoring
 import records
 from fsutil import sha256_file
-from settings import Config, load_config
-from tests.conftest import add_shifted_month
+from settings import Config
+from tables import read_typed_csv
+from tests.conftest import rewrite_config as with_settings
 
 TOP_LEVEL_KEYS = {
     "version", "generated_at", "summary_statistics", "missing_data", "execution_time",
     "outdated_packages", "data_drift", "fairness", "warnings",
 }
-
-
-def with_settings(config: Config, **values) -> Config:
-    """The same project with some config keys changed (written to its config.json)."""
-    raw = json.loads(config.path.read_text(encoding="utf-8"))
-    config.path.write_text(json.dumps({**raw, **values}), encoding="utf-8")
-    return load_config(config.path)
 
 
 @pytest.fixture
@@ -176,25 +169,6 @@ def test_the_first_version_compares_the_test_data_with_its_training_data(offline
     assert not any("understated" in warning for warning in result["warnings"])
 
 
-@pytest.fixture(scope="module")
-def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The deployed project after `make demo-drift`: the shifted sample month made v2."""
-    folder = tmp_path_factory.mktemp("v2") / "project"
-    shutil.copytree(deployed_template, folder, symlinks=True)
-    config = load_config(folder / "config.json")
-    add_shifted_month(config, holdout=True)
-    assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
-    return folder
-
-
-@pytest.fixture
-def v2_project(v2_template: Path, tmp_path: Path) -> Config:
-    folder = tmp_path / "project"
-    shutil.copytree(v2_template, folder, symlinks=True)
-    return load_config(folder / "config.json")
-
-
 def test_a_retrained_versions_drift_shows_the_batch_that_made_it(v2_project: Config):
     """v2's batch against v1's training data: v1 was serving when it arrived. Not against v2's own, which holds it."""
     saved = diagnostics.load_diagnostics(v2_project, "v2")["data_drift"]  # as fullprocess wrote it when deploying v2
@@ -247,7 +221,7 @@ def test_drift_with_no_batch_yet(offline_project: Config):
 
 
 def test_summary_of_the_master_dataset(offline_project: Config):
-    master = ingestion.load_master(offline_project)
+    master = masterstore.load_master(offline_project)
     summary = diagnostics.dataframe_summary(offline_project)
     assert summary["rows"] == len(master) == 7500
     stats = summary["numeric"]["number_of_employees"]
@@ -317,7 +291,7 @@ def test_execution_time_comes_from_recorded_runs(offline_project: Config):
 @pytest.mark.slow
 def test_measuring_execution_time_leaves_live_data_alone(offline_project: Config):
     config = offline_project
-    watched = [ingestion.master_path(config), config.output_folder / records.LAST_RUN_FILE, records.audit_path(config)]
+    watched = [masterstore.master_path(config), config.output_folder / records.LAST_RUN_FILE, records.audit_path(config)]
     before = {path: sha256_file(path) for path in watched}
     versions = deployment.version_names(config)
     measured = diagnostics.execution_time(config, measure=True)["measured"]
@@ -421,7 +395,7 @@ def test_scipy_warnings_become_notes_not_console_noise(offline_project: Config, 
     ("ks_2samp: Exact calculation unsuccessful"). The diagnostics keep it as a note; nothing is printed."""
     config = offline_project
     deployed = deployment.load_deployed_model(config)
-    reference = ingestion.read_dataset(deployed.path / records.REFERENCE_FILE, deployed.metadata["column_kinds"])
+    reference = read_typed_csv(deployed.path / records.REFERENCE_FILE, deployed.metadata["column_kinds"])
     batch = reference.copy()
     lowest = batch["lastyear_activity"].nsmallest(3).index  # the ECDFs now differ by 3/7500 at most
     batch.loc[lowest, "lastyear_activity"] = batch["lastyear_activity"].max() + 1

@@ -15,6 +15,8 @@ import deployment
 import fsutil
 import fullprocess
 import ingestion
+import ledger
+import masterstore
 import sampledata
 import records
 from fsutil import run_lock, sha256_file
@@ -67,7 +69,7 @@ def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Con
     assert record["reason"].startswith("model drift: f1")
     assert deployment.current_version(deployed_project) == "v2"
     assert deployment.read_manifest(deployment.version_path(deployed_project))["reason"] == record["reason"]
-    assert len(ingestion.load_master(deployed_project)) == 7500 + sampledata.SHIFTED_BATCH_ROWS
+    assert len(masterstore.load_master(deployed_project)) == 7500 + sampledata.SHIFTED_BATCH_ROWS
     # The report written during the run names the run that deployed it.
     report = json.loads((deployed_project.reports_folder / "v2" / "model_report.json").read_text())
     assert report["deployment"]["audit"]["reason"] == record["reason"]
@@ -99,7 +101,7 @@ def test_set_aside_files_are_named_in_the_audit(deployed_project: Config) -> Non
 
 def test_a_held_lock_makes_the_run_log_and_exit_zero(deployed_project: Config) -> None:
     add_shifted_batch(deployed_project)
-    with run_lock(ingestion.lock_path(deployed_project)):
+    with run_lock(ledger.lock_path(deployed_project)):
         assert run(deployed_project) == 0
     record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "locked_out"
@@ -204,7 +206,7 @@ def test_rows_left_undecided_by_a_failed_run_are_judged_by_the_next(project: Con
     test_file.write_text("\n".join(lines) + "\n")
     assert run(project) == 1
     assert records.read_audit(project)[-1]["status"] == "failed"
-    assert ingestion.master_path(project).exists(), "the failed run ingested"
+    assert masterstore.master_path(project).exists(), "the failed run ingested"
     test_file.write_text(good)
 
     assert run(project) == 0  # no new file, but the ingested rows were never decided
@@ -307,7 +309,7 @@ def leftover_temporaries(config: Config) -> list[str]:
 
 def assert_one_new_version_finished(config: Config, master_rows: int) -> None:
     """What a drift run must leave, whatever instant it was killed at, once a rerun has run."""
-    assert len(ingestion.load_master(config)) == master_rows
+    assert len(masterstore.load_master(config)) == master_rows
     assert deployment.version_names(config) == ["v1", "v2"]
     assert deployment.current_version(config) == "v2"
     deployment.load_deployed_model(config)
@@ -348,7 +350,7 @@ def test_a_run_killed_between_deploying_and_recording_its_decision_does_not_depl
     assert_one_new_version_finished(config, master_rows=900)
     deployed_v2 = [r for r in records.read_audit(config) if r.get("version_deployed") == "v2"]
     assert deployed_v2[0]["recovered"] is True and deployed_v2[0]["reason"].startswith("model drift")
-    assert deployment.read_manifest(deployment.version_path(config, "v2"))["master_bytes"] == ingestion.master_path(config).stat().st_size
+    assert deployment.read_manifest(deployment.version_path(config, "v2"))["master_bytes"] == masterstore.master_path(config).stat().st_size
 
 
 @pytest.mark.slow
@@ -535,7 +537,7 @@ def failure_line(config: Config, capsys: pytest.CaptureFixture) -> str:
     assert run(config) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert not ingestion.master_path(config).exists(), "caught before anything was ingested"
+    assert not masterstore.master_path(config).exists(), "caught before anything was ingested"
     assert records.read_audit(config)[-1]["status"] == "failed"
     return err
 

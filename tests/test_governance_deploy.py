@@ -21,16 +21,10 @@ import sampledata
 import scoring
 import training
 import records
-from settings import ConfigError, Config, load_config, metric_gain
-from tests.conftest import add_shifted_month, write_config
+from settings import ConfigError, Config, metric_gain
+from tests.conftest import add_shifted_month, rewrite_config as with_settings, write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-
-def with_settings(config: Config, **values) -> Config:
-    raw = json.loads(config.path.read_text(encoding="utf-8"))
-    config.path.write_text(json.dumps({**raw, **values}), encoding="utf-8")
-    return load_config(config.path)
 
 
 def train_and_score(config: Config, flag_nobody: bool = False) -> None:
@@ -453,7 +447,7 @@ def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_mov
 
 
 def test_page_one_shows_the_rejection_in_the_sign_off_box(deployed_project: Config) -> None:
-    from tests.test_reporting import page_text
+    from tests.conftest import page_text
 
     deployment.deploy_model(deployed_project, reason="challenger", pending=True)
     assert deployment.main(["--config", str(deployed_project.path), "--reject", "v2", "--by", "Ada", "--note", "too few rows"]) == 0

@@ -10,33 +10,12 @@ import pytest
 
 import ingestion
 import ledger
+import masterstore
 import records
+import tables
 from fsutil import sha256_file
 from settings import Config
-
-HEADER = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
-
-
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
-
-
-def master_rows(config: Config) -> pd.DataFrame:
-    return ingestion.load_master(config)
-
-
-def quarantine_reasons(config: Config) -> dict[str, str]:
-    """{original file name: reason} from the quarantine folder's reason files."""
-    reasons = {}
-    for reason_file in (config.output_folder / records.QUARANTINE_FOLDER).glob("*.reason.txt"):
-        fields = dict(line.split(": ", 1) for line in reason_file.read_text().splitlines())
-        reasons[fields["file"]] = fields["reason"]
-    return reasons
+from tests.conftest import HEADER, master_rows, quarantine_reasons, write, write_config
 
 
 def test_first_run_ingests_every_sample_file(project: Config) -> None:
@@ -54,13 +33,13 @@ def test_first_run_ingests_every_sample_file(project: Config) -> None:
 
 def test_second_run_reads_nothing_and_changes_nothing(project: Config) -> None:
     ingestion.ingest_new_files(project)
-    before = sha256_file(ingestion.master_path(project))
+    before = sha256_file(masterstore.master_path(project))
 
     assert ledger.pending_files(project) == []
     result = ingestion.ingest_new_files(project)
 
     assert result.rows_added == 0 and result.files_ingested == []
-    assert sha256_file(ingestion.master_path(project)) == before
+    assert sha256_file(masterstore.master_path(project)) == before
 
 
 def test_touched_but_unchanged_file_is_not_new(project: Config) -> None:
@@ -126,7 +105,7 @@ BAD_FILES = {
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_bad_file_is_set_aside_with_reason_and_master_intact(project: Config, name: str) -> None:
     ingestion.ingest_new_files(project)
-    master_before = sha256_file(ingestion.master_path(project))
+    master_before = sha256_file(masterstore.master_path(project))
     content, expected_reason = BAD_FILES[name]
     write(project.input_folder / name, content)
     write(project.input_folder / "zz_good.csv", HEADER + "goodco,3,40,10,0\n")
@@ -142,10 +121,10 @@ def test_bad_file_is_set_aside_with_reason_and_master_intact(project: Config, na
     quarantined = [p for p in (project.output_folder / "quarantine").iterdir() if p.name.endswith(name)]
     assert quarantined and quarantined[0].read_bytes() == (project.input_folder / name).read_bytes()
     # The master holds exactly its old bytes plus the good row.
-    master = ingestion.master_path(project).read_bytes()
+    master = masterstore.master_path(project).read_bytes()
     assert master.endswith(b"goodco,3,40,10,0\n")
     assert len(master_rows(project)) == 7501
-    assert master_before != sha256_file(ingestion.master_path(project))
+    assert master_before != sha256_file(masterstore.master_path(project))
     # Set aside once: not retried until its content changes.
     assert ledger.pending_files(project) == []
 
@@ -189,7 +168,7 @@ def test_interrupted_run_is_recovered_without_duplicates(project: Config) -> Non
     # Simulate the crash: the master gained the next file's rows, index and record did not.
     second = sorted(stash.iterdir())[0]
     rows = second.read_text().split("\n", 1)[1]
-    with ingestion.master_path(project).open("a") as handle:
+    with masterstore.master_path(project).open("a") as handle:
         handle.write(rows)
     shutil.move(second, project.input_folder / second.name)
 
@@ -202,8 +181,6 @@ def test_interrupted_run_is_recovered_without_duplicates(project: Config) -> Non
 
 
 def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
-    from tests.conftest import write_config
-
     config = write_config(tmp_path, target="Risk", positive_label="bad", id_columns=["id"])
     write(config.input_folder / "a.csv", "id,Age,Saving accounts,Risk\r\n007,30,NA,good\r\n008,41,little,bad\r\n")
     config.test_data_folder.mkdir()
@@ -213,7 +190,7 @@ def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
     master = master_rows(config)
     assert list(master["id"]) == ["007", "008"]
     assert master["Saving accounts"].isna().tolist() == [True, False]
-    assert ingestion.column_kinds(config)["Risk"] == ingestion.TEXT
+    assert masterstore.column_kinds(config)["Risk"] == tables.TEXT
 
 
 def test_first_run_killed_before_its_state_was_written_is_rebuilt_not_doubled(project: Config) -> None:
@@ -225,7 +202,7 @@ def test_first_run_killed_before_its_state_was_written_is_rebuilt_not_doubled(pr
 
     assert result.rows_added == 0
     assert len(master_rows(project)) == 7500
-    assert ingestion.read_master_state(project)["target_classes"] == ["0", "1"]
+    assert masterstore.read_master_state(project)["target_classes"] == ["0", "1"]
 
 
 def test_float_labels_join_the_integer_classes_even_after_a_rebuild(project: Config) -> None:
@@ -238,7 +215,7 @@ def test_float_labels_join_the_integer_classes_even_after_a_rebuild(project: Con
     result = ingestion.ingest_new_files(project)
 
     assert result.files_set_aside == [] and result.rows_added == 1
-    assert ingestion.read_master_state(project)["target_classes"] == ["0", "1"]
+    assert masterstore.read_master_state(project)["target_classes"] == ["0", "1"]
     assert set(master_rows(project)["exited"].unique()) == {0, 1}
 
 
@@ -257,8 +234,6 @@ def test_booleans_and_infinities_in_numeric_columns_are_set_aside(project: Confi
 
 
 def test_a_column_empty_in_the_first_file_takes_its_kind_from_the_first_values(tmp_path: Path) -> None:
-    from tests.conftest import write_config
-
     config = write_config(tmp_path)
     write(config.input_folder / "a.csv", "corporation,sector,exited\nab,,1\ncd,,0\n")
     write(config.input_folder / "b.csv", "corporation,sector,exited\nef,retail,1\n")
@@ -266,8 +241,8 @@ def test_a_column_empty_in_the_first_file_takes_its_kind_from_the_first_values(t
     result = ingestion.ingest_new_files(config)
 
     assert result.files_set_aside == [] and result.rows_added == 3
-    assert ingestion.column_kinds(config)["sector"] == ingestion.TEXT
-    assert ingestion.read_master_state(config)["unobserved"] == []
+    assert masterstore.column_kinds(config)["sector"] == tables.TEXT
+    assert masterstore.read_master_state(config)["unobserved"] == []
 
 
 def test_negative_zero_is_the_same_value_as_zero(project: Config) -> None:
@@ -306,4 +281,4 @@ def test_windows_line_ends_do_not_reach_the_master(project: Config) -> None:
     write(project.input_folder / "windows.csv", (HEADER + "w1,1,2,3,0\nw2,4,5,6,1\n").replace("\n", "\r\n").encode())
 
     assert ingestion.ingest_new_files(project).rows_added == 2
-    assert b"\r" not in ingestion.master_path(project).read_bytes()
+    assert b"\r" not in masterstore.master_path(project).read_bytes()

@@ -14,11 +14,11 @@ import pytest
 import fullprocess
 import ingestion
 import ledger
+import masterstore
 import records
 from fsutil import atomic_write_text, sha256_file
 from settings import Config, ConfigError, load_config
-from tests.conftest import growing, write_config
-from tests.test_ingestion import HEADER, master_rows, quarantine_reasons, write
+from tests.conftest import HEADER, growing, master_rows, quarantine_reasons, rewrite_config, write, write_config
 
 GOOD_ROW = "goodco,3,40,10,0\n"
 NAME_MAX_BYTES = 255  # Linux file systems
@@ -30,13 +30,6 @@ def quarantine(config: Config) -> Path:
 
 def set_aside_reasons(result: ingestion.IngestionResult) -> dict[str, str]:
     return {f["name"]: f["reason"] for f in result.files_set_aside}
-
-
-def rewrite_config(config: Config, **changes) -> Config:
-    values = json.loads(config.path.read_text())
-    values.update(changes)
-    config.path.write_text(json.dumps(values))
-    return load_config(config.path)
 
 
 # -- 1. long and odd file names ------------------------------------------------------------
@@ -298,7 +291,7 @@ def new_clients(count: int, prefix: str = "new") -> str:
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "deleted-with-state"])
 def test_a_missing_or_shorter_master_stops_ingestion_before_anything_is_appended(project: Config, damage: str) -> None:
     ingestion.ingest_new_files(project)
-    master = ingestion.master_path(project)
+    master = masterstore.master_path(project)
     if damage == "truncated":
         master.write_bytes(master.read_bytes()[:1000])
     else:
@@ -308,7 +301,7 @@ def test_a_missing_or_shorter_master_stops_ingestion_before_anything_is_appended
     write(project.input_folder / "more.csv", new_clients(200))
     record_before = ledger.record_path(project).read_bytes()
 
-    with pytest.raises(ingestion.MasterMissing, match=r"python ingestion.py --rebuild"):
+    with pytest.raises(masterstore.MasterMissing, match=r"python ingestion.py --rebuild"):
         ingestion.ingest_new_files(project)
 
     assert (not master.exists()) if damage != "truncated" else len(master.read_bytes()) == 1000
@@ -317,21 +310,21 @@ def test_a_missing_or_shorter_master_stops_ingestion_before_anything_is_appended
 
 def test_fullprocess_fails_with_the_recovery_command_instead_of_restarting_the_master(deployed_project: Config) -> None:
     """The reproduction: rm finaldata.csv, a new 200-row file; the master used to become those 200 rows."""
-    ingestion.master_path(deployed_project).unlink()
+    masterstore.master_path(deployed_project).unlink()
     write(deployed_project.input_folder / "more.csv", new_clients(200))
 
     assert fullprocess.main(["--config", str(deployed_project.path)]) == 1
 
     record = records.read_audit(deployed_project)[-1]
     assert record["status"] == "failed" and "python ingestion.py --rebuild" in record["reason"]
-    assert not ingestion.master_path(deployed_project).exists()
+    assert not masterstore.master_path(deployed_project).exists()
 
 
 def test_the_command_line_names_the_recovery_and_rebuild_restores_the_master(project: Config, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> None:
     args = ["--config", str(project.path)]
     ingestion.ingest_new_files(project)
-    expected = ingestion.master_path(project).read_bytes()
-    ingestion.master_path(project).unlink()
+    expected = masterstore.master_path(project).read_bytes()
+    masterstore.master_path(project).unlink()
     write(project.input_folder / "more.csv", new_clients(200))
 
     assert ingestion.main(args) == 1
@@ -341,7 +334,7 @@ def test_the_command_line_names_the_recovery_and_rebuild_restores_the_master(pro
     assert ingestion.main(args + ["--rebuild"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rebuilt"] and report["files_gone"] == [] and report["rows"] == 7500
-    assert ingestion.master_path(project).read_bytes() == expected
+    assert masterstore.master_path(project).read_bytes() == expected
     # The pending file goes in on the next run, once, after the rebuilt rows.
     assert ingestion.ingest_new_files(project).rows_added == 200
     assert len(master_rows(project)) == 7700
@@ -352,7 +345,7 @@ def test_rebuild_says_which_sources_are_gone_and_reads_them_if_they_come_back(pr
     first = sorted(project.input_folder.iterdir())[0]
     kept = first.read_bytes()
     first.unlink()
-    ingestion.master_path(project).write_bytes(b"truncated")
+    masterstore.master_path(project).write_bytes(b"truncated")
 
     report = ingestion.rebuild_master(project)
 
@@ -368,10 +361,10 @@ def test_rebuild_says_which_sources_are_gone_and_reads_them_if_they_come_back(pr
 
 def test_rebuild_leaves_a_whole_master_alone(project: Config) -> None:
     ingestion.ingest_new_files(project)
-    before = sha256_file(ingestion.master_path(project))
+    before = sha256_file(masterstore.master_path(project))
 
     assert ingestion.rebuild_master(project)["rebuilt"] is False
-    assert sha256_file(ingestion.master_path(project)) == before
+    assert sha256_file(masterstore.master_path(project)) == before
 
 
 # -- 12. a positive label that matches nothing -------------------------------------------------
@@ -385,7 +378,7 @@ def test_a_positive_label_matching_no_target_value_names_the_values_seen(tmp_pat
 
     reason = set_aside_reasons(result)["a.csv"]
     assert "positive_label 'yes' matches none of the values" in reason and "['0', '1']" in reason
-    assert not ingestion.master_path(config).exists()
+    assert not masterstore.master_path(config).exists()
 
 
 # -- issue 8: judged again when the configuration changes ---------------------------------------

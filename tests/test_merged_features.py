@@ -20,14 +20,14 @@ import compiledmodel
 import fullprocess
 import ingestion
 import ledger
+import masterstore
 import sampledata
 import scoring
 import requestinput
 import training
 import records
 from settings import Config
-from tests.conftest import growing, write_config
-from tests.test_api_support import add_region, single_threaded  # noqa: F401 (a fixture)
+from tests.conftest import add_region, growing, write_config
 
 
 def drop_new_clients(config: Config, rows: int) -> None:
@@ -50,7 +50,7 @@ def test_rows_added_after_a_rebuild_to_a_smaller_master_are_judged(deployed_proj
     checkpoint, v1's trained-on size) must not hide the next batch's rows."""
     config = deployed_project
     (config.input_folder / "2026-10_clients.csv").unlink()
-    ingestion.master_path(config).unlink()
+    masterstore.master_path(config).unlink()
     rebuilt = ingestion.rebuild_master(config)
     assert rebuilt["rebuilt"] and rebuilt["rows"] == 5000
     for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
@@ -176,7 +176,7 @@ def test_a_rebuild_reads_database_snapshots_again(project: Config):
     values["id_columns"] = values["id_columns"] + ["row_id"]
     config.path.write_text(json.dumps(values), encoding="utf-8")
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    ingestion.master_path(config).unlink()
+    masterstore.master_path(config).unlink()
     rebuilt = ingestion.rebuild_master(config)
     assert rebuilt["files_gone"] == [] and rebuilt["rows"] == len(frame), rebuilt
 
@@ -214,7 +214,7 @@ def test_a_damaged_master_state_is_read_as_absent(deployed_project: Config, dama
     drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert records.read_audit(config)[-1]["rows_added"] == 300
-    assert ingestion.read_master_state(config)["rows"] == 7800
+    assert masterstore.read_master_state(config)["rows"] == 7800
     (config.output_folder / records.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
     assert ingestion.main(["--config", str(config.path), "--rebuild"]) == 0
 

@@ -13,8 +13,7 @@ import reporting
 import records
 from fsutil import append_json_line
 from settings import Config
-from tests.test_diagnostics import with_settings
-from tests.test_reporting import page_number, page_text
+from tests.conftest import page_number, page_text, rewrite_config as with_settings
 
 PURPOSE = "Find *clients* at risk [before](http://x) they leave <b>#1</b>\n# not a heading"
 

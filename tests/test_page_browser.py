@@ -13,7 +13,7 @@ import pytest
 
 import localserver
 from settings import Config
-from tests.test_api_support import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version
+from tests.conftest import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, skip_or_fail_in_ci
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 def browser(tmp_path: Path):
     for program in (CHROMIUM, CHROMEDRIVER):
         if not program.exists():
-            pytest.skip(f"{program} is absent: {INSTALL_HINT}")
+            skip_or_fail_in_ci(f"{program} is absent: {INSTALL_HINT}")
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options = webdriver.ChromeOptions()

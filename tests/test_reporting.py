@@ -20,8 +20,7 @@ import scoring
 import records
 from fsutil import sha256_file
 from settings import Config, load_config
-from tests.conftest import add_shifted_month
-from tests.test_diagnostics import v2_project, v2_template, with_settings  # noqa: F401 (fixtures)
+from tests.conftest import add_shifted_month, page_number, page_text, rewrite_config as with_settings, skip_or_fail_in_ci
 
 REPORT_FILES = ("diagnostics.json", "confusionmatrix.png", "model_report.pdf", "model_report.json", "model_card.md")
 A4_POINTS = (595.44, 841.68)
@@ -34,19 +33,6 @@ def reported(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) 
     shutil.copytree(deployed_template, folder, symlinks=True)
     config = with_settings(load_config(folder / "config.json"), package_check_seconds=0)
     return config, reporting.write_reports(config, refresh_diagnostics=True)
-
-
-def page_text(pdf: Path, page: int) -> str:
-    """The text of one page of a PDF, by poppler's pdftotext; skips where poppler is absent."""
-    if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext is absent: apt-get install poppler-utils to read the report's pages in this test")
-    done = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
-                          check=True, capture_output=True, text=True, timeout=60)
-    return " ".join(done.stdout.split())
-
-
-def page_number(report: dict, title: str) -> int:
-    return next(page["page"] for page in report["pages"] if page["title"] == title)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -110,7 +96,7 @@ def test_without_protected_attributes_the_report_and_diagnostics_say_fairness_wa
 
 def test_pdf_renders_with_poppler(reported, tmp_path: Path):
     if shutil.which("pdftoppm") is None:
-        pytest.skip("pdftoppm is absent: apt-get install poppler-utils to render the report in this test")
+        skip_or_fail_in_ci("pdftoppm is absent: apt-get install poppler-utils to render the report in this test")
     _, paths = reported
     subprocess.run(["pdftoppm", "-r", "20", "-png", str(paths["report_pdf"]), str(tmp_path / "page")], check=True, timeout=60)
     images = sorted(tmp_path.glob("page-*.png"))

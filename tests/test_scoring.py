@@ -9,6 +9,7 @@ import pytest
 from sklearn import metrics
 
 import ingestion
+import masterstore
 import scoring
 import training
 from settings import Config
@@ -74,7 +75,7 @@ def test_held_out_test_data_has_no_warnings(trained: Config) -> None:
 def test_test_rows_found_in_the_training_data_are_counted_and_warned_about(trained: Config) -> None:
     test = pd.read_csv(trained.test_data_folder / "testdata.csv")
     baseline = scoring.score_model(trained)["test_rows_in_training"]
-    master = ingestion.load_master(trained)
+    master = masterstore.load_master(trained)
     copied = master.sample(300, random_state=1)
     write_test_file(trained, pd.concat([test, copied], ignore_index=True))
 

@@ -25,6 +25,13 @@ def test_defaults_fill_absent_keys_and_paths_resolve_against_the_config_folder(t
     assert config.deployment_folder == tmp_path / "site" / "production_deployment"
 
 
+def test_paths_are_shown_relative_to_the_config_folder_where_they_can_be(tmp_path: Path) -> None:
+    config = load_config(write_raw(tmp_path / "site", {}))
+
+    assert config.display_path(config.output_folder / "finaldata.csv") == "ingesteddata/finaldata.csv"
+    assert config.display_path(tmp_path / "elsewhere.csv") == str(tmp_path / "elsewhere.csv")
+
+
 def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="targt"):
         load_config(write_raw(tmp_path, {"targt": "exited"}))

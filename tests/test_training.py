@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import ingestion
+import masterstore
 import scoring
 import training
 from settings import Config
@@ -20,7 +21,7 @@ def ingested(project: Config) -> Config:
 
 
 def test_features_exclude_target_ids_and_dropped_columns(ingested: Config) -> None:
-    kinds = ingestion.column_kinds(ingested)
+    kinds = masterstore.column_kinds(ingested)
     assert training.feature_types(ingested, kinds) == {
         "numeric": ["lastmonth_activity", "lastyear_activity", "number_of_employees"],
         "categorical": [],
@@ -50,7 +51,7 @@ def test_best_candidate_is_chosen_by_cv_and_saved_with_metadata(ingested: Config
     saved = json.loads((config.model_folder / "trainedmodel.json").read_text())
     assert saved["model_sha256"] and saved["training_data_sha256"]
     loaded, _ = scoring.load_trained_model(config)
-    X = scoring.feature_frame(ingestion.load_master(config).head(50), metadata["features"])
+    X = scoring.feature_frame(masterstore.load_master(config).head(50), metadata["features"])
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
 
 
@@ -66,14 +67,14 @@ def test_training_is_deterministic(ingested: Config) -> None:
     second_model, second = training.train_model(ingested)
 
     assert without_timings(first["candidates"]) == without_timings(second["candidates"])
-    X = scoring.feature_frame(ingestion.load_master(ingested), first["features"])
+    X = scoring.feature_frame(masterstore.load_master(ingested), first["features"])
     np.testing.assert_array_equal(first_model.predict_proba(X), second_model.predict_proba(X))
 
 
 def test_decision_threshold_flags_more_of_the_minority_class_than_half(ingested: Config) -> None:
     model, metadata = training.train_model(ingested)
     assert 0.05 <= metadata["threshold"] < 0.5
-    X = scoring.feature_frame(ingestion.load_master(ingested), metadata["features"])
+    X = scoring.feature_frame(masterstore.load_master(ingested), metadata["features"])
     np.testing.assert_array_equal(model.predict(X), (model.predict_proba(X)[:, 1] >= metadata["threshold"]).astype(int))
 
 
@@ -191,7 +192,7 @@ def test_a_chosen_blend_averages_its_refitted_members(ingested: Config) -> None:
     _, metadata = training.train_model(config)
     candidates = metadata["candidates"]
     final = {name: training.build_pipeline(name, metadata["features"], 42, candidates[name]["params"], 7500) for name in names}
-    data = ingestion.load_master(config)
+    data = masterstore.load_master(config)
     X = scoring.feature_frame(data, metadata["features"])
     y = scoring.binary_target(data["exited"], 1)
     for pipeline in final.values():
@@ -215,7 +216,7 @@ def test_boosting_stops_early_on_enough_rows(ingested: Config) -> None:
 
 
 def test_the_forest_samples_a_bounded_number_of_rows_per_tree(ingested: Config) -> None:
-    features = training.feature_types(ingested, ingestion.column_kinds(ingested))
+    features = training.feature_types(ingested, masterstore.column_kinds(ingested))
     forest = training.build_pipeline("random_forest", features, 42, rows=50_000).named_steps["classifier"]
     assert forest.max_samples * 50_000 == training.FOREST_ROWS_PER_TREE and forest.n_jobs == 1
     assert training.build_pipeline("random_forest", features, 42, rows=1000).named_steps["classifier"].max_samples is None
@@ -230,5 +231,5 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
     assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
     assert len(apart["fits"]["by_worker"]) >= 1 and f"pid {__import__('os').getpid()}" not in apart["fits"]["by_worker"]
     assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
-    X = scoring.feature_frame(ingestion.load_master(config), here["features"])
+    X = scoring.feature_frame(masterstore.load_master(config), here["features"])
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
