@@ -3,7 +3,8 @@
 Layout of the deployment folder::
 
     production_deployment/
-      versions/v1/, v2/, ...   immutable; each holds trainedmodel.pkl, trainedmodel.json,
+      versions/v1/, v2/, ...   immutable; each holds trainedmodel.skops (or, made before skops,
+                               trainedmodel.pkl), trainedmodel.json,
                                scores.json, latestscore.txt, ingestedfiles.txt,
                                ingestion_record.jsonl, reference_data.csv, manifest.json
       current -> versions/vN   a symlink, swapped atomically by rename
@@ -17,8 +18,8 @@ version supersedes an older pending one.
 A version is assembled in a hidden folder and renamed into ``versions/`` only when every
 file is written and synced; ``current`` then switches with one ``rename``. A reader that
 resolves ``current`` once sees a whole version, old or new, even if a deploy is killed at
-any instant. ``manifest.json`` lists every file's SHA-256; a model is unpickled only after
-its hash matches.
+any instant. ``manifest.json`` lists every file's SHA-256; a model is loaded only after its
+hash matches, and only with the types modelfiles.py trusts (older pickled versions: the hash only).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import ledger
+import modelfiles
 import records
 from fsutil import (
     LockBusy,
@@ -42,13 +44,13 @@ from fsutil import (
     sha256_file,
 )
 from settings import Config, ConfigError, load_config, script_parser
-from records import CURRENT_LINK, HISTORY_FILE, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
+from records import CURRENT_LINK, HISTORY_FILE, MANIFEST_FILE, METADATA_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
     from typing import Any
 
-# hashlib, pickle and shutil are imported where they are used, for the same reason.
+# shutil is imported where it is used, for the same reason.
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class BrokenCurrentLink(DeploymentError):
     """``current`` exists but is not a link to a version (a directory or a regular file)."""
 
 
-REQUIRED_FILES = (MODEL_FILE, METADATA_FILE, SCORES_FILE)
+REQUIRED_FILES = (METADATA_FILE, SCORES_FILE)  # and a model file (modelfiles.FORMATS)
 
 
 class DeployedModel:
@@ -77,6 +79,15 @@ class DeployedModel:
 
     def __repr__(self) -> str:
         return f"DeployedModel({self.version!r}, {self.metadata.get('model')!r})"
+
+    @property
+    def model_file(self) -> str | None:
+        """The name of the version's model file (skops, or pickle for older versions)."""
+        return modelfiles.model_file_name(self.manifest["files"])
+
+    @property
+    def model_sha256(self) -> str | None:
+        return self.manifest["files"].get(self.model_file)
 
 
 def _unique_suffix() -> str:
@@ -154,6 +165,8 @@ def verify_version(path: Path) -> dict[str, Any]:
     """Check every file of a version against its manifest. Returns the manifest."""
     manifest = read_manifest(path)
     unlisted = [name for name in REQUIRED_FILES if name not in manifest.get("files", {})]
+    if modelfiles.model_file_name(manifest.get("files", {})) is None:
+        unlisted.insert(0, " or ".join(modelfiles.FORMATS))
     if unlisted:
         raise DeploymentError(f"{path / MANIFEST_FILE} does not list {unlisted}: the version cannot be verified")
     for name, expected in manifest["files"].items():
@@ -167,18 +180,12 @@ def verify_version(path: Path) -> dict[str, Any]:
 
 
 def load_deployed_model(config: Config, version: str | None = None) -> DeployedModel:
-    """Load a deployed version (default: current), verified before anything is unpickled."""
+    """Load a deployed version (default: current), verified before its model file is loaded."""
     # Resolve the link once, so every file below comes from the same version.
     path = version_path(config, version)
     manifest = verify_version(path)
-    # Unpickle the very bytes that were hashed, so the file cannot change in between.
-    import hashlib
-    import pickle
-
-    model_bytes = (path / MODEL_FILE).read_bytes()
-    if hashlib.sha256(model_bytes).hexdigest() != manifest["files"][MODEL_FILE]:
-        raise DeploymentError(f"{path / MODEL_FILE} changed while it was being loaded")
-    model = pickle.loads(model_bytes)
+    name = modelfiles.model_file_name(manifest["files"])
+    model = modelfiles.read_model(path / name, manifest["files"][name])
     return DeployedModel(
         version=path.name,
         path=path,
@@ -516,6 +523,7 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
         row["metric_score"] = scores.get(manifest.get("metric")) if manifest.get("metric") else None
         row["champion_challenger"] = decision.get("champion_challenger")
         row["pending_approval"] = bool(manifest.get("pending_approval", False))
+        row["model_format"] = modelfiles.model_format(modelfiles.model_file_name(manifest["files"]))
         warnings = manifest.get("warnings")
         if warnings is None:  # deployed before manifests kept them: ask the version's files
             warnings = version_warnings(_read_json_or_empty(path / METADATA_FILE), _read_json_or_empty(path / SCORES_FILE))
@@ -604,21 +612,23 @@ def history(config: Config) -> list[dict[str, Any]]:
 
 def _checked_trained_model(config: Config) -> dict[str, Any]:
     folder = config.model_folder
-    for name in (MODEL_FILE, METADATA_FILE, SCORES_FILE, SCORE_FILE):
+    for name in (modelfiles.model_path(folder).name, METADATA_FILE, SCORES_FILE, SCORE_FILE):
         if not (folder / name).is_file():
             raise DeploymentError(f"{folder / name} is missing: train and score a model first")
     metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    if sha256_file(folder / MODEL_FILE) != metadata.get("model_sha256"):
-        raise DeploymentError(f"{folder / MODEL_FILE} does not match its metadata's checksum: retrain")
+    model_file = modelfiles.model_path(folder)
+    if sha256_file(model_file) != metadata.get("model_sha256"):
+        raise DeploymentError(f"{model_file} does not match its metadata's checksum: retrain")
     scores = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
     if scores.get("model_trained_at") != metadata["trained_at"]:
-        raise DeploymentError(f"{folder / SCORES_FILE} scores another model than {MODEL_FILE}: score it again")
+        raise DeploymentError(f"{folder / SCORES_FILE} scores another model than {model_file.name}: score it again")
     return metadata
 
 
 def _assemble(config: Config, incoming: Path) -> dict[str, str]:
     """Copy a version's files into ``incoming``, synced. Returns {name: sha256}."""
-    sources = {name: config.model_folder / name for name in (MODEL_FILE, METADATA_FILE, SCORES_FILE, SCORE_FILE)}
+    model_file = modelfiles.model_path(config.model_folder).name
+    sources = {name: config.model_folder / name for name in (model_file, METADATA_FILE, SCORES_FILE, SCORE_FILE)}
     for name in ("ingestedfiles.txt", "ingestion_record.jsonl"):
         sources[name] = config.output_folder / name
     files = {}
@@ -708,6 +718,9 @@ def remove_incomplete(config: Config) -> None:
     _remove_incomplete(config)
 
 
+PICKLE_NOTE = "a pickle, saved before models were saved with skops: loaded once its hash matches, its types unchecked"
+
+
 def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no versions deployed")
@@ -721,6 +734,8 @@ def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
         print(f"{marker}{row['version']:<8} {row['deployed_at']:<26} {model:<24} {f1:>7} {auc:>8}  {row['reason']}")
         if row.get("status"):
             print(f"{'':11}status: {_status_text(row)}")
+        if row.get("model_format") == modelfiles.PICKLE:
+            print(f"{'':11}model file: {PICKLE_NOTE}")
         if row.get("champion_challenger"):
             import promotion  # numpy-free formatting; imported only when there is a comparison to show
 
@@ -748,17 +763,19 @@ def _print_inventory(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no versions deployed")
         return
-    print(f"{'version':<8} {'status':<22} {'deployed at':<26} {'current from':<26} {'until':<26} {'metric':<10} {'score':>7} {'roc_auc':>8}  approver")
+    print(f"{'version':<8} {'status':<22} {'file':<6} {'deployed at':<26} {'current from':<26} {'until':<26} {'metric':<10} {'score':>7} {'roc_auc':>8}  approver")
     for row in rows:
         score = f"{row['metric_score']:.4f}" if isinstance(row.get("metric_score"), (int, float)) else "n/a"
         auc = f"{row['roc_auc']:.4f}" if isinstance(row.get("roc_auc"), (int, float)) else "n/a"
         who = f"{row['decision']} by {row['decided_by']} at {row['decided_at']}" if row.get("decided_by") and row.get("decision") != "superseded" else "-"
-        print(f"{row['version']:<8} {row['status']:<22} {row['deployed_at']:<26} {row['became_current_at'] or '-':<26} "
+        print(f"{row['version']:<8} {row['status']:<22} {row.get('model_format') or '?':<6} {row['deployed_at']:<26} {row['became_current_at'] or '-':<26} "
               f"{row['left_current_at'] or '-':<26} {row.get('metric') or '?':<10} {score:>7} {auc:>8}  {who}")
         if row.get("decision_note"):
             print(f"{'':9}note: {row['decision_note']}")
         if row.get("problem"):
             print(f"{'':9}{row['problem']}")
+        if row.get("model_format") == modelfiles.PICKLE:
+            print(f"{'':9}model file: {PICKLE_NOTE}")
 
 
 def _print_current(config: Config) -> None:

@@ -271,7 +271,7 @@ def _lineage(deployed: deployment.DeployedModel) -> dict[str, Any]:
     keys = ("model", "threshold", "metric", "trained_at", "training_seconds", "training_rows", "training_positives",
             "training_data_sha256", "training_files", "features", "parameters", "candidates", "package_versions",
             "python_version", "cv_folds", "random_seed")
-    return {**{key: meta.get(key) for key in keys}, "model_sha256": deployed.manifest["files"].get(records.MODEL_FILE)}
+    return {**{key: meta.get(key) for key in keys}, "model_file": deployed.model_file, "model_sha256": deployed.model_sha256}
 
 
 def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:
@@ -825,7 +825,7 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
         ("Python", lineage["python_version"]),
         ("Packages", ", ".join(f"{k} {v}" for k, v in sorted(lineage["package_versions"].items()))),
     ])
-    hashes = [["master dataset (finaldata.csv)", lineage["training_data_sha256"]], ["model (trainedmodel.pkl)", lineage["model_sha256"]]]
+    hashes = [["master dataset (finaldata.csv)", lineage["training_data_sha256"]], [f"model ({lineage.get('model_file') or 'file'})", lineage["model_sha256"]]]
     page.table(["Artefact", "SHA-256"], hashes, [2.2, 4.85], mono_columns=(1,))
     page.heading("Training data files")
     files = [[f["name"], f["sha256"], f["rows_added"]] for f in lineage["training_files"]]

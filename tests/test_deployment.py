@@ -31,7 +31,7 @@ def test_fullprocess_deployed_a_complete_verified_version(deployed_project: Conf
 
     assert loaded.version == "v1" == deployment.current_version(deployed_project)
     assert set(loaded.manifest["files"]) == {
-        "trainedmodel.pkl", "trainedmodel.json", "scores.json", "latestscore.txt",
+        "trainedmodel.skops", "trainedmodel.json", "scores.json", "latestscore.txt",
         "ingestedfiles.txt", "ingestion_record.jsonl", "reference_data.csv",
     }
     assert loaded.scores == loaded.manifest["scores"]
@@ -62,7 +62,7 @@ def test_rollback_with_nothing_older_is_refused(deployed_project: Config) -> Non
 def test_rollback_skips_a_corrupted_version(deployed_project: Config) -> None:
     deployment.deploy_model(deployed_project, reason="v2")
     deployment.deploy_model(deployed_project, reason="v3")
-    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.pkl").write_bytes(b"broken")
+    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
 
     assert deployment.rollback(deployed_project) == "v1"
 
@@ -79,7 +79,7 @@ class _Tripwire:
 
 @pytest.mark.parametrize("tamper", ["truncate", "swap"])
 def test_tampered_model_is_refused_before_unpickling(deployed_project: Config, tmp_path: Path, tamper: str) -> None:
-    model_file = deployment.version_path(deployed_project) / "trainedmodel.pkl"
+    model_file = deployment.version_path(deployed_project) / "trainedmodel.skops"
     marker = tmp_path / "marker"
     if tamper == "truncate":
         model_file.write_bytes(model_file.read_bytes()[:1000])
@@ -92,7 +92,7 @@ def test_tampered_model_is_refused_before_unpickling(deployed_project: Config, t
 
 
 def test_deploy_refuses_a_model_that_does_not_match_its_metadata(deployed_project: Config) -> None:
-    (deployed_project.model_folder / "trainedmodel.pkl").write_bytes(b"not the trained model")
+    (deployed_project.model_folder / "trainedmodel.skops").write_bytes(b"not the trained model")
     with pytest.raises(deployment.DeploymentError, match="checksum"):
         deployment.deploy_model(deployed_project)
     assert deployment.current_version(deployed_project) == "v1"
@@ -144,7 +144,7 @@ def test_a_manifest_that_does_not_list_the_model_is_refused(deployed_project: Co
 
     path = deployment.version_path(deployed_project)
     manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["files"]["trainedmodel.pkl"]
+    del manifest["files"]["trainedmodel.skops"]
     (path / "manifest.json").write_text(json.dumps(manifest))
 
     with pytest.raises(deployment.DeploymentError, match="does not list"):
@@ -164,7 +164,7 @@ def test_any_verified_version_can_be_made_current_again(deployed_project: Config
         ("activate", "v3", "v1"),
     ]
     assert deployment.current_since(deployed_project)["action"] == "activate"
-    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.pkl").write_bytes(b"broken")
+    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
     with pytest.raises(deployment.DeploymentError, match="v2 cannot be activated: .*fails verification"):
         deployment.activate(deployed_project, "v2")
     with pytest.raises(deployment.DeploymentError, match="there is no version 'v9'"):

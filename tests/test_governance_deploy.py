@@ -46,7 +46,7 @@ def train_and_score(config: Config, flag_nobody: bool = False) -> None:
 def copy_version_into_models(config: Config, version: str) -> None:
     """The deployed version's own model as the challenger: the same predictions, a gain of exactly 0."""
     source = deployment.versions_folder(config) / version
-    for name in ("trainedmodel.pkl", "trainedmodel.json", "scores.json", "latestscore.txt"):
+    for name in ("trainedmodel.skops", "trainedmodel.json", "scores.json", "latestscore.txt"):
         shutil.copy(source / name, config.model_folder / name)
 
 
@@ -315,7 +315,7 @@ def test_inventory_statuses_after_a_rollback_a_rejection_and_a_broken_file(deplo
     deployment.deploy_model(config, reason="v5", pending=True)
     deployment.deploy_model(config, reason="v6", pending=True)  # supersedes v5
     deployment.deploy_model(config, reason="v7", pending=True)  # supersedes v6
-    (deployment.versions_folder(config) / "v6" / "trainedmodel.pkl").write_bytes(b"tampered")
+    (deployment.versions_folder(config) / "v6" / "trainedmodel.skops").write_bytes(b"tampered")
 
     rows = {row["version"]: row for row in deployment.inventory(config)}
 
@@ -324,7 +324,7 @@ def test_inventory_statuses_after_a_rollback_a_rejection_and_a_broken_file(deplo
         "v7": "pending"}
     assert (rows["v4"]["decided_by"], rows["v4"]["decision_note"]) == ("Ada", "not enough evidence")
     assert rows["v3"]["left_current_at"] and rows["v2"]["became_current_at"] and rows["v7"]["became_current_at"] is None
-    assert rows["v1"]["left_current_at"] and "trainedmodel.pkl fails verification" in rows["v6"]["problem"]
+    assert rows["v1"]["left_current_at"] and "trainedmodel.skops fails verification" in rows["v6"]["problem"]
 
     assert deployment.main(["--config", str(config.path), "--inventory"]) == 0
     printed = capsys.readouterr().out
