@@ -116,7 +116,7 @@ def load_model(config: Config, version: str) -> LoadedModel:
 
 
 # What a corrupt or incompatible version can raise while loading; anything else is a bug.
-LOAD_ERRORS = (deployment.DeploymentError, OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, ImportError, pickle.UnpicklingError)
+LOAD_ERRORS = deployment.LOAD_ERRORS
 
 
 class ModelHolder:

@@ -65,6 +65,12 @@ class BrokenCurrentLink(DeploymentError):
     """``current`` exists but is not a link to a version (a directory or a regular file)."""
 
 
+# "This version cannot be used", one definition for every caller (the API, fullprocess, rollback):
+# its files fail verification or cannot be read (DeploymentError, OSError), its model file does
+# not load (modelfiles.ModelFileError), its JSON is damaged (ValueError), or, in the API, what it
+# holds does not compile into a scorer (a metadata field missing, a library that changed).
+LOAD_ERRORS = (DeploymentError, modelfiles.ModelFileError, OSError, ValueError, KeyError, TypeError, AttributeError, ImportError)
+
 REQUIRED_FILES = (METADATA_FILE, SCORES_FILE)  # and a model file (modelfiles.FORMATS)
 
 
@@ -431,7 +437,7 @@ def rollback(config: Config) -> str:
     for candidate in reversed(older):
         try:
             verify_version(versions_folder(config) / candidate)
-        except (DeploymentError, OSError, ValueError) as exc:
+        except LOAD_ERRORS as exc:
             logger.warning("skipping %s: %s", candidate, exc)
             continue
         _switch_current(config, candidate)
@@ -457,9 +463,7 @@ def activate(config: Config, version: str) -> str:
         raise DeploymentError(f"{version} was {state} before it was ever approved: it cannot be activated")
     try:
         verify_version(path)
-    except (OSError, ValueError) as exc:
-        raise DeploymentError(f"{version} cannot be activated: {exc}") from None
-    except DeploymentError as exc:
+    except LOAD_ERRORS as exc:
         raise DeploymentError(f"{version} cannot be activated: {exc}") from None
     current = current_version_or_none(config)
     if current == version:
@@ -487,7 +491,7 @@ def complete_interrupted_deploy(config: Config) -> str | None:
         return None  # its deploy was recorded (and maybe rolled back since)
     try:
         manifest = verify_version(versions_folder(config) / newest)
-    except (DeploymentError, OSError, ValueError) as exc:
+    except LOAD_ERRORS as exc:
         logger.error("an interrupted deployment of %s cannot be completed: %s", newest, exc)
         return None
     current = current_version_or_none(config)
@@ -563,7 +567,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
         if verify:
             try:
                 verify_version(versions_folder(config) / name)
-            except (DeploymentError, OSError, ValueError) as exc:
+            except LOAD_ERRORS as exc:
                 problem = str(exc)
         if problem:
             status = "current, failed verification" if name == current else "failed verification"

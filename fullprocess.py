@@ -295,7 +295,7 @@ def load_current_deployment(config: Config) -> tuple[Any, str | None]:
         return None, "no deployed model yet"
     try:
         return deployment.load_deployed_model(config), None
-    except Exception as exc:  # whatever makes a version unloadable makes it unusable: redeploy
+    except deployment.LOAD_ERRORS as exc:  # a version that cannot be loaded is unusable: redeploy
         logger.error("the current deployment cannot be used: %s", exc)
         return None, f"the current deployment failed verification: {exc}"
 

@@ -13,11 +13,13 @@ import skops.io
 from sklearn.model_selection import FixedThresholdClassifier
 
 import deployment
+import fullprocess
 import modelfiles
 import records
 import scoring
 import training
 from settings import Config
+from tests.conftest import add_shifted_month
 
 
 def candidate_models(rows: int = 600) -> tuple[dict[str, FixedThresholdClassifier], pd.DataFrame]:
@@ -97,7 +99,22 @@ def test_a_skops_file_with_an_untrusted_type_is_refused_before_anything_in_it_ru
             deployment.load_deployed_model(deployed_project)
 
         assert "nothing in it ran" in str(refused.value) and "trainedmodel.skops" in str(refused.value)
+        assert isinstance(refused.value, deployment.LOAD_ERRORS)  # every caller treats it as an unusable version
         assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_fullprocess_replaces_a_current_version_whose_model_holds_an_untrusted_type(deployed_project: Config, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    _replace_model(deployed_project, "v1", skops.io.dumps(_Tripwire(str(marker))))
+    add_shifted_month(deployed_project)
+
+    assert fullprocess.main(["--config", str(deployed_project.path)]) == 0
+
+    record = records.read_audit(deployed_project)[-1]
+    assert record["decision"] == "redeployed" and record["version_deployed"] == "v2"
+    assert "the current deployment failed verification" in record["reason"] and "outside the trusted list" in record["reason"]
+    assert not marker.exists()
 
 
 def test_a_damaged_skops_file_that_passes_its_hash_is_a_clear_load_error(deployed_project: Config) -> None:
