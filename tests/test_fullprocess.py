@@ -15,6 +15,7 @@ import deployment
 import fsutil
 import fullprocess
 import ingestion
+import ledger
 import sampledata
 import records
 from fsutil import run_lock, sha256_file
@@ -232,6 +233,29 @@ def test_a_handful_of_rows_waits_for_more_before_drift_is_judged(deployed_projec
     record = records.read_audit(deployed_project)[-1]
     assert record["rows_judged"] == 1000, "the waiting rows are judged with the new ones"
     assert record["decision"] == "no_drift" and record["new_score"] == record["deployed_score"]
+
+
+def test_the_decision_returns_the_checkpoint_and_run_pipeline_records_it(deployed_project: Config) -> None:
+    """decide_on_new_rows writes nothing: every branch hands back what run_pipeline records, in one place."""
+    config = deployed_project
+    test = (config.test_data_folder / "testdata.csv").read_text().splitlines()
+    (config.input_folder / "few.csv").write_text("\n".join(test[:11]) + "\n")  # 10 rows
+    ingestion.ingest_new_files(config)
+    checkpoint = config.output_folder / records.CHECKPOINT_FILE
+    before = checkpoint.read_bytes()
+
+    decided, (judged, seen) = fullprocess.decide_on_new_rows(config, {})
+
+    assert decided["decision"] == "waiting_for_rows" and decided["rows_waiting"] == 10
+    assert judged == deployment.judged_offset(config) < seen == ledger.master_bytes(config)
+    assert checkpoint.read_bytes() == before, "the decision records nothing itself"
+
+    (config.input_folder / "more.csv").write_text("\n".join([test[0], *test[11:]]) + "\n")
+    ingestion.ingest_new_files(config)
+    decided, (judged, seen) = fullprocess.decide_on_new_rows(config, {})
+    assert decided["decision"] == "no_drift" and decided["rows_judged"] == 1000
+    assert judged == seen == ledger.master_bytes(config)
+    assert checkpoint.read_bytes() == before
 
 
 def test_a_retrained_model_worse_on_the_test_data_is_not_deployed(deployed_project: Config) -> None:
