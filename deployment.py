@@ -261,8 +261,13 @@ def deploy_model(
         logger.info("deployed %s pending approval (%s); %s stays current", version, metadata["model"], previous or "no version")
         return version
     _record(config, "deploy", version, previous, reason)
-    logger.info("deployed %s (%s, %s %.4f on test data)", version, metadata["model"], "f1", manifest["scores"]["f1"])
+    metric = manifest["metric"]
+    logger.info("deployed %s (%s, %s %s on test data)", version, metadata["model"], metric, _score_text(manifest["scores"].get(metric)))
     return version
+
+
+def _score_text(score: Any) -> str:
+    return f"{score:.4f}" if isinstance(score, (int, float)) else "undefined"
 
 
 # --- approval ------------------------------------------------------------------------------------

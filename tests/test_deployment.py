@@ -1,6 +1,8 @@
 """deployment.py: immutable versions, verified loading, atomic switch, rollback."""
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
 import random
@@ -16,6 +18,7 @@ import deployment
 import scoring
 import training
 from settings import Config
+from tests.conftest import write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -51,6 +54,15 @@ def test_new_version_then_rollback_then_new_number(deployed_project: Config) -> 
     assert [(r["version"], r["current"]) for r in rows] == [("v1", False), ("v2", False), ("v3", True)]
     actions = [(h["action"], h["version"]) for h in deployment.history(deployed_project)]
     assert actions == [("deploy", "v1"), ("deploy", "v2"), ("rollback", "v1"), ("deploy", "v3")]
+
+
+def test_the_deploy_log_names_the_configured_metric(deployed_project: Config, caplog: pytest.LogCaptureFixture) -> None:
+    config = write_config(deployed_project.root, metric="roc_auc")
+    retrain(config)
+    with caplog.at_level(logging.INFO, logger="deployment"):
+        assert deployment.deploy_model(config, reason="ranked") == "v2"
+    scores = json.loads((config.model_folder / "scores.json").read_text())
+    assert f"deployed v2 (logistic_regression, roc_auc {scores['roc_auc']:.4f} on test data)" in caplog.text
 
 
 def test_rollback_with_nothing_older_is_refused(deployed_project: Config) -> None:
