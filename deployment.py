@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import ledger
@@ -230,7 +229,7 @@ def deploy_model(
         scores = json.loads((incoming / SCORES_FILE).read_text(encoding="utf-8"))
         manifest = {
             "version": version,
-            "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "deployed_at": records.utc_now(),
             "reason": reason,
             "previous_version": previous,
             "model": metadata["model"],
@@ -349,7 +348,7 @@ def reject(config: Config, version: str, by: str, note: str) -> str:
 
 def _audit_approval(config: Config, decision: str, version: str, by: str, note: str, current: str | None) -> None:
     """The approval or rejection in the audit log, beside the runs of fullprocess."""
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    at = records.utc_now()
     append_json_line(records.audit_path(config), {
         "status": "ok", "decision": decision, "version": version, "by": by, "note": note, "at": at, "started_at": at,
         "current_version": version if decision == "approved" else current,
@@ -684,7 +683,7 @@ def _switch_current(config: Config, version: str) -> None:
 
 def _move_broken_current_aside(link: Path) -> None:
     """A directory or file where the ``current`` link belongs: kept aside for a look, not deleted."""
-    aside = link.with_name(f"broken-current-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{_unique_suffix()[:6]}")
+    aside = link.with_name(f"broken-current-{records.utc_stamp()}-{_unique_suffix()[:6]}")
     before_change(aside)
     os.rename(link, aside)
     logger.warning("%s was not a link to a version: moved it to %s", link, aside)
@@ -692,7 +691,7 @@ def _move_broken_current_aside(link: Path) -> None:
 
 def _record(config: Config, action: str, version: str, previous: str | None, reason: str, note: str | None = None, **fields: Any) -> None:
     line = {
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": records.utc_now(),
         "action": action,
         "version": version,
         "previous_version": previous,

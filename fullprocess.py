@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             return verify_audit(load_config(args.config))
         except ConfigError as exc:
             return _fail_in_one_line(f"fullprocess: {exc}")
-    started, clock = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), time.perf_counter()
+    started, clock = records.utc_now(), time.perf_counter()
     # Under cron (no terminal) the console stays silent unless the run fails: cron mails output.
     interactive = args.verbose or sys.stderr.isatty()
     try:
