@@ -38,12 +38,11 @@ from fsutil import (
     before_change,
     configure_logging,
     fsync_dir,
-    read_json_lines,
     run_lock,
     sha256_file,
 )
 from settings import Config, ConfigError, load_config, script_parser
-from records import CURRENT_LINK, HISTORY_FILE, MANIFEST_FILE, METADATA_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
+from records import CURRENT_LINK, MANIFEST_FILE, METADATA_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
@@ -280,7 +279,7 @@ def approval_states(config: Config) -> dict[str, dict[str, Any]]:
     From the history; a version whose deploy line a killed run never wrote is read from its manifest.
     """
     states: dict[str, dict[str, Any]] = {}
-    for line in history(config):
+    for line in records.read_history(config):
         version, action = line.get("version"), line.get("action")
         if action == "deploy":
             states[version] = {"state": "pending" if line.get("pending_approval") else "deployed", "at": line.get("at")}
@@ -296,7 +295,7 @@ def approval_states(config: Config) -> dict[str, dict[str, Any]]:
 
 def superseded_by(config: Config, version: str) -> list[str]:
     """The pending versions that the deployment of ``version`` superseded."""
-    return [h["version"] for h in history(config) if h.get("action") == "supersede" and h.get("superseded_by") == version]
+    return [h["version"] for h in records.read_history(config) if h.get("action") == "supersede" and h.get("superseded_by") == version]
 
 
 def pending_versions(config: Config) -> list[str]:
@@ -490,7 +489,7 @@ def complete_interrupted_deploy(config: Config) -> str | None:
     if not names:
         return None
     newest = names[-1]
-    mentioned = {h.get(key) for h in history(config) for key in ("version", "previous_version")}
+    mentioned = {h.get(key) for h in records.read_history(config) for key in ("version", "previous_version")}
     if newest in mentioned:
         return None  # its deploy was recorded (and maybe rolled back since)
     try:
@@ -558,7 +557,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
     """
     current = current_version_or_none(config)
     states = approval_states(config)
-    events = history(config)
+    events = records.read_history(config)
     rows = []
     for row in list_versions(config):
         name = row["version"]
@@ -601,7 +600,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
 def current_since(config: Config) -> dict[str, Any] | None:
     """The history line that made the current version current (deploy, rollback or activate)."""
     current = current_version_or_none(config)
-    made_current = [h for h in history(config) if h.get("version") == current]
+    made_current = [h for h in records.read_history(config) if h.get("version") == current]
     return made_current[-1] if current and made_current else None
 
 
@@ -611,11 +610,6 @@ def _read_json_or_empty(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
-
-
-def history(config: Config) -> list[dict[str, Any]]:
-    """Every deploy and rollback, oldest first."""
-    return read_json_lines(config.deployment_folder / HISTORY_FILE)
 
 
 def _checked_trained_model(config: Config) -> dict[str, Any]:
@@ -700,7 +694,7 @@ def _record(config: Config, action: str, version: str, previous: str | None, rea
     }
     if note or action in APPROVAL_ACTIONS:
         line["note"] = note or ""
-    append_json_line(config.deployment_folder / HISTORY_FILE, line)
+    append_json_line(records.history_path(config), line)
 
 
 def _remove_tree(folder: Path) -> None:
@@ -801,7 +795,7 @@ def _print_current(config: Config) -> None:
     waiting = pending_versions(config)
     if waiting:
         print(f"awaiting approval: {', '.join(waiting)} (python deployment.py --approve vN --by NAME [--note TEXT])")
-    switches = [h for h in history(config) if h.get("action") in ("rollback", "activate")]
+    switches = [h for h in records.read_history(config) if h.get("action") in ("rollback", "activate")]
     if switches:
         print("rollbacks and activations:")
         for h in switches:

@@ -684,7 +684,7 @@ def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | N
     """
     current = None
     record_holds_run: dict[str, bool] = {}
-    for event in deployment.history(config):
+    for event in records.read_history(config):
         version = event.get("version")
         if not version:
             continue

@@ -585,7 +585,7 @@ def verify_audit(config: Config) -> int:
     from fsutil import verify_json_line_chain
 
     failed = False
-    for path in (records.audit_path(config), config.deployment_folder / records.HISTORY_FILE):
+    for path in (records.audit_path(config), records.history_path(config)):
         line, message = verify_json_line_chain(path)
         print(("BROKEN: " if line else "") + message)
         failed = failed or line is not None

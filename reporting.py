@@ -216,7 +216,7 @@ def model_checks(deployed: deployment.DeployedModel) -> dict[str, Any]:
 def _status_when_written(config: Config, version: str, generated_at: str) -> str:
     """Whether ``version`` was current when the report was written, dated: a PDF cannot follow later switches."""
     current = deployment.current_version(config)
-    events = [e for e in deployment.history(config) if e.get("version")]
+    events = [e for e in records.read_history(config) if e.get("version")]
     if current == version:
         made = [e for e in events if e["version"] == version]
         since = f", since the {made[-1].get('action', 'deploy')} at {made[-1].get('at')}" if made else ""
@@ -244,7 +244,7 @@ def _deployment_facts(
         "previous_version": manifest.get("previous_version"),
         "audit": {key: runs[-1].get(key) for key in audit_keys} if runs else None,
         "last_ingestion": _last_ingestion(deployed),
-        "history": [h for h in deployment.history(config) if h.get("version") == deployed.version],
+        "history": [h for h in records.read_history(config) if h.get("version") == deployed.version],
     }
 
 

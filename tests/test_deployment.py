@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import deployment
+import records
 import scoring
 import training
 from settings import Config
@@ -52,7 +53,7 @@ def test_new_version_then_rollback_then_new_number(deployed_project: Config) -> 
 
     rows = deployment.list_versions(deployed_project)
     assert [(r["version"], r["current"]) for r in rows] == [("v1", False), ("v2", False), ("v3", True)]
-    actions = [(h["action"], h["version"]) for h in deployment.history(deployed_project)]
+    actions = [(h["action"], h["version"]) for h in records.read_history(deployed_project)]
     assert actions == [("deploy", "v1"), ("deploy", "v2"), ("rollback", "v1"), ("deploy", "v3")]
 
 
@@ -171,7 +172,7 @@ def test_any_verified_version_can_be_made_current_again(deployed_project: Config
     assert deployment.current_version(deployed_project) == "v1"
     assert deployment.activate(deployed_project, "v3") == "v3"
 
-    assert [(h["action"], h["version"], h["previous_version"]) for h in deployment.history(deployed_project)][-2:] == [
+    assert [(h["action"], h["version"], h["previous_version"]) for h in records.read_history(deployed_project)][-2:] == [
         ("activate", "v1", "v3"),
         ("activate", "v3", "v1"),
     ]
@@ -196,7 +197,7 @@ def test_rollback_replaces_a_broken_current_link(deployed_project: Config, break
     assert deployment.rollback(deployed_project) == "v2"
 
     assert deployment.current_version(deployed_project) == "v2"
-    assert deployment.history(deployed_project)[-1]["reason"] == "rollback from a broken current link"
+    assert records.read_history(deployed_project)[-1]["reason"] == "rollback from a broken current link"
 
 
 def test_a_manifest_that_is_not_an_object_fails_verification_cleanly(deployed_project: Config) -> None:
@@ -221,7 +222,7 @@ def test_a_deploy_killed_between_its_version_and_the_switch_is_completed_not_rep
     assert deployment.complete_interrupted_deploy(deployed_project) == version == "v2"
 
     assert deployment.current_version(deployed_project) == "v2"
-    assert deployment.history(deployed_project)[-1]["note"].startswith("completed by a later run")
+    assert records.read_history(deployed_project)[-1]["note"].startswith("completed by a later run")
     assert deployment.complete_interrupted_deploy(deployed_project) is None
     deployment.rollback(deployed_project)
     assert deployment.complete_interrupted_deploy(deployed_project) is None, "a rollback is not an interrupted deploy"

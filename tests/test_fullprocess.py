@@ -338,7 +338,7 @@ def assert_one_new_version_finished(config: Config, master_rows: int) -> None:
     reports = config.reports_folder / "v2"
     assert sorted(p.name for p in reports.iterdir()) == ["confusionmatrix.png", "diagnostics.json", "model_card.md", "model_report.json", "model_report.pdf"]
     assert [r["version_deployed"] for r in records.read_audit(config) if r.get("version_deployed")] == ["v1", "v2"]
-    assert [(h["action"], h["version"]) for h in deployment.history(config)] == [("deploy", "v1"), ("deploy", "v2")]
+    assert [(h["action"], h["version"]) for h in records.read_history(config)] == [("deploy", "v1"), ("deploy", "v2")]
     assert leftover_temporaries(config) == []
 
 
