@@ -415,11 +415,7 @@ def judged_offset(config: Config) -> int:
 def _versions_before_rebuild(config: Config) -> int:
     """The number of the newest version deployed before the master was last rebuilt (0: none);
     ``ingestion.py --rebuild`` records it in the drift checkpoint."""
-    try:
-        state = json.loads((config.output_folder / "drift_checkpoint.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
-    name = state.get("rebuilt_after_version") if isinstance(state, dict) else None
+    name = records.read_checkpoint_state(config).get("rebuilt_after_version")
     return version_number(name) if isinstance(name, str) else 0
 
 
@@ -631,7 +627,7 @@ def _assemble(config: Config, incoming: Path) -> dict[str, str]:
     """Copy a version's files into ``incoming``, synced. Returns {name: sha256}."""
     model_file = modelfiles.model_path(config.model_folder).name
     sources = {name: config.model_folder / name for name in (model_file, METADATA_FILE, SCORES_FILE, SCORE_FILE)}
-    for name in ("ingestedfiles.txt", "ingestion_record.jsonl"):
+    for name in (records.INGESTED_NAMES_FILE, records.RECORD_FILE):
         sources[name] = config.output_folder / name
     files = {}
     for name, source in sources.items():

@@ -27,6 +27,7 @@ from sklearn import metrics
 
 import ingestion
 import modelfiles
+import records
 from fsutil import atomic_write_json, atomic_write_text, configure_logging
 from settings import LOWER_IS_BETTER, SCORE_METRICS, Config, ConfigError, load_config, metric_gain, script_parser
 from tables import TEXT, read_typed_csv, rows_also_in
@@ -209,7 +210,7 @@ def score_warnings(scores: dict[str, Any], metadata: dict[str, Any], config: Con
 def load_test_data(config: Config) -> pd.DataFrame:
     """Every CSV in the test folder, in name order."""
     folder = config.require_folder("test_data_path")
-    files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith("."))
+    files = records.csv_files(folder)
     if not files:
         raise ScoringError(f"test_data_path: no CSV file in {folder}")
     kinds = ingestion.column_kinds(config)
