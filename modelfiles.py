@@ -26,10 +26,10 @@ PICKLE = "pickle"
 FORMATS = {SKOPS_MODEL_FILE: SKOPS, MODEL_FILE: PICKLE}
 
 # What our models hold beyond skops' defaults (found with skops.io.get_untrusted_types on a model
-# of every candidate kind; tests/test_modelfiles.py fails when a library upgrade adds another).
-# The two tree types are not trusted by default because scikit-learn indexes their node arrays
-# without bounds checks: a crafted file could crash the process when it predicts, though it cannot
-# name code to run. They are ours: read only after the file's SHA-256 matches the manifest.
+# of every candidate kind; tests/test_deployment_modelfiles.py fails when a library upgrade adds
+# another). The two tree types are not trusted by default because scikit-learn follows their
+# node links without bounds checks: a crafted file could make a prediction read outside them,
+# though it cannot name code to run. tree_problem checks every link and feature number on load.
 TRUSTED_TYPES = (
     "numpy.dtype",
     "sklearn.tree._tree.Tree",  # random forest
@@ -99,7 +99,7 @@ def _load_skops(path: Path, data: bytes) -> Any:
 
     try:
         # The types are audited before anything in the file is constructed or imported.
-        return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+        model = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
     except UntrustedTypesFoundException as exc:
         raise ModelFileError(
             f"{path} holds types outside the trusted list (skops' defaults and modelfiles.TRUSTED_TYPES), so it was "
@@ -107,6 +107,72 @@ def _load_skops(path: Path, data: bytes) -> Any:
         ) from None
     except Exception as exc:  # a damaged archive, a schema this skops cannot read: the file is unusable
         raise ModelFileError(f"{path} cannot be loaded with skops {_version('skops')}: {type(exc).__name__}: {exc}") from exc
+    problem = tree_problem(model)
+    if problem:
+        raise ModelFileError(f"{path} holds {problem}: refused, as scikit-learn would follow its nodes without bounds checks")
+    return model
+
+
+def tree_problem(model: Any) -> str | None:
+    """What is wrong with the trees in ``model``, or None: a node link or feature number outside its
+    arrays, or a link back up the tree. The two tree types are trusted (TRUSTED_TYPES), but
+    scikit-learn follows their nodes unchecked, so a crafted file could make a prediction read
+    outside them or never end. Nodes are stored parent first: a child always has a higher number."""
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.tree._tree import Tree
+
+    found = list(_reachable(model))
+    boosted = [obj for obj in found if hasattr(obj, "_predictors") and hasattr(obj, "n_features_in_")]
+    predictors = {id(p): (p, owner.n_features_in_) for owner in boosted for row in owner._predictors for p in row}
+    for obj in found:
+        if isinstance(obj, Tree):
+            problem = _node_problem(obj.children_left, obj.children_right, obj.children_left == -1, obj.feature, obj.n_features)
+            if problem:
+                return f"a decision tree with {problem}"
+        elif isinstance(obj, TreePredictor):
+            if id(obj) not in predictors:
+                return "a boosted tree outside a HistGradientBoosting model, whose features cannot be checked"
+            nodes, features = obj.nodes, predictors[id(obj)][1]
+            if nodes["is_categorical"].any():
+                return "a boosted tree with a categorical split (this system never makes one; not checked)"
+            problem = _node_problem(nodes["left"], nodes["right"], nodes["is_leaf"] != 0, nodes["feature_idx"], features)
+            if problem:
+                return f"a boosted tree with {problem}"
+    return None
+
+
+def _node_problem(left: Any, right: Any, leaf: Any, feature: Any, features: int) -> str | None:
+    import numpy as np
+
+    count = len(left)
+    if count == 0 or not len(right) == len(leaf) == len(feature) == count:
+        return f"node arrays of different lengths ({count}, {len(right)}, {len(leaf)}, {len(feature)})"
+    inner = np.flatnonzero(~np.asarray(leaf, dtype=bool))
+    for name, child in (("left", left), ("right", right)):
+        links = np.asarray(child)[inner].astype(np.int64)
+        if ((links <= inner) | (links >= count)).any():
+            return f"a {name} child link outside 1..{count - 1} or back up the tree"
+    used = np.asarray(feature)[inner].astype(np.int64)
+    if ((used < 0) | (used >= features)).any():
+        return f"a split on a feature outside 0..{features - 1}"
+    return None
+
+
+def _reachable(root: Any) -> Iterable[Any]:
+    """Every object reachable from ``root`` through attributes, lists, tuples and dicts (arrays not entered)."""
+    seen, stack = set(), [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+            continue
+        seen.add(id(obj))
+        yield obj
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            stack.extend(vars(obj).values())
 
 
 def _load_pickle(path: Path, data: bytes) -> Any:

@@ -65,6 +65,33 @@ def test_the_trusted_list_holds_exactly_what_our_models_need() -> None:
     assert needed == set(modelfiles.TRUSTED_TYPES)
 
 
+def _tamper_tree(model: FixedThresholdClassifier, kind: str) -> None:
+    """Point one node of the model's first tree outside its arrays, as a crafted file could."""
+    classifier = model.estimator_.named_steps["classifier"]
+    if kind == "random_forest":
+        tree = classifier.estimators_[0].tree_
+        state = tree.__getstate__()
+        state["nodes"]["left_child"][0] = state["node_count"] + 5  # scikit-learn's own __setstate__ accepts it
+        tree.__setstate__(state)
+    elif kind == "hist_gradient_boosting":
+        classifier._predictors[0][0].nodes["feature_idx"][0] = 10**6
+    else:
+        classifier._predictors[0][0].nodes["right"][1] = 0  # back to the root: a prediction would never end
+
+
+@pytest.mark.parametrize("kind", ["random_forest", "hist_gradient_boosting", "a cycle"])
+def test_a_tree_whose_nodes_point_outside_it_is_refused(tmp_path: Path, kind: str) -> None:
+    models, _ = candidate_models(rows=200)
+    model = models["random_forest" if kind == "random_forest" else "hist_gradient_boosting"]
+    _tamper_tree(model, kind)
+    path = tmp_path / records.SKOPS_MODEL_FILE
+    path.write_bytes(modelfiles.model_bytes(model))
+
+    with pytest.raises(modelfiles.ModelFileError, match="without bounds checks") as refused:
+        modelfiles.read_model(path, None)
+    assert ("decision tree" if kind == "random_forest" else "boosted tree") in str(refused.value)
+
+
 class _Tripwire:
     """Constructing this writes a file: proof that code named by a model file ran."""
 
