@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import re
 import sys
 import threading
@@ -104,7 +103,7 @@ def load_model(config: Config, version: str) -> LoadedModel:
 
 
 # What a corrupt or incompatible version can raise while loading; anything else is a bug.
-LOAD_ERRORS = (deployment.DeploymentError, OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, ImportError, pickle.UnpicklingError)
+LOAD_ERRORS = deployment.LOAD_ERRORS
 
 
 class ModelHolder:

@@ -3,7 +3,8 @@
 Layout of the deployment folder::
 
     production_deployment/
-      versions/v1/, v2/, ...   immutable; each holds trainedmodel.pkl, trainedmodel.json,
+      versions/v1/, v2/, ...   immutable; each holds trainedmodel.skops (or, made before skops,
+                               trainedmodel.pkl), trainedmodel.json,
                                scores.json, latestscore.txt, ingestedfiles.txt,
                                ingestion_record.jsonl, reference_data.csv, manifest.json
       current -> versions/vN   a symlink, swapped atomically by rename
@@ -17,8 +18,8 @@ version supersedes an older pending one.
 A version is assembled in a hidden folder and renamed into ``versions/`` only when every
 file is written and synced; ``current`` then switches with one ``rename``. A reader that
 resolves ``current`` once sees a whole version, old or new, even if a deploy is killed at
-any instant. ``manifest.json`` lists every file's SHA-256; a model is unpickled only after
-its hash matches.
+any instant. ``manifest.json`` lists every file's SHA-256; a model is loaded only after its
+hash matches, and only with the types modelfiles.py trusts (older pickled versions: the hash only).
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import ledger
+import modelfiles
 import records
 from fsutil import (
     LockBusy,
@@ -37,18 +38,17 @@ from fsutil import (
     before_change,
     install_log_handlers,
     fsync_dir,
-    read_json_lines,
     run_lock,
     sha256_file,
 )
 from settings import Config, ConfigError, load_config, script_parser
-from records import CURRENT_LINK, HISTORY_FILE, MANIFEST_FILE, METADATA_FILE, MODEL_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
+from records import CURRENT_LINK, MANIFEST_FILE, METADATA_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
     from typing import Any
 
-# hashlib, pickle and shutil are imported where they are used, for the same reason.
+# shutil is imported where it is used, for the same reason.
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,13 @@ class BrokenCurrentLink(DeploymentError):
     """``current`` exists but is not a link to a version (a directory or a regular file)."""
 
 
-REQUIRED_FILES = (MODEL_FILE, METADATA_FILE, SCORES_FILE)
+# "This version cannot be used", one definition for every caller (the API, fullprocess, rollback):
+# its files fail verification or cannot be read (DeploymentError, OSError), its model file does
+# not load (modelfiles.ModelFileError), its JSON is damaged (ValueError), or, in the API, what it
+# holds does not compile into a scorer (a metadata field missing, a library that changed).
+LOAD_ERRORS = (DeploymentError, modelfiles.ModelFileError, OSError, ValueError, KeyError, TypeError, AttributeError, ImportError)
+
+REQUIRED_FILES = (METADATA_FILE, SCORES_FILE)  # and a model file (modelfiles.FORMATS)
 
 
 class DeployedModel:
@@ -77,6 +83,15 @@ class DeployedModel:
 
     def __repr__(self) -> str:
         return f"DeployedModel({self.version!r}, {self.metadata.get('model')!r})"
+
+    @property
+    def model_file(self) -> str | None:
+        """The name of the version's model file (skops, or pickle for older versions)."""
+        return modelfiles.model_file_name(self.manifest["files"])
+
+    @property
+    def model_sha256(self) -> str | None:
+        return self.manifest["files"].get(self.model_file)
 
 
 def _unique_suffix() -> str:
@@ -154,6 +169,8 @@ def verify_version(path: Path) -> dict[str, Any]:
     """Check every file of a version against its manifest. Returns the manifest."""
     manifest = read_manifest(path)
     unlisted = [name for name in REQUIRED_FILES if name not in manifest.get("files", {})]
+    if modelfiles.model_file_name(manifest.get("files", {})) is None:
+        unlisted.insert(0, " or ".join(modelfiles.FORMATS))
     if unlisted:
         raise DeploymentError(f"{path / MANIFEST_FILE} does not list {unlisted}: the version cannot be verified")
     for name, expected in manifest["files"].items():
@@ -167,18 +184,12 @@ def verify_version(path: Path) -> dict[str, Any]:
 
 
 def load_deployed_model(config: Config, version: str | None = None) -> DeployedModel:
-    """Load a deployed version (default: current), verified before anything is unpickled."""
+    """Load a deployed version (default: current), verified before its model file is loaded."""
     # Resolve the link once, so every file below comes from the same version.
     path = version_path(config, version)
     manifest = verify_version(path)
-    # Unpickle the very bytes that were hashed, so the file cannot change in between.
-    import hashlib
-    import pickle
-
-    model_bytes = (path / MODEL_FILE).read_bytes()
-    if hashlib.sha256(model_bytes).hexdigest() != manifest["files"][MODEL_FILE]:
-        raise DeploymentError(f"{path / MODEL_FILE} changed while it was being loaded")
-    model = pickle.loads(model_bytes)
+    name = modelfiles.model_file_name(manifest["files"])
+    model = modelfiles.read_model(path / name, manifest["files"][name])
     return DeployedModel(
         version=path.name,
         path=path,
@@ -217,7 +228,7 @@ def deploy_model(
         scores = json.loads((incoming / SCORES_FILE).read_text(encoding="utf-8"))
         manifest = {
             "version": version,
-            "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "deployed_at": records.utc_now(),
             "reason": reason,
             "previous_version": previous,
             "model": metadata["model"],
@@ -248,8 +259,13 @@ def deploy_model(
         logger.info("deployed %s pending approval (%s); %s stays current", version, metadata["model"], previous or "no version")
         return version
     _record(config, "deploy", version, previous, reason)
-    logger.info("deployed %s (%s, %s %.4f on test data)", version, metadata["model"], "f1", manifest["scores"]["f1"])
+    metric = manifest["metric"]
+    logger.info("deployed %s (%s, %s %s on test data)", version, metadata["model"], metric, _score_text(manifest["scores"].get(metric)))
     return version
+
+
+def _score_text(score: Any) -> str:
+    return f"{score:.4f}" if isinstance(score, (int, float)) else "undefined"
 
 
 # --- approval ------------------------------------------------------------------------------------
@@ -263,7 +279,7 @@ def approval_states(config: Config) -> dict[str, dict[str, Any]]:
     From the history; a version whose deploy line a killed run never wrote is read from its manifest.
     """
     states: dict[str, dict[str, Any]] = {}
-    for line in history(config):
+    for line in records.read_history(config):
         version, action = line.get("version"), line.get("action")
         if action == "deploy":
             states[version] = {"state": "pending" if line.get("pending_approval") else "deployed", "at": line.get("at")}
@@ -279,7 +295,7 @@ def approval_states(config: Config) -> dict[str, dict[str, Any]]:
 
 def superseded_by(config: Config, version: str) -> list[str]:
     """The pending versions that the deployment of ``version`` superseded."""
-    return [h["version"] for h in history(config) if h.get("action") == "supersede" and h.get("superseded_by") == version]
+    return [h["version"] for h in records.read_history(config) if h.get("action") == "supersede" and h.get("superseded_by") == version]
 
 
 def pending_versions(config: Config) -> list[str]:
@@ -331,7 +347,7 @@ def reject(config: Config, version: str, by: str, note: str) -> str:
 
 def _audit_approval(config: Config, decision: str, version: str, by: str, note: str, current: str | None) -> None:
     """The approval or rejection in the audit log, beside the runs of fullprocess."""
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    at = records.utc_now()
     append_json_line(records.audit_path(config), {
         "status": "ok", "decision": decision, "version": version, "by": by, "note": note, "at": at, "started_at": at,
         "current_version": version if decision == "approved" else current,
@@ -399,11 +415,7 @@ def judged_offset(config: Config) -> int:
 def _versions_before_rebuild(config: Config) -> int:
     """The number of the newest version deployed before the master was last rebuilt (0: none);
     ``ingestion.py --rebuild`` records it in the drift checkpoint."""
-    try:
-        state = json.loads((config.output_folder / "drift_checkpoint.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
-    name = state.get("rebuilt_after_version") if isinstance(state, dict) else None
+    name = records.read_checkpoint_state(config).get("rebuilt_after_version")
     return version_number(name) if isinstance(name, str) else 0
 
 
@@ -424,7 +436,7 @@ def rollback(config: Config) -> str:
     for candidate in reversed(older):
         try:
             verify_version(versions_folder(config) / candidate)
-        except (DeploymentError, OSError, ValueError) as exc:
+        except LOAD_ERRORS as exc:
             logger.warning("skipping %s: %s", candidate, exc)
             continue
         _switch_current(config, candidate)
@@ -450,9 +462,7 @@ def activate(config: Config, version: str) -> str:
         raise DeploymentError(f"{version} was {state} before it was ever approved: it cannot be activated")
     try:
         verify_version(path)
-    except (OSError, ValueError) as exc:
-        raise DeploymentError(f"{version} cannot be activated: {exc}") from None
-    except DeploymentError as exc:
+    except LOAD_ERRORS as exc:
         raise DeploymentError(f"{version} cannot be activated: {exc}") from None
     current = current_version_or_none(config)
     if current == version:
@@ -475,12 +485,12 @@ def complete_interrupted_deploy(config: Config) -> str | None:
     if not names:
         return None
     newest = names[-1]
-    mentioned = {h.get(key) for h in history(config) for key in ("version", "previous_version")}
+    mentioned = {h.get(key) for h in records.read_history(config) for key in ("version", "previous_version")}
     if newest in mentioned:
         return None  # its deploy was recorded (and maybe rolled back since)
     try:
         manifest = verify_version(versions_folder(config) / newest)
-    except (DeploymentError, OSError, ValueError) as exc:
+    except LOAD_ERRORS as exc:
         logger.error("an interrupted deployment of %s cannot be completed: %s", newest, exc)
         return None
     current = current_version_or_none(config)
@@ -516,6 +526,7 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
         row["metric_score"] = scores.get(manifest.get("metric")) if manifest.get("metric") else None
         row["champion_challenger"] = decision.get("champion_challenger")
         row["pending_approval"] = bool(manifest.get("pending_approval", False))
+        row["model_format"] = modelfiles.model_format(modelfiles.model_file_name(manifest["files"]))
         warnings = manifest.get("warnings")
         if warnings is None:  # deployed before manifests kept them: ask the version's files
             warnings = version_warnings(_read_json_or_empty(path / METADATA_FILE), _read_json_or_empty(path / SCORES_FILE))
@@ -542,7 +553,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
     """
     current = current_version_or_none(config)
     states = approval_states(config)
-    events = history(config)
+    events = records.read_history(config)
     rows = []
     for row in list_versions(config):
         name = row["version"]
@@ -555,7 +566,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
         if verify:
             try:
                 verify_version(versions_folder(config) / name)
-            except (DeploymentError, OSError, ValueError) as exc:
+            except LOAD_ERRORS as exc:
                 problem = str(exc)
         if problem:
             status = "current, failed verification" if name == current else "failed verification"
@@ -585,7 +596,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
 def current_since(config: Config) -> dict[str, Any] | None:
     """The history line that made the current version current (deploy, rollback or activate)."""
     current = current_version_or_none(config)
-    made_current = [h for h in history(config) if h.get("version") == current]
+    made_current = [h for h in records.read_history(config) if h.get("version") == current]
     return made_current[-1] if current and made_current else None
 
 
@@ -597,29 +608,26 @@ def _read_json_or_empty(path: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def history(config: Config) -> list[dict[str, Any]]:
-    """Every deploy and rollback, oldest first."""
-    return read_json_lines(config.deployment_folder / HISTORY_FILE)
-
-
 def _checked_trained_model(config: Config) -> dict[str, Any]:
     folder = config.model_folder
-    for name in (MODEL_FILE, METADATA_FILE, SCORES_FILE, SCORE_FILE):
+    for name in (modelfiles.model_path(folder).name, METADATA_FILE, SCORES_FILE, SCORE_FILE):
         if not (folder / name).is_file():
             raise DeploymentError(f"{folder / name} is missing: train and score a model first")
     metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    if sha256_file(folder / MODEL_FILE) != metadata.get("model_sha256"):
-        raise DeploymentError(f"{folder / MODEL_FILE} does not match its metadata's checksum: retrain")
+    model_file = modelfiles.model_path(folder)
+    if sha256_file(model_file) != metadata.get("model_sha256"):
+        raise DeploymentError(f"{model_file} does not match its metadata's checksum: retrain")
     scores = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
     if scores.get("model_trained_at") != metadata["trained_at"]:
-        raise DeploymentError(f"{folder / SCORES_FILE} scores another model than {MODEL_FILE}: score it again")
+        raise DeploymentError(f"{folder / SCORES_FILE} scores another model than {model_file.name}: score it again")
     return metadata
 
 
 def _assemble(config: Config, incoming: Path) -> dict[str, str]:
     """Copy a version's files into ``incoming``, synced. Returns {name: sha256}."""
-    sources = {name: config.model_folder / name for name in (MODEL_FILE, METADATA_FILE, SCORES_FILE, SCORE_FILE)}
-    for name in ("ingestedfiles.txt", "ingestion_record.jsonl"):
+    model_file = modelfiles.model_path(config.model_folder).name
+    sources = {name: config.model_folder / name for name in (model_file, METADATA_FILE, SCORES_FILE, SCORE_FILE)}
+    for name in (records.INGESTED_NAMES_FILE, records.RECORD_FILE):
         sources[name] = config.output_folder / name
     files = {}
     for name, source in sources.items():
@@ -665,7 +673,7 @@ def _switch_current(config: Config, version: str) -> None:
 
 def _move_broken_current_aside(link: Path) -> None:
     """A directory or file where the ``current`` link belongs: kept aside for a look, not deleted."""
-    aside = link.with_name(f"broken-current-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{_unique_suffix()[:6]}")
+    aside = link.with_name(f"broken-current-{records.utc_stamp()}-{_unique_suffix()[:6]}")
     before_change(aside)
     os.rename(link, aside)
     logger.warning("%s was not a link to a version: moved it to %s", link, aside)
@@ -673,7 +681,7 @@ def _move_broken_current_aside(link: Path) -> None:
 
 def _record(config: Config, action: str, version: str, previous: str | None, reason: str, note: str | None = None, **fields: Any) -> None:
     line = {
-        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "at": records.utc_now(),
         "action": action,
         "version": version,
         "previous_version": previous,
@@ -682,7 +690,7 @@ def _record(config: Config, action: str, version: str, previous: str | None, rea
     }
     if note or action in APPROVAL_ACTIONS:
         line["note"] = note or ""
-    append_json_line(config.deployment_folder / HISTORY_FILE, line)
+    append_json_line(records.history_path(config), line)
 
 
 def _remove_tree(folder: Path) -> None:
@@ -708,6 +716,9 @@ def remove_incomplete(config: Config) -> None:
     _remove_incomplete(config)
 
 
+PICKLE_NOTE = "a pickle, saved before models were saved with skops: loaded once its hash matches, its types unchecked"
+
+
 def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no versions deployed")
@@ -721,6 +732,8 @@ def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
         print(f"{marker}{row['version']:<8} {row['deployed_at']:<26} {model:<24} {f1:>7} {auc:>8}  {row['reason']}")
         if row.get("status"):
             print(f"{'':11}status: {_status_text(row)}")
+        if row.get("model_format") == modelfiles.PICKLE:
+            print(f"{'':11}model file: {PICKLE_NOTE}")
         if row.get("champion_challenger"):
             import promotion  # numpy-free formatting; imported only when there is a comparison to show
 
@@ -748,17 +761,19 @@ def _print_inventory(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no versions deployed")
         return
-    print(f"{'version':<8} {'status':<22} {'deployed at':<26} {'current from':<26} {'until':<26} {'metric':<10} {'score':>7} {'roc_auc':>8}  approver")
+    print(f"{'version':<8} {'status':<22} {'file':<6} {'deployed at':<26} {'current from':<26} {'until':<26} {'metric':<10} {'score':>7} {'roc_auc':>8}  approver")
     for row in rows:
         score = f"{row['metric_score']:.4f}" if isinstance(row.get("metric_score"), (int, float)) else "n/a"
         auc = f"{row['roc_auc']:.4f}" if isinstance(row.get("roc_auc"), (int, float)) else "n/a"
         who = f"{row['decision']} by {row['decided_by']} at {row['decided_at']}" if row.get("decided_by") and row.get("decision") != "superseded" else "-"
-        print(f"{row['version']:<8} {row['status']:<22} {row['deployed_at']:<26} {row['became_current_at'] or '-':<26} "
+        print(f"{row['version']:<8} {row['status']:<22} {row.get('model_format') or '?':<6} {row['deployed_at']:<26} {row['became_current_at'] or '-':<26} "
               f"{row['left_current_at'] or '-':<26} {row.get('metric') or '?':<10} {score:>7} {auc:>8}  {who}")
         if row.get("decision_note"):
             print(f"{'':9}note: {row['decision_note']}")
         if row.get("problem"):
             print(f"{'':9}{row['problem']}")
+        if row.get("model_format") == modelfiles.PICKLE:
+            print(f"{'':9}model file: {PICKLE_NOTE}")
 
 
 def _print_current(config: Config) -> None:
@@ -776,7 +791,7 @@ def _print_current(config: Config) -> None:
     waiting = pending_versions(config)
     if waiting:
         print(f"awaiting approval: {', '.join(waiting)} (python deployment.py --approve vN --by NAME [--note TEXT])")
-    switches = [h for h in history(config) if h.get("action") in ("rollback", "activate")]
+    switches = [h for h in records.read_history(config) if h.get("action") in ("rollback", "activate")]
     if switches:
         print("rollbacks and activations:")
         for h in switches:

@@ -229,7 +229,6 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
             return {**record, "decision": "no_new_data", "reason": reason}
     # Heavy imports only now that there is work to do.
     import ingestion
-    import masterstore
 
     record.update(metric=config["metric"], started_at=started_at)
     if undecided:
@@ -240,37 +239,50 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
         record["files_waiting"] = sorted({*record.get("files_waiting", []), *still_written})
         record.pop("seconds")
-    master_end = ledger.master_bytes(config)
-    judged = deployment.judged_offset(config)
-    deployed, problem = load_current_deployment(config)
-    if problem and master_end:
-        record.update(reason=problem, decision="no_drift")
-        record.update(retrain_and_deploy(config, problem, None, record=record, kept=None))
-    else:
-        new_rows = masterstore.load_master_since(config, judged) if deployed is not None else None
-        if new_rows is None or new_rows.empty:
-            record.update(decision="no_new_rows", reason="the new files added no rows (set aside or duplicates)")
-        elif len(new_rows) < config["drift_min_rows"]:
-            record.update(
-                decision="waiting_for_rows",
-                rows_waiting=len(new_rows),
-                reason=f"{len(new_rows)} new row(s) since the last decision; drift is judged on {config['drift_min_rows']} or more",
-            )
-            records.write_checkpoint(config, judged=judged, seen=master_end)
-            return record
-        else:
-            drift, reason, scores = check_model_drift(config, deployed, new_rows)
-            record.update(scores, rows_judged=len(new_rows), reason=reason, decision="no_drift")
-            if drift:
-                record.update(retrain_and_deploy(config, reason, scores.get("deployed_score"), record=record, kept=deployed.version))
+    decided, (judged, seen) = decide_on_new_rows(config, record)
+    record.update(decided)
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
-    records.write_checkpoint(config, judged=max(master_end, judged), seen=max(master_end, judged))
+    records.write_checkpoint(config, judged=judged, seen=seen)
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
         refreshed = refresh_superseded_reports(config, record["version_deployed"])
         if refreshed:
             record["superseded_reports_refreshed"] = refreshed
     return record
+
+
+def decide_on_new_rows(config: Config, record: dict[str, Any]) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The decision on the rows not yet judged: (its audit fields, the checkpoint to record then).
+
+    The checkpoint is (judged, seen) as records.write_checkpoint takes them: a decision judges
+    every row of the master; rows kept waiting for more are seen but stay unjudged.
+    ``record``: the run's audit fields so far, kept in the manifest of a version it deploys.
+    """
+    import masterstore  # pandas: only once there is work to do
+
+    master_end = ledger.master_bytes(config)
+    judged = deployment.judged_offset(config)
+    decided_all = (max(master_end, judged), max(master_end, judged))
+    deployed, problem = load_current_deployment(config)
+    if problem and master_end:
+        decided: dict[str, Any] = {"reason": problem, "decision": "no_drift"}
+        decided.update(retrain_and_deploy(config, problem, None, record={**record, **decided}, kept=None))
+        return decided, decided_all
+    new_rows = masterstore.load_master_since(config, judged) if deployed is not None else None
+    if new_rows is None or new_rows.empty:
+        return {"decision": "no_new_rows", "reason": "the new files added no rows (set aside or duplicates)"}, decided_all
+    if len(new_rows) < config["drift_min_rows"]:
+        waiting = {
+            "decision": "waiting_for_rows",
+            "rows_waiting": len(new_rows),
+            "reason": f"{len(new_rows)} new row(s) since the last decision; drift is judged on {config['drift_min_rows']} or more",
+        }
+        return waiting, (judged, master_end)
+    drift, reason, scores = check_model_drift(config, deployed, new_rows)
+    decided = {**scores, "rows_judged": len(new_rows), "reason": reason, "decision": "no_drift"}
+    if drift:
+        decided.update(retrain_and_deploy(config, reason, scores.get("deployed_score"), record={**record, **decided}, kept=deployed.version))
+    return decided, decided_all
 
 
 def refresh_superseded_reports(config: Config, version: str) -> dict[str, str]:
@@ -296,7 +308,7 @@ def load_current_deployment(config: Config) -> tuple[Any, str | None]:
         return None, "no deployed model yet"
     try:
         return deployment.load_deployed_model(config), None
-    except Exception as exc:  # whatever makes a version unloadable makes it unusable: redeploy
+    except deployment.LOAD_ERRORS as exc:  # a version that cannot be loaded is unusable: redeploy
         logger.error("the current deployment cannot be used: %s", exc)
         return None, f"the current deployment failed verification: {exc}"
 
@@ -535,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             return verify_audit(load_config(args.config))
         except ConfigError as exc:
             return _fail_in_one_line(f"fullprocess: {exc}")
-    started, clock = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), time.perf_counter()
+    started, clock = records.utc_now(), time.perf_counter()
     # Under cron (no terminal) the console stays silent unless the run fails: cron mails output.
     interactive = args.verbose or sys.stderr.isatty()
     try:
@@ -573,7 +585,7 @@ def verify_audit(config: Config) -> int:
     from fsutil import verify_json_line_chain
 
     failed = False
-    for path in (records.audit_path(config), config.deployment_folder / records.HISTORY_FILE):
+    for path in (records.audit_path(config), records.history_path(config)):
         line, message = verify_json_line_chain(path)
         print(("BROKEN: " if line else "") + message)
         failed = failed or line is not None

@@ -67,7 +67,7 @@ def check_test_data(config: Config) -> None:
             f"test_data_path: the folder {folder} does not exist: create it and put in a labelled CSV "
             f"with the target column {target!r} (the held-out rows every new model is scored on)"
         )
-    files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith(".") and p.is_file())
+    files = [p for p in records.csv_files(folder) if p.is_file()]
     if not files:
         raise SetupError(f"test_data_path: no CSV file in {folder}: put in a labelled CSV with the target column {target!r}")
     seen, rows, values = set(), 0, set()

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # typing costs import time on the cron fast path
     from settings import Config
 
 # --- a model version's files (models/, production_deployment/versions/vN/) ----------------------
-MODEL_FILE = "trainedmodel.pkl"
+SKOPS_MODEL_FILE = "trainedmodel.skops"  # models saved since skops (modelfiles.py)
+MODEL_FILE = "trainedmodel.pkl"  # pickled models of earlier versions, still loadable
 METADATA_FILE = "trainedmodel.json"
 SCORES_FILE = "scores.json"
 SCORE_FILE = "latestscore.txt"

@@ -268,7 +268,7 @@ def _lineage(deployed: deployment.DeployedModel) -> dict[str, Any]:
     keys = ("model", "threshold", "metric", "trained_at", "training_seconds", "training_rows", "training_positives",
             "training_data_sha256", "training_files", "features", "parameters", "candidates", "package_versions",
             "python_version", "cv_folds", "random_seed")
-    return {**{key: meta.get(key) for key in keys}, "model_sha256": deployed.manifest["files"].get(records.MODEL_FILE)}
+    return {**{key: meta.get(key) for key in keys}, "model_file": deployed.model_file, "model_sha256": deployed.model_sha256}
 
 
 def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:

@@ -304,7 +304,7 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
         ("Python", lineage["python_version"]),
         ("Packages", ", ".join(f"{k} {v}" for k, v in sorted(lineage["package_versions"].items()))),
     ])
-    hashes = [["master dataset (finaldata.csv)", lineage["training_data_sha256"]], ["model (trainedmodel.pkl)", lineage["model_sha256"]]]
+    hashes = [["master dataset (finaldata.csv)", lineage["training_data_sha256"]], [f"model ({lineage.get('model_file') or 'file'})", lineage["model_sha256"]]]
     page.table(["Artefact", "SHA-256"], hashes, [2.2, 4.85], mono_columns=(1,))
     page.heading("Training data files")
     files = [[f["name"], f["sha256"], f["rows_added"]] for f in lineage["training_files"]]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -27,10 +26,12 @@ import pandas as pd
 from sklearn import metrics
 
 import masterstore
+import modelfiles
+import records
 from fsutil import atomic_write_json, atomic_write_text, install_log_handlers
 from settings import LOWER_IS_BETTER, SCORE_METRICS, Config, ConfigError, load_config, metric_gain, script_parser
 from tables import TEXT, read_typed_csv, rows_also_in
-from records import METADATA_FILE, MODEL_FILE, SCORES_FILE, SCORE_FILE
+from records import METADATA_FILE, SCORES_FILE, SCORE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def score_warnings(scores: dict[str, Any], metadata: dict[str, Any], config: Con
 def load_test_data(config: Config) -> pd.DataFrame:
     """Every CSV in the test folder, in name order."""
     folder = config.require_folder("test_data_path")
-    files = sorted(p for p in folder.glob("*.csv") if not p.name.startswith("."))
+    files = records.csv_files(folder)
     if not files:
         raise ScoringError(f"test_data_path: no CSV file in {folder}")
     kinds = masterstore.column_kinds(config)
@@ -219,14 +220,12 @@ def load_test_data(config: Config) -> pd.DataFrame:
 def load_trained_model(config: Config) -> tuple[Any, dict[str, Any]]:
     """The freshly trained model in the model folder and its metadata.
 
-    Only files this system wrote there are read; deployed models go through
-    deployment.load_deployed_model, which verifies a checksum first.
+    Loaded as deployed models are (modelfiles.read_model: trusted types only), checked against the
+    checksum its metadata records; deployed models go through deployment.load_deployed_model.
     """
     folder = config.model_folder
     metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    with open(folder / MODEL_FILE, "rb") as handle:
-        model = pickle.load(handle)
-    return model, metadata
+    return modelfiles.read_model(modelfiles.model_path(folder), metadata.get("model_sha256")), metadata
 
 
 def score_model(config: Config) -> dict[str, Any]:
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     install_log_handlers()
     try:
         scores = score_model(load_config(args.config))
-    except (ConfigError, ScoringError, FileNotFoundError) as exc:
+    except (ConfigError, ScoringError, FileNotFoundError, modelfiles.ModelFileError) as exc:
         logger.error("%s", exc)
         return 1
     print(json.dumps(scores, indent=2))

@@ -24,7 +24,7 @@ Fits run single-threaded, side by side: in worker processes when the data is lar
 or on the Dask cluster at ``dask_scheduler_address``, whose workers read the master from
 the shared file system (see compute.py). The result does not depend on where they ran.
 
-Saves ``trainedmodel.pkl`` and ``trainedmodel.json`` (parameters, the fold scores, time and
+Saves ``trainedmodel.skops`` (see modelfiles.py) and ``trainedmodel.json`` (parameters, the fold scores, time and
 judgement of every candidate and setting, features and their types, data hash, package
 versions, time taken, warnings).
 """
@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -57,10 +56,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import compute
 import ledger
 import masterstore
+import modelfiles
 import preflight
-from fsutil import LockBusy, atomic_path, atomic_write_json, install_log_handlers, run_lock, sha256_file
+from fsutil import LockBusy, atomic_path, atomic_write_json, before_change, install_log_handlers, run_lock, sha256_file
 from packagecheck import installed_version
-from records import METADATA_FILE, MODEL_FILE, json_ready
+from records import METADATA_FILE, MODEL_FILE, SKOPS_MODEL_FILE, json_ready
 from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
 from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
 from tables import NUMERIC, TEXT, read_typed_csv
@@ -681,13 +681,17 @@ def _json_or_repr(value: Any) -> Any:
 
 
 def save_model(config: Config, model: FixedThresholdClassifier, metadata: dict[str, Any]) -> None:
-    """Write the model and its metadata to the model folder, each file atomically."""
+    """Write the model (a skops file) and its metadata to the model folder, each file atomically."""
     folder = config.model_folder
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        with open(tmp, "wb") as handle:
-            pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    metadata["model_sha256"] = sha256_file(folder / MODEL_FILE)
+    data = modelfiles.model_bytes(model)
+    with atomic_path(folder / SKOPS_MODEL_FILE) as tmp:
+        tmp.write_bytes(data)
+    metadata["model_sha256"] = sha256_file(folder / SKOPS_MODEL_FILE)
     atomic_write_json(folder / METADATA_FILE, metadata)
+    stale = folder / MODEL_FILE  # an earlier version's pickle: the folder holds one model
+    if stale.exists():
+        before_change(stale)
+        stale.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:

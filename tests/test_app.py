@@ -460,7 +460,7 @@ def test_a_new_deployment_is_served_on_the_next_request(client, deployed_project
 
 def test_a_version_that_fails_verification_is_not_served(client, deployed_project: Config) -> None:
     assert deployment.deploy_model(deployed_project, reason="to be corrupted") == "v2"
-    with open(deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.pkl", "ab") as handle:
+    with open(deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops", "ab") as handle:
         handle.write(b"tampered")
     response = client.post("/prediction", json=[GOOD])
     assert response.status_code == 200 and response.get_json()["model_version"] == "v1"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import deployment
+import records
 import ingestion
 import ledger
 import scoring
@@ -75,7 +76,7 @@ def test_versions_listing_shows_which_is_current_since_when_and_every_rollback(d
     assert deployment.main(args + ["--list"]) == 0
 
     listing = capsys.readouterr().out
-    rollback_at = deployment.history(deployed_project)[-1]["at"]
+    rollback_at = records.read_history(deployed_project)[-1]["at"]
     assert "* v1" in listing
     assert f"current: v1, since {rollback_at} (rolled back from v2)" in listing
     assert f"{rollback_at}  rollback v2 -> v1" in listing

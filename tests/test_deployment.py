@@ -1,6 +1,8 @@
 """deployment.py: immutable versions, verified loading, atomic switch, rollback."""
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
 import random
@@ -13,9 +15,11 @@ from pathlib import Path
 import pytest
 
 import deployment
+import records
 import scoring
 import training
 from settings import Config
+from tests.conftest import write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,7 +35,7 @@ def test_fullprocess_deployed_a_complete_verified_version(deployed_project: Conf
 
     assert loaded.version == "v1" == deployment.current_version(deployed_project)
     assert set(loaded.manifest["files"]) == {
-        "trainedmodel.pkl", "trainedmodel.json", "scores.json", "latestscore.txt",
+        "trainedmodel.skops", "trainedmodel.json", "scores.json", "latestscore.txt",
         "ingestedfiles.txt", "ingestion_record.jsonl", "reference_data.csv",
     }
     assert loaded.scores == loaded.manifest["scores"]
@@ -49,8 +53,17 @@ def test_new_version_then_rollback_then_new_number(deployed_project: Config) -> 
 
     rows = deployment.list_versions(deployed_project)
     assert [(r["version"], r["current"]) for r in rows] == [("v1", False), ("v2", False), ("v3", True)]
-    actions = [(h["action"], h["version"]) for h in deployment.history(deployed_project)]
+    actions = [(h["action"], h["version"]) for h in records.read_history(deployed_project)]
     assert actions == [("deploy", "v1"), ("deploy", "v2"), ("rollback", "v1"), ("deploy", "v3")]
+
+
+def test_the_deploy_log_names_the_configured_metric(deployed_project: Config, caplog: pytest.LogCaptureFixture) -> None:
+    config = write_config(deployed_project.root, metric="roc_auc")
+    retrain(config)
+    with caplog.at_level(logging.INFO, logger="deployment"):
+        assert deployment.deploy_model(config, reason="ranked") == "v2"
+    scores = json.loads((config.model_folder / "scores.json").read_text())
+    assert f"deployed v2 (logistic_regression, roc_auc {scores['roc_auc']:.4f} on test data)" in caplog.text
 
 
 def test_rollback_with_nothing_older_is_refused(deployed_project: Config) -> None:
@@ -62,7 +75,7 @@ def test_rollback_with_nothing_older_is_refused(deployed_project: Config) -> Non
 def test_rollback_skips_a_corrupted_version(deployed_project: Config) -> None:
     deployment.deploy_model(deployed_project, reason="v2")
     deployment.deploy_model(deployed_project, reason="v3")
-    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.pkl").write_bytes(b"broken")
+    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
 
     assert deployment.rollback(deployed_project) == "v1"
 
@@ -79,7 +92,7 @@ class _Tripwire:
 
 @pytest.mark.parametrize("tamper", ["truncate", "swap"])
 def test_tampered_model_is_refused_before_unpickling(deployed_project: Config, tmp_path: Path, tamper: str) -> None:
-    model_file = deployment.version_path(deployed_project) / "trainedmodel.pkl"
+    model_file = deployment.version_path(deployed_project) / "trainedmodel.skops"
     marker = tmp_path / "marker"
     if tamper == "truncate":
         model_file.write_bytes(model_file.read_bytes()[:1000])
@@ -92,7 +105,7 @@ def test_tampered_model_is_refused_before_unpickling(deployed_project: Config, t
 
 
 def test_deploy_refuses_a_model_that_does_not_match_its_metadata(deployed_project: Config) -> None:
-    (deployed_project.model_folder / "trainedmodel.pkl").write_bytes(b"not the trained model")
+    (deployed_project.model_folder / "trainedmodel.skops").write_bytes(b"not the trained model")
     with pytest.raises(deployment.DeploymentError, match="checksum"):
         deployment.deploy_model(deployed_project)
     assert deployment.current_version(deployed_project) == "v1"
@@ -144,7 +157,7 @@ def test_a_manifest_that_does_not_list_the_model_is_refused(deployed_project: Co
 
     path = deployment.version_path(deployed_project)
     manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["files"]["trainedmodel.pkl"]
+    del manifest["files"]["trainedmodel.skops"]
     (path / "manifest.json").write_text(json.dumps(manifest))
 
     with pytest.raises(deployment.DeploymentError, match="does not list"):
@@ -159,12 +172,12 @@ def test_any_verified_version_can_be_made_current_again(deployed_project: Config
     assert deployment.current_version(deployed_project) == "v1"
     assert deployment.activate(deployed_project, "v3") == "v3"
 
-    assert [(h["action"], h["version"], h["previous_version"]) for h in deployment.history(deployed_project)][-2:] == [
+    assert [(h["action"], h["version"], h["previous_version"]) for h in records.read_history(deployed_project)][-2:] == [
         ("activate", "v1", "v3"),
         ("activate", "v3", "v1"),
     ]
     assert deployment.current_since(deployed_project)["action"] == "activate"
-    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.pkl").write_bytes(b"broken")
+    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
     with pytest.raises(deployment.DeploymentError, match="v2 cannot be activated: .*fails verification"):
         deployment.activate(deployed_project, "v2")
     with pytest.raises(deployment.DeploymentError, match="there is no version 'v9'"):
@@ -184,7 +197,7 @@ def test_rollback_replaces_a_broken_current_link(deployed_project: Config, break
     assert deployment.rollback(deployed_project) == "v2"
 
     assert deployment.current_version(deployed_project) == "v2"
-    assert deployment.history(deployed_project)[-1]["reason"] == "rollback from a broken current link"
+    assert records.read_history(deployed_project)[-1]["reason"] == "rollback from a broken current link"
 
 
 def test_a_manifest_that_is_not_an_object_fails_verification_cleanly(deployed_project: Config) -> None:
@@ -209,7 +222,7 @@ def test_a_deploy_killed_between_its_version_and_the_switch_is_completed_not_rep
     assert deployment.complete_interrupted_deploy(deployed_project) == version == "v2"
 
     assert deployment.current_version(deployed_project) == "v2"
-    assert deployment.history(deployed_project)[-1]["note"].startswith("completed by a later run")
+    assert records.read_history(deployed_project)[-1]["note"].startswith("completed by a later run")
     assert deployment.complete_interrupted_deploy(deployed_project) is None
     deployment.rollback(deployed_project)
     assert deployment.complete_interrupted_deploy(deployed_project) is None, "a rollback is not an interrupted deploy"

@@ -236,6 +236,29 @@ def test_a_handful_of_rows_waits_for_more_before_drift_is_judged(deployed_projec
     assert record["decision"] == "no_drift" and record["new_score"] == record["deployed_score"]
 
 
+def test_the_decision_returns_the_checkpoint_and_run_pipeline_records_it(deployed_project: Config) -> None:
+    """decide_on_new_rows writes nothing: every branch hands back what run_pipeline records, in one place."""
+    config = deployed_project
+    test = (config.test_data_folder / "testdata.csv").read_text().splitlines()
+    (config.input_folder / "few.csv").write_text("\n".join(test[:11]) + "\n")  # 10 rows
+    ingestion.ingest_new_files(config)
+    checkpoint = config.output_folder / records.CHECKPOINT_FILE
+    before = checkpoint.read_bytes()
+
+    decided, (judged, seen) = fullprocess.decide_on_new_rows(config, {})
+
+    assert decided["decision"] == "waiting_for_rows" and decided["rows_waiting"] == 10
+    assert judged == deployment.judged_offset(config) < seen == ledger.master_bytes(config)
+    assert checkpoint.read_bytes() == before, "the decision records nothing itself"
+
+    (config.input_folder / "more.csv").write_text("\n".join([test[0], *test[11:]]) + "\n")
+    ingestion.ingest_new_files(config)
+    decided, (judged, seen) = fullprocess.decide_on_new_rows(config, {})
+    assert decided["decision"] == "no_drift" and decided["rows_judged"] == 1000
+    assert judged == seen == ledger.master_bytes(config)
+    assert checkpoint.read_bytes() == before
+
+
 def test_a_retrained_model_worse_on_the_test_data_is_not_deployed(deployed_project: Config) -> None:
     """A batch with its labels flipped drifts the model, and retraining on it does harm."""
     lines = (deployed_project.test_data_folder / "testdata.csv").read_text().splitlines()
@@ -316,7 +339,7 @@ def assert_one_new_version_finished(config: Config, master_rows: int) -> None:
     reports = config.reports_folder / "v2"
     assert sorted(p.name for p in reports.iterdir()) == ["confusionmatrix.png", "diagnostics.json", "model_card.md", "model_report.json", "model_report.pdf"]
     assert [r["version_deployed"] for r in records.read_audit(config) if r.get("version_deployed")] == ["v1", "v2"]
-    assert [(h["action"], h["version"]) for h in deployment.history(config)] == [("deploy", "v1"), ("deploy", "v2")]
+    assert [(h["action"], h["version"]) for h in records.read_history(config)] == [("deploy", "v1"), ("deploy", "v2")]
     assert leftover_temporaries(config) == []
 
 

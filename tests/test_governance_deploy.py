@@ -40,7 +40,7 @@ def train_and_score(config: Config, flag_nobody: bool = False) -> None:
 def copy_version_into_models(config: Config, version: str) -> None:
     """The deployed version's own model as the challenger: the same predictions, a gain of exactly 0."""
     source = deployment.versions_folder(config) / version
-    for name in ("trainedmodel.pkl", "trainedmodel.json", "scores.json", "latestscore.txt"):
+    for name in ("trainedmodel.skops", "trainedmodel.json", "scores.json", "latestscore.txt"):
         shutil.copy(source / name, config.model_folder / name)
 
 
@@ -231,7 +231,7 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     assert client.post("/prediction", json={"dataset": "testdata.csv"}).headers["X-Model-Version"] == "v2"
     assert client.get("/model").get_json()["pending_approval"] == []
 
-    approvals = [h for h in deployment.history(config) if h["action"] == "approve"]
+    approvals = [h for h in records.read_history(config) if h["action"] == "approve"]
     assert [(h["version"], h["by"], h["note"]) for h in approvals] == [("v1", "Ada", "validated"), ("v2", "Grace", "")]
     assert all(h["at"] for h in approvals)
     audited = [(r["decision"], r["version"], r["by"]) for r in records.read_audit(config) if r["decision"] == "approved"]
@@ -265,7 +265,7 @@ def test_a_rejection_is_recorded_and_its_report_rewritten(deployed_project: Conf
     assert deployment.main(["--config", str(deployed_project.path), "--reject", "v2", "--by", "Ada", "--note", "too few rows"]) == 0
 
     assert deployment.current_version(deployed_project) == "v1" and deployment.pending_versions(deployed_project) == []
-    line = deployment.history(deployed_project)[-1]
+    line = records.read_history(deployed_project)[-1]
     assert (line["action"], line["version"], line["by"], line["note"]) == ("reject", "v2", "Ada", "too few rows")
     assert records.read_audit(deployed_project)[-1]["decision"] == "rejected"
     approval = json.loads((deployed_project.reports_folder / "v2" / "model_report.json").read_text())["approval"]
@@ -281,7 +281,7 @@ def test_a_newer_challenger_supersedes_an_older_pending_one(deployed_project: Co
     assert deployment.deploy_model(deployed_project, reason="second challenger", pending=True) == "v3"
 
     assert deployment.pending_versions(deployed_project) == ["v3"] and deployment.current_version(deployed_project) == "v1"
-    superseded = [h for h in deployment.history(deployed_project) if h["action"] == "supersede"]
+    superseded = [h for h in records.read_history(deployed_project) if h["action"] == "supersede"]
     assert [(h["version"], h["by"]) for h in superseded] == [("v2", "system")] and "v3" in superseded[0]["note"]
     with pytest.raises(deployment.DeploymentError, match="awaits approval"):
         deployment.activate(deployed_project, "v3")
@@ -309,7 +309,7 @@ def test_inventory_statuses_after_a_rollback_a_rejection_and_a_broken_file(deplo
     deployment.deploy_model(config, reason="v5", pending=True)
     deployment.deploy_model(config, reason="v6", pending=True)  # supersedes v5
     deployment.deploy_model(config, reason="v7", pending=True)  # supersedes v6
-    (deployment.versions_folder(config) / "v6" / "trainedmodel.pkl").write_bytes(b"tampered")
+    (deployment.versions_folder(config) / "v6" / "trainedmodel.skops").write_bytes(b"tampered")
 
     rows = {row["version"]: row for row in deployment.inventory(config)}
 
@@ -318,7 +318,7 @@ def test_inventory_statuses_after_a_rollback_a_rejection_and_a_broken_file(deplo
         "v7": "pending"}
     assert (rows["v4"]["decided_by"], rows["v4"]["decision_note"]) == ("Ada", "not enough evidence")
     assert rows["v3"]["left_current_at"] and rows["v2"]["became_current_at"] and rows["v7"]["became_current_at"] is None
-    assert rows["v1"]["left_current_at"] and "trainedmodel.pkl fails verification" in rows["v6"]["problem"]
+    assert rows["v1"]["left_current_at"] and "trainedmodel.skops fails verification" in rows["v6"]["problem"]
 
     assert deployment.main(["--config", str(config.path), "--inventory"]) == 0
     printed = capsys.readouterr().out
@@ -436,7 +436,7 @@ def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_mov
     assert fullprocess.main(["--config", str(config.path)]) == 0
 
     assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
-    last = deployment.history(config)[-1]
+    last = records.read_history(config)[-1]
     assert (last["action"], last["version"], last.get("pending_approval")) == ("deploy", "v2", True)
     recovered = [r for r in records.read_audit(config) if r.get("recovered")]
     assert [(r["decision"], r["version_deployed"]) for r in recovered] == [("pending_approval", "v2")]

@@ -1,0 +1,88 @@
+"""Model files: skops (trusted types only) against the pickles it replaced, per candidate kind.
+
+For a model of each candidate kind (and their soft-voting blend) fitted on the sample data's
+7,500 training rows, as training builds it (inside FixedThresholdClassifier): the file's size
+and the time modelfiles.read_model takes to load it (hash check included; median of
+``--repeat``), skops as a ratio to pickle in the same run; and whether the loaded model's
+``predict_proba`` equals the fitted one bit for bit. Usage:
+``python benchmarks/bench_modelfiles.py [--repeat N]``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pickle
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import numpy as np  # noqa: E402
+from sklearn.model_selection import FixedThresholdClassifier  # noqa: E402
+
+import ingestion  # noqa: E402
+import masterstore  # noqa: E402
+import modelfiles  # noqa: E402
+import records  # noqa: E402
+import sampledata  # noqa: E402
+import training  # noqa: E402
+from scoring import binary_target, feature_frame  # noqa: E402
+from settings import load_config  # noqa: E402
+
+
+def fitted_models(folder: Path) -> tuple[dict[str, FixedThresholdClassifier], object]:
+    """A model of every candidate kind and the blend, fitted on the ingested sample data."""
+    (folder / "config.json").write_text('{"target": "exited", "positive_label": 1, "id_columns": ["corporation"], "settle_seconds": 0}')
+    config = load_config(folder / "config.json")
+    sampledata.write_sample_data(config)
+    ingestion.ingest_new_files(config)
+    data = masterstore.load_master(config)
+    features = training.feature_types(config, masterstore.column_kinds(config))
+    X, y = feature_frame(data, features), binary_target(data[config.target], config.positive_label)
+    pipelines = {name: training.build_pipeline(name, features, 0, rows=len(y)).fit(X, y) for name in training.SEARCH_SPACE}
+    blend = training.SoftVotingBlend(list(pipelines.items()))
+    blend.classes_ = np.array([0, 1])
+    models = {}
+    for name, estimator in [*pipelines.items(), (training.BLEND, blend)]:
+        models[name] = FixedThresholdClassifier(estimator, threshold=0.3, response_method="predict_proba")
+        models[name].estimator_ = estimator
+    return models, X
+
+
+def load_seconds(path: Path, repeat: int) -> float:
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        modelfiles.read_model(path, expected)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args, _ = parser.parse_known_args(argv)
+    print("model files: skops (trusted types) against pickle, same run")
+    print(f"{'model':<24} {'skops MB':>9} {'pickle MB':>10} {'size x':>7} {'skops load ms':>14} {'pickle load ms':>15} {'load x':>7}  round trip")
+    with tempfile.TemporaryDirectory() as tmp:
+        models, X = fitted_models(Path(tmp))
+        for name, model in models.items():
+            skops_file, pickle_file = Path(tmp) / name / records.SKOPS_MODEL_FILE, Path(tmp) / name / records.MODEL_FILE
+            skops_file.parent.mkdir()
+            skops_file.write_bytes(modelfiles.model_bytes(model))
+            pickle_file.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+            same = np.array_equal(modelfiles.read_model(skops_file, None).predict_proba(X), model.predict_proba(X))
+            sizes = [p.stat().st_size / 1e6 for p in (skops_file, pickle_file)]
+            loads = [load_seconds(p, args.repeat) * 1000 for p in (skops_file, pickle_file)]
+            print(f"{name:<24} {sizes[0]:>9.2f} {sizes[1]:>10.2f} {sizes[0] / sizes[1]:>7.2f} {loads[0]:>14.1f} {loads[1]:>15.1f} "
+                  f"{loads[0] / loads[1]:>7.1f}  {'exact' if same else 'DIFFERS'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
