@@ -20,9 +20,10 @@ does not beat both is *uninformative* and is never chosen over an informative on
 the configured metric (within the standard error of the best candidate's fold scores) go
 to the higher out-of-fold ROC AUC, then to the simpler model (the order of SEARCH_SPACE).
 
-Fits run single-threaded, side by side: in worker processes when the data is large enough,
-or on the Dask cluster at ``dask_scheduler_address``, whose workers read the master from
-the shared file system (see compute.py). The result does not depend on where they ran.
+Fits run single-threaded, side by side: in worker processes when the data is large enough
+(they memory-map one snapshot of the feature frame, not a copy each), or on the Dask cluster
+at ``dask_scheduler_address``, whose workers read the master from the shared file system
+(see compute.py). The result does not depend on where they ran.
 
 Saves ``trainedmodel.pkl`` and ``trainedmodel.json`` (parameters, the fold scores, time and
 judgement of every candidate and setting, features and their types, data hash, package
@@ -30,6 +31,7 @@ versions, time taken, warnings).
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -37,6 +39,7 @@ import math
 import os
 import pickle
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +47,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -185,7 +189,9 @@ class TrainingData:
 
     With ``master`` set, a worker reads the master CSV from the (shared) file system once and
     keeps it for its next fits; the file's size and modification time must match, so that
-    every fit sees the same rows. Otherwise the frame travels with the task.
+    every fit sees the same rows. With ``snapshot`` set (worker processes on this machine),
+    every fit memory-maps the one copy of the feature frame this process wrote: its numeric
+    columns are shared pages, not a copy per worker. Otherwise the frame travels with the task.
     """
 
     features: dict[str, list[str]]
@@ -195,12 +201,16 @@ class TrainingData:
     master: str | None = None
     stamp: tuple[int, int] | None = None
     frame: pd.DataFrame | None = None
+    snapshot: str | None = None
 
     @property
     def key(self) -> tuple:
         return (self.master, self.stamp, id(self.frame) if self.frame is not None else None)
 
     def load(self) -> tuple[pd.DataFrame, np.ndarray]:
+        if self.snapshot is not None:
+            # Not cached: an idle worker must not keep the mapping (of a deleted file) open.
+            return joblib.load(self.snapshot, mmap_mode="r")
         cached = _DATA_CACHE.get("data")
         if cached is not None and cached[0] == self.key:
             return cached[1], cached[2]
@@ -420,8 +430,10 @@ def train_model(
     master = ingestion.master_path(config)
     rows = _row_count(config, data)
     parallel = workers is not None and workers > 1 or (workers is None and rows >= PARALLEL_MIN_ROWS)
-    with compute.open_runner(config, parallel=parallel, workers=workers) as runner:
-        source, y = _training_data(config, data, master, kinds, features, runner)
+    with compute.open_runner(config, parallel=parallel, workers=workers) as runner, tempfile.TemporaryDirectory(
+        prefix="risk-training-", ignore_cleanup_errors=True
+    ) as scratch:
+        source, y = _training_data(config, data, master, kinds, features, runner, Path(scratch))
         _check_trainable(y, config)
         seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
         folds = _fold_indices(y, splits, seed)
@@ -460,14 +472,24 @@ def _row_count(config: Config, data: pd.DataFrame | None) -> int:
 
 
 def _training_data(
-    config: Config, data: pd.DataFrame | None, master: Path, kinds: dict[str, str], features: dict[str, list[str]], runner: compute.Runner
+    config: Config,
+    data: pd.DataFrame | None,
+    master: Path,
+    kinds: dict[str, str],
+    features: dict[str, list[str]],
+    runner: compute.Runner,
+    scratch: Path,
 ) -> tuple[TrainingData, np.ndarray]:
-    """Where the fits read the data, and the labels (all this process needs itself)."""
+    """Where the fits read the data, and the labels (all this process needs itself).
+
+    Worker processes on this machine memory-map a snapshot written to ``scratch``."""
     common = {"features": features, "kinds": kinds, "target": config.target, "positive_label": config.positive_label}
     if data is not None:
         if config.target not in data.columns:
             raise TrainingError(f"target column {config.target!r} is not in the training data")
         source = TrainingData(**common, frame=data)
+        if runner.backend == "processes":
+            return _snapshot(source, scratch)
         X, y = source.load()
         return source, y
     if not master.exists():
@@ -476,9 +498,23 @@ def _training_data(
     if runner.backend == "local":
         X, y = source.load()  # the fits run here: read it once, for them too
         return source, y
+    if runner.backend == "processes":
+        return _snapshot(source, scratch)
     # The workers read the master themselves; this process needs the labels only.
     target = read_typed_csv(master, kinds, usecols=[config.target])
     return source, binary_target(target[config.target], config.positive_label)
+
+
+def _snapshot(source: TrainingData, scratch: Path) -> tuple[TrainingData, np.ndarray]:
+    """Read the frame once here and write it where the worker processes memory-map it.
+
+    Each worker held its own copy of the frame before (and read the CSV for it); now the
+    numeric columns are one set of shared pages, and this process keeps the labels only."""
+    X, y = source.load()
+    path = scratch / "training-frame.joblib"
+    joblib.dump((X, y), path)
+    _DATA_CACHE.clear()
+    return dataclasses.replace(source, frame=None, snapshot=str(path)), y
 
 
 def _cross_validate(

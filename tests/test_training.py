@@ -232,3 +232,34 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
     assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
     X = scoring.feature_frame(ingestion.load_master(config), here["features"])
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_worker_processes_memory_map_one_snapshot_of_the_frame(ingested: Config, tmp_path) -> None:
+    import compute
+
+    kinds = ingestion.column_kinds(ingested)
+    master = ingestion.master_path(ingested)
+    source = training.TrainingData(
+        features=training.feature_types(ingested, kinds), kinds=kinds, target="exited", positive_label=1,
+        master=str(master), stamp=training._stamp(master),
+    )
+    X, y = source.load()
+
+    shared, labels = training._snapshot(source, tmp_path)
+
+    assert shared.snapshot and shared.frame is None and not training._DATA_CACHE, "this process keeps the labels only"
+    np.testing.assert_array_equal(labels, y)
+
+    def numeric_columns_are_mapped(snapshot: training.TrainingData) -> tuple:
+        frame, _ = snapshot.load()
+        values = frame[snapshot.features["numeric"][0]].to_numpy()
+        while values is not None and not isinstance(values, np.memmap):
+            values = values.base
+        return (values is not None, len(frame))
+
+    with compute.local_runner(workers=2) as runner:
+        assert runner.map(numeric_columns_are_mapped, [(shared,), (shared,)]) == [(True, len(X)), (True, len(X))]
+    mapped, mapped_y = shared.load()
+    assert mapped.equals(X) and list(mapped.dtypes) == list(X.dtypes)
+    np.testing.assert_array_equal(mapped_y, y)
