@@ -4,7 +4,8 @@
    scikit-learn's default ``HistGradientBoostingClassifier`` in the same preprocessing
    pipeline on the same data, timed inside its own process (target <= 20x).
 2. Training beside two CPU-bound busy loops, and beside two processes of multi-threaded
-   work (default-threaded gradient-boosting fits), as a ratio to its quiet time (target <= 2.5x).
+   work (default-threaded gradient-boosting fits), as a ratio to its quiet time (target <= 2.5x),
+   with the cores training used in each case (its process tree's CPU seconds / wall seconds).
 3. Peak memory of training above the idle processes (interpreters and imports excluded;
    proportional set size summed over the process tree) as a ratio to the in-memory size of
    the training frame (target <= 4x).
