@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import ingestion
@@ -263,3 +264,28 @@ def test_worker_processes_memory_map_one_snapshot_of_the_frame(ingested: Config,
     mapped, mapped_y = shared.load()
     assert mapped.equals(X) and list(mapped.dtypes) == list(X.dtypes)
     np.testing.assert_array_equal(mapped_y, y)
+
+
+def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    columns = [f"x{i}" for i in range(10)]
+    frame = pd.DataFrame(rng.normal(size=(20_000, 10)), columns=columns)
+    frame["exited"] = (frame["x0"] + rng.normal(size=20_000) > 1).astype(int)
+    source = training.TrainingData(
+        features={"numeric": columns, "categorical": []}, kinds={c: "numeric" for c in frame.columns},
+        target="exited", positive_label=1, frame=frame,
+    )
+    X, _ = source.load()  # cached: the fits below reuse it
+    training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, 0)  # first-call caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for fold in range(1, 4):  # logistic regression: SciPy's optimiser leaves a cycle holding the fold's encoding
+            training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, fold)
+        left = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        training._DATA_CACHE.clear()
+    assert left < 0.25 * X.memory_usage(deep=True).sum()
