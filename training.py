@@ -20,9 +20,10 @@ does not beat both is *uninformative* and is never chosen over an informative on
 the configured metric (within the standard error of the best candidate's fold scores) go
 to the higher out-of-fold ROC AUC, then to the simpler model (the order of SEARCH_SPACE).
 
-Fits run single-threaded, side by side: in worker processes when the data is large enough,
-or on the Dask cluster at ``dask_scheduler_address``, whose workers read the master from
-the shared file system (see compute.py). The result does not depend on where they ran.
+Fits run single-threaded, side by side: in worker processes when the data is large enough
+(they memory-map one snapshot of the feature frame, not a copy each), or on the Dask cluster
+at ``dask_scheduler_address``, whose workers read the master from the shared file system
+(see compute.py). The result does not depend on where they ran.
 
 Saves ``trainedmodel.skops`` (see modelfiles.py) and ``trainedmodel.json`` (parameters, the fold scores, time and
 judgement of every candidate and setting, features and their types, data hash, package
@@ -30,17 +31,21 @@ versions, time taken, warnings).
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -184,7 +189,9 @@ class TrainingData:
 
     With ``master`` set, a worker reads the master CSV from the (shared) file system once and
     keeps it for its next fits; the file's size and modification time must match, so that
-    every fit sees the same rows. Otherwise the frame travels with the task.
+    every fit sees the same rows. With ``snapshot`` set (worker processes on this machine),
+    every fit memory-maps the one copy of the feature frame this process wrote: its numeric
+    columns are shared pages, not a copy per worker. Otherwise the frame travels with the task.
     """
 
     features: dict[str, list[str]]
@@ -194,12 +201,16 @@ class TrainingData:
     master: str | None = None
     stamp: tuple[int, int] | None = None
     frame: pd.DataFrame | None = None
+    snapshot: str | None = None
 
     @property
     def key(self) -> tuple:
         return (self.master, self.stamp, id(self.frame) if self.frame is not None else None)
 
     def load(self) -> tuple[pd.DataFrame, np.ndarray]:
+        if self.snapshot is not None:
+            # Not cached: an idle worker must not keep the mapping (of a deleted file) open.
+            return joblib.load(self.snapshot, mmap_mode="r")
         cached = _DATA_CACHE.get("data")
         if cached is not None and cached[0] == self.key:
             return cached[1], cached[2]
@@ -239,13 +250,26 @@ def _fit_task(source: TrainingData, name: str, params: dict[str, Any], seed: int
     X, y = source.load()
     started = time.perf_counter()
     if fold is None:
-        pipeline = build_pipeline(name, source.features, seed, params, rows=len(y)).fit(X, y)
-        return {"pipeline": pipeline, "seconds": time.perf_counter() - started, "worker": _where()}
-    train_index, test_index = _fold_indices(y, splits, seed)[fold]
-    pipeline = build_pipeline(name, source.features, seed, params, rows=len(train_index))
-    pipeline.fit(X.iloc[train_index], y[train_index])
-    risk = pipeline.predict_proba(X.iloc[test_index])[:, 1]
-    return {"risk": risk, "seconds": time.perf_counter() - started, "worker": _where()}
+        pipeline = _fit_in_stages(build_pipeline(name, source.features, seed, params, rows=len(y)), X, y)
+        outcome = {"pipeline": pipeline}
+    else:
+        train_index, test_index = _fold_indices(y, splits, seed)[fold]
+        pipeline = build_pipeline(name, source.features, seed, params, rows=len(train_index))
+        _fit_in_stages(pipeline, X, y, train_index)
+        outcome = {"risk": pipeline.predict_proba(X.iloc[test_index])[:, 1]}
+        del pipeline
+    # SciPy's optimiser (logistic regression) leaves a reference cycle holding the fold's
+    # encoded matrix; collected at once, it does not pile up over a worker's fits.
+    gc.collect(1)
+    return {**outcome, "seconds": time.perf_counter() - started, "worker": _where()}
+
+
+def _fit_in_stages(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None = None) -> Pipeline:
+    """``pipeline.fit`` on ``rows`` of X (all rows when None), the same computation, but the
+    fold's copy of the frame is freed before the classifier fits on its encoding."""
+    encoded = pipeline[:-1].fit_transform(X if rows is None else X.iloc[rows], y if rows is None else y[rows])
+    pipeline[-1].fit(encoded, y if rows is None else y[rows])
+    return pipeline
 
 
 def _where() -> str:
@@ -406,8 +430,10 @@ def train_model(
     master = masterstore.master_path(config)
     rows = _row_count(config, data)
     parallel = workers is not None and workers > 1 or (workers is None and rows >= PARALLEL_MIN_ROWS)
-    with compute.open_runner(config, parallel=parallel, workers=workers) as runner:
-        source, y = _training_data(config, data, master, kinds, features, runner)
+    with compute.open_runner(config, parallel=parallel, workers=workers) as runner, tempfile.TemporaryDirectory(
+        prefix="risk-training-", ignore_cleanup_errors=True
+    ) as scratch:
+        source, y = _training_data(config, data, master, kinds, features, runner, Path(scratch))
         _check_trainable(y, config)
         seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
         folds = _fold_indices(y, splits, seed)
@@ -446,14 +472,24 @@ def _row_count(config: Config, data: pd.DataFrame | None) -> int:
 
 
 def _training_data(
-    config: Config, data: pd.DataFrame | None, master: Path, kinds: dict[str, str], features: dict[str, list[str]], runner: compute.Runner
+    config: Config,
+    data: pd.DataFrame | None,
+    master: Path,
+    kinds: dict[str, str],
+    features: dict[str, list[str]],
+    runner: compute.Runner,
+    scratch: Path,
 ) -> tuple[TrainingData, np.ndarray]:
-    """Where the fits read the data, and the labels (all this process needs itself)."""
+    """Where the fits read the data, and the labels (all this process needs itself).
+
+    Worker processes on this machine memory-map a snapshot written to ``scratch``."""
     common = {"features": features, "kinds": kinds, "target": config.target, "positive_label": config.positive_label}
     if data is not None:
         if config.target not in data.columns:
             raise TrainingError(f"target column {config.target!r} is not in the training data")
         source = TrainingData(**common, frame=data)
+        if runner.backend == "processes":
+            return _snapshot(source, scratch)
         X, y = source.load()
         return source, y
     if not master.exists():
@@ -462,9 +498,23 @@ def _training_data(
     if runner.backend == "local":
         X, y = source.load()  # the fits run here: read it once, for them too
         return source, y
+    if runner.backend == "processes":
+        return _snapshot(source, scratch)
     # The workers read the master themselves; this process needs the labels only.
     target = read_typed_csv(master, kinds, usecols=[config.target])
     return source, binary_target(target[config.target], config.positive_label)
+
+
+def _snapshot(source: TrainingData, scratch: Path) -> tuple[TrainingData, np.ndarray]:
+    """Read the frame once here and write it where the worker processes memory-map it.
+
+    Each worker held its own copy of the frame before (and read the CSV for it); now the
+    numeric columns are one set of shared pages, and this process keeps the labels only."""
+    X, y = source.load()
+    path = scratch / "training-frame.joblib"
+    joblib.dump((X, y), path)
+    _DATA_CACHE.clear()
+    return dataclasses.replace(source, frame=None, snapshot=str(path)), y
 
 
 def _cross_validate(

@@ -4,7 +4,8 @@
    scikit-learn's default ``HistGradientBoostingClassifier`` in the same preprocessing
    pipeline on the same data, timed inside its own process (target <= 20x).
 2. Training beside two CPU-bound busy loops, and beside two processes of multi-threaded
-   work (default-threaded gradient-boosting fits), as a ratio to its quiet time (target <= 2.5x).
+   work (default-threaded gradient-boosting fits), as a ratio to its quiet time (target <= 2.5x),
+   with the cores training used in each case (its process tree's CPU seconds / wall seconds).
 3. Peak memory of training above the idle processes (interpreters and imports excluded;
    proportional set size summed over the process tree) as a ratio to the in-memory size of
    the training frame (target <= 4x).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -180,10 +182,13 @@ def run_worker(phase: str, config_path: Path) -> dict:
     return benchsupport.run_worker(__file__, phase, "--config", str(config_path))
 
 
-def time_training(config_path: Path, repeat: int) -> tuple[float, dict]:
-    """Median wall time of ``python training.py --config`` and the metadata of the last run."""
-    times = []
+def time_training(config_path: Path, repeat: int) -> tuple[float, dict, float]:
+    """Median wall time of ``python training.py --config``, the metadata of the last run, and
+    the median number of cores it used: CPU seconds of training.py and its worker processes
+    (reaped children, so counted in RUSAGE_CHILDREN) over wall seconds."""
+    times, cores = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, str(PROJECT_DIR / "training.py"), "--config", str(config_path)],
@@ -192,8 +197,11 @@ def time_training(config_path: Path, repeat: int) -> tuple[float, dict]:
             stderr=subprocess.DEVNULL,
         )
         times.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        cores.append(cpu / times[-1])
     metadata = json.loads((config_path.parent / "models" / "trainedmodel.json").read_text())
-    return statistics.median(times), metadata
+    return statistics.median(times), metadata, statistics.median(cores)
 
 
 def beside(neighbour: str, count: int):
@@ -209,13 +217,14 @@ def beside(neighbour: str, count: int):
     return stop
 
 
-def timed_beside(neighbour: str, config_path: Path, repeat: int) -> float:
+def timed_beside(neighbour: str, config_path: Path, repeat: int) -> tuple[float, float]:
+    """Training's wall time and the cores it used beside two ``neighbour`` processes."""
     stop = beside(neighbour, 2)
     try:
-        seconds, _ = time_training(config_path, repeat)
+        seconds, _, cores = time_training(config_path, repeat)
     finally:
         stop()
-    return seconds
+    return seconds, cores
 
 
 # --- Dask ------------------------------------------------------------------------------------
@@ -231,7 +240,7 @@ def bench_dask(config_path: Path, local_seconds: float, metadata: dict, repeat: 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         dask_config = config_path.parent / "config.dask.json"
         dask_config.write_text(json.dumps({**values, "dask_scheduler_address": cluster.scheduler_address}))
-        seconds, dask_metadata = time_training(dask_config, repeat)
+        seconds, dask_metadata, _ = time_training(dask_config, repeat)
     return {
         "local_s": local_seconds,
         "cluster_s": seconds,
@@ -295,7 +304,7 @@ def bench_quality(folder: Path) -> list[dict]:
         project = folder / name.split(".")[0]
         config_path = make_project(project, train, settings)
         test.to_csv(project / "testdata" / "testdata.csv", index=False)
-        seconds, metadata = time_training(config_path, 1)
+        seconds, metadata, _ = time_training(config_path, 1)
         scores = json.loads(
             subprocess.run(
                 [sys.executable, str(PROJECT_DIR / "scoring.py"), "--config", str(config_path)],
@@ -340,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.only_quality:
             config_path = make_project(folder / "generated", make_frame(args.rows))
             baseline = run_worker("hgb_fit", config_path)
-            quiet, metadata = time_training(config_path, args.repeat)
+            quiet, metadata, quiet_cores = time_training(config_path, args.repeat)
             results["speed"] = {
                 "rows": baseline["rows"],
                 "hgb_fit_s": baseline["seconds"],
@@ -351,10 +360,13 @@ def main(argv: list[str] | None = None) -> dict:
                 "metadata_seconds": metadata.get("training_seconds"),
                 "fits": metadata.get("fits"),
             }
+            busy_loops_s, busy_loops_cores = timed_beside(BUSY_LOOP, config_path, args.repeat)
+            threaded_s, threaded_cores = timed_beside(THREADED_WORK, config_path, args.repeat)
             results["load"] = {
                 "quiet_s": quiet,
-                "busy_loops_s": timed_beside(BUSY_LOOP, config_path, args.repeat),
-                "threaded_work_s": timed_beside(THREADED_WORK, config_path, args.repeat),
+                "busy_loops_s": busy_loops_s,
+                "threaded_work_s": threaded_s,
+                "cores": {"quiet_s": quiet_cores, "busy_loops_s": busy_loops_cores, "threaded_work_s": threaded_cores},
             }
             results["memory"] = run_worker("memory:2", config_path)
             results["memory_one_process"] = run_worker("memory:1", config_path)
@@ -386,9 +398,17 @@ def report(results: dict) -> None:
         if fits:
             print(f"  {fits['count']} fits, {fits['seconds']:.1f} s of fitting in all, by worker {json.dumps(fits['by_worker'])}")
         load = results["load"]
+        cores = load["cores"]
+        print(f"quiet: training.py used {cores['quiet_s']:.2f} cores (CPU seconds of its process tree / wall seconds)")
         for key, label in (("busy_loops_s", "two busy loops"), ("threaded_work_s", "two multi-threaded fit loops")):
             ratio = load[key] / load["quiet_s"]
             print(f"beside {label}: {load[key]:.1f} s vs quiet {load['quiet_s']:.1f} s -> {ratio:.2f}x (target <= 2.5x) {'OK' if ratio <= 2.5 else 'MISSED'}")
+            # wall = CPU / cores, so the ratio is (CPU beside / CPU quiet) x (cores quiet / cores beside).
+            cpu_ratio = (load[key] * cores[key]) / (load["quiet_s"] * cores["quiet_s"])
+            print(
+                f"  used {cores[key]:.2f} cores beside them: ratio = CPU {cpu_ratio:.2f}x "
+                f"x cores quiet/beside {cores['quiet_s'] / cores[key]:.2f}"
+            )
         for key, label in (("memory", "fits in worker processes"), ("memory_one_process", "fits in one process")):
             memory = results[key]
             ratio = memory["peak_extra_bytes"] / memory["frame_bytes"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import ingestion
@@ -233,3 +234,59 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
     assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
     X = scoring.feature_frame(masterstore.load_master(config), here["features"])
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_worker_processes_memory_map_one_snapshot_of_the_frame(ingested: Config, tmp_path) -> None:
+    import compute
+
+    kinds = ingestion.column_kinds(ingested)
+    master = ingestion.master_path(ingested)
+    source = training.TrainingData(
+        features=training.feature_types(ingested, kinds), kinds=kinds, target="exited", positive_label=1,
+        master=str(master), stamp=training._stamp(master),
+    )
+    X, y = source.load()
+
+    shared, labels = training._snapshot(source, tmp_path)
+
+    assert shared.snapshot and shared.frame is None and not training._DATA_CACHE, "this process keeps the labels only"
+    np.testing.assert_array_equal(labels, y)
+
+    def numeric_columns_are_mapped(snapshot: training.TrainingData) -> tuple:
+        frame, _ = snapshot.load()
+        values = frame[snapshot.features["numeric"][0]].to_numpy()
+        while values is not None and not isinstance(values, np.memmap):
+            values = values.base
+        return (values is not None, len(frame))
+
+    with compute.local_runner(workers=2) as runner:
+        assert runner.map(numeric_columns_are_mapped, [(shared,), (shared,)]) == [(True, len(X)), (True, len(X))]
+    mapped, mapped_y = shared.load()
+    assert mapped.equals(X) and list(mapped.dtypes) == list(X.dtypes)
+    np.testing.assert_array_equal(mapped_y, y)
+
+
+def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    columns = [f"x{i}" for i in range(10)]
+    frame = pd.DataFrame(rng.normal(size=(20_000, 10)), columns=columns)
+    frame["exited"] = (frame["x0"] + rng.normal(size=20_000) > 1).astype(int)
+    source = training.TrainingData(
+        features={"numeric": columns, "categorical": []}, kinds={c: "numeric" for c in frame.columns},
+        target="exited", positive_label=1, frame=frame,
+    )
+    X, _ = source.load()  # cached: the fits below reuse it
+    training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, 0)  # first-call caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for fold in range(1, 4):  # logistic regression: SciPy's optimiser leaves a cycle holding the fold's encoding
+            training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, fold)
+        left = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        training._DATA_CACHE.clear()
+    assert left < 0.25 * X.memory_usage(deep=True).sum()
