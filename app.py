@@ -41,7 +41,7 @@ import numpy as np
 from flask import Flask, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 
-import deployment
+import versionstore
 import compiledmodel
 import datafiles
 from apimetrics import ApiMetrics
@@ -77,7 +77,7 @@ UNINFORMATIVE_NOTE = "no better than chance: this model cannot tell clients at r
 class LoadedModel:
     """A verified deployed version with its compiled scorer: swapped in whole, never half-built."""
 
-    deployed: deployment.DeployedModel
+    deployed: versionstore.DeployedModel
     scorer: compiledmodel.Scorer
     schema: requestinput.Schema
     known_categories: dict[str, frozenset[str]]
@@ -94,7 +94,7 @@ class LoadedModel:
 
 def load_model(config: Config, version: str) -> LoadedModel:
     """Load, verify and compile one deployed version (raises DeploymentError and friends)."""
-    deployed = deployment.load_deployed_model(config, version)
+    deployed = versionstore.load_deployed_model(config, version)
     schema = requestinput.Schema.from_metadata(deployed.metadata, config["id_columns"])
     check_frame = compiledmodel.load_check_frame(deployed.path / records.REFERENCE_FILE, deployed.metadata.get("column_kinds", {}))
     scorer = compiledmodel.build_scorer(deployed.model, schema, check_frame)
@@ -103,7 +103,7 @@ def load_model(config: Config, version: str) -> LoadedModel:
 
 
 # What a corrupt or incompatible version can raise while loading; anything else is a bug.
-LOAD_ERRORS = deployment.LOAD_ERRORS
+LOAD_ERRORS = versionstore.LOAD_ERRORS
 
 
 class ModelHolder:
@@ -112,7 +112,7 @@ class ModelHolder:
     def __init__(self, config: Config, on_change: Any = None):
         self.config = config
         self.on_change = on_change
-        # deployment.current_version() resolves the folder on every call (~50 µs); resolved once
+        # versionstore.current_version() resolves the folder on every call (~50 µs); resolved once
         # here, each request costs one readlink of the same link.
         self._link = config.deployment_folder / records.CURRENT_LINK
         self.last_error: str | None = None
@@ -309,7 +309,7 @@ def no_model_message(holder: ModelHolder) -> str:
 def _awaiting_approval(config: Config) -> list[str]:
     """Versions deployed pending approval (the history and manifests; read when asked)."""
     try:
-        return deployment.pending_versions(config)
+        return versionstore.pending_versions(config)
     except (OSError, ValueError) as exc:
         logger.warning("cannot tell which versions await approval: %s", exc)
         return []
@@ -326,8 +326,8 @@ def pending_summary(config: Config) -> list[dict[str, Any]]:
 
 
 def inventory_rows(config: Config, verify: bool = True) -> list[dict[str, Any]]:
-    """deployment.inventory, with the server's paths taken out of its sentences."""
-    return json.loads(project_relative(json.dumps(deployment.inventory(config, verify=verify), default=str), config))
+    """versionstore.inventory, with the server's paths taken out of its sentences."""
+    return json.loads(project_relative(json.dumps(versionstore.inventory(config, verify=verify), default=str), config))
 
 
 # ----------------------------------------------------------------------------- views

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 import compute
-import deployment
+import versionstore
 import drift
 import fairness
 import ingestion
@@ -68,7 +68,7 @@ def model_predictions(config: Config, data: pd.DataFrame | None = None, version:
     ``prediction`` is 1 where the model expects the configured positive label, at its tuned
     threshold; ``risk`` is the predicted probability of that label.
     """
-    deployed = deployment.load_deployed_model(config, version)
+    deployed = versionstore.load_deployed_model(config, version)
     if data is None:
         data = scoring.load_test_data(config)
     risk, predicted = risk_and_predictions(deployed, data)
@@ -166,7 +166,7 @@ def execution_time(
     """
     version = resolve_version(config, version)
     last_ingestion = read_json_or_none(config.output_folder / records.LAST_RUN_FILE) or {}
-    trained = json.loads((deployment.version_path(config, version) / records.METADATA_FILE).read_text(encoding="utf-8"))
+    trained = json.loads((versionstore.version_path(config, version) / records.METADATA_FILE).read_text(encoding="utf-8"))
     return {
         "ingestion_seconds": last_ingestion.get("seconds"),
         "ingestion_finished_at": last_ingestion.get("finished_at"),
@@ -211,7 +211,7 @@ def _deploying_runs(runs: list[dict[str, Any]], version: str) -> list[dict[str, 
 
 def _manifest_run(config: Config, version: str) -> dict[str, Any]:
     """A row for a deployment the audit log does not hold, from the version's manifest."""
-    manifest = deployment.read_manifest(deployment.version_path(config, version))
+    manifest = versionstore.read_manifest(versionstore.version_path(config, version))
     return {
         **dict.fromkeys(RUN_KEYS), "started_at": manifest.get("deployed_at"), "version_deployed": version,
         "decision": "deployed (no audit line: by hand, or the run is still under way)",
@@ -268,7 +268,7 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
     chi-squared test, missing shares and the noise floor; and the PSI of that model's risk
     scores. See drift.py for the method.
     """
-    deployed = deployment.load_deployed_model(config, version)
+    deployed = versionstore.load_deployed_model(config, version)
     batch_file = config.output_folder / records.LATEST_BATCH_FILE
     if batch is not None:
         origin = {"source": "the batch given", "files": [], "ingested_at": None}
@@ -290,8 +290,8 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
                        "current_on_arrival": None, "newest_batch": origin}
         return _compare_with_training(config, deployed, test, test_origin, TEST_DATA)
     try:
-        serving = deployed if on_arrival == deployed.version else deployment.load_deployed_model(config, on_arrival)
-    except (deployment.DeploymentError, OSError, ValueError) as exc:
+        serving = deployed if on_arrival == deployed.version else versionstore.load_deployed_model(config, on_arrival)
+    except (versionstore.DeploymentError, OSError, ValueError) as exc:
         result = _drift_skeleton(config, deployed, NEWEST_BATCH)
         result["warnings"].append(f"drift not measured: {on_arrival}, current when the newest batch arrived, cannot be loaded ({exc})")
         return result
@@ -314,7 +314,7 @@ def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | N
         if not version:
             continue
         if version not in record_holds_run:
-            entries = read_json_lines(deployment.versions_folder(config) / version / records.RECORD_FILE)
+            entries = read_json_lines(versionstore.versions_folder(config) / version / records.RECORD_FILE)
             record_holds_run[version] = any(entry.get("run_id") == run_id for entry in entries)
         if record_holds_run[version]:
             break
@@ -326,7 +326,7 @@ def version_current_on_arrival(config: Config, run_id: str, ingested_at: str | N
     return current
 
 
-def _drift_skeleton(config: Config, reference_model: deployment.DeployedModel, comparison: str) -> dict[str, Any]:
+def _drift_skeleton(config: Config, reference_model: versionstore.DeployedModel, comparison: str) -> dict[str, Any]:
     reference_file = reference_model.path / records.REFERENCE_FILE
     return {
         "comparison": comparison,
@@ -350,7 +350,7 @@ def _drift_title(comparison: str, version: str) -> str:
 
 
 def _compare_with_training(
-    config: Config, reference_model: deployment.DeployedModel, batch: pd.DataFrame, origin: dict[str, Any], comparison: str
+    config: Config, reference_model: versionstore.DeployedModel, batch: pd.DataFrame, origin: dict[str, Any], comparison: str
 ) -> dict[str, Any]:
     """Every drift figure of ``batch`` against the reference sample of ``reference_model``'s training data."""
     result = _drift_skeleton(config, reference_model, comparison)
@@ -459,7 +459,7 @@ def fairness_section(config: Config, version: str) -> dict[str, Any]:
     """The fairness checks of ``version`` on the test data, per protected attribute (fairness.py)."""
     if not config["protected_attributes"]:  # nothing to measure: the model and test data stay unloaded
         return fairness.nothing_measured()
-    deployed = deployment.load_deployed_model(config, version)
+    deployed = versionstore.load_deployed_model(config, version)
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
     risk, predicted = risk_and_predictions(deployed, test)
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         path = save_diagnostics(config, args.version, measure=args.measure, refresh_packages=args.refresh_packages)
-    except (ConfigError, deployment.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:
+    except (ConfigError, versionstore.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 1
     print(path.read_text(encoding="utf-8"), end="")

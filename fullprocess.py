@@ -37,6 +37,7 @@ from pathlib import Path
 
 import dbsource
 import deployment
+import versionstore
 import ledger
 import preflight
 import records
@@ -65,13 +66,13 @@ def undecided_work(config: Config) -> str | None:
     if not size:
         return None
     try:
-        current = deployment.current_version(config)
-    except deployment.BrokenCurrentLink as exc:
+        current = versionstore.current_version(config)
+    except versionstore.BrokenCurrentLink as exc:
         return str(exc)
-    if current is None and not deployment.pending_versions(config):
+    if current is None and not versionstore.pending_versions(config):
         return "data is ingested but no model is deployed"
     # A version awaiting approval covers the rows it was trained on, as a current one does.
-    if size > records.read_checkpoint(config)[1] and size > deployment.covered_master_bytes(config):
+    if size > records.read_checkpoint(config)[1] and size > versionstore.covered_master_bytes(config):
         return "rows ingested by an earlier run were never judged (a failed or interrupted run)"
     return None
 
@@ -86,13 +87,13 @@ def remove_leftovers(config: Config) -> list[Path]:
         config.output_folder / QUARANTINE_FOLDER,
         config.model_folder,
         config.deployment_folder,
-        deployment.versions_folder(config),
+        versionstore.versions_folder(config),
         config.reports_folder,
         config.log_folder,
     ]
     folders += _subfolders(config.reports_folder)
     removed = remove_stale_temporaries(folders)
-    incomplete = [*deployment.versions_folder(config).glob(f"{deployment.INCOMING_PREFIX}*"), *config.deployment_folder.glob(".current-*")]
+    incomplete = [*versionstore.versions_folder(config).glob(f"{deployment.INCOMING_PREFIX}*"), *config.deployment_folder.glob(".current-*")]
     if incomplete:
         deployment.remove_incomplete(config)
         removed += incomplete
@@ -114,9 +115,9 @@ def unfinished_work(config: Config) -> str | None:
     """Why the current version may have work left undone by an earlier run, or None. Cheap:
     the checkpoint names the last version finished and the newest version it saw."""
     state = records.read_checkpoint_state(config)
-    names = deployment.version_names(config)
+    names = versionstore.version_names(config)
     newest = names[-1] if names else None
-    current = deployment.current_version_or_none(config)
+    current = versionstore.current_version_or_none(config)
     if newest != state.get("newest_version"):
         return f"{newest} is new since the last finished deployment"
     if current != state.get("completed_version") and current is not None:
@@ -126,7 +127,7 @@ def unfinished_work(config: Config) -> str | None:
 
 def versions_to_finish(config: Config, current: str | None) -> list[str]:
     """The current version and those awaiting approval: each gets its reports and audit line."""
-    return [v for v in [current, *deployment.pending_versions(config)] if v is not None]
+    return [v for v in [current, *versionstore.pending_versions(config)] if v is not None]
 
 
 def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any]:
@@ -135,12 +136,12 @@ def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any
     completed = deployment.complete_interrupted_deploy(config)
     if completed:
         done["deployment_completed"] = completed
-    current = deployment.current_version_or_none(config)
+    current = versionstore.current_version_or_none(config)
     all_done = True
     for version in dict.fromkeys(versions_to_finish(config, current)):
         try:
-            manifest = deployment.read_manifest(deployment.versions_folder(config) / version)
-        except (deployment.DeploymentError, OSError) as exc:
+            manifest = versionstore.read_manifest(versionstore.versions_folder(config) / version)
+        except (versionstore.DeploymentError, OSError) as exc:
             manifest = None  # the drift check redeploys: a version that fails verification
             logger.error("%s cannot be finished: %s", version, exc)
         if manifest is not None:
@@ -160,9 +161,9 @@ def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any
                 logger.warning("finished what an earlier run left undone for %s: %s", version, steps)
             all_done = all_done and all(v.startswith("ok") for v in steps.values())
     if all_done:
-        names = deployment.version_names(config)
+        names = versionstore.version_names(config)
         judged, seen = records.read_checkpoint(config)
-        covered = deployment.covered_master_bytes(config)
+        covered = versionstore.covered_master_bytes(config)
         records.write_checkpoint(
             config, max(judged, covered), max(seen, covered), completed_version=current, newest_version=names[-1] if names else None
         )
@@ -261,7 +262,7 @@ def decide_on_new_rows(config: Config, record: dict[str, Any]) -> tuple[dict[str
     import masterstore  # pandas: only once there is work to do
 
     master_end = ledger.master_bytes(config)
-    judged = deployment.judged_offset(config)
+    judged = versionstore.judged_offset(config)
     decided_all = (max(master_end, judged), max(master_end, judged))
     deployed, problem = load_current_deployment(config)
     if problem and master_end:
@@ -289,7 +290,7 @@ def refresh_superseded_reports(config: Config, version: str) -> dict[str, str]:
     """Rewrite the reports of the pending versions ``version`` superseded, so their sign-off says so."""
     return {
         older: deployment.refresh_reports(config, older)
-        for older in deployment.superseded_by(config, version)
+        for older in versionstore.superseded_by(config, version)
         if (config.reports_folder / older / REPORT_FILES[-1]).is_file()
     }
 
@@ -297,18 +298,18 @@ def refresh_superseded_reports(config: Config, version: str) -> dict[str, str]:
 def load_current_deployment(config: Config) -> tuple[Any, str | None]:
     """(the verified current version, None) or (None, why there is none usable)."""
     try:
-        version = deployment.current_version(config)
-    except deployment.BrokenCurrentLink as exc:
+        version = versionstore.current_version(config)
+    except versionstore.BrokenCurrentLink as exc:
         logger.error("%s", exc)
         return None, f"the current deployment failed verification: {exc}"
     if version is None:
-        waiting = deployment.pending_versions(config)
+        waiting = versionstore.pending_versions(config)
         if waiting:
             return None, f"no approved model yet ({', '.join(waiting)} awaiting approval)"
         return None, "no deployed model yet"
     try:
-        return deployment.load_deployed_model(config), None
-    except deployment.LOAD_ERRORS as exc:  # a version that cannot be loaded is unusable: redeploy
+        return versionstore.load_deployed_model(config), None
+    except versionstore.LOAD_ERRORS as exc:  # a version that cannot be loaded is unusable: redeploy
         logger.error("the current deployment cannot be used: %s", exc)
         return None, f"the current deployment failed verification: {exc}"
 
@@ -372,7 +373,7 @@ def decide_deployment(
     test_score = scores.get(config["metric"])
     outcome: dict[str, Any] = {"model": metadata.get("model"), "training_seconds": metadata.get("training_seconds"), "test_score": test_score}
     one_class = one_class_test_data(config, scores)
-    warnings = deployment.version_warnings(metadata, scores) + ([one_class] if one_class else [])
+    warnings = versionstore.version_warnings(metadata, scores) + ([one_class] if one_class else [])
     if warnings:
         outcome["warnings"] = list(dict.fromkeys(warnings))
     uninformative = bool(metadata.get("uninformative", False))
@@ -423,7 +424,7 @@ def champion_and_challenger(config: Config, champion_version: str) -> dict[str, 
     import scoring
 
     try:
-        champion = deployment.load_deployed_model(config, champion_version)
+        champion = versionstore.load_deployed_model(config, champion_version)
         challenger, challenger_metadata = scoring.load_trained_model(config)
         return promotion.compare(config, champion, challenger, challenger_metadata, champion_version)
     except Exception as exc:  # the stored test score is the fallback: a comparison must not stop the run
@@ -529,10 +530,10 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
     append_json_line(records.audit_path(config), record)
     version = record.get("version_deployed")
     if version and record["status"] == "ok":
-        names = deployment.version_names(config)
+        names = versionstore.version_names(config)
         judged, seen = records.read_checkpoint(config)
         # A version awaiting approval is finished but not current: the current one stays the completed one.
-        completed = deployment.current_version_or_none(config) if record.get("pending_approval") else version
+        completed = versionstore.current_version_or_none(config) if record.get("pending_approval") else version
         records.write_checkpoint(config, judged, seen, completed_version=completed, newest_version=names[-1] if names else None)
     return record
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import deployment
+import versionstore
 import ledger
 import records
 from fsutil import (
@@ -553,7 +553,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
 
 def _drift_offsets(config: Config) -> tuple[int, int, int]:
     """(master size, judged, seen): the byte offsets the drift decisions recorded."""
-    return ledger.master_bytes(config), deployment.judged_offset(config), records.read_checkpoint(config)[1]
+    return ledger.master_bytes(config), versionstore.judged_offset(config), records.read_checkpoint(config)[1]
 
 
 def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -> None:
@@ -567,7 +567,7 @@ def _move_drift_offsets(config: Config, old_size: int, judged: int, seen: int) -
     def moved(offset: int) -> int:
         return _line_start_at_or_before(config, new_size - max(0, old_size - offset))
 
-    names = deployment.version_names(config)
+    names = versionstore.version_names(config)
     records.write_checkpoint(config, moved(judged), moved(seen), rebuilt_after_version=names[-1] if names else None)
 
 

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-import deployment
+import versionstore
 import drift
 import scoring
 from compute import single_threaded
@@ -18,7 +18,7 @@ from compute import single_threaded
 logger = logging.getLogger(__name__)
 
 
-def risk_and_predictions(deployed: deployment.DeployedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def risk_and_predictions(deployed: versionstore.DeployedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The deployed model's risk scores and 0/1 decisions for every row of ``frame``.
 
     Single-threaded: a few thousand rows at a time, and on a busy host OpenMP's spinning

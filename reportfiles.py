@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import deployment
+import versionstore
 from settings import Config
 
 
 def resolve_version(config: Config, version: str | None = None) -> str:
     """The name of ``version``, or of the current one; DeploymentError if there is none."""
-    return deployment.version_path(config, version).name
+    return versionstore.version_path(config, version).name
 
 
 def report_folder(config: Config, version: str) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
-import deployment
+import versionstore
 import diagnostics
 import drift
 import fairness
@@ -83,7 +83,7 @@ def gather_evidence(
 ) -> Evidence:
     """Score ``version`` on the test data and collect everything the report states."""
     version = resolve_version(config, version)
-    deployed = deployment.load_deployed_model(config, version)
+    deployed = versionstore.load_deployed_model(config, version)
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
     risk, predicted = risk_and_predictions(deployed, test)
@@ -99,7 +99,7 @@ def gather_evidence(
         "version": version,
         "generated_at": generated_at,
         # True when the report was written: a later deployment or rollback does not change the PDF.
-        "current": version == deployment.current_version(config),
+        "current": version == versionstore.current_version(config),
         "status": _status_when_written(config, version, generated_at),
         "model_checks": checks,
         "deployment": _deployment_facts(config, deployed, run_record),
@@ -142,7 +142,7 @@ def _metrics_match(stored: dict[str, Any], scores: dict[str, Any]) -> bool:
     return all(stored.get(k) == v for k, v in scores.items() if same_costs or k not in ("cost", "cost_matrix"))
 
 
-def _cost_facts(config: Config, deployed: deployment.DeployedModel, y: np.ndarray, risk: np.ndarray, scores: dict[str, Any]) -> dict[str, Any] | None:
+def _cost_facts(config: Config, deployed: versionstore.DeployedModel, y: np.ndarray, risk: np.ndarray, scores: dict[str, Any]) -> dict[str, Any] | None:
     """Expected cost per client against the threshold (out of fold and on the test data); None without a cost matrix."""
     costs = config["cost_matrix"]
     if costs is None:
@@ -164,7 +164,7 @@ def _cost_facts(config: Config, deployed: deployment.DeployedModel, y: np.ndarra
     }
 
 
-def _champion_challenger(deployed: deployment.DeployedModel) -> dict[str, Any] | None:
+def _champion_challenger(deployed: versionstore.DeployedModel) -> dict[str, Any] | None:
     """The comparison with the champion that decided this version's deployment (None: there was no champion)."""
     decision = deployed.manifest.get("decision")
     return decision.get("champion_challenger") if isinstance(decision, dict) else None
@@ -172,8 +172,8 @@ def _champion_challenger(deployed: deployment.DeployedModel) -> dict[str, Any] |
 
 def approval_facts(config: Config, version: str) -> dict[str, Any]:
     """Whether the version needed approval and who decided, when, with what note (the history's lines)."""
-    state = deployment.approval_states(config).get(version, {})
-    manifest = deployment.read_manifest(deployment.versions_folder(config) / version)
+    state = versionstore.approval_states(config).get(version, {})
+    manifest = versionstore.read_manifest(versionstore.versions_folder(config) / version)
     return {
         "required": bool(manifest.get("pending_approval", False)),
         "state": state.get("state"),
@@ -188,7 +188,7 @@ def _fresh_diagnostics(config: Config, version: str, run_record: dict[str, Any] 
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def model_checks(deployed: deployment.DeployedModel) -> dict[str, Any]:
+def model_checks(deployed: versionstore.DeployedModel) -> dict[str, Any]:
     """What training and scoring found doubtful about the model, as the version recorded it.
 
     Read with defaults: versions trained before these checks existed lack them (None: not
@@ -212,7 +212,7 @@ def model_checks(deployed: deployment.DeployedModel) -> dict[str, Any]:
 
 def _status_when_written(config: Config, version: str, generated_at: str) -> str:
     """Whether ``version`` was current when the report was written, dated: a PDF cannot follow later switches."""
-    current = deployment.current_version(config)
+    current = versionstore.current_version(config)
     events = [e for e in records.read_history(config) if e.get("version")]
     if current == version:
         made = [e for e in events if e["version"] == version]
@@ -225,7 +225,7 @@ def _status_when_written(config: Config, version: str, generated_at: str) -> str
 
 
 def _deployment_facts(
-    config: Config, deployed: deployment.DeployedModel, run_record: dict[str, Any] | None = None
+    config: Config, deployed: versionstore.DeployedModel, run_record: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """When and why the version was deployed: its manifest, the audited run that deployed it.
 
@@ -245,7 +245,7 @@ def _deployment_facts(
     }
 
 
-def _last_ingestion(deployed: deployment.DeployedModel) -> dict[str, Any] | None:
+def _last_ingestion(deployed: versionstore.DeployedModel) -> dict[str, Any] | None:
     """The last ingestion run before the deployment, from the version's own copy of the record.
 
     fullprocess writes its audit line when the run ends, after these reports: this is what
@@ -263,7 +263,7 @@ def _last_ingestion(deployed: deployment.DeployedModel) -> dict[str, Any] | None
     }
 
 
-def _lineage(deployed: deployment.DeployedModel) -> dict[str, Any]:
+def _lineage(deployed: versionstore.DeployedModel) -> dict[str, Any]:
     meta = deployed.metadata
     keys = ("model", "threshold", "metric", "trained_at", "training_seconds", "training_rows", "training_positives",
             "training_data_sha256", "training_files", "features", "parameters", "candidates", "package_versions",
@@ -276,14 +276,14 @@ def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:
     return {"files": [{"name": p.name, "sha256": sha256_file(p)} for p in files], "rows": int(len(y)), "positives": int(y.sum())}
 
 
-def _previous_scores(config: Config, deployed: deployment.DeployedModel) -> dict[str, Any] | None:
+def _previous_scores(config: Config, deployed: versionstore.DeployedModel) -> dict[str, Any] | None:
     previous = deployed.manifest.get("previous_version")
-    folder = deployment.versions_folder(config) / str(previous)
+    folder = versionstore.versions_folder(config) / str(previous)
     if not previous or not (folder / records.MANIFEST_FILE).is_file():
         return None
     try:
-        return {"version": previous, **deployment.read_manifest(folder)["scores"]}
-    except deployment.DeploymentError:  # a broken previous version has no scores to compare with
+        return {"version": previous, **versionstore.read_manifest(folder)["scores"]}
+    except versionstore.DeploymentError:  # a broken previous version has no scores to compare with
         return None
 
 
@@ -327,7 +327,7 @@ def _score_distribution(y: np.ndarray, risk: np.ndarray, threshold: float) -> di
     return {"threshold": float(threshold), "positive": describe(y == 1), "negative": describe(y == 0)}
 
 
-def _permutation_importance(config: Config, deployed: deployment.DeployedModel, test: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+def _permutation_importance(config: Config, deployed: versionstore.DeployedModel, test: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
     """How much the configured metric drops on the test data when each feature is shuffled."""
     from sklearn.inspection import permutation_importance
 
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     install_log_handlers(args.verbose)
     try:
         paths = write_reports(load_config(args.config), args.version, refresh_diagnostics=args.refresh_diagnostics)
-    except (ConfigError, deployment.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:
+    except (ConfigError, versionstore.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 1
     print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))

@@ -28,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+import versionstore
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESULTS_FILE = PROJECT_DIR / "benchmarks" / "results" / "bench_api.json"
@@ -77,13 +78,12 @@ def floor_seconds(config: Any, csv_bytes: bytes) -> dict[str, float]:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    import deployment
     import scoring
 
     import compiledmodel
     import requestinput
 
-    deployed = deployment.load_deployed_model(config)
+    deployed = versionstore.load_deployed_model(config)
     frame = pd.read_csv(io.BytesIO(csv_bytes), dtype={"corporation": str})
     features = scoring.feature_frame(frame, deployed.metadata["features"])
     one = features.iloc[:1]

@@ -22,6 +22,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import deployment
+import versionstore
 import fullprocess
 import masterstore
 import records
@@ -171,7 +172,7 @@ def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactor
     config = load_config(folder / "config.json")
     add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
+    assert versionstore.current_version(config) == "v2", records.read_audit(config)[-1]
     return folder
 
 

@@ -15,6 +15,7 @@ from sklearn.model_selection import FixedThresholdClassifier
 
 import app as api
 import deployment
+import versionstore
 import scoring
 import training
 from fsutil import sha256_file
@@ -39,7 +40,7 @@ def categorical_project(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 def expected_risk(config: Config, frame: pd.DataFrame) -> np.ndarray:
-    deployed = deployment.load_deployed_model(config)
+    deployed = versionstore.load_deployed_model(config)
     return deployed.model.predict_proba(scoring.feature_frame(frame, deployed.metadata["features"]))[:, 1]
 
 
@@ -77,7 +78,7 @@ def test_healthz_and_readyz(client) -> None:
 
 def test_scoring_is_the_deployed_versions_scores(client, deployed_project: Config) -> None:
     body = client.get("/scoring").get_json()
-    deployed = deployment.load_deployed_model(deployed_project)
+    deployed = versionstore.load_deployed_model(deployed_project)
     assert body["model_version"] == "v1"
     assert body["scores"] == deployed.scores
     assert body["scores"]["f1"] == pytest.approx(float((deployed.path / "latestscore.txt").read_text()))
@@ -86,7 +87,7 @@ def test_scoring_is_the_deployed_versions_scores(client, deployed_project: Confi
 def test_model_describes_version_parameters_metrics_and_lineage(client, deployed_project: Config) -> None:
     response = client.get("/model")
     body = response.get_json()
-    deployed = deployment.load_deployed_model(deployed_project)
+    deployed = versionstore.load_deployed_model(deployed_project)
     assert response.headers["X-Model-Version"] == body["model_version"] == "v1"
     assert body["model"] == "logistic_regression"
     assert body["threshold"] == deployed.model.threshold
@@ -137,7 +138,7 @@ def test_metrics_count_requests_predictions_and_the_version(client, deployed_pro
     assert 'riskapi_requests_total{endpoint="/prediction",method="POST",status="400"} 1.0' in text
     assert 'riskapi_request_duration_seconds_bucket{endpoint="/prediction",le="+Inf",method="POST",status="200"} 1.0' in text
     assert 'riskapi_model_info{version="v1"} 1.0' in text
-    threshold = deployment.load_deployed_model(deployed_project).model.threshold
+    threshold = versionstore.load_deployed_model(deployed_project).model.threshold
     positives = int((expected_risk(deployed_project, sample_frame(deployed_project)) >= threshold).sum())
     assert f'riskapi_predictions_total{{model_version="v1",prediction="1"}} {float(positives)}' in text
     assert f'riskapi_predictions_total{{model_version="v1",prediction="0"}} {float(1000 - positives)}' in text
@@ -151,7 +152,7 @@ def test_dataset_by_name_gives_sklearns_answers_for_every_row(client, deployed_p
     body = response.get_json()
     frame = sample_frame(deployed_project)
     risk = expected_risk(deployed_project, frame)
-    deployed = deployment.load_deployed_model(deployed_project)
+    deployed = versionstore.load_deployed_model(deployed_project)
     assert body["model_version"] == "v1" and body["source"] == "dataset" and body["rows"] == len(frame) == 1000
     got = np.array([row["risk"] for row in body["predictions"]])
     np.testing.assert_allclose(got, risk, rtol=0, atol=1e-9)
@@ -463,7 +464,7 @@ def test_a_new_deployment_is_served_on_the_next_request(client, deployed_project
 
 def test_a_version_that_fails_verification_is_not_served(client, deployed_project: Config) -> None:
     assert deployment.deploy_model(deployed_project, reason="to be corrupted") == "v2"
-    with open(deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops", "ab") as handle:
+    with open(versionstore.versions_folder(deployed_project) / "v2" / "trainedmodel.skops", "ab") as handle:
         handle.write(b"tampered")
     response = client.post("/prediction", json=[GOOD])
     assert response.status_code == 200 and response.get_json()["model_version"] == "v1"

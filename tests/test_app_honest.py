@@ -15,6 +15,7 @@ import pytest
 
 import app as api
 import deployment
+import versionstore
 import records
 from settings import Config
 from tests.conftest import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, rewrite_config
@@ -53,7 +54,7 @@ def test_derived_bands_start_amber_at_the_models_threshold(client, deployed_proj
 def test_configured_bands_never_contradict_the_decision(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reported case: amber from above the threshold left rows "likely to leave" in green."""
     monkeypatch.delenv("API_TOKEN", raising=False)
-    threshold = deployment.load_deployed_model(deployed_project).model.threshold
+    threshold = versionstore.load_deployed_model(deployed_project).model.threshold
     config = rewrite_config(deployed_project, risk_band_thresholds={"amber": min(1.0, threshold + 0.15), "red": min(1.0, threshold + 0.3)})
     body = api.create_app(config.path).test_client().post("/prediction", json={"dataset": "testdata.csv"}).get_json()
     flagged_below_amber = [r for r in body["predictions"] if r["prediction"] == 1 and r["risk"] < threshold + 0.15]
@@ -68,7 +69,7 @@ def test_configured_bands_never_contradict_the_decision(deployed_project: Config
 
 
 def test_the_page_legend_says_where_the_bands_come_from(client, deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    threshold = deployment.load_deployed_model(deployed_project).model.threshold
+    threshold = versionstore.load_deployed_model(deployed_project).model.threshold
     page = client.get("/").get_data(as_text=True)
     assert "Derived from the\n          model's decision threshold" in page
     assert f"{threshold * 100:.1f}</span>%" in page
@@ -176,7 +177,7 @@ def test_readyz_and_503s_show_paths_relative_to_the_project(deployed_project: Co
 
 def test_a_version_failing_verification_is_named_without_server_paths(client, deployed_project: Config) -> None:
     assert deployment.deploy_model(deployed_project, reason="to be corrupted") == "v2"
-    manifest = deployment.versions_folder(deployed_project) / "v2" / "manifest.json"
+    manifest = versionstore.versions_folder(deployed_project) / "v2" / "manifest.json"
     manifest.write_text("[]")
     client.post("/prediction", json={"dataset": "testdata.csv"})
     body = client.get("/readyz").get_json()

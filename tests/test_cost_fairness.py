@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import deployment
+import versionstore
 import fairness
 import fullprocess
 import ingestion
@@ -263,7 +264,7 @@ def test_german_credit_on_cost_with_sex_protected(shared_data: Path, tmp_path: P
 
     assert fullprocess.main(["--config", str(config.path)]) == 0
 
-    deployed = deployment.load_deployed_model(config)
+    deployed = versionstore.load_deployed_model(config)
     assert deployed.scores["cost"] < 0.7 * 1.0, "cheaper than flagging all 200 (70% of them good at cost 1)"
     report = json.loads((config.reports_folder / deployed.version / "model_report.json").read_text())
     groups = report["fairness"]["attributes"]["Sex"]["groups"]

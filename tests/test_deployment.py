@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import deployment
+import versionstore
 import records
 import scoring
 import training
@@ -31,9 +32,9 @@ def retrain(config: Config) -> None:
 
 
 def test_fullprocess_deployed_a_complete_verified_version(deployed_project: Config) -> None:
-    loaded = deployment.load_deployed_model(deployed_project)
+    loaded = versionstore.load_deployed_model(deployed_project)
 
-    assert loaded.version == "v1" == deployment.current_version(deployed_project)
+    assert loaded.version == "v1" == versionstore.current_version(deployed_project)
     assert set(loaded.manifest["files"]) == {
         "trainedmodel.skops", "trainedmodel.json", "scores.json", "latestscore.txt",
         "ingestedfiles.txt", "ingestion_record.jsonl", "reference_data.csv",
@@ -45,13 +46,13 @@ def test_fullprocess_deployed_a_complete_verified_version(deployed_project: Conf
 
 def test_new_version_then_rollback_then_new_number(deployed_project: Config) -> None:
     assert deployment.deploy_model(deployed_project, reason="second") == "v2"
-    assert deployment.current_version(deployed_project) == "v2"
+    assert versionstore.current_version(deployed_project) == "v2"
 
     assert deployment.rollback(deployed_project) == "v1"
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
     assert deployment.deploy_model(deployed_project, reason="third") == "v3"
 
-    rows = deployment.list_versions(deployed_project)
+    rows = versionstore.list_versions(deployed_project)
     assert [(r["version"], r["current"]) for r in rows] == [("v1", False), ("v2", False), ("v3", True)]
     actions = [(h["action"], h["version"]) for h in records.read_history(deployed_project)]
     assert actions == [("deploy", "v1"), ("deploy", "v2"), ("rollback", "v1"), ("deploy", "v3")]
@@ -67,15 +68,15 @@ def test_the_deploy_log_names_the_configured_metric(deployed_project: Config, ca
 
 
 def test_rollback_with_nothing_older_is_refused(deployed_project: Config) -> None:
-    with pytest.raises(deployment.DeploymentError, match="no verified version older than v1"):
+    with pytest.raises(versionstore.DeploymentError, match="no verified version older than v1"):
         deployment.rollback(deployed_project)
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
 
 
 def test_rollback_skips_a_corrupted_version(deployed_project: Config) -> None:
     deployment.deploy_model(deployed_project, reason="v2")
     deployment.deploy_model(deployed_project, reason="v3")
-    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
+    (versionstore.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
 
     assert deployment.rollback(deployed_project) == "v1"
 
@@ -92,29 +93,29 @@ class _Tripwire:
 
 @pytest.mark.parametrize("tamper", ["truncate", "swap"])
 def test_tampered_model_is_refused_before_unpickling(deployed_project: Config, tmp_path: Path, tamper: str) -> None:
-    model_file = deployment.version_path(deployed_project) / "trainedmodel.skops"
+    model_file = versionstore.version_path(deployed_project) / "trainedmodel.skops"
     marker = tmp_path / "marker"
     if tamper == "truncate":
         model_file.write_bytes(model_file.read_bytes()[:1000])
     else:
         model_file.write_bytes(pickle.dumps(_Tripwire(marker)))
 
-    with pytest.raises(deployment.DeploymentError, match="fails verification"):
-        deployment.load_deployed_model(deployed_project)
+    with pytest.raises(versionstore.DeploymentError, match="fails verification"):
+        versionstore.load_deployed_model(deployed_project)
     assert not marker.exists()
 
 
 def test_deploy_refuses_a_model_that_does_not_match_its_metadata(deployed_project: Config) -> None:
     (deployed_project.model_folder / "trainedmodel.skops").write_bytes(b"not the trained model")
-    with pytest.raises(deployment.DeploymentError, match="checksum"):
+    with pytest.raises(versionstore.DeploymentError, match="checksum"):
         deployment.deploy_model(deployed_project)
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
 
 
 def test_deploy_refuses_scores_of_another_model(deployed_project: Config) -> None:
     model, metadata = training.train_model(deployed_project)
     training.save_model(deployed_project, model, metadata)  # not scored yet
-    with pytest.raises(deployment.DeploymentError, match="score it again"):
+    with pytest.raises(versionstore.DeploymentError, match="score it again"):
         deployment.deploy_model(deployed_project)
 
 
@@ -140,28 +141,28 @@ def test_deploys_killed_at_random_instants_leave_a_verified_current_version(depl
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
 
-        loaded = deployment.load_deployed_model(deployed_project)
-        assert loaded.version == deployment.current_version(deployed_project)
-        for version in deployment.version_names(deployed_project):
-            deployment.verify_version(deployment.versions_folder(deployed_project) / version)
-    versions = deployment.version_names(deployed_project)
+        loaded = versionstore.load_deployed_model(deployed_project)
+        assert loaded.version == versionstore.current_version(deployed_project)
+        for version in versionstore.version_names(deployed_project):
+            versionstore.verify_version(versionstore.versions_folder(deployed_project) / version)
+    versions = versionstore.version_names(deployed_project)
     assert len(versions) > 3, "the deploys ran long enough to be killed mid-way"
     # The next deploy clears what the killed ones left half-built.
     deployment.deploy_model(deployed_project, reason="after the storm")
-    leftovers = [p.name for p in deployment.versions_folder(deployed_project).iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in versionstore.versions_folder(deployed_project).iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
 
 def test_a_manifest_that_does_not_list_the_model_is_refused(deployed_project: Config) -> None:
     import json
 
-    path = deployment.version_path(deployed_project)
+    path = versionstore.version_path(deployed_project)
     manifest = json.loads((path / "manifest.json").read_text())
     del manifest["files"]["trainedmodel.skops"]
     (path / "manifest.json").write_text(json.dumps(manifest))
 
-    with pytest.raises(deployment.DeploymentError, match="does not list"):
-        deployment.load_deployed_model(deployed_project)
+    with pytest.raises(versionstore.DeploymentError, match="does not list"):
+        versionstore.load_deployed_model(deployed_project)
 
 
 def test_any_verified_version_can_be_made_current_again(deployed_project: Config) -> None:
@@ -169,20 +170,20 @@ def test_any_verified_version_can_be_made_current_again(deployed_project: Config
     deployment.deploy_model(deployed_project, reason="third")
 
     assert deployment.activate(deployed_project, "v1") == "v1"
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
     assert deployment.activate(deployed_project, "v3") == "v3"
 
     assert [(h["action"], h["version"], h["previous_version"]) for h in records.read_history(deployed_project)][-2:] == [
         ("activate", "v1", "v3"),
         ("activate", "v3", "v1"),
     ]
-    assert deployment.current_since(deployed_project)["action"] == "activate"
-    (deployment.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
-    with pytest.raises(deployment.DeploymentError, match="v2 cannot be activated: .*fails verification"):
+    assert versionstore.current_since(deployed_project)["action"] == "activate"
+    (versionstore.versions_folder(deployed_project) / "v2" / "trainedmodel.skops").write_bytes(b"broken")
+    with pytest.raises(versionstore.DeploymentError, match="v2 cannot be activated: .*fails verification"):
         deployment.activate(deployed_project, "v2")
-    with pytest.raises(deployment.DeploymentError, match="there is no version 'v9'"):
+    with pytest.raises(versionstore.DeploymentError, match="there is no version 'v9'"):
         deployment.activate(deployed_project, "v9")
-    assert deployment.current_version(deployed_project) == "v3"
+    assert versionstore.current_version(deployed_project) == "v3"
 
 
 @pytest.mark.parametrize("breakage", ["directory", "regular file"])
@@ -191,24 +192,24 @@ def test_rollback_replaces_a_broken_current_link(deployed_project: Config, break
     link = deployed_project.deployment_folder / "current"
     link.unlink()
     link.mkdir() if breakage == "directory" else link.write_text("v2")
-    with pytest.raises(deployment.BrokenCurrentLink, match=f"is a {breakage}, not a link to a version"):
-        deployment.current_version(deployed_project)
+    with pytest.raises(versionstore.BrokenCurrentLink, match=f"is a {breakage}, not a link to a version"):
+        versionstore.current_version(deployed_project)
 
     assert deployment.rollback(deployed_project) == "v2"
 
-    assert deployment.current_version(deployed_project) == "v2"
+    assert versionstore.current_version(deployed_project) == "v2"
     assert records.read_history(deployed_project)[-1]["reason"] == "rollback from a broken current link"
 
 
 def test_a_manifest_that_is_not_an_object_fails_verification_cleanly(deployed_project: Config) -> None:
     deployment.deploy_model(deployed_project, reason="second")
-    (deployment.versions_folder(deployed_project) / "v1" / "manifest.json").write_text("[]")
+    (versionstore.versions_folder(deployed_project) / "v1" / "manifest.json").write_text("[]")
 
-    with pytest.raises(deployment.DeploymentError, match="is not a version manifest"):
-        deployment.load_deployed_model(deployed_project, "v1")
-    with pytest.raises(deployment.DeploymentError, match="no verified version older than v2"):
+    with pytest.raises(versionstore.DeploymentError, match="is not a version manifest"):
+        versionstore.load_deployed_model(deployed_project, "v1")
+    with pytest.raises(versionstore.DeploymentError, match="no verified version older than v2"):
         deployment.rollback(deployed_project)
-    rows = deployment.list_versions(deployed_project)
+    rows = versionstore.list_versions(deployed_project)
     assert "fails verification" in rows[0]["warnings"][0] and rows[1]["current"]
 
 
@@ -221,9 +222,9 @@ def test_a_deploy_killed_between_its_version_and_the_switch_is_completed_not_rep
 
     assert deployment.complete_interrupted_deploy(deployed_project) == version == "v2"
 
-    assert deployment.current_version(deployed_project) == "v2"
+    assert versionstore.current_version(deployed_project) == "v2"
     assert records.read_history(deployed_project)[-1]["note"].startswith("completed by a later run")
     assert deployment.complete_interrupted_deploy(deployed_project) is None
     deployment.rollback(deployed_project)
     assert deployment.complete_interrupted_deploy(deployed_project) is None, "a rollback is not an interrupted deploy"
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"

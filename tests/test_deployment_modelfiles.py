@@ -13,6 +13,7 @@ import skops.io
 from sklearn.model_selection import FixedThresholdClassifier
 
 import deployment
+import versionstore
 import fullprocess
 import modelfiles
 import records
@@ -105,7 +106,7 @@ class _Tripwire:
 
 def _replace_model(config: Config, version: str, data: bytes) -> Path:
     """Write ``data`` as the version's model file with a matching manifest: what a compromised run could do."""
-    folder = deployment.versions_folder(config) / version
+    folder = versionstore.versions_folder(config) / version
     manifest = json.loads((folder / records.MANIFEST_FILE).read_text())
     (folder / records.SKOPS_MODEL_FILE).write_bytes(data)
     manifest["files"][records.SKOPS_MODEL_FILE] = hashlib.sha256(data).hexdigest()
@@ -118,15 +119,15 @@ def test_a_skops_file_with_an_untrusted_type_is_refused_before_anything_in_it_ru
     skops.io.loads(skops.io.dumps(_Tripwire(str(marker))), trusted=[f"{__name__}._Tripwire"])
     assert marker.exists()  # trusted, it runs: the tripwire works
     marker.unlink()
-    model = deployment.load_deployed_model(deployed_project).model
+    model = versionstore.load_deployed_model(deployed_project).model
     for payload in (_Tripwire(str(marker)), [model, _Tripwire(str(marker))], print):
         _replace_model(deployed_project, "v1", skops.io.dumps(payload))
 
         with pytest.raises(modelfiles.ModelFileError, match="holds types outside the trusted list") as refused:
-            deployment.load_deployed_model(deployed_project)
+            versionstore.load_deployed_model(deployed_project)
 
         assert "nothing in it ran" in str(refused.value) and "trainedmodel.skops" in str(refused.value)
-        assert isinstance(refused.value, deployment.LOAD_ERRORS)  # every caller treats it as an unusable version
+        assert isinstance(refused.value, versionstore.LOAD_ERRORS)  # every caller treats it as an unusable version
         assert not marker.exists()
 
 
@@ -147,7 +148,7 @@ def test_fullprocess_replaces_a_current_version_whose_model_holds_an_untrusted_t
 def test_a_damaged_skops_file_that_passes_its_hash_is_a_clear_load_error(deployed_project: Config) -> None:
     _replace_model(deployed_project, "v1", b"PK\x03\x04 not a skops archive")
     with pytest.raises(modelfiles.ModelFileError, match="cannot be loaded with skops"):
-        deployment.load_deployed_model(deployed_project)
+        versionstore.load_deployed_model(deployed_project)
 
 
 def _train_as_before_skops(config: Config) -> None:
@@ -162,18 +163,18 @@ def _train_as_before_skops(config: Config) -> None:
 
 def test_an_old_pickled_version_still_loads_and_is_listed_as_a_pickle(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
     config = deployed_project
-    skops_model = deployment.load_deployed_model(config, "v1").model
+    skops_model = versionstore.load_deployed_model(config, "v1").model
     _train_as_before_skops(config)
     assert deployment.deploy_model(config, reason="pickled") == "v2"
 
-    loaded = deployment.load_deployed_model(config, "v2")
+    loaded = versionstore.load_deployed_model(config, "v2")
 
     assert set(loaded.manifest["files"]) >= {records.MODEL_FILE} and records.SKOPS_MODEL_FILE not in loaded.manifest["files"]
     assert (loaded.model_file, loaded.model_sha256) == (records.MODEL_FILE, loaded.manifest["files"][records.MODEL_FILE])
     test = scoring.load_test_data(config)
     features = scoring.feature_frame(test, loaded.metadata["features"])
     assert np.array_equal(loaded.model.predict_proba(features), skops_model.predict_proba(features))
-    assert [(r["version"], r["model_format"]) for r in deployment.list_versions(config)] == [("v1", "skops"), ("v2", "pickle")]
+    assert [(r["version"], r["model_format"]) for r in versionstore.list_versions(config)] == [("v1", "skops"), ("v2", "pickle")]
 
     assert deployment.main(["--config", str(config.path), "--list"]) == 0
     listing = capsys.readouterr().out
@@ -187,11 +188,11 @@ def test_a_tampered_pickled_version_is_refused_before_unpickling(deployed_projec
     _train_as_before_skops(deployed_project)
     deployment.deploy_model(deployed_project, reason="pickled")
     marker = tmp_path / "marker"
-    model_file = deployment.version_path(deployed_project) / records.MODEL_FILE
+    model_file = versionstore.version_path(deployed_project) / records.MODEL_FILE
     model_file.write_bytes(pickle.dumps(_PickleTripwire(marker)))
 
-    with pytest.raises(deployment.DeploymentError, match="fails verification"):
-        deployment.load_deployed_model(deployed_project)
+    with pytest.raises(versionstore.DeploymentError, match="fails verification"):
+        versionstore.load_deployed_model(deployed_project)
     assert not marker.exists()
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 import deployment
+import versionstore
 import diagnostics
 import drift
 import ingestion
@@ -266,7 +267,7 @@ def test_diagnostics_on_a_single_row(project: Config):
 def test_model_predictions_follow_the_rows(offline_project: Config):
     test = scoring.load_test_data(offline_project)
     predictions = diagnostics.model_predictions(offline_project)
-    deployed = deployment.load_deployed_model(offline_project)
+    deployed = versionstore.load_deployed_model(offline_project)
     assert len(predictions) == len(test)
     assert [p["prediction"] for p in predictions] == deployed.model.predict(scoring.feature_frame(test, deployed.metadata["features"])).tolist()
     assert all((p["risk"] >= deployed.metadata["threshold"]) == bool(p["prediction"]) for p in predictions)
@@ -281,7 +282,7 @@ def test_execution_time_comes_from_recorded_runs(offline_project: Config):
     config = offline_project
     timings = diagnostics.execution_time(config)
     last = json.loads((config.output_folder / records.LAST_RUN_FILE).read_text())
-    trained = deployment.load_deployed_model(config).metadata
+    trained = versionstore.load_deployed_model(config).metadata
     assert timings["ingestion_seconds"] == last["seconds"]
     assert timings["training_seconds"] == trained["training_seconds"]
     assert timings["recent_runs"][-1]["version_deployed"] == "v1"
@@ -293,12 +294,12 @@ def test_measuring_execution_time_leaves_live_data_alone(offline_project: Config
     config = offline_project
     watched = [masterstore.master_path(config), config.output_folder / records.LAST_RUN_FILE, records.audit_path(config)]
     before = {path: sha256_file(path) for path in watched}
-    versions = deployment.version_names(config)
+    versions = versionstore.version_names(config)
     measured = diagnostics.execution_time(config, measure=True)["measured"]
     assert measured["rows"] == 7500 and measured["files"] == 3
     assert measured["ingestion_seconds"] > 0 and measured["training_seconds"] > 0
     assert {path: sha256_file(path) for path in watched} == before
-    assert deployment.version_names(config) == versions
+    assert versionstore.version_names(config) == versions
 
 
 # --- packages -----------------------------------------------------------------------------
@@ -375,7 +376,7 @@ def test_main_fails_cleanly_without_a_deployment(project: Config, capsys: pytest
 def test_diagnose_an_older_version_by_name(offline_project: Config):
     path = diagnostics.save_diagnostics(offline_project, "v1")
     assert path == offline_project.reports_folder / "v1" / "diagnostics.json"
-    with pytest.raises(deployment.DeploymentError):
+    with pytest.raises(versionstore.DeploymentError):
         diagnostics.save_diagnostics(offline_project, "v7")
 
 
@@ -394,7 +395,7 @@ def test_scipy_warnings_become_notes_not_console_noise(offline_project: Config, 
     """Two samples of 7,500 rows whose distributions differ by 3 rows: scipy's exact KS p-value fails
     ("ks_2samp: Exact calculation unsuccessful"). The diagnostics keep it as a note; nothing is printed."""
     config = offline_project
-    deployed = deployment.load_deployed_model(config)
+    deployed = versionstore.load_deployed_model(config)
     reference = read_typed_csv(deployed.path / records.REFERENCE_FILE, deployed.metadata["column_kinds"])
     batch = reference.copy()
     lowest = batch["lastyear_activity"].nsmallest(3).index  # the ECDFs now differ by 3/7500 at most

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import deployment
+import versionstore
 import fsutil
 import fullprocess
 import ingestion
@@ -67,8 +68,8 @@ def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Con
     assert record["decision"] == "redeployed" and record["version_deployed"] == "v2"
     assert record["new_score"] < record["deployed_score"]
     assert record["reason"].startswith("model drift: f1")
-    assert deployment.current_version(deployed_project) == "v2"
-    assert deployment.read_manifest(deployment.version_path(deployed_project))["reason"] == record["reason"]
+    assert versionstore.current_version(deployed_project) == "v2"
+    assert versionstore.read_manifest(versionstore.version_path(deployed_project))["reason"] == record["reason"]
     assert len(masterstore.load_master(deployed_project)) == 7500 + sampledata.SHIFTED_BATCH_ROWS
     # The report written during the run names the run that deployed it.
     report = json.loads((deployed_project.reports_folder / "v2" / "model_report.json").read_text())
@@ -85,7 +86,7 @@ def test_batch_scoring_as_well_as_the_deployed_model_is_not_drift(deployed_proje
     record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "no_drift"
     assert record["new_score"] == record["deployed_score"]
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
 
 
 def test_set_aside_files_are_named_in_the_audit(deployed_project: Config) -> None:
@@ -105,7 +106,7 @@ def test_a_held_lock_makes_the_run_log_and_exit_zero(deployed_project: Config) -
         assert run(deployed_project) == 0
     record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "locked_out"
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
 
 
 @pytest.mark.slow
@@ -117,7 +118,7 @@ def test_two_runs_at_once_one_works_one_exits(project: Config) -> None:
 
     decisions = sorted(r["decision"] for r in records.read_audit(project))
     assert decisions == ["locked_out", "redeployed"]
-    assert deployment.version_names(project) == ["v1"]
+    assert versionstore.version_names(project) == ["v1"]
 
 
 @pytest.mark.slow
@@ -129,7 +130,7 @@ def test_runs_under_crons_minimal_environment_from_home(project: Config, tmp_pat
     result = subprocess.run(command, cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
 
     assert result.returncode == 0, result.stderr
-    assert deployment.current_version(project) == "v1"
+    assert versionstore.current_version(project) == "v1"
     # Libraries may keep caches under $HOME (matplotlib's ~/.config, ~/.cache); the
     # pipeline itself writes only where its config points.
     assert [p.name for p in home.iterdir() if not p.name.startswith(".")] == []
@@ -149,7 +150,7 @@ def test_a_failing_step_exits_non_zero_with_the_reason_and_keeps_the_deployment(
     record = records.read_audit(deployed_project)[-1]
     assert record["status"] == "failed" and record["decision"] == "failed"
     assert "test_data_path" in record["reason"]
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
     assert "fullprocess failed" in (deployed_project.log_folder / "fullprocess.log").read_text()
 
 
@@ -181,7 +182,7 @@ def test_real_public_dataset_end_to_end(shared_data: Path, tmp_path: Path, datas
 
     record = records.read_audit(config)[-1]
     assert record["decision"] == "redeployed" and record["files_set_aside"] == []
-    deployed = deployment.load_deployed_model(config)
+    deployed = versionstore.load_deployed_model(config)
     assert deployed.scores["rows"] == len(rows) - cut
     assert deployed.scores["roc_auc"] > 0.7, "well above chance"
 
@@ -195,7 +196,7 @@ def test_a_batch_of_one_class_is_not_judged_as_drift(deployed_project: Config) -
 
     record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "no_drift" and "one class only" in record["reason"]
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
 
 
 def test_rows_left_undecided_by_a_failed_run_are_judged_by_the_next(project: Config) -> None:
@@ -248,7 +249,7 @@ def test_the_decision_returns_the_checkpoint_and_run_pipeline_records_it(deploye
     decided, (judged, seen) = fullprocess.decide_on_new_rows(config, {})
 
     assert decided["decision"] == "waiting_for_rows" and decided["rows_waiting"] == 10
-    assert judged == deployment.judged_offset(config) < seen == ledger.master_bytes(config)
+    assert judged == versionstore.judged_offset(config) < seen == ledger.master_bytes(config)
     assert checkpoint.read_bytes() == before, "the decision records nothing itself"
 
     (config.input_folder / "more.csv").write_text("\n".join([test[0], *test[11:]]) + "\n")
@@ -271,7 +272,7 @@ def test_a_retrained_model_worse_on_the_test_data_is_not_deployed(deployed_proje
     assert record["decision"] == "retrained_not_deployed", record
     assert record["test_score"] < record["deployed_score"]
     assert "kept v1" in record["reason"]
-    assert deployment.current_version(deployed_project) == "v1"
+    assert versionstore.current_version(deployed_project) == "v1"
     assert run(deployed_project) == 0 and records.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
 
 
@@ -333,9 +334,9 @@ def leftover_temporaries(config: Config) -> list[str]:
 def assert_one_new_version_finished(config: Config, master_rows: int) -> None:
     """What a drift run must leave, whatever instant it was killed at, once a rerun has run."""
     assert len(masterstore.load_master(config)) == master_rows
-    assert deployment.version_names(config) == ["v1", "v2"]
-    assert deployment.current_version(config) == "v2"
-    deployment.load_deployed_model(config)
+    assert versionstore.version_names(config) == ["v1", "v2"]
+    assert versionstore.current_version(config) == "v2"
+    versionstore.load_deployed_model(config)
     reports = config.reports_folder / "v2"
     assert sorted(p.name for p in reports.iterdir()) == ["confusionmatrix.png", "diagnostics.json", "model_card.md", "model_report.json", "model_report.pdf"]
     assert [r["version_deployed"] for r in records.read_audit(config) if r.get("version_deployed")] == ["v1", "v2"]
@@ -366,14 +367,14 @@ def test_a_drift_run_killed_before_any_file_system_change_is_finished_by_the_nex
 def test_a_run_killed_between_deploying_and_recording_its_decision_does_not_deploy_again(small_drift_template: Path, tmp_path: Path) -> None:
     config = fresh_copy(small_drift_template, tmp_path / "project")
     assert run_in_child(config, kill_at=records.CHECKPOINT_FILE) == -signal.SIGKILL
-    assert deployment.version_names(config) == ["v1", "v2"], "killed after deploying v2, before its checkpoint"
+    assert versionstore.version_names(config) == ["v1", "v2"], "killed after deploying v2, before its checkpoint"
 
     assert run(config) == 0
 
     assert_one_new_version_finished(config, master_rows=900)
     deployed_v2 = [r for r in records.read_audit(config) if r.get("version_deployed") == "v2"]
     assert deployed_v2[0]["recovered"] is True and deployed_v2[0]["reason"].startswith("model drift")
-    assert deployment.read_manifest(deployment.version_path(config, "v2"))["master_bytes"] == masterstore.master_path(config).stat().st_size
+    assert versionstore.read_manifest(versionstore.version_path(config, "v2"))["master_bytes"] == masterstore.master_path(config).stat().st_size
 
 
 @pytest.mark.slow
@@ -454,7 +455,7 @@ def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(deployed_pro
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("half written")
-    half_built = deployment.versions_folder(config) / ".incoming-0123456789abcdef"
+    half_built = versionstore.versions_folder(config) / ".incoming-0123456789abcdef"
     half_built.mkdir()
     (half_built / "trainedmodel.pkl").write_bytes(b"half")
     stray_link = config.deployment_folder / ".current-0123456789abcdef"
@@ -487,12 +488,12 @@ def test_a_broken_current_link_counts_as_a_version_failing_verification(deployed
     record = records.read_audit(deployed_project)[-1]
     assert record["decision"] == "redeployed" and record["version_deployed"] == "v2"
     assert "failed verification" in record["reason"] and f"is a {breakage}, not a link" in record["reason"]
-    assert deployment.current_version(deployed_project) == "v2"
+    assert versionstore.current_version(deployed_project) == "v2"
     assert [p.name.startswith("broken-current-") for p in deployed_project.deployment_folder.iterdir() if "broken" in p.name] == [True]
 
 
 def test_a_manifest_that_is_not_an_object_fails_verification_and_new_data_redeploys(deployed_project: Config) -> None:
-    (deployment.version_path(deployed_project) / "manifest.json").write_text("[]")
+    (versionstore.version_path(deployed_project) / "manifest.json").write_text("[]")
     assert run(deployed_project) == 0  # nothing new: a no-op, not a crash
     add_shifted_batch(deployed_project)
 
@@ -521,7 +522,7 @@ def test_under_cron_a_run_that_works_is_silent_and_a_failure_is_one_line(project
     cwd.mkdir()
     first = run_as_cron(project, cwd)
     assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
-    assert deployment.current_version(project) == "v1"
+    assert versionstore.current_version(project) == "v1"
     no_op = run_as_cron(project, cwd)
     assert (no_op.returncode, no_op.stdout, no_op.stderr) == (0, "", "")
     assert "no_new_data" in (project.log_folder / "fullprocess.log").read_text().splitlines()[-1]
@@ -550,7 +551,7 @@ def test_a_read_only_log_folder_is_one_clear_line_and_exit_1(deployed_project: C
     assert result.returncode == 1 and result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "cannot write" in result.stderr and str(logs) in result.stderr
-    assert deployment.version_names(deployed_project) == ["v1"], "nothing was done without a log"
+    assert versionstore.version_names(deployed_project) == ["v1"], "nothing was done without a log"
 
 
 # --- set-up mistakes caught at the start of a run --------------------------------------------------
@@ -628,14 +629,14 @@ def train_and_score_uninformative(config: Config) -> None:
 
 def test_an_uninformative_model_does_not_replace_a_deployed_one(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
     train_and_score_uninformative(deployed_project)
-    v1_score = deployment.load_deployed_model(deployed_project).scores["f1"]
+    v1_score = versionstore.load_deployed_model(deployed_project).scores["f1"]
 
     outcome = fullprocess.decide_deployment(deployed_project, "model drift: f1 0.2 on new rows < deployed 0.5", v1_score, kept="v1")
 
     assert outcome["decision"] == "retrained_not_deployed"
     assert "no better than chance" in outcome["reason"] and "kept v1" in outcome["reason"]
     assert outcome["uninformative"] is True and CHANCE_WARNING in outcome["warnings"]
-    assert deployment.version_names(deployed_project) == ["v1"]
+    assert versionstore.version_names(deployed_project) == ["v1"]
 
 
 def test_with_nothing_deployed_an_uninformative_model_is_deployed_and_says_so(project: Config, capsys: pytest.CaptureFixture) -> None:
@@ -662,7 +663,7 @@ def test_a_retrained_model_blocked_by_a_test_set_of_one_class_says_why(deployed_
     model, metadata = training.train_model(deployed_project)
     training.save_model(deployed_project, model, metadata)
     scoring.score_model(deployed_project)
-    v1_score = deployment.load_deployed_model(deployed_project).scores["f1"]
+    v1_score = versionstore.load_deployed_model(deployed_project).scores["f1"]
 
     outcome = fullprocess.decide_deployment(deployed_project, "model drift", v1_score, kept="v1")
 

@@ -13,6 +13,7 @@ import pytest
 
 import app as api
 import deployment
+import versionstore
 import fsutil
 import fullprocess
 import ingestion
@@ -39,7 +40,7 @@ def train_and_score(config: Config, flag_nobody: bool = False) -> None:
 
 def copy_version_into_models(config: Config, version: str) -> None:
     """The deployed version's own model as the challenger: the same predictions, a gain of exactly 0."""
-    source = deployment.versions_folder(config) / version
+    source = versionstore.versions_folder(config) / version
     for name in ("trainedmodel.skops", "trainedmodel.json", "scores.json", "latestscore.txt"):
         shutil.copy(source / name, config.model_folder / name)
 
@@ -121,7 +122,7 @@ def test_a_challenger_equal_to_the_champion_does_not_pass_a_zero_margin(deployed
     assert compared["f1"]["gain"] == 0 and compared["f1"]["interval"] == [0, 0]
     assert compared["roc_auc"]["champion_score"] == compared["roc_auc"]["challenger_score"]
     assert compared["decision"] == "keep the champion v1" and "promotion_margin +0" in outcome["reason"]
-    assert deployment.version_names(deployed_project) == ["v1"]
+    assert versionstore.version_names(deployed_project) == ["v1"]
 
 
 def test_a_negative_margin_accepts_a_challenger_that_is_no_better(deployed_project: Config) -> None:
@@ -132,7 +133,7 @@ def test_a_negative_margin_accepts_a_challenger_that_is_no_better(deployed_proje
 
     assert outcome["decision"] == "redeployed" and outcome["version_deployed"] == "v2"
     assert outcome["champion_challenger"]["decision"] == "promote the challenger"
-    manifest = deployment.read_manifest(deployment.versions_folder(config) / "v2")
+    manifest = versionstore.read_manifest(versionstore.versions_folder(config) / "v2")
     assert manifest["decision"]["champion_challenger"]["margin"] == -0.01
 
 
@@ -160,7 +161,7 @@ def test_a_better_challenger_replaces_a_poor_champion_with_its_interval(project:
     outcome = fullprocess.decide_deployment(project, "model drift", None, kept="v1")
 
     f1 = outcome["champion_challenger"]["f1"]
-    assert outcome["decision"] == "redeployed" and deployment.current_version(project) == "v2"
+    assert outcome["decision"] == "redeployed" and versionstore.current_version(project) == "v2"
     assert f1["champion_score"] == 0 and f1["interval"][0] > 0
     assert f1["resamples"] == 1000
 
@@ -199,7 +200,7 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     assert fullprocess.main(["--config", str(config.path)]) == 0
 
     # The first version waits: nothing is served.
-    assert deployment.current_version(config) is None and deployment.pending_versions(config) == ["v1"]
+    assert versionstore.current_version(config) is None and versionstore.pending_versions(config) == ["v1"]
     assert records.read_audit(config)[-1]["decision"] == "pending_approval"
     assert (config.reports_folder / "v1" / "model_report.pdf").is_file()
     client = api.create_app(config.path).test_client()
@@ -209,7 +210,7 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     assert [(v["version"], v["status"]) for v in inventory["versions"]] == [("v1", "pending")]
     # A second run neither redeploys nor judges the rows again: the pending version covers them.
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1"]
+    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and versionstore.version_names(config) == ["v1"]
 
     assert deployment.main(["--config", str(config.path), "--approve", "v1", "--by", "Ada", "--note", "validated"]) == 0
     assert client.post("/prediction", json={"dataset": "testdata.csv"}).headers["X-Model-Version"] == "v1"
@@ -217,13 +218,13 @@ def test_approval_end_to_end_with_the_api(tmp_path: Path, monkeypatch: pytest.Mo
     # Drift: the challenger v2 waits while v1 keeps serving.
     add_shifted_month(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
+    assert versionstore.current_version(config) == "v1" and versionstore.pending_versions(config) == ["v2"]
     model = client.get("/model").get_json()
     assert model["model_version"] == "v1" and [p["version"] for p in model["pending_approval"]] == ["v2"]
     assert model["pending_approval"][0]["champion_challenger"]["champion"] == "v1"
     assert client.post("/prediction", json={"dataset": "testdata.csv"}).headers["X-Model-Version"] == "v1"
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1", "v2"]
+    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and versionstore.version_names(config) == ["v1", "v2"]
 
     capsys.readouterr()
     assert deployment.main(["--config", str(config.path), "--approve", "v2", "--by", "Grace"]) == 0
@@ -264,15 +265,15 @@ def test_a_rejection_is_recorded_and_its_report_rewritten(deployed_project: Conf
         deployment.main(["--config", str(deployed_project.path), "--reject", "v2", "--by", "Ada"])
     assert deployment.main(["--config", str(deployed_project.path), "--reject", "v2", "--by", "Ada", "--note", "too few rows"]) == 0
 
-    assert deployment.current_version(deployed_project) == "v1" and deployment.pending_versions(deployed_project) == []
+    assert versionstore.current_version(deployed_project) == "v1" and versionstore.pending_versions(deployed_project) == []
     line = records.read_history(deployed_project)[-1]
     assert (line["action"], line["version"], line["by"], line["note"]) == ("reject", "v2", "Ada", "too few rows")
     assert records.read_audit(deployed_project)[-1]["decision"] == "rejected"
     approval = json.loads((deployed_project.reports_folder / "v2" / "model_report.json").read_text())["approval"]
     assert (approval["state"], approval["by"], approval["note"]) == ("rejected", "Ada", "too few rows")
-    with pytest.raises(deployment.DeploymentError, match="not awaiting approval"):
+    with pytest.raises(versionstore.DeploymentError, match="not awaiting approval"):
         deployment.approve(deployed_project, "v2", by="Ada")
-    with pytest.raises(deployment.DeploymentError, match="rejected before it was ever approved"):
+    with pytest.raises(versionstore.DeploymentError, match="rejected before it was ever approved"):
         deployment.activate(deployed_project, "v2")
 
 
@@ -280,10 +281,10 @@ def test_a_newer_challenger_supersedes_an_older_pending_one(deployed_project: Co
     assert deployment.deploy_model(deployed_project, reason="first challenger", pending=True) == "v2"
     assert deployment.deploy_model(deployed_project, reason="second challenger", pending=True) == "v3"
 
-    assert deployment.pending_versions(deployed_project) == ["v3"] and deployment.current_version(deployed_project) == "v1"
+    assert versionstore.pending_versions(deployed_project) == ["v3"] and versionstore.current_version(deployed_project) == "v1"
     superseded = [h for h in records.read_history(deployed_project) if h["action"] == "supersede"]
     assert [(h["version"], h["by"]) for h in superseded] == [("v2", "system")] and "v3" in superseded[0]["note"]
-    with pytest.raises(deployment.DeploymentError, match="awaits approval"):
+    with pytest.raises(versionstore.DeploymentError, match="awaits approval"):
         deployment.activate(deployed_project, "v3")
 
 
@@ -309,9 +310,9 @@ def test_inventory_statuses_after_a_rollback_a_rejection_and_a_broken_file(deplo
     deployment.deploy_model(config, reason="v5", pending=True)
     deployment.deploy_model(config, reason="v6", pending=True)  # supersedes v5
     deployment.deploy_model(config, reason="v7", pending=True)  # supersedes v6
-    (deployment.versions_folder(config) / "v6" / "trainedmodel.skops").write_bytes(b"tampered")
+    (versionstore.versions_folder(config) / "v6" / "trainedmodel.skops").write_bytes(b"tampered")
 
-    rows = {row["version"]: row for row in deployment.inventory(config)}
+    rows = {row["version"]: row for row in versionstore.inventory(config)}
 
     assert {name: row["status"] for name, row in rows.items()} == {
         "v1": "retired", "v2": "current", "v3": "rolled back", "v4": "rejected", "v5": "superseded", "v6": "failed verification",
@@ -435,14 +436,14 @@ def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_mov
 
     assert fullprocess.main(["--config", str(config.path)]) == 0
 
-    assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
+    assert versionstore.current_version(config) == "v1" and versionstore.pending_versions(config) == ["v2"]
     last = records.read_history(config)[-1]
     assert (last["action"], last["version"], last.get("pending_approval")) == ("deploy", "v2", True)
     recovered = [r for r in records.read_audit(config) if r.get("recovered")]
     assert [(r["decision"], r["version_deployed"]) for r in recovered] == [("pending_approval", "v2")]
     assert (config.reports_folder / "v2" / "model_report.pdf").is_file()
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and deployment.version_names(config) == ["v1", "v2"]
+    assert records.read_audit(config)[-1]["decision"] == "no_new_data" and versionstore.version_names(config) == ["v1", "v2"]
     assert fullprocess.verify_audit(config) == 0
 
 
@@ -472,7 +473,7 @@ def test_a_deployment_by_hand_waits_for_approval_when_required(deployed_project:
     config = with_settings(deployed_project, require_approval=True)
     assert deployment.main(["--config", str(config.path), "--reason", "by hand"]) == 0
     assert "deployed v2, awaiting approval" in capsys.readouterr().out
-    assert deployment.current_version(config) == "v1" and deployment.pending_versions(config) == ["v2"]
+    assert versionstore.current_version(config) == "v1" and versionstore.pending_versions(config) == ["v2"]
 
 
 @pytest.mark.skipif("cost" not in __import__("settings").METRICS, reason="the cost metric is another branch's (issue 9, business cost)")
@@ -480,7 +481,7 @@ def test_with_a_cost_metric_drift_and_the_gate_treat_lower_as_better(tmp_path: P
     config = write_config(tmp_path / "project", metric="cost", cost_matrix={"false_negative": 5, "false_positive": 1})
     sampledata.write_sample_data(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    deployed = deployment.load_deployed_model(config)
+    deployed = versionstore.load_deployed_model(config)
     test = scoring.load_test_data(config)
     flipped = test.assign(**{config.target: 1 - scoring.binary_target(test[config.target], config.positive_label)})
 
@@ -507,7 +508,7 @@ def test_with_nothing_approved_new_data_makes_a_new_pending_version_that_superse
     assert record["decision"] == "pending_approval" and record["version_deployed"] == "v2"
     assert "no approved model yet (v1 awaiting approval)" in record["reason"]
     assert record["superseded_reports_refreshed"] == {"v1": "ok"}
-    assert deployment.current_version(config) is None and deployment.pending_versions(config) == ["v2"]
+    assert versionstore.current_version(config) is None and versionstore.pending_versions(config) == ["v2"]
     assert json.loads((config.reports_folder / "v1" / "model_report.json").read_text())["approval"]["state"] == "superseded"
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert records.read_audit(config)[-1]["decision"] == "no_new_data"

@@ -14,6 +14,7 @@ from sklearn.model_selection import FixedThresholdClassifier
 
 import compute
 import deployment
+import versionstore
 import diagnostics
 import compiledmodel
 
@@ -156,7 +157,7 @@ def test_activate_with_an_empty_version_is_refused_and_deploys_nothing(deployed_
     with pytest.raises(SystemExit) as refused:
         deployment.main(["--config", str(config.path), option, "", "--by", "someone", "--note", "why"])
     assert refused.value.code == 2
-    assert deployment.version_names(config) == ["v1"] and deployment.current_version(config) == "v1"
+    assert versionstore.version_names(config) == ["v1"] and versionstore.current_version(config) == "v1"
 
 
 def test_a_rebuild_reads_database_snapshots_again(project: Config):
@@ -202,7 +203,7 @@ def test_a_damaged_drift_checkpoint_does_not_stop_every_run(deployed_project: Co
     (config.output_folder / records.CHECKPOINT_FILE).write_text('{"master_bytes": "x", "seen_bytes": null}', encoding="utf-8")
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_checkpoint(config)[0] == deployment.covered_master_bytes(config) > 0  # healed
+    assert records.read_checkpoint(config)[0] == versionstore.covered_master_bytes(config) > 0  # healed
 
 
 @pytest.mark.parametrize("damage", ["[]", "{not json", '{"bytes": "x"}'], ids=["a-list", "not-json", "bytes-not-a-number"])

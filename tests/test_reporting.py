@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import deployment
+import versionstore
 import diagnostics
 import fullprocess
 import pagelayout
@@ -109,7 +110,7 @@ def test_pdf_renders_with_poppler(reported, tmp_path: Path):
 def test_report_json_states_scoring_figures_exactly(reported):
     config, paths = reported
     report = json.loads(paths["report_json"].read_text())
-    deployed = deployment.load_deployed_model(config, "v1")
+    deployed = versionstore.load_deployed_model(config, "v1")
     expected = scoring.score_frame(deployed.model, scoring.load_test_data(config), deployed.metadata, config)
     assert report["metrics"] == expected
     not_metrics = ("model_trained_at", "metric", "warnings", "test_rows_in_training", "test_rows_in_training_share")
@@ -142,11 +143,11 @@ def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     old = {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES}
     add_shifted_month(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
+    assert versionstore.current_version(config) == "v2", records.read_audit(config)[-1]
     assert {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES} == old
     assert all((config.reports_folder / "v2" / name).is_file() for name in REPORT_FILES)
     report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
-    assert report["previous_metrics"] == {"version": "v1", **deployment.load_deployed_model(config, "v1").scores}
+    assert report["previous_metrics"] == {"version": "v1", **versionstore.load_deployed_model(config, "v1").scores}
     assert report["deployment"]["reason"].startswith("model drift")
     assert report["drift"]["batch"]["files"] == ["2026-11_clients.csv"]
     # The test data did not change: v1's stored scores compare like with like, and page 1 says nothing more.
@@ -284,6 +285,6 @@ def test_page_one_says_when_the_previous_versions_scores_came_from_other_test_da
     config = with_settings(deployed_project, package_check_seconds=0)
     add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert deployment.current_version(config) == "v2", records.read_audit(config)[-1]
+    assert versionstore.current_version(config) == "v2", records.read_audit(config)[-1]
     text = " ".join(page_text(config.reports_folder / "v2" / "model_report.pdf", 1).split())
     assert "v1's figures are its own scores from when it was deployed, on 1,000 test rows" in text
