@@ -10,6 +10,8 @@ import json
 import logging
 from pathlib import Path
 
+from sourceconfig import check_sources
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
     from typing import Any
@@ -271,9 +273,10 @@ def _validate(values: dict[str, Any]) -> None:
     ):
         raise ConfigError("risk_band_thresholds must be null (derived from the model's threshold) or {\"amber\": a, \"red\": r} with 0 <= a <= r <= 1")
     if values["database_sources"] != []:
-        import dbsource  # its rules live with the code that reads the databases
-
-        dbsource.check_sources(values)
+        try:
+            check_sources(values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 COST_KEYS = ("false_negative", "false_positive")
