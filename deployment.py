@@ -430,7 +430,7 @@ def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
         if row.get("model_format") == modelfiles.PICKLE:
             print(f"{'':11}model file: {PICKLE_NOTE}")
         if row.get("champion_challenger"):
-            import promotion  # numpy-free formatting; imported only when there is a comparison to show
+            import promotion  # numpy: imported only when there is a comparison to show
 
             print(f"{'':11}{promotion.describe(row['champion_challenger'])}")
         for warning in row.get("warnings", []):

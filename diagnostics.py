@@ -43,7 +43,7 @@ from tables import read_typed_csv, rows_also_in
 from records import DIAGNOSTICS_FILE, json_ready
 from packagecheck import UNKNOWN, outdated_packages_list
 from predictions import risk_and_predictions
-from reportfiles import display_path, read_json_or_none, report_folder, resolve_version
+from reportfiles import read_json_or_none, report_folder, resolve_version
 
 logger = logging.getLogger(__name__)
 
@@ -275,10 +275,10 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
         return _compare_with_training(config, deployed, batch, origin, GIVEN_BATCH)
     if not batch_file.is_file():
         result = _drift_skeleton(config, deployed, NEWEST_BATCH)
-        result["warnings"].append(f"no ingested batch yet ({display_path(config, batch_file)}): drift not measured")
+        result["warnings"].append(f"no ingested batch yet ({config.display_path(batch_file)}): drift not measured")
         return result
     arrival = _batch_origin(config)
-    origin = {"source": display_path(config, batch_file), "files": arrival["files"], "ingested_at": arrival["ingested_at"]}
+    origin = {"source": config.display_path(batch_file), "files": arrival["files"], "ingested_at": arrival["ingested_at"]}
     if arrival["run_id"] is None:  # the ingestion record does not say when it came: against ``version``'s training data
         frame = read_typed_csv(batch_file, deployed.metadata["column_kinds"])
         return _compare_with_training(config, deployed, frame, {**origin, "current_on_arrival": None}, NEWEST_BATCH)
@@ -286,12 +286,12 @@ def data_drift(config: Config, version: str | None = None, batch: pd.DataFrame |
     if on_arrival is None:
         test = scoring.load_test_data(config)
         files = [path.name for path in records.csv_files(config.test_data_folder)]
-        test_origin = {"source": display_path(config, config.test_data_folder), "files": files, "ingested_at": None,
+        test_origin = {"source": config.display_path(config.test_data_folder), "files": files, "ingested_at": None,
                        "current_on_arrival": None, "newest_batch": origin}
         return _compare_with_training(config, deployed, test, test_origin, TEST_DATA)
     try:
         serving = deployed if on_arrival == deployed.version else versionstore.load_deployed_model(config, on_arrival)
-    except (versionstore.DeploymentError, OSError, ValueError) as exc:
+    except versionstore.LOAD_ERRORS as exc:
         result = _drift_skeleton(config, deployed, NEWEST_BATCH)
         result["warnings"].append(f"drift not measured: {on_arrival}, current when the newest batch arrived, cannot be loaded ({exc})")
         return result
@@ -331,7 +331,7 @@ def _drift_skeleton(config: Config, reference_model: versionstore.DeployedModel,
     return {
         "comparison": comparison,
         "title": _drift_title(comparison, reference_model.version),
-        "reference": {"version": reference_model.version, "file": display_path(config, reference_file), "rows": None},
+        "reference": {"version": reference_model.version, "file": config.display_path(reference_file), "rows": None},
         "batch": None,
         "model_version": reference_model.version,
         "bands": {"stable_below": drift.STABLE_BELOW, "significant_above": drift.SIGNIFICANT_ABOVE},

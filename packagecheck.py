@@ -112,7 +112,7 @@ def _package_row(name: str, pinned: str | None, latest: str | None) -> dict[str,
 
 
 def _package_status(pinned: str | None, installed: str | None, latest: str | None) -> str:
-    from packaging.version import InvalidVersion, Version  # a dependency of matplotlib
+    from packaging.version import InvalidVersion, Version  # pinned in requirements.txt
 
     if installed is None:
         return "not installed"

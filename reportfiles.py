@@ -24,14 +24,6 @@ def report_folder(config: Config, version: str) -> Path:
     return config.reports_folder / version
 
 
-def display_path(config: Config, path: Path) -> str:
-    """A path relative to the project where it lies inside it, for people reading reports."""
-    try:
-        return str(path.relative_to(config.root))
-    except ValueError:
-        return str(path)
-
-
 def read_json_or_none(path: Path) -> Any:
     """A JSON file this system wrote, or None where it is absent or damaged (so it is made again)."""
     try:

@@ -37,7 +37,7 @@ from settings import Config, ConfigError, load_config, script_parser
 from compute import single_threaded
 from predictions import risk_and_predictions
 from records import CONFUSION_FILE, REPORT_JSON, REPORT_PDF, json_ready
-from reportfiles import display_path, report_folder, resolve_version
+from reportfiles import report_folder, resolve_version
 from reportpages import Evidence, save_confusion_png, save_pdf
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def gather_evidence(
         # Read again: diagnostics saved during the deploying run could not list that run.
         "execution_time": {**diagnosed["execution_time"], "recent_runs": diagnostics.recent_runs(config, version, run_record)},
         "outdated_packages": diagnosed["outdated_packages"],
-        "diagnostics": {"file": display_path(config, diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
+        "diagnostics": {"file": config.display_path(diagnostics.diagnostics_path(config, version)), "generated_at": diagnosed["generated_at"]},
         "warnings": checks["warnings"] + list(diagnosed["warnings"]),
         "cost": _cost_facts(config, deployed, y, risk, scores),
         "fairness": fairness.assess(config, deployed.model, deployed.metadata, test, y, risk, predicted),

@@ -41,7 +41,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ import modelfiles
 import preflight
 from fsutil import LockBusy, atomic_path, atomic_write_json, before_change, install_log_handlers, run_lock, sha256_file
 from packagecheck import installed_version
-from records import METADATA_FILE, MODEL_FILE, SKOPS_MODEL_FILE, json_ready
+from records import METADATA_FILE, MODEL_FILE, SKOPS_MODEL_FILE, json_ready, utc_now
 from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
 from settings import LOWER_IS_BETTER, Config, ConfigError, load_config, metric_gain, script_parser
 from tables import NUMERIC, TEXT, read_typed_csv
@@ -683,7 +682,7 @@ def _metadata(
 ) -> dict[str, Any]:
     master = masterstore.master_path(config)
     return {
-        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": utc_now(),
         "model": best,
         "parameters": _parameters(model.estimator_),
         "threshold": model.threshold,

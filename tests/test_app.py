@@ -127,7 +127,9 @@ def test_the_page_is_served_with_its_assets(client) -> None:
     page = client.get("/")
     assert page.status_code == 200 and b"Risk-O-Meter" in page.data
     for asset in ("/static/riskometer.js", "/static/riskometer.css"):
-        assert client.get(asset).status_code == 200
+        response = client.get(asset)
+        assert response.status_code == 200
+        response.close()  # a static file is streamed from an open file until the response is closed
 
 
 def test_metrics_count_requests_predictions_and_the_version(client, deployed_project: Config) -> None:

@@ -135,11 +135,11 @@ def test_deploys_killed_at_random_instants_leave_a_verified_current_version(depl
     rng = random.Random(7)
     script = DEPLOY_FOREVER.format(project_dir=str(PROJECT_DIR), config=str(deployed_project.path))
     for _ in range(12):
-        process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        assert process.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.5))
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as process:
+            assert process.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.0, 0.5))
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
 
         loaded = versionstore.load_deployed_model(deployed_project)
         assert loaded.version == versionstore.current_version(deployed_project)

@@ -485,6 +485,7 @@ def test_packages_are_looked_up_all_at_once(project: Config, monkeypatch: pytest
         result = packagecheck.outdated_packages_list(with_settings(project, package_check_seconds=20), use_cache=False)
     finally:
         server.shutdown()
+        server.server_close()
     assert not barrier.broken
     assert {p["name"]: p["latest"] for p in result["packages"]} == dict.fromkeys(names, "2.0")
     rows = {p["name"]: p for p in result["packages"]}

@@ -5,6 +5,7 @@ to look at)."""
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 import time
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(browser, d
 
         browser.find_element(By.ID, "download-button").click()
         scored = wait_for_file(browser.downloads, "scored_clients_v1.csv")
-    lines = list(csv.DictReader(scored.open(encoding="utf-8")))
+    lines = list(csv.DictReader(io.StringIO(scored.read_text(encoding="utf-8"))))
     assert len(lines) == 1000
     assert list(lines[0]) == ["rank", "row", "corporation", "risk", "band", "prediction", "model_version"]
     assert {line["model_version"] for line in lines} == {"v1"}
@@ -110,7 +111,7 @@ def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(browser, d
 
 def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_project: Config, tmp_path: Path) -> None:
     head = deployed_project.test_data_folder / "head.csv"
-    head.write_text("".join(open(deployed_project.test_data_folder / "testdata.csv").readlines()[:6]))
+    head.write_text("".join((deployed_project.test_data_folder / "testdata.csv").read_text().splitlines(keepends=True)[:6]))
     with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log") as url:
         browser.get(url + "/")
         WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "token needed"))
@@ -137,7 +138,7 @@ def test_the_download_neutralises_formula_cells(browser, deployed_project: Confi
         assert len(upload_and_wait(browser, clients)) == len(formulas)
         browser.find_element(By.ID, "download-button").click()
         scored = wait_for_file(browser.downloads, "scored_clients_v1.csv")
-    names = [line["corporation"] for line in csv.DictReader(scored.open(encoding="utf-8"))]
+    names = [line["corporation"] for line in csv.DictReader(io.StringIO(scored.read_text(encoding="utf-8")))]
     assert sorted(names) == sorted("'" + name for name in formulas)
 
 
