@@ -8,13 +8,14 @@ each other.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,16 @@ def skip_or_fail_in_ci(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI must run this test: {reason}")
     pytest.skip(reason)
+
+
+def import_or_fail_in_ci(module: str, reason: str) -> Any:
+    """``pytest.importorskip`` that fails under CI=true: a pinned package must be there."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must run this test: {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
 
 
 # --- files and configs ----------------------------------------------------------------------------

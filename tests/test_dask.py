@@ -17,9 +17,9 @@ import ingestion
 import masterstore
 import scoring
 import training
-from tests.conftest import PROJECT_DIR, add_shifted_month, write_config
+from tests.conftest import PROJECT_DIR, import_or_fail_in_ci, add_shifted_month, write_config
 
-distributed = pytest.importorskip("distributed")
+distributed = import_or_fail_in_ci("distributed", "distributed (Dask) is not installed: pip install -r requirements.txt")
 
 pytestmark = pytest.mark.slow
 

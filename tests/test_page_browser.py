@@ -14,7 +14,7 @@ import pytest
 
 import localserver
 from settings import Config
-from tests.conftest import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, skip_or_fail_in_ci
+from tests.conftest import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, import_or_fail_in_ci, skip_or_fail_in_ci
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ INSTALL_HINT = "apt-get install -y chromium chromium-driver (Debian) and pip ins
 SCREENSHOT_COPY = Path("/tmp/riskometer.png")
 WAIT_SECONDS = 60  # upper bound for the page to react; the test does not time anything
 
-webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium is not installed: {INSTALL_HINT}")
+webdriver = import_or_fail_in_ci("selenium.webdriver", f"selenium is not installed: {INSTALL_HINT}")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
