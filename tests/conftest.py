@@ -167,12 +167,17 @@ def deployed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def private_copy(template: Path, tmp_path: Path) -> Config:
+    """A copy of a session- or module-wide project in this test's own folder, safe to change."""
+    folder = tmp_path / "project"
+    shutil.copytree(template, folder, symlinks=True)
+    return load_config(folder / "config.json")
+
+
 @pytest.fixture
 def deployed_project(deployed_template: Path, tmp_path: Path) -> Config:
     """A private copy of the deployed project, safe to change."""
-    folder = tmp_path / "project"
-    shutil.copytree(deployed_template, folder, symlinks=True)
-    return load_config(folder / "config.json")
+    return private_copy(deployed_template, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +194,8 @@ def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture
 def v2_project(v2_template: Path, tmp_path: Path) -> Config:
-    folder = tmp_path / "project"
-    shutil.copytree(v2_template, folder, symlinks=True)
-    return load_config(folder / "config.json")
+    """A private copy of the project after `make demo-drift` (v2 current)."""
+    return private_copy(v2_template, tmp_path)
 
 
 @pytest.fixture
