@@ -23,12 +23,11 @@ from typing import Any
 import requests
 
 from fsutil import atomic_write_text, install_log_handlers
-from records import csv_files
+from records import API_RETURNS_FILE, csv_files
 from settings import Config, ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FILE = "apireturns.txt"
 SAMPLE_ROWS = 3
 METRICS_LINES = 40  # of the Prometheus text kept in the file; the rest is counted
 PREDICTION_ROWS = 5  # of each batch answer kept in the file; the rest is counted
@@ -163,7 +162,7 @@ def run_calls(base_url: str, config: Config, token: str | None = None, timeout: 
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--url", help="the API's base URL (default: api_url from the config)")
-    parser.add_argument("--output", help=f"where to write the answers (default: {OUTPUT_FILE} beside the config)")
+    parser.add_argument("--output", help=f"where to write the answers (default: {API_RETURNS_FILE} beside the config)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each answer")
     args = parser.parse_args(argv)
     install_log_handlers()
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return 1
     base_url = (args.url or config["api_url"]).rstrip("/")
-    output = Path(args.output) if args.output else config.root / OUTPUT_FILE
+    output = Path(args.output) if args.output else config.root / API_RETURNS_FILE
     answers = run_calls(base_url, config, os.environ.get("API_TOKEN") or None, args.timeout)
     atomic_write_text(output, render(answers, base_url))
     for answer in answers:
