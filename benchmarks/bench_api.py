@@ -28,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-import versionstore
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESULTS_FILE = PROJECT_DIR / "benchmarks" / "results" / "bench_api.json"
@@ -78,10 +77,10 @@ def floor_seconds(config: Any, csv_bytes: bytes) -> dict[str, float]:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    import scoring
-
     import compiledmodel
     import requestinput
+    import scoring
+    import versionstore
 
     deployed = versionstore.load_deployed_model(config)
     frame = pd.read_csv(io.BytesIO(csv_bytes), dtype={"corporation": str})
