@@ -369,6 +369,8 @@ def _logistic(classifier: Any) -> Callable[[np.ndarray, bool], np.ndarray]:
     intercept = float(classifier.intercept_[0])
 
     def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
+        if np.isinf(matrix).any():  # a huge value scaled past float64: scikit-learn refuses it (the API answers 400)
+            raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
         return expit(matrix @ coef[0] + intercept)
 
     return classify
@@ -383,9 +385,14 @@ def _tree_ensemble(classifier: Any, float32_features: bool = False) -> Callable[
     model = treelite.sklearn.import_model(classifier)
 
     def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
+        if float32_features:
+            with np.errstate(over="ignore"):
+                matrix = matrix.astype(np.float32)
+            if np.isinf(matrix).any():  # refused as scikit-learn's own check refuses it (the API answers 400)
+                raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
         if not small:  # scikit-learn's own code, on the compiled features: exact and faster for many rows
             return classifier.predict_proba(matrix)[:, 1]
-        features = matrix.astype(np.float32).astype(np.float64) if float32_features else matrix
+        features = np.asarray(matrix, dtype=np.float64)
         # (rows, 1, 1) for boosting (the positive class), (rows, 1, 2) for a forest: the last is the positive class
         return treelite.gtil.predict(model, features, nthread=1).reshape(matrix.shape[0], -1)[:, -1]
 
