@@ -240,8 +240,8 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
 def test_worker_processes_memory_map_one_snapshot_of_the_frame(ingested: Config, tmp_path) -> None:
     import compute
 
-    kinds = ingestion.column_kinds(ingested)
-    master = ingestion.master_path(ingested)
+    kinds = masterstore.column_kinds(ingested)
+    master = masterstore.master_path(ingested)
     source = training.TrainingData(
         features=training.feature_types(ingested, kinds), kinds=kinds, target="exited", positive_label=1,
         master=str(master), stamp=training._stamp(master),
