@@ -151,6 +151,9 @@ def tree_problem(model: Any) -> str | None:
             features = _feature_count(owners) if owners else None
             if features is None:
                 return "a boosted tree outside a HistGradientBoosting model that records its feature count, whose features cannot be checked"
+            if any(vars(owner).get("_preprocessor") is not None for owner in owners):
+                # Its own encoder (for categorical features) decides how many columns the trees see, unchecked.
+                return "a boosted tree behind the model's own categorical encoder (this system never makes one; not checked)"
             nodes = obj.nodes
             if nodes["is_categorical"].any():
                 return "a boosted tree with a categorical split (this system never makes one; not checked)"

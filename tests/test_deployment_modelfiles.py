@@ -266,18 +266,33 @@ def _boosted_tree_shared_with_a_wider_decoy(model: FixedThresholdClassifier) -> 
     classifier._bin_mapper.decoy = decoy  # reached after the real model
 
 
+def _boosted_trees_behind_their_own_encoder(model: FixedThresholdClassifier) -> None:
+    """A gradient boosting model given its own column transformer (as for categorical features), which
+    hands the trees one column whatever feature count the model claims: that count is never checked."""
+    from sklearn.compose import ColumnTransformer
+
+    classifier = model.estimator_.named_steps["classifier"]
+    encoded = model.estimator_.named_steps["preprocess"].transform(candidate_models(rows=200)[1])
+    classifier._preprocessor = ColumnTransformer([("first", "passthrough", [0])]).fit(encoded)
+    classifier.n_features_in_ = 10**8
+    nodes = classifier._predictors[0][0].nodes
+    nodes["feature_idx"][nodes["is_leaf"] == 0] = 5 * 10**7
+
+
 @pytest.mark.parametrize(
     "kind, tamper",
     [
         ("random_forest", _tree_claiming_more_features),
         ("random_forest", _tree_in_gradient_boosting),
         ("hist_gradient_boosting", _boosted_tree_shared_with_a_wider_decoy),
+        ("hist_gradient_boosting", _boosted_trees_behind_their_own_encoder),
     ],
 )
 def test_a_tree_is_checked_against_the_features_its_model_takes_wherever_it_is_held(tmp_path: Path, kind: str, tamper) -> None:
     """Each of these files crashed the process the first time the model ran a prediction (segmentation
     fault), though only trusted types are in it: the tree check trusted the tree's own feature count,
-    did not look inside object arrays, and took the last of a boosted tree's holders."""
+    did not look inside object arrays, took the last of a boosted tree's holders, and trusted a boosted
+    model's claimed feature count where its own encoder, not that count, shapes the rows."""
     models, _ = candidate_models(rows=200)
     model = models[kind]
     tamper(model)
