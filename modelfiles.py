@@ -175,14 +175,21 @@ def _holders(found: list[Any], attribute: str) -> dict[int, list[Any]]:
 
 
 def _members(value: Any) -> list[Any]:
-    """``value`` itself, or what it lists: lists, tuples and object arrays, nested."""
+    """``value`` itself, or what it lists: lists, tuples and object arrays, nested (without recursion)."""
     import numpy as np
 
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        value = value.ravel().tolist()
-    if isinstance(value, (list, tuple)):
-        return [member for item in value for member in _members(item)]
-    return [value]
+    members, stack, seen = [], [value], {}  # seen holds what it names, so that no id is reused meanwhile
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray) and item.dtype == object:
+            item = item.ravel().tolist()
+        if isinstance(item, (list, tuple)):
+            if id(item) not in seen:
+                seen[id(item)] = item
+                stack.extend(reversed(item))
+        else:
+            members.append(item)
+    return members
 
 
 def _feature_count(models: list[Any]) -> int | None:
