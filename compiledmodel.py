@@ -46,6 +46,10 @@ class UnsupportedModel(TypeError):
     """A fitted step this module cannot compile exactly; the caller falls back to scikit-learn."""
 
 
+class UnservableModel(ValueError):
+    """The model's own predict_proba fails on its reference rows: the version cannot be served (a load error)."""
+
+
 # ----------------------------------------------------------------------------- scorers
 
 
@@ -126,7 +130,10 @@ def build_scorer(model: Any, schema: Schema, check_frame: pd.DataFrame | None = 
         logger.warning("serving with scikit-learn's predict_proba: the model could not be compiled (%s: %s)", type(exc).__name__, exc)
         return fallback
     batch = self_check_batch(schema, check_frame)
-    expected = fallback.risk(batch)
+    try:
+        expected = fallback.risk(batch)
+    except Exception as exc:  # scikit-learn itself cannot score the reference rows: a version that cannot serve
+        raise UnservableModel(f"the model cannot score its reference rows: {type(exc).__name__}: {exc}") from exc
     try:
         worst = max(
             float(np.max(np.abs(scorer.risk(batch) - expected))),

@@ -301,3 +301,23 @@ def test_a_tree_is_checked_against_the_features_its_model_takes_wherever_it_is_h
 
     with pytest.raises(modelfiles.ModelFileError, match="without bounds checks"):
         modelfiles.read_model(path, None)
+
+
+def test_a_model_that_fails_its_own_self_check_is_a_load_error_not_a_crash(tmp_path: Path) -> None:
+    """A file of trusted types whose boosted model gives one column of probabilities: Treelite compiles it,
+    scikit-learn's self-check raised IndexError, which ModelHolder does not treat as a load error, so
+    create_app raised (a gunicorn worker could not start) or every request answered 500 instead of the
+    older version serving."""
+    import compiledmodel
+    import requestinput
+    from sklearn._loss.loss import HalfMultinomialLoss
+
+    models, X = candidate_models(rows=200)
+    model = models["hist_gradient_boosting"]
+    model.estimator_.named_steps["classifier"]._loss = HalfMultinomialLoss(n_classes=1)
+    path = tmp_path / records.SKOPS_MODEL_FILE
+    path.write_bytes(modelfiles.model_bytes(model))
+    loaded = modelfiles.read_model(path, None)  # trusted types, sound trees: it loads
+
+    with pytest.raises(versionstore.LOAD_ERRORS, match="cannot score its reference rows"):
+        compiledmodel.build_scorer(loaded, requestinput.Schema(("activity", "employees"), ("region",), ()), X)
