@@ -180,6 +180,12 @@ def project_relative(text: str, config: Config) -> str:
         folder = config.folder(key)
         if root not in folder.parents and folder != root:
             names[str(folder)] = f"<{key}>"
+    # A model that does not load names the library module it failed in, by its file (pickle's
+    # "Can't get attribute 'X' on <module 'sklearn...' from '/.../site-packages/...'>").
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        for path in (prefix, os.path.realpath(prefix)):
+            if len(path) > 1:
+                names.setdefault(path, "<python>")
     for absolute in sorted(names, key=len, reverse=True):  # the longest first: a folder before the root
         # the path and a separator, or the path alone; never a longer name that merely starts the same
         name = names[absolute]

@@ -46,6 +46,10 @@ class UnsupportedModel(TypeError):
     """A fitted step this module cannot compile exactly; the caller falls back to scikit-learn."""
 
 
+class UnservableModel(ValueError):
+    """The model's own predict_proba fails on its reference rows: the version cannot be served (a load error)."""
+
+
 # ----------------------------------------------------------------------------- scorers
 
 
@@ -126,7 +130,10 @@ def build_scorer(model: Any, schema: Schema, check_frame: pd.DataFrame | None = 
         logger.warning("serving with scikit-learn's predict_proba: the model could not be compiled (%s: %s)", type(exc).__name__, exc)
         return fallback
     batch = self_check_batch(schema, check_frame)
-    expected = fallback.risk(batch)
+    try:
+        expected = fallback.risk(batch)
+    except Exception as exc:  # scikit-learn itself cannot score the reference rows: a version that cannot serve
+        raise UnservableModel(f"the model cannot score its reference rows: {type(exc).__name__}: {exc}") from exc
     try:
         worst = max(
             float(np.max(np.abs(scorer.risk(batch) - expected))),
@@ -369,6 +376,8 @@ def _logistic(classifier: Any) -> Callable[[np.ndarray, bool], np.ndarray]:
     intercept = float(classifier.intercept_[0])
 
     def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
+        if np.isinf(matrix).any():  # a huge value scaled past float64: scikit-learn refuses it (the API answers 400)
+            raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
         return expit(matrix @ coef[0] + intercept)
 
     return classify
@@ -383,9 +392,14 @@ def _tree_ensemble(classifier: Any, float32_features: bool = False) -> Callable[
     model = treelite.sklearn.import_model(classifier)
 
     def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
+        if float32_features:
+            with np.errstate(over="ignore"):
+                matrix = matrix.astype(np.float32)
+            if np.isinf(matrix).any():  # refused as scikit-learn's own check refuses it (the API answers 400)
+                raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
         if not small:  # scikit-learn's own code, on the compiled features: exact and faster for many rows
             return classifier.predict_proba(matrix)[:, 1]
-        features = matrix.astype(np.float32).astype(np.float64) if float32_features else matrix
+        features = np.asarray(matrix, dtype=np.float64)
         # (rows, 1, 1) for boosting (the positive class), (rows, 1, 2) for a forest: the last is the positive class
         return treelite.gtil.predict(model, features, nthread=1).reshape(matrix.shape[0], -1)[:, -1]
 

@@ -117,28 +117,89 @@ def tree_problem(model: Any) -> str | None:
     """What is wrong with the trees in ``model``, or None: a node link or feature number outside its
     arrays, or a link back up the tree. The two tree types are trusted (TRUSTED_TYPES), but
     scikit-learn follows their nodes unchecked, so a crafted file could make a prediction read
-    outside them or never end. Nodes are stored parent first: a child always has a higher number."""
+    outside them or never end. Nodes are stored parent first: a child always has a higher number.
+
+    A feature number is checked against the feature count of every model that holds the tree,
+    the count scikit-learn checks the rows against, never against the tree's own claim. A tree
+    (``Tree``) must sit in a random forest's decision tree, as this system writes them: other
+    holders (gradient boosting's array of trees, say) hand it rows or outputs unchecked."""
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+    from sklearn.tree import DecisionTreeClassifier
     from sklearn.tree._tree import Tree
 
     found = list(_reachable(model))
-    boosted = [obj for obj in found if hasattr(obj, "_predictors") and hasattr(obj, "n_features_in_")]
-    predictors = {id(p): (p, owner.n_features_in_) for owner in boosted for row in owner._predictors for p in row}
+    holders = _holders(found, "tree_")  # id(Tree) -> the estimators whose tree_ it is
+    forests = _holders(found, "estimators_")  # id(estimator) -> the ensembles listing it
+    boosters = _holders(found, "_predictors")  # id(TreePredictor) -> the models listing it
     for obj in found:
         if isinstance(obj, Tree):
-            problem = _node_problem(obj.children_left, obj.children_right, obj.children_left == -1, obj.feature, obj.n_features)
+            owners = holders.get(id(obj), [])
+            ensembles = [ensemble for owner in owners for ensemble in forests.get(id(owner), [])]
+            if not ensembles or any(type(o) is not DecisionTreeClassifier for o in owners) or any(
+                type(e) is not RandomForestClassifier for e in ensembles
+            ):
+                return "a decision tree outside a random forest's trees, whose features cannot be checked"
+            features = _feature_count([*owners, *ensembles])
+            if features is None:
+                return "a decision tree in a model that does not record its feature count"
+            problem = _node_problem(obj.children_left, obj.children_right, obj.children_left == -1, obj.feature, min(features, obj.n_features))
             if problem:
                 return f"a decision tree with {problem}"
         elif isinstance(obj, TreePredictor):
-            if id(obj) not in predictors:
-                return "a boosted tree outside a HistGradientBoosting model, whose features cannot be checked"
-            nodes, features = obj.nodes, predictors[id(obj)][1]
+            owners = boosters.get(id(obj), [])
+            features = _feature_count(owners) if owners else None
+            if features is None:
+                return "a boosted tree outside a HistGradientBoosting model that records its feature count, whose features cannot be checked"
+            if any(vars(owner).get("_preprocessor") is not None for owner in owners):
+                # Its own encoder (for categorical features) decides how many columns the trees see, unchecked.
+                return "a boosted tree behind the model's own categorical encoder (this system never makes one; not checked)"
+            nodes = obj.nodes
             if nodes["is_categorical"].any():
                 return "a boosted tree with a categorical split (this system never makes one; not checked)"
             problem = _node_problem(nodes["left"], nodes["right"], nodes["is_leaf"] != 0, nodes["feature_idx"], features)
             if problem:
                 return f"a boosted tree with {problem}"
     return None
+
+
+def _holders(found: list[Any], attribute: str) -> dict[int, list[Any]]:
+    """id(member) -> every object in ``found`` whose ``attribute`` is, or lists, that member."""
+    holders: dict[int, list[Any]] = {}
+    for obj in found:
+        value = vars(obj).get(attribute) if hasattr(obj, "__dict__") and not isinstance(obj, type) else None
+        if value is not None:
+            for member in _members(value):
+                holders.setdefault(id(member), []).append(obj)
+    return holders
+
+
+def _members(value: Any) -> list[Any]:
+    """``value`` itself, or what it lists: lists, tuples and object arrays, nested (without recursion)."""
+    import numpy as np
+
+    members, stack, seen = [], [value], {}  # seen holds what it names, so that no id is reused meanwhile
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray) and item.dtype == object:
+            item = item.ravel().tolist()
+        if isinstance(item, (list, tuple)):
+            if id(item) not in seen:
+                seen[id(item)] = item
+                stack.extend(reversed(item))
+        else:
+            members.append(item)
+    return members
+
+
+def _feature_count(models: list[Any]) -> int | None:
+    """The fewest features any of ``models`` takes (``n_features_in_``); None if one does not record it."""
+    import numpy as np
+
+    counts = [vars(m).get("n_features_in_") if hasattr(m, "__dict__") else None for m in models]
+    if any(not isinstance(c, (int, np.integer)) or isinstance(c, bool) or c < 0 for c in counts):
+        return None
+    return int(min(counts))
 
 
 def _node_problem(left: Any, right: Any, leaf: Any, feature: Any, features: int) -> str | None:
@@ -159,7 +220,10 @@ def _node_problem(left: Any, right: Any, leaf: Any, feature: Any, features: int)
 
 
 def _reachable(root: Any) -> Iterable[Any]:
-    """Every object reachable from ``root`` through attributes, lists, tuples and dicts (arrays not entered)."""
+    """Every object reachable from ``root`` through attributes, lists, tuples, sets, dicts and object
+    arrays (arrays of numbers not entered)."""
+    import numpy as np
+
     seen, stack = set(), [root]
     while stack:
         obj = stack.pop()
@@ -169,8 +233,11 @@ def _reachable(root: Any) -> Iterable[Any]:
         yield obj
         if isinstance(obj, dict):
             stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple)):
+        elif isinstance(obj, (list, tuple, set, frozenset)):
             stack.extend(obj)
+        elif isinstance(obj, np.ndarray):
+            if obj.dtype == object:  # gradient boosting keeps its trees in one
+                stack.extend(obj.ravel().tolist())
         elif hasattr(obj, "__dict__") and not isinstance(obj, type):
             stack.extend(vars(obj).values())
 

@@ -48,6 +48,8 @@ BODY_READ_SIZE = 64 * 1024
 DRAIN_BYTES = 1024 * 1024  # of a refused body still arriving, read so the client sees the 413, not a reset
 DRAIN_SECONDS = 0.5
 
+UNREADABLE_BODY = "the request body cannot be read: its chunked transfer encoding is broken"
+
 # (status, JSON payload, model version or None): what the gate sends back
 Answer = tuple[int, dict[str, Any], str | None]
 # The app's answer to a JSON or CSV prediction body: (mimetype, a function reading the body) -> Answer
@@ -55,6 +57,10 @@ PredictionAnswer = Callable[[str, Callable[[], bytes]], Answer]
 
 
 # ----------------------------------------------------------------------------- answers
+
+
+class UnreadableBody(ValueError):
+    """A body of undeclared length whose framing the server could not parse: the client's error (400)."""
 
 
 def error_payload(status: int, message: str) -> dict[str, Any]:
@@ -164,7 +170,12 @@ class RequestGate:
             return 401, error_payload(401, TOKEN_REQUIRED), None  # before reading a byte of the body
         if endpoint != PREDICTION_ENDPOINT or method != "POST":
             return None
-        if not self._body_within_limit(environ):
+        try:
+            within = self._body_within_limit(environ)
+        except UnreadableBody as exc:
+            environ[CLOSE_CONNECTION_KEY] = True  # the framing is lost: the connection cannot carry another request
+            return 400, error_payload(400, str(exc)), None
+        if not within:
             environ[CLOSE_CONNECTION_KEY] = True  # the rest of its body is not read: never keep the connection
             return 413, error_payload(413, body_limit_message(self.max_body_bytes)), None
         mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
@@ -208,7 +219,11 @@ def read_body_within(environ: dict[str, Any], limit: int) -> bytes | None:
     stream = environ["wsgi.input"]
     chunks, total = [], 0
     while True:
-        chunk = stream.read(BODY_READ_SIZE)
+        try:
+            chunk = stream.read(BODY_READ_SIZE)
+        except Exception as exc:  # the server's parser refused the chunked framing (gunicorn's InvalidChunkSize, say)
+            logger.info("refused a body whose chunked framing is broken: %s: %s", type(exc).__name__, exc)
+            raise UnreadableBody(UNREADABLE_BODY) from None
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)

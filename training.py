@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -62,7 +63,7 @@ import ledger
 import masterstore
 import modelfiles
 import preflight
-from fsutil import LockBusy, atomic_path, atomic_write_json, before_change, install_log_handlers, run_lock, sha256_file
+from fsutil import LockBusy, atomic_path, atomic_write_json, before_change, install_log_handlers, process_is_alive, run_lock, sha256_file
 from packagecheck import installed_version
 from records import METADATA_FILE, MODEL_FILE, SKOPS_MODEL_FILE, json_ready, utc_now
 from scoring import THRESHOLD_METRICS, binary_target, feature_frame, metric_value
@@ -74,6 +75,7 @@ logger = logging.getLogger(__name__)
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 REPORTED_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "joblib", "threadpoolctl", "dask", "distributed")
 BLEND = "soft_voting_blend"
+SCRATCH_PREFIX = "risk-training-"  # + "<pid>-": a run's folder in the temp folder for the workers' snapshot
 
 # A handful of settings per model; the first of each is the one kept when they tie.
 SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
@@ -429,8 +431,9 @@ def train_model(
     master = masterstore.master_path(config)
     rows = _row_count(config, data)
     parallel = workers is not None and workers > 1 or (workers is None and rows >= PARALLEL_MIN_ROWS)
+    remove_stale_scratch()
     with compute.open_runner(config, parallel=parallel, workers=workers) as runner, tempfile.TemporaryDirectory(
-        prefix="risk-training-", ignore_cleanup_errors=True
+        prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True
     ) as scratch:
         source, y = _training_data(config, data, master, kinds, features, runner, Path(scratch))
         _check_trainable(y, config)
@@ -502,6 +505,24 @@ def _training_data(
     # The workers read the master themselves; this process needs the labels only.
     target = read_typed_csv(master, kinds, usecols=[config.target])
     return source, binary_target(target[config.target], config.positive_label)
+
+
+def remove_stale_scratch(folder: Path | None = None) -> list[Path]:
+    """Remove the scratch folders (and their snapshots) of training runs whose process is gone.
+
+    A run killed while training never removes its own; its folder is named with its pid, so
+    the next run can tell. A live run's folder (another project's, say) is left alone."""
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or process_is_alive(int(pid)) or path.is_symlink() or not path.is_dir():
+            continue
+        shutil.rmtree(path, ignore_errors=True)  # another user's is not ours to remove, and stays
+        if not path.exists():
+            removed.append(path)
+    if removed:
+        logger.info("removed %d training scratch folder(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed))
+    return removed
 
 
 def _snapshot(source: TrainingData, scratch: Path) -> tuple[TrainingData, np.ndarray]:

@@ -121,6 +121,23 @@ def test_a_chunked_upload_over_the_limit_is_refused_too(small_server: str) -> No
     assert answer.status_code == 413
 
 
+@pytest.mark.parametrize("framing", [b"zz\r\n[]\r\n0\r\n\r\n", b"2\r\n[]XX0\r\n\r\n"], ids=["bad size", "no terminator"])
+@pytest.mark.parametrize("content_type", ["application/json", "text/csv", "multipart/form-data; boundary=b"])
+def test_a_chunked_body_with_broken_framing_is_a_400_not_a_500(server: str, framing: bytes, content_type: str) -> None:
+    """gunicorn's parser raises on a chunk size that is not hexadecimal: the gate reading the body
+    turned that into 500 Internal Server Error; it is the client's error."""
+    with raw_connection(server) as sock:
+        sock.sendall(
+            b"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + framing
+        )
+        answer = read_answer(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert json.loads(body)["message"] == "the request body cannot be read: its chunked transfer encoding is broken"
+    assert requests.get(server + "/healthz", timeout=ANSWER_SECONDS).status_code == 200
+
+
 # ----------------------------------------------------------------------------- 16: slow bodies
 
 

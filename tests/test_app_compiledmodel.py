@@ -144,3 +144,39 @@ def test_a_model_treelite_cannot_import_is_served_by_sklearn_with_a_warning(samp
     assert any("could not be compiled" in r.getMessage() and "AttributeError" in r.getMessage() for r in caplog.records)
     batch = requestinput.batch_from_frame(test, schema, max_rows=0)
     np.testing.assert_array_equal(scorer.risk(batch), expected)
+
+
+@pytest.mark.parametrize("rows", [1, compiledmodel.SMALL_BATCH_ROWS + 1])
+def test_a_value_beyond_float32_is_refused_by_the_compiled_forest_as_by_sklearn(sample, rows: int) -> None:
+    """scikit-learn's forest refuses a feature too large for float32 (the API answers 400); the compiled
+    small-batch path made it infinite and answered with a probability, so one row got 200 and the
+    same row among 129 got 400."""
+    train, _ = sample
+    features = {"numeric": NUMERIC, "categorical": []}
+    model = fitted("random_forest", features, train)
+    schema = requestinput.Schema(tuple(NUMERIC), (), ())
+    scorer = compiledmodel.build_scorer(model, schema, train)
+    assert scorer.kind == KINDS["random_forest"]
+    frame = pd.DataFrame({name: [1e300 if name == "lastyear_activity" else 5.0] * rows for name in NUMERIC})
+    with pytest.raises(ValueError, match="too large"), np.errstate(over="ignore"):  # its cast to float32 warns first
+        model.predict_proba(scoring.feature_frame(frame, features))
+    with pytest.raises(ValueError, match="too large"):
+        scorer.risk(requestinput.batch_from_frame(frame, schema, max_rows=0))
+
+
+def test_a_value_scaled_past_float64_is_refused_by_the_compiled_logistic_regression_as_by_sklearn() -> None:
+    """A share (standard deviation well below 1) sent as 1.7e308 scales to infinity: scikit-learn refuses it,
+    the compiled logistic regression answered a probability of 1."""
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({name: rng.random(400) for name in NUMERIC})
+    y = (frame[NUMERIC[0]] + rng.normal(0, 0.2, 400) > 0.5).astype(int).to_numpy()
+    features = {"numeric": NUMERIC, "categorical": []}
+    model = FixedThresholdClassifier(pipeline("logistic_regression", features), threshold=0.5, response_method="predict_proba").fit(frame, y)
+    schema = requestinput.Schema(tuple(NUMERIC), (), ())
+    scorer = compiledmodel.build_scorer(model, schema, frame)
+    assert scorer.kind == KINDS["logistic_regression"]
+    row = pd.DataFrame({name: [1.7e308 if name == NUMERIC[0] else 0.5] for name in NUMERIC})
+    with pytest.raises(ValueError, match="infinity"), np.errstate(over="ignore"):
+        model.predict_proba(row)
+    with pytest.raises(ValueError, match="infinity"), np.errstate(over="ignore"):
+        scorer.risk(requestinput.batch_from_frame(row, schema, max_rows=0))

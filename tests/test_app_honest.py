@@ -185,6 +185,31 @@ def test_a_version_failing_verification_is_named_without_server_paths(client, de
     no_absolute_paths(json.dumps(body), deployed_project)
 
 
+def test_a_model_file_that_does_not_load_is_named_without_the_python_installation_paths(deployed_project: Config, monkeypatch) -> None:
+    """An older pickled version naming a class a library upgrade removed: pickle's message names the
+    library module by its file (site-packages), which /readyz and every 503 repeated."""
+    import hashlib
+    import sys
+
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    folder = versionstore.versions_folder(deployed_project) / "v1"
+    data = b"\x80\x04csklearn.utils\nNoSuchThing\n)\x81."  # the pickle of an instance of sklearn.utils.NoSuchThing
+    (folder / records.SKOPS_MODEL_FILE).unlink()
+    (folder / records.MODEL_FILE).write_bytes(data)
+    manifest = json.loads((folder / records.MANIFEST_FILE).read_text())
+    del manifest["files"][records.SKOPS_MODEL_FILE]
+    manifest["files"][records.MODEL_FILE] = hashlib.sha256(data).hexdigest()
+    (folder / records.MANIFEST_FILE).write_text(json.dumps(manifest))
+    client = api.create_app(deployed_project.path).test_client()
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "NoSuchThing" in ready.get_json()["last_error"]
+    assert "<python>/lib/" in ready.get_json()["last_error"]
+    for text in (ready.get_data(as_text=True), assert_error(client.get("/model"), 503, "NoSuchThing")):
+        no_absolute_paths(text, deployed_project)
+        assert sys.prefix not in text and os.path.realpath(sys.prefix) not in text and os.path.realpath(sys.base_prefix) not in text
+
+
 def test_deployment_folder_outside_the_project_is_named_by_its_key(deployed_project: Config, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("API_TOKEN", raising=False)
     elsewhere = tmp_path / "elsewhere" / "deploy"

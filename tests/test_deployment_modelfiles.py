@@ -224,3 +224,100 @@ def test_a_trained_model_that_is_not_the_one_its_metadata_names_is_not_loaded(de
     (deployed_project.model_folder / records.METADATA_FILE).write_text(json.dumps(metadata))
     with pytest.raises(modelfiles.ModelFileError, match="is not the file that was recorded"):
         scoring.load_trained_model(deployed_project)
+
+
+def _tree_claiming_more_features(model: FixedThresholdClassifier) -> None:
+    """The forest's first tree rebuilt to claim far more features than the forest takes, and to split on
+    one of them: the tree's own count passes, but the rows it is handed have the forest's count."""
+    from sklearn.tree._tree import Tree
+
+    holder = model.estimator_.named_steps["classifier"].estimators_[0]
+    state = holder.tree_.__getstate__()
+    inner = state["nodes"]["left_child"] != -1
+    state["nodes"]["feature"][inner] = 50_000_000  # read from rows of a handful of columns: far outside them
+    tree = Tree(50_000_001, np.array([2], dtype=np.intp), 1)
+    tree.__setstate__(state)
+    holder.tree_ = tree
+
+
+def _tree_in_gradient_boosting(model: FixedThresholdClassifier) -> None:
+    """A gradient boosting model (trusted by skops by default) whose trees (kept in an object array) point
+    outside themselves: reachable only through that array, and read by scikit-learn unchecked."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    pipeline = model.estimator_
+    features = pipeline.named_steps["preprocess"].transform(candidate_models(rows=200)[1])
+    boosted = GradientBoostingClassifier(n_estimators=2, max_depth=2, random_state=0).fit(features, np.arange(200) % 2)
+    tree = boosted.estimators_[0, 0].tree_
+    state = tree.__getstate__()
+    state["nodes"]["left_child"][0] = state["node_count"] + 10**6
+    tree.__setstate__(state)
+    pipeline.steps[-1] = ("classifier", boosted)
+
+
+def _boosted_tree_shared_with_a_wider_decoy(model: FixedThresholdClassifier) -> None:
+    """The boosted trees also listed by a decoy model claiming many more features than the real one takes."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    classifier = model.estimator_.named_steps["classifier"]
+    classifier._predictors[0][0].nodes["feature_idx"][0] = 10**6
+    decoy = HistGradientBoostingClassifier()
+    decoy._predictors, decoy.n_features_in_ = classifier._predictors, 10**7
+    classifier._bin_mapper.decoy = decoy  # reached after the real model
+
+
+def _boosted_trees_behind_their_own_encoder(model: FixedThresholdClassifier) -> None:
+    """A gradient boosting model given its own column transformer (as for categorical features), which
+    hands the trees one column whatever feature count the model claims: that count is never checked."""
+    from sklearn.compose import ColumnTransformer
+
+    classifier = model.estimator_.named_steps["classifier"]
+    encoded = model.estimator_.named_steps["preprocess"].transform(candidate_models(rows=200)[1])
+    classifier._preprocessor = ColumnTransformer([("first", "passthrough", [0])]).fit(encoded)
+    classifier.n_features_in_ = 10**8
+    nodes = classifier._predictors[0][0].nodes
+    nodes["feature_idx"][nodes["is_leaf"] == 0] = 5 * 10**7
+
+
+@pytest.mark.parametrize(
+    "kind, tamper",
+    [
+        ("random_forest", _tree_claiming_more_features),
+        ("random_forest", _tree_in_gradient_boosting),
+        ("hist_gradient_boosting", _boosted_tree_shared_with_a_wider_decoy),
+        ("hist_gradient_boosting", _boosted_trees_behind_their_own_encoder),
+    ],
+)
+def test_a_tree_is_checked_against_the_features_its_model_takes_wherever_it_is_held(tmp_path: Path, kind: str, tamper) -> None:
+    """Each of these files crashed the process the first time the model ran a prediction (segmentation
+    fault), though only trusted types are in it: the tree check trusted the tree's own feature count,
+    did not look inside object arrays, took the last of a boosted tree's holders, and trusted a boosted
+    model's claimed feature count where its own encoder, not that count, shapes the rows."""
+    models, _ = candidate_models(rows=200)
+    model = models[kind]
+    tamper(model)
+    path = tmp_path / records.SKOPS_MODEL_FILE
+    path.write_bytes(modelfiles.model_bytes(model))
+
+    with pytest.raises(modelfiles.ModelFileError, match="without bounds checks"):
+        modelfiles.read_model(path, None)
+
+
+def test_a_model_that_fails_its_own_self_check_is_a_load_error_not_a_crash(tmp_path: Path) -> None:
+    """A file of trusted types whose boosted model gives one column of probabilities: Treelite compiles it,
+    scikit-learn's self-check raised IndexError, which ModelHolder does not treat as a load error, so
+    create_app raised (a gunicorn worker could not start) or every request answered 500 instead of the
+    older version serving."""
+    import compiledmodel
+    import requestinput
+    from sklearn._loss.loss import HalfMultinomialLoss
+
+    models, X = candidate_models(rows=200)
+    model = models["hist_gradient_boosting"]
+    model.estimator_.named_steps["classifier"]._loss = HalfMultinomialLoss(n_classes=1)
+    path = tmp_path / records.SKOPS_MODEL_FILE
+    path.write_bytes(modelfiles.model_bytes(model))
+    loaded = modelfiles.read_model(path, None)  # trusted types, sound trees: it loads
+
+    with pytest.raises(versionstore.LOAD_ERRORS, match="cannot score its reference rows"):
+        compiledmodel.build_scorer(loaded, requestinput.Schema(("activity", "employees"), ("region",), ()), X)

@@ -290,3 +290,38 @@ def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
         tracemalloc.stop()
         training._DATA_CACHE.clear()
     assert left < 0.25 * X.memory_usage(deep=True).sum()
+
+
+@pytest.mark.slow
+def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(ingested: Config, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed while its workers map the snapshot never removes its scratch folder (the size of the
+    training frame, in the temp folder); the next training run does, and leaves a live run's alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    code = f"import training, settings; training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
+    project_dir = os.path.dirname(os.path.abspath(training.__file__))
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob("*/training-frame.joblib")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the run and its worker processes
+        process.wait()
+    left = [path.parent for path in temp.glob("*/training-frame.joblib")]
+    assert len(left) == 1, "the run was killed while its snapshot existed"
+    live = temp / f"risk-training-{os.getppid()}-abcd1234"  # a run still going: not ours to remove
+    live.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    training.train_model(ingested, workers=2)
+
+    assert not left[0].exists() and live.is_dir()
+    assert [path.name for path in temp.iterdir()] == [live.name], "and this run removed its own"
