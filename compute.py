@@ -17,6 +17,8 @@ unless ``dask_fallback_local`` is true: then the work runs locally and the resul
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import socket
@@ -41,6 +43,31 @@ def single_threaded() -> Any:
     from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
     return threadpool_limits(limits=1)
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and give the C heap's free pages back to the system.
+
+    glibc keeps freed memory for reuse, so after a fit a worker process stays at its
+    high-water mark, and the next fit (or the other worker) adds to it; Dask's workers trim
+    their heap for the same reason. Elsewhere than glibc this only collects garbage."""
+    # SciPy's optimiser (logistic regression) leaves a reference cycle holding a fit's encoded matrix.
+    gc.collect(1)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim() -> Any:
+    if "trim" not in _LIBC:
+        try:
+            _LIBC["trim"] = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _LIBC["trim"] = None
+    return _LIBC["trim"]
+
+
+_LIBC: dict[str, Any] = {}
 
 
 def usable_cores() -> int:

@@ -20,10 +20,12 @@ does not beat both is *uninformative* and is never chosen over an informative on
 the configured metric (within the standard error of the best candidate's fold scores) go
 to the higher out-of-fold ROC AUC, then to the simpler model (the order of SEARCH_SPACE).
 
-Fits run single-threaded, side by side: in worker processes when the data is large enough
-(they memory-map one snapshot of the feature frame, not a copy each), or on the Dask cluster
-at ``dask_scheduler_address``, whose workers read the master from the shared file system
-(see compute.py). The result does not depend on where they ran.
+The preprocessing has no seed, so every candidate of a fold gets the same encoding
+(``encode_fold``). Fits run single-threaded, side by side: in worker processes when the data
+is large enough (this process encodes each fold once and the workers memory-map it, one
+copy for all of them; see ``FoldFiles``), or on the Dask cluster at
+``dask_scheduler_address``, whose workers read the master from the shared file system and
+encode their folds themselves (see compute.py). The result does not depend on where they ran.
 
 Saves ``trainedmodel.skops`` (see modelfiles.py) and ``trainedmodel.json`` (parameters, the fold scores, time and
 judgement of every candidate and setting, features and their types, data hash, package
@@ -32,7 +34,6 @@ versions, time taken, warnings).
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import logging
 import math
@@ -54,7 +55,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import FixedThresholdClassifier, StratifiedKFold
+from sklearn.model_selection import FixedThresholdClassifier, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -93,6 +94,7 @@ SCREEN_FOLDS = 2  # every setting is scored on this many folds before the losers
 FOREST_TREES = 100
 FOREST_ROWS_PER_TREE = 2000  # each tree sees at most this many rows: a forest costs about what boosting does
 EARLY_STOPPING_MIN_ROWS = 2000  # below this a 10% validation split is too small to stop on
+VALIDATION_FRACTION = 0.1
 PARALLEL_MIN_ROWS = 10_000  # below this, starting worker processes costs more than it saves
 CHANCE_Z = 1.645  # one-sided 5%: an out-of-fold ROC AUC this many null standard errors above 0.5
 # Relative cost of one fit, for starting the longest first (measured on 21,000 rows, single-threaded).
@@ -118,11 +120,9 @@ def feature_types(config: Config, kinds: dict[str, str]) -> dict[str, list[str]]
     }
 
 
-def build_pipeline(
-    name: str, features: dict[str, list[str]], seed: int, params: dict[str, Any] | None = None, rows: int = 0
-) -> Pipeline:
-    """The preprocessing and classifier ``name`` with ``params`` (default: its first setting),
-    sized for ``rows`` training rows."""
+def build_preprocess(features: dict[str, list[str]]) -> ColumnTransformer:
+    """Median imputation (with missing-value indicators) and scaling for numeric features,
+    imputation and one-hot encoding for categorical ones."""
     numeric = Pipeline(
         [("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())]
     )
@@ -137,11 +137,22 @@ def build_pipeline(
         transformers.append(("numeric", numeric, features["numeric"]))
     if features["categorical"]:
         transformers.append(("categorical", categorical, features["categorical"]))
-    preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+
+
+def build_pipeline(
+    name: str, features: dict[str, list[str]], seed: int, params: dict[str, Any] | None = None, rows: int = 0
+) -> Pipeline:
+    """The preprocessing and classifier ``name`` with ``params`` (default: its first setting),
+    sized for ``rows`` training rows."""
+    return Pipeline([("preprocess", build_preprocess(features)), ("classifier", build_classifier(name, seed, params, rows))])
+
+
+def build_classifier(name: str, seed: int, params: dict[str, Any] | None = None, rows: int = 0) -> Any:
+    """Classifier ``name`` with ``params`` (default: its first setting), sized for ``rows`` training rows."""
     if name not in SEARCH_SPACE:
         raise ConfigError(f"candidate_models: unknown model {name!r}")
-    setting = SEARCH_SPACE[name][0] if params is None else params
-    return Pipeline([("preprocess", preprocess), ("classifier", _classifier(name, seed, setting, rows))])
+    return _classifier(name, seed, SEARCH_SPACE[name][0] if params is None else params, rows)
 
 
 def _classifier(name: str, seed: int, params: dict[str, Any], rows: int) -> Any:
@@ -185,14 +196,91 @@ class SoftVotingBlend(ClassifierMixin, BaseEstimator):
 
 
 @dataclass(frozen=True)
-class TrainingData:
-    """What a fit needs to rebuild the training frame where it runs.
+class EncodedFold:
+    """One fold's training rows through the fitted preprocessing, ready for any classifier.
 
-    With ``master`` set, a worker reads the master CSV from the (shared) file system once and
-    keeps it for its next fits; the file's size and modification time must match, so that
-    every fit sees the same rows. With ``snapshot`` set (worker processes on this machine),
-    every fit memory-maps the one copy of the feature frame this process wrote: its numeric
-    columns are shared pages, not a copy per worker. Otherwise the frame travels with the task.
+    The rows are ordered with the early-stopping validation rows last (``validation`` of
+    them; 0 when the fold is too small to stop on), so that gradient boosting takes both
+    parts as views of one matrix instead of copying it to split it."""
+
+    preprocess: ColumnTransformer  # fitted on the fold's training rows
+    encoded: np.ndarray
+    labels: np.ndarray
+    validation: int
+    held_out: np.ndarray | None  # the fold's test rows, encoded; None for the refit on all rows
+
+
+def encode_fold(X: pd.DataFrame, y: np.ndarray, features: dict[str, list[str]], fold: int | None, seed: int, splits: int) -> EncodedFold:
+    """Fit the preprocessing on ``fold``'s training rows (all rows when None) and encode them.
+
+    Every candidate of a fold gets the same encoding (the preprocessing has no seed), so it is
+    computed once per fold where worker processes share it; the result is the same either way."""
+    if fold is None:
+        rows, test_rows = np.arange(len(y)), None
+    else:
+        rows, test_rows = _fold_indices(y, splits, seed)[fold]
+    rows, validation = _validation_last(rows, y, seed)
+    preprocess = build_preprocess(features)
+    encoded = _fit_transform_lean(preprocess, X.iloc[rows], y[rows])
+    held_out = None if test_rows is None else preprocess.transform(X.iloc[test_rows])
+    return EncodedFold(preprocess, encoded, y[rows], validation, held_out)
+
+
+def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    """``rows`` reordered so that gradient boosting's early-stopping validation rows come last,
+    and their count: a stratified 10% split from the seed, where boosting stops early."""
+    if len(rows) < EARLY_STOPPING_MIN_ROWS:
+        return rows, 0
+    fit_part, validation = train_test_split(rows, test_size=VALIDATION_FRACTION, stratify=y[rows], random_state=seed)
+    return np.concatenate([fit_part, validation]), len(validation)
+
+
+def _fit_transform_lean(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """``preprocess.fit_transform(X, y)``, with median imputation computed column by column.
+
+    ``SimpleImputer(strategy="median")`` takes ``np.ma.median`` of the whole block at once,
+    about 4x the block's memory on top of it; per column the statistics are equal (tested),
+    and the fitted imputer says "median" again afterwards, so the model is the same object."""
+    for step in _steps(preprocess):
+        if isinstance(step, SimpleImputer) and step.strategy == "median":
+            step.set_params(strategy=_median_or_nan)
+    try:
+        return preprocess.fit_transform(X, y)
+    finally:  # the column transformer's fitted clones too
+        for step in _steps(preprocess):
+            if isinstance(step, SimpleImputer) and step.strategy is _median_or_nan:
+                step.set_params(strategy="median")
+
+
+def _steps(estimator: Any) -> list[Any]:
+    """Every estimator inside ``estimator`` (pipelines, column transformers, fitted or not)."""
+    found, pending = [], [estimator]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        if isinstance(current, Pipeline):
+            pending.extend(step for _, step in current.steps)
+        elif isinstance(current, ColumnTransformer):
+            pending.extend(step for _, step, _ in current.transformers)
+            pending.extend(step for _, step, _ in getattr(current, "transformers_", []))
+    return found
+
+
+def _median_or_nan(values: np.ndarray) -> float:
+    # An all-missing column: NaN, as strategy="median" gives (the column is then dropped), without numpy's warning.
+    return float(np.median(values)) if values.size else math.nan
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Where a fit finds its encoded fold.
+
+    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold this
+    process encoded and wrote there (FoldFiles): one shared copy, not one per worker. With
+    ``master`` set (a Dask worker), it reads the master CSV from the (shared) file system once,
+    keeps it for its next fits, and encodes the fold itself; the file's size and modification
+    time must match, so that every fit sees the same rows. Otherwise the frame travels with
+    the task (or is this process's own) and the fit encodes its fold from it.
     """
 
     features: dict[str, list[str]]
@@ -202,16 +290,19 @@ class TrainingData:
     master: str | None = None
     stamp: tuple[int, int] | None = None
     frame: pd.DataFrame | None = None
-    snapshot: str | None = None
+    folds: str | None = None
 
     @property
     def key(self) -> tuple:
         return (self.master, self.stamp, id(self.frame) if self.frame is not None else None)
 
+    def encoded(self, fold: int | None, seed: int, splits: int) -> EncodedFold:
+        if self.folds is not None:
+            return FoldFiles.read(Path(self.folds), fold)
+        X, y = self.load()
+        return encode_fold(X, y, self.features, fold, seed, splits)
+
     def load(self) -> tuple[pd.DataFrame, np.ndarray]:
-        if self.snapshot is not None:
-            # Not cached: an idle worker must not keep the mapping (of a deleted file) open.
-            return joblib.load(self.snapshot, mmap_mode="r")
         cached = _DATA_CACHE.get("data")
         if cached is not None and cached[0] == self.key:
             return cached[1], cached[2]
@@ -242,35 +333,81 @@ def _stamp(path: Path) -> tuple[int, int]:
     return status.st_size, status.st_mtime_ns
 
 
+class FoldFiles:
+    """The encoded folds that local worker processes memory-map, written by this process.
+
+    The frame waits in a snapshot (``training-frame.joblib``, memory-mapped while a round's
+    folds are encoded, then let go); a round's folds are written before its fits start and
+    removed after. So this process holds no copy of the frame while the workers fit, and the
+    scratch folder holds the snapshot and at most one round's folds (about 8 bytes per
+    encoded cell each)."""
+
+    def __init__(self, X: pd.DataFrame, y: np.ndarray, features: dict[str, list[str]], seed: int, splits: int, folder: Path):
+        self.snapshot = folder / "training-frame.joblib"
+        joblib.dump((X, y), self.snapshot)
+        self.features, self.seed, self.splits, self.folder = features, seed, splits, folder
+        self.written: set[int | None] = set()
+
+    def write(self, folds: set[int | None]) -> None:
+        missing = sorted(folds - self.written, key=lambda f: -1 if f is None else f)
+        if not missing:
+            return
+        X, y = joblib.load(self.snapshot, mmap_mode="r")
+        for fold in missing:
+            encoded = encode_fold(X, y, self.features, fold, self.seed, self.splits)
+            arrays, preprocess = self._paths(self.folder, fold)
+            joblib.dump((encoded.encoded, encoded.labels, encoded.validation, encoded.held_out), arrays)
+            joblib.dump(encoded.preprocess, preprocess)
+            self.written.add(fold)
+            del encoded
+        del X, y
+        compute.release_freed_memory()
+
+    def remove(self) -> None:
+        for fold in self.written:
+            for path in self._paths(self.folder, fold):
+                path.unlink(missing_ok=True)
+        self.written.clear()
+
+    @staticmethod
+    def read(folder: Path, fold: int | None) -> EncodedFold:
+        arrays, preprocess = FoldFiles._paths(folder, fold)
+        encoded, labels, validation, held_out = joblib.load(arrays, mmap_mode="r")
+        # Not memory-mapped: a refit sends its fitted preprocessing back in the pipeline.
+        return EncodedFold(joblib.load(preprocess), encoded, labels, validation, held_out)
+
+    @staticmethod
+    def _paths(folder: Path, fold: int | None) -> tuple[Path, Path]:
+        name = "all" if fold is None else f"fold-{fold}"
+        return folder / f"{name}.joblib", folder / f"{name}-preprocess.joblib"
+
+
 def _fit_task(source: TrainingData, name: str, params: dict[str, Any], seed: int, splits: int, fold: int | None) -> dict[str, Any]:
     """Fit one setting on one fold's training rows (or all rows when ``fold`` is None).
 
     Returns the fold's out-of-fold risk scores, or the fitted pipeline, with the seconds the
     fit took and where it ran.
     """
-    X, y = source.load()
     started = time.perf_counter()
+    data = source.encoded(fold, seed, splits)
+    classifier = _classifier(name, seed, params, len(data.labels))
+    _fit_classifier(classifier, data)
     if fold is None:
-        pipeline = _fit_in_stages(build_pipeline(name, source.features, seed, params, rows=len(y)), X, y)
-        outcome = {"pipeline": pipeline}
+        outcome: dict[str, Any] = {"pipeline": Pipeline([("preprocess", data.preprocess), ("classifier", classifier)])}
     else:
-        train_index, test_index = _fold_indices(y, splits, seed)[fold]
-        pipeline = build_pipeline(name, source.features, seed, params, rows=len(train_index))
-        _fit_in_stages(pipeline, X, y, train_index)
-        outcome = {"risk": pipeline.predict_proba(X.iloc[test_index])[:, 1]}
-        del pipeline
-    # SciPy's optimiser (logistic regression) leaves a reference cycle holding the fold's
-    # encoded matrix; collected at once, it does not pile up over a worker's fits.
-    gc.collect(1)
+        outcome = {"risk": np.asarray(classifier.predict_proba(data.held_out)[:, 1])}
+    del data, classifier
+    compute.release_freed_memory()  # what this fit freed does not stay with the worker
     return {**outcome, "seconds": time.perf_counter() - started, "worker": _where()}
 
 
-def _fit_in_stages(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None = None) -> Pipeline:
-    """``pipeline.fit`` on ``rows`` of X (all rows when None), the same computation, but the
-    fold's copy of the frame is freed before the classifier fits on its encoding."""
-    encoded = pipeline[:-1].fit_transform(X if rows is None else X.iloc[rows], y if rows is None else y[rows])
-    pipeline[-1].fit(encoded, y if rows is None else y[rows])
-    return pipeline
+def _fit_classifier(classifier: Any, data: EncodedFold) -> None:
+    """Fit on the encoded rows; gradient boosting stops early on the validation rows at their end."""
+    if isinstance(classifier, HistGradientBoostingClassifier) and classifier.early_stopping is True and data.validation:
+        cut = len(data.labels) - data.validation
+        classifier.fit(data.encoded[:cut], data.labels[:cut], X_val=data.encoded[cut:], y_val=data.labels[cut:])
+    else:
+        classifier.fit(data.encoded, data.labels)
 
 
 def _where() -> str:
@@ -435,11 +572,11 @@ def train_model(
     with compute.open_runner(config, parallel=parallel, workers=workers) as runner, tempfile.TemporaryDirectory(
         prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True
     ) as scratch:
-        source, y = _training_data(config, data, master, kinds, features, runner, Path(scratch))
+        source, y, files = _training_data(config, data, master, kinds, features, runner, Path(scratch))
         _check_trainable(y, config)
         seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
         folds = _fold_indices(y, splits, seed)
-        candidates, final, fits, chosen, selection = _cross_validate(runner, source, y, folds, config)
+        candidates, final, fits, chosen, selection = _cross_validate(_Fitter(runner, source, files, seed, splits), y, folds, config)
         compute_used = runner.describe()
     _DATA_CACHE.clear()  # this process's copy of the frame is not needed any more
     model = _final_model(chosen, candidates, final)
@@ -481,30 +618,30 @@ def _training_data(
     features: dict[str, list[str]],
     runner: compute.Runner,
     scratch: Path,
-) -> tuple[TrainingData, np.ndarray]:
-    """Where the fits read the data, and the labels (all this process needs itself).
-
-    Worker processes on this machine memory-map a snapshot written to ``scratch``."""
+) -> tuple[TrainingData, np.ndarray, FoldFiles | None]:
+    """Where the fits find their data, the labels, and (worker processes on this machine) the
+    fold files this process writes for them into ``scratch``."""
     common = {"features": features, "kinds": kinds, "target": config.target, "positive_label": config.positive_label}
     if data is not None:
         if config.target not in data.columns:
             raise TrainingError(f"target column {config.target!r} is not in the training data")
         source = TrainingData(**common, frame=data)
-        if runner.backend == "processes":
-            return _snapshot(source, scratch)
-        X, y = source.load()
-        return source, y
-    if not master.exists():
-        raise FileNotFoundError(f"no master dataset yet in {config.output_folder}: run ingestion first")
-    source = TrainingData(**common, master=str(master), stamp=_stamp(master))
-    if runner.backend == "local":
-        X, y = source.load()  # the fits run here: read it once, for them too
-        return source, y
+    else:
+        if not master.exists():
+            raise FileNotFoundError(f"no master dataset yet in {config.output_folder}: run ingestion first")
+        source = TrainingData(**common, master=str(master), stamp=_stamp(master))
+    if runner.backend == "dask":
+        # The workers read the master themselves; this process needs the labels only.
+        if data is not None:
+            return source, binary_target(data[config.target], config.positive_label), None
+        target = read_typed_csv(master, kinds, usecols=[config.target])
+        return source, binary_target(target[config.target], config.positive_label), None
+    X, y = source.load()  # read once, here: the fits (or the fold files) come from it
     if runner.backend == "processes":
-        return _snapshot(source, scratch)
-    # The workers read the master themselves; this process needs the labels only.
-    target = read_typed_csv(master, kinds, usecols=[config.target])
-    return source, binary_target(target[config.target], config.positive_label)
+        files = FoldFiles(X, y, features, config["random_seed"], config["cv_folds"], scratch)
+        _DATA_CACHE.clear()  # the snapshot has it now
+        return dataclasses.replace(source, frame=None, master=None, folds=str(scratch)), y, files
+    return source, y, None
 
 
 def remove_stale_scratch(folder: Path | None = None) -> list[Path]:
@@ -525,36 +662,24 @@ def remove_stale_scratch(folder: Path | None = None) -> list[Path]:
     return removed
 
 
-def _snapshot(source: TrainingData, scratch: Path) -> tuple[TrainingData, np.ndarray]:
-    """Read the frame once here and write it where the worker processes memory-map it.
-
-    Each worker held its own copy of the frame before (and read the CSV for it); now the
-    numeric columns are one set of shared pages, and this process keeps the labels only."""
-    X, y = source.load()
-    path = scratch / "training-frame.joblib"
-    joblib.dump((X, y), path)
-    _DATA_CACHE.clear()
-    return dataclasses.replace(source, frame=None, snapshot=str(path)), y
-
-
 def _cross_validate(
-    runner: compute.Runner, source: TrainingData, y: np.ndarray, folds: list, config: Config
+    fitter: _Fitter, y: np.ndarray, folds: list, config: Config
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Successive halving over the settings, the remaining folds of the kept ones, the refit.
 
     Returns the candidates' judgements, the refitted pipelines, the fit counts and times, and
     the choice with how it was made.
     """
-    seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
+    splits, metric = config["cv_folds"], config["metric"]
     costs = config["cost_matrix"]
     names = list(config["candidate_models"])
     screen = list(range(min(SCREEN_FOLDS, splits)))
     rest = [fold for fold in range(splits) if fold not in screen]
-    log: list[dict[str, Any]] = []
+    log = fitter.log
 
     # Round 1: every setting of every model on the screening folds.
     jobs = [(name, index, fold) for name in names for index in range(len(SEARCH_SPACE[name])) for fold in screen]
-    results = _run_fits(runner, source, jobs, seed, splits, log)
+    results = fitter.run(jobs)
     kept, searches = {}, {}
     for name in names:
         scored = []
@@ -572,7 +697,7 @@ def _cross_validate(
         kept[name], searches[name] = best, scored
 
     # Round 2: the kept settings on the remaining folds.
-    results.update(_run_fits(runner, source, [(name, kept[name], fold) for name in names for fold in rest], seed, splits, log))
+    results.update(fitter.run([(name, kept[name], fold) for name in names for fold in rest]))
 
     candidates: dict[str, dict[str, Any]] = {}
     risks = {}
@@ -612,7 +737,7 @@ def _cross_validate(
     # Round 3: refit on all rows what was chosen (a blend: each of its members).
     chosen, selection = choose(candidates, metric)
     needed = candidates[BLEND]["members"] if chosen == BLEND else [chosen]
-    results.update(_run_fits(runner, source, [(name, kept[name], None) for name in needed], seed, splits, log))
+    results.update(fitter.run([(name, kept[name], None) for name in needed]))
     final = {name: results[(name, kept[name], None)]["pipeline"] for name in needed}
     for name in needed:
         candidates[name]["refit_seconds"] = round(results[(name, kept[name], None)]["seconds"], 4)
@@ -628,15 +753,36 @@ def _cross_validate(
     return candidates, final, fits, chosen, selection
 
 
-def _run_fits(
-    runner: compute.Runner, source: TrainingData, jobs: list[tuple[str, int, int | None]], seed: int, splits: int, log: list
-) -> dict[tuple, dict[str, Any]]:
-    arguments = [(source, name, SEARCH_SPACE[name][index], seed, splits, fold) for name, index, fold in jobs]
-    costs = [FIT_COST[name] * (1.25 if fold is None else 1.0) for name, _, fold in jobs]
-    outcomes = runner.map(_fit_task, arguments, costs, name="fit")
-    for (name, index, fold), outcome in zip(jobs, outcomes):
-        log.append({"model": name, "setting": index, "fold": fold, "seconds": round(outcome["seconds"], 4), "worker": outcome["worker"]})
-    return dict(zip(jobs, outcomes))
+FOLD_PRIORITY = 100.0  # above any fit's cost: the fits of one fold run side by side, sharing its file
+
+
+@dataclass
+class _Fitter:
+    """Runs rounds of fits where the runner runs them, with the fold files they need."""
+
+    runner: compute.Runner
+    source: TrainingData
+    files: FoldFiles | None
+    seed: int
+    splits: int
+    log: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def run(self, jobs: list[tuple[str, int, int | None]]) -> dict[tuple, dict[str, Any]]:
+        folds = {fold for _, _, fold in jobs}
+        rank = {fold: position for position, fold in enumerate(sorted(folds, key=lambda f: -1 if f is None else f))}
+        arguments = [(self.source, name, SEARCH_SPACE[name][index], self.seed, self.splits, fold) for name, index, fold in jobs]
+        # Fold by fold, the longest fit of each first.
+        costs = [FIT_COST[name] * (1.25 if fold is None else 1.0) + FOLD_PRIORITY * (len(folds) - rank[fold]) for name, _, fold in jobs]
+        if self.files is not None:
+            self.files.write(folds)
+        try:
+            outcomes = self.runner.map(_fit_task, arguments, costs, name="fit")
+        finally:
+            if self.files is not None:
+                self.files.remove()  # no later round uses a fold of this one
+        for (name, index, fold), outcome in zip(jobs, outcomes):
+            self.log.append({"model": name, "setting": index, "fold": fold, "seconds": round(outcome["seconds"], 4), "worker": outcome["worker"]})
+        return dict(zip(jobs, outcomes))
 
 
 def _oof_risk(rows: int, by_fold: dict[int, np.ndarray], folds: list) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -237,34 +238,43 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
 
 
 @pytest.mark.slow
-def test_worker_processes_memory_map_one_snapshot_of_the_frame(ingested: Config, tmp_path) -> None:
+def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Config, tmp_path) -> None:
+    """Each fold is encoded once, here; the workers map that one copy instead of each encoding
+    (and holding) their own, and the encoding is the one a fit would make for itself."""
     import compute
 
     kinds = masterstore.column_kinds(ingested)
     master = masterstore.master_path(ingested)
+    features = training.feature_types(ingested, kinds)
     source = training.TrainingData(
-        features=training.feature_types(ingested, kinds), kinds=kinds, target="exited", positive_label=1,
-        master=str(master), stamp=training._stamp(master),
+        features=features, kinds=kinds, target="exited", positive_label=1, master=str(master), stamp=training._stamp(master),
     )
     X, y = source.load()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    expected = training.encode_fold(X, y, features, 1, 42, 5)
+    files = training.FoldFiles(X, y, features, 42, 5, scratch)
+    files.write({1, None})
+    assert sorted(p.name for p in scratch.iterdir()) == [
+        "all-preprocess.joblib", "all.joblib", "fold-1-preprocess.joblib", "fold-1.joblib", "training-frame.joblib",
+    ]
 
-    shared, labels = training._snapshot(source, tmp_path)
-
-    assert shared.snapshot and shared.frame is None and not training._DATA_CACHE, "this process keeps the labels only"
-    np.testing.assert_array_equal(labels, y)
-
-    def numeric_columns_are_mapped(snapshot: training.TrainingData) -> tuple:
-        frame, _ = snapshot.load()
-        values = frame[snapshot.features["numeric"][0]].to_numpy()
-        while values is not None and not isinstance(values, np.memmap):
-            values = values.base
-        return (values is not None, len(frame))
+    def mapped_fold(folder: str, fold: int) -> tuple:
+        data = training.FoldFiles.read(Path(folder), fold)
+        base = data.encoded
+        while base is not None and not isinstance(base, np.memmap):
+            base = base.base
+        return base is not None, np.asarray(data.encoded), np.asarray(data.held_out), data.validation
 
     with compute.local_runner(workers=2) as runner:
-        assert runner.map(numeric_columns_are_mapped, [(shared,), (shared,)]) == [(True, len(X)), (True, len(X))]
-    mapped, mapped_y = shared.load()
-    assert mapped.equals(X) and list(mapped.dtypes) == list(X.dtypes)
-    np.testing.assert_array_equal(mapped_y, y)
+        outcomes = runner.map(mapped_fold, [(str(scratch), 1), (str(scratch), 1)])
+    for is_mapped, encoded, held_out, validation in outcomes:
+        assert is_mapped
+        np.testing.assert_array_equal(encoded, expected.encoded)
+        np.testing.assert_array_equal(held_out, expected.held_out)
+        assert validation == expected.validation > 0
+    files.remove()
+    assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"], "a round's folds go once it is over"
 
 
 def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
