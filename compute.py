@@ -22,6 +22,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -87,6 +88,29 @@ class Runner:
     scheduler: str | None = None
     fallback_reason: str | None = None
     submitted: int = field(default=0)
+    _starting: threading.Thread | None = field(default=None, repr=False)
+
+    def start_in_background(self, warm: Callable[[], Any]) -> None:
+        """Start the local worker processes now, each running ``warm`` (which imports the
+        tasks' module), while this process goes on with its own work; ``map`` waits for them.
+        Worker processes take about a second to start and import scikit-learn."""
+        if self.backend != "processes" or self._starting is not None:
+            return
+        self._starting = threading.Thread(target=self._warm_up, args=(warm,), name="start-workers", daemon=True)
+        self._starting.start()
+
+    def _warm_up(self, warm: Callable[[], Any]) -> None:
+        from joblib import Parallel, delayed
+
+        try:
+            Parallel(n_jobs=self.workers, backend="loky")(delayed(warm)() for _ in range(self.workers))
+        except Exception as exc:  # noqa: BLE001 - the real tasks will meet (and report) the same problem
+            logger.debug("starting the worker processes ahead failed: %s", exc)
+
+    def _wait_for_workers(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
 
     def map(self, function: Callable[..., Any], arguments: list[tuple], costs: list[float] | None = None, name: str = "task") -> list[Any]:
         """``[function(*a) for a in arguments]``, run where this runner runs things.
@@ -96,6 +120,7 @@ class Runner:
         """
         order = sorted(range(len(arguments)), key=lambda i: -(costs[i] if costs else 0.0))
         self.submitted += len(arguments)
+        self._wait_for_workers()
         if self.backend == "dask":
             return self._map_dask(function, arguments, costs, name)
         if self.backend == "processes":
@@ -145,6 +170,7 @@ class Runner:
         }
 
     def close(self) -> None:
+        self._wait_for_workers()
         if self.client is not None:
             self.client.close()
             self.client = None

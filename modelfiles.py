@@ -60,6 +60,16 @@ def model_format(name: str | None) -> str | None:
     return FORMATS.get(name) if name else None
 
 
+def import_skops_in_background() -> None:
+    """Start importing skops in a thread. Its import takes about 0.6 s (it lists every
+    scikit-learn estimator to build its trusted types); training overlaps that with its
+    last fits, which leave a core idle, instead of adding it before the model is written."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=("skops.io",), name="import-skops", daemon=True).start()
+
+
 def model_bytes(model: Any) -> bytes:
     """``model`` as a skops file (deflated), refused if it holds a type this system would not load back."""
     import zipfile

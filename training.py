@@ -228,11 +228,19 @@ def encode_fold(X: pd.DataFrame, y: np.ndarray, features: dict[str, list[str]], 
 
 def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
     """``rows`` reordered so that gradient boosting's early-stopping validation rows come last,
-    and their count: a stratified 10% split from the seed, where boosting stops early."""
+    and their count (0 where the fold is too small to stop on, and the order is kept).
+
+    The split is the one ``HistGradientBoostingClassifier(random_state=seed)`` makes itself
+    (scikit-learn 1.7: stratified, ``validation_fraction`` of the rows, from the first number
+    its seed draws), so its models are the ones it fitted when it split the rows itself; a
+    test holds this to scikit-learn's own split."""
     if len(rows) < EARLY_STOPPING_MIN_ROWS:
         return rows, 0
-    fit_part, validation = train_test_split(rows, test_size=VALIDATION_FRACTION, stratify=y[rows], random_state=seed)
-    return np.concatenate([fit_part, validation]), len(validation)
+    split_seed = np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8")
+    fit_part, validation = train_test_split(
+        np.arange(len(rows)), test_size=VALIDATION_FRACTION, stratify=y[rows], random_state=split_seed
+    )
+    return np.concatenate([rows[fit_part], rows[validation]]), len(validation)
 
 
 def _fit_transform_lean(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
@@ -572,6 +580,7 @@ def train_model(
     with compute.open_runner(config, parallel=parallel, workers=workers) as runner, tempfile.TemporaryDirectory(
         prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True
     ) as scratch:
+        runner.start_in_background(_warm_task)  # the workers start while this process reads and encodes
         source, y, files = _training_data(config, data, master, kinds, features, runner, Path(scratch))
         _check_trainable(y, config)
         seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
@@ -735,6 +744,7 @@ def _cross_validate(
             "" if candidate["informative"] else " (uninformative)",
         )
     # Round 3: refit on all rows what was chosen (a blend: each of its members).
+    modelfiles.import_skops_in_background()  # save_model needs it next
     chosen, selection = choose(candidates, metric)
     needed = candidates[BLEND]["members"] if chosen == BLEND else [chosen]
     results.update(fitter.run([(name, kept[name], None) for name in needed]))

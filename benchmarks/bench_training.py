@@ -137,6 +137,10 @@ def training_memory(config_path: Path, workers: int) -> dict:
     import training
     from settings import load_config
 
+    import importlib
+
+    importlib.import_module("skops.io")  # training imports it (in the background) to write the model; imports are excluded
+
     config = load_config(config_path)
     data = masterstore.load_master(config)
     features = training.feature_types(config, masterstore.column_kinds(config))

@@ -335,3 +335,48 @@ def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(ingest
 
     assert not left[0].exists() and live.is_dir()
     assert [path.name for path in temp.iterdir()] == [live.name], "and this run removed its own"
+
+
+def test_boosting_gets_the_validation_rows_it_would_have_split_off_itself() -> None:
+    """Fitting on views of one matrix (validation rows last) must give the model scikit-learn
+    fits when it splits the rows itself: the same split, so the same trees. If scikit-learn
+    changes how it draws that split, this fails, and _validation_last must follow."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 6))
+    y = (X[:, 0] + 0.5 * rng.normal(size=3000) > 0.8).astype(int)
+    rows = np.arange(3000)[::-1].copy()  # a fold's rows, in no particular order
+    own = training._classifier("hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows))
+    own.fit(X[rows], y[rows])
+
+    ordered, validation = training._validation_last(rows, y, 42)
+    fold = training.EncodedFold(preprocess=None, encoded=X[ordered], labels=y[ordered], validation=validation, held_out=None)
+    views = training._classifier("hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows))
+    training._fit_classifier(views, fold)
+
+    assert validation == 300 and sorted(ordered) == sorted(rows)
+    assert own.n_iter_ == views.n_iter_ < 300, "early stopping stopped at the same tree"
+    np.testing.assert_array_equal(own.predict_proba(X), views.predict_proba(X))
+    np.testing.assert_array_equal(own.validation_score_, views.validation_score_)
+
+
+def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        n, m = int(rng.integers(1, 80)), int(rng.integers(1, 5))
+        block = np.round(rng.normal(size=(n, m)) * 10.0 ** rng.integers(-3, 4), int(rng.integers(0, 3)))
+        block[rng.random((n, m)) < rng.random()] = np.nan
+        block[0, 0] = 1.0  # at least one column has a value
+        frame = pd.DataFrame(block, columns=[f"x{i}" for i in range(m)])
+        features = {"numeric": list(frame.columns), "categorical": []}
+        expected = training.build_preprocess(features)
+        lean = training.build_preprocess(features)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Skipping features without any observed values"
+            want = expected.fit_transform(frame)
+            got = training._fit_transform_lean(lean, frame, np.zeros(n))
+        np.testing.assert_array_equal(got, want)
+        fitted = lean.named_transformers_["numeric"].named_steps["impute"]
+        assert fitted.strategy == "median", "the saved model says what it computed"
+        np.testing.assert_array_equal(fitted.statistics_, expected.named_transformers_["numeric"].named_steps["impute"].statistics_)
