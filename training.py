@@ -233,8 +233,9 @@ def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.nda
     The split is the one ``HistGradientBoostingClassifier(random_state=seed)`` makes itself
     (scikit-learn 1.7: stratified, ``validation_fraction`` of the rows, from the first number
     its seed draws), so its models are the ones it fitted when it split the rows itself; a
-    test holds this to scikit-learn's own split."""
-    if len(rows) < EARLY_STOPPING_MIN_ROWS:
+    test holds this to scikit-learn's own split. Where a class has a single row the split
+    cannot be stratified: the order is kept, and boosting splits (and fails) as it would alone."""
+    if len(rows) < EARLY_STOPPING_MIN_ROWS or np.bincount(y[rows], minlength=2).min() < 2:
         return rows, 0
     split_seed = np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8")
     fit_part, validation = train_test_split(

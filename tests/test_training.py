@@ -380,3 +380,16 @@ def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> Non
         fitted = lean.named_transformers_["numeric"].named_steps["impute"]
         assert fitted.strategy == "median", "the saved model says what it computed"
         np.testing.assert_array_equal(fitted.statistics_, expected.named_transformers_["numeric"].named_steps["impute"].statistics_)
+
+
+def test_a_fold_with_one_row_of_a_class_trains_models_that_do_not_stop_early(ingested: Config) -> None:
+    """Only gradient boosting splits off validation rows; a fold whose training rows hold one
+    row of a class cannot be split stratified, and must not stop a logistic regression."""
+    config = write_config(ingested.root, candidate_models=["logistic_regression"], cv_folds=2)
+    data = masterstore.load_master(config)
+    data["exited"] = 0
+    data.loc[data.index[:2], "exited"] = 1  # two positives: one in each fold's training rows
+
+    model, metadata = training.train_model(config, data=data, workers=1)
+
+    assert metadata["training_positives"] == 2 and metadata["model"] == "logistic_regression"
