@@ -353,7 +353,7 @@ class FoldFiles:
 
     def __init__(self, X: pd.DataFrame, y: np.ndarray, features: dict[str, list[str]], seed: int, splits: int, folder: Path):
         self.snapshot = folder / "training-frame.joblib"
-        joblib.dump((X, y), self.snapshot)
+        _dump((X, y), self.snapshot)
         self.features, self.seed, self.splits, self.folder = features, seed, splits, folder
         self.written: set[int | None] = set()
 
@@ -365,8 +365,8 @@ class FoldFiles:
         for fold in missing:
             encoded = encode_fold(X, y, self.features, fold, self.seed, self.splits)
             arrays, preprocess = self._paths(self.folder, fold)
-            joblib.dump((encoded.encoded, encoded.labels, encoded.validation, encoded.held_out), arrays)
-            joblib.dump(encoded.preprocess, preprocess)
+            _dump((encoded.encoded, encoded.labels, encoded.validation, encoded.held_out), arrays)
+            _dump(encoded.preprocess, preprocess)
             self.written.add(fold)
             del encoded
         del X, y
@@ -389,6 +389,17 @@ class FoldFiles:
     def _paths(folder: Path, fold: int | None) -> tuple[Path, Path]:
         name = "all" if fold is None else f"fold-{fold}"
         return folder / f"{name}.joblib", folder / f"{name}-preprocess.joblib"
+
+
+def _dump(value: Any, path: Path) -> None:
+    """``joblib.dump``; a full or unwritable temp folder is a TrainingError naming it, not a traceback."""
+    try:
+        joblib.dump(value, path)
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot write training's scratch file {path} ({exc.strerror or exc}): make room in {path.parent.parent} "
+            "or point TMPDIR at a folder with room for a copy of the training data and its encoded folds"
+        ) from exc
 
 
 def _fit_task(source: TrainingData, name: str, params: dict[str, Any], seed: int, splits: int, fold: int | None) -> dict[str, Any]:

@@ -393,3 +393,36 @@ def test_a_fold_with_one_row_of_a_class_trains_models_that_do_not_stop_early(ing
     model, metadata = training.train_model(config, data=data, workers=1)
 
     assert metadata["training_positives"] == 2 and metadata["model"] == "logistic_regression"
+
+
+@pytest.mark.slow
+def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(ingested: Config, tmp_path) -> None:
+    """A full temp folder (here: a file size limit) fails the run in one logged line naming
+    the folder and TMPDIR, as training.main reports its other errors, not with a traceback."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    more = masterstore.load_master(ingested)
+    more["corporation"] = more["corporation"] + "-b"
+    more.to_csv(ingested.input_folder / "2026-11_clients.csv", index=False)
+    ingestion.ingest_new_files(ingested)  # 15,000 rows: the fits run in worker processes, from files
+    temp = tmp_path / "temp"
+    temp.mkdir()
+
+    def small_files() -> None:  # writing past 64 kB fails as on a full disk (EFBIG, not a signal)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, 65_536))
+
+    project_dir = os.path.dirname(os.path.abspath(training.__file__))
+    done = subprocess.run(
+        [sys.executable, "training.py", "--config", str(ingested.path)], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)},
+        preexec_fn=small_files, capture_output=True, text=True, timeout=300,
+    )
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "TMPDIR" in done.stderr and str(temp) in done.stderr
+    assert list(temp.iterdir()) == [], "and its scratch folder is gone"
