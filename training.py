@@ -234,7 +234,7 @@ def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.nda
     (scikit-learn 1.7: stratified, ``validation_fraction`` of the rows, from the first number
     its seed draws), so its models are the ones it fitted when it split the rows itself; a
     test holds this to scikit-learn's own split. Where a class has a single row the split
-    cannot be stratified: the order is kept, and boosting splits (and fails) as it would alone."""
+    cannot be stratified: the order is kept, and boosting does not stop early (_fit_classifier)."""
     if len(rows) < EARLY_STOPPING_MIN_ROWS or np.bincount(y[rows], minlength=2).min() < 2:
         return rows, 0
     split_seed = np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8")
@@ -422,12 +422,17 @@ def _fit_task(source: TrainingData, name: str, params: dict[str, Any], seed: int
 
 
 def _fit_classifier(classifier: Any, data: EncodedFold) -> None:
-    """Fit on the encoded rows; gradient boosting stops early on the validation rows at their end."""
-    if isinstance(classifier, HistGradientBoostingClassifier) and classifier.early_stopping is True and data.validation:
-        cut = len(data.labels) - data.validation
-        classifier.fit(data.encoded[:cut], data.labels[:cut], X_val=data.encoded[cut:], y_val=data.labels[cut:])
-    else:
-        classifier.fit(data.encoded, data.labels)
+    """Fit on the encoded rows; gradient boosting stops early on the validation rows at their end.
+
+    Rows holding a single row of a class have no stratified validation split (scikit-learn
+    raises drawing one): boosting is fitted on all of them, as on a fold too small to stop on."""
+    if isinstance(classifier, HistGradientBoostingClassifier) and classifier.early_stopping is True:
+        if data.validation:
+            cut = len(data.labels) - data.validation
+            classifier.fit(data.encoded[:cut], data.labels[:cut], X_val=data.encoded[cut:], y_val=data.labels[cut:])
+            return
+        classifier.set_params(early_stopping=False)
+    classifier.fit(data.encoded, data.labels)
 
 
 def _where() -> str:

@@ -426,3 +426,17 @@ def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(i
     assert "Traceback" not in done.stderr
     assert "TMPDIR" in done.stderr and str(temp) in done.stderr
     assert list(temp.iterdir()) == [], "and its scratch folder is gone"
+
+
+def test_boosting_on_a_fold_with_one_row_of_a_class_fits_without_early_stopping(ingested: Config) -> None:
+    """Such a fold has no stratified validation split to stop on (scikit-learn raises
+    ValueError drawing it); it is fitted in full, as on small folds, and the run goes on."""
+    config = write_config(ingested.root, candidate_models=["hist_gradient_boosting"], cv_folds=2)
+    data = masterstore.load_master(config)
+    data["exited"] = 0
+    data.loc[data.index[:2], "exited"] = 1
+
+    model, metadata = training.train_model(config, data=data, workers=1)
+
+    assert metadata["model"] == "hist_gradient_boosting" and len(metadata["candidates"]["hist_gradient_boosting"]["folds"]) == 2
+    assert model.estimator_.named_steps["classifier"].early_stopping is True, "the refit on all rows (two of each class) still stops early"
