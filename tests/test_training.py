@@ -440,3 +440,23 @@ def test_boosting_on_a_fold_with_one_row_of_a_class_fits_without_early_stopping(
 
     assert metadata["model"] == "hist_gradient_boosting" and len(metadata["candidates"]["hist_gradient_boosting"]["folds"]) == 2
     assert model.estimator_.named_steps["classifier"].early_stopping is True, "the refit on all rows (two of each class) still stops early"
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_local_model_where_only_the_refit_stops_early(ingested: Config) -> None:
+    """2,400 rows in 5 folds: each fold's 1,920 training rows are too few to stop on, all rows
+    are not; with a categorical feature and missing values. The fold files the workers map must
+    give what one process computes for itself."""
+    config = write_config(
+        ingested.root, candidate_models=["hist_gradient_boosting", "random_forest"], cv_folds=5, categorical_columns=["number_of_employees"],
+    )
+    data = masterstore.load_master(config).head(2400).copy()
+    data.loc[data.index[::7], "lastmonth_activity"] = np.nan
+
+    here_model, here = training.train_model(config, data=data, workers=1)
+    apart_model, apart = training.train_model(config, data=data, workers=2)
+
+    assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
+    assert without_timings(here["candidates"]) == without_timings(apart["candidates"]) and here["threshold"] == apart["threshold"]
+    X = scoring.feature_frame(data, here["features"])
+    np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-9)
