@@ -200,8 +200,8 @@ class EncodedFold:
     """One fold's training rows through the fitted preprocessing, ready for any classifier.
 
     The rows are ordered with the early-stopping validation rows last (``validation`` of
-    them; 0 when the fold is too small to stop on or holds a single row of a class), so that gradient boosting takes both
-    parts as views of one matrix instead of copying it to split it."""
+    them; 0 when the fold is too small to stop on or holds a single row of a class), so
+    that gradient boosting takes both parts as views of one matrix instead of copying it."""
 
     preprocess: ColumnTransformer  # fitted on the fold's training rows
     encoded: np.ndarray
