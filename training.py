@@ -200,8 +200,8 @@ class EncodedFold:
     """One fold's training rows through the fitted preprocessing, ready for any classifier.
 
     The rows are ordered with the early-stopping validation rows last (``validation`` of
-    them; 0 when the fold is too small to stop on), so that gradient boosting takes both
-    parts as views of one matrix instead of copying it to split it."""
+    them; 0 when the fold is too small to stop on or holds a single row of a class), so
+    that gradient boosting takes both parts as views of one matrix instead of copying it."""
 
     preprocess: ColumnTransformer  # fitted on the fold's training rows
     encoded: np.ndarray
@@ -233,8 +233,9 @@ def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.nda
     The split is the one ``HistGradientBoostingClassifier(random_state=seed)`` makes itself
     (scikit-learn 1.7: stratified, ``validation_fraction`` of the rows, from the first number
     its seed draws), so its models are the ones it fitted when it split the rows itself; a
-    test holds this to scikit-learn's own split."""
-    if len(rows) < EARLY_STOPPING_MIN_ROWS:
+    test holds this to scikit-learn's own split. Where a class has a single row the split
+    cannot be stratified: the order is kept, and boosting does not stop early (_fit_classifier)."""
+    if len(rows) < EARLY_STOPPING_MIN_ROWS or np.bincount(y[rows], minlength=2).min() < 2:
         return rows, 0
     split_seed = np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8")
     fit_part, validation = train_test_split(
@@ -352,7 +353,7 @@ class FoldFiles:
 
     def __init__(self, X: pd.DataFrame, y: np.ndarray, features: dict[str, list[str]], seed: int, splits: int, folder: Path):
         self.snapshot = folder / "training-frame.joblib"
-        joblib.dump((X, y), self.snapshot)
+        _dump((X, y), self.snapshot)
         self.features, self.seed, self.splits, self.folder = features, seed, splits, folder
         self.written: set[int | None] = set()
 
@@ -364,8 +365,8 @@ class FoldFiles:
         for fold in missing:
             encoded = encode_fold(X, y, self.features, fold, self.seed, self.splits)
             arrays, preprocess = self._paths(self.folder, fold)
-            joblib.dump((encoded.encoded, encoded.labels, encoded.validation, encoded.held_out), arrays)
-            joblib.dump(encoded.preprocess, preprocess)
+            _dump((encoded.encoded, encoded.labels, encoded.validation, encoded.held_out), arrays)
+            _dump(encoded.preprocess, preprocess)
             self.written.add(fold)
             del encoded
         del X, y
@@ -390,6 +391,17 @@ class FoldFiles:
         return folder / f"{name}.joblib", folder / f"{name}-preprocess.joblib"
 
 
+def _dump(value: Any, path: Path) -> None:
+    """``joblib.dump``; a full or unwritable temp folder is a TrainingError naming it, not a traceback."""
+    try:
+        joblib.dump(value, path)
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot write training's scratch file {path} ({exc.strerror or exc}): make room in {path.parent.parent} "
+            "or point TMPDIR at a folder with room for a copy of the training data and its encoded folds"
+        ) from exc
+
+
 def _fit_task(source: TrainingData, name: str, params: dict[str, Any], seed: int, splits: int, fold: int | None) -> dict[str, Any]:
     """Fit one setting on one fold's training rows (or all rows when ``fold`` is None).
 
@@ -410,12 +422,17 @@ def _fit_task(source: TrainingData, name: str, params: dict[str, Any], seed: int
 
 
 def _fit_classifier(classifier: Any, data: EncodedFold) -> None:
-    """Fit on the encoded rows; gradient boosting stops early on the validation rows at their end."""
-    if isinstance(classifier, HistGradientBoostingClassifier) and classifier.early_stopping is True and data.validation:
-        cut = len(data.labels) - data.validation
-        classifier.fit(data.encoded[:cut], data.labels[:cut], X_val=data.encoded[cut:], y_val=data.labels[cut:])
-    else:
-        classifier.fit(data.encoded, data.labels)
+    """Fit on the encoded rows; gradient boosting stops early on the validation rows at their end.
+
+    Rows holding a single row of a class have no stratified validation split (scikit-learn
+    raises drawing one): boosting is fitted on all of them, as on a fold too small to stop on."""
+    if isinstance(classifier, HistGradientBoostingClassifier) and classifier.early_stopping is True:
+        if data.validation:
+            cut = len(data.labels) - data.validation
+            classifier.fit(data.encoded[:cut], data.labels[:cut], X_val=data.encoded[cut:], y_val=data.labels[cut:])
+            return
+        classifier.set_params(early_stopping=False)
+    classifier.fit(data.encoded, data.labels)
 
 
 def _where() -> str:

@@ -380,3 +380,83 @@ def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> Non
         fitted = lean.named_transformers_["numeric"].named_steps["impute"]
         assert fitted.strategy == "median", "the saved model says what it computed"
         np.testing.assert_array_equal(fitted.statistics_, expected.named_transformers_["numeric"].named_steps["impute"].statistics_)
+
+
+def test_a_fold_with_one_row_of_a_class_trains_models_that_do_not_stop_early(ingested: Config) -> None:
+    """Only gradient boosting splits off validation rows; a fold whose training rows hold one
+    row of a class cannot be split stratified, and must not stop a logistic regression."""
+    config = write_config(ingested.root, candidate_models=["logistic_regression"], cv_folds=2)
+    data = masterstore.load_master(config)
+    data["exited"] = 0
+    data.loc[data.index[:2], "exited"] = 1  # two positives: one in each fold's training rows
+
+    model, metadata = training.train_model(config, data=data, workers=1)
+
+    assert metadata["training_positives"] == 2 and metadata["model"] == "logistic_regression"
+
+
+@pytest.mark.slow
+def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(ingested: Config, tmp_path) -> None:
+    """A full temp folder (here: a file size limit) fails the run in one logged line naming
+    the folder and TMPDIR, as training.main reports its other errors, not with a traceback."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    more = masterstore.load_master(ingested)
+    more["corporation"] = more["corporation"] + "-b"
+    more.to_csv(ingested.input_folder / "2026-11_clients.csv", index=False)
+    ingestion.ingest_new_files(ingested)  # 15,000 rows: the fits run in worker processes, from files
+    temp = tmp_path / "temp"
+    temp.mkdir()
+
+    def small_files() -> None:  # writing past 64 kB fails as on a full disk (EFBIG, not a signal)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, 65_536))
+
+    project_dir = os.path.dirname(os.path.abspath(training.__file__))
+    done = subprocess.run(
+        [sys.executable, "training.py", "--config", str(ingested.path)], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)},
+        preexec_fn=small_files, capture_output=True, text=True, timeout=300,
+    )
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "TMPDIR" in done.stderr and str(temp) in done.stderr
+    assert list(temp.iterdir()) == [], "and its scratch folder is gone"
+
+
+def test_boosting_on_a_fold_with_one_row_of_a_class_fits_without_early_stopping(ingested: Config) -> None:
+    """Such a fold has no stratified validation split to stop on (scikit-learn raises
+    ValueError drawing it); it is fitted in full, as on small folds, and the run goes on."""
+    config = write_config(ingested.root, candidate_models=["hist_gradient_boosting"], cv_folds=2)
+    data = masterstore.load_master(config)
+    data["exited"] = 0
+    data.loc[data.index[:2], "exited"] = 1
+
+    model, metadata = training.train_model(config, data=data, workers=1)
+
+    assert metadata["model"] == "hist_gradient_boosting" and len(metadata["candidates"]["hist_gradient_boosting"]["folds"]) == 2
+    assert model.estimator_.named_steps["classifier"].early_stopping is True, "the refit on all rows (two of each class) still stops early"
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_local_model_where_only_the_refit_stops_early(ingested: Config) -> None:
+    """2,400 rows in 5 folds: each fold's 1,920 training rows are too few to stop on, all rows
+    are not; with a categorical feature and missing values. The fold files the workers map must
+    give what one process computes for itself."""
+    config = write_config(
+        ingested.root, candidate_models=["hist_gradient_boosting", "random_forest"], cv_folds=5, categorical_columns=["number_of_employees"],
+    )
+    data = masterstore.load_master(config).head(2400).copy()
+    data.loc[data.index[::7], "lastmonth_activity"] = np.nan
+
+    here_model, here = training.train_model(config, data=data, workers=1)
+    apart_model, apart = training.train_model(config, data=data, workers=2)
+
+    assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
+    assert without_timings(here["candidates"]) == without_timings(apart["candidates"]) and here["threshold"] == apart["threshold"]
+    X = scoring.feature_frame(data, here["features"])
+    np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-9)
