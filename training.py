@@ -145,14 +145,10 @@ def build_pipeline(
 ) -> Pipeline:
     """The preprocessing and classifier ``name`` with ``params`` (default: its first setting),
     sized for ``rows`` training rows."""
-    return Pipeline([("preprocess", build_preprocess(features)), ("classifier", build_classifier(name, seed, params, rows))])
-
-
-def build_classifier(name: str, seed: int, params: dict[str, Any] | None = None, rows: int = 0) -> Any:
-    """Classifier ``name`` with ``params`` (default: its first setting), sized for ``rows`` training rows."""
     if name not in SEARCH_SPACE:
         raise ConfigError(f"candidate_models: unknown model {name!r}")
-    return _classifier(name, seed, SEARCH_SPACE[name][0] if params is None else params, rows)
+    classifier = _classifier(name, seed, SEARCH_SPACE[name][0] if params is None else params, rows)
+    return Pipeline([("preprocess", build_preprocess(features)), ("classifier", classifier)])
 
 
 def _classifier(name: str, seed: int, params: dict[str, Any], rows: int) -> Any:
