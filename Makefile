@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config.json
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help install data ingest train score deploy versions inventory approve reject verify-audit rollback activate diagnostics report run demo-drift serve apicalls test test-fast bench clean
+.PHONY: help install data ingest train score deploy versions inventory approve reject verify-audit rollback activate diagnostics report run demo-drift serve apicalls lint test test-fast bench clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,6 +19,10 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the pinned requirements
+
+$(DEV_STAMP): requirements-dev.txt $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(DEV_STAMP)
 
 data: $(STAMP) ## Make the sample data where it is absent (deterministic)
 	$(PY) sampledata.py --config $(CONFIG)
@@ -79,10 +84,15 @@ serve: $(STAMP) ## Serve the API and the Risk-O-Meter page under gunicorn (127.0
 apicalls: $(STAMP) ## Call every endpoint of the running API (make serve); answers in apireturns.txt
 	$(PY) apicalls.py --config $(CONFIG)
 
-test: $(STAMP) ## Run the test suite
+lint: $(DEV_STAMP) ## ruff (check and format) and import-linter's layers contract (pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint ## Lint, then run the test suite
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## The edit-test loop: the tests not marked slow (3.5 min where make test took 14, same 2 busy cores)
+test-fast: $(DEV_STAMP) ## The edit-test loop: the tests not marked slow (3.5 min where make test took 14, same 2 busy cores)
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP) ## Run the benchmarks and print ratios against same-run baselines

@@ -8,155 +8,21 @@ answer, or a status other than 2xx. ``/summarystats`` and ``/diagnostics`` answe
 ``python diagnostics.py`` has run for the served version, and that counts as a failure: the
 system is not fully up.
 """
+
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import requests
-
-from fsutil import atomic_write_text, install_log_handlers
-from records import API_RETURNS_FILE, csv_files
-from settings import Config, ConfigError, load_config, script_parser
+from risk.api.client import render, run_calls
+from risk.core.artefacts import API_RETURNS_FILE
+from risk.core.files import atomic_write_text
+from risk.core.logs import install_log_handlers
+from risk.core.settings import ConfigError, load_config, script_parser
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_ROWS = 3
-METRICS_LINES = 40  # of the Prometheus text kept in the file; the rest is counted
-PREDICTION_ROWS = 5  # of each batch answer kept in the file; the rest is counted
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    purpose: str
-    json: Any = None
-    data: bytes | None = None
-    content_type: str | None = None
-
-
-@dataclass
-class Answer:
-    call: Call
-    status: int | None
-    seconds: float
-    body: str
-    version: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-
-def sample_records(config: Config, rows: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
-    """A few rows of the first test-data CSV, as JSON records (numbers as numbers, empty as null)."""
-    files = csv_files(config.test_data_folder)
-    if not files:
-        return []
-    with open(files[0], newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        records = [row for _, row in zip(range(rows), reader)]
-    return [{name.strip(): _json_value(value) for name, value in record.items() if name} for record in records]
-
-
-def _json_value(text: str | None) -> Any:
-    if text is None or not text.strip():
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
-
-
-def sample_csv(config: Config) -> tuple[str, bytes] | None:
-    files = csv_files(config.test_data_folder)
-    return (files[0].name, files[0].read_bytes()) if files else None
-
-
-def planned_calls(config: Config) -> list[Call]:
-    """Every endpoint, and /prediction in each input shape the API takes."""
-    calls = [
-        Call("GET", "/healthz", "the process answers"),
-        Call("GET", "/readyz", "a verified model is loaded"),
-        Call("GET", "/model", "version, parameters, metrics, lineage"),
-        Call("GET", "/scoring", "the deployed model's metrics on the test data"),
-        Call("GET", "/summarystats", "summary statistics from diagnostics"),
-        Call("GET", "/diagnostics", "the diagnostics document"),
-    ]
-    sample = sample_csv(config)
-    dataset = sample[0] if sample else "testdata.csv"
-    calls.append(Call("POST", "/prediction", f"the classic shape: a data file by name ({dataset})", json={"dataset": dataset}))
-    records = sample_records(config)
-    if records:
-        calls.append(Call("POST", "/prediction", f"{len(records)} JSON records", json={"records": records}))
-    if sample:
-        calls.append(Call("POST", "/prediction", f"{sample[0]} as a CSV body", data=sample[1], content_type="text/csv"))
-    calls += [
-        Call("GET", "/metrics", "Prometheus metrics (after the calls above)"),
-        Call("GET", "/", "the Risk-O-Meter page"),
-    ]
-    return calls
-
-
-def call_api(session: requests.Session, base_url: str, call: Call, timeout: float) -> Answer:
-    headers = {"Content-Type": call.content_type} if call.content_type else {}
-    started = time.perf_counter()
-    try:
-        response = session.request(call.method, base_url + call.path, json=call.json, data=call.data, headers=headers, timeout=timeout)
-    except requests.RequestException as exc:
-        return Answer(call, None, time.perf_counter() - started, f"no answer: {exc}")
-    return Answer(call, response.status_code, time.perf_counter() - started, response.text, response.headers.get("X-Model-Version"))
-
-
-def render(answers: list[Answer], base_url: str) -> str:
-    """The text of apireturns.txt: one section per call, JSON pretty-printed."""
-    lines = [f"# risk API answers from {base_url}", f"# {sum(a.ok for a in answers)} of {len(answers)} calls succeeded", ""]
-    for answer in answers:
-        status = answer.status if answer.status is not None else "no answer"
-        version = f", model {answer.version}" if answer.version else ""
-        lines.append(f"## {answer.call.method} {answer.call.path} -> {status} in {answer.seconds * 1000:.1f} ms{version}: {answer.call.purpose}")
-        lines.append(_pretty(answer))
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _pretty(answer: Answer) -> str:
-    if answer.call.path == "/metrics" and answer.ok:
-        metric_lines = answer.body.splitlines()
-        kept = metric_lines[:METRICS_LINES]
-        more = len(metric_lines) - len(kept)
-        return "\n".join(kept + ([f"... {more} more lines"] if more > 0 else []))
-    try:
-        document = json.loads(answer.body)
-    except ValueError:
-        return answer.body
-    return json.dumps(shortened(document), indent=2)
-
-
-def shortened(document: Any) -> Any:
-    """A batch answer with its first few predictions only, and the count of those left out."""
-    if not isinstance(document, dict) or not isinstance(document.get("predictions"), list):
-        return document
-    rows = document["predictions"]
-    if len(rows) <= PREDICTION_ROWS:
-        return document
-    return {**document, "predictions": rows[:PREDICTION_ROWS], "predictions_not_shown": len(rows) - PREDICTION_ROWS}
-
-
-def run_calls(base_url: str, config: Config, token: str | None = None, timeout: float = 60.0) -> list[Answer]:
-    with requests.Session() as session:
-        if token:
-            session.headers["Authorization"] = f"Bearer {token}"
-        return [call_api(session, base_url, call, timeout) for call in planned_calls(config)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(output, render(answers, base_url))
     for answer in answers:
         level = logging.INFO if answer.ok else logging.ERROR
-        logger.log(level, "%s %s -> %s", answer.call.method, answer.call.path, answer.status if answer.status is not None else answer.body)
+        logger.log(
+            level,
+            "%s %s -> %s",
+            answer.call.method,
+            answer.call.path,
+            answer.status if answer.status is not None else answer.body,
+        )
     failed = [a for a in answers if not a.ok]
     print(f"{len(answers) - len(failed)} of {len(answers)} calls succeeded; answers written to {output}")
     return 1 if failed else 0

@@ -21,476 +21,32 @@ resolves ``current`` once sees a whole version, old or new, even if a deploy is 
 any instant. ``manifest.json`` lists every file's SHA-256; a model is loaded only after its
 hash matches, and only with the types modelfiles.py trusts (older pickled versions: the hash only).
 """
+
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 
-import ledger
-import modelfiles
-import records
-from fsutil import (
-    LockBusy,
-    append_json_line,
-    before_change,
-    install_log_handlers,
-    fsync_dir,
-    run_lock,
-    sha256_file,
-)
-from settings import Config, ConfigError, load_config, script_parser
-from versionstore import (
-    APPROVAL_ACTIONS,
-    BrokenCurrentLink,
+from risk.core.locks import LockBusy, run_lock
+from risk.core.logs import install_log_handlers
+from risk.core.settings import ConfigError, load_config, script_parser
+from risk.data import ledger
+from risk.registry.deploy import activate, approve, deploy_model, reject, rollback
+from risk.registry.listing import print_inventory, print_versions
+from risk.registry.versions import (
     DeploymentError,
-    LOAD_ERRORS,
-    _trained_master_bytes,
-    approval_states,
-    current_since,
-    current_version,
-    current_version_or_none,
     inventory,
-    pending_versions,
-    verify_version,
-    version_names,
-    version_number,
-    version_warnings,
-    versions_folder,
 )
-from records import CURRENT_LINK, MANIFEST_FILE, METADATA_FILE, REFERENCE_FILE, SCORES_FILE, SCORE_FILE, VERSIONS_FOLDER
+from risk.report.reports import refresh_reports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
-    from typing import Any
+    pass
 
 # shutil is imported where it is used, for the same reason.
 
 logger = logging.getLogger(__name__)
-
-INCOMING_PREFIX = ".incoming-"
-
-
-def _unique_suffix() -> str:
-    return os.urandom(8).hex()
-
-
-def deploy_model(
-    config: Config,
-    reason: str = "manual deployment",
-    decision: dict[str, Any] | None = None,
-    master_bytes: int | None = None,
-    pending: bool = False,
-) -> str:
-    """Promote the trained model, its scores and the ingestion record as a new current version.
-
-    ``decision``: the audit fields of the fullprocess run that decided this deployment, and
-    ``master_bytes``: the size of the master dataset the model was trained on. Both are kept
-    in the manifest, so a run killed after this point is finished by the next one (its audit
-    line written, marked as recovered) and the rows the version covers are never judged again.
-    ``pending``: the version awaits approval and ``current`` stays where it is; either way an
-    older version still awaiting approval is superseded.
-    """
-    _remove_incomplete(config)
-    metadata = _checked_trained_model(config)
-    incoming = versions_folder(config) / f"{INCOMING_PREFIX}{_unique_suffix()}"
-    before_change(incoming)
-    incoming.mkdir(parents=True)
-    try:
-        files = _assemble(config, incoming)
-        previous = current_version_or_none(config)
-        version = f"v{max([version_number(v) for v in version_names(config)] + [0]) + 1}"
-        scores = json.loads((incoming / SCORES_FILE).read_text(encoding="utf-8"))
-        manifest = {
-            "version": version,
-            "deployed_at": records.utc_now(),
-            "reason": reason,
-            "previous_version": previous,
-            "model": metadata["model"],
-            "metric": metadata["metric"],
-            "scores": scores,
-            "files": files,
-            "master_bytes": master_bytes if master_bytes is not None else _trained_master_bytes(config, metadata),
-            "uninformative": bool(metadata.get("uninformative", False)),
-            "warnings": version_warnings(metadata, scores),
-            "decision": decision,
-            "pending_approval": pending,
-        }
-        _write_synced(incoming / MANIFEST_FILE, (json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
-        fsync_dir(incoming)
-        before_change(versions_folder(config) / version)
-        os.rename(incoming, versions_folder(config) / version)
-        fsync_dir(versions_folder(config))
-    except BaseException:
-        _remove_tree(incoming)
-        raise
-    superseded = [v for v in pending_versions(config) if v != version]
-    if not pending:
-        _switch_current(config, version)
-    for older in superseded:
-        _record(config, "supersede", older, None, f"superseded by {version}", by="system", note=f"a newer version, {version}, was deployed before {older} was approved", superseded_by=version)
-    if pending:
-        _record(config, "deploy", version, previous, reason, pending_approval=True)
-        logger.info("deployed %s pending approval (%s); %s stays current", version, metadata["model"], previous or "no version")
-        return version
-    _record(config, "deploy", version, previous, reason)
-    metric = manifest["metric"]
-    logger.info("deployed %s (%s, %s %s on test data)", version, metadata["model"], metric, _score_text(manifest["scores"].get(metric)))
-    return version
-
-
-def _score_text(score: Any) -> str:
-    return f"{score:.4f}" if isinstance(score, (int, float)) else "undefined"
-
-
-# --- approval ------------------------------------------------------------------------------------
-
-
-def _require_pending(config: Config, version: str) -> None:
-    state = approval_states(config).get(version)
-    if version_number(version) <= 0 or version not in version_names(config):
-        known = ", ".join(version_names(config)) or "none"
-        raise DeploymentError(f"there is no version {version!r} (versions: {known})")
-    if not state or state["state"] != "pending":
-        waiting = ", ".join(pending_versions(config)) or "none"
-        raise DeploymentError(f"{version} is not awaiting approval (it is {state['state'] if state else 'unknown'}); awaiting approval: {waiting}")
-
-
-def approve(config: Config, version: str, by: str, note: str | None = None) -> str:
-    """Make a pending version current, recorded with who approved it, when and why."""
-    if not by or not by.strip():
-        raise DeploymentError("an approval needs the approver's name (--by NAME)")
-    _require_pending(config, version)
-    try:
-        verify_version(versions_folder(config) / version)
-    except (OSError, ValueError, DeploymentError) as exc:
-        raise DeploymentError(f"{version} cannot be approved: {exc}") from None
-    previous = current_version_or_none(config)
-    _switch_current(config, version)
-    _record(config, "approve", version, previous, f"approved by {by.strip()}", by=by.strip(), note=note or "")
-    _audit_approval(config, "approved", version, by.strip(), note or "", previous)
-    logger.info("%s approved by %s: now current (was %s)", version, by, previous or "no version")
-    return version
-
-
-def reject(config: Config, version: str, by: str, note: str) -> str:
-    """Retire a pending version unserved, recorded with who rejected it, when and why."""
-    if not by or not by.strip():
-        raise DeploymentError("a rejection needs the name of who rejects it (--by NAME)")
-    if not note or not note.strip():
-        raise DeploymentError("a rejection needs a note saying why (--note TEXT)")
-    _require_pending(config, version)
-    current = current_version_or_none(config)
-    _record(config, "reject", version, current, f"rejected by {by.strip()}", by=by.strip(), note=note.strip())
-    _audit_approval(config, "rejected", version, by.strip(), note.strip(), current)
-    logger.info("%s rejected by %s; %s stays current", version, by, current or "no version")
-    return version
-
-
-def _audit_approval(config: Config, decision: str, version: str, by: str, note: str, current: str | None) -> None:
-    """The approval or rejection in the audit log, beside the runs of fullprocess."""
-    at = records.utc_now()
-    append_json_line(records.audit_path(config), {
-        "status": "ok", "decision": decision, "version": version, "by": by, "note": note, "at": at, "started_at": at,
-        "current_version": version if decision == "approved" else current,
-        "reason": f"{version} {decision} by {by}" + (f": {note}" if note else ""),
-    })
-
-
-def refresh_reports(config: Config, version: str) -> str:
-    """Write the version's reports again so page 1's sign-off shows the approval: "ok" or why not.
-
-    The approval stands either way; a failure here is reported, and `make report VERSION=vN` retries.
-    """
-    try:
-        import reporting
-
-        reporting.write_reports(config, version)
-        return "ok"
-    except Exception as exc:  # a report must not undo a recorded approval
-        logger.exception("the reports of %s could not be rewritten after its approval decision", version)
-        return f"failed: {type(exc).__name__}: {exc}"
-
-
-def rollback(config: Config) -> str:
-    """Make the newest verified version older than the current one current again.
-
-    A broken ``current`` (not a link) is replaced by the newest verified version.
-    """
-    try:
-        current, broken = current_version(config), None
-    except BrokenCurrentLink as exc:
-        current, broken = None, exc
-    if current is None and broken is None:
-        raise DeploymentError("nothing is deployed, so there is nothing to roll back")
-    names = version_names(config)
-    unapproved = {v for v, s in approval_states(config).items() if s["state"] in ("pending", "rejected", "superseded")}
-    older = [v for v in (names if broken else [v for v in names if version_number(v) < version_number(current)]) if v not in unapproved]
-    for candidate in reversed(older):
-        try:
-            verify_version(versions_folder(config) / candidate)
-        except LOAD_ERRORS as exc:
-            logger.warning("skipping %s: %s", candidate, exc)
-            continue
-        _switch_current(config, candidate)
-        origin = current or "a broken current link"
-        _record(config, "rollback", candidate, current, f"rollback from {origin}")
-        logger.info("rolled back from %s to %s", origin, candidate)
-        return candidate
-    if broken:
-        raise DeploymentError(f"{broken}; and no version passes verification to roll back to")
-    raise DeploymentError(f"no verified version older than {current} to roll back to")
-
-
-def activate(config: Config, version: str) -> str:
-    """Make any verified version current again (recorded in the history as "activate")."""
-    path = versions_folder(config) / version
-    if version_number(version) <= 0 or not path.is_dir():
-        known = ", ".join(version_names(config)) or "none"
-        raise DeploymentError(f"there is no version {version!r} (versions: {known})")
-    state = approval_states(config).get(version, {}).get("state")
-    if state == "pending":
-        raise DeploymentError(f"{version} awaits approval: approve it with --approve {version} --by NAME")
-    if state in ("rejected", "superseded"):
-        raise DeploymentError(f"{version} was {state} before it was ever approved: it cannot be activated")
-    try:
-        verify_version(path)
-    except LOAD_ERRORS as exc:
-        raise DeploymentError(f"{version} cannot be activated: {exc}") from None
-    current = current_version_or_none(config)
-    if current == version:
-        logger.info("%s is already current", version)
-        return version
-    _switch_current(config, version)
-    _record(config, "activate", version, current, f"activated by hand (was {current or 'no usable version'})")
-    logger.info("activated %s (was %s)", version, current)
-    return version
-
-
-def complete_interrupted_deploy(config: Config) -> str | None:
-    """Finish a deploy that was killed after its version was complete. Returns that version.
-
-    A version is renamed into place complete; a deploy killed after that left ``current`` on
-    the previous version, or switched it without writing the history line. Either way the
-    deployment was decided and is finished here, instead of a later run deploying again.
-    """
-    names = version_names(config)
-    if not names:
-        return None
-    newest = names[-1]
-    mentioned = {h.get(key) for h in records.read_history(config) for key in ("version", "previous_version")}
-    if newest in mentioned:
-        return None  # its deploy was recorded (and maybe rolled back since)
-    try:
-        manifest = verify_version(versions_folder(config) / newest)
-    except LOAD_ERRORS as exc:
-        logger.error("an interrupted deployment of %s cannot be completed: %s", newest, exc)
-        return None
-    current = current_version_or_none(config)
-    if current not in (newest, manifest.get("previous_version")):
-        return None
-    pending = bool(manifest.get("pending_approval"))
-    if current != newest and not pending:
-        _switch_current(config, newest)
-    for older in [v for v in pending_versions(config) if v != newest]:
-        _record(config, "supersede", older, None, f"superseded by {newest}", by="system", note=f"a newer version, {newest}, was deployed before {older} was approved", superseded_by=newest)
-    extra = {"pending_approval": True} if pending else {}
-    _record(config, "deploy", newest, manifest.get("previous_version"), manifest.get("reason", ""),
-            note="completed by a later run: the deploying process was interrupted", **extra)
-    logger.warning("completed the interrupted deployment of %s", newest)
-    return newest
-
-
-def _checked_trained_model(config: Config) -> dict[str, Any]:
-    folder = config.model_folder
-    for name in (modelfiles.model_path(folder).name, METADATA_FILE, SCORES_FILE, SCORE_FILE):
-        if not (folder / name).is_file():
-            raise DeploymentError(f"{folder / name} is missing: train and score a model first")
-    metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    model_file = modelfiles.model_path(folder)
-    if sha256_file(model_file) != metadata.get("model_sha256"):
-        raise DeploymentError(f"{model_file} does not match its metadata's checksum: retrain")
-    scores = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
-    if scores.get("model_trained_at") != metadata["trained_at"]:
-        raise DeploymentError(f"{folder / SCORES_FILE} scores another model than {model_file.name}: score it again")
-    return metadata
-
-
-def _assemble(config: Config, incoming: Path) -> dict[str, str]:
-    """Copy a version's files into ``incoming``, synced. Returns {name: sha256}."""
-    model_file = modelfiles.model_path(config.model_folder).name
-    sources = {name: config.model_folder / name for name in (model_file, METADATA_FILE, SCORES_FILE, SCORE_FILE)}
-    for name in (records.INGESTED_NAMES_FILE, records.RECORD_FILE):
-        sources[name] = config.output_folder / name
-    files = {}
-    for name, source in sources.items():
-        _write_synced(incoming / name, source.read_bytes() if source.exists() else b"")
-        files[name] = sha256_file(incoming / name)
-    _write_synced(incoming / REFERENCE_FILE, _reference_sample(config))
-    files[REFERENCE_FILE] = sha256_file(incoming / REFERENCE_FILE)
-    return files
-
-
-def _reference_sample(config: Config) -> bytes:
-    """A seeded sample of the training data, kept so drift can be measured against it later."""
-    import masterstore  # pandas, only needed when deploying
-
-    master = masterstore.load_master(config)
-    limit = config["reference_sample_rows"]
-    if limit and len(master) > limit:
-        master = master.sample(n=limit, random_state=config["random_seed"]).sort_index()
-    return master.to_csv(index=False).encode("utf-8")
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    before_change(path)
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _switch_current(config: Config, version: str) -> None:
-    """Point ``current`` at ``version`` with one atomic rename of a fresh symlink."""
-    folder = config.deployment_folder
-    link = folder / CURRENT_LINK
-    if (link.exists() or link.is_symlink()) and not link.is_symlink():
-        _move_broken_current_aside(link)
-    staging = folder / f".current-{_unique_suffix()}"
-    before_change(staging)
-    os.symlink(Path(VERSIONS_FOLDER) / version, staging)
-    before_change(link)
-    os.replace(staging, link)
-    fsync_dir(folder)
-
-
-def _move_broken_current_aside(link: Path) -> None:
-    """A directory or file where the ``current`` link belongs: kept aside for a look, not deleted."""
-    aside = link.with_name(f"broken-current-{records.utc_stamp()}-{_unique_suffix()[:6]}")
-    before_change(aside)
-    os.rename(link, aside)
-    logger.warning("%s was not a link to a version: moved it to %s", link, aside)
-
-
-def _record(config: Config, action: str, version: str, previous: str | None, reason: str, note: str | None = None, **fields: Any) -> None:
-    line = {
-        "at": records.utc_now(),
-        "action": action,
-        "version": version,
-        "previous_version": previous,
-        "reason": reason,
-        **fields,
-    }
-    if note or action in APPROVAL_ACTIONS:
-        line["note"] = note or ""
-    append_json_line(records.history_path(config), line)
-
-
-def _remove_tree(folder: Path) -> None:
-    import shutil
-
-    before_change(folder)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remove_incomplete(config: Config) -> None:
-    """Clear what a killed deploy left: half-built versions and stray link files."""
-    folder = versions_folder(config)
-    if folder.is_dir():
-        for leftover in folder.glob(f"{INCOMING_PREFIX}*"):
-            _remove_tree(leftover)
-    for stray in config.deployment_folder.glob(".current-*"):
-        before_change(stray)
-        stray.unlink(missing_ok=True)
-
-
-def remove_incomplete(config: Config) -> None:
-    """What killed deploys left (half-built versions, stray links); call under the run lock."""
-    _remove_incomplete(config)
-
-
-PICKLE_NOTE = "a pickle, saved before models were saved with skops: loaded once its hash matches, its types unchecked"
-
-
-def _print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("no versions deployed")
-        return
-    print(f"{'':2}{'version':<8} {'deployed at':<26} {'model':<24} {'f1':>7} {'roc_auc':>8}  reason")
-    for row in rows:
-        marker = "* " if row["current"] else "  "
-        f1 = f"{row['f1']:.4f}" if row["f1"] is not None else "n/a"
-        auc = f"{row['roc_auc']:.4f}" if row["roc_auc"] is not None else "n/a"
-        model = f"{row['model']} (no better than chance)" if row.get("uninformative") else row["model"]
-        print(f"{marker}{row['version']:<8} {row['deployed_at']:<26} {model:<24} {f1:>7} {auc:>8}  {row['reason']}")
-        if row.get("status"):
-            print(f"{'':11}status: {_status_text(row)}")
-        if row.get("model_format") == modelfiles.PICKLE:
-            print(f"{'':11}model file: {PICKLE_NOTE}")
-        if row.get("champion_challenger"):
-            import promotion  # numpy: imported only when there is a comparison to show
-
-            print(f"{'':11}{promotion.describe(row['champion_challenger'])}")
-        for warning in row.get("warnings", []):
-            print(f"{'':11}warning: {warning}")
-    _print_current(config)
-
-
-def _status_text(row: dict[str, Any]) -> str:
-    text = row["status"]
-    if row.get("decision") in ("approved", "rejected"):
-        note = f": {row['decision_note']}" if row.get("decision_note") else ""
-        text += f" ({row['decision']} by {row['decided_by']} at {row['decided_at']}{note})"
-    elif row.get("decision") == "superseded":
-        text += f" (at {row['decided_at']}: {row.get('decision_note') or ''})"
-    if row["status"] == "pending":
-        text += f" -- approve: python deployment.py --approve {row['version']} --by NAME"
-    if row.get("problem"):
-        text += f" -- {row['problem']}"
-    return text
-
-
-def _print_inventory(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("no versions deployed")
-        return
-    print(f"{'version':<8} {'status':<22} {'file':<6} {'deployed at':<26} {'current from':<26} {'until':<26} {'metric':<10} {'score':>7} {'roc_auc':>8}  approver")
-    for row in rows:
-        score = f"{row['metric_score']:.4f}" if isinstance(row.get("metric_score"), (int, float)) else "n/a"
-        auc = f"{row['roc_auc']:.4f}" if isinstance(row.get("roc_auc"), (int, float)) else "n/a"
-        who = f"{row['decision']} by {row['decided_by']} at {row['decided_at']}" if row.get("decided_by") and row.get("decision") != "superseded" else "-"
-        print(f"{row['version']:<8} {row['status']:<22} {row.get('model_format') or '?':<6} {row['deployed_at']:<26} {row['became_current_at'] or '-':<26} "
-              f"{row['left_current_at'] or '-':<26} {row.get('metric') or '?':<10} {score:>7} {auc:>8}  {who}")
-        if row.get("decision_note"):
-            print(f"{'':9}note: {row['decision_note']}")
-        if row.get("problem"):
-            print(f"{'':9}{row['problem']}")
-        if row.get("model_format") == modelfiles.PICKLE:
-            print(f"{'':9}model file: {PICKLE_NOTE}")
-
-
-def _print_current(config: Config) -> None:
-    """Which version is current and since when, and every rollback or activation."""
-    try:
-        current_version(config)
-    except BrokenCurrentLink as exc:
-        print(f"\ncurrent: none usable: {exc}")
-        return
-    since = current_since(config)
-    if since:
-        how = {"deploy": "deployed", "rollback": "rolled back", "activate": "activated", "approve": "approved"}.get(since.get("action"), since.get("action"))
-        came_from = f" from {since['previous_version']}" if since.get("previous_version") and since.get("action") != "deploy" else ""
-        print(f"\ncurrent: {since['version']}, since {since.get('at')} ({how}{came_from})")
-    waiting = pending_versions(config)
-    if waiting:
-        print(f"awaiting approval: {', '.join(waiting)} (python deployment.py --approve vN --by NAME [--note TEXT])")
-    switches = [h for h in records.read_history(config) if h.get("action") in ("rollback", "activate")]
-    if switches:
-        print("rollbacks and activations:")
-        for h in switches:
-            print(f"  {h.get('at')}  {h.get('action')} {h.get('previous_version') or '-'} -> {h.get('version')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,9 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--list", action="store_true", help="show versions with their scores (* marks current)")
     action.add_argument("--rollback", action="store_true", help="make the previous version current again")
     action.add_argument("--activate", metavar="VERSION", help="make any verified version (vN) current again")
-    action.add_argument("--approve", metavar="VERSION", help="make a version awaiting approval current (with --by NAME [--note TEXT])")
-    action.add_argument("--reject", metavar="VERSION", help="retire a version awaiting approval (with --by NAME --note TEXT)")
-    action.add_argument("--inventory", action="store_true", help="every version with its status, dates, scores and approver")
+    action.add_argument(
+        "--approve", metavar="VERSION", help="make a version awaiting approval current (with --by NAME [--note TEXT])"
+    )
+    action.add_argument(
+        "--reject", metavar="VERSION", help="retire a version awaiting approval (with --by NAME --note TEXT)"
+    )
+    action.add_argument(
+        "--inventory", action="store_true", help="every version with its status, dates, scores and approver"
+    )
     parser.add_argument("--by", metavar="NAME", help="who approves or rejects")
     parser.add_argument("--note", metavar="TEXT", help="why (required with --reject)")
     parser.add_argument("--json", action="store_true", help="with --inventory: print JSON")
@@ -516,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         if args.list:
-            _print_versions(config, inventory(config, verify=False))
+            print_versions(config, inventory(config, verify=False))
             return 0
         if args.inventory:
             rows = inventory(config)
-            print(json.dumps(rows, indent=2, default=str)) if args.json else _print_inventory(rows)
+            print(json.dumps(rows, indent=2, default=str)) if args.json else print_inventory(rows)
             return 0
         if (args.approve or args.reject) and not args.by:
             parser.error("--approve and --reject need --by NAME")
@@ -528,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--reject needs --note TEXT saying why")
         with run_lock(ledger.lock_path(config)):
             if args.approve or args.reject:
-                version = approve(config, args.approve, args.by, args.note) if args.approve else reject(config, args.reject, args.by, args.note)
+                version = (
+                    approve(config, args.approve, args.by, args.note)
+                    if args.approve
+                    else reject(config, args.reject, args.by, args.note)
+                )
                 refreshed = refresh_reports(config, version)
-                print(f"{version} {'approved: now current' if args.approve else 'rejected'}; reports rewritten: {refreshed}")
+                print(
+                    f"{version} {'approved: now current' if args.approve else 'rejected'}; reports rewritten: {refreshed}"
+                )
                 return 0
             if args.rollback:
                 version = rollback(config)
@@ -539,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 version = deploy_model(config, reason=args.reason, pending=config["require_approval"])
                 if config["require_approval"]:
-                    print(f"deployed {version}, awaiting approval (require_approval): python deployment.py --approve {version} --by NAME")
+                    print(
+                        f"deployed {version}, awaiting approval (require_approval): python deployment.py --approve {version} --by NAME"
+                    )
                     return 0
     except (ConfigError, DeploymentError, LockBusy, OSError) as exc:
         logger.error("%s", exc)

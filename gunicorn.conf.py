@@ -6,7 +6,7 @@ RISK_API_WORKERS  worker processes (default: one per CPU core, at least 2: the w
                   so more processes than cores only queue for them and add latency)
 RISK_API_THREADS  threads per worker (default 2: a slow client or a 10,000-row request does not
                   hold a whole worker; the gthread worker also keeps connections alive)
-RISK_API_WORKER_CLASS  bufferingworker.BufferingThreadWorker (default: gthread that hands a thread only
+RISK_API_WORKER_CLASS  risk.api.worker.BufferingThreadWorker (default: gthread that hands a thread only
                   whole requests, so slow clients cannot hold the threads), gthread or sync
 RISK_API_READ_TIMEOUT  seconds a client has to send its whole request (default 60), then 408
 RISK_API_ACCESSLOG  "-" for an access log on stdout (default: none; Prometheus counts requests)
@@ -16,6 +16,7 @@ Workers are not preloaded: each imports the app and loads the model itself, and 
 new deployment on its own. Prometheus metrics are shared through PROMETHEUS_MULTIPROC_DIR, a
 fresh folder made before any worker starts and removed when the server stops.
 """
+
 import os
 import shutil
 import sys
@@ -28,7 +29,7 @@ DEFAULT_PORT = 8000
 def _config_port():
     """The port of api_url in the config being served; 8000 if the config cannot be read."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from settings import ConfigError, load_config
+    from risk.core.settings import ConfigError, load_config
 
     try:
         return urlsplit(load_config(os.environ.get("RISK_API_CONFIG") or None)["api_url"]).port or DEFAULT_PORT
@@ -39,7 +40,7 @@ def _config_port():
 wsgi_app = "wsgi:app"
 bind = os.environ.get("RISK_API_BIND") or f"127.0.0.1:{_config_port()}"
 workers = int(os.environ.get("RISK_API_WORKERS", max(2, os.cpu_count() or 1)))
-worker_class = os.environ.get("RISK_API_WORKER_CLASS", "bufferingworker.BufferingThreadWorker")
+worker_class = os.environ.get("RISK_API_WORKER_CLASS", "risk.api.worker.BufferingThreadWorker")
 threads = int(os.environ.get("RISK_API_THREADS", 2))
 keepalive = 5
 timeout = 60  # a 10,000-row request takes well under a second; a stuck worker is restarted
@@ -55,7 +56,9 @@ errorlog = "-"
 loglevel = os.environ.get("RISK_API_LOGLEVEL", "info")
 proc_name = "risk-api"
 # Each worker is single-threaded for numpy/OpenMP: workers already fill the cores.
-raw_env = [f"{name}=1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if name not in os.environ]
+raw_env = [
+    f"{name}=1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if name not in os.environ
+]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWN_DIR_ENV = "RISK_API_OWN_METRICS_DIR"

@@ -4,6 +4,7 @@ Used by the end-to-end tests and the benchmark, which each need a real server of
 ``python localserver.py [--config PATH] [--workers N]`` runs one in the foreground on a free port
 (Ctrl-C stops it); ``make serve`` is the everyday way to serve.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
@@ -70,7 +71,9 @@ def gunicorn_server(
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the server makes its own
     command = [gunicorn_command(), "--config", str(PROJECT_DIR / "gunicorn.conf.py"), "--chdir", str(PROJECT_DIR)]
     with open(log_path, "ab") if log_path else contextlib.nullcontext() as log:
-        process = subprocess.Popen(command, cwd=PROJECT_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None)
+        process = subprocess.Popen(
+            command, cwd=PROJECT_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT if log else None
+        )
     url = f"http://{LOOPBACK}:{port}"
     try:
         wait_ready(url, process, log_path, workers, environment.get("API_TOKEN"))
@@ -79,7 +82,9 @@ def gunicorn_server(
         stop(process)
 
 
-def wait_ready(url: str, process: subprocess.Popen, log_path: Path | None, workers: int, token: str | None = None) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen, log_path: Path | None, workers: int, token: str | None = None
+) -> None:
     """Poll /readyz until it answers (a model or a clear 503), or fail with the log's tail."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + START_TIMEOUT_SECONDS

@@ -1,4 +1,5 @@
 """The WSGI entry for gunicorn (``make serve``): the app for $RISK_API_CONFIG or config.json."""
-from app import create_app
+
+from risk.api.service import create_app
 
 app = create_app()

@@ -14,6 +14,7 @@ default config, so the model is the one a real run picks), serves it on a free l
 and stops and removes everything itself. The load generator shares the 2 cores with the server.
 Usage: ``python benchmarks/bench_api.py [--seconds N] [--connections N] [--workers N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,13 +48,15 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def make_project(folder: Path) -> Any:
     """Sample data and a first fullprocess run with the default settings: v1 deployed."""
     import fullprocess
-    import sampledata
-    from settings import DEFAULTS, load_config
+    from risk.core.settings import DEFAULTS, load_config
+    from risk.data import sample
 
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({key: DEFAULTS[key] for key in ("input_folder_path", "output_folder_path", "test_data_path")}))
+    (folder / "config.json").write_text(
+        json.dumps({key: DEFAULTS[key] for key in ("input_folder_path", "output_folder_path", "test_data_path")})
+    )
     config = load_config(folder / "config.json")
-    sampledata.write_sample_data(config)
+    sample.write_sample_data(config)
     if fullprocess.main(["--config", str(config.path)]) != 0:
         raise RuntimeError("fullprocess failed while setting up the benchmark project")
     return config
@@ -77,27 +80,28 @@ def floor_seconds(config: Any, csv_bytes: bytes) -> dict[str, float]:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    import compiledmodel
-    import requestinput
-    import scoring
-    import versionstore
+    from risk.model import batches, compiled, scoring
+    from risk.registry import versions
 
-    deployed = versionstore.load_deployed_model(config)
+    deployed = versions.load_deployed_model(config)
     frame = pd.read_csv(io.BytesIO(csv_bytes), dtype={"corporation": str})
     features = scoring.feature_frame(frame, deployed.metadata["features"])
     one = features.iloc[:1]
-    result: dict[str, Any] = {"model": deployed.metadata["model"], "risk": deployed.model.predict_proba(features)[:, 1].tolist()}
+    result: dict[str, Any] = {
+        "model": deployed.metadata["model"],
+        "risk": deployed.model.predict_proba(features)[:, 1].tolist(),
+    }
     for label, limit in (("one_thread", 1), ("default_threads", None)):
         with threadpool_limits(limits=limit):
             result[f"batch_{label}_s"] = _median_time(lambda: deployed.model.predict_proba(features), BATCH_REPEAT)
             result[f"one_row_{label}_ms"] = 1000 * _median_time(lambda: deployed.model.predict_proba(one), 50)
     # For reference: the server's own scoring code, in-process, on the same rows.
-    schema = requestinput.Schema.from_metadata(deployed.metadata, config["id_columns"])
-    scorer = compiledmodel.build_scorer(deployed.model, schema, frame)
-    batch = requestinput.batch_from_frame(frame, schema, 0)
+    schema = batches.Schema.from_metadata(deployed.metadata, config["id_columns"])
+    scorer = compiled.build_scorer(deployed.model, schema, frame)
+    batch = batches.batch_from_frame(frame, schema, 0)
     result["serving_path"] = scorer.kind
     result["serving_batch_s"] = _median_time(lambda: scorer.risk(batch), BATCH_REPEAT)
-    result["serving_one_row_ms"] = 1000 * _median_time(lambda: scorer.risk(requestinput.slice_batch(batch, 0, 1)), 200)
+    result["serving_one_row_ms"] = 1000 * _median_time(lambda: scorer.risk(batches.slice_batch(batch, 0, 1)), 200)
     return result
 
 
@@ -120,7 +124,9 @@ def run_wrk(url: str, seconds: int, connections: int, folder: Path, path: str = 
         command += ["-s", str(script)]
     command.append(url + path)
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
-    percentiles = {int(p): float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)}
+    percentiles = {
+        int(p): float(v) * UNITS[u] for p, v, u in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+    }
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)", output)
     return {
@@ -178,7 +184,9 @@ def time_batch_request(url: str, csv_bytes: bytes, expected: list[float]) -> dic
     with requests.Session() as session:
         for attempt in range(BATCH_REPEAT + 1):
             started = time.perf_counter()
-            response = session.post(url + "/prediction", data=csv_bytes, headers={"Content-Type": "text/csv"}, timeout=120)
+            response = session.post(
+                url + "/prediction", data=csv_bytes, headers={"Content-Type": "text/csv"}, timeout=120
+            )
             elapsed = time.perf_counter() - started
             response.raise_for_status()
             risk = [row["risk"] for row in response.json()["predictions"]]
@@ -186,7 +194,12 @@ def time_batch_request(url: str, csv_bytes: bytes, expected: list[float]) -> dic
                 raise RuntimeError("the served probabilities differ from scikit-learn's")
             if attempt:  # the first one warms up
                 times.append(elapsed)
-    return {"median_s": statistics.median(times), "best_s": min(times), "bytes_in": len(csv_bytes), "bytes_out": len(response.content)}
+    return {
+        "median_s": statistics.median(times),
+        "best_s": min(times),
+        "bytes_in": len(csv_bytes),
+        "bytes_out": len(response.content),
+    }
 
 
 def report(result: dict[str, Any]) -> str:
@@ -241,17 +254,27 @@ def main(argv: list[str] | None = None) -> int:
         floor = floor_seconds(config, csv_bytes)
         workers = args.workers or _conf_default("workers")
         threads = args.threads or _conf_default("threads")
-        server = localserver.gunicorn_server(config.path, workers, threads, env={"API_TOKEN": ""}, log_path=folder / "gunicorn.log")
+        server = localserver.gunicorn_server(
+            config.path, workers, threads, env={"API_TOKEN": ""}, log_path=folder / "gunicorn.log"
+        )
         with server as url:
             batch = time_batch_request(url, csv_bytes, floor.pop("risk"))
             use_wrk = shutil.which("wrk") and not args.python_client
             load, healthz = (
-                run_wrk(url, args.seconds, args.connections, folder, path) if use_wrk else run_python_load(url, args.seconds, args.connections, path)
+                run_wrk(url, args.seconds, args.connections, folder, path)
+                if use_wrk
+                else run_python_load(url, args.seconds, args.connections, path)
                 for path in ("/prediction", "/healthz")
             )
         result = {
-            "seconds": args.seconds, "connections": args.connections, "workers": workers, "threads": threads,
-            "single_row": load, "healthz": healthz, "batch": batch, "floor": floor,
+            "seconds": args.seconds,
+            "connections": args.connections,
+            "workers": workers,
+            "threads": threads,
+            "single_row": load,
+            "healthz": healthz,
+            "batch": batch,
+            "floor": floor,
         }
         print(report(result))
         RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)

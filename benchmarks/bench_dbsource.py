@@ -13,6 +13,7 @@ start`` prints); without them a throwaway cluster is started with ``.ci/postgres
 postgresql is installed, and stopped at the end; otherwise the PostgreSQL figures are skipped.
 Usage: ``python benchmarks/bench_dbsource.py [--rows N] [--repeat N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ PROJECT_DIR = HERE.parent
 sys.path.insert(0, str(PROJECT_DIR))
 sys.path.insert(0, str(HERE))
 
-from bench_pipeline import cron_environment, make_deployed_project, peak_rss_mib  # noqa: E402
+from bench_pipeline import cron_environment, make_deployed_project, peak_rss_mib
 
 PASSWORD_ENV = "RISK_BENCH_DB_PASSWORD"
 FAST_PATH_ROWS = 10_000
@@ -46,9 +47,9 @@ def clients_csv(rows: int) -> Path:
     """``rows`` generated clients with a row_id watermark, as a CSV file (loaded into both databases)."""
     import numpy as np
 
-    import sampledata
+    from risk.data import sample
 
-    frame = sampledata.make_clients(np.random.default_rng(3), rows)
+    frame = sample.make_clients(np.random.default_rng(3), rows)
     frame.insert(0, "corporation", [f"db-{i:07d}" for i in range(1, rows + 1)])
     frame.insert(0, "row_id", np.arange(1, rows + 1))
     path = Path(tempfile.mkstemp(prefix="bench-dbsource-", suffix=".csv")[1])
@@ -61,12 +62,16 @@ def load_sqlite(path: Path, csv_path: Path) -> None:
 
     path.unlink(missing_ok=True)
     with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE clients (row_id INTEGER PRIMARY KEY, corporation TEXT, lastmonth_activity REAL, "
-                           "lastyear_activity INTEGER, number_of_employees INTEGER, exited INTEGER)")
+        connection.execute(
+            "CREATE TABLE clients (row_id INTEGER PRIMARY KEY, corporation TEXT, lastmonth_activity REAL, "
+            "lastyear_activity INTEGER, number_of_employees INTEGER, exited INTEGER)"
+        )
         with open(csv_path, newline="") as handle:
             reader = csv.reader(handle)
             next(reader)
-            connection.executemany("INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?)", ([v or None for v in row] for row in reader))
+            connection.executemany(
+                "INSERT INTO clients VALUES (?, ?, ?, ?, ?, ?)", ([v or None for v in row] for row in reader)
+            )
     connection.close()
 
 
@@ -79,9 +84,14 @@ def load_postgres(server: dict, database: str, csv_path: Path) -> str:
         admin.execute(f"CREATE DATABASE {database}")
     url = f"{server['url'].rsplit('/', 1)[0]}/{database}"
     with psycopg.connect(url, password=server["password"]) as connection:
-        connection.execute("CREATE TABLE clients (row_id bigint PRIMARY KEY, corporation text, lastmonth_activity double precision, "
-                           "lastyear_activity integer, number_of_employees integer, exited integer)")
-        with connection.cursor().copy("COPY clients FROM STDIN (FORMAT csv, HEADER)") as copy, open(csv_path, "rb") as handle:
+        connection.execute(
+            "CREATE TABLE clients (row_id bigint PRIMARY KEY, corporation text, lastmonth_activity double precision, "
+            "lastyear_activity integer, number_of_employees integer, exited integer)"
+        )
+        with (
+            connection.cursor().copy("COPY clients FROM STDIN (FORMAT csv, HEADER)") as copy,
+            open(csv_path, "rb") as handle,
+        ):
             while block := handle.read(1 << 20):
                 copy.write(block)
     return url
@@ -113,14 +123,17 @@ class PostgresServer:
         self.started_dir: str | None = None
         self.why_not = ""
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         try:
             import psycopg  # noqa: F401
         except ImportError:
             self.why_not = "psycopg is not installed"
             return self
         if os.environ.get("RISK_TEST_POSTGRES"):
-            self.info = {"url": os.environ["RISK_TEST_POSTGRES"], "password": os.environ.get("RISK_TEST_POSTGRES_PASSWORD", "")}
+            self.info = {
+                "url": os.environ["RISK_TEST_POSTGRES"],
+                "password": os.environ.get("RISK_TEST_POSTGRES_PASSWORD", ""),
+            }
             return self
         started = subprocess.run([str(PROJECT_DIR / ".ci" / "postgres"), "start"], capture_output=True, text=True)
         if started.returncode != 0:
@@ -161,13 +174,22 @@ def bench_fast_path(folder: Path, csv_path: Path, server: PostgresServer, repeat
             load_sqlite(project / "clients.db", csv_path)
         # Drift is not judged on the rows pulled (out of reach): the first run pulls, then nothing is new.
         write_config(project, [source(kind, url)], drift_min_rows=10**9)
-        subprocess.run(fullprocess_command(project), env=run_env, cwd=home, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            fullprocess_command(project),
+            env=run_env,
+            cwd=home,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         commands[kind] = (fullprocess_command(project), run_env)
     times: dict[str, list[float]] = {name: [] for name in commands}
     for round_number in range(repeat + 1):  # the first round warms up and is not counted
         for name, (command, run_env) in commands.items():
             started = time.perf_counter()
-            subprocess.run(command, env=run_env, cwd=home, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                command, env=run_env, cwd=home, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             if round_number:
                 times[name].append(time.perf_counter() - started)
     for kind, _, _ in variants:
@@ -182,35 +204,36 @@ def fullprocess_command(project: Path) -> list[str]:
 
 def worker(phase: str, folder: Path) -> None:
     """One measured step in this fresh process; prints seconds, rows and peak memory as JSON."""
-    from settings import load_config
+    from risk.core.settings import load_config
 
     config = load_config(folder / "config.json")
     started = time.perf_counter()
     if phase == "pull":  # the snapshot only: what streaming costs, without pandas
-        import dbsource
+        from risk.data import dbpull
 
-        pulled = dbsource.pull_new_rows(config)
+        pulled = dbpull.pull_new_rows(config)
         assert not pulled.failures, pulled.failures
         rows = sum(s.lineage["rows_pulled"] for s in pulled.snapshots)
     elif phase == "pull_ingest":  # what fullprocess does with a database source
-        import dbsource
-        import ingestion
-        import ledger
+        from risk.data import dbpull, ingest, ledger
 
-        pulled = dbsource.pull_new_rows(config)
+        pulled = dbpull.pull_new_rows(config)
         assert not pulled.failures, pulled.failures
-        rows = ingestion.ingest_new_files(config, ledger.pending_files(config) + pulled.snapshots).rows_added
+        rows = ingest.ingest_new_files(config, ledger.pending_files(config) + pulled.snapshots).rows_added
     else:  # "ingest_file": the same rows dropped as one CSV file
-        import ingestion
+        from risk.data import ingest
 
-        rows = ingestion.ingest_new_files(config).rows_added
+        rows = ingest.ingest_new_files(config).rows_added
     print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows, "peak_mib": peak_rss_mib()}))
 
 
 def run_worker(phase: str, folder: Path, env: dict | None = None) -> dict:
     output = subprocess.run(
         [sys.executable, __file__, "--worker", phase, "--folder", str(folder)],
-        check=True, capture_output=True, text=True, env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -270,23 +293,31 @@ def report(results: dict) -> None:
     fast, large = results["fast_path"], results["large_pull"]
     print("== database-source benchmarks ==")
     base, files = fast["python_pass_s"], fast["files_only_s"]
-    print(f"fullprocess, nothing new, files only: {files * 1000:.1f} ms ({files / base:.2f}x python -c pass {base * 1000:.1f} ms)")
+    print(
+        f"fullprocess, nothing new, files only: {files * 1000:.1f} ms ({files / base:.2f}x python -c pass {base * 1000:.1f} ms)"
+    )
     for kind in ("sqlite", "postgresql"):
         if f"{kind}_s" in fast:
             seconds = fast[f"{kind}_s"]
-            print(f"  + a {kind} source: {seconds * 1000:.1f} ms ({seconds / base:.2f}x python -c pass, "
-                  f"{seconds / files:.2f}x files only)")
+            print(
+                f"  + a {kind} source: {seconds * 1000:.1f} ms ({seconds / base:.2f}x python -c pass, "
+                f"{seconds / files:.2f}x files only)"
+            )
         else:
             print(f"  + a {kind} source: {results['postgresql']}")
     file_ingest = large["ingest_file"]
-    print(f"{file_ingest['rows']:,} rows dropped as one CSV file: ingest {file_ingest['seconds']:.2f} s, peak {file_ingest['peak_mib']:.0f} MiB")
+    print(
+        f"{file_ingest['rows']:,} rows dropped as one CSV file: ingest {file_ingest['seconds']:.2f} s, peak {file_ingest['peak_mib']:.0f} MiB"
+    )
     for kind in ("sqlite", "postgresql"):
         if f"{kind}_pull" not in large:
             continue
         pull, both = large[f"{kind}_pull"], large[f"{kind}_pull_ingest"]
-        print(f"  {kind}: pull {pull['rows']:,} rows {pull['seconds']:.2f} s, peak {pull['peak_mib']:.0f} MiB; "
-              f"pull + ingest {both['seconds']:.2f} s ({both['seconds'] / file_ingest['seconds']:.2f}x the file), "
-              f"peak {both['peak_mib']:.0f} MiB")
+        print(
+            f"  {kind}: pull {pull['rows']:,} rows {pull['seconds']:.2f} s, peak {pull['peak_mib']:.0f} MiB; "
+            f"pull + ingest {both['seconds']:.2f} s ({both['seconds'] / file_ingest['seconds']:.2f}x the file), "
+            f"peak {both['peak_mib']:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

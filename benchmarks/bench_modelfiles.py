@@ -7,6 +7,7 @@ and the time modelfiles.read_model takes to load it (hash check included; median
 ``predict_proba`` equals the fitted one bit for bit. Usage:
 ``python benchmarks/bench_modelfiles.py [--repeat N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,29 +22,30 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import numpy as np  # noqa: E402
-from sklearn.model_selection import FixedThresholdClassifier  # noqa: E402
+import numpy as np
+from sklearn.model_selection import FixedThresholdClassifier
 
-import ingestion  # noqa: E402
-import masterstore  # noqa: E402
-import modelfiles  # noqa: E402
-import records  # noqa: E402
-import sampledata  # noqa: E402
-import training  # noqa: E402
-from scoring import binary_target, feature_frame  # noqa: E402
-from settings import load_config  # noqa: E402
+from risk.core import artefacts
+from risk.core.settings import load_config
+from risk.data import ingest, masterstore, sample
+from risk.model import modelfiles, training
+from risk.model.scoring import binary_target, feature_frame
 
 
 def fitted_models(folder: Path) -> tuple[dict[str, FixedThresholdClassifier], object]:
     """A model of every candidate kind and the blend, fitted on the ingested sample data."""
-    (folder / "config.json").write_text('{"target": "exited", "positive_label": 1, "id_columns": ["corporation"], "settle_seconds": 0}')
+    (folder / "config.json").write_text(
+        '{"target": "exited", "positive_label": 1, "id_columns": ["corporation"], "settle_seconds": 0}'
+    )
     config = load_config(folder / "config.json")
-    sampledata.write_sample_data(config)
-    ingestion.ingest_new_files(config)
+    sample.write_sample_data(config)
+    ingest.ingest_new_files(config)
     data = masterstore.load_master(config)
     features = training.feature_types(config, masterstore.column_kinds(config))
     X, y = feature_frame(data, features), binary_target(data[config.target], config.positive_label)
-    pipelines = {name: training.build_pipeline(name, features, 0, rows=len(y)).fit(X, y) for name in training.SEARCH_SPACE}
+    pipelines = {
+        name: training.build_pipeline(name, features, 0, rows=len(y)).fit(X, y) for name in training.SEARCH_SPACE
+    }
     blend = training.SoftVotingBlend(list(pipelines.items()))
     blend.classes_ = np.array([0, 1])
     models = {}
@@ -68,19 +70,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args, _ = parser.parse_known_args(argv)
     print("model files: skops (trusted types) against pickle, same run")
-    print(f"{'model':<24} {'skops MB':>9} {'pickle MB':>10} {'size x':>7} {'skops load ms':>14} {'pickle load ms':>15} {'load x':>7}  round trip")
+    print(
+        f"{'model':<24} {'skops MB':>9} {'pickle MB':>10} {'size x':>7} {'skops load ms':>14} {'pickle load ms':>15} {'load x':>7}  round trip"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         models, X = fitted_models(Path(tmp))
         for name, model in models.items():
-            skops_file, pickle_file = Path(tmp) / name / records.SKOPS_MODEL_FILE, Path(tmp) / name / records.MODEL_FILE
+            skops_file, pickle_file = (
+                Path(tmp) / name / artefacts.SKOPS_MODEL_FILE,
+                Path(tmp) / name / artefacts.MODEL_FILE,
+            )
             skops_file.parent.mkdir()
             skops_file.write_bytes(modelfiles.model_bytes(model))
             pickle_file.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
             same = np.array_equal(modelfiles.read_model(skops_file, None).predict_proba(X), model.predict_proba(X))
             sizes = [p.stat().st_size / 1e6 for p in (skops_file, pickle_file)]
             loads = [load_seconds(p, args.repeat) * 1000 for p in (skops_file, pickle_file)]
-            print(f"{name:<24} {sizes[0]:>9.2f} {sizes[1]:>10.2f} {sizes[0] / sizes[1]:>7.2f} {loads[0]:>14.1f} {loads[1]:>15.1f} "
-                  f"{loads[0] / loads[1]:>7.1f}  {'exact' if same else 'DIFFERS'}")
+            print(
+                f"{name:<24} {sizes[0]:>9.2f} {sizes[1]:>10.2f} {sizes[0] / sizes[1]:>7.2f} {loads[0]:>14.1f} {loads[1]:>15.1f} "
+                f"{loads[0] / loads[1]:>7.1f}  {'exact' if same else 'DIFFERS'}"
+            )
     return 0
 
 

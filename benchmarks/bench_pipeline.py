@@ -9,6 +9,7 @@
 Each measured step runs in its own fresh process, so its peak RSS is its own.
 Usage: ``python benchmarks/bench_pipeline.py [--rows N] [--files N] [--repeat N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import records
 from pathlib import Path
+
+from risk.core import logbook
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
@@ -49,8 +51,8 @@ def worker(phase: str, folder: Path) -> None:
     """One measured step in this fresh process; prints seconds and peak RSS as JSON."""
     import pandas as pd
 
-    import ingestion
-    from settings import load_config
+    from risk.core.settings import load_config
+    from risk.data import ingest as data_ingest
 
     config = load_config(folder / "config.json")
     warm_up()
@@ -59,7 +61,7 @@ def worker(phase: str, folder: Path) -> None:
         frames = [pd.read_csv(p) for p in sorted(config.input_folder.glob("*.csv"))]
         rows = len(pd.concat(frames, ignore_index=True))
     else:
-        rows = ingestion.ingest_new_files(config).rows_added
+        rows = data_ingest.ingest_new_files(config).rows_added
     seconds = time.perf_counter() - started
     peak_mib = peak_rss_mib()
     print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak_mib}))
@@ -94,7 +96,7 @@ def make_project(folder: Path, rows: int, files: int) -> None:
     """A project with ``files`` source files of generated clients, ``rows`` in all."""
     import numpy as np
 
-    import sampledata
+    from risk.data import sample
 
     # settle_seconds 0: the files are complete when written; the figures are ingestion's work,
     # not the wait that watches a file written seconds before for further changes.
@@ -104,30 +106,29 @@ def make_project(folder: Path, rows: int, files: int) -> None:
     rng = np.random.default_rng(1)
     per_file = rows // files
     for index in range(files):
-        frame = sampledata.make_clients(rng, per_file)
+        frame = sample.make_clients(rng, per_file)
         frame.insert(0, "corporation", [f"c{index:03d}{i:07d}" for i in range(per_file)])
         frame.to_csv(source / f"month_{index:02d}.csv", index=False, float_format="%.0f")
 
 
 def make_deployed_project(folder: Path) -> None:
     """The sample project after its first fullprocess run: ingested, deployed, decided."""
-    import fullprocess
-    import sampledata
-    from settings import load_config
+    from risk.core.settings import load_config
+    from risk.data import sample
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(
         json.dumps({"candidate_models": ["logistic_regression"], "package_check_seconds": 0}), encoding="utf-8"
     )
     config = load_config(folder / "config.json")
-    sampledata.write_sample_data(config)
+    sample.write_sample_data(config)
     subprocess.run(
         [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(config.path)],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    assert records.read_audit(config)[-1]["decision"] == "redeployed"
+    assert logbook.read_audit(config)[-1]["decision"] == "redeployed"
 
 
 def bench_fast_path(folder: Path, repeat: int) -> dict:
@@ -137,7 +138,9 @@ def bench_fast_path(folder: Path, repeat: int) -> dict:
     env = cron_environment(home)
     python = [sys.executable]
     baseline = timed_command(python + ["-c", "pass"], repeat, env, home)
-    fast = timed_command(python + [str(PROJECT_DIR / "fullprocess.py"), "--config", str(folder / "config.json")], repeat, env, home)
+    fast = timed_command(
+        python + [str(PROJECT_DIR / "fullprocess.py"), "--config", str(folder / "config.json")], repeat, env, home
+    )
     return {"python_pass_s": baseline, "fullprocess_nothing_new_s": fast, "ratio": fast / baseline, "target": "<= 5x"}
 
 
@@ -147,9 +150,9 @@ def bench_ingestion(folder: Path) -> dict:
     extra = folder / "sourcedata" / "month_extra.csv"
     import numpy as np
 
-    import sampledata
+    from risk.data import sample
 
-    frame = sampledata.make_clients(np.random.default_rng(2), 1000)
+    frame = sample.make_clients(np.random.default_rng(2), 1000)
     frame.insert(0, "corporation", [f"extra{i:06d}" for i in range(1000)])
     frame.to_csv(extra, index=False, float_format="%.0f")
     incremental = run_worker("ingest", folder)
@@ -162,7 +165,11 @@ def bench_ingestion(folder: Path) -> dict:
         "ingest_1000_more_s": incremental["seconds"],
         "incremental_fraction": incremental["seconds"] / first["seconds"],
         "incremental_target": "<= 0.05 (1/20)",
-        "peak_mib": {"read_csv_concat": baseline["peak_mib"], "ingest_first": first["peak_mib"], "ingest_1000_more": incremental["peak_mib"]},
+        "peak_mib": {
+            "read_csv_concat": baseline["peak_mib"],
+            "ingest_first": first["peak_mib"],
+            "ingest_1000_more": incremental["peak_mib"],
+        },
     }
 
 

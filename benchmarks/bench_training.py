@@ -19,6 +19,7 @@ The data is generated: ``--rows`` (default 21,000) clients with 20 numeric and 3
 features, as the issue's credit-default measurement. Usage:
 ``python benchmarks/bench_training.py [--rows N] [--repeat N] [--skip-dask] [--skip-quality]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,15 +74,15 @@ def make_frame(rows: int):
 
 def make_project(folder: Path, frame, extra: dict | None = None) -> Path:
     """A project holding ``frame`` ingested as its master; returns its config path."""
-    import ingestion
-    from settings import load_config
+    from risk.core.settings import load_config
+    from risk.data import ingest
 
     (folder / "sourcedata").mkdir(parents=True)
     (folder / "testdata").mkdir()
     values = {"package_check_seconds": 0, **(extra or {})}
     (folder / "config.json").write_text(json.dumps(values), encoding="utf-8")
     frame.to_csv(folder / "sourcedata" / "clients.csv", index=False)
-    ingestion.ingest_new_files(load_config(folder / "config.json"))
+    ingest.ingest_new_files(load_config(folder / "config.json"))
     return folder / "config.json"
 
 
@@ -100,10 +101,9 @@ def time_default_hgb_fit(config_path: Path) -> dict:
     """Median of three fits of the default HistGradientBoostingClassifier in the project's pipeline."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    import masterstore
-    import scoring
-    import training
-    from settings import load_config
+    from risk.core.settings import load_config
+    from risk.data import masterstore
+    from risk.model import scoring, training
 
     config = load_config(config_path)
     data = masterstore.load_master(config)
@@ -130,16 +130,17 @@ def time_default_hgb_fit(config_path: Path) -> dict:
 
 def training_memory(config_path: Path, workers: int) -> dict:
     """Peak extra memory of train_model over the idle process tree, against the frame's size."""
-    import psutil
-
-    import masterstore
-    import scoring
-    import training
-    from settings import load_config
-
     import importlib
 
-    importlib.import_module("skops.io")  # training imports it (in the background) to write the model; imports are excluded
+    import psutil
+
+    from risk.core.settings import load_config
+    from risk.data import masterstore
+    from risk.model import scoring, training
+
+    importlib.import_module(
+        "skops.io"
+    )  # training imports it (in the background) to write the model; imports are excluded
 
     config = load_config(config_path)
     data = masterstore.load_master(config)
@@ -249,7 +250,8 @@ def bench_dask(config_path: Path, local_seconds: float, metadata: dict, repeat: 
         "local_s": local_seconds,
         "cluster_s": seconds,
         "ratio": seconds / local_seconds,
-        "same_model": dask_metadata["model"] == metadata["model"] and dask_metadata["threshold"] == metadata["threshold"],
+        "same_model": dask_metadata["model"] == metadata["model"]
+        and dask_metadata["threshold"] == metadata["threshold"],
         "estimate": paper_estimate(metadata, seconds - local_seconds),
     }
 
@@ -272,10 +274,18 @@ def paper_estimate(metadata: dict, cluster_overhead_s: float) -> dict:
     table = []
     for scale_rows in (rows, 10 * rows, 100 * rows):
         work = per_row * scale_rows * count
-        table.append({"rows": scale_rows, "local_2_cores_s": work / 2, "cluster_s": {w: overhead + work / w for w in (8, 32)}})
+        table.append(
+            {"rows": scale_rows, "local_2_cores_s": work / 2, "cluster_s": {w: overhead + work / w for w in (8, 32)}}
+        )
     # Break-even rows for W workers: rows * count * per_row * (1/2 - 1/W) = overhead.
     break_even = {w: overhead / (count * per_row * (0.5 - 1 / w)) for w in (8, 32)}
-    return {"fits": count, "per_fit_s": fit_seconds / count, "overhead_s": overhead, "table": table, "break_even_rows": break_even}
+    return {
+        "fits": count,
+        "per_fit_s": fit_seconds / count,
+        "overhead_s": overhead,
+        "table": table,
+        "break_even_rows": break_even,
+    }
 
 
 # --- model quality on the shared data ---------------------------------------------------------
@@ -283,7 +293,10 @@ def paper_estimate(metadata: dict, cluster_overhead_s: float) -> dict:
 
 QUALITY_DATASETS = (
     ("german_credit_kaggle.csv", {"target": "Risk", "positive_label": "bad", "id_columns": ["Unnamed: 0"]}),
-    ("bank_churn_modelling.csv", {"target": "Exited", "positive_label": 1, "id_columns": ["RowNumber", "CustomerId", "Surname"]}),
+    (
+        "bank_churn_modelling.csv",
+        {"target": "Exited", "positive_label": 1, "id_columns": ["RowNumber", "CustomerId", "Surname"]},
+    ),
 )
 
 
@@ -292,7 +305,7 @@ def bench_quality(folder: Path) -> list[dict]:
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    import scoring
+    from risk.model import scoring
 
     results = []
     for name, settings in QUALITY_DATASETS:
@@ -312,7 +325,9 @@ def bench_quality(folder: Path) -> list[dict]:
         scores = json.loads(
             subprocess.run(
                 [sys.executable, str(PROJECT_DIR / "scoring.py"), "--config", str(config_path)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
         )
         results.append(
@@ -385,7 +400,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 def report(results: dict) -> None:
     print("== training benchmarks ==")
-    print(f"{results['cpus']} CPUs; load average before {results['load_average_before'][0]:.1f}, after {results['load_average_after'][0]:.1f}")
+    print(
+        f"{results['cpus']} CPUs; load average before {results['load_average_before'][0]:.1f}, after {results['load_average_after'][0]:.1f}"
+    )
     speed = results.get("speed")
     if speed:
         print(
@@ -400,13 +417,17 @@ def report(results: dict) -> None:
             )
         fits = speed.get("fits")
         if fits:
-            print(f"  {fits['count']} fits, {fits['seconds']:.1f} s of fitting in all, by worker {json.dumps(fits['by_worker'])}")
+            print(
+                f"  {fits['count']} fits, {fits['seconds']:.1f} s of fitting in all, by worker {json.dumps(fits['by_worker'])}"
+            )
         load = results["load"]
         cores = load["cores"]
         print(f"quiet: training.py used {cores['quiet_s']:.2f} cores (CPU seconds of its process tree / wall seconds)")
         for key, label in (("busy_loops_s", "two busy loops"), ("threaded_work_s", "two multi-threaded fit loops")):
             ratio = load[key] / load["quiet_s"]
-            print(f"beside {label}: {load[key]:.1f} s vs quiet {load['quiet_s']:.1f} s -> {ratio:.2f}x (target <= 2.5x) {'OK' if ratio <= 2.5 else 'MISSED'}")
+            print(
+                f"beside {label}: {load[key]:.1f} s vs quiet {load['quiet_s']:.1f} s -> {ratio:.2f}x (target <= 2.5x) {'OK' if ratio <= 2.5 else 'MISSED'}"
+            )
             # wall = CPU / cores, so the ratio is (CPU beside / CPU quiet) x (cores quiet / cores beside).
             cpu_ratio = (load[key] * cores[key]) / (load["quiet_s"] * cores["quiet_s"])
             print(
@@ -436,7 +457,9 @@ def report(results: dict) -> None:
             )
             for row in estimate["table"]:
                 cluster = ", ".join(f"{w} workers {s:.0f} s" for w, s in row["cluster_s"].items())
-                print(f"  {row['rows']:>10,} rows: local on 2 cores {row['local_2_cores_s']:.0f} s of fitting; cluster {cluster}")
+                print(
+                    f"  {row['rows']:>10,} rows: local on 2 cores {row['local_2_cores_s']:.0f} s of fitting; cluster {cluster}"
+                )
             print(
                 "  a cluster wins above about "
                 + ", ".join(f"{rows:,.0f} rows with {w} workers" for w, rows in estimate["break_even_rows"].items())

@@ -1,4 +1,5 @@
 """What the benchmarks share: a measurement run in a fresh interpreter of the benchmark's own script."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Run every benchmark in this folder (bench_*.py, each with a main(argv)) one after another."""
+
 from __future__ import annotations
 
 import importlib

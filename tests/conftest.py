@@ -5,6 +5,7 @@ Training is kept quick by a config with one fast candidate and three folds.
 Every helper or fixture more than one test module uses lives here: test modules never import
 each other.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,14 +23,12 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-import deployment
-import versionstore
 import fullprocess
-import masterstore
-import records
-import sampledata
-from fsutil import atomic_write_json
-from settings import Config, load_config
+from risk.core import artefacts, logbook
+from risk.core.files import atomic_write_json
+from risk.core.settings import Config, load_config
+from risk.data import masterstore, sample
+from risk.registry import deploy, versions
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
@@ -130,7 +129,7 @@ def master_rows(config: Config) -> pd.DataFrame:
 def quarantine_reasons(config: Config) -> dict[str, str]:
     """{original file name: reason} from the quarantine folder's reason files."""
     reasons = {}
-    for reason_file in (config.output_folder / records.QUARANTINE_FOLDER).glob("*.reason.txt"):
+    for reason_file in (config.output_folder / artefacts.QUARANTINE_FOLDER).glob("*.reason.txt"):
         fields = dict(line.split(": ", 1) for line in reason_file.read_text().splitlines())
         reasons[fields["file"]] = fields["reason"]
     return reasons
@@ -142,10 +141,10 @@ def quarantine_reasons(config: Config) -> dict[str, str]:
 def add_shifted_month(config: Config, holdout: bool = False) -> None:
     """Drop the sample's shifted month into the input folder, as `make demo-drift` does; with
     ``holdout``, its labelled hold-out into the test folder too."""
-    for batch in records.csv_files(config.root / sampledata.SAMPLE_BATCH_FOLDER):
+    for batch in artefacts.csv_files(config.root / sample.SAMPLE_BATCH_FOLDER):
         shutil.copy(batch, config.input_folder / batch.name)
     if holdout:
-        for path in records.csv_files(config.root / sampledata.SAMPLE_HOLDOUT_FOLDER):
+        for path in artefacts.csv_files(config.root / sample.SAMPLE_HOLDOUT_FOLDER):
             shutil.copy(path, config.test_data_folder / path.name)
 
 
@@ -153,7 +152,7 @@ def add_shifted_month(config: Config, holdout: bool = False) -> None:
 def project(tmp_path: Path) -> Config:
     """A fresh project folder with the sample data written and nothing ingested yet."""
     config = write_config(tmp_path / "project")
-    sampledata.write_sample_data(config)
+    sample.write_sample_data(config)
     return config
 
 
@@ -162,7 +161,7 @@ def deployed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project on which fullprocess has run once: ingested, trained, deployed as v1."""
     folder = tmp_path_factory.mktemp("deployed") / "project"
     config = write_config(folder)
-    sampledata.write_sample_data(config)
+    sample.write_sample_data(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     return folder
 
@@ -188,7 +187,7 @@ def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactor
     config = load_config(folder / "config.json")
     add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert versionstore.current_version(config) == "v2", records.read_audit(config)[-1]
+    assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
     return folder
 
 
@@ -209,7 +208,9 @@ def shared_data() -> Path:
 # --- the API's projects: a categorical feature, an uninformative version, diagnostics -----------
 
 REGIONS = [f"region{i:02d}" for i in range(60)]  # more than the encoder's max_categories (50)
-UNINFORMATIVE_WARNING = "No candidate model is better than chance: every one is no better than chance at telling the classes apart."
+UNINFORMATIVE_WARNING = (
+    "No candidate model is better than chance: every one is no better than chance at telling the classes apart."
+)
 SCORES_WARNING = "4 of 5 test rows (80%) also appear in the training data."
 
 
@@ -254,8 +255,8 @@ def add_region(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
 def deploy_categorical_project(folder: Path) -> Config:
     """A project whose data has a categorical feature, deployed by fullprocess."""
     config = write_config(folder)
-    for seed, (relative, frame) in enumerate(sampledata.build_sample().items()):
-        path = sampledata.destination(config, relative)
+    for seed, (relative, frame) in enumerate(sample.build_sample().items()):
+        path = sample.destination(config, relative)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(add_region(frame, seed).to_csv(index=False, float_format="%.0f"), encoding="utf-8")
     assert fullprocess.main(["--config", str(config.path)]) == 0
@@ -273,7 +274,7 @@ def deploy_uninformative_version(config: Config) -> str:
     scores = json.loads(scores_path.read_text())
     scores.update(warnings=[SCORES_WARNING], test_rows_in_training=4, test_rows_in_training_share=0.8)
     scores_path.write_text(json.dumps(scores, indent=2))
-    return deployment.deploy_model(config, reason="an uninformative retrain")
+    return deploy.deploy_model(config, reason="an uninformative retrain")
 
 
 # --- the model report's pages ---------------------------------------------------------------------
@@ -283,8 +284,13 @@ def page_text(pdf: Path, page: int) -> str:
     """The text of one page of a PDF, by poppler's pdftotext (skipped where it is absent, failed under CI)."""
     if shutil.which("pdftotext") is None:
         skip_or_fail_in_ci("pdftotext is absent: apt-get install poppler-utils to read the report's pages in this test")
-    done = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
-                          check=True, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return " ".join(done.stdout.split())
 
 

@@ -1,4 +1,5 @@
 """Property-based fuzzing of POST /prediction: whatever the body, never a 5xx, always a JSON answer."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import app as api
+from risk.api import service
 
 FEATURES = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 FIELDS = FEATURES + ["corporation", "exited", "region"]
@@ -26,11 +27,15 @@ json_scalars = st.one_of(
     st.text(max_size=12),
 )
 json_values = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
 )
 # Records that are nearly right: the schema's fields, each with a value of any type, some left out.
 record = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), json_values, max_size=8)
-near_records = st.fixed_dictionaries({f: json_scalars for f in FEATURES}, optional={"corporation": json_scalars, "extra": json_values})
+near_records = st.fixed_dictionaries(
+    {f: json_scalars for f in FEATURES}, optional={"corporation": json_scalars, "extra": json_values}
+)
 bodies = st.one_of(
     json_values,
     st.lists(record, max_size=5),
@@ -54,7 +59,7 @@ def client(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory):
     shutil.copytree(deployed_template, folder, symlinks=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("API_TOKEN", raising=False)
-        yield api.create_app(folder / "config.json").test_client()
+        yield service.create_app(folder / "config.json").test_client()
 
 
 def assert_answered(response) -> None:

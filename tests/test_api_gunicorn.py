@@ -1,5 +1,6 @@
 """End to end under a real gunicorn on a free loopback port: apicalls.py, the token, metrics
 across workers, and a deployment picked up while serving."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,10 @@ import pytest
 import requests
 
 import apicalls
-import deployment
 import localserver
-from settings import Config, load_config
+from risk.api import client
+from risk.core.settings import Config, load_config
+from risk.registry import deploy
 from tests.conftest import write_diagnostics
 
 pytestmark = pytest.mark.slow
@@ -38,7 +40,9 @@ def served_project(deployed_template: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="module")
 def server(served_project: Config):
     log = served_project.root / "gunicorn.log"
-    with localserver.gunicorn_server(served_project.path, workers=WORKERS, env={"API_TOKEN": TOKEN}, log_path=log) as url:
+    with localserver.gunicorn_server(
+        served_project.path, workers=WORKERS, env={"API_TOKEN": TOKEN}, log_path=log
+    ) as url:
         yield url
 
 
@@ -65,17 +69,29 @@ def test_apicalls_against_gunicorn_fails_without_diagnostics_then_passes(
     write_diagnostics(served_project, "v1")
     assert apicalls.main(["--config", str(served_project.path), "--url", server, "--output", str(output)]) == 0
     text = output.read_text()
-    for path in ("/healthz", "/readyz", "/model", "/scoring", "/summarystats", "/diagnostics", "/prediction", "/metrics", "/"):
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/model",
+        "/scoring",
+        "/summarystats",
+        "/diagnostics",
+        "/prediction",
+        "/metrics",
+        "/",
+    ):
         assert f" {path} -> 200" in text
     assert text.count("## POST /prediction -> 200") == 3  # the named dataset, JSON records, a CSV body
     assert '"model_version": "v1"' in text
     # Of the 1,000-row answers only a few rows are kept (the file was 311 KB).
     assert text.count('"predictions_not_shown": 995') == 2
-    assert text.count('"prediction":') <= 3 * apicalls.PREDICTION_ROWS
+    assert text.count('"prediction":') <= 3 * client.PREDICTION_ROWS
     assert len(text.encode()) < 40_000
 
 
-def test_apicalls_runs_as_a_script_and_fails_without_the_token(server: str, served_project: Config, tmp_path: Path) -> None:
+def test_apicalls_runs_as_a_script_and_fails_without_the_token(
+    server: str, served_project: Config, tmp_path: Path
+) -> None:
     env = {"PATH": "/usr/bin:/bin"}
     command = [sys.executable, str(PROJECT_DIR / "apicalls.py"), "--config", str(served_project.path), "--url", server]
     command += ["--output", str(tmp_path / "out.txt")]
@@ -102,12 +118,19 @@ def test_a_chunked_body_is_answered_like_one_of_known_length(server: str) -> Non
     assert chunked.request.headers.get("Transfer-Encoding") == "chunked"
     assert chunked.status_code == fixed.status_code == 200
     assert chunked.json()["predictions"] == fixed.json()["predictions"]
-    bad = requests.post(server + "/prediction", data=iter([b'{"records": [{"lastmonth_activity": "x"}]}']), headers=headers, timeout=10)
+    bad = requests.post(
+        server + "/prediction", data=iter([b'{"records": [{"lastmonth_activity": "x"}]}']), headers=headers, timeout=10
+    )
     assert bad.status_code == 400 and "lastmonth_activity" in bad.json()["message"]
 
 
 def test_metrics_add_up_across_workers(server: str) -> None:
-    before = metric(requests.get(server + "/metrics", headers=AUTH, timeout=10).text, "riskapi_requests_total", endpoint="/prediction", status="200")
+    before = metric(
+        requests.get(server + "/metrics", headers=AUTH, timeout=10).text,
+        "riskapi_requests_total",
+        endpoint="/prediction",
+        status="200",
+    )
     with requests.Session() as session:  # new connections too, so that both workers answer some
         for _ in range(20):
             requests.post(server + "/prediction", json=[RECORD], headers=AUTH, timeout=10)
@@ -122,7 +145,7 @@ def test_metrics_add_up_across_workers(server: str) -> None:
 def test_a_deployment_while_serving_is_picked_up_by_every_worker(server: str, served_project: Config) -> None:
     answer = requests.post(server + "/prediction", json=[RECORD], headers=AUTH, timeout=10).json()
     assert answer["model_version"] == "v1"
-    assert deployment.deploy_model(served_project, reason="deployed while serving") == "v2"
+    assert deploy.deploy_model(served_project, reason="deployed while serving") == "v2"
     # Each worker reads the link on every request, so no answer after the deploy is from v1.
     for _ in range(10 * WORKERS):
         with requests.Session() as session:

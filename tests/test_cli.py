@@ -1,4 +1,5 @@
 """Each pipeline script's main(): arguments, output and exit codes, run as a user would."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import deployment
-import records
 import ingestion
-import ledger
 import scoring
 import training
-from fsutil import run_lock
-from settings import Config
+from risk.core import logbook
+from risk.core.locks import run_lock
+from risk.core.settings import Config
+from risk.data import ledger
 from tests.conftest import write_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -61,13 +62,19 @@ def test_a_missing_input_folder_is_named(project: Config, caplog: pytest.LogCapt
     assert "input_folder_path: folder" in caplog.text
 
 
-@pytest.mark.parametrize("script", ["ingestion.py", "training.py", "scoring.py", "deployment.py", "fullprocess.py", "sampledata.py"])
+@pytest.mark.parametrize(
+    "script", ["ingestion.py", "training.py", "scoring.py", "deployment.py", "fullprocess.py", "sampledata.py"]
+)
 def test_every_script_answers_help_from_any_directory(script: str, tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(PROJECT_DIR / script), "--help"], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / script), "--help"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0 and "--config" in result.stdout
 
 
-def test_versions_listing_shows_which_is_current_since_when_and_every_rollback(deployed_project: Config, capsys: pytest.CaptureFixture) -> None:
+def test_versions_listing_shows_which_is_current_since_when_and_every_rollback(
+    deployed_project: Config, capsys: pytest.CaptureFixture
+) -> None:
     args = ["--config", str(deployed_project.path)]
     assert deployment.main(args + ["--reason", "second"]) == 0
     assert deployment.main(args + ["--rollback"]) == 0
@@ -76,7 +83,7 @@ def test_versions_listing_shows_which_is_current_since_when_and_every_rollback(d
     assert deployment.main(args + ["--list"]) == 0
 
     listing = capsys.readouterr().out
-    rollback_at = records.read_history(deployed_project)[-1]["at"]
+    rollback_at = logbook.read_history(deployed_project)[-1]["at"]
     assert "* v1" in listing
     assert f"current: v1, since {rollback_at} (rolled back from v2)" in listing
     assert f"{rollback_at}  rollback v2 -> v1" in listing

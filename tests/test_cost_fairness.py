@@ -1,4 +1,5 @@
 """Business cost (metric "cost", cost_matrix) and the fairness checks (fairness.py), on data where the answer is known."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import deployment
-import versionstore
-import fairness
 import fullprocess
-import ingestion
-import scoring
-import training
-from settings import LOWER_IS_BETTER, ConfigError, load_config, metric_gain
+from risk.core.settings import LOWER_IS_BETTER, ConfigError, metric_gain
+from risk.data import ingest
+from risk.model import scoring, training
+from risk.monitoring import fairness
+from risk.registry import versions
 from tests.conftest import write_config
 
 COSTS = {"false_negative": 5, "false_positive": 1}
@@ -59,13 +58,19 @@ KNOWN_Y = np.array([1] * 4 + [1] * 2 + [0] * 6 + [0] * 6)
 
 
 def test_the_cost_threshold_is_the_cheapest_on_a_known_cost_matrix() -> None:
-    assert training.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, COSTS) == 0.11, "the lowest threshold flagging the 0.3 rows"
+    assert training.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, COSTS) == 0.11, (
+        "the lowest threshold flagging the 0.3 rows"
+    )
     assert training.tune_threshold("f1", KNOWN_Y, KNOWN_RISK) == 0.31, "F1 prefers the 0.6 rows alone"
     even = {"false_negative": 1, "false_positive": 1}
-    assert training.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, even) == 0.31, "with equal costs 2 misses beat 6 false alarms"
+    assert training.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, even) == 0.31, (
+        "with equal costs 2 misses beat 6 false alarms"
+    )
     curve = training.threshold_curve("cost", KNOWN_Y, KNOWN_RISK, COSTS)
     at = dict(zip(training.THRESHOLD_GRID.tolist(), curve.tolist()))
-    assert at[0.05] == pytest.approx(12 / 18) and at[0.11] == pytest.approx(6 / 18) and at[0.31] == pytest.approx(10 / 18)
+    assert (
+        at[0.05] == pytest.approx(12 / 18) and at[0.11] == pytest.approx(6 / 18) and at[0.31] == pytest.approx(10 / 18)
+    )
     assert scoring.expected_cost(KNOWN_Y, (KNOWN_RISK >= 0.11).astype(int), COSTS) == pytest.approx(6 / 18)
 
 
@@ -74,7 +79,9 @@ def candidate(mean: float, error: float, auc: float, informative: bool = True) -
 
 
 def test_selection_on_cost_prefers_the_lowest_and_ties_within_a_standard_error() -> None:
-    chosen, selection = training.choose({"dear": candidate(0.60, 0.01, 0.80), "cheap": candidate(0.40, 0.01, 0.70)}, "cost")
+    chosen, selection = training.choose(
+        {"dear": candidate(0.60, 0.01, 0.80), "cheap": candidate(0.40, 0.01, 0.70)}, "cost"
+    )
     assert chosen == "cheap" and selection["best_on_metric"] == "cheap" and "lower is better" in selection["rule"]
     tied = {"a": candidate(0.400, 0.010, 0.70), "b": candidate(0.405, 0.010, 0.75), "c": candidate(0.500, 0.010, 0.90)}
     chosen, selection = training.choose(tied, "cost")
@@ -99,15 +106,22 @@ def test_scoring_warns_of_a_test_cost_far_below_cross_validation_not_far_above(p
     base = {"rows": 100, "positives": 30, "test_rows_in_training": 0, "test_rows_in_training_share": 0.0}
     far_better = scoring.score_warnings({**base, "cost": 0.30}, metadata, config)
     assert any("below (better than) the cross-validated" in w for w in far_better)
-    assert scoring.score_warnings({**base, "cost": 0.95}, metadata, config) == [], "a worse test cost is no sign of overlap"
+    assert scoring.score_warnings({**base, "cost": 0.95}, metadata, config) == [], (
+        "a worse test cost is no sign of overlap"
+    )
 
 
 # --- training and scoring on cost ---------------------------------------------------------------
 
 
 def test_training_on_cost_tunes_and_chooses_by_expected_cost(project) -> None:
-    config = write_config(project.root, metric="cost", cost_matrix=COSTS, candidate_models=["logistic_regression", "hist_gradient_boosting"])
-    ingestion.ingest_new_files(config)
+    config = write_config(
+        project.root,
+        metric="cost",
+        cost_matrix=COSTS,
+        candidate_models=["logistic_regression", "hist_gradient_boosting"],
+    )
+    ingest.ingest_new_files(config)
     model, metadata = training.train_model(config)
     training.save_model(config, model, metadata)
 
@@ -115,9 +129,14 @@ def test_training_on_cost_tunes_and_chooses_by_expected_cost(project) -> None:
     for entry in candidates.values():
         curve = entry["cost_curve"]
         assert entry["threshold"] == curve["thresholds"][int(np.argmin(np.round(curve["cost"], 12)))]
-        assert entry["mean"] < entry["flag_everyone_score"], "on the sample data every model is cheaper than flagging everyone"
+        assert entry["mean"] < entry["flag_everyone_score"], (
+            "on the sample data every model is cheaper than flagging everyone"
+        )
     best = min(candidates[n]["mean"] for n in candidates)
-    assert candidates[chosen]["mean"] <= best + candidates[min(candidates, key=lambda n: candidates[n]["mean"])]["standard_error"]
+    assert (
+        candidates[chosen]["mean"]
+        <= best + candidates[min(candidates, key=lambda n: candidates[n]["mean"])]["standard_error"]
+    )
     assert not metadata["uninformative"]
 
     scores = scoring.score_model(config)
@@ -129,7 +148,7 @@ def test_training_on_cost_tunes_and_chooses_by_expected_cost(project) -> None:
 
 
 def test_scores_report_cost_whenever_a_cost_matrix_is_configured(project) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     model, metadata = training.train_model(project)
     training.save_model(project, model, metadata)
     assert "cost" not in scoring.score_model(project)
@@ -146,10 +165,15 @@ def known_disparity() -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
     """Group A: 100 rows, 50 positive; 30 of them and 10 negatives flagged (selection 0.4, TPR 0.6, FPR 0.2).
     Group B: 100 rows, 50 positive; 15 of them and 5 negatives flagged (selection 0.2, TPR 0.3, FPR 0.1).
     Group C: 20 rows, all negative, 4 flagged (one class: ROC AUC not measurable)."""
+
     def group(rows: int, positives: int, flagged_positives: int, flagged_negatives: int):
         y = np.array([1] * positives + [0] * (rows - positives))
-        flagged = np.array([1] * flagged_positives + [0] * (positives - flagged_positives)
-                           + [1] * flagged_negatives + [0] * (rows - positives - flagged_negatives))
+        flagged = np.array(
+            [1] * flagged_positives
+            + [0] * (positives - flagged_positives)
+            + [1] * flagged_negatives
+            + [0] * (rows - positives - flagged_negatives)
+        )
         return y, flagged
 
     parts = {"A": group(100, 50, 30, 10), "B": group(100, 50, 15, 5), "C": group(20, 0, 0, 4)}
@@ -164,7 +188,13 @@ def test_group_rates_and_disparities_match_a_known_disparity() -> None:
     groups, y, risk, predicted = known_disparity()
     measured = fairness.measure_groups(groups, y, risk, predicted)
     a, b, c = (measured["groups"][g] for g in "ABC")
-    assert (a["rows"], a["base_rate"], a["selection_rate"], a["true_positive_rate"], a["false_positive_rate"]) == (100, 0.5, 0.4, 0.6, 0.2)
+    assert (a["rows"], a["base_rate"], a["selection_rate"], a["true_positive_rate"], a["false_positive_rate"]) == (
+        100,
+        0.5,
+        0.4,
+        0.6,
+        0.2,
+    )
     assert (b["selection_rate"], b["true_positive_rate"], b["false_positive_rate"]) == (0.2, 0.3, 0.1)
     assert c["roc_auc"] is None and "not measurable" in c["roc_auc_note"] and c["true_positive_rate"] is None
     assert c["selection_rate"] == 0.2
@@ -173,7 +203,11 @@ def test_group_rates_and_disparities_match_a_known_disparity() -> None:
     assert (parity["lowest_group"], parity["highest_group"]) in {("B", "A"), ("C", "A")}
     assert opportunity["ratio"] == pytest.approx(0.5) and opportunity["difference"] == pytest.approx(0.3)
     assert opportunity["lowest_group"] == "B", "C has no positives: its true positive rate is not defined"
-    assert flag["flagged"] and flag["groups_below"] == ["B", "C"] and flag["ratios_to_most_selected"]["B"] == pytest.approx(0.5)
+    assert (
+        flag["flagged"]
+        and flag["groups_below"] == ["B", "C"]
+        and flag["ratios_to_most_selected"]["B"] == pytest.approx(0.5)
+    )
     assert "screening flag, not a verdict" in flag["statement"]
 
 
@@ -230,10 +264,17 @@ def test_invariance_check_sees_a_model_that_uses_the_attribute_and_not_one_that_
 
 
 def test_excluded_protected_attributes_are_not_features(project) -> None:
-    kinds = {"corporation": "text", "lastmonth_activity": "numeric", "number_of_employees": "numeric", "exited": "numeric"}
+    kinds = {
+        "corporation": "text",
+        "lastmonth_activity": "numeric",
+        "number_of_employees": "numeric",
+        "exited": "numeric",
+    }
     seen = write_config(project.root, protected_attributes=["number_of_employees"])
     assert "number_of_employees" in training.feature_types(seen, kinds)["numeric"]
-    hidden = write_config(project.root, protected_attributes=["number_of_employees"], exclude_protected_from_features=True)
+    hidden = write_config(
+        project.root, protected_attributes=["number_of_employees"], exclude_protected_from_features=True
+    )
     assert training.feature_types(hidden, kinds)["numeric"] == ["lastmonth_activity"]
 
 
@@ -243,7 +284,10 @@ def test_a_protected_column_missing_from_the_data_is_said_to_be_not_measurable(t
     features = {"numeric": ["income"], "categorical": []}
     model = fitted(features, frame, y)
     section = fairness.assess(config, model, {"features": features}, frame, y, np.zeros(100), np.zeros(100, dtype=int))
-    assert section["attributes"]["age"] == {"measurable": False, "note": "not measurable: the column age is not in the data scored"}
+    assert section["attributes"]["age"] == {
+        "measurable": False,
+        "note": "not measurable: the column age is not in the data scored",
+    }
 
 
 # --- the German credit data: cost 5/1 and Sex ---------------------------------------------------
@@ -252,19 +296,28 @@ def test_a_protected_column_missing_from_the_data_is_said_to_be_not_measurable(t
 @pytest.mark.slow
 def test_german_credit_on_cost_with_sex_protected(shared_data: Path, tmp_path: Path) -> None:
     config = write_config(
-        tmp_path, target="Risk", positive_label="bad", id_columns=["Unnamed: 0"], metric="cost", cost_matrix=COSTS,
-        protected_attributes=["Sex"], candidate_models=["logistic_regression", "hist_gradient_boosting"],
+        tmp_path,
+        target="Risk",
+        positive_label="bad",
+        id_columns=["Unnamed: 0"],
+        metric="cost",
+        cost_matrix=COSTS,
+        protected_attributes=["Sex"],
+        candidate_models=["logistic_regression", "hist_gradient_boosting"],
     )
     lines = (shared_data / "german_credit_kaggle.csv").read_bytes().split(b"\r\n")
     header, rows = lines[0], [line for line in lines[1:] if line]
     cut = int(len(rows) * 0.8)
-    for folder, name, part in ((config.input_folder, "credit.csv", rows[:cut]), (config.test_data_folder, "test.csv", rows[cut:])):
+    for folder, name, part in (
+        (config.input_folder, "credit.csv", rows[:cut]),
+        (config.test_data_folder, "test.csv", rows[cut:]),
+    ):
         folder.mkdir(exist_ok=True)
         (folder / name).write_bytes(b"\r\n".join([header, *part]) + b"\r\n")
 
     assert fullprocess.main(["--config", str(config.path)]) == 0
 
-    deployed = versionstore.load_deployed_model(config)
+    deployed = versions.load_deployed_model(config)
     assert deployed.scores["cost"] < 0.7 * 1.0, "cheaper than flagging all 200 (70% of them good at cost 1)"
     report = json.loads((config.reports_folder / deployed.version / "model_report.json").read_text())
     groups = report["fairness"]["attributes"]["Sex"]["groups"]
@@ -275,8 +328,10 @@ def test_german_credit_on_cost_with_sex_protected(shared_data: Path, tmp_path: P
 
 
 def test_a_misspelt_protected_attribute_fails_the_set_up_check(project) -> None:
-    import preflight
+    from risk.data import preflight
 
     config = write_config(project.root, protected_attributes=["number_of_employes"])
-    with pytest.raises(preflight.SetupError, match="protected_attributes names the column 'number_of_employes'.*number_of_employees"):
+    with pytest.raises(
+        preflight.SetupError, match="protected_attributes names the column 'number_of_employes'.*number_of_employees"
+    ):
         preflight.check_columns(config)

@@ -1,6 +1,7 @@
 """The same training and scoring on a real Dask cluster: a distributed.LocalCluster of two
 worker processes, started by these tests. The cluster must run the fits (counted on the
 scheduler) and the model it gives must equal the local run's."""
+
 from __future__ import annotations
 
 import os
@@ -12,14 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import compute
-import ingestion
-import masterstore
-import scoring
-import training
-from tests.conftest import PROJECT_DIR, import_or_fail_in_ci, add_shifted_month, write_config
+from risk.data import ingest, masterstore
+from risk.model import compute, scoring, training
+from tests.conftest import PROJECT_DIR, add_shifted_month, import_or_fail_in_ci, write_config
 
-distributed = import_or_fail_in_ci("distributed", "distributed (Dask) is not installed: pip install -r requirements.txt")
+distributed = import_or_fail_in_ci(
+    "distributed", "distributed (Dask) is not installed: pip install -r requirements.txt"
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,9 @@ def tasks_run_on(cluster, prefix: str) -> int:
     """Tasks the scheduler saw finish whose key starts with ``prefix``."""
 
     def count(dask_scheduler, prefix=prefix):
-        return sum(1 for entry in dask_scheduler.transition_log if str(entry[0]).startswith(prefix) and entry[2] == "memory")
+        return sum(
+            1 for entry in dask_scheduler.transition_log if str(entry[0]).startswith(prefix) and entry[2] == "memory"
+        )
 
     with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
         return client.run_on_scheduler(count)
@@ -50,7 +52,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def ingested(project):
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     return project
 
 
@@ -78,7 +80,9 @@ def test_the_cluster_runs_the_fits_and_gives_the_local_model(ingested, cluster) 
 
 
 def test_the_workers_read_the_master_from_the_file_system(ingested, cluster) -> None:
-    config = write_config(ingested.root, candidate_models=["logistic_regression"], dask_scheduler_address=cluster.scheduler_address)
+    config = write_config(
+        ingested.root, candidate_models=["logistic_regression"], dask_scheduler_address=cluster.scheduler_address
+    )
     source = training.TrainingData(
         features=training.feature_types(config, masterstore.column_kinds(config)),
         kinds=masterstore.column_kinds(config),
@@ -120,7 +124,11 @@ def test_an_unreachable_scheduler_fails_at_once_with_a_clear_message(ingested, t
 
     finished = subprocess.run(
         [sys.executable, str(PROJECT_DIR / "training.py"), "--config", str(config.path)],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""}, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ""},
+        timeout=120,
     )
     assert finished.returncode == 1
     assert f"cannot reach the Dask scheduler at {address}" in finished.stderr and "Traceback" not in finished.stderr
@@ -140,11 +148,11 @@ def test_with_fallback_an_unreachable_scheduler_trains_locally_and_says_so(inges
 
 
 def test_the_drift_statistics_run_on_the_cluster_with_the_same_figures(deployed_project, cluster) -> None:
-    import diagnostics
+    from risk.monitoring import diagnostics
 
     # A new month ingested while v1 is current: the newest batch is one file the workers read.
     add_shifted_month(deployed_project)
-    ingestion.ingest_new_files(deployed_project)
+    ingest.ingest_new_files(deployed_project)
     local = diagnostics.data_drift(deployed_project)
     assert local["comparison"] == diagnostics.NEWEST_BATCH
     config = write_config(deployed_project.root, dask_scheduler_address=cluster.scheduler_address)

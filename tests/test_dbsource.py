@@ -5,6 +5,7 @@ PostgreSQL: `eval "$(.ci/postgres start)"` starts a throwaway cluster and export
 RISK_TEST_POSTGRES (a URL without the password) and RISK_TEST_POSTGRES_PASSWORD; .ci/run does
 this. Without them the PostgreSQL cases skip, saying so, except under CI=true, where they fail.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,10 @@ import pytest
 
 import dbsource
 import fullprocess
-import ledger
-import masterstore
-import sampledata
-import records
-from fsutil import sha256_file
-from settings import Config, ConfigError, load_config
+from risk.core import logbook
+from risk.core.files import sha256_file
+from risk.core.settings import Config, ConfigError, load_config
+from risk.data import dbpull, ledger, masterstore, sample
 from tests.conftest import skip_or_fail_in_ci
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -39,10 +38,17 @@ COLUMNS = ["row_id", "corporation", "lastmonth_activity", "lastyear_activity", "
 
 def client_rows(first_id: int, count: int, seed: int = 7) -> list[tuple]:
     """Sample clients (with a few missing values) numbered from ``first_id``."""
-    frame = sampledata.make_clients(np.random.default_rng(seed + first_id), count)
+    frame = sample.make_clients(np.random.default_rng(seed + first_id), count)
     frame = frame.astype(object).where(frame.notna(), None)
     return [
-        (first_id + i, f"db-{first_id + i:07d}", *[None if v is None else (int(v) if c != "lastmonth_activity" else float(v)) for c, v in zip(frame.columns, row)])
+        (
+            first_id + i,
+            f"db-{first_id + i:07d}",
+            *[
+                None if v is None else (int(v) if c != "lastmonth_activity" else float(v))
+                for c, v in zip(frame.columns, row)
+            ],
+        )
         for i, row in enumerate(frame.itertuples(index=False))
     ]
 
@@ -68,8 +74,10 @@ class SqliteDatabase:
         connection.close()
 
     def create_clients(self, watermark: str = "row_id INTEGER PRIMARY KEY") -> None:
-        self.execute(f"CREATE TABLE clients ({watermark}, corporation TEXT, lastmonth_activity REAL, "
-                     "lastyear_activity INTEGER, number_of_employees INTEGER, exited INTEGER)")
+        self.execute(
+            f"CREATE TABLE clients ({watermark}, corporation TEXT, lastmonth_activity REAL, "
+            "lastyear_activity INTEGER, number_of_employees INTEGER, exited INTEGER)"
+        )
 
     def insert(self, rows: list[tuple], columns: list[str] = COLUMNS) -> None:
         marks = ", ".join("?" for _ in columns)
@@ -110,8 +118,10 @@ class PostgresDatabase:
                 connection.cursor().executemany(sql, rows)
 
     def create_clients(self, watermark: str = "row_id bigint PRIMARY KEY") -> None:
-        self.execute(f"CREATE TABLE clients ({watermark}, corporation text, lastmonth_activity double precision, "
-                     "lastyear_activity integer, number_of_employees integer, exited integer)")
+        self.execute(
+            f"CREATE TABLE clients ({watermark}, corporation text, lastmonth_activity double precision, "
+            "lastyear_activity integer, number_of_employees integer, exited integer)"
+        )
 
     def insert(self, rows: list[tuple], columns: list[str] = COLUMNS) -> None:
         if len(rows) > 1000:  # COPY: a large table in a second rather than a minute
@@ -127,15 +137,21 @@ class PostgresDatabase:
         self.execute(f"ALTER TABLE clients ALTER COLUMN {column} TYPE text")
 
     def source(self, **overrides) -> dict:
-        return {"name": "crm", "url": self.url, "password_env": PASSWORD_ENV, "table": "clients",
-                "watermark_column": "row_id", **overrides}
+        return {
+            "name": "crm",
+            "url": self.url,
+            "password_env": PASSWORD_ENV,
+            "table": "clients",
+            "watermark_column": "row_id",
+            **overrides,
+        }
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> dict[str, str]:
     url = os.environ.get("RISK_TEST_POSTGRES")
     if not url:
-        message = "no PostgreSQL server given: run `eval \"$(.ci/postgres start)\"` (needs Debian's postgresql) to test against one"
+        message = 'no PostgreSQL server given: run `eval "$(.ci/postgres start)"` (needs Debian\'s postgresql) to test against one'
         skip_or_fail_in_ci(message)
     return {"url": url, "password": os.environ.get("RISK_TEST_POSTGRES_PASSWORD", "")}
 
@@ -166,7 +182,7 @@ def run(config: Config) -> int:
 
 
 def last_audit(config: Config) -> dict:
-    return records.read_audit(config)[-1]
+    return logbook.read_audit(config)[-1]
 
 
 def pulls(config: Config) -> list[dict]:
@@ -261,7 +277,9 @@ def test_a_timestamp_watermark_reads_each_row_once(deployed_project: Config, dat
 def test_a_changed_watermark_column_reads_the_source_afresh(deployed_project: Config, database) -> None:
     kind = "TEXT" if database.kind == "sqlite" else "timestamptz"
     database.create_clients(watermark=f"row_id integer, updated_at {kind}")
-    database.insert([(*row, f"2026-11-01T10:00:{row[0]:02d}+00:00") for row in client_rows(1, 30)], [*COLUMNS, "updated_at"])
+    database.insert(
+        [(*row, f"2026-11-01T10:00:{row[0]:02d}+00:00") for row in client_rows(1, 30)], [*COLUMNS, "updated_at"]
+    )
     config = with_database(deployed_project, database.source())
     assert run(config) == 0
     config = with_database(config, database.source(watermark_column="updated_at"))
@@ -324,7 +342,7 @@ def test_a_run_killed_mid_pull_loses_and_doubles_nothing(deployed_project: Confi
     database.insert(client_rows(1, rows))
     config = with_database(deployed_project, database.source())
     before = masterstore.read_master_state(config)["rows"]
-    folder = dbsource.snapshot_folder(config)
+    folder = dbpull.snapshot_folder(config)
     command = [sys.executable, str(PROJECT_DIR / "dbsource.py"), "--config", str(config.path)]
 
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -451,11 +469,17 @@ def test_postgres_refused_login_is_one_line_without_the_password(deployed_projec
     assert result.returncode == 1
     [failure] = last_audit(config)["database_failures"]
     assert "password authentication failed" in failure["reason"]
-    for text in (result.stderr, (config.log_folder / "fullprocess.log").read_text(), records.audit_path(config).read_text()):
+    for text in (
+        result.stderr,
+        (config.log_folder / "fullprocess.log").read_text(),
+        logbook.audit_path(config).read_text(),
+    ):
         assert wrong not in text and postgres.password not in text
 
 
-def test_postgres_missing_password_variable_is_named(deployed_project: Config, postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgres_missing_password_variable_is_named(
+    deployed_project: Config, postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = with_database(deployed_project, postgres.source())
     monkeypatch.delenv(PASSWORD_ENV)
 
@@ -466,7 +490,9 @@ def test_postgres_missing_password_variable_is_named(deployed_project: Config, p
 
 
 @pytest.mark.parametrize("server", ["silent", "closed"])
-def test_postgres_unreachable_port_ends_the_run_within_the_timeout(deployed_project: Config, postgres, server: str) -> None:
+def test_postgres_unreachable_port_ends_the_run_within_the_timeout(
+    deployed_project: Config, postgres, server: str
+) -> None:
     """A port where something accepts but never answers (the connect timeout must end the wait),
     and a closed port (refused at once)."""
     listener = socket.socket()
@@ -518,7 +544,9 @@ def test_postgres_query_runs_read_only(deployed_project: Config, postgres) -> No
         ({"query_timeout_seconds": 0}, "query_timeout_seconds must be a positive number"),
     ],
 )
-def test_a_bad_database_source_is_a_config_error_without_the_password(tmp_path: Path, source: dict, message: str) -> None:
+def test_a_bad_database_source_is_a_config_error_without_the_password(
+    tmp_path: Path, source: dict, message: str
+) -> None:
     spec = {"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id", **source}
     (tmp_path / "config.json").write_text(json.dumps({"database_sources": [spec], "drop_columns": ["row_id"]}))
 
@@ -531,7 +559,7 @@ def test_a_bad_database_source_is_a_config_error_without_the_password(tmp_path: 
 def test_no_database_source_needs_no_driver(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     config = load_config(tmp_path / "config.json")
-    assert config["database_sources"] == [] and dbsource.pull_new_rows(config).audit() == {}
+    assert config["database_sources"] == [] and dbpull.pull_new_rows(config).audit() == {}
 
 
 @pytest.mark.slow
@@ -544,7 +572,9 @@ def test_sqlite_url_is_relative_to_the_config_under_crons_environment(deployed_p
     home.mkdir()
     command = [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(config.path)]
 
-    result = subprocess.run(command, cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command, cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300
+    )
 
     assert result.returncode == 0, result.stderr
     assert pulls(config)[-1]["rows_added"] == 12

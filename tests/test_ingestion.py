@@ -1,4 +1,5 @@
 """ingestion.py and ledger.py on real files in tmp_path."""
+
 from __future__ import annotations
 
 import os
@@ -8,18 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import ingestion
-import ledger
-import masterstore
-import records
-import tables
-from fsutil import sha256_file
-from settings import Config
+from risk.core import artefacts, tables
+from risk.core.files import sha256_file
+from risk.core.settings import Config
+from risk.data import ingest, ledger, masterstore
 from tests.conftest import HEADER, master_rows, quarantine_reasons, write, write_config
 
 
 def test_first_run_ingests_every_sample_file(project: Config) -> None:
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.files_ingested and not result.files_set_aside
     assert result.rows_added == 7500 == len(master_rows(project))
@@ -28,22 +26,22 @@ def test_first_run_ingests_every_sample_file(project: Config) -> None:
     record = ledger.read_record(project)
     assert {e["sha256"] for e in record} == {sha256_file(p) for p in project.input_folder.iterdir()}
     assert all(e["rows_read"] == e["rows_added"] == 2500 and e["duplicates_dropped"] == 0 for e in record)
-    assert len(pd.read_csv(project.output_folder / records.LATEST_BATCH_FILE)) == 7500
+    assert len(pd.read_csv(project.output_folder / artefacts.LATEST_BATCH_FILE)) == 7500
 
 
 def test_second_run_reads_nothing_and_changes_nothing(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     before = sha256_file(masterstore.master_path(project))
 
     assert ledger.pending_files(project) == []
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.rows_added == 0 and result.files_ingested == []
     assert sha256_file(masterstore.master_path(project)) == before
 
 
 def test_touched_but_unchanged_file_is_not_new(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     source = next(project.input_folder.iterdir())
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
 
@@ -51,12 +49,12 @@ def test_touched_but_unchanged_file_is_not_new(project: Config) -> None:
 
 
 def test_changed_file_under_old_name_adds_only_its_new_rows(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     source = sorted(project.input_folder.iterdir())[0]
     with source.open("a", encoding="utf-8") as handle:
         handle.write("newco01,5,60,12,1\nnewco02,0,3,4,0\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert [f["name"] for f in result.files_ingested] == [source.name]
     assert result.rows_added == 2
@@ -66,11 +64,11 @@ def test_changed_file_under_old_name_adds_only_its_new_rows(project: Config) -> 
 
 
 def test_duplicate_rows_within_and_across_files_are_dropped_and_counted(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     existing = sorted(project.input_folder.iterdir())[0].read_text().splitlines()[1]
     write(project.input_folder / "dupes.csv", HEADER + f"{existing}\nnewco01,5,60,12,1\nnewco01,5,60,12,1\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     entry = result.files_ingested[0]
     assert (entry["rows_read"], entry["rows_added"], entry["duplicates_dropped"]) == (3, 1, 2)
@@ -79,11 +77,11 @@ def test_duplicate_rows_within_and_across_files_are_dropped_and_counted(project:
 
 def test_same_row_typed_differently_is_a_duplicate(project: Config) -> None:
     """5 and 5.0, or a numeric and a quoted id, are the same values."""
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "a.csv", HEADER + "x1,5,60,12,1\n")
     write(project.input_folder / "b.csv", HEADER + '"x1",5.0,60.0,12,1\n')
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.rows_added == 1
 
@@ -91,7 +89,10 @@ def test_same_row_typed_differently_is_a_duplicate(project: Config) -> None:
 BAD_FILES = {
     "empty.csv": ("", "empty file"),
     "header_only.csv": (HEADER, "no data rows"),
-    "no_target.csv": ("corporation,lastmonth_activity,lastyear_activity,number_of_employees\nab,1,2,3\n", "target column 'exited' is missing"),
+    "no_target.csv": (
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees\nab,1,2,3\n",
+        "target column 'exited' is missing",
+    ),
     "text_in_number.csv": (HEADER + "ab,1,2,3,0\ncd,lots,2,3,1\n", "column 'lastmonth_activity' must be numeric"),
     "latin1.csv": (HEADER.encode() + "caf\xe9,1,2,3,0\n".encode("latin-1"), "not UTF-8"),
     "missing_column.csv": ("corporation,lastmonth_activity,exited\nab,1,0\n", "missing column(s)"),
@@ -104,13 +105,13 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_bad_file_is_set_aside_with_reason_and_master_intact(project: Config, name: str) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     master_before = sha256_file(masterstore.master_path(project))
     content, expected_reason = BAD_FILES[name]
     write(project.input_folder / name, content)
     write(project.input_folder / "zz_good.csv", HEADER + "goodco,3,40,10,0\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert [f["name"] for f in result.files_set_aside] == [name]
     assert expected_reason in result.files_set_aside[0]["reason"]
@@ -130,10 +131,10 @@ def test_bad_file_is_set_aside_with_reason_and_master_intact(project: Config, na
 
 
 def test_rows_without_target_are_counted_not_silently_dropped(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "partly.csv", HEADER + "ab,1,2,3,\ncd,1,2,3,1\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     entry = result.files_ingested[0]
     assert entry["rows_missing_target"] == 1 and entry["rows_added"] == 1
@@ -141,10 +142,10 @@ def test_rows_without_target_are_counted_not_silently_dropped(project: Config) -
 
 
 def test_extra_columns_are_ignored_with_a_note(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "extra.csv", "region," + HEADER + "north,ab,1,2,3,0\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.rows_added == 1
     assert "region" in result.files_ingested[0]["notes"][0]
@@ -164,7 +165,7 @@ def test_interrupted_run_is_recovered_without_duplicates(project: Config) -> Non
     stash.mkdir()
     for other in sorted(project.input_folder.iterdir())[1:]:
         shutil.move(other, stash / other.name)
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     # Simulate the crash: the master gained the next file's rows, index and record did not.
     second = sorted(stash.iterdir())[0]
     rows = second.read_text().split("\n", 1)[1]
@@ -172,7 +173,7 @@ def test_interrupted_run_is_recovered_without_duplicates(project: Config) -> Non
         handle.write(rows)
     shutil.move(second, project.input_folder / second.name)
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.rows_added == 0
     assert result.files_ingested[0]["duplicates_dropped"] == 2500
@@ -185,7 +186,7 @@ def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
     write(config.input_folder / "a.csv", "id,Age,Saving accounts,Risk\r\n007,30,NA,good\r\n008,41,little,bad\r\n")
     config.test_data_folder.mkdir()
 
-    ingestion.ingest_new_files(config)
+    ingest.ingest_new_files(config)
 
     master = master_rows(config)
     assert list(master["id"]) == ["007", "008"]
@@ -194,11 +195,11 @@ def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
 
 
 def test_first_run_killed_before_its_state_was_written_is_rebuilt_not_doubled(project: Config) -> None:
-    ingestion.ingest_new_files(project)
-    for name in (records.MASTER_STATE_FILE, records.HASHES_FILE, records.RECORD_FILE):
+    ingest.ingest_new_files(project)
+    for name in (artefacts.MASTER_STATE_FILE, artefacts.HASHES_FILE, artefacts.RECORD_FILE):
         (project.output_folder / name).unlink()
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.rows_added == 0
     assert len(master_rows(project)) == 7500
@@ -206,13 +207,13 @@ def test_first_run_killed_before_its_state_was_written_is_rebuilt_not_doubled(pr
 
 
 def test_float_labels_join_the_integer_classes_even_after_a_rebuild(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "floats.csv", HEADER + "fl1,1,2,3,1.0\nfl2,1,2,3,0.0\n")
-    assert ingestion.ingest_new_files(project).rows_added == 2
-    (project.output_folder / records.HASHES_FILE).unlink()  # force a rebuild
+    assert ingest.ingest_new_files(project).rows_added == 2
+    (project.output_folder / artefacts.HASHES_FILE).unlink()  # force a rebuild
     write(project.input_folder / "ints.csv", HEADER + "in1,1,2,3,1\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.files_set_aside == [] and result.rows_added == 1
     assert masterstore.read_master_state(project)["target_classes"] == ["0", "1"]
@@ -224,10 +225,10 @@ def test_float_labels_join_the_integer_classes_even_after_a_rebuild(project: Con
     [("True,2,3,1\nxy,False,2,3,0", "true/false"), ("inf,2,3,1", "infinite")],
 )
 def test_booleans_and_infinities_in_numeric_columns_are_set_aside(project: Config, values: str, reason: str) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "odd.csv", HEADER + "ab," + values + "\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert [f["name"] for f in result.files_set_aside] == ["odd.csv"]
     assert reason in result.files_set_aside[0]["reason"]
@@ -238,7 +239,7 @@ def test_a_column_empty_in_the_first_file_takes_its_kind_from_the_first_values(t
     write(config.input_folder / "a.csv", "corporation,sector,exited\nab,,1\ncd,,0\n")
     write(config.input_folder / "b.csv", "corporation,sector,exited\nef,retail,1\n")
 
-    result = ingestion.ingest_new_files(config)
+    result = ingest.ingest_new_files(config)
 
     assert result.files_set_aside == [] and result.rows_added == 3
     assert masterstore.column_kinds(config)["sector"] == tables.TEXT
@@ -246,15 +247,15 @@ def test_a_column_empty_in_the_first_file_takes_its_kind_from_the_first_values(t
 
 
 def test_negative_zero_is_the_same_value_as_zero(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "a.csv", HEADER + "z1,0.0,60,12,1\n")
     write(project.input_folder / "b.csv", HEADER + "z1,-0.0,60,12,1\n")
 
-    assert ingestion.ingest_new_files(project).rows_added == 1
+    assert ingest.ingest_new_files(project).rows_added == 1
 
 
 def test_content_replaced_with_its_old_size_and_mtime_is_still_new(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     source = sorted(project.input_folder.iterdir())[0]
     stat = source.stat()
     text = source.read_text()
@@ -266,10 +267,10 @@ def test_content_replaced_with_its_old_size_and_mtime_is_still_new(project: Conf
 
 
 def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "trailing.csv", HEADER + "tc1,1,2,3,0,\ntc2,4,5,6,1,\n")
 
-    result = ingestion.ingest_new_files(project)
+    result = ingest.ingest_new_files(project)
 
     assert result.rows_added == 2
     added = master_rows(project).tail(2)
@@ -277,8 +278,8 @@ def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(project: Confi
 
 
 def test_windows_line_ends_do_not_reach_the_master(project: Config) -> None:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     write(project.input_folder / "windows.csv", (HEADER + "w1,1,2,3,0\nw2,4,5,6,1\n").replace("\n", "\r\n").encode())
 
-    assert ingestion.ingest_new_files(project).rows_added == 2
+    assert ingest.ingest_new_files(project).rows_added == 2
     assert b"\r" not in masterstore.master_path(project).read_bytes()

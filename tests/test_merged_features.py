@@ -1,4 +1,5 @@
 """Hostile tests of features merged together (rebuild + drift checkpoint, blends served, ...)."""
+
 from __future__ import annotations
 
 import json
@@ -12,22 +13,16 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import FixedThresholdClassifier
 
-import compute
 import deployment
-import versionstore
 import diagnostics
-import compiledmodel
-
 import fullprocess
 import ingestion
-import ledger
-import masterstore
-import sampledata
-import scoring
-import requestinput
-import training
-import records
-from settings import Config
+from risk.core import artefacts, logbook
+from risk.core.settings import Config
+from risk.data import ledger, masterstore, sample
+from risk.model import batches, compiled, compute, scoring, training
+from risk.pipeline import rebuild
+from risk.registry import versions
 from tests.conftest import add_region, growing, write_config
 
 
@@ -52,14 +47,14 @@ def test_rows_added_after_a_rebuild_to_a_smaller_master_are_judged(deployed_proj
     config = deployed_project
     (config.input_folder / "2026-10_clients.csv").unlink()
     masterstore.master_path(config).unlink()
-    rebuilt = ingestion.rebuild_master(config)
+    rebuilt = rebuild.rebuild_master(config)
     assert rebuilt["rebuilt"] and rebuilt["rows"] == 5000
-    for batch in (config.root / sampledata.SAMPLE_BATCH_FOLDER).glob("*.csv"):
+    for batch in (config.root / sample.SAMPLE_BATCH_FOLDER).glob("*.csv"):
         settled_copy(batch, config.input_folder / batch.name)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    record = records.read_audit(config)[-1]
-    assert record["rows_added"] == sampledata.SHIFTED_BATCH_ROWS
-    assert record.get("rows_judged") == sampledata.SHIFTED_BATCH_ROWS, record
+    record = logbook.read_audit(config)[-1]
+    assert record["rows_added"] == sample.SHIFTED_BATCH_ROWS
+    assert record.get("rows_judged") == sample.SHIFTED_BATCH_ROWS, record
 
 
 def test_a_positive_label_matching_no_value_is_named_by_the_set_up_check(deployed_project: Config, capsys):
@@ -70,7 +65,7 @@ def test_a_positive_label_matching_no_value_is_named_by_the_set_up_check(deploye
     config.path.write_text(json.dumps({**values, "positive_label": "yes"}), encoding="utf-8")
     settled_copy(config.test_data_folder / "testdata.csv", config.input_folder / "new.csv")
     assert fullprocess.main(["--config", str(config.path)]) == 1
-    reason = records.read_audit(config)[-1]["reason"]
+    reason = logbook.read_audit(config)[-1]["reason"]
     assert "positive_label" in reason and "'0'" in reason and "'1'" in reason, reason
     assert "add rows of both classes" not in reason
 
@@ -97,7 +92,9 @@ def _listener_that(answer: bytes | None) -> socket.socket:
     return server
 
 
-@pytest.mark.parametrize("answer", [None, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"], ids=["silent", "http"])
+@pytest.mark.parametrize(
+    "answer", [None, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"], ids=["silent", "http"]
+)
 def test_a_dask_address_that_is_no_scheduler_fails_the_run_clearly(answer):
     """dask_scheduler_address pointing at something else: ComputeUnavailable naming the address,
     not a hang in distributed's handshake, nor a MemoryError from reading an HTTP reply as a frame."""
@@ -123,17 +120,22 @@ def _record_failure(outcome: list[BaseException], address: str) -> None:
 def test_a_served_blend_counts_unseen_categories(single_threaded) -> None:
     """The soft-voting blend (issue 12) is served by scikit-learn (no compiled path); the answer
     must still count the categories it never saw, as it does for a single pipeline."""
-    files = sampledata.build_sample()
-    train = pd.concat([add_region(f, i) for i, (name, f) in enumerate(files.items()) if name.startswith("input/")], ignore_index=True)
+    files = sample.build_sample()
+    train = pd.concat(
+        [add_region(f, i) for i, (name, f) in enumerate(files.items()) if name.startswith("input/")], ignore_index=True
+    )
     numeric = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
     features = {"numeric": numeric, "categorical": ["region"]}
-    members = [(name, training.build_pipeline(name, features, seed=7)) for name in ("logistic_regression", "hist_gradient_boosting")]
+    members = [
+        (name, training.build_pipeline(name, features, seed=7))
+        for name in ("logistic_regression", "hist_gradient_boosting")
+    ]
     model = FixedThresholdClassifier(training.SoftVotingBlend(members), threshold=0.3, response_method="predict_proba")
     model.fit(scoring.feature_frame(train, features), train["exited"].to_numpy())
-    schema = requestinput.Schema(tuple(numeric), ("region",), ())
+    schema = batches.Schema(tuple(numeric), ("region",), ())
     frame = pd.DataFrame({**{n: [1.0, 2.0, 3.0] for n in numeric}, "region": ["never-seen", None, "region00"]})
-    batch = requestinput.batch_from_frame(frame, schema, max_rows=0)
-    assert compiledmodel.unseen_categories(compiledmodel.known_categories(model), batch, schema) == {"region": 1}
+    batch = batches.batch_from_frame(frame, schema, max_rows=0)
+    assert compiled.unseen_categories(compiled.known_categories(model), batch, schema) == {"region": 1}
 
 
 def test_the_cron_line_of_a_deployment_whose_reports_failed_names_the_failure(project: Config, capsys):
@@ -157,7 +159,7 @@ def test_activate_with_an_empty_version_is_refused_and_deploys_nothing(deployed_
     with pytest.raises(SystemExit) as refused:
         deployment.main(["--config", str(config.path), option, "", "--by", "someone", "--note", "why"])
     assert refused.value.code == 2
-    assert versionstore.version_names(config) == ["v1"] and versionstore.current_version(config) == "v1"
+    assert versions.version_names(config) == ["v1"] and versions.current_version(config) == "v1"
 
 
 def test_a_rebuild_reads_database_snapshots_again(project: Config):
@@ -173,12 +175,16 @@ def test_a_rebuild_reads_database_snapshots_again(project: Config):
         frame.insert(0, "row_id", range(1, len(frame) + 1))
         frame.to_sql("clients", connection, index=False)
     values = json.loads(config.path.read_text(encoding="utf-8"))
-    values.update(database_sources=[{"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}])
+    values.update(
+        database_sources=[
+            {"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}
+        ]
+    )
     values["id_columns"] = values["id_columns"] + ["row_id"]
     config.path.write_text(json.dumps(values), encoding="utf-8")
     assert fullprocess.main(["--config", str(config.path)]) == 0
     masterstore.master_path(config).unlink()
-    rebuilt = ingestion.rebuild_master(config)
+    rebuilt = rebuild.rebuild_master(config)
     assert rebuilt["files_gone"] == [] and rebuilt["rows"] == len(frame), rebuilt
 
 
@@ -188,7 +194,11 @@ def test_a_failed_database_source_reads_as_a_sentence_in_the_cron_line(deployed_
     config = deployed_project
     sqlite3.connect(config.root / "clients.db").close()  # a database without the table
     values = json.loads(config.path.read_text(encoding="utf-8"))
-    values.update(database_sources=[{"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}])
+    values.update(
+        database_sources=[
+            {"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}
+        ]
+    )
     values["id_columns"] = values["id_columns"] + ["row_id"]
     config.path.write_text(json.dumps(values), encoding="utf-8")
     assert fullprocess.main(["--config", str(config.path)]) == 1
@@ -200,23 +210,27 @@ def test_a_damaged_drift_checkpoint_does_not_stop_every_run(deployed_project: Co
     """Offsets that are not whole numbers count as unknown (the deployed version's size then
     says what is judged), like a broken `current`: not a ValueError on every run."""
     config = deployed_project
-    (config.output_folder / records.CHECKPOINT_FILE).write_text('{"master_bytes": "x", "seen_bytes": null}', encoding="utf-8")
+    (config.output_folder / artefacts.CHECKPOINT_FILE).write_text(
+        '{"master_bytes": "x", "seen_bytes": null}', encoding="utf-8"
+    )
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_checkpoint(config)[0] == versionstore.covered_master_bytes(config) > 0  # healed
+    assert logbook.read_checkpoint(config)[0] == versions.covered_master_bytes(config) > 0  # healed
 
 
-@pytest.mark.parametrize("damage", ["[]", "{not json", '{"bytes": "x"}'], ids=["a-list", "not-json", "bytes-not-a-number"])
+@pytest.mark.parametrize(
+    "damage", ["[]", "{not json", '{"bytes": "x"}'], ids=["a-list", "not-json", "bytes-not-a-number"]
+)
 def test_a_damaged_master_state_is_read_as_absent(deployed_project: Config, damage: str):
     """master_state.json is derived from the master (a missing one is rebuilt from it): a damaged
     one must not stop every run with a TypeError, nor `ingestion.py --rebuild` with a traceback."""
     config = deployed_project
-    (config.output_folder / records.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
+    (config.output_folder / artefacts.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
     drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_audit(config)[-1]["rows_added"] == 300
+    assert logbook.read_audit(config)[-1]["rows_added"] == 300
     assert masterstore.read_master_state(config)["rows"] == 7800
-    (config.output_folder / records.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
+    (config.output_folder / artefacts.MASTER_STATE_FILE).write_text(damage, encoding="utf-8")
     assert ingestion.main(["--config", str(config.path), "--rebuild"]) == 0
 
 
@@ -224,12 +238,12 @@ def test_a_json_line_that_is_not_an_object_is_skipped_like_a_torn_one(deployed_p
     """A line of the record, history or audit that is valid JSON but not an object ("str", [1])
     was returned to readers that call .get on it: every run failed with a TypeError."""
     config = deployed_project
-    for path in (ledger.record_path(config), records.audit_path(config)):
+    for path in (ledger.record_path(config), logbook.audit_path(config)):
         with open(path, "a", encoding="utf-8") as handle:
             handle.write('[1, 2]\n"str"\n')
     drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_audit(config)[-1]["rows_added"] == 300
+    assert logbook.read_audit(config)[-1]["rows_added"] == 300
 
 
 def test_a_record_entry_without_name_or_status_is_skipped(deployed_project: Config):
@@ -240,7 +254,7 @@ def test_a_record_entry_without_name_or_status_is_skipped(deployed_project: Conf
         handle.write('{"a": 1}\n{"name": "x.csv"}\n')
     drop_new_clients(config, rows=300)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert records.read_audit(config)[-1]["rows_added"] == 300
+    assert logbook.read_audit(config)[-1]["rows_added"] == 300
     assert diagnostics.main(["--config", str(config.path)]) == 0
 
 
@@ -252,6 +266,6 @@ def test_the_audit_line_names_a_file_still_being_written(deployed_project: Confi
     growing_file.write_text("corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n")
     with growing(growing_file):
         assert fullprocess.main(["--config", str(config.path)]) == 0
-    record = records.read_audit(config)[-1]
+    record = logbook.read_audit(config)[-1]
     assert record["decision"] == "no_new_data" and record["files_waiting"] == ["growing.csv"]
     assert "still being written" in record["reason"]

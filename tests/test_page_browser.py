@@ -2,6 +2,7 @@
 against a real gunicorn: upload the sample test file, see coloured rows sorted by risk, download the
 scored CSV, and save screenshots (copied to /tmp/riskometer.png and /tmp/riskometer-green.png for a person
 to look at)."""
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,14 @@ from pathlib import Path
 import pytest
 
 import localserver
-from settings import Config
-from tests.conftest import SCORES_WARNING, UNINFORMATIVE_WARNING, deploy_uninformative_version, import_or_fail_in_ci, skip_or_fail_in_ci
+from risk.core.settings import Config
+from tests.conftest import (
+    SCORES_WARNING,
+    UNINFORMATIVE_WARNING,
+    deploy_uninformative_version,
+    import_or_fail_in_ci,
+    skip_or_fail_in_ci,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +47,21 @@ def browser(tmp_path: Path):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1280,1100", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1100",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
         options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.downloads = downloads
@@ -58,13 +74,19 @@ def browser(tmp_path: Path):
 def upload_and_wait(driver, csv_path: Path) -> list:
     driver.find_element(By.ID, "csv-file").send_keys(str(csv_path))
     driver.find_element(By.ID, "score-button").click()
-    WebDriverWait(driver, WAIT_SECONDS).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#results-table tbody tr")))
+    WebDriverWait(driver, WAIT_SECONDS).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#results-table tbody tr"))
+    )
     return driver.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
 
 
-def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(browser, deployed_project: Config, tmp_path: Path) -> None:
+def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
     test_file = deployed_project.test_data_folder / "testdata.csv"
-    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log") as url:
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
         browser.get(url + "/")
         WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "v1"))
         rows = upload_and_wait(browser, test_file)
@@ -72,7 +94,9 @@ def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(browser, d
         browser.save_screenshot(str(screenshot))
         shutil.copy(screenshot, SCREENSHOT_COPY)
         # A second picture where amber turns green, so all three bands can be seen.
-        browser.execute_script("document.querySelector('#results-table tr.band-green').scrollIntoView({block: 'center'});")
+        browser.execute_script(
+            "document.querySelector('#results-table tr.band-green').scrollIntoView({block: 'center'});"
+        )
         browser.save_screenshot(str(tmp_path / "riskometer-green.png"))
         shutil.copy(tmp_path / "riskometer-green.png", SCREENSHOT_COPY.with_name("riskometer-green.png"))
 
@@ -111,10 +135,16 @@ def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(browser, d
 
 def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_project: Config, tmp_path: Path) -> None:
     head = deployed_project.test_data_folder / "head.csv"
-    head.write_text("".join((deployed_project.test_data_folder / "testdata.csv").read_text().splitlines(keepends=True)[:6]))
-    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log") as url:
+    head.write_text(
+        "".join((deployed_project.test_data_folder / "testdata.csv").read_text().splitlines(keepends=True)[:6])
+    )
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
         browser.get(url + "/")
-        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "token needed"))
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "model-version"), "token needed")
+        )
         token = browser.find_element(By.ID, "api-token")
         assert token.is_displayed()
         browser.find_element(By.ID, "csv-file").send_keys(str(head))
@@ -127,12 +157,14 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
 
 
 def test_the_download_neutralises_formula_cells(browser, deployed_project: Config, tmp_path: Path) -> None:
-    formulas = ["=cmd|' /C calc'!A0", "+SUM(A1:A2)", "-2+3", "@HYPERLINK(\"x\")"]
+    formulas = ["=cmd|' /C calc'!A0", "+SUM(A1:A2)", "-2+3", '@HYPERLINK("x")']
     clients = tmp_path / "formulas.csv"
     lines = ["corporation,lastmonth_activity,lastyear_activity,number_of_employees"]
     lines += [f'"{name.replace(chr(34), chr(34) * 2)}",{i},{100 + i},{10 + i}' for i, name in enumerate(formulas)]
     clients.write_text("\n".join(lines) + "\n")
-    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log") as url:
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
         browser.get(url + "/")
         WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "v1"))
         assert len(upload_and_wait(browser, clients)) == len(formulas)
@@ -142,9 +174,13 @@ def test_the_download_neutralises_formula_cells(browser, deployed_project: Confi
     assert sorted(names) == sorted("'" + name for name in formulas)
 
 
-def test_the_badge_says_no_better_than_chance_with_the_warnings(browser, deployed_project: Config, tmp_path: Path) -> None:
+def test_the_badge_says_no_better_than_chance_with_the_warnings(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
     assert deploy_uninformative_version(deployed_project) == "v2"
-    with localserver.gunicorn_server(deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log") as url:
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
         browser.get(url + "/")
         WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "v2"))
         verdict = browser.find_element(By.ID, "model-verdict")

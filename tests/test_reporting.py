@@ -1,4 +1,5 @@
 """The reports of a deployed version: confusion matrix PNG, model report PDF and its JSON."""
+
 from __future__ import annotations
 
 import json
@@ -10,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-import deployment
-import versionstore
-import diagnostics
 import fullprocess
-import pagelayout
 import reporting
-import reportpages
-import scoring
-import records
-from fsutil import sha256_file
-from settings import Config, load_config
-from tests.conftest import add_shifted_month, page_number, page_text, rewrite_config as with_settings, skip_or_fail_in_ci
+from risk.core import jsonfiles, logbook
+from risk.core.files import sha256_file
+from risk.core.settings import Config, load_config
+from risk.model import scoring
+from risk.monitoring import diagnostics
+from risk.registry import deploy, versions
+from risk.report import layout, reports
+from risk.report import pages as report_pages
+from tests.conftest import add_shifted_month, page_number, page_text, skip_or_fail_in_ci
+from tests.conftest import rewrite_config as with_settings
 
 REPORT_FILES = ("diagnostics.json", "confusionmatrix.png", "model_report.pdf", "model_report.json", "model_card.md")
 A4_POINTS = (595.44, 841.68)
@@ -33,7 +34,7 @@ def reported(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) 
     folder = tmp_path_factory.mktemp("reported") / "project"
     shutil.copytree(deployed_template, folder, symlinks=True)
     config = with_settings(load_config(folder / "config.json"), package_check_seconds=0)
-    return config, reporting.write_reports(config, refresh_diagnostics=True)
+    return config, reports.write_reports(config, refresh_diagnostics=True)
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -65,8 +66,8 @@ def test_write_reports_returns_the_files_of_the_version(reported):
 
 def test_confusion_matrix_png_opens_at_the_expected_size(reported):
     _, paths = reported
-    width, height = reportpages.PNG_SIZE
-    assert png_size(paths["confusion_matrix"]) == (width * reportpages.PNG_DPI, height * reportpages.PNG_DPI)
+    width, height = report_pages.PNG_SIZE
+    assert png_size(paths["confusion_matrix"]) == (width * report_pages.PNG_DPI, height * report_pages.PNG_DPI)
     import matplotlib.image
 
     assert matplotlib.image.imread(paths["confusion_matrix"]).shape[:2] == (750, 900)
@@ -79,9 +80,16 @@ def test_pdf_has_the_pages_the_json_lists_all_a4(reported):
     assert len(pages) == len(listed) >= 8
     assert {tuple(float(v) for v in box.split()[2:]) for box in pages} == {A4_POINTS}
     titles = [page["title"] for page in listed]
-    for expected in ("Model report: version v1", "Lineage: data, training and environment", "Performance on the test data",
-                     "Calibration and risk scores", "Permutation feature importance", "Data: summary and missing values",
-                     "Data drift of the test data", "Operations: timings and packages"):
+    for expected in (
+        "Model report: version v1",
+        "Lineage: data, training and environment",
+        "Performance on the test data",
+        "Calibration and risk scores",
+        "Permutation feature importance",
+        "Data: summary and missing values",
+        "Data drift of the test data",
+        "Operations: timings and packages",
+    ):
         assert expected in titles
 
 
@@ -99,7 +107,9 @@ def test_pdf_renders_with_poppler(reported, tmp_path: Path):
     if shutil.which("pdftoppm") is None:
         skip_or_fail_in_ci("pdftoppm is absent: apt-get install poppler-utils to render the report in this test")
     _, paths = reported
-    subprocess.run(["pdftoppm", "-r", "20", "-png", str(paths["report_pdf"]), str(tmp_path / "page")], check=True, timeout=60)
+    subprocess.run(
+        ["pdftoppm", "-r", "20", "-png", str(paths["report_pdf"]), str(tmp_path / "page")], check=True, timeout=60
+    )
     images = sorted(tmp_path.glob("page-*.png"))
     assert len(images) == len(json.loads(paths["report_json"].read_text())["pages"])
     for image in images:
@@ -110,7 +120,7 @@ def test_pdf_renders_with_poppler(reported, tmp_path: Path):
 def test_report_json_states_scoring_figures_exactly(reported):
     config, paths = reported
     report = json.loads(paths["report_json"].read_text())
-    deployed = versionstore.load_deployed_model(config, "v1")
+    deployed = versions.load_deployed_model(config, "v1")
     expected = scoring.score_frame(deployed.model, scoring.load_test_data(config), deployed.metadata, config)
     assert report["metrics"] == expected
     not_metrics = ("model_trained_at", "metric", "warnings", "test_rows_in_training", "test_rows_in_training_share")
@@ -128,13 +138,22 @@ def test_report_json_restates_diagnostics(reported):
     _, paths = reported
     report = json.loads(paths["report_json"].read_text())
     document = json.loads(paths["diagnostics"].read_text())
-    assert report["data"] == {"summary_statistics": document["summary_statistics"], "missing_data": document["missing_data"]}
-    assert report["drift"]["features"] == [{k: v for k, v in row.items() if k != "bins"} for row in document["data_drift"]["features"]]
+    assert report["data"] == {
+        "summary_statistics": document["summary_statistics"],
+        "missing_data": document["missing_data"],
+    }
+    assert report["drift"]["features"] == [
+        {k: v for k, v in row.items() if k != "bins"} for row in document["data_drift"]["features"]
+    ]
     assert report["drift"]["prediction_psi"]["psi"] == document["data_drift"]["prediction_psi"]["psi"]
     assert report["outdated_packages"] == document["outdated_packages"]
     assert report["warnings"] == report["model_checks"]["warnings"] + document["warnings"]
     importance = report["permutation_importance"]
-    assert {row["feature"] for row in importance["features"]} == {"lastmonth_activity", "lastyear_activity", "number_of_employees"}
+    assert {row["feature"] for row in importance["features"]} == {
+        "lastmonth_activity",
+        "lastyear_activity",
+        "number_of_employees",
+    }
     json.dumps(report, allow_nan=False)
 
 
@@ -143,18 +162,20 @@ def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     old = {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES}
     add_shifted_month(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert versionstore.current_version(config) == "v2", records.read_audit(config)[-1]
+    assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
     assert {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES} == old
     assert all((config.reports_folder / "v2" / name).is_file() for name in REPORT_FILES)
     report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
-    assert report["previous_metrics"] == {"version": "v1", **versionstore.load_deployed_model(config, "v1").scores}
+    assert report["previous_metrics"] == {"version": "v1", **versions.load_deployed_model(config, "v1").scores}
     assert report["deployment"]["reason"].startswith("model drift")
     assert report["drift"]["batch"]["files"] == ["2026-11_clients.csv"]
     # The test data did not change: v1's stored scores compare like with like, and page 1 says nothing more.
     assert "figures are its own scores" not in page_text(config.reports_folder / "v2" / "model_report.pdf", 1)
 
 
-def test_main_writes_an_older_version_and_rejects_an_unknown_one(deployed_project: Config, capsys: pytest.CaptureFixture[str]):
+def test_main_writes_an_older_version_and_rejects_an_unknown_one(
+    deployed_project: Config, capsys: pytest.CaptureFixture[str]
+):
     config = with_settings(deployed_project, package_check_seconds=0)
     (config.reports_folder / "v1" / "model_report.pdf").unlink()
     assert reporting.main(["--config", str(config.path), "--version", "v1"]) == 0
@@ -169,7 +190,7 @@ def test_main_writes_an_older_version_and_rejects_an_unknown_one(deployed_projec
 def test_reports_reuse_the_saved_diagnostics_of_the_version(deployed_project: Config):
     config = with_settings(deployed_project, package_check_seconds=0)
     saved = diagnostics.load_diagnostics(config, "v1")
-    report = json.loads(reporting.write_reports(config)["report_json"].read_text())
+    report = json.loads(reports.write_reports(config)["report_json"].read_text())
     assert report["diagnostics"]["generated_at"] == saved["generated_at"]
 
 
@@ -178,18 +199,22 @@ def test_long_tables_continue_on_new_pages(tmp_path: Path):
 
     path = tmp_path / "table.pdf"
     with PdfPages(path) as pdf:
-        document = pagelayout.Document(pdf, "v1", "2026-01-01T00:00:00+00:00")
+        document = layout.Document(pdf, "v1", "2026-01-01T00:00:00+00:00")
         page = document.page("Training data files")
         rows = [[f"{month:03d}_clients.csv", "0" * 64, 2500] for month in range(150)]  # years of monthly files
-        page = pagelayout.long_table(document, page, "Training data files", ["File", "SHA-256", "Rows"], rows, [1.7, 4.5, 0.8], mono_columns=(1,))
+        page = layout.long_table(
+            document, page, "Training data files", ["File", "SHA-256", "Rows"], rows, [1.7, 4.5, 0.8], mono_columns=(1,)
+        )
         page.close()
     assert document.titles[0] == "Training data files" and len(document.titles) >= 3
     assert set(document.titles[1:]) == {"Training data files (continued)"}
     assert len(pdf_pages(path)) == len(document.titles)
 
 
-CHECK_KEYS = {"trainedmodel.json": ("uninformative", "warnings"),
-              "scores.json": ("warnings", "test_rows_in_training", "test_rows_in_training_share")}
+CHECK_KEYS = {
+    "trainedmodel.json": ("uninformative", "warnings"),
+    "scores.json": ("warnings", "test_rows_in_training", "test_rows_in_training_share"),
+}
 
 
 def deploy_with_checks(config: Config, reason: str, **changes: dict) -> str:
@@ -198,23 +223,27 @@ def deploy_with_checks(config: Config, reason: str, **changes: dict) -> str:
         path = config.model_folder / name
         document = {k: v for k, v in json.loads(path.read_text()).items() if k not in keys}
         path.write_text(json.dumps({**document, **changes[name.split(".")[0]]}))
-    return deployment.deploy_model(config, reason=reason)
+    return deploy.deploy_model(config, reason=reason)
 
 
 def test_first_page_states_the_model_checks_and_the_performance_page_says_what_is_true(deployed_project: Config):
     """A model no better than chance, and test rows found in the training data, as training and scoring record them."""
     config = with_settings(deployed_project, package_check_seconds=0)
-    chance = "the model is no better than chance: no candidate beat chance and the rule \"flag everyone\" out of fold"
+    chance = 'the model is no better than chance: no candidate beat chance and the rule "flag everyone" out of fold'
     training = {"uninformative": True, "warnings": [chance, "the threshold flags 97% of out-of-fold rows"]}
     found = "40 of the 1,000 test rows (4.0%) are also in the training data"
     scored = {"warnings": [found], "test_rows_in_training": 40, "test_rows_in_training_share": 0.04}
     assert deploy_with_checks(config, "checks recorded", trainedmodel=training, scores=scored) == "v2"
 
-    paths = reporting.write_reports(config, "v2")
+    paths = reports.write_reports(config, "v2")
     report = json.loads(paths["report_json"].read_text())
     assert report["model_checks"] == {
-        "uninformative": True, "training_warnings": training["warnings"], "scoring_warnings": [found],
-        "test_rows_in_training": 40, "test_rows_in_training_share": 0.04, "warnings": training["warnings"] + [found],
+        "uninformative": True,
+        "training_warnings": training["warnings"],
+        "scoring_warnings": [found],
+        "test_rows_in_training": 40,
+        "test_rows_in_training_share": 0.04,
+        "warnings": training["warnings"] + [found],
     }
     assert report["warnings"][:3] == training["warnings"] + [found]
     first = page_text(paths["report_pdf"], 1)
@@ -222,20 +251,24 @@ def test_first_page_states_the_model_checks_and_the_performance_page_says_what_i
     assert "NO: 40 of the 1,000 test rows (4.0%) are also in the training data" in first
     performance = page_text(paths["report_pdf"], page_number(report, "Performance on the test data"))
     assert "never trained on" not in performance
-    assert "scores 1,000 labelled rows (testdata.csv), but 40 of them (4.0%) are also in its training data" in performance
+    assert (
+        "scores 1,000 labelled rows (testdata.csv), but 40 of them (4.0%) are also in its training data" in performance
+    )
 
     # A version trained and scored before these checks existed: its report says so instead of guessing.
     assert deploy_with_checks(config, "an older version", trainedmodel={}, scores={}) == "v3"
-    older = json.loads(reporting.write_reports(config, "v3")["report_json"].read_text())
+    older = json.loads(reports.write_reports(config, "v3")["report_json"].read_text())
     assert older["model_checks"]["uninformative"] is None and older["model_checks"]["test_rows_in_training"] is None
     assert "not checked" in page_text(config.reports_folder / "v3" / "model_report.pdf", 1)
-    performance = page_text(config.reports_folder / "v3" / "model_report.pdf", page_number(older, "Performance on the test data"))
+    performance = page_text(
+        config.reports_folder / "v3" / "model_report.pdf", page_number(older, "Performance on the test data")
+    )
     assert "never trained on" not in performance and "was not checked for this version" in performance
 
 
 def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     config = v2_project
-    deploying = records.read_audit(config)[-1]
+    deploying = logbook.read_audit(config)[-1]
     assert deploying["version_deployed"] == "v2"
     written_during_the_run = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
     rows = [r for r in written_during_the_run["execution_time"]["recent_runs"] if r["version_deployed"] == "v2"]
@@ -243,27 +276,39 @@ def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     assert rows[0]["deployed_this_version"] is True and rows[0]["in_progress"] is True
 
     for _ in range(12):  # more runs with work than the page lists: the deploying run stays on it
-        fullprocess.append_json_line(records.audit_path(config), {"started_at": "2027-01-01T00:00:00+00:00", "decision": "no_drift",
-                                                                       "ingestion_seconds": 0.1, "version_deployed": None})
-    report = json.loads(reporting.write_reports(config, "v2")["report_json"].read_text())
+        jsonfiles.append_json_line(
+            logbook.audit_path(config),
+            {
+                "started_at": "2027-01-01T00:00:00+00:00",
+                "decision": "no_drift",
+                "ingestion_seconds": 0.1,
+                "version_deployed": None,
+            },
+        )
+    report = json.loads(reports.write_reports(config, "v2")["report_json"].read_text())
     runs = report["execution_time"]["recent_runs"]
     assert len(runs) == diagnostics.RECENT_RUNS
     assert runs[0]["started_at"] == deploying["started_at"] and runs[0]["version_deployed"] == "v2"
     assert runs[0]["deployed_this_version"] and not runs[0]["in_progress"]
-    operations = page_text(config.reports_folder / "v2" / "model_report.pdf", page_number(report, "Operations: timings and packages"))
+    operations = page_text(
+        config.reports_folder / "v2" / "model_report.pdf", page_number(report, "Operations: timings and packages")
+    )
     assert "v2 (this)" in operations
 
 
 def test_after_a_rollback_the_rolled_away_versions_first_page_does_not_say_current(v2_project: Config):
     config = v2_project
     pdf = config.reports_folder / "v2" / "model_report.pdf"
-    assert deployment.rollback(config) == "v1"
+    assert deploy.rollback(config) == "v1"
     first = page_text(pdf, 1)  # the page written when v2 was deployed
     assert "(current)" not in first
     assert "the current version when this report was written" in first and "make versions" in first
-    report = json.loads(reporting.write_reports(config, "v2")["report_json"].read_text())
+    report = json.loads(reports.write_reports(config, "v2")["report_json"].read_text())
     assert report["current"] is False
-    assert report["status"].startswith("not current when this report was written") and "v1 was made current by the rollback at" in report["status"]
+    assert (
+        report["status"].startswith("not current when this report was written")
+        and "v1 was made current by the rollback at" in report["status"]
+    )
     first = page_text(pdf, 1)
     assert "(current)" not in first and "not current when this report was written" in first
 
@@ -273,7 +318,9 @@ def test_the_drift_page_of_a_retrained_version_shows_the_shift_that_made_it(v2_p
     assert report["drift"]["title"] == "newest batch against v1's training data"
     employees = {row["feature"]: row for row in report["drift"]["features"]}["number_of_employees"]
     assert employees["band"] == "moderate" and employees["drifted"]
-    text = page_text(v2_project.reports_folder / "v2" / "model_report.pdf", page_number(report, "Data drift of the newest batch"))
+    text = page_text(
+        v2_project.reports_folder / "v2" / "model_report.pdf", page_number(report, "Data drift of the newest batch")
+    )
     assert "Newest batch against v1's training data" in text and "2026-11_clients.csv" in text
     assert "v1 was current when the batch arrived" in text
     assert f"number_of_employees {employees['psi']:.4f} moderate" in text
@@ -285,6 +332,6 @@ def test_page_one_says_when_the_previous_versions_scores_came_from_other_test_da
     config = with_settings(deployed_project, package_check_seconds=0)
     add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert versionstore.current_version(config) == "v2", records.read_audit(config)[-1]
+    assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
     text = " ".join(page_text(config.reports_folder / "v2" / "model_report.pdf", 1).split())
     assert "v1's figures are its own scores from when it was deployed, on 1,000 test rows" in text

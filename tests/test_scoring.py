@@ -1,4 +1,5 @@
 """scoring.py: metrics on the test data, written as latestscore.txt and scores.json."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,14 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-import ingestion
-import masterstore
-import scoring
-import training
-from settings import Config
+from risk.core.settings import Config
+from risk.data import ingest, masterstore
+from risk.model import scoring, training
 
 
 @pytest.fixture
 def trained(project: Config) -> Config:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     model, metadata = training.train_model(project)
     training.save_model(project, model, metadata)
     return project

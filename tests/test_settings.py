@@ -1,4 +1,5 @@
 """settings.py: the config contract."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import DEFAULTS, ConfigError, load_config
+from risk.core.settings import DEFAULTS, ConfigError, load_config
 
 
 def write_raw(folder: Path, values: dict) -> Path:

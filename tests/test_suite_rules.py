@@ -1,5 +1,6 @@
 """The test suite's own rules: a program or server a test needs, when absent, skips it here but
 fails it under CI=true; a warning fails the test that raised it (pytest.ini)."""
+
 from __future__ import annotations
 
 import warnings
@@ -29,9 +30,13 @@ def test_a_warning_fails_the_test_that_raised_it() -> None:
 def test_a_leaked_file_or_socket_fails() -> None:
     """pytest.ini lists no exceptions: an unclosed file or socket is an error like any warning."""
     with pytest.raises(ResourceWarning):
-        warnings.warn("unclosed file <_io.BufferedReader name='/srv/project/ingesteddata/finaldata.csv'>", ResourceWarning)
+        warnings.warn(
+            "unclosed file <_io.BufferedReader name='/srv/project/ingesteddata/finaldata.csv'>", ResourceWarning
+        )
     with pytest.raises(ResourceWarning):
-        warnings.warn("unclosed <socket.socket fd=7, family=2, type=1, proto=0, laddr=('10.0.0.5', 8786)>", ResourceWarning)
+        warnings.warn(
+            "unclosed <socket.socket fd=7, family=2, type=1, proto=0, laddr=('10.0.0.5', 8786)>", ResourceWarning
+        )
 
 
 def test_a_missing_package_skips_outside_ci_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:

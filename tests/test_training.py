@@ -1,4 +1,5 @@
 """training.py: candidate pipelines, selection, metadata, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import ingestion
-import masterstore
-import scoring
-import training
-from settings import Config
+from risk.core.settings import Config
+from risk.data import ingest, masterstore
+from risk.model import scoring, training
 from tests.conftest import write_config
 
 
 @pytest.fixture
 def ingested(project: Config) -> Config:
-    ingestion.ingest_new_files(project)
+    ingest.ingest_new_files(project)
     return project
 
 
@@ -28,7 +27,9 @@ def test_features_exclude_target_ids_and_dropped_columns(ingested: Config) -> No
         "numeric": ["lastmonth_activity", "lastyear_activity", "number_of_employees"],
         "categorical": [],
     }
-    dropping = write_config(ingested.root, drop_columns=["lastyear_activity"], categorical_columns=["number_of_employees"])
+    dropping = write_config(
+        ingested.root, drop_columns=["lastyear_activity"], categorical_columns=["number_of_employees"]
+    )
     assert training.feature_types(dropping, kinds) == {
         "numeric": ["lastmonth_activity"],
         "categorical": ["number_of_employees"],
@@ -45,7 +46,9 @@ def test_best_candidate_is_chosen_by_cv_and_saved_with_metadata(ingested: Config
     assert set(candidates) == {"logistic_regression", "hist_gradient_boosting", training.BLEND}
     assert metadata["model"] == training.choose(candidates)[0]
     assert candidates[metadata["model"]]["informative"] and not metadata["uninformative"]
-    assert all(len(c["folds"]) == 3 and len(c["fold_seconds"]) == 3 and c["fit_seconds"] > 0 for c in candidates.values())
+    assert all(
+        len(c["folds"]) == 3 and len(c["fold_seconds"]) == 3 and c["fit_seconds"] > 0 for c in candidates.values()
+    )
     assert metadata["threshold"] == candidates[metadata["model"]]["threshold"]
     assert metadata["training_rows"] == 7500
     assert metadata["package_versions"]["scikit-learn"]
@@ -87,7 +90,7 @@ def test_a_single_class_is_a_clear_error(tmp_path) -> None:
     (config.input_folder / "a.csv").write_text(
         "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n" + rows
     )
-    ingestion.ingest_new_files(config)
+    ingest.ingest_new_files(config)
 
     with pytest.raises(training.TrainingError, match="at least 3 rows of each class"):
         training.train_model(config)
@@ -104,7 +107,7 @@ def course_sized_project(folder, labels, **overrides) -> Config:
     activity = rng.integers(0, 300, size=(26, 3))
     rows = "".join(f"c{i:02d},{a},{b},{c},{label}\n" for i, ((a, b, c), label) in enumerate(zip(activity, labels)))
     (config.input_folder / "a.csv").write_text(COURSE_COLUMNS + rows)
-    ingestion.ingest_new_files(config)
+    ingest.ingest_new_files(config)
     return config
 
 
@@ -160,7 +163,11 @@ def test_an_uninformative_candidate_is_never_chosen_over_an_informative_one() ->
 
 
 def test_ties_within_a_standard_error_go_to_the_higher_out_of_fold_roc_auc() -> None:
-    candidates = {"a": candidate(0.620, 0.010, 0.75), "b": candidate(0.615, 0.010, 0.79), "c": candidate(0.600, 0.010, 0.90)}
+    candidates = {
+        "a": candidate(0.620, 0.010, 0.75),
+        "b": candidate(0.615, 0.010, 0.79),
+        "c": candidate(0.600, 0.010, 0.90),
+    }
     chosen, selection = training.choose(candidates)
     assert chosen == "b" and selection["tied"] == ["a", "b"]
     chosen, _ = training.choose({name: candidate(0.6, 0.0, 0.7) for name in ("first", "second")})
@@ -193,7 +200,10 @@ def test_a_chosen_blend_averages_its_refitted_members(ingested: Config) -> None:
     config = write_config(ingested.root, candidate_models=names)
     _, metadata = training.train_model(config)
     candidates = metadata["candidates"]
-    final = {name: training.build_pipeline(name, metadata["features"], 42, candidates[name]["params"], 7500) for name in names}
+    final = {
+        name: training.build_pipeline(name, metadata["features"], 42, candidates[name]["params"], 7500)
+        for name in names
+    }
     data = masterstore.load_master(config)
     X = scoring.feature_frame(data, metadata["features"])
     y = scoring.binary_target(data["exited"], 1)
@@ -221,7 +231,9 @@ def test_the_forest_samples_a_bounded_number_of_rows_per_tree(ingested: Config) 
     features = training.feature_types(ingested, masterstore.column_kinds(ingested))
     forest = training.build_pipeline("random_forest", features, 42, rows=50_000).named_steps["classifier"]
     assert forest.max_samples * 50_000 == training.FOREST_ROWS_PER_TREE and forest.n_jobs == 1
-    assert training.build_pipeline("random_forest", features, 42, rows=1000).named_steps["classifier"].max_samples is None
+    assert (
+        training.build_pipeline("random_forest", features, 42, rows=1000).named_steps["classifier"].max_samples is None
+    )
 
 
 @pytest.mark.slow
@@ -241,13 +253,18 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
 def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Config, tmp_path) -> None:
     """Each fold is encoded once, here; the workers map that one copy instead of each encoding
     (and holding) their own, and the encoding is the one a fit would make for itself."""
-    import compute
+    from risk.model import compute
 
     kinds = masterstore.column_kinds(ingested)
     master = masterstore.master_path(ingested)
     features = training.feature_types(ingested, kinds)
     source = training.TrainingData(
-        features=features, kinds=kinds, target="exited", positive_label=1, master=str(master), stamp=training._stamp(master),
+        features=features,
+        kinds=kinds,
+        target="exited",
+        positive_label=1,
+        master=str(master),
+        stamp=training._stamp(master),
     )
     X, y = source.load()
     scratch = tmp_path / "scratch"
@@ -256,7 +273,11 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
     files = training.FoldFiles(X, y, features, 42, 5, scratch)
     files.write({1, None})
     assert sorted(p.name for p in scratch.iterdir()) == [
-        "all-preprocess.joblib", "all.joblib", "fold-1-preprocess.joblib", "fold-1.joblib", "training-frame.joblib",
+        "all-preprocess.joblib",
+        "all.joblib",
+        "fold-1-preprocess.joblib",
+        "fold-1.joblib",
+        "training-frame.joblib",
     ]
 
     def mapped_fold(folder: str, fold: int) -> tuple:
@@ -285,8 +306,11 @@ def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
     frame = pd.DataFrame(rng.normal(size=(20_000, 10)), columns=columns)
     frame["exited"] = (frame["x0"] + rng.normal(size=20_000) > 1).astype(int)
     source = training.TrainingData(
-        features={"numeric": columns, "categorical": []}, kinds={c: "numeric" for c in frame.columns},
-        target="exited", positive_label=1, frame=frame,
+        features={"numeric": columns, "categorical": []},
+        kinds={c: "numeric" for c in frame.columns},
+        target="exited",
+        positive_label=1,
+        frame=frame,
     )
     X, _ = source.load()  # cached: the fits below reuse it
     training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, 0)  # first-call caches
@@ -303,7 +327,9 @@ def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
 
 
 @pytest.mark.slow
-def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(ingested: Config, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(
+    ingested: Config, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run killed while its workers map the snapshot never removes its scratch folder (the size of the
     training frame, in the temp folder); the next training run does, and leaves a live run's alone."""
     import os
@@ -317,7 +343,9 @@ def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(ingest
     temp.mkdir()
     code = f"import training, settings; training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
     project_dir = os.path.dirname(os.path.abspath(training.__file__))
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(temp.glob("*/training-frame.joblib")) and process.poll() is None and time.monotonic() < deadline:
@@ -345,12 +373,18 @@ def test_boosting_gets_the_validation_rows_it_would_have_split_off_itself() -> N
     X = rng.normal(size=(3000, 6))
     y = (X[:, 0] + 0.5 * rng.normal(size=3000) > 0.8).astype(int)
     rows = np.arange(3000)[::-1].copy()  # a fold's rows, in no particular order
-    own = training._classifier("hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows))
+    own = training._classifier(
+        "hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
+    )
     own.fit(X[rows], y[rows])
 
     ordered, validation = training._validation_last(rows, y, 42)
-    fold = training.EncodedFold(preprocess=None, encoded=X[ordered], labels=y[ordered], validation=validation, held_out=None)
-    views = training._classifier("hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows))
+    fold = training.EncodedFold(
+        preprocess=None, encoded=X[ordered], labels=y[ordered], validation=validation, held_out=None
+    )
+    views = training._classifier(
+        "hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
+    )
     training._fit_classifier(views, fold)
 
     assert validation == 300 and sorted(ordered) == sorted(rows)
@@ -379,7 +413,9 @@ def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> Non
         np.testing.assert_array_equal(got, want)
         fitted = lean.named_transformers_["numeric"].named_steps["impute"]
         assert fitted.strategy == "median", "the saved model says what it computed"
-        np.testing.assert_array_equal(fitted.statistics_, expected.named_transformers_["numeric"].named_steps["impute"].statistics_)
+        np.testing.assert_array_equal(
+            fitted.statistics_, expected.named_transformers_["numeric"].named_steps["impute"].statistics_
+        )
 
 
 def test_a_fold_with_one_row_of_a_class_trains_models_that_do_not_stop_early(ingested: Config) -> None:
@@ -408,7 +444,7 @@ def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(i
     more = masterstore.load_master(ingested)
     more["corporation"] = more["corporation"] + "-b"
     more.to_csv(ingested.input_folder / "2026-11_clients.csv", index=False)
-    ingestion.ingest_new_files(ingested)  # 15,000 rows: the fits run in worker processes, from files
+    ingest.ingest_new_files(ingested)  # 15,000 rows: the fits run in worker processes, from files
     temp = tmp_path / "temp"
     temp.mkdir()
 
@@ -418,8 +454,13 @@ def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(i
 
     project_dir = os.path.dirname(os.path.abspath(training.__file__))
     done = subprocess.run(
-        [sys.executable, "training.py", "--config", str(ingested.path)], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)},
-        preexec_fn=small_files, capture_output=True, text=True, timeout=300,
+        [sys.executable, "training.py", "--config", str(ingested.path)],
+        cwd=project_dir,
+        env={**os.environ, "TMPDIR": str(temp)},
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
     assert done.returncode == 1
@@ -438,8 +479,13 @@ def test_boosting_on_a_fold_with_one_row_of_a_class_fits_without_early_stopping(
 
     model, metadata = training.train_model(config, data=data, workers=1)
 
-    assert metadata["model"] == "hist_gradient_boosting" and len(metadata["candidates"]["hist_gradient_boosting"]["folds"]) == 2
-    assert model.estimator_.named_steps["classifier"].early_stopping is True, "the refit on all rows (two of each class) still stops early"
+    assert (
+        metadata["model"] == "hist_gradient_boosting"
+        and len(metadata["candidates"]["hist_gradient_boosting"]["folds"]) == 2
+    )
+    assert model.estimator_.named_steps["classifier"].early_stopping is True, (
+        "the refit on all rows (two of each class) still stops early"
+    )
 
 
 @pytest.mark.slow
@@ -448,7 +494,10 @@ def test_worker_processes_give_the_local_model_where_only_the_refit_stops_early(
     are not; with a categorical feature and missing values. The fold files the workers map must
     give what one process computes for itself."""
     config = write_config(
-        ingested.root, candidate_models=["hist_gradient_boosting", "random_forest"], cv_folds=5, categorical_columns=["number_of_employees"],
+        ingested.root,
+        candidate_models=["hist_gradient_boosting", "random_forest"],
+        cv_folds=5,
+        categorical_columns=["number_of_employees"],
     )
     data = masterstore.load_master(config).head(2400).copy()
     data.loc[data.index[::7], "lastmonth_activity"] = np.nan
@@ -457,6 +506,9 @@ def test_worker_processes_give_the_local_model_where_only_the_refit_stops_early(
     apart_model, apart = training.train_model(config, data=data, workers=2)
 
     assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
-    assert without_timings(here["candidates"]) == without_timings(apart["candidates"]) and here["threshold"] == apart["threshold"]
+    assert (
+        without_timings(here["candidates"]) == without_timings(apart["candidates"])
+        and here["threshold"] == apart["threshold"]
+    )
     X = scoring.feature_frame(data, here["features"])
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-9)

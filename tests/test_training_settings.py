@@ -1,9 +1,10 @@
 """The configuration keys training and the Dask cluster add: defaults and refusals."""
+
 from __future__ import annotations
 
 import pytest
 
-from settings import ConfigError
+from risk.core.settings import ConfigError
 from tests.conftest import write_config
 
 

@@ -1,0 +1,711 @@
+"""The prediction API and the Risk-O-Meter page, served by gunicorn through ``wsgi.py``.
+
+``create_app(config_path=None)`` builds the Flask app for one config (default: the
+``RISK_API_CONFIG`` environment variable, else the ``config.json`` beside this file). The app
+never trains and never runs pip: it serves the current deployment. Every request that needs
+the model reads the ``current`` link once; when it points at a new version, that version is
+loaded, verified (SHA-256 of every file before unpickling), compiled and self-checked, and only
+then swapped in with one reference assignment. If loading fails, the old verified model keeps
+serving and ``/readyz`` says why. Every model-dependent answer names the version that gave it.
+
+Endpoints (JSON unless said): ``POST /prediction``, ``GET /scoring``, ``GET /summarystats``,
+``GET /diagnostics``, ``GET /model``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
+(Prometheus text) and ``GET /`` (the Risk-O-Meter page). With ``API_TOKEN`` set, everything
+but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <token>``.
+Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
+paths relative to the project folder, never the server's absolute paths.
+
+Every request enters through ``requestgate.RequestGate`` (the token, the body limit, the request
+metrics), which answers JSON and CSV predictions itself through ``prediction_answer``; Flask
+answers the rest. ``requestinput.py`` turns a request's rows into a checked batch,
+``datafiles.py`` finds a data file a request names, ``compiledmodel.py`` scores the batch and
+``apimetrics.py`` keeps the Prometheus metrics.
+
+``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
+for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response, abort, current_app, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from risk.api import datasets
+from risk.api.apimetrics import ApiMetrics
+from risk.api.gate import (
+    CSV_TYPES,
+    INTERNAL_ERROR,
+    Answer,
+    RequestGate,
+    encode_json,
+    error_payload,
+    is_json,
+    token_digest,
+)
+from risk.core import artefacts
+from risk.core.artefacts import DIAGNOSTICS_FILE
+from risk.core.logs import install_log_handlers
+from risk.core.settings import Config, load_config
+from risk.model import batches, compiled
+from risk.registry import versions
+
+logger = logging.getLogger(__name__)
+
+ENV_CONFIG = "RISK_API_CONFIG"
+ENV_TOKEN = "API_TOKEN"
+EXTENSION = "risk_api"
+RETRY_FAILED_LOAD_SECONDS = 5.0
+DIAGNOSTICS_HINT = "run `python diagnostics.py` (fullprocess.py runs it after each deployment)"
+UNSUPPORTED_TYPE = "Content-Type must be application/json, text/csv or multipart/form-data"
+LINEAGE_KEYS = (
+    "trained_at",
+    "training_rows",
+    "training_positives",
+    "training_data_sha256",
+    "training_files",
+    "training_seconds",
+    "package_versions",
+    "python_version",
+    "cv_folds",
+    "random_seed",
+)
+# Names of a data file used by clients written for the classic course, besides "dataset".
+DATASET_ALIASES = ("data_file", "filepath", "file_path")
+QUERY_DATASET = "data_loc"
+UNINFORMATIVE_NOTE = (
+    "no better than chance: this model cannot tell clients at risk from the others; do not act on its predictions alone"
+)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified deployed version with its compiled scorer: swapped in whole, never half-built."""
+
+    deployed: versions.DeployedModel
+    scorer: compiled.Scorer
+    schema: batches.Schema
+    known_categories: dict[str, frozenset[str]]
+    loaded_at: str
+
+    @property
+    def version(self) -> str:
+        return self.deployed.version
+
+    @property
+    def threshold(self) -> float:
+        return float(getattr(self.deployed.model, "threshold", self.deployed.metadata["threshold"]))
+
+
+def load_model(config: Config, version: str) -> LoadedModel:
+    """Load, verify and compile one deployed version (raises DeploymentError and friends)."""
+    deployed = versions.load_deployed_model(config, version)
+    schema = batches.Schema.from_metadata(deployed.metadata, config["id_columns"])
+    check_frame = compiled.load_check_frame(
+        deployed.path / artefacts.REFERENCE_FILE, deployed.metadata.get("column_kinds", {})
+    )
+    scorer = compiled.build_scorer(deployed.model, schema, check_frame)
+    known = compiled.known_categories(deployed.model)
+    return LoadedModel(deployed, scorer, schema, known, artefacts.utc_now())
+
+
+# What a corrupt or incompatible version can raise while loading; anything else is a bug.
+LOAD_ERRORS = versions.LOAD_ERRORS
+
+
+class ModelHolder:
+    """The model being served, replaced when the ``current`` link moves to another version."""
+
+    def __init__(self, config: Config, on_change: Any = None):
+        self.config = config
+        self.on_change = on_change
+        # versions.current_version() resolves the folder on every call (~50 µs); resolved once
+        # here, each request costs one readlink of the same link.
+        self._link = config.deployment_folder / artefacts.CURRENT_LINK
+        self.last_error: str | None = None
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self._failed: dict[str, float] = {}
+
+    def deployed_version(self) -> str | None:
+        try:
+            return os.path.basename(os.readlink(self._link))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.last_error = project_relative(f"cannot read the current deployment link: {exc}", self.config)
+            return None
+
+    def get(self) -> LoadedModel | None:
+        """The model to answer with: the deployed version once it is loaded, else the previous one."""
+        current = self._current
+        version = self.deployed_version()
+        if version is not None and (current is None or current.version != version):
+            self._load(version)
+        return self._current
+
+    def _load(self, version: str) -> None:
+        failed_at = self._failed.get(version)
+        if failed_at is not None and time.monotonic() - failed_at < RETRY_FAILED_LOAD_SECONDS:
+            return
+        # With a model to serve, never wait: one thread loads while the others answer with the old one.
+        if not self._lock.acquire(blocking=self._current is None):
+            return
+        try:
+            if self._current is not None and self._current.version == version:
+                return
+            started = time.perf_counter()
+            try:
+                loaded = load_model(self.config, version)
+            except LOAD_ERRORS as exc:
+                self._failed[version] = time.monotonic()
+                self.last_error = project_relative(f"{version} could not be loaded: {exc}", self.config)
+                logger.error(
+                    "keeping %s: %s could not be loaded: %s",
+                    self._current.version if self._current else "no model",
+                    version,
+                    exc,
+                )
+                if self.on_change:
+                    self.on_change(None, None)
+                return
+            previous, self._current = self._current, loaded  # the swap: one reference assignment
+            self._failed.pop(version, None)
+            self.last_error = None
+            model_name = loaded.deployed.metadata.get("model")
+            logger.info(
+                "serving %s (%s, %s path) after %.2fs",
+                version,
+                model_name,
+                loaded.scorer.kind,
+                time.perf_counter() - started,
+            )
+            if self.on_change:
+                self.on_change(previous.version if previous else None, version)
+        finally:
+            self._lock.release()
+
+
+def project_relative(text: str, config: Config) -> str:
+    """``text`` with the server's absolute paths shown relative to the project folder.
+
+    A configured folder outside the project is shown by its config key, so that no answer
+    tells a caller where the server keeps its files.
+    """
+    root = config.root.resolve()
+    names = {str(config.root): ".", str(root): "."}
+    for key in (
+        "prod_deployment_path",
+        "reports_folder_path",
+        "test_data_path",
+        "output_folder_path",
+        "output_model_path",
+    ):
+        folder = config.folder(key)
+        if root not in folder.parents and folder != root:
+            names[str(folder)] = f"<{key}>"
+    # A model that does not load names the library module it failed in, by its file (pickle's
+    # "Can't get attribute 'X' on <module 'sklearn...' from '/.../site-packages/...'>").
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        for path in (prefix, os.path.realpath(prefix)):
+            if len(path) > 1:
+                names.setdefault(path, "<python>")
+    for absolute in sorted(names, key=len, reverse=True):  # the longest first: a folder before the root
+        # the path and a separator, or the path alone; never a longer name that merely starts the same
+        name = names[absolute]
+        text = re.sub(re.escape(absolute + os.sep), "" if name == "." else name + os.sep, text)
+        text = re.sub(re.escape(absolute) + r"(?![\w.-])", name, text)
+    return text
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+class DiagnosticsUnavailable(LookupError):
+    """No readable diagnostics document for a version; the message says what to run."""
+
+
+class DiagnosticsCache:
+    """``<reports>/<version>/diagnostics.json``, parsed once per version and file state."""
+
+    def __init__(self, reports_folder: Path):
+        self.reports_folder = reports_folder
+        self._documents: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+    def get(self, version: str) -> dict[str, Any]:
+        path = self.reports_folder / version / DIAGNOSTICS_FILE
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise DiagnosticsUnavailable(f"no diagnostics for model {version} yet: {DIAGNOSTICS_HINT}") from None
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = self._documents.get(version)
+        if cached and cached[0] == key:
+            return cached[1]
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise DiagnosticsUnavailable(
+                f"the diagnostics file of model {version} is unreadable: {DIAGNOSTICS_HINT}"
+            ) from None
+        if not isinstance(document, dict):
+            raise DiagnosticsUnavailable(
+                f"the diagnostics file of model {version} is not a JSON object: {DIAGNOSTICS_HINT}"
+            )
+        self._documents[version] = (key, document)
+        return document
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+@dataclass
+class ServingState:
+    config: Config
+    holder: ModelHolder
+    diagnostics: DiagnosticsCache
+    metrics: ApiMetrics
+    token_digest: bytes | None
+
+
+def create_app(config_path: str | Path | None = None) -> Flask:
+    """The Flask app serving the deployment of the config at ``config_path``."""
+    if not logging.getLogger().handlers:
+        install_log_handlers()
+    config = load_config(config_path or os.environ.get(ENV_CONFIG) or None)
+    app = Flask(__name__)
+    metrics = ApiMetrics()
+    token = os.environ.get(ENV_TOKEN, "")
+    state = ServingState(
+        config=config,
+        holder=ModelHolder(config, on_change=metrics.model_changed),
+        diagnostics=DiagnosticsCache(config.reports_folder),
+        metrics=metrics,
+        token_digest=token_digest(token) if token else None,
+    )
+    app.extensions[EXTENSION] = state
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    for rule, view, methods in ROUTES:
+        app.add_url_rule(rule, view_func=view, methods=methods)
+    # Flask's documented way to add middleware: the token, body limit and metrics of every request
+    app.wsgi_app = RequestGate(
+        app.wsgi_app,
+        app.url_map,
+        state.token_digest,
+        config["api_max_body_bytes"],
+        metrics,
+        lambda mimetype, read_body: prediction_answer(state, mimetype, read_body),
+    )
+    if state.holder.get() is None:
+        logger.warning(
+            "no model to serve yet (%s); predictions answer 503 until one is deployed",
+            state.holder.last_error or "nothing deployed",
+        )
+    logger.info("risk API for %s: token %s", config.path, "required" if token else "not required")
+    return app
+
+
+def _state() -> ServingState:
+    return current_app.extensions[EXTENSION]
+
+
+def json_response(payload: Any, status: int = 200, version: str | None = None) -> Response:
+    response = current_app.response_class(encode_json(payload), status=status, mimetype="application/json")
+    if version:
+        response.headers["X-Model-Version"] = version
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    response = json_response(error_payload(status, exc.description or ""), status)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _internal_error(exc: Exception) -> Response:
+    # The details go to the log, never to the caller.
+    logger.exception("unhandled error answering %s %s", request.method, request.path)
+    return json_response(error_payload(500, INTERNAL_ERROR), 500)
+
+
+def _model() -> LoadedModel:
+    loaded = _state().holder.get()
+    if loaded is None:
+        abort(503, no_model_message(_state().holder))
+    return loaded
+
+
+def no_model_message(holder: ModelHolder) -> str:
+    waiting = _awaiting_approval(holder.config)
+    if waiting and holder.last_error is None:
+        return (
+            f"no model is served yet: {', '.join(waiting)} awaits approval "
+            f"(python deployment.py --approve {waiting[-1]} --by NAME); nothing is served until a person approves a version"
+        )
+    return (
+        f"no verified model is loaded ({holder.last_error or 'nothing is deployed yet: run `python fullprocess.py`'})"
+    )
+
+
+def _awaiting_approval(config: Config) -> list[str]:
+    """Versions deployed pending approval (the history and manifests; read when asked)."""
+    try:
+        return versions.pending_versions(config)
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot tell which versions await approval: %s", exc)
+        return []
+
+
+def pending_summary(config: Config) -> list[dict[str, Any]]:
+    """What /model says of each version awaiting approval: its scores and the comparison with the champion."""
+    rows = []
+    for row in inventory_rows(config, verify=False):
+        if row["status"] == "pending":
+            rows.append(
+                {
+                    key: row.get(key)
+                    for key in (
+                        "version",
+                        "deployed_at",
+                        "model",
+                        "metric",
+                        "metric_score",
+                        "f1",
+                        "roc_auc",
+                        "reason",
+                        "warnings",
+                        "uninformative",
+                        "champion_challenger",
+                    )
+                }
+            )
+    return rows
+
+
+def inventory_rows(config: Config, verify: bool = True) -> list[dict[str, Any]]:
+    """versions.inventory, with the server's paths taken out of its sentences."""
+    return json.loads(project_relative(json.dumps(versions.inventory(config, verify=verify), default=str), config))
+
+
+# ----------------------------------------------------------------------------- views
+
+
+def index() -> str:
+    state = _state()
+    config = state.config
+    loaded = state.holder.get()
+    return render_template(
+        "index.html",
+        bands=band_thresholds(config, loaded.threshold if loaded else None),
+        max_rows=config["api_max_rows"],
+        max_bytes=config["api_max_body_bytes"],
+        token_required=_state().token_digest is not None,
+    )
+
+
+def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+def readyz() -> Response:
+    holder = _state().holder
+    loaded = holder.get()
+    deployed = holder.deployed_version()
+    body = {
+        "ready": loaded is not None,
+        "model_version": loaded.version if loaded else None,
+        "deployed_version": deployed,
+        "up_to_date": loaded is not None and loaded.version == deployed,
+        "serving_path": loaded.scorer.kind if loaded else None,
+        "loaded_at": loaded.loaded_at if loaded else None,
+        "last_error": holder.last_error,
+    }
+    return json_response(body, 200 if loaded else 503, loaded.version if loaded else None)
+
+
+def model_view() -> Response:
+    if request.args.get("all") not in (None, "", "0", "false"):
+        return model_inventory_view()
+    loaded = _model()
+    metadata, manifest = loaded.deployed.metadata, loaded.deployed.manifest
+    body = {
+        "model_version": loaded.version,
+        "model": metadata.get("model"),
+        "threshold": loaded.threshold,
+        "metric": metadata.get("metric"),
+        "positive_label": metadata.get("positive_label"),
+        "parameters": metadata.get("parameters"),
+        "features": loaded.schema.describe(),
+        "scores": loaded.deployed.scores,
+        "candidates": metadata.get("candidates"),
+        "lineage": {
+            "deployed_at": manifest.get("deployed_at"),
+            "reason": manifest.get("reason"),
+            "previous_version": manifest.get("previous_version"),
+            "files": manifest.get("files"),
+            **{key: metadata.get(key) for key in LINEAGE_KEYS},
+        },
+        "serving": {"path": loaded.scorer.kind, "loaded_at": loaded.loaded_at},
+        **model_honesty(loaded),
+        "bands": band_thresholds(_state().config, loaded.threshold),
+        "pending_approval": pending_summary(_state().config),
+    }
+    return json_response(body, version=loaded.version)
+
+
+def model_inventory_view() -> Response:
+    """``/model?all=1``: every version with its status, dates, scores and approver (deployment.py --inventory)."""
+    state = _state()
+    loaded = state.holder.get()
+    body = {
+        "serving": loaded.version if loaded else None,
+        "current": state.holder.deployed_version(),
+        "awaiting_approval": _awaiting_approval(state.config),
+        "versions": inventory_rows(state.config),
+    }
+    return json_response(body, version=loaded.version if loaded else None)
+
+
+def model_honesty(loaded: LoadedModel) -> dict[str, Any]:
+    """What the training and scoring of this version warned about (absent in older versions)."""
+    metadata, scores = loaded.deployed.metadata, loaded.deployed.scores or {}
+    uninformative = bool(metadata.get("uninformative", False))
+    warnings = [str(w) for w in list(metadata.get("warnings") or []) + list(scores.get("warnings") or [])]
+    return {
+        "uninformative": uninformative,
+        "verdict": UNINFORMATIVE_NOTE if uninformative else None,
+        "warnings": list(dict.fromkeys(warnings)),  # the same sentence from both files once
+    }
+
+
+def scoring_view() -> Response:
+    loaded = _model()  # scores.json of the version, read once when it was loaded
+    body = {
+        "model_version": loaded.version,
+        "metric": loaded.deployed.metadata.get("metric"),
+        "scores": loaded.deployed.scores,
+    }
+    return json_response(body, version=loaded.version)
+
+
+def _diagnostics(loaded: LoadedModel) -> dict[str, Any]:
+    try:
+        return _state().diagnostics.get(loaded.version)
+    except DiagnosticsUnavailable as exc:
+        abort(503, str(exc))
+
+
+def summarystats() -> Response:
+    loaded = _model()
+    document = _diagnostics(loaded)
+    body = {
+        "model_version": loaded.version,
+        "generated_at": document.get("generated_at"),
+        "summary_statistics": document.get("summary_statistics"),
+    }
+    return json_response(body, version=loaded.version)
+
+
+def diagnostics_view() -> Response:
+    loaded = _model()
+    return json_response({**_diagnostics(loaded), "model_version": loaded.version}, version=loaded.version)
+
+
+def metrics_view() -> Response:
+    data, content_type = _state().metrics.exposition()
+    return Response(data, mimetype=None, content_type=content_type)
+
+
+def prediction() -> Response:
+    """POST /prediction through Flask: uploads, ``?data_loc=`` and whatever the request gate passes on."""
+    state = _state()
+    loaded = _model()
+    mimetype = request.mimetype
+    try:
+        if QUERY_DATASET in request.args:
+            batch, source = (
+                query_batch(state.config, loaded, request.args.get(QUERY_DATASET), request.get_data()),
+                "dataset",
+            )
+        elif mimetype == "multipart/form-data":
+            batch, source = _upload_batch(state.config, loaded), "upload"
+        elif is_json(mimetype) or mimetype in CSV_TYPES:
+            batch, source = body_batch(state.config, loaded, mimetype, request.get_data())
+        else:
+            abort(415, UNSUPPORTED_TYPE)
+        body = prediction_body(state, loaded, batch, source)
+    except batches.InputError as exc:
+        abort(exc.status, str(exc))
+    return json_response(body, version=loaded.version)
+
+
+def prediction_answer(state: ServingState, mimetype: str, read_body: Any) -> Answer:
+    """A JSON or CSV ``POST /prediction``, answered for the request gate without Flask (same checks, same body)."""
+    loaded = state.holder.get()
+    if loaded is None:
+        return 503, error_payload(503, no_model_message(state.holder)), None
+    try:
+        batch, source = body_batch(state.config, loaded, mimetype, read_body())
+        return 200, prediction_body(state, loaded, batch, source), loaded.version
+    except batches.InputError as exc:
+        return exc.status, error_payload(exc.status, str(exc)), None
+
+
+def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[batches.Batch, str]:
+    """The rows of a JSON body (records, a bare list, or a named data file) or of a CSV body."""
+    max_rows = config["api_max_rows"]
+    if mimetype in CSV_TYPES:
+        frame = batches.read_csv_bytes(data, loaded.schema, config["api_max_columns"])
+        return batches.batch_from_frame(frame, loaded.schema, max_rows), "csv"
+    payload = _json_body(data)
+    if isinstance(payload, list):
+        return batches.batch_from_records(payload, loaded.schema, max_rows), "records"
+    if isinstance(payload, dict) and set(payload) == {"records"}:
+        return batches.batch_from_records(payload["records"], loaded.schema, max_rows), "records"
+    if isinstance(payload, dict) and set(payload) == {"dataset"}:
+        frame = datasets.dataset_frame(config, payload["dataset"], loaded.deployed.metadata, max_rows)
+        return batches.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
+    if isinstance(payload, dict) and len(payload) == 1 and next(iter(payload)) in DATASET_ALIASES:
+        ((field, path),) = payload.items()
+        frame = datasets.project_path_frame(config, field, path, loaded.deployed.metadata, max_rows)
+        return batches.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
+    raise batches.InputError(
+        'send {"records": [...]}, a bare array of records, or {"dataset": "<file>.csv"} '
+        '(also accepted: {"data_file" | "filepath" | "file_path": "testdata/<file>.csv"} or ?data_loc=testdata/<file>.csv)'
+    )
+
+
+def query_batch(config: Config, loaded: LoadedModel, path: str | None, data: bytes) -> batches.Batch:
+    """The rows of the data file named by ``?data_loc=`` (the classic course's clients call it so)."""
+    if data.strip():
+        raise batches.InputError(f"name the data file either with ?{QUERY_DATASET}= or in the body, not both")
+    max_rows = config["api_max_rows"]
+    frame = datasets.project_path_frame(config, QUERY_DATASET, path, loaded.deployed.metadata, max_rows)
+    return batches.batch_from_frame(frame, loaded.schema, max_rows)
+
+
+def _upload_batch(config: Config, loaded: LoadedModel) -> batches.Batch:
+    upload = request.files.get("file") or next(iter(request.files.values()), None)
+    if upload is None:
+        raise batches.InputError("upload the CSV as a file field named 'file'")
+    frame = batches.read_csv_bytes(upload.read(), loaded.schema, config["api_max_columns"])
+    return batches.batch_from_frame(frame, loaded.schema, config["api_max_rows"])
+
+
+def prediction_body(state: ServingState, loaded: LoadedModel, batch: batches.Batch, source: str) -> dict[str, Any]:
+    """Per row the 0/1 prediction, the risk and its band, with the ids given; and what was noticed."""
+    risk = _risk(loaded, batch)
+    predicted = (risk >= loaded.threshold).astype(np.int64)
+    state.metrics.count_predictions(loaded.version, predicted)
+    thresholds = band_thresholds(state.config, loaded.threshold)
+    bands = risk_bands(risk, predicted, thresholds)
+    return {
+        "model_version": loaded.version,
+        "model": loaded.deployed.metadata.get("model"),
+        "threshold": loaded.threshold,
+        "positive_label": state.config.positive_label,
+        "source": source,
+        "rows": batch.rows,
+        "band_counts": {band: bands.count(band) for band in ("green", "amber", "red")},
+        "bands": thresholds,
+        "unseen_categories": compiled.unseen_categories(loaded.known_categories, batch, loaded.schema),
+        "missing_values": batch.missing_values(loaded.schema),
+        "ignored_columns": batch.ignored_columns,
+        "predictions": _prediction_rows(batch, predicted, risk, bands),
+    }
+
+
+def _risk(loaded: LoadedModel, batch: batches.Batch) -> np.ndarray:
+    try:
+        risk = loaded.scorer.risk(batch)
+    except ValueError:  # scikit-learn's own input checks (say, a value beyond float32 for trees)
+        raise batches.InputError(
+            "the rows could not be scored: a value is outside the range the model accepts"
+        ) from None
+    if not np.all(np.isfinite(risk)):
+        raise batches.InputError("the rows could not be scored: a value is outside the range the model accepts")
+    return risk
+
+
+def band_thresholds(config: Config, threshold: float | None) -> dict[str, Any]:
+    """Where amber and red start, and where those numbers come from.
+
+    Unless configured (``risk_band_thresholds``), amber starts at the model's decision threshold,
+    so green means exactly "predicted to stay", and red halfway from there to certainty.
+    """
+    configured = config["risk_band_thresholds"]
+    if configured is not None:
+        return {"amber": float(configured["amber"]), "red": float(configured["red"]), "source": "configured"}
+    if threshold is None:
+        return {"amber": None, "red": None, "source": "threshold"}
+    return {"amber": float(threshold), "red": float(threshold + (1.0 - threshold) / 2), "source": "threshold"}
+
+
+def risk_bands(risk: np.ndarray, predicted: np.ndarray, thresholds: dict[str, Any]) -> list[str]:
+    """green below ``amber``, amber below ``red``, red from ``red`` up; never against the decision.
+
+    A row predicted at risk is at least amber and one predicted to stay at most amber, whatever
+    the configured thresholds say: the colour must not contradict the prediction beside it.
+    """
+    amber, red = thresholds["amber"], thresholds["red"]
+    bands = []
+    for r, p in zip(risk.tolist(), predicted.tolist()):
+        band = "red" if r >= red else "amber" if r >= amber else "green"
+        if p and band == "green":
+            band = "amber"
+        elif not p and band == "red":
+            band = "amber"
+        bands.append(band)
+    return bands
+
+
+def _prediction_rows(
+    batch: batches.Batch, predicted: np.ndarray, risk: np.ndarray, bands: list[str]
+) -> list[dict[str, Any]]:
+    ids = list(batch.ids.items())
+    rows = []
+    for index, (p, r, b) in enumerate(zip(predicted.tolist(), risk.tolist(), bands)):
+        row: dict[str, Any] = {"row": index}
+        for name, values in ids:
+            row[name] = values[index]
+        row["prediction"], row["risk"], row["band"] = p, r, b
+        rows.append(row)
+    return rows
+
+
+def _json_body(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # ValueError covers bad UTF-8 and bad JSON
+        raise batches.InputError("the body is not valid JSON") from None
+
+
+ROUTES = (
+    ("/", index, ["GET"]),
+    ("/healthz", healthz, ["GET"]),
+    ("/readyz", readyz, ["GET"]),
+    ("/model", model_view, ["GET"]),
+    ("/scoring", scoring_view, ["GET"]),
+    ("/summarystats", summarystats, ["GET"]),
+    ("/diagnostics", diagnostics_view, ["GET"]),
+    ("/metrics", metrics_view, ["GET"]),
+    ("/prediction", prediction, ["POST"]),
+)

@@ -1,0 +1,278 @@
+"""A gunicorn gthread worker that receives each request whole before a thread handles it.
+
+gunicorn's gthread worker hands a connection to a thread as soon as its first byte arrives; the
+thread then reads the rest of the request, however slowly it comes. A few clients sending a byte
+now and then hold every thread, and nobody else is answered. This worker reads headers and body
+in its event loop instead, without blocking, and passes the connection to a thread only once the
+whole request is in memory (or once it is larger than the API accepts, so that the app can refuse
+it at once). A slow client then costs a connection slot and its bytes, never a thread, and one
+that has not finished sending its request within ``RISK_API_READ_TIMEOUT`` seconds (default 60)
+is answered 408 and disconnected.
+
+Chosen in ``gunicorn.conf.py`` (``RISK_API_WORKER_CLASS``); TLS served by gunicorn itself falls
+back to the plain gthread behaviour (terminate TLS in a reverse proxy instead, as the README says).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import threading
+import time
+from functools import partial
+from typing import Any
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+# Environ key the app sets when it answered without reading the whole body (a refused one):
+# the connection is then closed rather than kept alive, so that no thread waits for the rest.
+CLOSE_CONNECTION_KEY = "risk_api.close_connection"
+READ_TIMEOUT_ENV = "RISK_API_READ_TIMEOUT"
+DEFAULT_READ_TIMEOUT_SECONDS = 60.0
+HEADER_ALLOWANCE = 64 * 1024  # request line and headers: gunicorn's own limits are far below this
+RECV_SIZE = 64 * 1024
+DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
+TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+CONTINUE_ANSWER = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class BufferedSocket:
+    """A client socket whose bytes already received by the event loop are read first."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self.pending = bytearray()
+
+    def recv(self, size: int, *flags: int) -> bytes:
+        if self.pending:
+            data = bytes(self.pending[:size])
+            del self.pending[:size]
+            return data
+        return self._sock.recv(size, *flags)
+
+    def __getattr__(self, name: str) -> Any:  # fileno, sendall, setblocking, close ...
+        return getattr(self._sock, name)
+
+
+class RequestReader:
+    """Tells, as bytes arrive, whether one whole HTTP request (headers and body) is in hand."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.data = bytearray()
+        self.body_start: int | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.chunk_pos = 0  # where the next chunk-size line starts
+        self._expects_continue = False
+        self.continue_sent = False
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+
+    def complete(self) -> bool:
+        if len(self.data) > self.cap:
+            return True  # larger than the app accepts: the app refuses it without reading on
+        if self.body_start is None and not self._parse_head():
+            return len(self.data) > HEADER_ALLOWANCE  # gunicorn refuses oversized headers itself
+        if self.chunked:
+            return self._chunks_complete()
+        if self.content_length is None:
+            return True
+        return self.content_length > self.cap or len(self.data) - self.body_start >= self.content_length
+
+    def wants_continue(self) -> bool:
+        """True once, when the client waits for "100 Continue" before sending its body."""
+        return self.body_start is not None and self._expects_continue and not self.continue_sent
+
+    def _parse_head(self) -> bool:
+        end = self.data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        head = bytes(self.data[:end]).decode("latin-1")
+        self.body_start = self.chunk_pos = end + 4
+        self._expects_continue = False
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "transfer-encoding" and "chunked" in value:
+                self.chunked = True
+            elif name == "content-length":
+                self.content_length = int(value) if value.isdigit() else None
+            elif name == "expect" and value == "100-continue":
+                self._expects_continue = True
+        return True
+
+    def drop_expect_header(self) -> None:
+        """Once this worker has said "100 Continue", gunicorn must not say it again."""
+        head_end = self.body_start - 2
+        head = bytes(self.data[:head_end])
+        lines = [
+            line
+            for line in head.split(b"\r\n")
+            if not line.lower().replace(b" ", b"").startswith(b"expect:100-continue")
+        ]
+        new_head = b"\r\n".join(lines)
+        self.data[:head_end] = new_head
+        shift = head_end - len(new_head)
+        self.body_start -= shift
+        self.chunk_pos -= shift
+
+    def _chunks_complete(self) -> bool:
+        data = self.data
+        while True:
+            line_end = data.find(b"\r\n", self.chunk_pos)
+            if line_end < 0:
+                return False
+            size_text = bytes(data[self.chunk_pos : line_end]).split(b";")[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                return True  # malformed: gunicorn's parser refuses it
+            if size == 0:  # the last chunk, then optional trailers and an empty line
+                return data.find(b"\r\n\r\n", line_end) >= 0 or data[line_end : line_end + 4] == b"\r\n\r\n"
+            following = line_end + 2 + size + 2
+            if following > len(data):
+                return False
+            self.chunk_pos = following
+
+
+class BufferingThreadWorker(ThreadWorker):
+    """gthread, except that a connection reaches a thread only with a whole request to handle."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.read_timeout = float(os.environ.get(READ_TIMEOUT_ENV) or DEFAULT_READ_TIMEOUT_SECONDS)
+        self.request_cap = body_limit() + HEADER_ALLOWANCE
+        self._reading: dict[TConn, tuple[RequestReader, float]] = {}
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ the event loop side
+
+    def accept(self, server: Any, listener: socket.socket) -> None:
+        if self.cfg.is_ssl:
+            return super().accept(server, listener)
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        conn = TConn(self.cfg, BufferedSocket(sock), client, server)
+        self.nr_conns += 1
+        self._start_reading(conn)  # the clock runs from the connection: one that sends nothing is closed too
+
+    def on_client_socket_readable(self, conn: TConn, client: Any) -> None:
+        """A kept-alive connection has its next request coming."""
+        if not isinstance(conn.sock, BufferedSocket):
+            return super().on_client_socket_readable(conn, client)
+        with self._lock:
+            self.poller.unregister(client)
+            try:
+                self._keep.remove(conn)  # no longer idle
+            except ValueError:
+                return  # closed by murder_keepalived meanwhile
+        self._start_reading(conn, readable=True)
+
+    def _start_reading(self, conn: TConn, readable: bool = False) -> None:
+        reader = RequestReader(self.request_cap)
+        reader.feed(bytes(conn.sock.pending))  # bytes of a pipelined request read with the last one
+        conn.sock.pending.clear()
+        self._reading[conn] = (reader, time.monotonic() + self.read_timeout)
+        # A small request usually arrives whole: it goes to a thread without a trip through the poller.
+        if readable and self._read(conn, reader) != "more":
+            return
+        with self._lock:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
+
+    def _on_request_bytes(self, conn: TConn, client: Any) -> None:
+        if conn not in self._reading:
+            return
+        reader, _ = self._reading[conn]
+        self._read(conn, reader, registered=True)
+
+    def _read(self, conn: TConn, reader: RequestReader, registered: bool = False) -> str:
+        """Take what has arrived; hand the connection to a thread once its request is whole.
+        Says "more" while more is awaited, "done" once handed on or dropped."""
+        try:
+            data = conn.sock._sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return "more"
+        except OSError:
+            self._drop(conn, registered=registered)
+            return "done"
+        if not data:
+            self._drop(conn, registered=registered)  # the client went away
+            return "done"
+        reader.feed(data)
+        if reader.complete():
+            if registered:
+                with self._lock:
+                    self.poller.unregister(conn.sock)
+            del self._reading[conn]
+            conn.sock.pending[:0] = reader.data
+            self.enqueue_req(conn)
+            return "done"
+        if reader.wants_continue():
+            reader.continue_sent = True
+            reader.drop_expect_header()
+            self._send_quietly(conn, CONTINUE_ANSWER)
+        return "more"
+
+    def _drop(self, conn: TConn, answer: bytes | None = None, registered: bool = True) -> None:
+        self._reading.pop(conn, None)
+        if registered:
+            with self._lock:
+                try:
+                    self.poller.unregister(conn.sock)
+                except (KeyError, ValueError, OSError):
+                    pass
+        if answer:
+            self._send_quietly(conn, answer)
+        self.nr_conns -= 1
+        conn.close()
+
+    @staticmethod
+    def _send_quietly(conn: TConn, data: bytes) -> None:
+        try:
+            conn.sock._sock.send(data)  # a few bytes into an empty send buffer: never blocks
+        except OSError:
+            pass
+
+    def murder_keepalived(self) -> None:
+        super().murder_keepalived()
+        now = time.monotonic()
+        for conn in [c for c, (_, deadline) in self._reading.items() if deadline < now]:
+            self.log.info("closing a connection from %s: no whole request within %.0fs", conn.client, self.read_timeout)
+            self._drop(conn, TIMEOUT_ANSWER)
+
+    # ------------------------------------------------------------------ the thread side
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app, local = self.wsgi, self._local
+
+        def marking_app(environ: dict[str, Any], start_response: Any) -> Any:
+            result = app(environ, start_response)
+            if environ.get(CLOSE_CONNECTION_KEY):
+                local.close_connection = True
+            return result
+
+        self.wsgi = marking_app
+
+    def handle_request(self, req: Any, conn: TConn) -> bool:
+        self._local.close_connection = False
+        keep_alive = super().handle_request(req, conn)
+        return keep_alive and not self._local.close_connection
+
+
+def body_limit() -> int:
+    """api_max_body_bytes of the config being served (the default where it cannot be read)."""
+    from risk.core.settings import ConfigError, load_config
+
+    try:
+        return load_config(os.environ.get("RISK_API_CONFIG") or None)["api_max_body_bytes"] or DEFAULT_BODY_LIMIT
+    except ConfigError:
+        return DEFAULT_BODY_LIMIT

@@ -1,0 +1,76 @@
+"""The records more than one step reads: the audit log, the drift checkpoint and the deployment history.
+
+Stdlib only: ``fullprocess.py`` reads these on every cron tick before it knows whether there
+is work, and that path must not import pandas or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from risk.core.artefacts import AUDIT_FILE, CHECKPOINT_FILE, HISTORY_FILE
+from risk.core.files import atomic_write_json
+from risk.core.jsonfiles import append_json_line, read_json_lines
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
+    from typing import Any
+
+    from risk.core.settings import Config
+
+
+# --- the audit log --------------------------------------------------------------------------------
+
+
+def audit_path(config: Config) -> Path:
+    return config.log_folder / AUDIT_FILE
+
+
+def read_audit(config: Config) -> list[dict[str, Any]]:
+    """Every audit record, oldest first."""
+    return read_json_lines(audit_path(config))
+
+
+def append_audit(config: Config, record: dict[str, Any]) -> None:
+    append_json_line(audit_path(config), record)
+
+
+# --- the drift checkpoint -------------------------------------------------------------------------
+
+
+def read_checkpoint_state(config: Config) -> dict[str, Any]:
+    try:
+        state = json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def read_checkpoint(config: Config) -> tuple[int, int]:
+    """(judged, seen): the master's size at the last decision, and at the last run that
+    looked at the rows after it (rows kept waiting for more are seen, not judged)."""
+    checkpoint = read_checkpoint_state(config)
+    judged, seen = (checkpoint.get(key) for key in ("master_bytes", "seen_bytes"))
+    judged = judged if isinstance(judged, int) and judged > 0 else 0  # damaged: unknown, as if absent
+    return judged, max(judged, seen if isinstance(seen, int) else 0)
+
+
+def write_checkpoint(config: Config, judged: int, seen: int, **finished: str | None) -> None:
+    """Record a decision; ``finished``: completed_version / newest_version, kept unless given."""
+    state = read_checkpoint_state(config)
+    state.update(master_bytes=judged, seen_bytes=seen)
+    state.update(finished)
+    atomic_write_json(config.output_folder / CHECKPOINT_FILE, state)
+
+
+# --- the deployment history -----------------------------------------------------------------------
+
+
+def history_path(config: Config) -> Path:
+    return config.deployment_folder / HISTORY_FILE
+
+
+def read_history(config: Config) -> list[dict[str, Any]]:
+    """Every deployment, rollback and approval line, oldest first."""
+    return read_json_lines(history_path(config))

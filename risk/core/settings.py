@@ -1,0 +1,355 @@
+"""Load and check ``config.json``, the one configuration every script reads.
+
+Kept free of heavy imports: the cron fast path (``fullprocess.py`` with nothing new)
+reads the config and must not pay for pandas or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from risk.core.dburls import check_sources
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
+    from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # risk/core/settings.py -> the project folder
+DEFAULT_CONFIG_PATH = PROJECT_DIR / "config.json"
+
+# Every key the system understands, with its default. A key not listed here is an error,
+# so that a typo ("targt") fails loudly instead of silently using a default.
+DEFAULTS: dict[str, Any] = {
+    "input_folder_path": "sourcedata",
+    "output_folder_path": "ingesteddata",
+    "test_data_path": "testdata",
+    "output_model_path": "models",
+    "prod_deployment_path": "production_deployment",
+    "reports_folder_path": "reports",
+    "log_folder_path": "logs",
+    "target": "exited",
+    "positive_label": 1,
+    "id_columns": ["corporation"],
+    "drop_columns": [],
+    "categorical_columns": None,
+    # Ingestion reads a new file only once it has not changed for this many seconds (a copy
+    # written in place is still growing); 0 reads it at once.
+    "settle_seconds": 5.0,
+    # A file holding a field or a row longer than these is set aside: the master is
+    # append-only, so a runaway value could never be taken out of it again.
+    "max_field_bytes": 1024 * 1024,
+    "max_row_bytes": 4 * 1024 * 1024,
+    "metric": "f1",
+    "candidate_models": ["logistic_regression", "hist_gradient_boosting", "random_forest"],
+    "cv_folds": 5,
+    "random_seed": 42,
+    "drift_tolerance": 0.0,
+    # Fewer new rows than this are kept waiting, not judged: a score on a handful of rows is noise.
+    "drift_min_rows": 50,
+    # A retrained model that scores below the deployed one on the test data is not deployed.
+    "block_worse_deployments": True,
+    # A retrained model (challenger) replaces the deployed one (champion) only if better on the test
+    # data by more than this (in the configured metric); negative accepts one up to that much worse.
+    "promotion_margin": 0.0,
+    # true: a model that passes the gate waits as a pending version until `deployment.py --approve`.
+    "require_approval": False,
+    "reference_sample_rows": 50000,
+    # Diagnostics ask the package index for the latest releases within this many seconds
+    # (0: never ask), and reuse an answer for this many hours.
+    "package_check_seconds": 5.0,
+    "package_cache_hours": 12.0,
+    "api_url": "http://127.0.0.1:8000",
+    "api_max_rows": 10000,
+    "api_max_body_bytes": 16 * 1024 * 1024,
+    # A CSV header wider than this is refused (413) before its rows are read; models use far fewer.
+    "api_max_columns": 2000,
+    # null: bands derived from the deployed model's decision threshold (app.band_thresholds).
+    "risk_band_thresholds": None,
+    # Databases read for new rows beside the input folder (see dbsource.py); none by default.
+    "database_sources": [],
+    # A decision threshold flagging more than this share of the training rows (out of fold) is a warning.
+    "max_flagged_share": 0.9,
+    # A Dask scheduler ("tcp://host:8786") whose workers run the fits and the large scans; null: this machine.
+    "dask_scheduler_address": None,
+    # With the scheduler unreachable: true runs locally (saying so), false fails the run.
+    "dask_fallback_local": False,
+    # The cost of a missed risky client and of a false alarm, {"false_negative": 5, "false_positive": 1};
+    # null: no cost. Needed by metric "cost"; when set, scores report the expected cost per client.
+    "cost_matrix": None,
+    # Columns whose groups the fairness checks compare (they stay in the test data); none by default.
+    "protected_attributes": [],
+    # true: the model does not see the protected attributes (the fairness checks still measure them).
+    "exclude_protected_from_features": False,
+    # Plain text for the model card; null: the card says it was not configured.
+    "model_purpose": None,
+    "intended_use": None,
+}
+
+PATH_KEYS = (
+    "input_folder_path",
+    "output_folder_path",
+    "test_data_path",
+    "output_model_path",
+    "prod_deployment_path",
+    "reports_folder_path",
+    "log_folder_path",
+)
+# What scoring reports for every model; the configured metric may also be the expected cost.
+SCORE_METRICS = ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy")
+METRICS = SCORE_METRICS + ("cost",)
+CANDIDATE_MODELS = ("logistic_regression", "hist_gradient_boosting", "random_forest")
+# Metrics where a lower value is better (an expected cost); every other metric is higher-is-better.
+LOWER_IS_BETTER = ("cost",)
+
+
+def metric_gain(metric: str, new: float, old: float) -> float:
+    """How much better ``new`` is than ``old`` on ``metric`` (positive: better), whichever way it points."""
+    return old - new if metric in LOWER_IS_BETTER else new - old
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key or path at fault."""
+
+
+class Config:
+    """The parsed configuration; folders are resolved against the config file's folder."""
+
+    __slots__ = ("path", "values", "_folders")
+
+    def __init__(self, path: Path, values: dict[str, Any]):
+        self.path = path
+        self.values = values
+        # Resolved once: the API asks for the deployment folder on every request.
+        self._folders = {key: (path.parent / values[key]).resolve() for key in PATH_KEYS}
+
+    def __repr__(self) -> str:
+        return f"Config(path={self.path!r})"
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def display_path(self, path: Path) -> str:
+        """A path as the project's users know it: relative to the config's folder where it can be."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def folder(self, key: str) -> Path:
+        """A configured folder, resolved against the folder holding config.json."""
+        return self._folders[key]
+
+    # Named accessors for the folders every script uses.
+    @property
+    def input_folder(self) -> Path:
+        return self.folder("input_folder_path")
+
+    @property
+    def output_folder(self) -> Path:
+        return self.folder("output_folder_path")
+
+    @property
+    def test_data_folder(self) -> Path:
+        return self.folder("test_data_path")
+
+    @property
+    def model_folder(self) -> Path:
+        return self.folder("output_model_path")
+
+    @property
+    def deployment_folder(self) -> Path:
+        return self.folder("prod_deployment_path")
+
+    @property
+    def reports_folder(self) -> Path:
+        return self.folder("reports_folder_path")
+
+    @property
+    def log_folder(self) -> Path:
+        return self.folder("log_folder_path")
+
+    @property
+    def target(self) -> str:
+        return self.values["target"]
+
+    @property
+    def positive_label(self) -> Any:
+        return self.values["positive_label"]
+
+    @property
+    def excluded_columns(self) -> list[str]:
+        """Columns kept in the data but never used as features."""
+        return list(self.values["id_columns"]) + list(self.values["drop_columns"])
+
+    def require_folder(self, key: str) -> Path:
+        """The folder for ``key``; a clear error naming key and path if it is absent."""
+        folder = self.folder(key)
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: folder {folder} does not exist")
+        return folder
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read, default and validate a config file. Raises ConfigError naming the problem."""
+    config_path = Path(path).expanduser().resolve() if path else DEFAULT_CONFIG_PATH
+    if not config_path.is_file():
+        raise ConfigError(f"config file {config_path} does not exist")
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {config_path} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {config_path} must hold a JSON object")
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown} in {config_path}; known keys: {sorted(DEFAULTS)}")
+    values = {**DEFAULTS, **raw}
+    _validate(values)
+    return Config(path=config_path, values=values)
+
+
+def _validate(values: dict[str, Any]) -> None:
+    for key in PATH_KEYS:
+        if not isinstance(values[key], str) or not values[key].strip():
+            raise ConfigError(f"{key} must be a non-empty path string")
+    if not isinstance(values["target"], str) or not values["target"]:
+        raise ConfigError("target must be a column name")
+    if not isinstance(values["positive_label"], (str, int, float, bool)):
+        raise ConfigError("positive_label must be a string or a number")
+    for key in ("id_columns", "drop_columns"):
+        _require_names(values, key)
+    if values["categorical_columns"] is not None:
+        _require_names(values, "categorical_columns")
+    if values["target"] in values["id_columns"] + values["drop_columns"]:
+        raise ConfigError("target must not be listed in id_columns or drop_columns")
+    if values["metric"] not in METRICS:
+        raise ConfigError(f"metric {values['metric']!r} is not one of {list(METRICS)}")
+    _validate_governance(values)
+    models = values["candidate_models"]
+    if not isinstance(models, list) or not models or any(m not in CANDIDATE_MODELS for m in models):
+        raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
+    if not isinstance(values["block_worse_deployments"], bool):
+        raise ConfigError("block_worse_deployments must be true or false")
+    if not isinstance(values["require_approval"], bool):
+        raise ConfigError("require_approval must be true or false")
+    margin = values["promotion_margin"]
+    if (
+        not isinstance(margin, (int, float))
+        or isinstance(margin, bool)
+        or margin != margin
+        or abs(margin) == float("inf")
+    ):
+        raise ConfigError(
+            "promotion_margin must be a finite number (in the configured metric; negative accepts a worse model)"
+        )
+    for key in (
+        "cv_folds",
+        "random_seed",
+        "reference_sample_rows",
+        "api_max_rows",
+        "api_max_body_bytes",
+        "drift_min_rows",
+    ):
+        if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
+            raise ConfigError(f"{key} must be a non-negative integer")
+    if (
+        not isinstance(values["api_max_columns"], int)
+        or isinstance(values["api_max_columns"], bool)
+        or values["api_max_columns"] < 0
+    ):
+        raise ConfigError("api_max_columns must be a non-negative integer")
+    if values["cv_folds"] < 2:
+        raise ConfigError("cv_folds must be at least 2")
+    if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
+        raise ConfigError("drift_tolerance must be a non-negative number")
+    _validate_ingestion_limits(values)
+    for key in ("package_check_seconds", "package_cache_hours"):
+        if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
+            raise ConfigError(f"{key} must be a non-negative number")
+    share = values["max_flagged_share"]
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+        raise ConfigError("max_flagged_share must be a number above 0 and at most 1")
+    address = values["dask_scheduler_address"]
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ConfigError('dask_scheduler_address must be null or an address such as "tcp://10.0.0.5:8786"')
+    if not isinstance(values["dask_fallback_local"], bool):
+        raise ConfigError("dask_fallback_local must be true or false")
+    bands = values["risk_band_thresholds"]
+    if bands is not None and (
+        not isinstance(bands, dict)
+        or set(bands) != {"amber", "red"}
+        or not all(isinstance(v, (int, float)) for v in bands.values())
+        or not 0 <= bands["amber"] <= bands["red"] <= 1
+    ):
+        raise ConfigError(
+            'risk_band_thresholds must be null (derived from the model\'s threshold) or {"amber": a, "red": r} with 0 <= a <= r <= 1'
+        )
+    if values["database_sources"] != []:
+        try:
+            check_sources(values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+COST_KEYS = ("false_negative", "false_positive")
+
+
+def _validate_governance(values: dict[str, Any]) -> None:
+    """The business cost, the protected attributes and the model card's text."""
+    costs = values["cost_matrix"]
+    if costs is not None:
+        if (
+            not isinstance(costs, dict)
+            or set(costs) != set(COST_KEYS)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in costs.values())
+            or not any(costs.values())
+        ):
+            raise ConfigError(
+                'cost_matrix must be null or {"false_negative": a, "false_positive": b}: non-negative numbers, '
+                "not both zero (the cost of a missed risky client and of a false alarm)"
+            )
+    if values["metric"] == "cost" and costs is None:
+        raise ConfigError('metric "cost" needs cost_matrix, e.g. {"false_negative": 5, "false_positive": 1}')
+    _require_names(values, "protected_attributes")
+    if values["target"] in values["protected_attributes"]:
+        raise ConfigError("target must not be listed in protected_attributes")
+    if len(set(values["protected_attributes"])) != len(values["protected_attributes"]):
+        raise ConfigError("protected_attributes lists a column twice")
+    if not isinstance(values["exclude_protected_from_features"], bool):
+        raise ConfigError("exclude_protected_from_features must be true or false")
+    for key in ("model_purpose", "intended_use"):
+        if values[key] is not None and (not isinstance(values[key], str) or not values[key].strip()):
+            raise ConfigError(f"{key} must be null or a non-empty text")
+
+
+def _validate_ingestion_limits(values: dict[str, Any]) -> None:
+    settle = values["settle_seconds"]
+    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
+        raise ConfigError("settle_seconds must be a number of seconds from 0 to 600")
+    for key in ("max_field_bytes", "max_row_bytes"):
+        if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer (bytes)")
+    if values["max_field_bytes"] > values["max_row_bytes"]:
+        raise ConfigError("max_field_bytes must not exceed max_row_bytes (a row holds its fields)")
+
+
+def _require_names(values: dict[str, Any], key: str) -> None:
+    names = values[key]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{key} must be a list of column names")
+
+
+def script_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the ``--config`` option every script takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="path to config.json (default: the one beside the scripts)")
+    return parser

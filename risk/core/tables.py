@@ -1,0 +1,76 @@
+"""Tables as every step reads them: the column-type vocabulary, the typed CSV reader, row hashes.
+
+A column of the master dataset is either ``numeric`` (read as numbers) or ``text`` (kept as
+written: an id like ``007`` must stay ``007``); ingestion records which in ``master_state.json``.
+A model sees its text features as ``categorical`` ones: that word names a feature's role in a
+pipeline, never a column's kind in a file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+NUMERIC = "numeric"
+TEXT = "text"
+CATEGORICAL = "categorical"  # a text column used as a feature (training metadata, drift, compiledmodel)
+
+# What pandas raises on a file that is not a readable CSV.
+CSV_ERRORS = (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError)
+
+
+def text_dtypes(kinds: dict[str, str], columns: Iterable[str] | None = None) -> dict[str, type]:
+    """``dtype=`` for ``read_csv``: every column that is not numeric stays text."""
+    wanted = kinds if columns is None else {name: kinds.get(name, TEXT) for name in columns}
+    return {name: str for name, kind in wanted.items() if kind != NUMERIC}
+
+
+def read_typed_csv(
+    source: Path | str | IO[str] | IO[bytes],
+    kinds: dict[str, str],
+    usecols: list[str] | None = None,
+    nrows: int | None = None,
+) -> pd.DataFrame:
+    """Read a CSV with text columns kept as text and column names stripped.
+
+    ``index_col=False``: a trailing comma on every row must not turn the first column into the
+    index and shift the others (pandas' default guess). A byte-order mark is not a column name.
+    """
+    dtype = text_dtypes(kinds) if usecols is None else text_dtypes(kinds, usecols)
+    options: dict[str, Any] = {"dtype": dtype, "index_col": False, "usecols": usecols, "nrows": nrows}
+    if not isinstance(source, io.TextIOBase):
+        options["encoding"] = "utf-8-sig"
+    frame = pd.read_csv(source, **options)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame[usecols] if usecols is not None else frame
+
+
+def row_hashes(frame: pd.DataFrame, kinds: dict[str, str]) -> np.ndarray:
+    """One 64-bit hash a row, independent of how a file happened to type its numbers.
+
+    The one scheme for "is this row already there": ingestion's duplicate index, scoring's
+    test-rows-in-training count and the drift check's batch-rows-in-training count.
+    """
+    combined = np.zeros(len(frame), dtype=np.uint64)
+    for column in frame.columns:
+        values = frame[column].to_numpy()
+        # + 0.0 turns -0.0 into 0.0: equal values must hash alike.
+        values = values.astype("float64") + 0.0 if kinds.get(column) == NUMERIC else values.astype(object)
+        # categorize=False: ids are mostly unique, so factorising them first only costs time.
+        column_hash = pd.util.hash_array(values, categorize=False)
+        with np.errstate(over="ignore"):  # multiply-and-add modulo 2**64, column order matters
+            combined = combined * np.uint64(0x100000001B3) + column_hash
+    return combined
+
+
+def rows_also_in(frame: pd.DataFrame, reference: pd.DataFrame, kinds: dict[str, str]) -> int:
+    """How many rows of ``frame`` are also rows of ``reference`` (on the columns both have)."""
+    columns = [c for c in reference.columns if c in frame.columns]
+    if not columns or frame.empty or reference.empty:
+        return 0
+    return int(np.isin(row_hashes(frame[columns], kinds), row_hashes(reference[columns], kinds)).sum())

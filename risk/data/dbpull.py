@@ -1,0 +1,440 @@
+"""Pull new rows from the configured databases as snapshot files that ingestion reads like dropped files.
+
+Each entry of ``database_sources`` in config.json names a database (a SQLAlchemy-style URL:
+``sqlite:///clients.db`` relative to the config's folder, or ``postgresql://user@host:5432/db``
+with the password in the environment variable named by ``password_env``), a ``table`` or a
+read-only ``query``, and a ``watermark_column`` whose values only grow.
+
+A run asks each database one small question, the smallest and largest watermark above the last
+one recorded (``SELECT min(w), max(w) ... WHERE w > last``). Nothing above it: nothing to do.
+Otherwise the rows up to that maximum are streamed, chunk by chunk, into one immutable CSV
+snapshot in ``<output>/database_snapshots/``, which ingestion then validates, quarantines,
+de-duplicates and records exactly as it does a dropped file. The record's entry for it names
+the source, the watermark range, the rows pulled and the snapshot's SHA-256, and that entry,
+written only after the rows are in the master, *is* the recorded watermark: a run killed before
+it reads the same rows again, and ingestion drops them as duplicates.
+
+Stdlib only at import: the cron fast path imports this module. sqlite3 is imported when a SQLite
+source is checked, psycopg (PostgreSQL) when a PostgreSQL one is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from risk.core.dburls import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_QUERY_TIMEOUT_SECONDS, parse_url
+from risk.core.files import fsync_dir
+from risk.core.settings import Config
+from risk.data import ledger
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
+    from collections.abc import Iterator
+    from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FOLDER = "database_snapshots"
+CHUNK_ROWS = 10_000  # rows fetched and written at a time: a pull's memory does not grow with its size
+
+
+class DatabaseSourceError(RuntimeError):
+    """A database source that could not be read this run; the message is one line, without credentials."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+class Source:
+    """One configured database source, its URL parsed (never holding a password)."""
+
+    __slots__ = (
+        "name",
+        "kind",
+        "where",
+        "sqlite_path",
+        "connect_args",
+        "password_env",
+        "table",
+        "query",
+        "watermark_column",
+        "connect_timeout",
+        "query_timeout",
+    )
+
+    def __init__(self, spec: dict[str, Any], root: Path):
+        self.name: str = spec["name"]
+        self.password_env: str | None = spec.get("password_env")
+        self.table: str | None = spec.get("table")
+        self.query: str | None = spec.get("query")
+        self.watermark_column: str = spec["watermark_column"]
+        self.connect_timeout = float(spec.get("connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS))
+        self.query_timeout = float(spec.get("query_timeout_seconds", DEFAULT_QUERY_TIMEOUT_SECONDS))
+        self.kind, self.where, self.sqlite_path, self.connect_args = parse_url(spec["url"], root)
+
+    def __repr__(self) -> str:
+        return f"Source({self.name!r}, {self.where})"
+
+    def quote(self, name: str) -> str:
+        """A name quoted for this database. SQLite reads an unknown "name" as the text 'name'
+        (a missing column would silently become a constant), but an unknown `name` is an error."""
+        if self.kind == "sqlite":
+            return "`" + name.replace("`", "``") + "`"
+        return '"' + name.replace('"', '""') + '"'
+
+    @property
+    def relation(self) -> str:
+        """The SQL the rows are selected from: the quoted table, or the query as a subquery."""
+        if self.table is not None:
+            return ".".join(self.quote(part) for part in self.table.split("."))
+        return f"({self.query.strip().rstrip(';').strip()}) AS risk_source"
+
+
+def sources(config: Config) -> list[Source]:
+    """The configured database sources (checked when the config was loaded: sourceconfig.check_sources)."""
+    return [Source(spec, config.root) for spec in config["database_sources"]]
+
+
+# ----------------------------------------------------------------------------- pulling
+
+
+class Snapshot(ledger.SourceFile):
+    """A pulled snapshot, ingested like a dropped file; ``lineage`` goes into its record entry."""
+
+    __slots__ = ("lineage",)
+
+    def __init__(self, path: Path, sha256: str, lineage: dict[str, Any]):
+        size = path.stat().st_size
+        super().__init__(path.name, path, size, [size], sha256)
+        self.lineage = lineage
+
+
+class Pulled:
+    """What a run pulled: the snapshots to ingest, and the sources that could not be read."""
+
+    __slots__ = ("snapshots", "failures")
+
+    def __init__(self) -> None:
+        self.snapshots: list[Snapshot] = []
+        self.failures: list[dict[str, str]] = []
+
+    def audit(self) -> dict[str, Any]:
+        """Fields for the audit line (none when no database source is configured or did anything)."""
+        fields: dict[str, Any] = {}
+        if self.snapshots:
+            fields["database_pulls"] = [
+                {key: s.lineage[key] for key in ("database_source", "rows_pulled", "watermark_from", "watermark_to")}
+                for s in self.snapshots
+            ]
+        if self.failures:
+            fields["database_failures"] = self.failures
+        return fields
+
+
+def snapshot_folder(config: Config) -> Path:
+    return config.output_folder / SNAPSHOT_FOLDER
+
+
+def recorded_watermarks(config: Config) -> dict[str, tuple[str, Any]]:
+    """Per source name, (watermark column, last watermark): the end of its latest pull in the ingestion record."""
+    last: dict[str, tuple[str, Any]] = {}
+    for entry in ledger.read_record(config):
+        if "database_source" in entry:
+            last[entry["database_source"]] = (entry["watermark_column"], entry["watermark_to"])
+    return last
+
+
+def pull_new_rows(config: Config) -> Pulled:
+    """Check every database source and pull its new rows into snapshots. A source that fails is
+    logged (one line) and listed in ``failures``; the others, and the files, go on."""
+    pulled = Pulled()
+    configured = sources(config)
+    if not configured:
+        return pulled
+    last = recorded_watermarks(config)
+    folder = snapshot_folder(config)
+    _remove_partial_snapshots(folder)
+    for source in configured:
+        column, after = last.get(source.name, (None, None))
+        if column != source.watermark_column:  # a new source, or its watermark column changed: read it all
+            after = None
+        try:
+            snapshot = pull_source(source, after, folder)
+        except (DatabaseSourceError, OSError) as exc:
+            reason = _one_line(
+                str(exc) if isinstance(exc, DatabaseSourceError) else f"could not write the snapshot: {exc}", source
+            )
+            logger.error("database source %r (%s): %s", source.name, source.where, reason)
+            pulled.failures.append({"source": source.name, "reason": reason})
+            continue
+        if snapshot is not None:
+            logger.info(
+                "database source %r: pulled %d row(s), %s %r to %r",
+                source.name,
+                snapshot.lineage["rows_pulled"],
+                source.watermark_column,
+                snapshot.lineage["watermark_from"],
+                snapshot.lineage["watermark_to"],
+            )
+            pulled.snapshots.append(snapshot)
+    return pulled
+
+
+def pull_source(source: Source, after: Any, folder: Path) -> Snapshot | None:
+    """The rows of ``source`` with a watermark above ``after`` (all rows when None) as a snapshot,
+    or None when there are none. Raises DatabaseSourceError."""
+    reader = _SqliteReader(source) if source.kind == "sqlite" else _PostgresReader(source)
+    with reader:
+        low, high = reader.new_range(after)
+        if high is None:
+            return None
+        low, high = json_value(low), json_value(high)
+        rows, sha256, path = _write_snapshot(folder, source.name, reader.stream(after, high))
+    if rows == 0:  # the rows went away between the two queries: nothing to ingest or record
+        path.unlink()
+        return None
+    lineage = {
+        "database_source": source.name,
+        "database": source.where,
+        "watermark_column": source.watermark_column,
+        "watermark_after": after,
+        "watermark_from": low,
+        "watermark_to": high,
+        "rows_pulled": rows,
+        "snapshot": f"{SNAPSHOT_FOLDER}/{path.name}",
+    }
+    return Snapshot(path, sha256, lineage)
+
+
+def json_value(value: Any) -> Any:
+    """A watermark as JSON keeps it: numbers stay numbers, times become ISO text, the rest text.
+    The databases compare the text form back to the column's own type."""
+    if value is None or isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _write_snapshot(folder: Path, name: str, chunks: Iterator[tuple[bytes, int]]) -> tuple[int, str, Path]:
+    """Stream CSV chunks to a temporary file, then rename it to a name made of its content hash.
+    Returns (rows, sha256, path). The file is made read-only: snapshots are never changed."""
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    digest, rows = hashlib.sha256(), 0
+    tmp = folder / f".{name}.{os.getpid()}.pulling"
+    try:
+        with open(tmp, "wb") as handle:
+            for data, count in chunks:
+                handle.write(data)
+                digest.update(data)
+                rows += count
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o444)
+        path = folder / f"db_{name}_{digest.hexdigest()[:16]}.csv"
+        os.replace(tmp, path)
+        fsync_dir(folder)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows, digest.hexdigest(), path
+
+
+def _remove_partial_snapshots(folder: Path) -> None:
+    """A run killed while pulling leaves its temporary file; the run lock says nobody is writing now."""
+    if folder.is_dir():
+        for partial in folder.glob(".*.pulling"):
+            partial.unlink(missing_ok=True)
+
+
+def _one_line(message: str, source: Source) -> str:
+    """Driver messages can span lines; the password, should a driver ever echo it, is blanked."""
+    text = " ".join(message.split())
+    password = os.environ.get(source.password_env or "") if source.password_env else None
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+class _SqliteReader:
+    """A SQLite file opened read-only (it is never created or written), with a deadline per step."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.connection: Any = None
+        self.deadline = 0.0
+
+    def __enter__(self) -> _SqliteReader:
+        import sqlite3
+        from urllib.parse import quote
+
+        path = self.source.sqlite_path
+        if not path.is_file():
+            raise DatabaseSourceError(f"the database file {path} does not exist")
+        try:
+            self.connection = sqlite3.connect(
+                f"file:{quote(str(path))}?mode=ro", uri=True, timeout=self.source.connect_timeout
+            )
+            self.connection.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise DatabaseSourceError(f"could not open {path}: {exc}") from None
+        # Called every few thousand steps of the engine: ends a query that runs past its deadline.
+        self.connection.set_progress_handler(lambda: time.monotonic() > self.deadline, 10_000)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.close()
+
+    def _run(self, sql: str, params: tuple, what: str) -> Any:
+        import sqlite3
+
+        self.deadline = time.monotonic() + self.source.query_timeout
+        try:
+            return self.connection.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise DatabaseSourceError(self._explain(exc, what)) from None
+
+    def _explain(self, exc: Exception, what: str) -> str:
+        if "interrupted" in str(exc):
+            return f"{what} did not finish within query_timeout_seconds ({self.source.query_timeout:g} s)"
+        return f"{what} failed: {exc}"
+
+    def new_range(self, after: Any) -> tuple[Any, Any]:
+        column, relation = self.source.quote(self.source.watermark_column), self.source.relation
+        where, params = (f" WHERE {column} > ?", (after,)) if after is not None else ("", ())
+        sql = f"SELECT min({column}), max({column}) FROM {relation}{where}"
+        return tuple(self._run(sql, params, "the check for new rows").fetchone())
+
+    def stream(self, after: Any, high: Any) -> Iterator[tuple[bytes, int]]:
+        import csv
+        import io
+        import sqlite3
+
+        column = self.source.quote(self.source.watermark_column)
+        lower, params = (f"{column} > ? AND ", (after, high)) if after is not None else ("", (high,))
+        sql = f"SELECT * FROM {self.source.relation} WHERE {lower}{column} <= ? ORDER BY {column}"
+        cursor = self._run(sql, params, "the pull of new rows")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([d[0] for d in cursor.description])
+        yield buffer.getvalue().encode("utf-8"), 0
+        while True:
+            self.deadline = time.monotonic() + self.source.query_timeout
+            try:
+                rows = cursor.fetchmany(CHUNK_ROWS)
+            except sqlite3.Error as exc:
+                raise DatabaseSourceError(self._explain(exc, "the pull of new rows")) from None
+            if not rows:
+                return
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerows(rows)
+            yield buffer.getvalue().encode("utf-8"), len(rows)
+
+
+class _PostgresReader:
+    """A PostgreSQL connection with connect and statement timeouts, in a read-only transaction."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.connection: Any = None
+
+    def __enter__(self) -> _PostgresReader:
+        try:
+            import psycopg
+        except ImportError:
+            raise DatabaseSourceError("PostgreSQL needs the psycopg package: pip install -r requirements.txt") from None
+        args = dict(self.source.connect_args)
+        if self.source.password_env:
+            password = os.environ.get(self.source.password_env)
+            if password is None:
+                raise DatabaseSourceError(
+                    f"the environment variable {self.source.password_env} (password_env) is not set"
+                )
+            args["password"] = password
+        timeout_ms = int(self.source.query_timeout * 1000)
+        timeouts = f"-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms}"
+        args.update(
+            # libpq counts whole seconds, at least 2.
+            connect_timeout=max(2, round(self.source.connect_timeout)),
+            # Every statement ends within the query timeout, and a server that vanishes mid-pull
+            # is noticed by TCP keep-alives instead of waiting forever.
+            options=f"{args.get('options', '')} {timeouts}".strip(),
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            tcp_user_timeout=timeout_ms,
+            application_name="risk-assessment ingestion",
+            client_encoding="UTF8",
+        )
+        try:
+            self.connection = psycopg.connect(**args)
+        except psycopg.Error as exc:
+            raise DatabaseSourceError(f"could not connect: {exc}") from None
+        try:
+            self.connection.read_only = True  # the query may read, never write
+        except psycopg.Error as exc:
+            self.connection.close()
+            raise DatabaseSourceError(f"could not start a read-only transaction: {exc}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psycopg
+
+        try:
+            self.connection.rollback()  # nothing was written; end the read-only transaction
+        except psycopg.Error:
+            pass  # the connection is already broken (a timeout, a server gone): closing is all that is left
+        finally:
+            self.connection.close()
+
+    def _explain(self, exc: Exception, what: str) -> str:
+        if getattr(exc, "sqlstate", None) == "57014":  # query_canceled: the statement timeout
+            return f"{what} did not finish within query_timeout_seconds ({self.source.query_timeout:g} s)"
+        return f"{what} failed: {exc}"
+
+    def new_range(self, after: Any) -> tuple[Any, Any]:
+        import psycopg
+        from psycopg import sql
+
+        # Values are inlined as quoted literals, never as %s parameters: a query holding a
+        # % (LIKE 'a%') must reach the server as written.
+        column = sql.SQL(self.source.quote(self.source.watermark_column))
+        where = sql.SQL(" WHERE {} > {}").format(column, sql.Literal(after)) if after is not None else sql.SQL("")
+        query = sql.SQL("SELECT min({}), max({}) FROM {}{}").format(
+            column, column, sql.SQL(self.source.relation), where
+        )
+        try:
+            return tuple(self.connection.execute(query).fetchone())
+        except psycopg.Error as exc:
+            raise DatabaseSourceError(self._explain(exc, "the check for new rows")) from None
+
+    def stream(self, after: Any, high: Any) -> Iterator[tuple[bytes, int]]:
+        """COPY streams the rows as CSV the server formats: fast, and never all in memory."""
+        import psycopg
+        from psycopg import sql
+
+        column = sql.SQL(self.source.quote(self.source.watermark_column))
+        lower = sql.SQL("{} > {} AND ").format(column, sql.Literal(after)) if after is not None else sql.SQL("")
+        query = sql.SQL("COPY (SELECT * FROM {} WHERE {}{} <= {} ORDER BY {}) TO STDOUT (FORMAT csv, HEADER)").format(
+            sql.SQL(self.source.relation), lower, column, sql.Literal(high), column
+        )
+        cursor = self.connection.cursor()
+        try:
+            with cursor.copy(query) as copy:
+                pending, size = [], 0
+                for block in copy:
+                    pending.append(bytes(block))
+                    size += len(block)
+                    if size >= 1 << 20:
+                        yield b"".join(pending), 0
+                        pending, size = [], 0
+                yield b"".join(pending), 0
+        except psycopg.Error as exc:
+            raise DatabaseSourceError(self._explain(exc, "the pull of new rows")) from None
+        yield b"", max(cursor.rowcount, 0)  # COPY reports its row count once it is done

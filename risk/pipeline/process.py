@@ -1,0 +1,605 @@
+"""The cron entry: ingest new data, check the deployed model for drift, retrain and redeploy.
+
+1. Take the run lock; if another run holds it, log that and exit 0. Remove temporary files
+   that killed runs left behind.
+2. Finish what an earlier run left undone for the current version: a deploy killed half-way,
+   its diagnostics, its reports, its audit line (written then, marked ``recovered``).
+3. Nothing new or changed in the input folder, nothing undone and nothing left undecided:
+   log one line and exit 0. This path runs every few minutes, so only stdlib-light modules
+   are imported before it is decided.
+4. Check the set-up (test data, column names) before any work: a mistake is one line with the fix.
+5. Ingest. 6. Score the deployed model on the rows not yet judged (those just ingested);
+   model drift means that score is below the deployed one (by more than
+   ``drift_tolerance``); no deployed model, or one that fails verification, counts as drift;
+   fewer than ``drift_min_rows`` rows wait for more. 7. No drift: record the decision and
+   stop. 8. Drift: retrain on the whole master dataset; score it (the challenger) and the
+   deployed model (the champion) on the same test data, with a paired bootstrap interval of
+   the difference; deploy unless it is not better by more than ``promotion_margin``
+   (``block_worse_deployments``) or is no better than chance while a model is deployed, then
+   diagnose and report. With ``require_approval`` the new version waits, pending, for
+   ``deployment.py --approve``; it covers its rows meanwhile, so they are not judged again.
+9. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
+   Under cron (stderr not a terminal) nothing is printed unless the run fails: then one line.
+
+Rows stay "not yet judged" until a decision is recorded: ``drift_checkpoint.json`` holds the
+master's size at the last decision, and each version's manifest the master size it was
+trained on, so rows a deployed version covers are never judged (nor deployed for) again. The
+checkpoint also names the last version whose deployment was finished (reports and audit line
+written): when ``current`` or the newest version differs, the run looks for undone work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from risk.core import artefacts, logbook
+from risk.core.artefacts import DIAGNOSTICS_FILES, QUARANTINE_FOLDER, REPORT_FILES
+from risk.core.files import remove_stale_temporaries
+from risk.core.jsonfiles import append_json_line
+from risk.core.settings import Config, ConfigError
+from risk.data import dbpull, ledger, preflight
+from risk.registry import deploy, versions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time on the cron fast path
+    from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# What diagnostics and reporting write per version (reporting writes model_report.json last).
+
+
+def undecided_work(config: Config) -> str | None:
+    """Why data already ingested still needs a decision, or None. Stdlib only."""
+    size = ledger.master_bytes(config)
+    if not size:
+        return None
+    try:
+        current = versions.current_version(config)
+    except versions.BrokenCurrentLink as exc:
+        return str(exc)
+    if current is None and not versions.pending_versions(config):
+        return "data is ingested but no model is deployed"
+    # A version awaiting approval covers the rows it was trained on, as a current one does.
+    if size > logbook.read_checkpoint(config)[1] and size > versions.covered_master_bytes(config):
+        return "rows ingested by an earlier run were never judged (a failed or interrupted run)"
+    return None
+
+
+# --- what killed runs leave -----------------------------------------------------------------------
+
+
+def remove_leftovers(config: Config) -> list[Path]:
+    """Temporary files and half-built versions of killed runs; called under the run lock."""
+    folders = [
+        config.output_folder,
+        config.output_folder / QUARANTINE_FOLDER,
+        config.model_folder,
+        config.deployment_folder,
+        versions.versions_folder(config),
+        config.reports_folder,
+        config.log_folder,
+    ]
+    folders += _subfolders(config.reports_folder)
+    removed = remove_stale_temporaries(folders)
+    incomplete = [
+        *versions.versions_folder(config).glob(f"{deploy.INCOMING_PREFIX}*"),
+        *config.deployment_folder.glob(".current-*"),
+    ]
+    if incomplete:
+        deploy.remove_incomplete(config)
+        removed += incomplete
+    if removed:
+        logger.info(
+            "removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed[:5])
+        )
+    return removed
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    import os
+
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def unfinished_work(config: Config) -> str | None:
+    """Why the current version may have work left undone by an earlier run, or None. Cheap:
+    the checkpoint names the last version finished and the newest version it saw."""
+    state = logbook.read_checkpoint_state(config)
+    names = versions.version_names(config)
+    newest = names[-1] if names else None
+    current = versions.current_version_or_none(config)
+    if newest != state.get("newest_version"):
+        return f"{newest} is new since the last finished deployment"
+    if current != state.get("completed_version") and current is not None:
+        return f"{current} became current since the last finished deployment"
+    return None
+
+
+def versions_to_finish(config: Config, current: str | None) -> list[str]:
+    """The current version and those awaiting approval: each gets its reports and audit line."""
+    return [v for v in [current, *versions.pending_versions(config)] if v is not None]
+
+
+def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any]:
+    """Complete a killed deploy, then the current version's diagnostics, reports and audit line."""
+    done: dict[str, Any] = {}
+    completed = deploy.complete_interrupted_deploy(config)
+    if completed:
+        done["deployment_completed"] = completed
+    current = versions.current_version_or_none(config)
+    all_done = True
+    for version in dict.fromkeys(versions_to_finish(config, current)):
+        try:
+            manifest = versions.read_manifest(versions.versions_folder(config) / version)
+        except (versions.DeploymentError, OSError) as exc:
+            manifest = None  # the drift check redeploys: a version that fails verification
+            logger.error("%s cannot be finished: %s", version, exc)
+        if manifest is not None:
+            missing = missing_steps(config, version)
+            decision = manifest.get("decision")
+            recovered = None
+            if isinstance(decision, dict) and not _audited(config, version):
+                recovered = recovered_audit_record(manifest, decision, started_at)
+            steps = run_after_deployment(config, version, recovered, only=missing) if missing else {}
+            if recovered is not None:
+                recovered["after_deployment"] = {name: steps.get(name, "ok") for name in ("diagnostics", "reporting")}
+                recovered["status"] = (
+                    "ok" if all(v == "ok" for v in recovered["after_deployment"].values()) else "failed"
+                )
+                append_json_line(logbook.audit_path(config), recovered)
+                steps["audit_line"] = "ok (written, marked recovered)"
+            if steps:
+                done[version] = steps
+                logger.warning("finished what an earlier run left undone for %s: %s", version, steps)
+            all_done = all_done and all(v.startswith("ok") for v in steps.values())
+    if all_done:
+        names = versions.version_names(config)
+        judged, seen = logbook.read_checkpoint(config)
+        covered = versions.covered_master_bytes(config)
+        logbook.write_checkpoint(
+            config,
+            max(judged, covered),
+            max(seen, covered),
+            completed_version=current,
+            newest_version=names[-1] if names else None,
+        )
+    return done
+
+
+def missing_steps(config: Config, version: str) -> list[str]:
+    folder = config.reports_folder / version
+    missing = []
+    if not all((folder / name).is_file() for name in DIAGNOSTICS_FILES):
+        missing.append("diagnostics")
+    if not all((folder / name).is_file() for name in REPORT_FILES):
+        missing.append("reporting")
+    return missing
+
+
+def _audited(config: Config, version: str) -> bool:
+    return any(r.get("version_deployed") == version for r in logbook.read_audit(config))
+
+
+def recovered_audit_record(
+    manifest: dict[str, Any], decision: dict[str, Any], started_at: str | None
+) -> dict[str, Any]:
+    """The audit line of a run killed after it deployed, from what the version's manifest kept."""
+    return {
+        **decision,
+        "decision": "pending_approval" if decision.get("decision") == "pending_approval" else "redeployed",
+        "version_deployed": manifest.get("version"),
+        "recovered": True,
+        "recovered_by_run_started_at": started_at,
+        "note": "the run that deployed this version was interrupted (killed or out of disk) before it "
+        "finished; a later run completed its work and wrote this line",
+    }
+
+
+# --- one run ----------------------------------------------------------------------------------------
+
+
+def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
+    """One pass of the process, under the caller's lock. Returns the audit record's fields."""
+    removed = remove_leftovers(config)
+    unfinished = unfinished_work(config)
+    still_written: list[str] = []
+    pending = ledger.pending_files(config, still_written)
+    pulled = dbpull.pull_new_rows(config)  # new rows from database_sources, as snapshot files
+    pending += pulled.snapshots
+    undecided = undecided_work(config)
+    record: dict[str, Any] = {**pulled.audit()}
+    if removed:
+        record["temporary_files_removed"] = len(removed)
+    if still_written:
+        record["files_waiting"] = sorted(still_written)
+    if not pending and not undecided and not unfinished:
+        reason = f"no new or changed files in {config.input_folder}"
+        if still_written:
+            reason = f"{reason} ready to read; {len(still_written)} still being written wait(s) for a later run"
+        return {**record, "decision": "no_new_data", "reason": reason}
+    preflight.check_setup(config)  # a set-up mistake fails now, not after minutes of training
+    if unfinished:
+        finished = finish_earlier_work(config, started_at)
+        if finished:
+            record["completed_earlier_work"] = finished
+        undecided = undecided_work(config)  # the finished deployment may cover the rows
+        if not pending and not undecided:
+            reason = (
+                "finished earlier work; no new or changed files"
+                if finished
+                else f"no new or changed files in {config.input_folder}"
+            )
+            return {**record, "decision": "no_new_data", "reason": reason}
+    # Heavy imports only now that there is work to do.
+    from risk.data import ingest
+
+    record.update(metric=config["metric"], started_at=started_at)
+    if undecided:
+        logger.info("resuming: %s", undecided)
+        record["resumed"] = undecided
+    if pending:
+        ingested = ingest.ingest_new_files(config, pending)
+        record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
+        record["files_waiting"] = sorted({*record.get("files_waiting", []), *still_written})
+        record.pop("seconds")
+    decided, (judged, seen) = decide_on_new_rows(config, record)
+    record.update(decided)
+    # Recorded only once the decision is made: a failure above leaves the rows undecided.
+    logbook.write_checkpoint(config, judged=judged, seen=seen)
+    if record.get("version_deployed"):
+        record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
+        refreshed = refresh_superseded_reports(config, record["version_deployed"])
+        if refreshed:
+            record["superseded_reports_refreshed"] = refreshed
+    return record
+
+
+def decide_on_new_rows(config: Config, record: dict[str, Any]) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The decision on the rows not yet judged: (its audit fields, the checkpoint to record then).
+
+    The checkpoint is (judged, seen) as logbook.write_checkpoint takes them: a decision judges
+    every row of the master; rows kept waiting for more are seen but stay unjudged.
+    ``record``: the run's audit fields so far, kept in the manifest of a version it deploys.
+    """
+    from risk.data import masterstore
+
+    master_end = ledger.master_bytes(config)
+    judged = versions.judged_offset(config)
+    decided_all = (max(master_end, judged), max(master_end, judged))
+    deployed, problem = load_current_deployment(config)
+    if problem and master_end:
+        decided: dict[str, Any] = {"reason": problem, "decision": "no_drift"}
+        decided.update(retrain_and_deploy(config, problem, None, record={**record, **decided}, kept=None))
+        return decided, decided_all
+    new_rows = masterstore.load_master_since(config, judged) if deployed is not None else None
+    if new_rows is None or new_rows.empty:
+        return {
+            "decision": "no_new_rows",
+            "reason": "the new files added no rows (set aside or duplicates)",
+        }, decided_all
+    if len(new_rows) < config["drift_min_rows"]:
+        waiting = {
+            "decision": "waiting_for_rows",
+            "rows_waiting": len(new_rows),
+            "reason": f"{len(new_rows)} new row(s) since the last decision; drift is judged on {config['drift_min_rows']} or more",
+        }
+        return waiting, (judged, master_end)
+    drift, reason, scores = check_model_drift(config, deployed, new_rows)
+    decided = {**scores, "rows_judged": len(new_rows), "reason": reason, "decision": "no_drift"}
+    if drift:
+        decided.update(
+            retrain_and_deploy(
+                config, reason, scores.get("deployed_score"), record={**record, **decided}, kept=deployed.version
+            )
+        )
+    return decided, decided_all
+
+
+def refresh_superseded_reports(config: Config, version: str) -> dict[str, str]:
+    """Rewrite the reports of the pending versions ``version`` superseded, so their sign-off says so."""
+    from risk.report import reports  # pandas and matplotlib: only a run that deploys gets here
+
+    return {
+        older: reports.refresh_reports(config, older)
+        for older in versions.superseded_by(config, version)
+        if (config.reports_folder / older / REPORT_FILES[-1]).is_file()
+    }
+
+
+def load_current_deployment(config: Config) -> tuple[Any, str | None]:
+    """(the verified current version, None) or (None, why there is none usable)."""
+    try:
+        version = versions.current_version(config)
+    except versions.BrokenCurrentLink as exc:
+        logger.error("%s", exc)
+        return None, f"the current deployment failed verification: {exc}"
+    if version is None:
+        waiting = versions.pending_versions(config)
+        if waiting:
+            return None, f"no approved model yet ({', '.join(waiting)} awaiting approval)"
+        return None, "no deployed model yet"
+    try:
+        return versions.load_deployed_model(config), None
+    except versions.LOAD_ERRORS as exc:  # a version that cannot be loaded is unusable: redeploy
+        logger.error("the current deployment cannot be used: %s", exc)
+        return None, f"the current deployment failed verification: {exc}"
+
+
+def check_model_drift(config: Config, deployed: Any, new_rows: Any) -> tuple[bool, str, dict[str, Any]]:
+    """Compare the deployed model's score on the new rows with its deployed score."""
+    from risk.model import scoring
+
+    metric = config["metric"]
+    new_score = scoring.score_frame(deployed.model, new_rows, deployed.metadata, config)[metric]
+    deployed_score = deployed.scores[metric]
+    scores = {"deployed_version": deployed.version, "deployed_score": deployed_score, "new_score": new_score}
+    classes = len(set(scoring.binary_target(new_rows[config.target], config.positive_label)))
+    if classes < 2 or new_score is None or deployed_score is None:
+        # With one class F1 is 0 whatever the model does: that says nothing about drift.
+        return False, f"drift not judged: the {len(new_rows)} new row(s) hold one class only", scores
+    from risk.core.settings import LOWER_IS_BETTER, metric_gain
+
+    worse, not_worse = (">", "<=") if metric in LOWER_IS_BETTER else ("<", ">=")
+    if metric_gain(metric, new_score, deployed_score) < -config["drift_tolerance"]:
+        return True, f"model drift: {metric} {new_score:.4f} on new rows {worse} deployed {deployed_score:.4f}", scores
+    return False, f"no drift: {metric} {new_score:.4f} on new rows {not_worse} deployed {deployed_score:.4f}", scores
+
+
+def retrain_and_deploy(
+    config: Config,
+    reason: str,
+    deployed_test_score: float | None = None,
+    record: dict[str, Any] | None = None,
+    kept: str | None = None,
+) -> dict[str, Any]:
+    """Train on the whole master and score it on the test data, then decide whether to deploy it."""
+    from risk.model import scoring, training
+
+    model, metadata = training.train_model(config)
+    training.save_model(config, model, metadata)
+    scoring.score_model(config)
+    return decide_deployment(config, reason, deployed_test_score, record=record, kept=kept)
+
+
+def decide_deployment(
+    config: Config,
+    reason: str,
+    deployed_test_score: float | None = None,
+    record: dict[str, Any] | None = None,
+    kept: str | None = None,
+) -> dict[str, Any]:
+    """Deploy the model trained and scored in the model folder (the challenger), or keep ``kept``
+    (the usable deployed version, the champion; None if there is none) and say why.
+
+    Both are scored on the same test data (promotion.compare: the scores, the challenger's gain
+    with a paired bootstrap interval, on the configured metric and ROC AUC). The challenger
+    replaces the champion only if its gain exceeds ``promotion_margin``, unless
+    ``block_worse_deployments`` is false; a model no better than chance never replaces one.
+    ``deployed_test_score``: the champion's stored test score, compared with when the champion
+    cannot be scored again. With ``require_approval`` the new version waits, pending.
+    """
+    metadata = _read_model_json(config, artefacts.METADATA_FILE)
+    scores = _read_model_json(config, artefacts.SCORES_FILE)
+    test_score = scores.get(config["metric"])
+    outcome: dict[str, Any] = {
+        "model": metadata.get("model"),
+        "training_seconds": metadata.get("training_seconds"),
+        "test_score": test_score,
+    }
+    one_class = one_class_test_data(config, scores)
+    warnings = versions.version_warnings(metadata, scores) + ([one_class] if one_class else [])
+    if warnings:
+        outcome["warnings"] = list(dict.fromkeys(warnings))
+    uninformative = bool(metadata.get("uninformative", False))
+    if uninformative:
+        outcome["uninformative"] = True
+    keep_note = "the new model is in models/; deploy it by hand with deployment.py if that is intended"
+    if uninformative and kept:
+        logger.warning("retrained model not deployed: no better than chance; keeping %s", kept)
+        return {
+            **outcome,
+            "decision": "retrained_not_deployed",
+            "reason": f"{reason}; but the retrained model is no better than chance ({_chance_warning(warnings)}): kept {kept} ({keep_note})",
+        }
+    comparison = champion_and_challenger(config, kept) if kept else None
+    passes, gate = promotion_gate(config, comparison, test_score, deployed_test_score)
+    if comparison is not None:
+        outcome["champion_challenger"] = comparison
+    if not passes and config["block_worse_deployments"] and kept:
+        if comparison is not None:
+            comparison["decision"] = f"keep the champion {kept}"
+        logger.warning("retrained model not deployed: %s", gate)
+        hint = f" -- {one_class}" if one_class else ""
+        return {
+            **outcome,
+            "decision": "retrained_not_deployed",
+            "reason": f"{reason}; but {gate}{hint}: kept {kept} ({keep_note})",
+        }
+    if comparison is not None:
+        comparison["decision"] = "promote the challenger" + (
+            "" if passes else " although it does not pass the gate (block_worse_deployments is false)"
+        )
+    if kept and not passes:
+        reason = f"{reason}; deployed although {gate} (block_worse_deployments is false)"
+    if uninformative:
+        reason = f"{reason}; deployed although it is no better than chance ({_chance_warning(warnings)}), as nothing usable was deployed to keep"
+    pending = bool(config["require_approval"])
+    decided = "pending_approval" if pending else "redeployed"
+    if pending:
+        outcome["pending_approval"] = True
+    decision = {**(record or {}), **outcome, "decision": decided, "reason": reason}
+    version = deploy.deploy_model(
+        config, reason=reason, decision=decision, master_bytes=ledger.master_bytes(config) or None, pending=pending
+    )
+    if pending:
+        reason = f"{reason}; {version} awaits approval (python deployment.py --approve {version} --by NAME)"
+    return {**outcome, "decision": decided, "reason": reason, "version_deployed": version}
+
+
+def champion_and_challenger(config: Config, champion_version: str) -> dict[str, Any] | None:
+    """The champion and the model just trained, on the same test data; None if the champion cannot be scored."""
+    from risk.model import scoring
+    from risk.registry import promotion
+
+    try:
+        champion = versions.load_deployed_model(config, champion_version)
+        challenger, challenger_metadata = scoring.load_trained_model(config)
+        return promotion.compare(config, champion, challenger, challenger_metadata, champion_version)
+    except Exception as exc:  # the stored test score is the fallback: a comparison must not stop the run
+        logger.error("champion %s and the challenger could not be compared on the test data: %s", champion_version, exc)
+        return None
+
+
+def promotion_gate(
+    config: Config, comparison: dict[str, Any] | None, test_score: float | None, deployed_test_score: float | None
+) -> tuple[bool, str]:
+    """(whether the challenger beats the champion by more than ``promotion_margin``, a sentence why not)."""
+    from risk.core.settings import metric_gain
+
+    metric, margin = config["metric"], float(config["promotion_margin"])
+    if comparison is not None:
+        found = comparison[metric]
+        new, old, gain = found["challenger_score"], found["champion_score"], found["gain"]
+        low, high = found["interval"]
+        interval = (
+            f", {found['confidence']:.0%} CI {low:+.4f} to {high:+.4f}" if low is not None and high is not None else ""
+        )
+        who = f"{comparison['champion']}'s"
+    else:
+        new, old = test_score, deployed_test_score
+        gain = metric_gain(metric, new, old) if new is not None and old is not None else None
+        interval, who = "", "the deployed model's"
+    if old is None:
+        return True, "nothing to compare with"
+    if gain is None or new is None:
+        return False, f"the retrained model's {metric} on the test data is undefined (the champion's is {old:.4f})"
+    sentence = (
+        f"the retrained model scores {metric} {new:.4f} on the test data against {who} {old:.4f} "
+        f"(gain {gain:+.4f}{interval}; promotion_margin {margin:+g})"
+    )
+    return gain > margin, sentence
+
+
+def _read_model_json(config: Config, name: str) -> dict[str, Any]:
+    return json.loads((config.model_folder / name).read_text(encoding="utf-8"))
+
+
+def _chance_warning(warnings: list[str]) -> str:
+    return next((w for w in warnings if "no better than chance" in w), "no better than chance")
+
+
+def one_class_test_data(config: Config, scores: dict[str, Any]) -> str | None:
+    """A sentence when the test data holds one class, which makes its scores meaningless."""
+    rows, positives = scores.get("rows"), scores.get("positives")
+    if not isinstance(rows, int) or not isinstance(positives, int) or 0 < positives < rows:
+        return None
+    which = "every" if positives else "no"
+    return (
+        f"the test data holds one class only ({which} one of its {rows} rows has {config.target} = "
+        f"{config.positive_label!r}), so a {config['metric']} on it says nothing about a model; add rows of both classes to {config.test_data_folder}"
+    )
+
+
+def run_after_deployment(
+    config: Config, version: str, run_record: dict[str, Any] | None, only: list[str] | None = None
+) -> dict[str, str]:
+    """Diagnostics and reporting for ``version``: {step: "ok" | "failed: reason"}.
+
+    The deployment already stands when these run, so a failure here is recorded (and makes
+    the run exit non-zero) without undoing the decision; the next run tries again.
+    """
+    from risk.monitoring import diagnostics
+    from risk.report import reports
+
+    steps = (
+        ("diagnostics", lambda: diagnostics.save_diagnostics(config, version)),
+        ("reporting", lambda: reports.write_reports(config, version, run_record=run_record)),
+    )
+    done = {}
+    for name, step in steps:
+        if only is not None and name not in only:
+            continue
+        try:
+            step()
+            done[name] = "ok"
+        except Exception as exc:  # any failure of a report must not hide the deployment
+            logger.exception("%s failed for %s", name, version)
+            done[name] = f"failed: {type(exc).__name__}: {exc}"
+    return done
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]:
+    """One run under the lock: its audit line, then (all done) the deployment marked finished."""
+    try:
+        record = {"status": "ok", **run_pipeline(config, started)}
+        if [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]:
+            record["status"] = "failed"
+        if record.get("database_failures"):
+            record["status"] = "failed"
+            record["reason"] = f"{record.get('reason', '')}; database source(s) failed: " + "; ".join(
+                f"{f['source']}: {f['reason']}" for f in record["database_failures"]
+            )
+        if any(
+            not str(v).startswith("ok")
+            for steps in record.get("completed_earlier_work", {}).values()
+            if isinstance(steps, dict)
+            for v in steps.values()
+        ):
+            record["status"] = "failed"
+    except ConfigError as exc:  # a set-up mistake: the message says it all
+        logger.error("fullprocess failed: %s", exc)
+        record = {"status": "failed", "decision": "failed", "reason": str(exc)}
+    except Exception as exc:  # the cron entry must record any failure before it exits
+        logger.exception("fullprocess failed")
+        record = {"status": "failed", "decision": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    record.update(started_at=started, duration_seconds=round(time.perf_counter() - clock, 4))
+    append_json_line(logbook.audit_path(config), record)
+    version = record.get("version_deployed")
+    if version and record["status"] == "ok":
+        names = versions.version_names(config)
+        judged, seen = logbook.read_checkpoint(config)
+        # A version awaiting approval is finished but not current: the current one stays the completed one.
+        completed = versions.current_version_or_none(config) if record.get("pending_approval") else version
+        logbook.write_checkpoint(
+            config, judged, seen, completed_version=completed, newest_version=names[-1] if names else None
+        )
+    return record
+
+
+def verify_audit(config: Config) -> int:
+    """Print whether each chained log holds: 0 when both do, 1 naming the file and line that breaks."""
+    from risk.core.jsonfiles import verify_json_line_chain
+
+    failed = False
+    for path in (logbook.audit_path(config), logbook.history_path(config)):
+        line, message = verify_json_line_chain(path)
+        print(("BROKEN: " if line else "") + message)
+        failed = failed or line is not None
+    return 1 if failed else 0
+
+
+def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
+    try:
+        append_json_line(logbook.audit_path(config), record)
+    except OSError as exc:
+        logger.error("cannot append to %s: %s", logbook.audit_path(config), exc)
+
+
+def _failure_summary(record: dict[str, Any]) -> str:
+    """What failed: the reason, unless the run decided well and a step after deploying failed
+    (then the reason is why it deployed, not what went wrong)."""
+    failed = {k: v for k, v in record.get("after_deployment", {}).items() if v != "ok"}
+    if not failed:
+        return str(record.get("reason", ""))
+    steps = "; ".join(f"{name} {outcome}" for name, outcome in failed.items())
+    return f"deployed {record.get('version_deployed')} ({record.get('reason', '')}), then {steps}"

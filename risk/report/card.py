@@ -1,0 +1,230 @@
+"""The model card of a deployed version: ``<reports>/<version>/model_card.md``, and the report's second page.
+
+Purpose and intended use (config text), training data window and files (the version's own
+ingestion record), features, test metrics with seeded bootstrap intervals, the threshold and
+how it was tuned, the fairness summary, limitations and warnings, and the approval (from
+``<deployment>/history.jsonl`` lines with ``"action": "approve"`` or ``"reject"``). Every
+value that comes from data or config is escaped for Markdown.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from risk.core import artefacts, logbook
+from risk.core.jsonfiles import read_json_lines
+from risk.core.settings import LOWER_IS_BETTER, Config
+from risk.data import ledger
+from risk.model import scoring
+from risk.monitoring import fairness
+
+CARD_FILE = "model_card.md"
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+NOT_CONFIGURED = "not configured (set {key} in config.json)"
+METRIC_LABELS = {"roc_auc": "ROC AUC", "cost": "expected cost per client", "f1": "F1"}
+# CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start markup.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+
+
+def md_escape(text: Any) -> str:
+    """``text`` safe inside a Markdown line: punctuation escaped, line breaks as spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def bootstrap_interval(
+    metric: str,
+    y: np.ndarray,
+    risk: np.ndarray,
+    predicted: np.ndarray,
+    seed: int,
+    cost_matrix: dict[str, float] | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of ``metric`` over resampled test rows (seeded); None where undefined."""
+    if len(y) < 2:
+        return None
+    generator = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        rows = generator.integers(0, len(y), len(y))
+        value = scoring.metric_value(metric, y[rows], risk[rows], predicted[rows], cost_matrix)
+        if value is not None:
+            values.append(value)
+    if len(values) < resamples / 2:
+        return None
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def approvals(config: Config, version: str) -> list[dict[str, Any]]:
+    """The approve and reject lines recorded for ``version``, oldest first."""
+    lines = logbook.read_history(config)
+    return [
+        {key: line.get(key) for key in ("action", "by", "at", "note")}
+        for line in lines
+        if line.get("version") == version and line.get("action") in ("approve", "reject")
+    ]
+
+
+def training_window(version_folder: Path) -> dict[str, Any]:
+    """The files the version was trained on and when they arrived, from its own ingestion record."""
+    entries = [
+        e for e in read_json_lines(version_folder / artefacts.RECORD_FILE) if e.get("status") == ledger.STATUS_INGESTED
+    ]
+    times = sorted(str(e["ingested_at"]) for e in entries if e.get("ingested_at"))
+    return {
+        "first_ingested_at": times[0] if times else None,
+        "last_ingested_at": times[-1] if times else None,
+        "files": [
+            {"name": e["name"], "rows_added": e.get("rows_added"), "ingested_at": e.get("ingested_at")} for e in entries
+        ],
+    }
+
+
+def build_card(
+    config: Config,
+    summary: dict[str, Any],
+    version_folder: Path,
+    y: np.ndarray,
+    risk: np.ndarray,
+    predicted: np.ndarray,
+) -> dict[str, Any]:
+    """The card's facts (JSON-ready): what model_card.md and the report's second page state."""
+    lineage, scores = summary["lineage"], summary["metrics"]
+    metric = lineage["metric"] or config["metric"]
+    seed, costs = config["random_seed"], config["cost_matrix"]
+    intervals = {}
+    for name in dict.fromkeys([metric, "roc_auc"]):
+        interval = bootstrap_interval(name, y, risk, predicted, seed, costs)
+        intervals[name] = {
+            "value": scores.get(name),
+            "low": interval[0] if interval else None,
+            "high": interval[1] if interval else None,
+        }
+    checks = summary["model_checks"]
+    return {
+        "version": summary["version"],
+        "purpose": config["model_purpose"] or NOT_CONFIGURED.format(key="model_purpose"),
+        "intended_use": config["intended_use"] or NOT_CONFIGURED.format(key="intended_use"),
+        "model": lineage["model"],
+        "trained_at": lineage["trained_at"],
+        "training_rows": lineage["training_rows"],
+        "training_data": training_window(version_folder),
+        "features": lineage["features"],
+        "protected_attributes": list(config["protected_attributes"]),
+        "protected_excluded_from_features": bool(config["exclude_protected_from_features"]),
+        "metric": metric,
+        "intervals": intervals,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "confidence": CONFIDENCE, "seed": seed, "rows": int(len(y))},
+        "threshold": lineage["threshold"],
+        "threshold_reason": threshold_reason(metric, costs),
+        "fairness": fairness.summary_lines(summary["fairness"])
+        if summary["fairness"]["attributes"]
+        else [summary["fairness"].get("note", "")],
+        "uninformative": checks.get("uninformative"),
+        "warnings": list(summary["warnings"]),
+        "approvals": approvals(config, summary["version"]),
+    }
+
+
+def threshold_reason(metric: str, cost_matrix: dict[str, float] | None) -> str:
+    if metric == "cost" and cost_matrix:
+        return (
+            f"the threshold with the lowest expected cost per client on the out-of-fold risk scores, a missed risky "
+            f"client costing {cost_matrix['false_negative']:g} and a false alarm {cost_matrix['false_positive']:g}"
+        )
+    if metric in scoring.THRESHOLD_METRICS:
+        return f"the threshold with the highest out-of-fold {metric}"
+    return (
+        f"the threshold with the highest out-of-fold F1 ({metric} ranks risk scores and does not depend on a threshold)"
+    )
+
+
+def card_sections(card: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The card as (heading, [(label, plain text)]) in order; labels are ours, texts may hold data."""
+    window = card["training_data"]
+    files = ", ".join(f"{f['name']} ({f['rows_added']} rows)" for f in window["files"]) or "none recorded"
+    metrics = []
+    for name, interval in card["intervals"].items():
+        direction = " (lower is better)" if name in LOWER_IS_BETTER else ""
+        name = METRIC_LABELS.get(name, name)
+        if interval["value"] is None:
+            metrics.append((name, "not measurable on this test data"))
+        elif interval["low"] is None:
+            metrics.append((name, f"{interval['value']:.4f}{direction}; no interval (too few rows of each class)"))
+        else:
+            metrics.append(
+                (
+                    name,
+                    f"{interval['value']:.4f}{direction}, {card['bootstrap']['confidence']:.0%} interval "
+                    f"{interval['low']:.4f} to {interval['high']:.4f}",
+                )
+            )
+    boot = card["bootstrap"]
+    metrics.append(
+        (
+            "intervals",
+            f"percentile bootstrap, {boot['resamples']} resamples of the {boot['rows']} test rows, seed {boot['seed']}",
+        )
+    )
+    if card["uninformative"]:
+        limits = ["the model is no better than chance: no candidate beat chance and flagging everyone out of fold"]
+    elif card["uninformative"] is None:
+        limits = ["whether the model beats chance was not checked for this version"]
+    else:
+        limits = []
+    limits += card["warnings"] or ([] if limits else ["none recorded"])
+    decisions = card["approvals"]
+    approval = [
+        (
+            d["action"] + ("d" if d["action"] == "approve" else "ed"),
+            f"by {d['by']} at {d['at']}" + (f": {d['note']}" if d.get("note") else ""),
+        )
+        for d in decisions
+    ]
+    excluded = (
+        " (excluded from the model's features; still measured)" if card["protected_excluded_from_features"] else ""
+    )
+    return [
+        ("Purpose and intended use", [("purpose", card["purpose"]), ("intended use", card["intended_use"])]),
+        (
+            "Training data",
+            [
+                (
+                    "window",
+                    f"files ingested from {window['first_ingested_at'] or 'unknown'} to {window['last_ingested_at'] or 'unknown'}",
+                ),
+                ("files", files),
+                ("rows", f"{card['training_rows']:,}, trained at {card['trained_at']}"),
+            ],
+        ),
+        (
+            "Features",
+            [
+                ("numeric", ", ".join(card["features"]["numeric"]) or "none"),
+                ("categorical", ", ".join(card["features"]["categorical"]) or "none"),
+                ("protected", (", ".join(card["protected_attributes"]) or "none configured") + excluded),
+            ],
+        ),
+        ("Metrics on the test data", metrics),
+        ("Threshold", [("threshold", f"{card['threshold']:.2f} ({card['model']})"), ("why", card["threshold_reason"])]),
+        ("Fairness summary", [("", line) for line in card["fairness"]]),
+        ("Limitations and warnings", [("", line) for line in limits]),
+        ("Approval", approval or [("status", "not approved yet")]),
+    ]
+
+
+def to_markdown(card: dict[str, Any]) -> str:
+    lines = [f"# Model card: {md_escape(card['version'])}", ""]
+    for heading, items in card_sections(card):
+        lines += [f"## {heading}", ""]
+        for label, text in items:
+            lines.append(f"- **{label}:** {md_escape(text)}" if label else f"- {md_escape(text)}")
+        lines.append("")
+    return "\n".join(lines)
