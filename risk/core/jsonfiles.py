@@ -160,9 +160,26 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+# What reading a JSON file can raise besides a missing file: the bytes are not UTF-8 or not JSON
+# (both ValueErrors), or the file cannot be read (OSError, FileNotFoundError among them).
+JSON_READ_ERRORS = (OSError, ValueError)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path`` (UTF-8). Raises JSON_READ_ERRORS: FileNotFoundError where it is
+    absent, another OSError where it cannot be read, ValueError where it is not UTF-8 JSON."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in a file this system wrote; {} where it is absent, damaged or not an object."""
+    found = read_json_or_none(path)
+    return found if isinstance(found, dict) else {}
+
+
 def read_json_or_none(path: Path) -> Any:
     """A JSON file this system wrote, or None where it is absent or damaged (so it is made again)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_json(path)
+    except (FileNotFoundError, ValueError):
         return None

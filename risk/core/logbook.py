@@ -6,12 +6,11 @@ is work, and that path must not import pandas or scikit-learn.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from risk.core.artefacts import AUDIT_FILE, CHECKPOINT_FILE, HISTORY_FILE
 from risk.core.files import atomic_write_json
-from risk.core.jsonfiles import append_json_line, read_json_lines
+from risk.core.jsonfiles import append_json_line, read_json_lines, read_json_object
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
@@ -40,11 +39,8 @@ def append_audit(config: Config, record: dict[str, Any]) -> None:
 
 
 def read_checkpoint_state(config: Config) -> dict[str, Any]:
-    try:
-        state = json.loads((config.output_folder / CHECKPOINT_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return state if isinstance(state, dict) else {}
+    """The drift checkpoint's fields; {} where it is absent or damaged (as if no decision was made)."""
+    return read_json_object(config.output_folder / CHECKPOINT_FILE)
 
 
 def read_checkpoint(config: Config) -> tuple[int, int]:
