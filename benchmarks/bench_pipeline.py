@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from risk.core import logbook
-
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchsupport  # noqa: E402 (found through the path above)
+
+from risk.core import logbook
 
 
 def cron_environment(home: Path) -> dict[str, str]:
