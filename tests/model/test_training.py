@@ -341,8 +341,8 @@ def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(
 
     temp = tmp_path / "temp"
     temp.mkdir()
-    code = f"import training, settings; training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
-    project_dir = os.path.dirname(os.path.abspath(training.__file__))
+    code = f"from risk.core import settings; from risk.model import training; training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
+    project_dir = str(Path(__file__).resolve().parents[2])  # where the scripts and risk/ are
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True
     )
@@ -452,7 +452,7 @@ def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(i
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, 65_536))
 
-    project_dir = os.path.dirname(os.path.abspath(training.__file__))
+    project_dir = str(Path(__file__).resolve().parents[2])  # where the scripts and risk/ are
     done = subprocess.run(
         [sys.executable, "training.py", "--config", str(ingested.path)],
         cwd=project_dir,
