@@ -129,7 +129,7 @@ def test_deploy_refuses_scores_of_another_model(deployed_project: Config) -> Non
 DEPLOY_FOREVER = """
 import sys
 sys.path.insert(0, {project_dir!r})
-import deployment, ingestion, settings  # imported before "ready", so kills land in deploys
+import deployment, ingestion; from risk.core import settings; from risk.registry import deploy  # imported before "ready", so kills land in deploys
 config = settings.load_config({config!r})
 print("ready", flush=True)
 while True:
