@@ -145,7 +145,7 @@ def test_a_model_treelite_cannot_import_is_served_by_sklearn_with_a_warning(samp
     del gradient_boosting.n_features_in_
     expected = model.predict_proba(scoring.feature_frame(test, features))[:, 1]  # scikit-learn still scores it
     schema = batches.Schema(tuple(NUMERIC), ("region",), ())
-    with caplog.at_level(logging.WARNING, logger="compiledmodel"):
+    with caplog.at_level(logging.WARNING, logger=model_compiled.__name__):
         scorer = model_compiled.build_scorer(model, schema, train)
     assert scorer.kind == "scikit-learn"
     assert any("could not be compiled" in r.getMessage() and "AttributeError" in r.getMessage() for r in caplog.records)
