@@ -68,7 +68,7 @@ def test_new_version_then_rollback_then_new_number(deployed_project: Config) -> 
 def test_the_deploy_log_names_the_configured_metric(deployed_project: Config, caplog: pytest.LogCaptureFixture) -> None:
     config = write_config(deployed_project.root, metric="roc_auc")
     retrain(config)
-    with caplog.at_level(logging.INFO, logger="deployment"):
+    with caplog.at_level(logging.INFO, logger=deploy.__name__):
         assert deploy.deploy_model(config, reason="ranked") == "v2"
     scores = json.loads((config.model_folder / "scores.json").read_text())
     assert f"deployed v2 (logistic_regression, roc_auc {scores['roc_auc']:.4f} on test data)" in caplog.text
