@@ -1,0 +1,285 @@
+"""Ingestion (risk.data.ingest, ledger, masterstore) on real files in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from risk.core import artefacts, tables
+from risk.core.files import sha256_file
+from risk.core.settings import Config
+from risk.data import ingest, ledger, masterstore
+from tests.conftest import HEADER, master_rows, quarantine_reasons, write, write_config
+
+
+def test_first_run_ingests_every_sample_file(project: Config) -> None:
+    result = ingest.ingest_new_files(project)
+
+    assert result.files_ingested and not result.files_set_aside
+    assert result.rows_added == 7500 == len(master_rows(project))
+    names = (project.output_folder / "ingestedfiles.txt").read_text().split()
+    assert names == sorted(p.name for p in project.input_folder.iterdir())
+    record = ledger.read_record(project)
+    assert {e["sha256"] for e in record} == {sha256_file(p) for p in project.input_folder.iterdir()}
+    assert all(e["rows_read"] == e["rows_added"] == 2500 and e["duplicates_dropped"] == 0 for e in record)
+    assert len(pd.read_csv(project.output_folder / artefacts.LATEST_BATCH_FILE)) == 7500
+
+
+def test_second_run_reads_nothing_and_changes_nothing(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    before = sha256_file(masterstore.master_path(project))
+
+    assert ledger.pending_files(project) == []
+    result = ingest.ingest_new_files(project)
+
+    assert result.rows_added == 0 and result.files_ingested == []
+    assert sha256_file(masterstore.master_path(project)) == before
+
+
+def test_touched_but_unchanged_file_is_not_new(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    source = next(project.input_folder.iterdir())
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+
+    assert ledger.pending_files(project) == []
+
+
+def test_changed_file_under_old_name_adds_only_its_new_rows(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    source = sorted(project.input_folder.iterdir())[0]
+    with source.open("a", encoding="utf-8") as handle:
+        handle.write("newco01,5,60,12,1\nnewco02,0,3,4,0\n")
+
+    result = ingest.ingest_new_files(project)
+
+    assert [f["name"] for f in result.files_ingested] == [source.name]
+    assert result.rows_added == 2
+    assert result.files_ingested[0]["duplicates_dropped"] == 2500
+    assert len(master_rows(project)) == 7502
+    assert (project.output_folder / "ingestedfiles.txt").read_text().split().count(source.name) == 2
+
+
+def test_duplicate_rows_within_and_across_files_are_dropped_and_counted(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    existing = sorted(project.input_folder.iterdir())[0].read_text().splitlines()[1]
+    write(project.input_folder / "dupes.csv", HEADER + f"{existing}\nnewco01,5,60,12,1\nnewco01,5,60,12,1\n")
+
+    result = ingest.ingest_new_files(project)
+
+    entry = result.files_ingested[0]
+    assert (entry["rows_read"], entry["rows_added"], entry["duplicates_dropped"]) == (3, 1, 2)
+    assert len(master_rows(project)) == 7501
+
+
+def test_same_row_typed_differently_is_a_duplicate(project: Config) -> None:
+    """5 and 5.0, or a numeric and a quoted id, are the same values."""
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "a.csv", HEADER + "x1,5,60,12,1\n")
+    write(project.input_folder / "b.csv", HEADER + '"x1",5.0,60.0,12,1\n')
+
+    result = ingest.ingest_new_files(project)
+
+    assert result.rows_added == 1
+
+
+BAD_FILES = {
+    "empty.csv": ("", "empty file"),
+    "header_only.csv": (HEADER, "no data rows"),
+    "no_target.csv": (
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees\nab,1,2,3\n",
+        "target column 'exited' is missing",
+    ),
+    "text_in_number.csv": (HEADER + "ab,1,2,3,0\ncd,lots,2,3,1\n", "column 'lastmonth_activity' must be numeric"),
+    "latin1.csv": (HEADER.encode() + "caf\xe9,1,2,3,0\n".encode("latin-1"), "not UTF-8"),
+    "missing_column.csv": ("corporation,lastmonth_activity,exited\nab,1,0\n", "missing column(s)"),
+    "three_classes.csv": (HEADER + "ab,1,2,3,0\ncd,1,2,3,2\n", "binary target"),
+    "binary.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "a PNG image"),
+    "clients.csv.gz": (b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "gzip-compressed"),
+    "semicolons.csv": (HEADER.replace(",", ";") + "ab;1;2;3;0\n", "separated by semicolons"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_file_is_set_aside_with_reason_and_master_intact(project: Config, name: str) -> None:
+    ingest.ingest_new_files(project)
+    master_before = sha256_file(masterstore.master_path(project))
+    content, expected_reason = BAD_FILES[name]
+    write(project.input_folder / name, content)
+    write(project.input_folder / "zz_good.csv", HEADER + "goodco,3,40,10,0\n")
+
+    result = ingest.ingest_new_files(project)
+
+    assert [f["name"] for f in result.files_set_aside] == [name]
+    assert expected_reason in result.files_set_aside[0]["reason"]
+    assert [f["name"] for f in result.files_ingested] == ["zz_good.csv"]
+    assert result.rows_added == 1
+    reasons = quarantine_reasons(project)
+    assert expected_reason in reasons[name]
+    quarantined = [p for p in (project.output_folder / "quarantine").iterdir() if p.name.endswith(name)]
+    assert quarantined and quarantined[0].read_bytes() == (project.input_folder / name).read_bytes()
+    # The master holds exactly its old bytes plus the good row.
+    master = masterstore.master_path(project).read_bytes()
+    assert master.endswith(b"goodco,3,40,10,0\n")
+    assert len(master_rows(project)) == 7501
+    assert master_before != sha256_file(masterstore.master_path(project))
+    # Set aside once: not retried until its content changes.
+    assert ledger.pending_files(project) == []
+
+
+def test_rows_without_target_are_counted_not_silently_dropped(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "partly.csv", HEADER + "ab,1,2,3,\ncd,1,2,3,1\n")
+
+    result = ingest.ingest_new_files(project)
+
+    entry = result.files_ingested[0]
+    assert entry["rows_missing_target"] == 1 and entry["rows_added"] == 1
+    assert "without a target" in entry["notes"][0]
+
+
+def test_extra_columns_are_ignored_with_a_note(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "extra.csv", "region," + HEADER + "north,ab,1,2,3,0\n")
+
+    result = ingest.ingest_new_files(project)
+
+    assert result.rows_added == 1
+    assert "region" in result.files_ingested[0]["notes"][0]
+    assert list(master_rows(project).columns) == HEADER.strip().split(",")
+
+
+def test_hidden_files_are_ignored(project: Config) -> None:
+    write(project.input_folder / ".partial.csv.swp", "junk")
+
+    assert all(not f.name.startswith(".") for f in ledger.pending_files(project))
+
+
+def test_interrupted_run_is_recovered_without_duplicates(project: Config) -> None:
+    """A run that died after renaming the master but before its index: rebuilt, no doubles."""
+    first = sorted(project.input_folder.iterdir())[0]
+    stash = project.root / "stash"
+    stash.mkdir()
+    for other in sorted(project.input_folder.iterdir())[1:]:
+        shutil.move(other, stash / other.name)
+    ingest.ingest_new_files(project)
+    # Simulate the crash: the master gained the next file's rows, index and record did not.
+    second = sorted(stash.iterdir())[0]
+    rows = second.read_text().split("\n", 1)[1]
+    with masterstore.master_path(project).open("a") as handle:
+        handle.write(rows)
+    shutil.move(second, project.input_folder / second.name)
+
+    result = ingest.ingest_new_files(project)
+
+    assert result.rows_added == 0
+    assert result.files_ingested[0]["duplicates_dropped"] == 2500
+    assert len(master_rows(project)) == 5000
+    assert first.name in (project.output_folder / "ingestedfiles.txt").read_text()
+
+
+def test_text_target_and_string_ids_keep_their_values(tmp_path: Path) -> None:
+    config = write_config(tmp_path, target="Risk", positive_label="bad", id_columns=["id"])
+    write(config.input_folder / "a.csv", "id,Age,Saving accounts,Risk\r\n007,30,NA,good\r\n008,41,little,bad\r\n")
+    config.test_data_folder.mkdir()
+
+    ingest.ingest_new_files(config)
+
+    master = master_rows(config)
+    assert list(master["id"]) == ["007", "008"]
+    assert master["Saving accounts"].isna().tolist() == [True, False]
+    assert masterstore.column_kinds(config)["Risk"] == tables.TEXT
+
+
+def test_first_run_killed_before_its_state_was_written_is_rebuilt_not_doubled(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    for name in (artefacts.MASTER_STATE_FILE, artefacts.HASHES_FILE, artefacts.RECORD_FILE):
+        (project.output_folder / name).unlink()
+
+    result = ingest.ingest_new_files(project)
+
+    assert result.rows_added == 0
+    assert len(master_rows(project)) == 7500
+    assert masterstore.read_master_state(project)["target_classes"] == ["0", "1"]
+
+
+def test_float_labels_join_the_integer_classes_even_after_a_rebuild(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "floats.csv", HEADER + "fl1,1,2,3,1.0\nfl2,1,2,3,0.0\n")
+    assert ingest.ingest_new_files(project).rows_added == 2
+    (project.output_folder / artefacts.HASHES_FILE).unlink()  # force a rebuild
+    write(project.input_folder / "ints.csv", HEADER + "in1,1,2,3,1\n")
+
+    result = ingest.ingest_new_files(project)
+
+    assert result.files_set_aside == [] and result.rows_added == 1
+    assert masterstore.read_master_state(project)["target_classes"] == ["0", "1"]
+    assert set(master_rows(project)["exited"].unique()) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [("True,2,3,1\nxy,False,2,3,0", "true/false"), ("inf,2,3,1", "infinite")],
+)
+def test_booleans_and_infinities_in_numeric_columns_are_set_aside(project: Config, values: str, reason: str) -> None:
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "odd.csv", HEADER + "ab," + values + "\n")
+
+    result = ingest.ingest_new_files(project)
+
+    assert [f["name"] for f in result.files_set_aside] == ["odd.csv"]
+    assert reason in result.files_set_aside[0]["reason"]
+
+
+def test_a_column_empty_in_the_first_file_takes_its_kind_from_the_first_values(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    write(config.input_folder / "a.csv", "corporation,sector,exited\nab,,1\ncd,,0\n")
+    write(config.input_folder / "b.csv", "corporation,sector,exited\nef,retail,1\n")
+
+    result = ingest.ingest_new_files(config)
+
+    assert result.files_set_aside == [] and result.rows_added == 3
+    assert masterstore.column_kinds(config)["sector"] == tables.TEXT
+    assert masterstore.read_master_state(config)["unobserved"] == []
+
+
+def test_negative_zero_is_the_same_value_as_zero(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "a.csv", HEADER + "z1,0.0,60,12,1\n")
+    write(project.input_folder / "b.csv", HEADER + "z1,-0.0,60,12,1\n")
+
+    assert ingest.ingest_new_files(project).rows_added == 1
+
+
+def test_content_replaced_with_its_old_size_and_mtime_is_still_new(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    source = sorted(project.input_folder.iterdir())[0]
+    stat = source.stat()
+    text = source.read_text()
+    source.write_text(text.replace(",1\n", ",0\n", 1))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size
+
+    assert [f.name for f in ledger.pending_files(project)] == [source.name]
+
+
+def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "trailing.csv", HEADER + "tc1,1,2,3,0,\ntc2,4,5,6,1,\n")
+
+    result = ingest.ingest_new_files(project)
+
+    assert result.rows_added == 2
+    added = master_rows(project).tail(2)
+    assert added["corporation"].tolist() == ["tc1", "tc2"] and added["exited"].tolist() == [0, 1]
+
+
+def test_windows_line_ends_do_not_reach_the_master(project: Config) -> None:
+    ingest.ingest_new_files(project)
+    write(project.input_folder / "windows.csv", (HEADER + "w1,1,2,3,0\nw2,4,5,6,1\n").replace("\n", "\r\n").encode())
+
+    assert ingest.ingest_new_files(project).rows_added == 2
+    assert b"\r" not in masterstore.master_path(project).read_bytes()

@@ -1,0 +1,514 @@
+"""risk.model.training: candidate pipelines, selection, metadata, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from risk.core.settings import Config
+from risk.data import ingest, masterstore
+from risk.model import scoring, training
+from tests.conftest import write_config
+
+
+@pytest.fixture
+def ingested(project: Config) -> Config:
+    ingest.ingest_new_files(project)
+    return project
+
+
+def test_features_exclude_target_ids_and_dropped_columns(ingested: Config) -> None:
+    kinds = masterstore.column_kinds(ingested)
+    assert training.feature_types(ingested, kinds) == {
+        "numeric": ["lastmonth_activity", "lastyear_activity", "number_of_employees"],
+        "categorical": [],
+    }
+    dropping = write_config(
+        ingested.root, drop_columns=["lastyear_activity"], categorical_columns=["number_of_employees"]
+    )
+    assert training.feature_types(dropping, kinds) == {
+        "numeric": ["lastmonth_activity"],
+        "categorical": ["number_of_employees"],
+    }
+
+
+def test_best_candidate_is_chosen_by_cv_and_saved_with_metadata(ingested: Config) -> None:
+    config = write_config(ingested.root, candidate_models=["logistic_regression", "hist_gradient_boosting"])
+
+    model, metadata = training.train_model(config)
+    training.save_model(config, model, metadata)
+
+    candidates = metadata["candidates"]
+    assert set(candidates) == {"logistic_regression", "hist_gradient_boosting", training.BLEND}
+    assert metadata["model"] == training.choose(candidates)[0]
+    assert candidates[metadata["model"]]["informative"] and not metadata["uninformative"]
+    assert all(
+        len(c["folds"]) == 3 and len(c["fold_seconds"]) == 3 and c["fit_seconds"] > 0 for c in candidates.values()
+    )
+    assert metadata["threshold"] == candidates[metadata["model"]]["threshold"]
+    assert metadata["training_rows"] == 7500
+    assert metadata["package_versions"]["scikit-learn"]
+    assert [f["name"] for f in metadata["training_files"]] == sorted(p.name for p in config.input_folder.iterdir())
+    saved = json.loads((config.model_folder / "trainedmodel.json").read_text())
+    assert saved["model_sha256"] and saved["training_data_sha256"]
+    loaded, _ = scoring.load_trained_model(config)
+    X = scoring.feature_frame(masterstore.load_master(config).head(50), metadata["features"])
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+TIMINGS = ("fold_seconds", "fit_seconds", "refit_seconds")  # differ from run to run
+
+
+def without_timings(candidates: dict) -> dict:
+    return {name: {k: v for k, v in c.items() if k not in TIMINGS} for name, c in candidates.items()}
+
+
+def test_training_is_deterministic(ingested: Config) -> None:
+    first_model, first = training.train_model(ingested)
+    second_model, second = training.train_model(ingested)
+
+    assert without_timings(first["candidates"]) == without_timings(second["candidates"])
+    X = scoring.feature_frame(masterstore.load_master(ingested), first["features"])
+    np.testing.assert_array_equal(first_model.predict_proba(X), second_model.predict_proba(X))
+
+
+def test_decision_threshold_flags_more_of_the_minority_class_than_half(ingested: Config) -> None:
+    model, metadata = training.train_model(ingested)
+    assert 0.05 <= metadata["threshold"] < 0.5
+    X = scoring.feature_frame(masterstore.load_master(ingested), metadata["features"])
+    np.testing.assert_array_equal(model.predict(X), (model.predict_proba(X)[:, 1] >= metadata["threshold"]).astype(int))
+
+
+def test_a_single_class_is_a_clear_error(tmp_path) -> None:
+    config = write_config(tmp_path)
+    config.input_folder.mkdir()
+    rows = "".join(f"c{i},{i},{i * 12},{i + 1},0\n" for i in range(30))
+    (config.input_folder / "a.csv").write_text(
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n" + rows
+    )
+    ingest.ingest_new_files(config)
+
+    with pytest.raises(training.TrainingError, match="at least 3 rows of each class"):
+        training.train_model(config)
+
+
+COURSE_COLUMNS = "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+
+
+def course_sized_project(folder, labels, **overrides) -> Config:
+    """26 training rows shaped like the course's data, with the given labels."""
+    config = write_config(folder, candidate_models=list(training.SEARCH_SPACE), cv_folds=5, **overrides)
+    config.input_folder.mkdir()
+    rng = np.random.default_rng(3)
+    activity = rng.integers(0, 300, size=(26, 3))
+    rows = "".join(f"c{i:02d},{a},{b},{c},{label}\n" for i, ((a, b, c), label) in enumerate(zip(activity, labels)))
+    (config.input_folder / "a.csv").write_text(COURSE_COLUMNS + rows)
+    ingest.ingest_new_files(config)
+    return config
+
+
+def test_labels_independent_of_the_features_are_called_no_better_than_chance(tmp_path) -> None:
+    labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)  # drawn without looking at the features
+    config = course_sized_project(tmp_path, labels)
+
+    model, metadata = training.train_model(config)
+
+    assert metadata["uninformative"] is True
+    assert not any(c["informative"] for c in metadata["candidates"].values())
+    assert all(c["oof_roc_auc"] < 0.5 + c["chance_margin"] for c in metadata["candidates"].values())
+    assert any("no better than chance" in w for w in metadata["warnings"])
+    assert all(isinstance(c["flag_everyone_score"], float) for c in metadata["candidates"].values())
+
+
+def test_labels_that_follow_the_features_are_informative(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    activity = rng.integers(0, 300, size=(26, 3))  # the same features course_sized_project writes
+    labels = (activity[:, 0] < np.sort(activity[:, 0])[8]).astype(int)  # low recent activity: left
+    config = course_sized_project(tmp_path, labels)
+
+    _, metadata = training.train_model(config)
+
+    assert metadata["uninformative"] is False
+    assert metadata["candidates"][metadata["model"]]["informative"]
+    assert not any("no better than chance" in w for w in metadata["warnings"])
+
+
+def test_a_threshold_flagging_nearly_everyone_is_a_warning(tmp_path) -> None:
+    labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)
+    config = course_sized_project(tmp_path, labels)
+
+    _, metadata = training.train_model(config)
+    flagged = metadata["candidates"][metadata["model"]]["flagged_share"]
+    assert flagged > 0.9 and metadata["flagged_share"] == flagged
+    assert any("max_flagged_share" in w for w in metadata["warnings"])
+
+    relaxed = write_config(config.root, candidate_models=list(training.SEARCH_SPACE), cv_folds=5, max_flagged_share=1.0)
+    _, metadata = training.train_model(relaxed)
+    assert not any("max_flagged_share" in w for w in metadata["warnings"])
+
+
+def candidate(mean: float, error: float, auc: float, informative: bool = True) -> dict:
+    return {"mean": mean, "standard_error": error, "oof_roc_auc": auc, "informative": informative}
+
+
+def test_an_uninformative_candidate_is_never_chosen_over_an_informative_one() -> None:
+    chosen, selection = training.choose(
+        {"flag_happy": candidate(0.80, 0.01, 0.51, informative=False), "modest": candidate(0.60, 0.01, 0.70)}
+    )
+    assert chosen == "modest" and selection["pool"] == "informative"
+
+
+def test_ties_within_a_standard_error_go_to_the_higher_out_of_fold_roc_auc() -> None:
+    candidates = {
+        "a": candidate(0.620, 0.010, 0.75),
+        "b": candidate(0.615, 0.010, 0.79),
+        "c": candidate(0.600, 0.010, 0.90),
+    }
+    chosen, selection = training.choose(candidates)
+    assert chosen == "b" and selection["tied"] == ["a", "b"]
+    chosen, _ = training.choose({name: candidate(0.6, 0.0, 0.7) for name in ("first", "second")})
+    assert chosen == "first", "a full tie goes to the first (simplest) candidate"
+
+
+def test_every_setting_is_screened_and_the_blend_is_judged_on_the_same_folds(ingested: Config) -> None:
+    names = ["logistic_regression", "hist_gradient_boosting"]
+    config = write_config(ingested.root, candidate_models=names)
+
+    model, metadata = training.train_model(config)
+
+    for name in names:
+        search = metadata["candidates"][name]["search"]
+        assert [s["params"] for s in search] == training.SEARCH_SPACE[name]
+        assert sum(s["kept"] for s in search) == 1
+        assert metadata["candidates"][name]["params"] == next(s["params"] for s in search if s["kept"])
+        assert all(len(s["screen_folds"]) == training.SCREEN_FOLDS for s in search)
+    settings = sum(len(training.SEARCH_SPACE[n]) for n in names)
+    refits = len(names) if metadata["model"] == training.BLEND else 1
+    assert metadata["fits"]["count"] == settings * 2 + len(names) * 1 + refits  # screen, last fold, refit
+    blend = metadata["candidates"][training.BLEND]
+    assert blend["members"] == names and len(blend["folds"]) == 3
+    # The blend's out-of-fold risk is the mean of its members': its ROC AUC is computed from it.
+    assert 0.5 < blend["oof_roc_auc"] <= 1
+
+
+def test_a_chosen_blend_averages_its_refitted_members(ingested: Config) -> None:
+    names = ["logistic_regression", "hist_gradient_boosting"]
+    config = write_config(ingested.root, candidate_models=names)
+    _, metadata = training.train_model(config)
+    candidates = metadata["candidates"]
+    final = {
+        name: training.build_pipeline(name, metadata["features"], 42, candidates[name]["params"], 7500)
+        for name in names
+    }
+    data = masterstore.load_master(config)
+    X = scoring.feature_frame(data, metadata["features"])
+    y = scoring.binary_target(data["exited"], 1)
+    for pipeline in final.values():
+        pipeline.fit(X, y)
+
+    blend = training._final_model(training.BLEND, candidates, final)
+
+    expected = (final[names[0]].predict_proba(X)[:, 1] + final[names[1]].predict_proba(X)[:, 1]) / 2
+    np.testing.assert_allclose(blend.predict_proba(X)[:, 1], expected)
+    np.testing.assert_array_equal(blend.predict(X), (expected >= candidates[training.BLEND]["threshold"]).astype(int))
+
+
+def test_boosting_stops_early_on_enough_rows(ingested: Config) -> None:
+    config = write_config(ingested.root, candidate_models=["hist_gradient_boosting"])
+    model, metadata = training.train_model(config)
+    classifier = model.estimator_.named_steps["classifier"]
+    assert classifier.early_stopping is True
+    assert classifier.n_iter_ < classifier.max_iter
+    small = training.build_pipeline("hist_gradient_boosting", metadata["features"], 42, rows=100)
+    assert small.named_steps["classifier"].early_stopping is False
+
+
+def test_the_forest_samples_a_bounded_number_of_rows_per_tree(ingested: Config) -> None:
+    features = training.feature_types(ingested, masterstore.column_kinds(ingested))
+    forest = training.build_pipeline("random_forest", features, 42, rows=50_000).named_steps["classifier"]
+    assert forest.max_samples * 50_000 == training.FOREST_ROWS_PER_TREE and forest.n_jobs == 1
+    assert (
+        training.build_pipeline("random_forest", features, 42, rows=1000).named_steps["classifier"].max_samples is None
+    )
+
+
+@pytest.mark.slow
+def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
+    config = write_config(ingested.root, candidate_models=["logistic_regression", "hist_gradient_boosting"])
+    here_model, here = training.train_model(config, workers=1)
+    apart_model, apart = training.train_model(config, workers=2)
+
+    assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
+    assert len(apart["fits"]["by_worker"]) >= 1 and f"pid {__import__('os').getpid()}" not in apart["fits"]["by_worker"]
+    assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
+    X = scoring.feature_frame(masterstore.load_master(config), here["features"])
+    np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Config, tmp_path) -> None:
+    """Each fold is encoded once, here; the workers map that one copy instead of each encoding
+    (and holding) their own, and the encoding is the one a fit would make for itself."""
+    from risk.model import compute
+
+    kinds = masterstore.column_kinds(ingested)
+    master = masterstore.master_path(ingested)
+    features = training.feature_types(ingested, kinds)
+    source = training.TrainingData(
+        features=features,
+        kinds=kinds,
+        target="exited",
+        positive_label=1,
+        master=str(master),
+        stamp=training._stamp(master),
+    )
+    X, y = source.load()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    expected = training.encode_fold(X, y, features, 1, 42, 5)
+    files = training.FoldFiles(X, y, features, 42, 5, scratch)
+    files.write({1, None})
+    assert sorted(p.name for p in scratch.iterdir()) == [
+        "all-preprocess.joblib",
+        "all.joblib",
+        "fold-1-preprocess.joblib",
+        "fold-1.joblib",
+        "training-frame.joblib",
+    ]
+
+    def mapped_fold(folder: str, fold: int) -> tuple:
+        data = training.FoldFiles.read(Path(folder), fold)
+        base = data.encoded
+        while base is not None and not isinstance(base, np.memmap):
+            base = base.base
+        return base is not None, np.asarray(data.encoded), np.asarray(data.held_out), data.validation
+
+    with compute.local_runner(workers=2) as runner:
+        outcomes = runner.map(mapped_fold, [(str(scratch), 1), (str(scratch), 1)])
+    for is_mapped, encoded, held_out, validation in outcomes:
+        assert is_mapped
+        np.testing.assert_array_equal(encoded, expected.encoded)
+        np.testing.assert_array_equal(held_out, expected.held_out)
+        assert validation == expected.validation > 0
+    files.remove()
+    assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"], "a round's folds go once it is over"
+
+
+def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    columns = [f"x{i}" for i in range(10)]
+    frame = pd.DataFrame(rng.normal(size=(20_000, 10)), columns=columns)
+    frame["exited"] = (frame["x0"] + rng.normal(size=20_000) > 1).astype(int)
+    source = training.TrainingData(
+        features={"numeric": columns, "categorical": []},
+        kinds={c: "numeric" for c in frame.columns},
+        target="exited",
+        positive_label=1,
+        frame=frame,
+    )
+    X, _ = source.load()  # cached: the fits below reuse it
+    training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, 0)  # first-call caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for fold in range(1, 4):  # logistic regression: SciPy's optimiser leaves a cycle holding the fold's encoding
+            training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, fold)
+        left = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        training._DATA_CACHE.clear()
+    assert left < 0.25 * X.memory_usage(deep=True).sum()
+
+
+@pytest.mark.slow
+def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(
+    ingested: Config, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed while its workers map the snapshot never removes its scratch folder (the size of the
+    training frame, in the temp folder); the next training run does, and leaves a live run's alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    code = f"from risk.core import settings; from risk.model import training; training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
+    project_dir = str(Path(__file__).resolve().parents[2])  # where the scripts and risk/ are
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob("*/training-frame.joblib")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the run and its worker processes
+        process.wait()
+    left = [path.parent for path in temp.glob("*/training-frame.joblib")]
+    assert len(left) == 1, "the run was killed while its snapshot existed"
+    live = temp / f"risk-training-{os.getppid()}-abcd1234"  # a run still going: not ours to remove
+    live.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    training.train_model(ingested, workers=2)
+
+    assert not left[0].exists() and live.is_dir()
+    assert [path.name for path in temp.iterdir()] == [live.name], "and this run removed its own"
+
+
+def test_boosting_gets_the_validation_rows_it_would_have_split_off_itself() -> None:
+    """Fitting on views of one matrix (validation rows last) must give the model scikit-learn
+    fits when it splits the rows itself: the same split, so the same trees. If scikit-learn
+    changes how it draws that split, this fails, and _validation_last must follow."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 6))
+    y = (X[:, 0] + 0.5 * rng.normal(size=3000) > 0.8).astype(int)
+    rows = np.arange(3000)[::-1].copy()  # a fold's rows, in no particular order
+    own = training._classifier(
+        "hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
+    )
+    own.fit(X[rows], y[rows])
+
+    ordered, validation = training._validation_last(rows, y, 42)
+    fold = training.EncodedFold(
+        preprocess=None, encoded=X[ordered], labels=y[ordered], validation=validation, held_out=None
+    )
+    views = training._classifier(
+        "hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
+    )
+    training._fit_classifier(views, fold)
+
+    assert validation == 300 and sorted(ordered) == sorted(rows)
+    assert own.n_iter_ == views.n_iter_ < 300, "early stopping stopped at the same tree"
+    np.testing.assert_array_equal(own.predict_proba(X), views.predict_proba(X))
+    np.testing.assert_array_equal(own.validation_score_, views.validation_score_)
+
+
+def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        n, m = int(rng.integers(1, 80)), int(rng.integers(1, 5))
+        block = np.round(rng.normal(size=(n, m)) * 10.0 ** rng.integers(-3, 4), int(rng.integers(0, 3)))
+        block[rng.random((n, m)) < rng.random()] = np.nan
+        block[0, 0] = 1.0  # at least one column has a value
+        frame = pd.DataFrame(block, columns=[f"x{i}" for i in range(m)])
+        features = {"numeric": list(frame.columns), "categorical": []}
+        expected = training.build_preprocess(features)
+        lean = training.build_preprocess(features)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Skipping features without any observed values"
+            want = expected.fit_transform(frame)
+            got = training._fit_transform_lean(lean, frame, np.zeros(n))
+        np.testing.assert_array_equal(got, want)
+        fitted = lean.named_transformers_["numeric"].named_steps["impute"]
+        assert fitted.strategy == "median", "the saved model says what it computed"
+        np.testing.assert_array_equal(
+            fitted.statistics_, expected.named_transformers_["numeric"].named_steps["impute"].statistics_
+        )
+
+
+def test_a_fold_with_one_row_of_a_class_trains_models_that_do_not_stop_early(ingested: Config) -> None:
+    """Only gradient boosting splits off validation rows; a fold whose training rows hold one
+    row of a class cannot be split stratified, and must not stop a logistic regression."""
+    config = write_config(ingested.root, candidate_models=["logistic_regression"], cv_folds=2)
+    data = masterstore.load_master(config)
+    data["exited"] = 0
+    data.loc[data.index[:2], "exited"] = 1  # two positives: one in each fold's training rows
+
+    model, metadata = training.train_model(config, data=data, workers=1)
+
+    assert metadata["training_positives"] == 2 and metadata["model"] == "logistic_regression"
+
+
+@pytest.mark.slow
+def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(ingested: Config, tmp_path) -> None:
+    """A full temp folder (here: a file size limit) fails the run in one logged line naming
+    the folder and TMPDIR, as training.main reports its other errors, not with a traceback."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    more = masterstore.load_master(ingested)
+    more["corporation"] = more["corporation"] + "-b"
+    more.to_csv(ingested.input_folder / "2026-11_clients.csv", index=False)
+    ingest.ingest_new_files(ingested)  # 15,000 rows: the fits run in worker processes, from files
+    temp = tmp_path / "temp"
+    temp.mkdir()
+
+    def small_files() -> None:  # writing past 64 kB fails as on a full disk (EFBIG, not a signal)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, 65_536))
+
+    project_dir = str(Path(__file__).resolve().parents[2])  # where the scripts and risk/ are
+    done = subprocess.run(
+        [sys.executable, "training.py", "--config", str(ingested.path)],
+        cwd=project_dir,
+        env={**os.environ, "TMPDIR": str(temp)},
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "TMPDIR" in done.stderr and str(temp) in done.stderr
+    assert list(temp.iterdir()) == [], "and its scratch folder is gone"
+
+
+def test_boosting_on_a_fold_with_one_row_of_a_class_fits_without_early_stopping(ingested: Config) -> None:
+    """Such a fold has no stratified validation split to stop on (scikit-learn raises
+    ValueError drawing it); it is fitted in full, as on small folds, and the run goes on."""
+    config = write_config(ingested.root, candidate_models=["hist_gradient_boosting"], cv_folds=2)
+    data = masterstore.load_master(config)
+    data["exited"] = 0
+    data.loc[data.index[:2], "exited"] = 1
+
+    model, metadata = training.train_model(config, data=data, workers=1)
+
+    assert (
+        metadata["model"] == "hist_gradient_boosting"
+        and len(metadata["candidates"]["hist_gradient_boosting"]["folds"]) == 2
+    )
+    assert model.estimator_.named_steps["classifier"].early_stopping is True, (
+        "the refit on all rows (two of each class) still stops early"
+    )
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_local_model_where_only_the_refit_stops_early(ingested: Config) -> None:
+    """2,400 rows in 5 folds: each fold's 1,920 training rows are too few to stop on, all rows
+    are not; with a categorical feature and missing values. The fold files the workers map must
+    give what one process computes for itself."""
+    config = write_config(
+        ingested.root,
+        candidate_models=["hist_gradient_boosting", "random_forest"],
+        cv_folds=5,
+        categorical_columns=["number_of_employees"],
+    )
+    data = masterstore.load_master(config).head(2400).copy()
+    data.loc[data.index[::7], "lastmonth_activity"] = np.nan
+
+    here_model, here = training.train_model(config, data=data, workers=1)
+    apart_model, apart = training.train_model(config, data=data, workers=2)
+
+    assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
+    assert (
+        without_timings(here["candidates"]) == without_timings(apart["candidates"])
+        and here["threshold"] == apart["threshold"]
+    )
+    X = scoring.feature_frame(data, here["features"])
+    np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-9)

@@ -1,0 +1,134 @@
+"""The model card (risk.report.card): model_card.md beside the reports and the report's second page."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from risk.core import artefacts
+from risk.core.jsonfiles import append_json_line
+from risk.core.settings import Config
+from risk.monitoring import diagnostics, fairness
+from risk.report import card as report_card
+from risk.report import reports
+from tests.conftest import page_number, page_text
+from tests.conftest import rewrite_config as with_settings
+
+PURPOSE = "Find *clients* at risk [before](http://x) they leave <b>#1</b>\n# not a heading"
+
+
+def test_markdown_escaping_neutralises_markup_and_line_breaks() -> None:
+    escaped = report_card.md_escape(PURPOSE)
+    assert "\n" not in escaped
+    assert escaped == r"Find \*clients\* at risk \[before\]\(http://x\) they leave \<b\>\#1\</b\> \# not a heading"
+    assert report_card.md_escape("a_b|c`d") == r"a\_b\|c\`d"
+
+
+def test_bootstrap_intervals_are_seeded_and_hold_the_point_value() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(300) < 0.3).astype(int)
+    risk = np.clip(0.3 + 0.4 * (y - 0.3) + rng.normal(0, 0.2, 300), 0, 1)
+    predicted = (risk >= 0.4).astype(int)
+    first = report_card.bootstrap_interval("roc_auc", y, risk, predicted, seed=1)
+    assert first == report_card.bootstrap_interval("roc_auc", y, risk, predicted, seed=1)
+    assert first != report_card.bootstrap_interval("roc_auc", y, risk, predicted, seed=2)
+    from sklearn.metrics import roc_auc_score
+
+    assert first[0] < roc_auc_score(y, risk) < first[1]
+    costs = {"false_negative": 5, "false_positive": 1}
+    low, high = report_card.bootstrap_interval("cost", y, risk, predicted, seed=1, cost_matrix=costs)
+    point = ((predicted == 0) & (y == 1)).sum() * 5 / 300 + ((predicted == 1) & (y == 0)).sum() / 300
+    assert low < point < high
+    assert report_card.bootstrap_interval("roc_auc", np.zeros(50, int), risk[:50], predicted[:50], seed=1) is None, (
+        "one class: no interval"
+    )
+
+
+@pytest.fixture
+def governed(deployed_project: Config) -> Config:
+    return with_settings(
+        deployed_project,
+        package_check_seconds=0,
+        model_purpose=PURPOSE,
+        protected_attributes=["number_of_employees"],
+        cost_matrix={"false_negative": 5, "false_positive": 1},
+    )
+
+
+def test_the_card_is_written_beside_the_reports_and_is_the_second_page(governed: Config) -> None:
+    paths = reports.write_reports(governed, refresh_diagnostics=True)
+
+    card = paths["model_card"].read_text(encoding="utf-8")
+    assert paths["model_card"] == governed.reports_folder / "v1" / "model_card.md"
+    assert f"- **purpose:** {report_card.md_escape(PURPOSE)}" in card
+    assert "- **intended use:** not configured \\(set intended\\_use in config.json\\)" in card
+    assert "2026-08\\_clients.csv \\(2500 rows\\)" in card, "the training files, from the version's ingestion record"
+    assert "95% interval" in card and "ROC AUC" in card and "seed 42" in card
+    assert "the threshold with the highest out-of-fold f1" in card
+    assert "number\\_of\\_employees \\(used by the model\\)" in card
+    assert "- **status:** not approved yet" in card
+    report = json.loads(paths["report_json"].read_text())
+    assert report["pages"][1]["title"] == "Model card"
+    text = page_text(paths["report_pdf"], 2)
+    assert "Find *clients* at risk" in text and "not approved yet" in text
+    # The fairness section in the report's JSON and in the diagnostics /diagnostics serves.
+    groups = report["fairness"]["attributes"]["number_of_employees"]["groups"]
+    assert len([g for g in groups if g != fairness.MISSING]) == 4 and all(
+        {"selection_rate", "true_positive_rate", "false_positive_rate"} <= set(g) for g in groups.values()
+    )
+    assert (
+        diagnostics.load_diagnostics(governed, "v1")["fairness"]["attributes"]["number_of_employees"]["groups"]
+        == groups
+    )
+    assert page_number(report, "Fairness across protected groups") and page_number(
+        report, "Business cost and the decision threshold"
+    )
+    fairness_text = page_text(paths["report_pdf"], page_number(report, "Fairness across protected groups"))
+    assert "screening flag, not a verdict" in fairness_text
+    assert report["cost"]["test_cost"] == report["metrics"]["cost"]
+    assert report["metrics_match_stored_scores"] is True, (
+        "a cost matrix configured after scoring does not make the test data look changed"
+    )
+
+
+def test_the_diagnostics_endpoint_serves_the_fairness_section(
+    governed: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from risk.api import service
+
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    diagnostics.save_diagnostics(governed)
+    served = service.create_app(governed.path).test_client().get("/diagnostics").get_json()
+    groups = served["fairness"]["attributes"]["number_of_employees"]["groups"]
+    assert (
+        groups
+        == diagnostics.load_diagnostics(governed, "v1")["fairness"]["attributes"]["number_of_employees"]["groups"]
+    )
+    assert all(0 <= g["selection_rate"] <= 1 for g in groups.values())
+
+
+def test_an_approval_recorded_in_the_history_is_on_the_card(governed: Config) -> None:
+    history = governed.deployment_folder / artefacts.HISTORY_FILE
+    append_json_line(
+        history,
+        {"at": "2026-11-01T10:00:00+00:00", "action": "reject", "version": "v9", "by": "someone", "note": "other"},
+    )
+    append_json_line(
+        history,
+        {
+            "at": "2026-11-02T09:30:00+00:00",
+            "action": "approve",
+            "version": "v1",
+            "by": "Ada_Lovelace",
+            "note": "fine *really*",
+        },
+    )
+
+    paths = reports.write_reports(governed)
+
+    card = paths["model_card"].read_text(encoding="utf-8")
+    assert "- **approved:** by Ada\\_Lovelace at 2026-11-02T09:30:00\\+00:00: fine \\*really\\*" in card
+    assert "not approved yet" not in card and "someone" not in card
+    assert "Ada_Lovelace" in page_text(paths["report_pdf"], 2)
