@@ -28,7 +28,7 @@ PICKLE = "pickle"
 FORMATS = {SKOPS_MODEL_FILE: SKOPS, MODEL_FILE: PICKLE}
 
 # What our models hold beyond skops' defaults (found with skops.io.get_untrusted_types on a model
-# of every candidate kind; tests/test_deployment_modelfiles.py fails when a library upgrade adds
+# of every candidate kind; tests/model/test_modelfiles.py fails when a library upgrade adds
 # another). The two tree types are not trusted by default because scikit-learn follows their
 # node links without bounds checks: a crafted file could make a prediction read outside them,
 # though it cannot name code to run. tree_problem checks every link and feature number on load.
