@@ -12,7 +12,7 @@ import pytest
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
 from risk.model import fitting, pipelines, scoring, selection, training
-from tests.conftest import write_config
+from tests.conftest import PROJECT_DIR, write_config
 
 
 @pytest.fixture
@@ -343,8 +343,11 @@ def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(
 
     temp = tmp_path / "temp"
     temp.mkdir()
-    code = f"import training, settings; training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
-    project_dir = os.path.dirname(os.path.abspath(training.__file__))
+    code = (
+        "from risk.core import settings; from risk.model import training; "
+        f"training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
+    )
+    project_dir = PROJECT_DIR
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True
     )
@@ -454,7 +457,7 @@ def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(i
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, 65_536))
 
-    project_dir = os.path.dirname(os.path.abspath(training.__file__))
+    project_dir = PROJECT_DIR
     done = subprocess.run(
         [sys.executable, "training.py", "--config", str(ingested.path)],
         cwd=project_dir,
