@@ -92,7 +92,7 @@ def test_a_single_class_is_a_clear_error(tmp_path) -> None:
     )
     ingest.ingest_new_files(config)
 
-    with pytest.raises(pipelines.TrainingError, match="at least 3 rows of each class"):
+    with pytest.raises(training.TrainingError, match="at least 3 rows of each class"):
         training.train_model(config)
 
 
