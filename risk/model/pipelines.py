@@ -39,11 +39,11 @@ SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
         {"min_samples_leaf": 8, "max_features": "sqrt"},
     ],
 }
-SCREEN_FOLDS = 2  # every setting is scored on this many folds before the losers are dropped
 FOREST_TREES = 100
 FOREST_ROWS_PER_TREE = 2000  # each tree sees at most this many rows: a forest costs about what boosting does
 EARLY_STOPPING_MIN_ROWS = 2000  # below this a 10% validation split is too small to stop on
-VALIDATION_FRACTION = 0.1  # boosting's early-stopping rows: its own default, set from here so that fitting._validation_last draws the same share
+# Boosting's early-stopping rows: its own default, set from here so that fitting._validation_last draws the same share.
+VALIDATION_FRACTION = 0.1
 
 
 class TrainingError(ValueError):
