@@ -28,7 +28,7 @@ from sklearn.model_selection import FixedThresholdClassifier
 from risk.core import artefacts
 from risk.core.settings import load_config
 from risk.data import ingest, masterstore, sample
-from risk.model import modelfiles, training
+from risk.model import modelfiles, pipelines
 from risk.model.scoring import binary_target, feature_frame
 
 
@@ -41,15 +41,15 @@ def fitted_models(folder: Path) -> tuple[dict[str, FixedThresholdClassifier], ob
     sample.write_sample_data(config)
     ingest.ingest_new_files(config)
     data = masterstore.load_master(config)
-    features = training.feature_types(config, masterstore.column_kinds(config))
+    features = pipelines.feature_types(config, masterstore.column_kinds(config))
     X, y = feature_frame(data, features), binary_target(data[config.target], config.positive_label)
-    pipelines = {
-        name: training.build_pipeline(name, features, 0, rows=len(y)).fit(X, y) for name in training.SEARCH_SPACE
+    fitted = {
+        name: pipelines.build_pipeline(name, features, 0, rows=len(y)).fit(X, y) for name in pipelines.SEARCH_SPACE
     }
-    blend = training.SoftVotingBlend(list(pipelines.items()))
+    blend = pipelines.SoftVotingBlend(list(fitted.items()))
     blend.classes_ = np.array([0, 1])
     models = {}
-    for name, estimator in [*pipelines.items(), (training.BLEND, blend)]:
+    for name, estimator in [*fitted.items(), (pipelines.BLEND, blend)]:
         models[name] = FixedThresholdClassifier(estimator, threshold=0.3, response_method="predict_proba")
         models[name].estimator_ = estimator
     return models, X

@@ -103,11 +103,11 @@ def time_default_hgb_fit(config_path: Path) -> dict:
 
     from risk.core.settings import load_config
     from risk.data import masterstore
-    from risk.model import scoring, training
+    from risk.model import pipelines, scoring
 
     config = load_config(config_path)
     data = masterstore.load_master(config)
-    features = training.feature_types(config, masterstore.column_kinds(config))
+    features = pipelines.feature_types(config, masterstore.column_kinds(config))
     X = scoring.feature_frame(data, features)
     y = scoring.binary_target(data[config.target], config.positive_label)
     from threadpoolctl import threadpool_limits
@@ -115,7 +115,7 @@ def time_default_hgb_fit(config_path: Path) -> dict:
     def median_fit() -> float:
         times = []
         for _ in range(3):
-            pipeline = training.build_pipeline("hist_gradient_boosting", features, 0)
+            pipeline = pipelines.build_pipeline("hist_gradient_boosting", features, 0)
             pipeline.steps[-1] = ("classifier", HistGradientBoostingClassifier())
             started = time.perf_counter()
             pipeline.fit(X, y)
@@ -136,7 +136,7 @@ def training_memory(config_path: Path, workers: int) -> dict:
 
     from risk.core.settings import load_config
     from risk.data import masterstore
-    from risk.model import scoring, training
+    from risk.model import fitting, pipelines, scoring, training
 
     importlib.import_module(
         "skops.io"
@@ -144,14 +144,14 @@ def training_memory(config_path: Path, workers: int) -> dict:
 
     config = load_config(config_path)
     data = masterstore.load_master(config)
-    features = training.feature_types(config, masterstore.column_kinds(config))
+    features = pipelines.feature_types(config, masterstore.column_kinds(config))
     frame_bytes = int(scoring.feature_frame(data, features).memory_usage(deep=True).sum())
     del data  # training reads the master itself, as training.py does
     options = {}
     if hasattr(training, "start_workers"):
         options = {"workers": workers}
         if workers > 1:
-            training.start_workers(workers)  # the worker interpreters exist before the baseline
+            fitting.start_workers(workers)  # the worker interpreters exist before the baseline
     me = psutil.Process()
     baseline = tree_pss(me)
     peak = [baseline]

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 TOLERANCE = 1e-9  # compiled vs scikit-learn, per probability, at the self-check
 SMALL_BATCH_ROWS = 128  # above this, trees are evaluated by scikit-learn's own code (measured crossover)
 SELF_CHECK_ROWS = 2000
-BLEND = "SoftVotingBlend"  # training.py's blend: the mean of its pipelines' probabilities
+BLEND = "SoftVotingBlend"  # pipelines.py's blend: the mean of its pipelines' probabilities
 
 
 class UnsupportedModel(TypeError):

@@ -36,11 +36,14 @@ TRUSTED_TYPES = (
     "numpy.dtype",
     "sklearn.tree._tree.Tree",  # random forest
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # HistGradientBoosting
-    "risk.model.training.SoftVotingBlend",  # the soft-voting blend of the candidates
+    "risk.model.pipelines.SoftVotingBlend",  # the soft-voting blend of the candidates
 )
 # Our classes as files written before they moved name them: old "module.Class" -> where it lives now.
 # Such a file is read as if it named the new place, so versions deployed before the move still load.
-MOVED_TYPES = {"training.SoftVotingBlend": "risk.model.training.SoftVotingBlend"}
+MOVED_TYPES = {
+    "training.SoftVotingBlend": "risk.model.pipelines.SoftVotingBlend",  # before the risk package
+    "risk.model.training.SoftVotingBlend": "risk.model.pipelines.SoftVotingBlend",  # before training.py was split
+}
 
 
 class ModelFileError(ValueError):

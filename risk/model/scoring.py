@@ -14,7 +14,6 @@ more is scored in chunks on the cluster's workers (see compute.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
@@ -28,6 +27,7 @@ from sklearn import metrics
 from risk.core import artefacts
 from risk.core.artefacts import METADATA_FILE, SCORE_FILE, SCORES_FILE
 from risk.core.files import atomic_write_json, atomic_write_text
+from risk.core.jsonfiles import read_json
 from risk.core.settings import (
     LOWER_IS_BETTER,
     SCORE_METRICS,
@@ -235,7 +235,7 @@ def load_trained_model(config: Config) -> tuple[Any, dict[str, Any]]:
     checksum its metadata records; deployed models go through versionstore.load_deployed_model.
     """
     folder = config.model_folder
-    metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+    metadata = read_json(folder / METADATA_FILE)
     return modelfiles.read_model(modelfiles.model_path(folder), metadata.get("model_sha256")), metadata
 
 

@@ -29,7 +29,7 @@ from risk.core.files import atomic_write_json, atomic_write_text, sha256_file
 from risk.core.jsonfiles import json_ready, read_json_lines
 from risk.core.settings import Config
 from risk.data import ledger
-from risk.model import scoring, training
+from risk.model import scoring, selection
 from risk.model.compute import single_threaded
 from risk.monitoring import diagnostics, fairness
 from risk.registry import versions
@@ -186,8 +186,8 @@ def _cost_facts(
         "test_cost": scores.get("cost"),
         "flag_everyone_test_cost": scoring.expected_cost(y, np.ones(len(y), dtype=int), costs),
         "flag_nobody_test_cost": scoring.expected_cost(y, np.zeros(len(y), dtype=int), costs),
-        "thresholds": training.THRESHOLD_GRID.tolist(),
-        "test_curve": [float(v) for v in training.threshold_curve("cost", y, risk, costs)],
+        "thresholds": selection.THRESHOLD_GRID.tolist(),
+        "test_curve": [float(v) for v in selection.threshold_curve("cost", y, risk, costs)],
         # Trained with this cost matrix: the curve the threshold was tuned on. Older versions lack it.
         "out_of_fold_curve": (chosen.get("cost_curve") or {}).get("cost"),
         "out_of_fold_matrix_matches": chosen.get("cost_curve") is not None and meta.get("metric") == "cost",

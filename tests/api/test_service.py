@@ -18,7 +18,7 @@ from risk.api import service
 from risk.core.artefacts import MASTER_FILE, METADATA_FILE, MODEL_FILE, SKOPS_MODEL_FILE
 from risk.core.files import sha256_file
 from risk.core.settings import Config
-from risk.model import scoring, training
+from risk.model import pipelines, scoring
 from risk.registry import deploy, versions
 from tests.conftest import deploy_categorical_project, rewrite_config, write_diagnostics
 
@@ -503,7 +503,7 @@ def test_a_version_that_cannot_be_compiled_is_served_by_scikit_learn(
     metadata_path = deployed_project.model_folder / METADATA_FILE
     metadata = json.loads(metadata_path.read_text())
     frame = pd.read_csv(deployed_project.output_folder / MASTER_FILE, dtype={"corporation": str})
-    pipeline = training.build_pipeline("hist_gradient_boosting", metadata["features"], seed=7).set_params(
+    pipeline = pipelines.build_pipeline("hist_gradient_boosting", metadata["features"], seed=7).set_params(
         classifier__max_iter=20
     )
     model = FixedThresholdClassifier(pipeline, threshold=0.5, response_method="predict_proba")

@@ -12,7 +12,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.model_selection import FixedThresholdClassifier
 
 from risk.data import sample as data_sample
-from risk.model import batches, scoring, training
+from risk.model import batches, pipelines, scoring
 from risk.model import compiled as model_compiled
 from tests.conftest import add_region
 
@@ -47,7 +47,7 @@ def sample() -> tuple[pd.DataFrame, pd.DataFrame]:
 def fitted(name: str, features: dict[str, list[str]], train: pd.DataFrame) -> FixedThresholdClassifier:
     """A candidate as training.py wraps it; "blend": the soft-voting blend of all three pipelines."""
     if name == "blend":
-        estimator = training.SoftVotingBlend([(member, pipeline(member, features)) for member in SMALLER])
+        estimator = pipelines.SoftVotingBlend([(member, pipeline(member, features)) for member in SMALLER])
     else:
         estimator = pipeline(name, features)
     model = FixedThresholdClassifier(estimator, threshold=0.3, response_method="predict_proba")
@@ -55,7 +55,7 @@ def fitted(name: str, features: dict[str, list[str]], train: pd.DataFrame) -> Fi
 
 
 def pipeline(name: str, features: dict[str, list[str]]):
-    return training.build_pipeline(name, features, seed=7).set_params(**SMALLER[name])
+    return pipelines.build_pipeline(name, features, seed=7).set_params(**SMALLER[name])
 
 
 def one_row_at_a_time(scorer: model_compiled.Scorer, batch: batches.Batch) -> np.ndarray:
@@ -103,7 +103,7 @@ def test_more_categories_than_the_encoder_keeps_and_unseen_ones(sample) -> None:
 def test_a_model_it_cannot_compile_is_served_by_sklearn(sample) -> None:
     train, test = sample
     features = {"numeric": NUMERIC, "categorical": []}
-    pipeline = training.build_pipeline("logistic_regression", features, seed=7)
+    pipeline = pipelines.build_pipeline("logistic_regression", features, seed=7)
     pipeline.steps[-1] = ("classifier", DummyClassifier(strategy="prior"))
     model = FixedThresholdClassifier(pipeline, threshold=0.3, response_method="predict_proba")
     model.fit(scoring.feature_frame(train, features), train["exited"].to_numpy())
@@ -121,7 +121,7 @@ def test_the_trees_send_missing_values_where_sklearn_does(name: str) -> None:
     X = rng.normal(size=(3000, 4))
     X[rng.random(X.shape) < 0.1] = np.nan
     y = (np.nan_to_num(X[:, 0]) + rng.normal(size=3000) > 0.5).astype(int)
-    classifier = training.build_pipeline(name, {"numeric": NUMERIC, "categorical": []}, seed=1).named_steps[
+    classifier = pipelines.build_pipeline(name, {"numeric": NUMERIC, "categorical": []}, seed=1).named_steps[
         "classifier"
     ]
     classifier.set_params(**{k.split("__", 1)[1]: v for k, v in SMALLER[name].items()}).fit(X, y)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from risk.data import ingest, masterstore
-from risk.model import compute, scoring, training
+from risk.model import compute, fitting, pipelines, scoring, training
 from tests.conftest import PROJECT_DIR, add_shifted_month, import_or_fail_in_ci, write_config
 
 distributed = import_or_fail_in_ci(
@@ -83,13 +83,13 @@ def test_the_workers_read_the_master_from_the_file_system(ingested, cluster) -> 
     config = write_config(
         ingested.root, candidate_models=["logistic_regression"], dask_scheduler_address=cluster.scheduler_address
     )
-    source = training.TrainingData(
-        features=training.feature_types(config, masterstore.column_kinds(config)),
+    source = fitting.TrainingData(
+        features=pipelines.feature_types(config, masterstore.column_kinds(config)),
         kinds=masterstore.column_kinds(config),
         target=config.target,
         positive_label=config.positive_label,
         master=str(masterstore.master_path(config)),
-        stamp=training._stamp(masterstore.master_path(config)),
+        stamp=fitting.file_stamp(masterstore.master_path(config)),
     )
     # What travels to a worker is the path and the file's size and time, not the rows.
     assert len(__import__("pickle").dumps(source)) < 2000

@@ -18,7 +18,7 @@ import deployment
 import fullprocess
 from risk.core import artefacts, logbook
 from risk.core.settings import Config
-from risk.model import modelfiles, scoring, training
+from risk.model import modelfiles, pipelines, scoring, training
 from risk.registry import deploy, versions
 from tests.conftest import add_shifted_month
 
@@ -37,11 +37,11 @@ def candidate_models(rows: int = 600) -> tuple[dict[str, FixedThresholdClassifie
     )
     y = ((X["activity"] / 20 + (X["region"] == "north") + rng.normal(0, 1, rows)) > 1.5).astype(int).to_numpy()
     features = {"numeric": ["activity", "employees"], "categorical": ["region"]}
-    fitted = {name: training.build_pipeline(name, features, 0, rows=rows).fit(X, y) for name in training.SEARCH_SPACE}
-    blend = training.SoftVotingBlend(list(fitted.items()))
+    fitted = {name: pipelines.build_pipeline(name, features, 0, rows=rows).fit(X, y) for name in pipelines.SEARCH_SPACE}
+    blend = pipelines.SoftVotingBlend(list(fitted.items()))
     blend.classes_ = np.array([0, 1])
     models = {}
-    for name, estimator in [*fitted.items(), (training.BLEND, blend)]:
+    for name, estimator in [*fitted.items(), (pipelines.BLEND, blend)]:
         model = FixedThresholdClassifier(estimator, threshold=0.35, response_method="predict_proba")
         model.estimator_ = estimator  # as training._final_model sets it
         models[name] = model
@@ -50,7 +50,7 @@ def candidate_models(rows: int = 600) -> tuple[dict[str, FixedThresholdClassifie
 
 def test_every_candidate_kind_round_trips_through_skops_exactly(tmp_path: Path) -> None:
     models, X = candidate_models()
-    assert set(models) == {"logistic_regression", "hist_gradient_boosting", "random_forest", training.BLEND}
+    assert set(models) == {"logistic_regression", "hist_gradient_boosting", "random_forest", pipelines.BLEND}
     for name, model in models.items():
         path = tmp_path / name / artefacts.SKOPS_MODEL_FILE
         path.parent.mkdir()
@@ -349,16 +349,21 @@ def test_a_model_that_fails_its_own_self_check_is_a_load_error_not_a_crash(tmp_p
         compiled.build_scorer(loaded, batches.Schema(("activity", "employees"), ("region",), ()), X)
 
 
-def test_a_blend_saved_before_the_package_move_still_loads(tmp_path: Path) -> None:
-    """Versions deployed before the move name the blend ``training.SoftVotingBlend``: they load as today's class."""
+@pytest.mark.parametrize("old_module", ["training", "risk.model.training"])
+def test_a_blend_saved_before_the_package_move_still_loads(tmp_path: Path, old_module: str) -> None:
+    """Versions deployed before the move name the blend ``training.SoftVotingBlend``, and those saved before
+    training.py was split ``risk.model.training.SoftVotingBlend``: they load as today's class."""
     models, X = candidate_models(rows=200)
-    blend = models[training.BLEND]
-    module = training.SoftVotingBlend.__module__
+    blend = models[pipelines.BLEND]
+    module = pipelines.SoftVotingBlend.__module__
     # Protocol 0 names a class as text ("c<module>\n<name>\n"), so the old name can be written in.
     as_pickled = pickle.dumps(blend, protocol=0)
-    old_pickle = as_pickled.replace(f"c{module}\nSoftVotingBlend\n".encode(), b"ctraining\nSoftVotingBlend\n")
+    old_pickle = as_pickled.replace(
+        f"c{module}\nSoftVotingBlend\n".encode(), f"c{old_module}\nSoftVotingBlend\n".encode()
+    )
     assert old_pickle != as_pickled
-    for kind, old in (("skops", _renamed_in_schema(modelfiles.model_bytes(blend), module)), ("pickle", old_pickle)):
+    old_skops = _renamed_in_schema(modelfiles.model_bytes(blend), module, old_module)
+    for kind, old in (("skops", old_skops), ("pickle", old_pickle)):
         name = artefacts.SKOPS_MODEL_FILE if kind == "skops" else artefacts.MODEL_FILE
         path = tmp_path / kind / name
         path.parent.mkdir()
@@ -366,11 +371,11 @@ def test_a_blend_saved_before_the_package_move_still_loads(tmp_path: Path) -> No
 
         loaded = modelfiles.read_model(path, hashlib.sha256(old).hexdigest())
 
-        assert type(loaded.estimator_) is training.SoftVotingBlend, kind
+        assert type(loaded.estimator_) is pipelines.SoftVotingBlend, kind
         assert np.array_equal(loaded.predict_proba(X), blend.predict_proba(X)), kind
 
 
-def _renamed_in_schema(data: bytes, module: str) -> bytes:
+def _renamed_in_schema(data: bytes, module: str, old_module: str) -> bytes:
     """A skops archive whose schema names the blend's module as it was before the move."""
     import io
     import zipfile
@@ -381,6 +386,6 @@ def _renamed_in_schema(data: bytes, module: str) -> bytes:
             content = archive.read(item)
             if item.filename == "schema.json":
                 assert f'"{module}"'.encode() in content
-                content = content.replace(f'"{module}"'.encode(), b'"training"')
+                content = content.replace(f'"{module}"'.encode(), f'"{old_module}"'.encode())
             copy.writestr(item, content)
     return out.getvalue()

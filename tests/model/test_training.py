@@ -11,8 +11,8 @@ import pytest
 
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
-from risk.model import scoring, training
-from tests.conftest import write_config
+from risk.model import fitting, pipelines, scoring, selection, training
+from tests.conftest import PROJECT_DIR, write_config
 
 
 @pytest.fixture
@@ -23,14 +23,14 @@ def ingested(project: Config) -> Config:
 
 def test_features_exclude_target_ids_and_dropped_columns(ingested: Config) -> None:
     kinds = masterstore.column_kinds(ingested)
-    assert training.feature_types(ingested, kinds) == {
+    assert pipelines.feature_types(ingested, kinds) == {
         "numeric": ["lastmonth_activity", "lastyear_activity", "number_of_employees"],
         "categorical": [],
     }
     dropping = write_config(
         ingested.root, drop_columns=["lastyear_activity"], categorical_columns=["number_of_employees"]
     )
-    assert training.feature_types(dropping, kinds) == {
+    assert pipelines.feature_types(dropping, kinds) == {
         "numeric": ["lastmonth_activity"],
         "categorical": ["number_of_employees"],
     }
@@ -43,8 +43,8 @@ def test_best_candidate_is_chosen_by_cv_and_saved_with_metadata(ingested: Config
     training.save_model(config, model, metadata)
 
     candidates = metadata["candidates"]
-    assert set(candidates) == {"logistic_regression", "hist_gradient_boosting", training.BLEND}
-    assert metadata["model"] == training.choose(candidates)[0]
+    assert set(candidates) == {"logistic_regression", "hist_gradient_boosting", pipelines.BLEND}
+    assert metadata["model"] == selection.pick_best(candidates)[0]
     assert candidates[metadata["model"]]["informative"] and not metadata["uninformative"]
     assert all(
         len(c["folds"]) == 3 and len(c["fold_seconds"]) == 3 and c["fit_seconds"] > 0 for c in candidates.values()
@@ -101,7 +101,7 @@ COURSE_COLUMNS = "corporation,lastmonth_activity,lastyear_activity,number_of_emp
 
 def course_sized_project(folder, labels, **overrides) -> Config:
     """26 training rows shaped like the course's data, with the given labels."""
-    config = write_config(folder, candidate_models=list(training.SEARCH_SPACE), cv_folds=5, **overrides)
+    config = write_config(folder, candidate_models=list(pipelines.SEARCH_SPACE), cv_folds=5, **overrides)
     config.input_folder.mkdir()
     rng = np.random.default_rng(3)
     activity = rng.integers(0, 300, size=(26, 3))
@@ -146,7 +146,9 @@ def test_a_threshold_flagging_nearly_everyone_is_a_warning(tmp_path) -> None:
     assert flagged > 0.9 and metadata["flagged_share"] == flagged
     assert any("max_flagged_share" in w for w in metadata["warnings"])
 
-    relaxed = write_config(config.root, candidate_models=list(training.SEARCH_SPACE), cv_folds=5, max_flagged_share=1.0)
+    relaxed = write_config(
+        config.root, candidate_models=list(pipelines.SEARCH_SPACE), cv_folds=5, max_flagged_share=1.0
+    )
     _, metadata = training.train_model(relaxed)
     assert not any("max_flagged_share" in w for w in metadata["warnings"])
 
@@ -156,10 +158,10 @@ def candidate(mean: float, error: float, auc: float, informative: bool = True) -
 
 
 def test_an_uninformative_candidate_is_never_chosen_over_an_informative_one() -> None:
-    chosen, selection = training.choose(
+    chosen, how = selection.pick_best(
         {"flag_happy": candidate(0.80, 0.01, 0.51, informative=False), "modest": candidate(0.60, 0.01, 0.70)}
     )
-    assert chosen == "modest" and selection["pool"] == "informative"
+    assert chosen == "modest" and how["pool"] == "informative"
 
 
 def test_ties_within_a_standard_error_go_to_the_higher_out_of_fold_roc_auc() -> None:
@@ -168,9 +170,9 @@ def test_ties_within_a_standard_error_go_to_the_higher_out_of_fold_roc_auc() -> 
         "b": candidate(0.615, 0.010, 0.79),
         "c": candidate(0.600, 0.010, 0.90),
     }
-    chosen, selection = training.choose(candidates)
-    assert chosen == "b" and selection["tied"] == ["a", "b"]
-    chosen, _ = training.choose({name: candidate(0.6, 0.0, 0.7) for name in ("first", "second")})
+    chosen, how = selection.pick_best(candidates)
+    assert chosen == "b" and how["tied"] == ["a", "b"]
+    chosen, _ = selection.pick_best({name: candidate(0.6, 0.0, 0.7) for name in ("first", "second")})
     assert chosen == "first", "a full tie goes to the first (simplest) candidate"
 
 
@@ -182,14 +184,14 @@ def test_every_setting_is_screened_and_the_blend_is_judged_on_the_same_folds(ing
 
     for name in names:
         search = metadata["candidates"][name]["search"]
-        assert [s["params"] for s in search] == training.SEARCH_SPACE[name]
+        assert [s["params"] for s in search] == pipelines.SEARCH_SPACE[name]
         assert sum(s["kept"] for s in search) == 1
         assert metadata["candidates"][name]["params"] == next(s["params"] for s in search if s["kept"])
         assert all(len(s["screen_folds"]) == training.SCREEN_FOLDS for s in search)
-    settings = sum(len(training.SEARCH_SPACE[n]) for n in names)
-    refits = len(names) if metadata["model"] == training.BLEND else 1
+    settings = sum(len(pipelines.SEARCH_SPACE[n]) for n in names)
+    refits = len(names) if metadata["model"] == pipelines.BLEND else 1
     assert metadata["fits"]["count"] == settings * 2 + len(names) * 1 + refits  # screen, last fold, refit
-    blend = metadata["candidates"][training.BLEND]
+    blend = metadata["candidates"][pipelines.BLEND]
     assert blend["members"] == names and len(blend["folds"]) == 3
     # The blend's out-of-fold risk is the mean of its members': its ROC AUC is computed from it.
     assert 0.5 < blend["oof_roc_auc"] <= 1
@@ -201,7 +203,7 @@ def test_a_chosen_blend_averages_its_refitted_members(ingested: Config) -> None:
     _, metadata = training.train_model(config)
     candidates = metadata["candidates"]
     final = {
-        name: training.build_pipeline(name, metadata["features"], 42, candidates[name]["params"], 7500)
+        name: pipelines.build_pipeline(name, metadata["features"], 42, candidates[name]["params"], 7500)
         for name in names
     }
     data = masterstore.load_master(config)
@@ -210,11 +212,11 @@ def test_a_chosen_blend_averages_its_refitted_members(ingested: Config) -> None:
     for pipeline in final.values():
         pipeline.fit(X, y)
 
-    blend = training._final_model(training.BLEND, candidates, final)
+    blend = training._final_model(pipelines.BLEND, candidates, final)
 
     expected = (final[names[0]].predict_proba(X)[:, 1] + final[names[1]].predict_proba(X)[:, 1]) / 2
     np.testing.assert_allclose(blend.predict_proba(X)[:, 1], expected)
-    np.testing.assert_array_equal(blend.predict(X), (expected >= candidates[training.BLEND]["threshold"]).astype(int))
+    np.testing.assert_array_equal(blend.predict(X), (expected >= candidates[pipelines.BLEND]["threshold"]).astype(int))
 
 
 def test_boosting_stops_early_on_enough_rows(ingested: Config) -> None:
@@ -223,16 +225,16 @@ def test_boosting_stops_early_on_enough_rows(ingested: Config) -> None:
     classifier = model.estimator_.named_steps["classifier"]
     assert classifier.early_stopping is True
     assert classifier.n_iter_ < classifier.max_iter
-    small = training.build_pipeline("hist_gradient_boosting", metadata["features"], 42, rows=100)
+    small = pipelines.build_pipeline("hist_gradient_boosting", metadata["features"], 42, rows=100)
     assert small.named_steps["classifier"].early_stopping is False
 
 
 def test_the_forest_samples_a_bounded_number_of_rows_per_tree(ingested: Config) -> None:
-    features = training.feature_types(ingested, masterstore.column_kinds(ingested))
-    forest = training.build_pipeline("random_forest", features, 42, rows=50_000).named_steps["classifier"]
-    assert forest.max_samples * 50_000 == training.FOREST_ROWS_PER_TREE and forest.n_jobs == 1
+    features = pipelines.feature_types(ingested, masterstore.column_kinds(ingested))
+    forest = pipelines.build_pipeline("random_forest", features, 42, rows=50_000).named_steps["classifier"]
+    assert forest.max_samples * 50_000 == pipelines.FOREST_ROWS_PER_TREE and forest.n_jobs == 1
     assert (
-        training.build_pipeline("random_forest", features, 42, rows=1000).named_steps["classifier"].max_samples is None
+        pipelines.build_pipeline("random_forest", features, 42, rows=1000).named_steps["classifier"].max_samples is None
     )
 
 
@@ -257,20 +259,20 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
 
     kinds = masterstore.column_kinds(ingested)
     master = masterstore.master_path(ingested)
-    features = training.feature_types(ingested, kinds)
-    source = training.TrainingData(
+    features = pipelines.feature_types(ingested, kinds)
+    source = fitting.TrainingData(
         features=features,
         kinds=kinds,
         target="exited",
         positive_label=1,
         master=str(master),
-        stamp=training._stamp(master),
+        stamp=fitting.file_stamp(master),
     )
     X, y = source.load()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    expected = training.encode_fold(X, y, features, 1, 42, 5)
-    files = training.FoldFiles(X, y, features, 42, 5, scratch)
+    expected = fitting.encode_fold(X, y, features, 1, 42, 5)
+    files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
     files.write({1, None})
     assert sorted(p.name for p in scratch.iterdir()) == [
         "all-preprocess.joblib",
@@ -281,7 +283,7 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
     ]
 
     def mapped_fold(folder: str, fold: int) -> tuple:
-        data = training.FoldFiles.read(Path(folder), fold)
+        data = fitting.FoldFiles.read(Path(folder), fold)
         base = data.encoded
         while base is not None and not isinstance(base, np.memmap):
             base = base.base
@@ -305,7 +307,7 @@ def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
     columns = [f"x{i}" for i in range(10)]
     frame = pd.DataFrame(rng.normal(size=(20_000, 10)), columns=columns)
     frame["exited"] = (frame["x0"] + rng.normal(size=20_000) > 1).astype(int)
-    source = training.TrainingData(
+    source = fitting.TrainingData(
         features={"numeric": columns, "categorical": []},
         kinds={c: "numeric" for c in frame.columns},
         target="exited",
@@ -313,16 +315,16 @@ def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
         frame=frame,
     )
     X, _ = source.load()  # cached: the fits below reuse it
-    training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, 0)  # first-call caches
+    fitting.fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, 0)  # first-call caches
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for fold in range(1, 4):  # logistic regression: SciPy's optimiser leaves a cycle holding the fold's encoding
-            training._fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, fold)
+            fitting.fit_task(source, "logistic_regression", {"C": 1.0}, 42, 5, fold)
         left = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-        training._DATA_CACHE.clear()
+        fitting.clear_loaded_data()
     assert left < 0.25 * X.memory_usage(deep=True).sum()
 
 
@@ -342,7 +344,7 @@ def test_the_snapshot_of_a_killed_training_run_is_removed_by_the_next_run(
     temp = tmp_path / "temp"
     temp.mkdir()
     code = f"from risk.core import settings; from risk.model import training; training.train_model(settings.load_config({str(ingested.path)!r}), workers=2)"
-    project_dir = str(Path(__file__).resolve().parents[2])  # where the scripts and risk/ are
+    project_dir = PROJECT_DIR
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=project_dir, env={**os.environ, "TMPDIR": str(temp)}, start_new_session=True
     )
@@ -373,19 +375,19 @@ def test_boosting_gets_the_validation_rows_it_would_have_split_off_itself() -> N
     X = rng.normal(size=(3000, 6))
     y = (X[:, 0] + 0.5 * rng.normal(size=3000) > 0.8).astype(int)
     rows = np.arange(3000)[::-1].copy()  # a fold's rows, in no particular order
-    own = training._classifier(
-        "hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
+    own = pipelines.build_classifier(
+        "hist_gradient_boosting", 42, pipelines.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
     )
     own.fit(X[rows], y[rows])
 
-    ordered, validation = training._validation_last(rows, y, 42)
-    fold = training.EncodedFold(
+    ordered, validation = fitting._validation_last(rows, y, 42)
+    fold = fitting.EncodedFold(
         preprocess=None, encoded=X[ordered], labels=y[ordered], validation=validation, held_out=None
     )
-    views = training._classifier(
-        "hist_gradient_boosting", 42, training.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
+    views = pipelines.build_classifier(
+        "hist_gradient_boosting", 42, pipelines.SEARCH_SPACE["hist_gradient_boosting"][0], len(rows)
     )
-    training._fit_classifier(views, fold)
+    fitting._fit_classifier(views, fold)
 
     assert validation == 300 and sorted(ordered) == sorted(rows)
     assert own.n_iter_ == views.n_iter_ < 300, "early stopping stopped at the same tree"
@@ -402,14 +404,14 @@ def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> Non
         block[0, 0] = 1.0  # at least one column has a value
         frame = pd.DataFrame(block, columns=[f"x{i}" for i in range(m)])
         features = {"numeric": list(frame.columns), "categorical": []}
-        expected = training.build_preprocess(features)
-        lean = training.build_preprocess(features)
+        expected = pipelines.build_preprocess(features)
+        lean = pipelines.build_preprocess(features)
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Skipping features without any observed values"
             want = expected.fit_transform(frame)
-            got = training._fit_transform_lean(lean, frame, np.zeros(n))
+            got = fitting._fit_transform_lean(lean, frame, np.zeros(n))
         np.testing.assert_array_equal(got, want)
         fitted = lean.named_transformers_["numeric"].named_steps["impute"]
         assert fitted.strategy == "median", "the saved model says what it computed"
@@ -452,7 +454,7 @@ def test_scratch_files_that_cannot_be_written_fail_training_with_a_clear_error(i
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (65_536, 65_536))
 
-    project_dir = str(Path(__file__).resolve().parents[2])  # where the scripts and risk/ are
+    project_dir = PROJECT_DIR
     done = subprocess.run(
         [sys.executable, "training.py", "--config", str(ingested.path)],
         cwd=project_dir,

@@ -13,7 +13,7 @@ import pytest
 import fullprocess
 from risk.core.settings import LOWER_IS_BETTER, ConfigError, metric_gain
 from risk.data import ingest
-from risk.model import scoring, training
+from risk.model import fitting, pipelines, scoring, selection, training
 from risk.monitoring import fairness
 from risk.registry import versions
 from tests.conftest import write_config
@@ -59,16 +59,16 @@ KNOWN_Y = np.array([1] * 4 + [1] * 2 + [0] * 6 + [0] * 6)
 
 
 def test_the_cost_threshold_is_the_cheapest_on_a_known_cost_matrix() -> None:
-    assert training.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, COSTS) == 0.11, (
+    assert selection.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, COSTS) == 0.11, (
         "the lowest threshold flagging the 0.3 rows"
     )
-    assert training.tune_threshold("f1", KNOWN_Y, KNOWN_RISK) == 0.31, "F1 prefers the 0.6 rows alone"
+    assert selection.tune_threshold("f1", KNOWN_Y, KNOWN_RISK) == 0.31, "F1 prefers the 0.6 rows alone"
     even = {"false_negative": 1, "false_positive": 1}
-    assert training.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, even) == 0.31, (
+    assert selection.tune_threshold("cost", KNOWN_Y, KNOWN_RISK, even) == 0.31, (
         "with equal costs 2 misses beat 6 false alarms"
     )
-    curve = training.threshold_curve("cost", KNOWN_Y, KNOWN_RISK, COSTS)
-    at = dict(zip(training.THRESHOLD_GRID.tolist(), curve.tolist()))
+    curve = selection.threshold_curve("cost", KNOWN_Y, KNOWN_RISK, COSTS)
+    at = dict(zip(selection.THRESHOLD_GRID.tolist(), curve.tolist()))
     assert (
         at[0.05] == pytest.approx(12 / 18) and at[0.11] == pytest.approx(6 / 18) and at[0.31] == pytest.approx(10 / 18)
     )
@@ -80,24 +80,24 @@ def candidate(mean: float, error: float, auc: float, informative: bool = True) -
 
 
 def test_selection_on_cost_prefers_the_lowest_and_ties_within_a_standard_error() -> None:
-    chosen, selection = training.choose(
+    chosen, how = selection.pick_best(
         {"dear": candidate(0.60, 0.01, 0.80), "cheap": candidate(0.40, 0.01, 0.70)}, "cost"
     )
-    assert chosen == "cheap" and selection["best_on_metric"] == "cheap" and "lower is better" in selection["rule"]
+    assert chosen == "cheap" and how["best_on_metric"] == "cheap" and "lower is better" in how["rule"]
     tied = {"a": candidate(0.400, 0.010, 0.70), "b": candidate(0.405, 0.010, 0.75), "c": candidate(0.500, 0.010, 0.90)}
-    chosen, selection = training.choose(tied, "cost")
-    assert chosen == "b" and selection["tied"] == ["a", "b"], "c costs far more: not a tie however good its AUC"
+    chosen, how = selection.pick_best(tied, "cost")
+    assert chosen == "b" and how["tied"] == ["a", "b"], "c costs far more: not a tie however good its AUC"
 
 
 def test_judging_on_cost_beats_flag_everyone_only_when_cheaper() -> None:
     rng = np.random.default_rng(0)
     y = (rng.random(600) < 0.3).astype(int)
-    folds = training._fold_indices(y, 3, 0)
+    folds = fitting.fold_indices(y, 3, 0)
     useful = np.clip(0.3 + 0.5 * (y - 0.3) + rng.normal(0, 0.15, len(y)), 0, 1)
-    judged = training.judge("cost", y, useful, folds, cost_matrix=COSTS)
+    judged = selection.score_candidate("cost", y, useful, folds, cost_matrix=COSTS)
     assert judged["mean"] < judged["flag_everyone_score"] and judged["beats_flag_everyone"] and judged["informative"]
     noise = rng.random(len(y))
-    judged = training.judge("cost", y, noise, folds, cost_matrix=COSTS)
+    judged = selection.score_candidate("cost", y, noise, folds, cost_matrix=COSTS)
     assert not judged["informative"]
 
 
@@ -242,7 +242,7 @@ def attribute_driven_data(rows: int = 600) -> tuple[pd.DataFrame, np.ndarray]:
 
 def fitted(features: dict, frame: pd.DataFrame, y: np.ndarray):
     X = scoring.feature_frame(frame, features)
-    return training.build_pipeline("logistic_regression", features, 0).fit(X, y)
+    return pipelines.build_pipeline("logistic_regression", features, 0).fit(X, y)
 
 
 def test_invariance_check_sees_a_model_that_uses_the_attribute_and_not_one_that_excludes_it(tmp_path: Path) -> None:
@@ -272,11 +272,11 @@ def test_excluded_protected_attributes_are_not_features(project) -> None:
         "exited": "numeric",
     }
     seen = write_config(project.root, protected_attributes=["number_of_employees"])
-    assert "number_of_employees" in training.feature_types(seen, kinds)["numeric"]
+    assert "number_of_employees" in pipelines.feature_types(seen, kinds)["numeric"]
     hidden = write_config(
         project.root, protected_attributes=["number_of_employees"], exclude_protected_from_features=True
     )
-    assert training.feature_types(hidden, kinds)["numeric"] == ["lastmonth_activity"]
+    assert pipelines.feature_types(hidden, kinds)["numeric"] == ["lastmonth_activity"]
 
 
 def test_a_protected_column_missing_from_the_data_is_said_to_be_not_measurable(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import ingestion
 from risk.core import artefacts, logbook
 from risk.core.settings import Config
 from risk.data import ledger, masterstore, sample
-from risk.model import batches, compiled, compute, scoring, training
+from risk.model import batches, compiled, compute, pipelines, scoring
 from risk.pipeline import rebuild
 from risk.registry import versions
 from tests.conftest import add_region, growing, write_config
@@ -130,10 +130,10 @@ def test_a_served_blend_counts_unseen_categories(single_threaded) -> None:
     numeric = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
     features = {"numeric": numeric, "categorical": ["region"]}
     members = [
-        (name, training.build_pipeline(name, features, seed=7))
+        (name, pipelines.build_pipeline(name, features, seed=7))
         for name in ("logistic_regression", "hist_gradient_boosting")
     ]
-    model = FixedThresholdClassifier(training.SoftVotingBlend(members), threshold=0.3, response_method="predict_proba")
+    model = FixedThresholdClassifier(pipelines.SoftVotingBlend(members), threshold=0.3, response_method="predict_proba")
     model.fit(scoring.feature_frame(train, features), train["exited"].to_numpy())
     schema = batches.Schema(tuple(numeric), ("region",), ())
     frame = pd.DataFrame({**{n: [1.0, 2.0, 3.0] for n in numeric}, "region": ["never-seen", None, "region00"]})

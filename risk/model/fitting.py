@@ -1,0 +1,372 @@
+"""Where the fits find their data, and the fit that runs in a worker.
+
+The preprocessing has no seed, so every candidate of a fold gets the same encoding
+(``encode_fold``). Fits run single-threaded, side by side: in worker processes when the data
+is large enough (this process encodes each fold once and the workers memory-map it, one
+copy for all of them; see ``FoldFiles``), or on the Dask cluster at
+``dask_scheduler_address``, whose workers read the master from the shared file system and
+encode their folds themselves (see compute.py). The result does not depend on where they ran.
+
+Workers find ``fit_task`` by its module name (``risk.model.fitting``): keep it at module level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+
+from risk.core.tables import read_typed_csv
+from risk.model import compute
+from risk.model.pipelines import (
+    EARLY_STOPPING_MIN_ROWS,
+    SEARCH_SPACE,
+    VALIDATION_FRACTION,
+    TrainingError,
+    build_classifier,
+    build_preprocess,
+)
+from risk.model.scoring import binary_target, feature_frame
+
+# Relative cost of one fit, for starting the longest first (measured on 21,000 rows, single-threaded).
+FIT_COST = {"logistic_regression": 0.2, "hist_gradient_boosting": 1.0, "random_forest": 1.2}
+
+
+@dataclass(frozen=True)
+class EncodedFold:
+    """One fold's training rows through the fitted preprocessing, ready for any classifier.
+
+    The rows are ordered with the early-stopping validation rows last (``validation`` of
+    them; 0 when the fold is too small to stop on or holds a single row of a class), so
+    that gradient boosting takes both parts as views of one matrix instead of copying it."""
+
+    preprocess: ColumnTransformer  # fitted on the fold's training rows
+    encoded: np.ndarray
+    labels: np.ndarray
+    validation: int
+    held_out: np.ndarray | None  # the fold's test rows, encoded; None for the refit on all rows
+
+
+def encode_fold(
+    X: pd.DataFrame, y: np.ndarray, features: dict[str, list[str]], fold: int | None, seed: int, splits: int
+) -> EncodedFold:
+    """Fit the preprocessing on ``fold``'s training rows (all rows when None) and encode them.
+
+    Every candidate of a fold gets the same encoding (the preprocessing has no seed), so it is
+    computed once per fold where worker processes share it; the result is the same either way."""
+    if fold is None:
+        rows, test_rows = np.arange(len(y)), None
+    else:
+        rows, test_rows = fold_indices(y, splits, seed)[fold]
+    rows, validation = _validation_last(rows, y, seed)
+    preprocess = build_preprocess(features)
+    encoded = _fit_transform_lean(preprocess, X.iloc[rows], y[rows])
+    held_out = None if test_rows is None else preprocess.transform(X.iloc[test_rows])
+    return EncodedFold(preprocess, encoded, y[rows], validation, held_out)
+
+
+def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    """``rows`` reordered so that gradient boosting's early-stopping validation rows come last,
+    and their count (0 where the fold is too small to stop on, and the order is kept).
+
+    The split is the one ``HistGradientBoostingClassifier(random_state=seed)`` makes itself
+    (scikit-learn 1.7: stratified, ``validation_fraction`` of the rows, from the first number
+    its seed draws), so its models are the ones it fitted when it split the rows itself; a
+    test holds this to scikit-learn's own split. Where a class has a single row the split
+    cannot be stratified: the order is kept, and boosting does not stop early (_fit_classifier)."""
+    if len(rows) < EARLY_STOPPING_MIN_ROWS or np.bincount(y[rows], minlength=2).min() < 2:
+        return rows, 0
+    split_seed = np.random.RandomState(seed).randint(np.iinfo(np.uint32).max, dtype="u8")
+    fit_part, validation = train_test_split(
+        np.arange(len(rows)), test_size=VALIDATION_FRACTION, stratify=y[rows], random_state=split_seed
+    )
+    return np.concatenate([rows[fit_part], rows[validation]]), len(validation)
+
+
+def _fit_transform_lean(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """``preprocess.fit_transform(X, y)``, with median imputation computed column by column.
+
+    ``SimpleImputer(strategy="median")`` takes ``np.ma.median`` of the whole block at once,
+    about 4x the block's memory on top of it; per column the statistics are equal (tested),
+    and the fitted imputer says "median" again afterwards, so the model is the same object."""
+    for step in _steps(preprocess):
+        if isinstance(step, SimpleImputer) and step.strategy == "median":
+            step.set_params(strategy=_median_or_nan)
+    try:
+        return preprocess.fit_transform(X, y)
+    finally:  # the column transformer's fitted clones too
+        for step in _steps(preprocess):
+            if isinstance(step, SimpleImputer) and step.strategy is _median_or_nan:
+                step.set_params(strategy="median")
+
+
+def _steps(estimator: Any) -> list[Any]:
+    """Every estimator inside ``estimator`` (pipelines, column transformers, fitted or not)."""
+    found, pending = [], [estimator]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        if isinstance(current, Pipeline):
+            pending.extend(step for _, step in current.steps)
+        elif isinstance(current, ColumnTransformer):
+            pending.extend(step for _, step, _ in current.transformers)
+            pending.extend(step for _, step, _ in getattr(current, "transformers_", []))
+    return found
+
+
+def _median_or_nan(values: np.ndarray) -> float:
+    # An all-missing column: NaN, as strategy="median" gives (the column is then dropped), without numpy's warning.
+    return float(np.median(values)) if values.size else math.nan
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Where a fit finds its encoded fold.
+
+    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold this
+    process encoded and wrote there (FoldFiles): one shared copy, not one per worker. With
+    ``master`` set (a Dask worker), it reads the master CSV from the (shared) file system once,
+    keeps it for its next fits, and encodes the fold itself; the file's size and modification
+    time must match, so that every fit sees the same rows. Otherwise the frame travels with
+    the task (or is this process's own) and the fit encodes its fold from it.
+    """
+
+    features: dict[str, list[str]]
+    kinds: dict[str, str]
+    target: str
+    positive_label: Any
+    master: str | None = None
+    stamp: tuple[int, int] | None = None
+    frame: pd.DataFrame | None = None
+    folds: str | None = None
+
+    @property
+    def key(self) -> tuple:
+        return (self.master, self.stamp, id(self.frame) if self.frame is not None else None)
+
+    def encoded(self, fold: int | None, seed: int, splits: int) -> EncodedFold:
+        if self.folds is not None:
+            return FoldFiles.read(Path(self.folds), fold)
+        X, y = self.load()
+        return encode_fold(X, y, self.features, fold, seed, splits)
+
+    def load(self) -> tuple[pd.DataFrame, np.ndarray]:
+        cached = _DATA_CACHE.get("data")
+        if cached is not None and cached[0] == self.key:
+            return cached[1], cached[2]
+        _DATA_CACHE.clear()  # one master at a time: a long-lived worker must not pile them up
+        data = self.frame if self.frame is not None else self._read_master()
+        X = feature_frame(data, self.features)
+        y = binary_target(data[self.target], self.positive_label)
+        _DATA_CACHE["data"] = (self.key, X, y)
+        return X, y
+
+    def _read_master(self) -> pd.DataFrame:
+        path = Path(self.master)
+        if file_stamp(path) != self.stamp:
+            raise TrainingError(
+                f"the master {path} is not the file training started on (changed, or another file at that path)"
+            )
+        # The model's columns only: ids and dropped columns would only cost memory here.
+        columns = self.features["numeric"] + self.features["categorical"] + [self.target]
+        data = read_typed_csv(path, self.kinds, usecols=columns)
+        if file_stamp(path) != self.stamp:
+            raise TrainingError(f"the master {path} changed while it was read")
+        return data
+
+
+_DATA_CACHE: dict[str, Any] = {}  # this process's (or worker's) loaded master: key, features, labels
+
+
+def clear_loaded_data() -> None:
+    """Let go of the frame TrainingData.load keeps for the next fits."""
+    _DATA_CACHE.clear()
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """The file's size and modification time (ns): the master a fit reads must be the one training started on."""
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+class FoldFiles:
+    """The encoded folds that local worker processes memory-map, written by this process.
+
+    The frame waits in a snapshot (``training-frame.joblib``, memory-mapped while a round's
+    folds are encoded, then let go); a round's folds are written before its fits start and
+    removed after. So this process holds no copy of the frame while the workers fit, and the
+    scratch folder holds the snapshot and at most one round's folds (about 8 bytes per
+    encoded cell each)."""
+
+    def __init__(
+        self, X: pd.DataFrame, y: np.ndarray, features: dict[str, list[str]], seed: int, splits: int, folder: Path
+    ):
+        self.snapshot = folder / "training-frame.joblib"
+        write_scratch_file((X, y), self.snapshot)
+        self.features, self.seed, self.splits, self.folder = features, seed, splits, folder
+        self.written: set[int | None] = set()
+
+    def write(self, folds: set[int | None]) -> None:
+        missing = sorted(folds - self.written, key=lambda f: -1 if f is None else f)
+        if not missing:
+            return
+        X, y = joblib.load(self.snapshot, mmap_mode="r")
+        for fold in missing:
+            encoded = encode_fold(X, y, self.features, fold, self.seed, self.splits)
+            arrays, preprocess = self._paths(self.folder, fold)
+            write_scratch_file((encoded.encoded, encoded.labels, encoded.validation, encoded.held_out), arrays)
+            write_scratch_file(encoded.preprocess, preprocess)
+            self.written.add(fold)
+            del encoded
+        del X, y
+        compute.release_freed_memory()
+
+    def remove(self) -> None:
+        for fold in self.written:
+            for path in self._paths(self.folder, fold):
+                path.unlink(missing_ok=True)
+        self.written.clear()
+
+    @staticmethod
+    def read(folder: Path, fold: int | None) -> EncodedFold:
+        arrays, preprocess = FoldFiles._paths(folder, fold)
+        encoded, labels, validation, held_out = joblib.load(arrays, mmap_mode="r")
+        # Not memory-mapped: a refit sends its fitted preprocessing back in the pipeline.
+        return EncodedFold(joblib.load(preprocess), encoded, labels, validation, held_out)
+
+    @staticmethod
+    def _paths(folder: Path, fold: int | None) -> tuple[Path, Path]:
+        name = "all" if fold is None else f"fold-{fold}"
+        return folder / f"{name}.joblib", folder / f"{name}-preprocess.joblib"
+
+
+def write_scratch_file(value: Any, path: Path) -> None:
+    """``joblib.dump``; a full or unwritable temp folder is a TrainingError naming it, not a traceback."""
+    try:
+        joblib.dump(value, path)
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot write training's scratch file {path} ({exc.strerror or exc}): make room in {path.parent.parent} "
+            "or point TMPDIR at a folder with room for a copy of the training data and its encoded folds"
+        ) from exc
+
+
+def fit_task(
+    source: TrainingData, name: str, params: dict[str, Any], seed: int, splits: int, fold: int | None
+) -> dict[str, Any]:
+    """Fit one setting on one fold's training rows (or all rows when ``fold`` is None).
+
+    Returns the fold's out-of-fold risk scores, or the fitted pipeline, with the seconds the
+    fit took and where it ran.
+    """
+    started = time.perf_counter()
+    data = source.encoded(fold, seed, splits)
+    classifier = build_classifier(name, seed, params, len(data.labels))
+    _fit_classifier(classifier, data)
+    if fold is None:
+        outcome: dict[str, Any] = {"pipeline": Pipeline([("preprocess", data.preprocess), ("classifier", classifier)])}
+    else:
+        outcome = {"risk": np.asarray(classifier.predict_proba(data.held_out)[:, 1])}
+    del data, classifier
+    compute.release_freed_memory()  # what this fit freed does not stay with the worker
+    return {**outcome, "seconds": time.perf_counter() - started, "worker": worker_identity()}
+
+
+def _fit_classifier(classifier: Any, data: EncodedFold) -> None:
+    """Fit on the encoded rows; gradient boosting stops early on the validation rows at their end.
+
+    Rows holding a single row of a class have no stratified validation split (scikit-learn
+    raises drawing one): boosting is fitted on all of them, as on a fold too small to stop on."""
+    if isinstance(classifier, HistGradientBoostingClassifier) and classifier.early_stopping is True:
+        if data.validation:
+            cut = len(data.labels) - data.validation
+            classifier.fit(data.encoded[:cut], data.labels[:cut], X_val=data.encoded[cut:], y_val=data.labels[cut:])
+            return
+        classifier.set_params(early_stopping=False)
+    classifier.fit(data.encoded, data.labels)
+
+
+def worker_identity() -> str:
+    """The Dask worker's address, or this process's id."""
+    if "distributed" in sys.modules:  # only a Dask worker has it imported; importing it costs ~1 s
+        try:
+            return sys.modules["distributed"].get_worker().address
+        except ValueError:
+            pass
+    return f"pid {os.getpid()}"
+
+
+def fold_indices(y: np.ndarray, splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The stratified folds; they depend on the labels and the seed only, so every worker agrees."""
+    folds = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
+    return list(folds.split(np.zeros(len(y)), y))
+
+
+def warm_worker() -> int:
+    """Nothing: imports this module (and scikit-learn) in a worker process."""
+    return os.getpid()
+
+
+def start_workers(workers: int | None = None) -> None:
+    """Start the local worker processes training would use (benchmarks measure memory after this)."""
+    with compute.local_runner(parallel=True, workers=workers) as runner:
+        runner.map(warm_worker, [() for _ in range(runner.workers)])
+
+
+FOLD_PRIORITY = 100.0  # above any fit's cost: the fits of one fold run side by side, sharing its file
+
+
+@dataclass
+class FitRounds:
+    """Runs rounds of fits where the runner runs them, with the fold files they need."""
+
+    runner: compute.Runner
+    source: TrainingData
+    files: FoldFiles | None
+    seed: int
+    splits: int
+    log: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def run(self, jobs: list[tuple[str, int, int | None]]) -> dict[tuple, dict[str, Any]]:
+        folds = {fold for _, _, fold in jobs}
+        rank = {fold: position for position, fold in enumerate(sorted(folds, key=lambda f: -1 if f is None else f))}
+        arguments = [
+            (self.source, name, SEARCH_SPACE[name][index], self.seed, self.splits, fold) for name, index, fold in jobs
+        ]
+        # Fold by fold, the longest fit of each first.
+        costs = [
+            FIT_COST[name] * (1.25 if fold is None else 1.0) + FOLD_PRIORITY * (len(folds) - rank[fold])
+            for name, _, fold in jobs
+        ]
+        if self.files is not None:
+            self.files.write(folds)
+        try:
+            outcomes = self.runner.map(fit_task, arguments, costs, name="fit")
+        finally:
+            if self.files is not None:
+                self.files.remove()  # no later round uses a fold of this one
+        for (name, index, fold), outcome in zip(jobs, outcomes):
+            self.log.append(
+                {
+                    "model": name,
+                    "setting": index,
+                    "fold": fold,
+                    "seconds": round(outcome["seconds"], 4),
+                    "worker": outcome["worker"],
+                }
+            )
+        return dict(zip(jobs, outcomes))
