@@ -30,7 +30,6 @@ written): when ``current`` or the newest version differs, the run looks for undo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 from risk.core import artefacts, logbook
 from risk.core.artefacts import DIAGNOSTICS_FILES, QUARANTINE_FOLDER, REPORT_FILES
 from risk.core.files import remove_stale_temporaries
-from risk.core.jsonfiles import append_json_line
+from risk.core.jsonfiles import append_json_line, read_json
 from risk.core.settings import Config, ConfigError
 from risk.data import dbpull, ledger, preflight
 from risk.registry import deploy, versions
@@ -488,7 +487,8 @@ def promotion_gate(
 
 
 def _read_model_json(config: Config, name: str) -> dict[str, Any]:
-    return json.loads((config.model_folder / name).read_text(encoding="utf-8"))
+    """A JSON file training or scoring just wrote in the model folder; raises JSON_READ_ERRORS."""
+    return read_json(config.model_folder / name)
 
 
 def _chance_warning(warnings: list[str]) -> str:

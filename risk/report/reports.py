@@ -14,7 +14,6 @@ sections restate ``diagnostics.json`` of the version, made first if it is absent
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from sklearn import metrics
 from risk.core import artefacts, logbook, logs
 from risk.core.artefacts import CONFUSION_FILE, REPORT_JSON, REPORT_PDF
 from risk.core.files import atomic_write_json, atomic_write_text, sha256_file
-from risk.core.jsonfiles import json_ready, read_json_lines
+from risk.core.jsonfiles import json_ready, read_json, read_json_lines
 from risk.core.settings import Config
 from risk.data import ledger
 from risk.model import scoring, training
@@ -215,7 +214,7 @@ def approval_facts(config: Config, version: str) -> dict[str, Any]:
 
 def _fresh_diagnostics(config: Config, version: str, run_record: dict[str, Any] | None = None) -> dict[str, Any]:
     path = diagnostics.save_diagnostics(config, version, run_record=run_record)
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def model_checks(deployed: versions.DeployedModel) -> dict[str, Any]:
