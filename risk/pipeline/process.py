@@ -381,21 +381,8 @@ def decide_deployment(
     ``deployed_test_score``: the champion's stored test score, compared with when the champion
     cannot be scored again. With ``require_approval`` the new version waits, pending.
     """
-    metadata = _read_model_json(config, artefacts.METADATA_FILE)
-    scores = _read_model_json(config, artefacts.SCORES_FILE)
-    test_score = scores.get(config["metric"])
-    outcome: dict[str, Any] = {
-        "model": metadata.get("model"),
-        "training_seconds": metadata.get("training_seconds"),
-        "test_score": test_score,
-    }
-    one_class = one_class_test_data(config, scores)
-    warnings = versions.version_warnings(metadata, scores) + ([one_class] if one_class else [])
-    if warnings:
-        outcome["warnings"] = list(dict.fromkeys(warnings))
-    uninformative = bool(metadata.get("uninformative", False))
-    if uninformative:
-        outcome["uninformative"] = True
+    outcome, warnings, one_class = _challenger_outcome(config)
+    uninformative = outcome.get("uninformative", False)
     keep_note = "the new model is in models/; deploy it by hand with deployment.py if that is intended"
     if uninformative and kept:
         logger.warning("retrained model not deployed: no better than chance; keeping %s", kept)
@@ -405,7 +392,7 @@ def decide_deployment(
             "reason": f"{reason}; but the retrained model is no better than chance ({_no_better_than_chance_warning(warnings)}): kept {kept} ({keep_note})",
         }
     comparison = champion_and_challenger(config, kept) if kept else None
-    passes, gate = promotion_gate(config, comparison, test_score, deployed_test_score)
+    passes, gate = promotion_gate(config, comparison, outcome["test_score"], deployed_test_score)
     if comparison is not None:
         outcome["champion_challenger"] = comparison
     if not passes and config["block_worse_deployments"] and kept:
@@ -426,6 +413,32 @@ def decide_deployment(
         reason = f"{reason}; deployed although {gate} (block_worse_deployments is false)"
     if uninformative:
         reason = f"{reason}; deployed although it is no better than chance ({_no_better_than_chance_warning(warnings)}), as nothing usable was deployed to keep"
+    return _deploy_challenger(config, reason, outcome, record)
+
+
+def _challenger_outcome(config: Config) -> tuple[dict[str, Any], list[str], str | None]:
+    """What the audit line states of the model just trained and scored in the model folder:
+    (its fields, every warning about it, the sentence when the test data holds one class)."""
+    metadata = _read_model_json(config, artefacts.METADATA_FILE)
+    scores = _read_model_json(config, artefacts.SCORES_FILE)
+    outcome: dict[str, Any] = {
+        "model": metadata.get("model"),
+        "training_seconds": metadata.get("training_seconds"),
+        "test_score": scores.get(config["metric"]),
+    }
+    one_class = one_class_test_data(config, scores)
+    warnings = versions.version_warnings(metadata, scores) + ([one_class] if one_class else [])
+    if warnings:
+        outcome["warnings"] = list(dict.fromkeys(warnings))
+    if metadata.get("uninformative", False):
+        outcome["uninformative"] = True
+    return outcome, warnings, one_class
+
+
+def _deploy_challenger(
+    config: Config, reason: str, outcome: dict[str, Any], record: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Deploy the model in the model folder, pending approval with ``require_approval``; its audit fields."""
     pending = bool(config["require_approval"])
     decided = "pending_approval" if pending else "redeployed"
     if pending:
