@@ -103,15 +103,8 @@ def gather_evidence(
     """Score ``version`` on the test data and collect everything the report states."""
     version = resolve_version(config, version)
     deployed = versions.load_deployed_model(config, version)
-    test = scoring.load_test_data(config)
-    y = scoring.binary_target(test[config.target], config.positive_label)
-    risk, predicted = risk_and_predictions(deployed, test)
-    with logs.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
-        scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
-    for message in caught:
-        logger.debug("metrics of %s on the test data: %s", version, message)
-    found = None if refresh_diagnostics else diagnostics.load_diagnostics(config, version)
-    diagnosed = found if found and found.get("version") == version else _fresh_diagnostics(config, version, run_record)
+    test, y, risk, predicted, scores = _score_on_test_data(config, deployed)
+    diagnosed = _diagnostics_of(config, version, refresh_diagnostics, run_record)
     generated_at = artefacts.utc_now()
     checks = model_checks(deployed)
     summary = {
@@ -157,6 +150,26 @@ def gather_evidence(
         )
     summary["model_card"] = card.build_card(config, json_ready(summary), deployed.path, y, risk, predicted)
     return Evidence(json_ready(summary), y, risk)
+
+
+def _score_on_test_data(
+    config: Config, deployed: versions.DeployedModel
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The test data, its 0/1 target, the model's risk and decisions on it, and the metrics."""
+    test = scoring.load_test_data(config)
+    y = scoring.binary_target(test[config.target], config.positive_label)
+    risk, predicted = risk_and_predictions(deployed, test)
+    with logs.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
+        scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
+    for message in caught:
+        logger.debug("metrics of %s on the test data: %s", deployed.version, message)
+    return test, y, risk, predicted, scores
+
+
+def _diagnostics_of(config: Config, version: str, refresh: bool, run_record: dict[str, Any] | None) -> dict[str, Any]:
+    """The saved diagnostics of ``version``; made again where absent, of another version, or ``refresh``."""
+    found = None if refresh else diagnostics.load_diagnostics(config, version)
+    return found if found and found.get("version") == version else _fresh_diagnostics(config, version, run_record)
 
 
 def _metrics_match(stored: dict[str, Any], scores: dict[str, Any]) -> bool:
