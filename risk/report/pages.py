@@ -214,29 +214,45 @@ def _psi_plot(ax: Any, drift_facts: dict[str, Any]) -> None:
 def _cover_page(document: Document, evidence: Evidence) -> None:
     s = evidence.summary
     page = document.page(f"Model report: version {s['version']}")
+    page.key_values(_cover_facts(s))
+    _deploying_run_section(page, s["deployment"])
+    _model_checks_section(page, s)
+    _champion_challenger_section(page, s)
+    _cover_performance_section(page, s)
+    _cover_warnings_section(page, s["warnings"])
+    page.heading("Validator sign-off")
+    for line in sign_off_lines(s.get("approval") or {}, s["version"]):
+        page.paragraph(line, size=BODY)
+    page.close()
+
+
+def _cover_facts(s: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The version at a glance: status, model, when and why it was deployed, when trained."""
     lineage, deployed = s["lineage"], s["deployment"]
-    page.key_values(
-        [
-            ("Version", s["version"]),
-            (
-                "Status",
-                s["status"]
-                + (
-                    "; AWAITING APPROVAL: not served until approved"
-                    if (s.get("approval") or {}).get("state") == "pending"
-                    else ""
-                ),
+    return [
+        ("Version", s["version"]),
+        (
+            "Status",
+            s["status"]
+            + (
+                "; AWAITING APPROVAL: not served until approved"
+                if (s.get("approval") or {}).get("state") == "pending"
+                else ""
             ),
-            (
-                "Model",
-                f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}",
-            ),
-            ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
-            ("Deployed because", deployed["reason"]),
-            ("Previous version", deployed["previous_version"] or "none"),
-            ("Trained at", f"{lineage['trained_at']} on {lineage['training_rows']:,} rows"),
-        ]
-    )
+        ),
+        (
+            "Model",
+            f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}",
+        ),
+        ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
+        ("Deployed because", deployed["reason"]),
+        ("Previous version", deployed["previous_version"] or "none"),
+        ("Trained at", f"{lineage['trained_at']} on {lineage['training_rows']:,} rows"),
+    ]
+
+
+def _deploying_run_section(page: Page, deployed: dict[str, Any]) -> None:
+    """The audit line of the run that deployed the version, else its last ingestion record."""
     audit, last = deployed["audit"], deployed["last_ingestion"]
     page.heading("The run that deployed it" if audit else "The last ingestion before the deployment")
     if audit:
@@ -268,8 +284,10 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
         )
     else:
         page.paragraph("No ingestion is recorded for this version.")
-    _model_checks_section(page, s)
-    _champion_challenger_section(page, s)
+
+
+def _cover_performance_section(page: Page, s: dict[str, Any]) -> None:
+    """Each metric on the test data beside the previous version's, and what the test rows were."""
     page.heading("Performance on the test data")
     previous = s["previous_metrics"]
     rows = [
@@ -297,22 +315,22 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
             "Change column compares different rows (the champion and challenger lines compare both on the same rows).",
             size=SMALL,
         )
-    page.heading(f"Warnings ({len(s['warnings'])})")
-    if s["warnings"]:
-        shown = 0
-        for warning in s["warnings"][:FIRST_PAGE_WARNINGS]:
-            if page.room() < SIGN_OFF_ROOM + page.text_height(warning, SMALL, indent=0.22):
-                break  # the sign-off must stay on the page
-            page.bullets([warning], size=SMALL, color="#9c2a00")
-            shown += 1
-        if len(s["warnings"]) > shown:
-            page.paragraph(f"… and {len(s['warnings']) - shown} more in model_report.json", size=SMALL)
-    else:
+
+
+def _cover_warnings_section(page: Page, warnings: list[str]) -> None:
+    """As many warnings as fit above the sign-off (at most FIRST_PAGE_WARNINGS), then how many more."""
+    page.heading(f"Warnings ({len(warnings)})")
+    if not warnings:
         page.paragraph("None.", size=SMALL)
-    page.heading("Validator sign-off")
-    for line in sign_off_lines(s.get("approval") or {}, s["version"]):
-        page.paragraph(line, size=BODY)
-    page.close()
+        return
+    shown = 0
+    for warning in warnings[:FIRST_PAGE_WARNINGS]:
+        if page.room() < SIGN_OFF_ROOM + page.text_height(warning, SMALL, indent=0.22):
+            break  # the sign-off must stay on the page
+        page.bullets([warning], size=SMALL, color="#9c2a00")
+        shown += 1
+    if len(warnings) > shown:
+        page.paragraph(f"… and {len(warnings) - shown} more in model_report.json", size=SMALL)
 
 
 def sign_off_lines(approval: dict[str, Any], version: str = "vN") -> list[str]:
