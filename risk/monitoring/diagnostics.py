@@ -17,7 +17,6 @@ first training data) the test data is compared with the training data instead. S
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -31,7 +30,7 @@ import pandas as pd
 from risk.core import artefacts, logbook, tables
 from risk.core.artefacts import DIAGNOSTICS_FILE
 from risk.core.files import atomic_write_json
-from risk.core.jsonfiles import json_ready, read_json_lines, read_json_or_none
+from risk.core.jsonfiles import json_ready, read_json, read_json_lines, read_json_or_none
 from risk.core.settings import PATH_KEYS, Config, load_config
 from risk.core.tables import read_typed_csv, rows_also_in
 from risk.data import ingest, ledger, masterstore
@@ -165,7 +164,7 @@ def execution_time(
     """
     version = resolve_version(config, version)
     last_ingestion = read_json_or_none(config.output_folder / artefacts.LAST_RUN_FILE) or {}
-    trained = json.loads((versions.version_path(config, version) / artefacts.METADATA_FILE).read_text(encoding="utf-8"))
+    trained = read_json(versions.version_path(config, version) / artefacts.METADATA_FILE)
     return {
         "ingestion_seconds": last_ingestion.get("seconds"),
         "ingestion_finished_at": last_ingestion.get("finished_at"),

@@ -30,7 +30,6 @@ written): when ``current`` or the newest version differs, the run looks for undo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -38,8 +37,8 @@ from pathlib import Path
 from risk.core import artefacts, logbook
 from risk.core.artefacts import DIAGNOSTICS_FILES, QUARANTINE_FOLDER, REPORT_FILES
 from risk.core.files import remove_stale_temporaries
-from risk.core.jsonfiles import append_json_line
-from risk.core.settings import Config, ConfigError
+from risk.core.jsonfiles import append_json_line, read_json
+from risk.core.settings import LOWER_IS_BETTER, Config, ConfigError, metric_gain
 from risk.data import dbpull, ledger, preflight
 from risk.registry import deploy, versions
 
@@ -49,10 +48,8 @@ if TYPE_CHECKING:  # typing costs import time on the cron fast path
 
 logger = logging.getLogger(__name__)
 
-# What diagnostics and reporting write per version (reporting writes model_report.json last).
 
-
-def undecided_work(config: Config) -> str | None:
+def why_ingested_rows_await_a_decision(config: Config) -> str | None:
     """Why data already ingested still needs a decision, or None. Stdlib only."""
     size = ledger.master_bytes(config)
     if not size:
@@ -108,7 +105,7 @@ def _subfolders(folder: Path) -> list[Path]:
         return []
 
 
-def unfinished_work(config: Config) -> str | None:
+def why_a_deployment_may_be_unfinished(config: Config) -> str | None:
     """Why the current version may have work left undone by an earlier run, or None. Cheap:
     the checkpoint names the last version finished and the newest version it saw."""
     state = logbook.read_checkpoint_state(config)
@@ -122,12 +119,12 @@ def unfinished_work(config: Config) -> str | None:
     return None
 
 
-def versions_to_finish(config: Config, current: str | None) -> list[str]:
+def current_and_pending_versions(config: Config, current: str | None) -> list[str]:
     """The current version and those awaiting approval: each gets its reports and audit line."""
     return [v for v in [current, *versions.pending_versions(config)] if v is not None]
 
 
-def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any]:
+def finish_what_interrupted_runs_left_undone(config: Config, started_at: str | None) -> dict[str, Any]:
     """Complete a killed deploy, then the current version's diagnostics, reports and audit line."""
     done: dict[str, Any] = {}
     completed = deploy.complete_interrupted_deploy(config)
@@ -135,17 +132,17 @@ def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any
         done["deployment_completed"] = completed
     current = versions.current_version_or_none(config)
     all_done = True
-    for version in dict.fromkeys(versions_to_finish(config, current)):
+    for version in dict.fromkeys(current_and_pending_versions(config, current)):
         try:
             manifest = versions.read_manifest(versions.versions_folder(config) / version)
         except (versions.DeploymentError, OSError) as exc:
             manifest = None  # the drift check redeploys: a version that fails verification
             logger.error("%s cannot be finished: %s", version, exc)
         if manifest is not None:
-            missing = missing_steps(config, version)
+            missing = after_deployment_steps_not_done(config, version)
             decision = manifest.get("decision")
             recovered = None
-            if isinstance(decision, dict) and not _audited(config, version):
+            if isinstance(decision, dict) and not _has_audit_line(config, version):
                 recovered = recovered_audit_record(manifest, decision, started_at)
             steps = run_after_deployment(config, version, recovered, only=missing) if missing else {}
             if recovered is not None:
@@ -173,7 +170,8 @@ def finish_earlier_work(config: Config, started_at: str | None) -> dict[str, Any
     return done
 
 
-def missing_steps(config: Config, version: str) -> list[str]:
+def after_deployment_steps_not_done(config: Config, version: str) -> list[str]:
+    """The steps of run_after_deployment ("diagnostics", "reporting") whose files ``version`` lacks."""
     folder = config.reports_folder / version
     missing = []
     if not all((folder / name).is_file() for name in DIAGNOSTICS_FILES):
@@ -183,7 +181,8 @@ def missing_steps(config: Config, version: str) -> list[str]:
     return missing
 
 
-def _audited(config: Config, version: str) -> bool:
+def _has_audit_line(config: Config, version: str) -> bool:
+    """Whether the audit log records a run that deployed ``version``."""
     return any(r.get("version_deployed") == version for r in logbook.read_audit(config))
 
 
@@ -208,12 +207,12 @@ def recovered_audit_record(
 def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     removed = remove_leftovers(config)
-    unfinished = unfinished_work(config)
+    unfinished = why_a_deployment_may_be_unfinished(config)
     still_written: list[str] = []
     pending = ledger.pending_files(config, still_written)
     pulled = dbpull.pull_new_rows(config)  # new rows from database_sources, as snapshot files
     pending += pulled.snapshots
-    undecided = undecided_work(config)
+    undecided = why_ingested_rows_await_a_decision(config)
     record: dict[str, Any] = {**pulled.audit()}
     if removed:
         record["temporary_files_removed"] = len(removed)
@@ -226,10 +225,10 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         return {**record, "decision": "no_new_data", "reason": reason}
     preflight.check_setup(config)  # a set-up mistake fails now, not after minutes of training
     if unfinished:
-        finished = finish_earlier_work(config, started_at)
+        finished = finish_what_interrupted_runs_left_undone(config, started_at)
         if finished:
             record["completed_earlier_work"] = finished
-        undecided = undecided_work(config)  # the finished deployment may cover the rows
+        undecided = why_ingested_rows_await_a_decision(config)  # the finished deployment may cover the rows
         if not pending and not undecided:
             reason = (
                 "finished earlier work; no new or changed files"
@@ -237,8 +236,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
                 else f"no new or changed files in {config.input_folder}"
             )
             return {**record, "decision": "no_new_data", "reason": reason}
-    # Heavy imports only now that there is work to do.
-    from risk.data import ingest
+    from risk.data import ingest  # pandas: imported only now that there is work (the cron fast path stays light)
 
     record.update(metric=config["metric"], started_at=started_at)
     if undecided:
@@ -268,7 +266,7 @@ def decide_on_new_rows(config: Config, record: dict[str, Any]) -> tuple[dict[str
     every row of the master; rows kept waiting for more are seen but stay unjudged.
     ``record``: the run's audit fields so far, kept in the manifest of a version it deploys.
     """
-    from risk.data import masterstore
+    from risk.data import masterstore  # pandas: lazy, as every heavy import here (the cron fast path)
 
     master_end = ledger.master_bytes(config)
     judged = versions.judged_offset(config)
@@ -334,7 +332,7 @@ def load_current_deployment(config: Config) -> tuple[Any, str | None]:
 
 def check_model_drift(config: Config, deployed: Any, new_rows: Any) -> tuple[bool, str, dict[str, Any]]:
     """Compare the deployed model's score on the new rows with its deployed score."""
-    from risk.model import scoring
+    from risk.model import scoring  # scikit-learn: lazy for the cron fast path
 
     metric = config["metric"]
     new_score = scoring.score_frame(deployed.model, new_rows, deployed.metadata, config)[metric]
@@ -344,8 +342,6 @@ def check_model_drift(config: Config, deployed: Any, new_rows: Any) -> tuple[boo
     if classes < 2 or new_score is None or deployed_score is None:
         # With one class F1 is 0 whatever the model does: that says nothing about drift.
         return False, f"drift not judged: the {len(new_rows)} new row(s) hold one class only", scores
-    from risk.core.settings import LOWER_IS_BETTER, metric_gain
-
     worse, not_worse = (">", "<=") if metric in LOWER_IS_BETTER else ("<", ">=")
     if metric_gain(metric, new_score, deployed_score) < -config["drift_tolerance"]:
         return True, f"model drift: {metric} {new_score:.4f} on new rows {worse} deployed {deployed_score:.4f}", scores
@@ -360,7 +356,7 @@ def retrain_and_deploy(
     kept: str | None = None,
 ) -> dict[str, Any]:
     """Train on the whole master and score it on the test data, then decide whether to deploy it."""
-    from risk.model import scoring, training
+    from risk.model import scoring, training  # scikit-learn: lazy for the cron fast path
 
     model, metadata = training.train_model(config)
     training.save_model(config, model, metadata)
@@ -385,31 +381,18 @@ def decide_deployment(
     ``deployed_test_score``: the champion's stored test score, compared with when the champion
     cannot be scored again. With ``require_approval`` the new version waits, pending.
     """
-    metadata = _read_model_json(config, artefacts.METADATA_FILE)
-    scores = _read_model_json(config, artefacts.SCORES_FILE)
-    test_score = scores.get(config["metric"])
-    outcome: dict[str, Any] = {
-        "model": metadata.get("model"),
-        "training_seconds": metadata.get("training_seconds"),
-        "test_score": test_score,
-    }
-    one_class = one_class_test_data(config, scores)
-    warnings = versions.version_warnings(metadata, scores) + ([one_class] if one_class else [])
-    if warnings:
-        outcome["warnings"] = list(dict.fromkeys(warnings))
-    uninformative = bool(metadata.get("uninformative", False))
-    if uninformative:
-        outcome["uninformative"] = True
+    outcome, warnings, one_class = _challenger_outcome(config)
+    uninformative = outcome.get("uninformative", False)
     keep_note = "the new model is in models/; deploy it by hand with deployment.py if that is intended"
     if uninformative and kept:
         logger.warning("retrained model not deployed: no better than chance; keeping %s", kept)
         return {
             **outcome,
             "decision": "retrained_not_deployed",
-            "reason": f"{reason}; but the retrained model is no better than chance ({_chance_warning(warnings)}): kept {kept} ({keep_note})",
+            "reason": f"{reason}; but the retrained model is no better than chance ({_no_better_than_chance_warning(warnings)}): kept {kept} ({keep_note})",
         }
     comparison = champion_and_challenger(config, kept) if kept else None
-    passes, gate = promotion_gate(config, comparison, test_score, deployed_test_score)
+    passes, gate = promotion_gate(config, comparison, outcome["test_score"], deployed_test_score)
     if comparison is not None:
         outcome["champion_challenger"] = comparison
     if not passes and config["block_worse_deployments"] and kept:
@@ -429,7 +412,33 @@ def decide_deployment(
     if kept and not passes:
         reason = f"{reason}; deployed although {gate} (block_worse_deployments is false)"
     if uninformative:
-        reason = f"{reason}; deployed although it is no better than chance ({_chance_warning(warnings)}), as nothing usable was deployed to keep"
+        reason = f"{reason}; deployed although it is no better than chance ({_no_better_than_chance_warning(warnings)}), as nothing usable was deployed to keep"
+    return _deploy_challenger(config, reason, outcome, record)
+
+
+def _challenger_outcome(config: Config) -> tuple[dict[str, Any], list[str], str | None]:
+    """What the audit line states of the model just trained and scored in the model folder:
+    (its fields, every warning about it, the sentence when the test data holds one class)."""
+    metadata = _read_model_json(config, artefacts.METADATA_FILE)
+    scores = _read_model_json(config, artefacts.SCORES_FILE)
+    outcome: dict[str, Any] = {
+        "model": metadata.get("model"),
+        "training_seconds": metadata.get("training_seconds"),
+        "test_score": scores.get(config["metric"]),
+    }
+    one_class = one_class_test_data(config, scores)
+    warnings = versions.version_warnings(metadata, scores) + ([one_class] if one_class else [])
+    if warnings:
+        outcome["warnings"] = list(dict.fromkeys(warnings))
+    if metadata.get("uninformative", False):
+        outcome["uninformative"] = True
+    return outcome, warnings, one_class
+
+
+def _deploy_challenger(
+    config: Config, reason: str, outcome: dict[str, Any], record: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Deploy the model in the model folder, pending approval with ``require_approval``; its audit fields."""
     pending = bool(config["require_approval"])
     decided = "pending_approval" if pending else "redeployed"
     if pending:
@@ -445,7 +454,7 @@ def decide_deployment(
 
 def champion_and_challenger(config: Config, champion_version: str) -> dict[str, Any] | None:
     """The champion and the model just trained, on the same test data; None if the champion cannot be scored."""
-    from risk.model import scoring
+    from risk.model import scoring  # scikit-learn: lazy for the cron fast path
     from risk.registry import promotion
 
     try:
@@ -461,8 +470,6 @@ def promotion_gate(
     config: Config, comparison: dict[str, Any] | None, test_score: float | None, deployed_test_score: float | None
 ) -> tuple[bool, str]:
     """(whether the challenger beats the champion by more than ``promotion_margin``, a sentence why not)."""
-    from risk.core.settings import metric_gain
-
     metric, margin = config["metric"], float(config["promotion_margin"])
     if comparison is not None:
         found = comparison[metric]
@@ -488,10 +495,11 @@ def promotion_gate(
 
 
 def _read_model_json(config: Config, name: str) -> dict[str, Any]:
-    return json.loads((config.model_folder / name).read_text(encoding="utf-8"))
+    """A JSON file training or scoring just wrote in the model folder; raises JSON_READ_ERRORS."""
+    return read_json(config.model_folder / name)
 
 
-def _chance_warning(warnings: list[str]) -> str:
+def _no_better_than_chance_warning(warnings: list[str]) -> str:
     return next((w for w in warnings if "no better than chance" in w), "no better than chance")
 
 
@@ -515,7 +523,7 @@ def run_after_deployment(
     The deployment already stands when these run, so a failure here is recorded (and makes
     the run exit non-zero) without undoing the decision; the next run tries again.
     """
-    from risk.monitoring import diagnostics
+    from risk.monitoring import diagnostics  # pandas and matplotlib: lazy for the cron fast path
     from risk.report import reports
 
     steps = (

@@ -150,44 +150,6 @@ def card_sections(card: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]
     """The card as (heading, [(label, plain text)]) in order; labels are ours, texts may hold data."""
     window = card["training_data"]
     files = ", ".join(f"{f['name']} ({f['rows_added']} rows)" for f in window["files"]) or "none recorded"
-    metrics = []
-    for name, interval in card["intervals"].items():
-        direction = " (lower is better)" if name in LOWER_IS_BETTER else ""
-        name = METRIC_LABELS.get(name, name)
-        if interval["value"] is None:
-            metrics.append((name, "not measurable on this test data"))
-        elif interval["low"] is None:
-            metrics.append((name, f"{interval['value']:.4f}{direction}; no interval (too few rows of each class)"))
-        else:
-            metrics.append(
-                (
-                    name,
-                    f"{interval['value']:.4f}{direction}, {card['bootstrap']['confidence']:.0%} interval "
-                    f"{interval['low']:.4f} to {interval['high']:.4f}",
-                )
-            )
-    boot = card["bootstrap"]
-    metrics.append(
-        (
-            "intervals",
-            f"percentile bootstrap, {boot['resamples']} resamples of the {boot['rows']} test rows, seed {boot['seed']}",
-        )
-    )
-    if card["uninformative"]:
-        limits = ["the model is no better than chance: no candidate beat chance and flagging everyone out of fold"]
-    elif card["uninformative"] is None:
-        limits = ["whether the model beats chance was not checked for this version"]
-    else:
-        limits = []
-    limits += card["warnings"] or ([] if limits else ["none recorded"])
-    decisions = card["approvals"]
-    approval = [
-        (
-            d["action"] + ("d" if d["action"] == "approve" else "ed"),
-            f"by {d['by']} at {d['at']}" + (f": {d['note']}" if d.get("note") else ""),
-        )
-        for d in decisions
-    ]
     excluded = (
         " (excluded from the model's features; still measured)" if card["protected_excluded_from_features"] else ""
     )
@@ -212,11 +174,61 @@ def card_sections(card: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]
                 ("protected", (", ".join(card["protected_attributes"]) or "none configured") + excluded),
             ],
         ),
-        ("Metrics on the test data", metrics),
+        ("Metrics on the test data", _metric_items(card)),
         ("Threshold", [("threshold", f"{card['threshold']:.2f} ({card['model']})"), ("why", card["threshold_reason"])]),
         ("Fairness summary", [("", line) for line in card["fairness"]]),
-        ("Limitations and warnings", [("", line) for line in limits]),
-        ("Approval", approval or [("status", "not approved yet")]),
+        ("Limitations and warnings", [("", line) for line in _limitations(card)]),
+        ("Approval", _approval_items(card) or [("status", "not approved yet")]),
+    ]
+
+
+def _metric_items(card: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each test metric with its bootstrap interval, then how the intervals were drawn."""
+    metrics = []
+    for name, interval in card["intervals"].items():
+        direction = " (lower is better)" if name in LOWER_IS_BETTER else ""
+        name = METRIC_LABELS.get(name, name)
+        if interval["value"] is None:
+            metrics.append((name, "not measurable on this test data"))
+        elif interval["low"] is None:
+            metrics.append((name, f"{interval['value']:.4f}{direction}; no interval (too few rows of each class)"))
+        else:
+            metrics.append(
+                (
+                    name,
+                    f"{interval['value']:.4f}{direction}, {card['bootstrap']['confidence']:.0%} interval "
+                    f"{interval['low']:.4f} to {interval['high']:.4f}",
+                )
+            )
+    boot = card["bootstrap"]
+    metrics.append(
+        (
+            "intervals",
+            f"percentile bootstrap, {boot['resamples']} resamples of the {boot['rows']} test rows, seed {boot['seed']}",
+        )
+    )
+    return metrics
+
+
+def _limitations(card: dict[str, Any]) -> list[str]:
+    """Whether the model beats chance (when it does not, or was not checked), then the warnings."""
+    if card["uninformative"]:
+        limits = ["the model is no better than chance: no candidate beat chance and flagging everyone out of fold"]
+    elif card["uninformative"] is None:
+        limits = ["whether the model beats chance was not checked for this version"]
+    else:
+        limits = []
+    return limits + (card["warnings"] or ([] if limits else ["none recorded"]))
+
+
+def _approval_items(card: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each approve or reject decision recorded for the version: ("approved" / "rejected", by whom, when, note)."""
+    return [
+        (
+            d["action"] + ("d" if d["action"] == "approve" else "ed"),
+            f"by {d['by']} at {d['at']}" + (f": {d['note']}" if d.get("note") else ""),
+        )
+        for d in card["approvals"]
     ]
 
 

@@ -214,29 +214,45 @@ def _psi_plot(ax: Any, drift_facts: dict[str, Any]) -> None:
 def _cover_page(document: Document, evidence: Evidence) -> None:
     s = evidence.summary
     page = document.page(f"Model report: version {s['version']}")
+    page.key_values(_cover_facts(s))
+    _deploying_run_section(page, s["deployment"])
+    _model_checks_section(page, s)
+    _champion_challenger_section(page, s)
+    _cover_performance_section(page, s)
+    _cover_warnings_section(page, s["warnings"])
+    page.heading("Validator sign-off")
+    for line in sign_off_lines(s.get("approval") or {}, s["version"]):
+        page.paragraph(line, size=BODY)
+    page.close()
+
+
+def _cover_facts(s: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The version at a glance: status, model, when and why it was deployed, when trained."""
     lineage, deployed = s["lineage"], s["deployment"]
-    page.key_values(
-        [
-            ("Version", s["version"]),
-            (
-                "Status",
-                s["status"]
-                + (
-                    "; AWAITING APPROVAL: not served until approved"
-                    if (s.get("approval") or {}).get("state") == "pending"
-                    else ""
-                ),
+    return [
+        ("Version", s["version"]),
+        (
+            "Status",
+            s["status"]
+            + (
+                "; AWAITING APPROVAL: not served until approved"
+                if (s.get("approval") or {}).get("state") == "pending"
+                else ""
             ),
-            (
-                "Model",
-                f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}",
-            ),
-            ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
-            ("Deployed because", deployed["reason"]),
-            ("Previous version", deployed["previous_version"] or "none"),
-            ("Trained at", f"{lineage['trained_at']} on {lineage['training_rows']:,} rows"),
-        ]
-    )
+        ),
+        (
+            "Model",
+            f"{lineage['model']}, decision threshold {lineage['threshold']:.2f}, chosen on {lineage['metric']}",
+        ),
+        ("Deployed at", f"{deployed['deployed_at']} (UTC)"),
+        ("Deployed because", deployed["reason"]),
+        ("Previous version", deployed["previous_version"] or "none"),
+        ("Trained at", f"{lineage['trained_at']} on {lineage['training_rows']:,} rows"),
+    ]
+
+
+def _deploying_run_section(page: Page, deployed: dict[str, Any]) -> None:
+    """The audit line of the run that deployed the version, else its last ingestion record."""
     audit, last = deployed["audit"], deployed["last_ingestion"]
     page.heading("The run that deployed it" if audit else "The last ingestion before the deployment")
     if audit:
@@ -268,8 +284,10 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
         )
     else:
         page.paragraph("No ingestion is recorded for this version.")
-    _model_checks_section(page, s)
-    _champion_challenger_section(page, s)
+
+
+def _cover_performance_section(page: Page, s: dict[str, Any]) -> None:
+    """Each metric on the test data beside the previous version's, and what the test rows were."""
     page.heading("Performance on the test data")
     previous = s["previous_metrics"]
     rows = [
@@ -297,22 +315,22 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
             "Change column compares different rows (the champion and challenger lines compare both on the same rows).",
             size=SMALL,
         )
-    page.heading(f"Warnings ({len(s['warnings'])})")
-    if s["warnings"]:
-        shown = 0
-        for warning in s["warnings"][:FIRST_PAGE_WARNINGS]:
-            if page.room() < SIGN_OFF_ROOM + page.text_height(warning, SMALL, indent=0.22):
-                break  # the sign-off must stay on the page
-            page.bullets([warning], size=SMALL, color="#9c2a00")
-            shown += 1
-        if len(s["warnings"]) > shown:
-            page.paragraph(f"… and {len(s['warnings']) - shown} more in model_report.json", size=SMALL)
-    else:
+
+
+def _cover_warnings_section(page: Page, warnings: list[str]) -> None:
+    """As many warnings as fit above the sign-off (at most FIRST_PAGE_WARNINGS), then how many more."""
+    page.heading(f"Warnings ({len(warnings)})")
+    if not warnings:
         page.paragraph("None.", size=SMALL)
-    page.heading("Validator sign-off")
-    for line in sign_off_lines(s.get("approval") or {}, s["version"]):
-        page.paragraph(line, size=BODY)
-    page.close()
+        return
+    shown = 0
+    for warning in warnings[:FIRST_PAGE_WARNINGS]:
+        if page.room() < SIGN_OFF_ROOM + page.text_height(warning, SMALL, indent=0.22):
+            break  # the sign-off must stay on the page
+        page.bullets([warning], size=SMALL, color="#9c2a00")
+        shown += 1
+    if len(warnings) > shown:
+        page.paragraph(f"… and {len(warnings) - shown} more in model_report.json", size=SMALL)
 
 
 def sign_off_lines(approval: dict[str, Any], version: str = "vN") -> list[str]:
@@ -587,10 +605,30 @@ def _drift_page(document: Document, evidence: Evidence) -> None:
         "0.05. Noise: the PSI sampling alone would give.",
         size=SMALL,
     )
-    rows, fills = [], []
     entries = drift_facts["features"] + (
         [{**drift_facts["prediction_psi"], "feature": "predicted risk"}] if drift_facts["prediction_psi"] else []
     )
+    rows, fills = _drift_table_rows(entries)
+    headers = ["Feature", "PSI", "Band", "Test", "p-value", "Missing ref → batch", "p missing", "Noise", "Flagged"]
+    page = long_table(
+        document, page, title, headers, rows, [1.75, 0.6, 0.85, 0.45, 0.7, 1.2, 0.7, 0.5, 0.55], fills=fills, size=7.5
+    )
+    if rows:
+        if page.room() < 0.3 * len(rows) + 1.6:
+            page.close()
+            page = document.page(f"{title} (continued)")
+        [ax] = page.axes(min(0.3 * len(rows) + 0.8, 6.0), left=1.9)
+        _psi_plot(ax, drift_facts)
+    notes = drift_facts["warnings"] + [f"{r['feature']}: {note}" for r in entries for note in r.get("notes", [])]
+    if notes:
+        page.heading("Notes")
+        page.bullets(notes[:15], size=SMALL)
+    page.close()
+
+
+def _drift_table_rows(entries: list[dict[str, Any]]) -> tuple[list[list[Any]], list[list[str | None]]]:
+    """The drift table's row of each feature (and of the predicted risk), with its cell fills."""
+    rows, fills = [], []
     for r in entries:
         test = {"kolmogorov-smirnov": "KS", "chi-squared": "chi²"}.get(r["test"], r["test"])
         missing = f"{fmt(r['reference_missing_share'], 2)} → {fmt(r['batch_missing_share'], 2)}"
@@ -620,21 +658,7 @@ def _drift_page(document: Document, evidence: Evidence) -> None:
                 BAND_FILLS["significant"] if r["drifted"] else None,
             ]
         )
-    headers = ["Feature", "PSI", "Band", "Test", "p-value", "Missing ref → batch", "p missing", "Noise", "Flagged"]
-    page = long_table(
-        document, page, title, headers, rows, [1.75, 0.6, 0.85, 0.45, 0.7, 1.2, 0.7, 0.5, 0.55], fills=fills, size=7.5
-    )
-    if rows:
-        if page.room() < 0.3 * len(rows) + 1.6:
-            page.close()
-            page = document.page(f"{title} (continued)")
-        [ax] = page.axes(min(0.3 * len(rows) + 0.8, 6.0), left=1.9)
-        _psi_plot(ax, drift_facts)
-    notes = drift_facts["warnings"] + [f"{r['feature']}: {note}" for r in entries for note in r.get("notes", [])]
-    if notes:
-        page.heading("Notes")
-        page.bullets(notes[:15], size=SMALL)
-    page.close()
+    return rows, fills
 
 
 def _drift_sources(drift_facts: dict[str, Any]) -> list[tuple[str, str]]:
@@ -685,9 +709,29 @@ def _drift_sources(drift_facts: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _operations_page(document: Document, evidence: Evidence) -> None:
     s = evidence.summary
-    timings = s["execution_time"]
     title = "Operations: timings and packages"
     page = document.page(title)
+    page.key_values(_timing_pairs(s["execution_time"]), key_width=1.5, size=SMALL)
+    page.heading("Recent pipeline runs (audit log)")
+    runs, fills = _recent_run_rows(s["execution_time"]["recent_runs"], s["version"])
+    page = long_table(
+        document,
+        page,
+        title,
+        ["Started (UTC)", "Decision", "Ingestion s", "Training s", "Total s", "Deployed"],
+        runs,
+        [1.9, 1.3, 1.0, 1.0, 0.9, 0.9],
+        fills=fills,
+    )
+    page.paragraph(
+        f'Green: the run that deployed {s["version"]} ("running": the report was written during that run).', size=SMALL
+    )
+    page = _packages_section(document, page, title, s["outdated_packages"])
+    page.close()
+
+
+def _timing_pairs(timings: dict[str, Any]) -> list[tuple[str, str]]:
+    """How long ingestion and training took in real runs, and on copies where they were measured."""
     pairs = [
         (
             "Ingestion",
@@ -708,11 +752,14 @@ def _operations_page(document: Document, evidence: Evidence) -> None:
                 f"({measured['rows']:,} rows, {measured['measured_at']})",
             )
         )
-    page.key_values(pairs, key_width=1.5, size=SMALL)
-    page.heading("Recent pipeline runs (audit log)")
+    return pairs
+
+
+def _recent_run_rows(recent_runs: list[dict[str, Any]], version: str) -> tuple[list[list[Any]], list[list[str | None]]]:
+    """The audit log's recent runs as table rows; the run that deployed ``version`` filled green."""
     runs, fills = [], []
-    for r in timings["recent_runs"]:
-        deployed_it = r.get("deployed_this_version", r["version_deployed"] == s["version"])
+    for r in recent_runs:
+        deployed_it = r.get("deployed_this_version", r["version_deployed"] == version)
         total = "running" if r.get("in_progress") else r["duration_seconds"]
         runs.append(
             [
@@ -725,20 +772,13 @@ def _operations_page(document: Document, evidence: Evidence) -> None:
             ]
         )
         fills.append([BAND_FILLS["stable"] if deployed_it else None] * 6)
-    page = long_table(
-        document,
-        page,
-        title,
-        ["Started (UTC)", "Decision", "Ingestion s", "Training s", "Total s", "Deployed"],
-        runs,
-        [1.9, 1.3, 1.0, 1.0, 0.9, 0.9],
-        fills=fills,
-    )
-    page.paragraph(
-        f'Green: the run that deployed {s["version"]} ("running": the report was written during that run).', size=SMALL
-    )
+    return runs, fills
+
+
+def _packages_section(document: Document, page: Page, title: str, checked: dict[str, Any]) -> Page:
+    """The pinned packages against the installed and latest releases; returns the page it ends on."""
     page.heading("Packages in requirements.txt")
-    packages = s["outdated_packages"]["packages"]
+    packages = checked["packages"]
     rows = [[p["name"], p["pinned"], p["installed"], p["latest"], p["status"]] for p in packages]
     fills = [[None, None, None, None, STATUS_FILLS.get(p["status"], "#eeeeee")] for p in packages]
     page = long_table(
@@ -750,14 +790,13 @@ def _operations_page(document: Document, evidence: Evidence) -> None:
         [1.8, 1.1, 1.1, 1.1, 1.9],
         fills=fills,
     )
-    checked = s["outdated_packages"]
     page.paragraph(
         f"Latest: the newest release pip's configured package index offered, asked at {checked['checked_at']} "
         f"({len(checked['asked_index'])} asked, {len(checked['from_cache'])} from the cache of earlier answers); "
         '"unknown" where the index could not be reached in time.',
         size=SMALL,
     )
-    page.close()
+    return page
 
 
 # --- governance pages: model card, business cost, fairness ----------------------------------------

@@ -14,7 +14,6 @@ sections restate ``diagnostics.json`` of the version, made first if it is absent
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from sklearn import metrics
 from risk.core import artefacts, logbook, logs
 from risk.core.artefacts import CONFUSION_FILE, REPORT_JSON, REPORT_PDF
 from risk.core.files import atomic_write_json, atomic_write_text, sha256_file
-from risk.core.jsonfiles import json_ready, read_json_lines
+from risk.core.jsonfiles import json_ready, read_json, read_json_lines
 from risk.core.settings import Config
 from risk.data import ledger
 from risk.model import scoring, selection
@@ -104,15 +103,8 @@ def gather_evidence(
     """Score ``version`` on the test data and collect everything the report states."""
     version = resolve_version(config, version)
     deployed = versions.load_deployed_model(config, version)
-    test = scoring.load_test_data(config)
-    y = scoring.binary_target(test[config.target], config.positive_label)
-    risk, predicted = risk_and_predictions(deployed, test)
-    with logs.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
-        scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
-    for message in caught:
-        logger.debug("metrics of %s on the test data: %s", version, message)
-    found = None if refresh_diagnostics else diagnostics.load_diagnostics(config, version)
-    diagnosed = found if found and found.get("version") == version else _fresh_diagnostics(config, version, run_record)
+    test, y, risk, predicted, scores = _score_on_test_data(config, deployed)
+    diagnosed = _diagnostics_of(config, version, refresh_diagnostics, run_record)
     generated_at = artefacts.utc_now()
     checks = model_checks(deployed)
     summary = {
@@ -158,6 +150,26 @@ def gather_evidence(
         )
     summary["model_card"] = card.build_card(config, json_ready(summary), deployed.path, y, risk, predicted)
     return Evidence(json_ready(summary), y, risk)
+
+
+def _score_on_test_data(
+    config: Config, deployed: versions.DeployedModel
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """The test data, its 0/1 target, the model's risk and decisions on it, and the metrics."""
+    test = scoring.load_test_data(config)
+    y = scoring.binary_target(test[config.target], config.positive_label)
+    risk, predicted = risk_and_predictions(deployed, test)
+    with logs.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
+        scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
+    for message in caught:
+        logger.debug("metrics of %s on the test data: %s", deployed.version, message)
+    return test, y, risk, predicted, scores
+
+
+def _diagnostics_of(config: Config, version: str, refresh: bool, run_record: dict[str, Any] | None) -> dict[str, Any]:
+    """The saved diagnostics of ``version``; made again where absent, of another version, or ``refresh``."""
+    found = None if refresh else diagnostics.load_diagnostics(config, version)
+    return found if found and found.get("version") == version else _fresh_diagnostics(config, version, run_record)
 
 
 def _metrics_match(stored: dict[str, Any], scores: dict[str, Any]) -> bool:
@@ -215,7 +227,7 @@ def approval_facts(config: Config, version: str) -> dict[str, Any]:
 
 def _fresh_diagnostics(config: Config, version: str, run_record: dict[str, Any] | None = None) -> dict[str, Any]:
     path = diagnostics.save_diagnostics(config, version, run_record=run_record)
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def model_checks(deployed: versions.DeployedModel) -> dict[str, Any]:
