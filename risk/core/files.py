@@ -23,12 +23,18 @@ HASH_CHUNK_BYTES = 1024 * 1024
 
 
 def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return sha256_of(handle)
+
+
+def sha256_of(handle: Any) -> str:
+    """SHA-256 of what is left to read in a binary file object, read in HASH_CHUNK_BYTES chunks:
+    the one hashing loop of sha256_file and sha256_regular_file."""
     import hashlib  # only when a file needs hashing: the cron fast path usually does not
 
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
+    while chunk := handle.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -212,14 +218,9 @@ def open_regular_file(path: Path) -> Any:
 def sha256_regular_file(path: Path) -> tuple[str, os.stat_result]:
     """SHA-256 of a regular file read through :func:`open_regular_file`, and the stat of
     the very file hashed (its descriptor, not the name)."""
-    import hashlib
-
-    digest = hashlib.sha256()
     with open_regular_file(path) as handle:
         stat = os.fstat(handle.fileno())
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest(), stat
+        return sha256_of(handle), stat
 
 
 def process_is_alive(pid: int) -> bool:
