@@ -7,11 +7,11 @@ reads the config and must not pay for pandas or scikit-learn.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from risk.core.dburls import check_sources
+from risk.core.jsonfiles import read_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
@@ -204,8 +204,8 @@ def load_config(path: str | Path | None = None) -> Config:
     if not config_path.is_file():
         raise ConfigError(f"config file {config_path} does not exist")
     try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = read_json(config_path)
+    except ValueError as exc:
         raise ConfigError(f"config file {config_path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {config_path} must hold a JSON object")

@@ -40,7 +40,7 @@ from risk.core.artefacts import (
     VERSIONS_FOLDER,
 )
 from risk.core.files import before_change, fsync_dir, sha256_file
-from risk.core.jsonfiles import append_json_line
+from risk.core.jsonfiles import append_json_line, read_json
 from risk.core.settings import Config
 from risk.model import modelfiles
 from risk.registry.versions import (
@@ -100,7 +100,7 @@ def deploy_model(
         files = _assemble(config, incoming)
         previous = current_version_or_none(config)
         version = f"v{max([version_number(v) for v in version_names(config)] + [0]) + 1}"
-        scores = json.loads((incoming / SCORES_FILE).read_text(encoding="utf-8"))
+        scores = read_json(incoming / SCORES_FILE)
         manifest = {
             "version": version,
             "deployed_at": artefacts.utc_now(),
@@ -341,11 +341,11 @@ def _checked_trained_model(config: Config) -> dict[str, Any]:
     for name in (modelfiles.model_path(folder).name, METADATA_FILE, SCORES_FILE, SCORE_FILE):
         if not (folder / name).is_file():
             raise DeploymentError(f"{folder / name} is missing: train and score a model first")
-    metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+    metadata = read_json(folder / METADATA_FILE)
     model_file = modelfiles.model_path(folder)
     if sha256_file(model_file) != metadata.get("model_sha256"):
         raise DeploymentError(f"{model_file} does not match its metadata's checksum: retrain")
-    scores = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
+    scores = read_json(folder / SCORES_FILE)
     if scores.get("model_trained_at") != metadata["trained_at"]:
         raise DeploymentError(f"{folder / SCORES_FILE} scores another model than {model_file.name}: score it again")
     return metadata
