@@ -56,20 +56,36 @@ def atomic_path(target: Path, mode: int = 0o644) -> Iterator[Path]:
     temporary file is removed and ``target`` is untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / temp_name(target.name)
+    with staged_path(target.parent / temp_name(target.name)) as tmp:
+        yield tmp
+        commit_path(tmp, target, mode)
+
+
+@contextlib.contextmanager
+def staged_path(tmp: Path) -> Iterator[Path]:
+    """Create the empty file ``tmp`` (its folder too) and yield it; whatever happens, it is
+    gone afterwards: renamed by :func:`commit_path` inside the block, or removed.
+
+    :func:`atomic_path` names the temporary file itself; this is for a writer whose final
+    name is known only once the content is written (a name made of its hash).
+    """
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     before_change(tmp)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        before_change(target)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def commit_path(tmp: Path, target: Path, mode: int = 0o644) -> None:
+    """Sync the written file ``tmp``, give it permissions ``mode`` and rename it onto ``target``, durably."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, mode)
+    before_change(target)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
 
 
 # The longest file name (in bytes) that Linux file systems accept.
