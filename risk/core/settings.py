@@ -6,7 +6,6 @@ reads the config and must not pay for pandas or scikit-learn.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -346,10 +345,3 @@ def _require_names(values: dict[str, Any], key: str) -> None:
     names = values[key]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{key} must be a list of column names")
-
-
-def script_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the ``--config`` option every script takes."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", help="path to config.json (default: the one beside the scripts)")
-    return parser
