@@ -217,6 +217,17 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def _validate(values: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first value that is wrong (checked in this order)."""
+    _validate_columns(values)
+    _validate_governance(values)
+    _validate_models(values)
+    _validate_counts(values)
+    _validate_ingestion_limits(values)
+    _validate_services(values)
+
+
+def _validate_columns(values: dict[str, Any]) -> None:
+    """The folders, the target and its positive label, the named columns and the metric."""
     for key in PATH_KEYS:
         if not isinstance(values[key], str) or not values[key].strip():
             raise ConfigError(f"{key} must be a non-empty path string")
@@ -232,7 +243,10 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("target must not be listed in id_columns or drop_columns")
     if values["metric"] not in METRICS:
         raise ConfigError(f"metric {values['metric']!r} is not one of {list(METRICS)}")
-    _validate_governance(values)
+
+
+def _validate_models(values: dict[str, Any]) -> None:
+    """The candidate models and what a new one must do to be deployed."""
     models = values["candidate_models"]
     if not isinstance(models, list) or not models or any(m not in CANDIDATE_MODELS for m in models):
         raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
@@ -250,6 +264,10 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError(
             "promotion_margin must be a finite number (in the configured metric; negative accepts a worse model)"
         )
+
+
+def _validate_counts(values: dict[str, Any]) -> None:
+    """The counts and sizes (folds, seed, sample, API limits, drift rows) and the drift tolerance."""
     for key in (
         "cv_folds",
         "random_seed",
@@ -270,7 +288,10 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("cv_folds must be at least 2")
     if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
         raise ConfigError("drift_tolerance must be a non-negative number")
-    _validate_ingestion_limits(values)
+
+
+def _validate_services(values: dict[str, Any]) -> None:
+    """The package check, the flagged share, the Dask cluster, the risk bands and the databases."""
     for key in ("package_check_seconds", "package_cache_hours"):
         if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative number")
