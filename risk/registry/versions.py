@@ -335,21 +335,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
     for row in list_versions(config):
         name = row["version"]
         state = states.get(name, {})
-        made_current = [
-            e
-            for e in events
-            if e.get("version") == name
-            and e.get("action") in ("deploy", "rollback", "activate", "approve")
-            and not (e.get("action") == "deploy" and e.get("pending_approval"))
-        ]
-        left = [
-            e
-            for e in events
-            if e.get("previous_version") == name
-            and e.get("version") != name
-            and e.get("action") in ("deploy", "rollback", "activate", "approve")
-            and not e.get("pending_approval")
-        ]
+        made_current, left = _current_spans(events, name)
         problem = None
         if verify:
             try:
@@ -381,6 +367,30 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+CURRENT_MOVES = ("deploy", "rollback", "activate", "approve")  # the history actions that can move ``current``
+
+
+def _current_spans(events: list[dict[str, Any]], name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The history lines that made version ``name`` current, and those that moved ``current``
+    away from it (a deploy pending approval moves nothing)."""
+    made_current = [
+        e
+        for e in events
+        if e.get("version") == name
+        and e.get("action") in CURRENT_MOVES
+        and not (e.get("action") == "deploy" and e.get("pending_approval"))
+    ]
+    left = [
+        e
+        for e in events
+        if e.get("previous_version") == name
+        and e.get("version") != name
+        and e.get("action") in CURRENT_MOVES
+        and not e.get("pending_approval")
+    ]
+    return made_current, left
 
 
 def current_since(config: Config) -> dict[str, Any] | None:
