@@ -18,9 +18,10 @@ from pathlib import Path
 
 from risk.api.client import render, run_calls
 from risk.core.artefacts import API_RETURNS_FILE
+from risk.core.cli import script_parser
 from risk.core.files import atomic_write_text
 from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.settings import ConfigError, load_config
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,9 @@ import logging
 import sys
 
 from risk.api.service import create_app
+from risk.core.cli import script_parser
 from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, script_parser
+from risk.core.settings import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -20,14 +20,15 @@ source is checked, psycopg (PostgreSQL) when a PostgreSQL one is.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
+from risk.core.cli import run_script, script_parser
 from risk.core.locks import LockBusy, run_lock
-from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.settings import Config
 from risk.data import ledger
-from risk.data.dbpull import pull_new_rows
+from risk.data.dbpull import Pulled, pull_new_rows
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
@@ -43,22 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser("Pull new rows from the configured databases and ingest them with any new files.")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    install_log_handlers(args.verbose)
-    try:
-        config = load_config(args.config)
-        with run_lock(ledger.lock_path(config)):
-            pulled = pull_new_rows(config)
-            pending = ledger.pending_files(config) + pulled.snapshots
-            summary: dict[str, Any] = {"files_ingested": [], "rows_added": 0}
-            if pending:
-                from risk.data import ingest
+    return run_script(args, _pull_and_ingest, _print_result, logger=logger, errors=(LockBusy,))
 
-                summary = ingest.ingest_new_files(config, pending).summary()
-    except (ConfigError, LockBusy) as exc:
-        logger.error("%s", exc)
-        return 1
-    import json
 
+def _pull_and_ingest(config: Config) -> tuple[dict[str, Any], Pulled]:
+    with run_lock(ledger.lock_path(config)):
+        pulled = pull_new_rows(config)
+        pending = ledger.pending_files(config) + pulled.snapshots
+        summary: dict[str, Any] = {"files_ingested": [], "rows_added": 0}
+        if pending:
+            from risk.data import ingest  # pandas: only when there is something to ingest
+
+            summary = ingest.ingest_new_files(config, pending).summary()
+    return summary, pulled
+
+
+def _print_result(result: tuple[dict[str, Any], Pulled]) -> int:
+    summary, pulled = result
     print(json.dumps({**summary, **pulled.audit()}, indent=2, default=str))
     return 1 if pulled.failures else 0
 

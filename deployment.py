@@ -24,13 +24,14 @@ hash matches, and only with the types modelfiles.py trusts (older pickled versio
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 
+from risk.core.cli import run_script, script_parser
 from risk.core.locks import LockBusy, run_lock
-from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.settings import Config
 from risk.data import ledger
 from risk.registry.deploy import activate, approve, deploy_model, reject, rollback
 from risk.registry.listing import print_inventory, print_versions
@@ -40,16 +41,28 @@ from risk.registry.versions import (
 )
 from risk.report.reports import refresh_reports
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
-    pass
-
-# shutil is imported where it is used, for the same reason.
-
 logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    # An unset "$VERSION" gives an empty name: it must never fall through to deploying models/.
+    for option in ("activate", "approve", "reject"):
+        value = getattr(args, option)
+        if value is not None and not value.strip():
+            parser.error(f"--{option} needs a version name (vN): `make versions` lists them")
+    return run_script(
+        args,
+        lambda config: _act(config, args, parser),
+        _print_current,
+        logger=logger,
+        errors=(DeploymentError, LockBusy, OSError),
+        console_tracebacks=False,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = script_parser(__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="show versions with their scores (* marks current)")
@@ -68,53 +81,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", metavar="TEXT", help="why (required with --reject)")
     parser.add_argument("--json", action="store_true", help="with --inventory: print JSON")
     parser.add_argument("--reason", default="manual deployment", help="why this version is deployed")
-    args = parser.parse_args(argv)
-    # An unset "$VERSION" gives an empty name: it must never fall through to deploying models/.
-    for option in ("activate", "approve", "reject"):
-        value = getattr(args, option)
-        if value is not None and not value.strip():
-            parser.error(f"--{option} needs a version name (vN): `make versions` lists them")
-    install_log_handlers(console_tracebacks=False)
-    try:
-        config = load_config(args.config)
-        if args.list:
-            print_versions(config, inventory(config, verify=False))
-            return 0
-        if args.inventory:
-            rows = inventory(config)
-            print(json.dumps(rows, indent=2, default=str)) if args.json else print_inventory(rows)
-            return 0
-        if (args.approve or args.reject) and not args.by:
-            parser.error("--approve and --reject need --by NAME")
-        if args.reject and not args.note:
-            parser.error("--reject needs --note TEXT saying why")
-        with run_lock(ledger.lock_path(config)):
-            if args.approve or args.reject:
-                version = (
-                    approve(config, args.approve, args.by, args.note)
-                    if args.approve
-                    else reject(config, args.reject, args.by, args.note)
-                )
-                refreshed = refresh_reports(config, version)
-                print(
-                    f"{version} {'approved: now current' if args.approve else 'rejected'}; reports rewritten: {refreshed}"
-                )
-                return 0
-            if args.rollback:
-                version = rollback(config)
-            elif args.activate:
-                version = activate(config, args.activate)
-            else:
-                version = deploy_model(config, reason=args.reason, pending=config["require_approval"])
-                if config["require_approval"]:
-                    print(
-                        f"deployed {version}, awaiting approval (require_approval): python deployment.py --approve {version} --by NAME"
-                    )
-                    return 0
-    except (ConfigError, DeploymentError, LockBusy, OSError) as exc:
-        logger.error("%s", exc)
-        return 1
-    print(f"current version: {version}")
+    return parser
+
+
+def _act(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """Do what the command line asks. Returns the version now current, or None when the
+    answer is printed already (a listing, an approval, a version awaiting approval)."""
+    if args.list:
+        print_versions(config, inventory(config, verify=False))
+        return None
+    if args.inventory:
+        rows = inventory(config)
+        print(json.dumps(rows, indent=2, default=str)) if args.json else print_inventory(rows)
+        return None
+    if (args.approve or args.reject) and not args.by:
+        parser.error("--approve and --reject need --by NAME")
+    if args.reject and not args.note:
+        parser.error("--reject needs --note TEXT saying why")
+    with run_lock(ledger.lock_path(config)):
+        if args.approve or args.reject:
+            _decide(config, args)
+            return None
+        if args.rollback:
+            return rollback(config)
+        if args.activate:
+            return activate(config, args.activate)
+        version = deploy_model(config, reason=args.reason, pending=config["require_approval"])
+        if config["require_approval"]:
+            print(
+                f"deployed {version}, awaiting approval (require_approval): python deployment.py --approve {version} --by NAME"
+            )
+            return None
+        return version
+
+
+def _decide(config: Config, args: argparse.Namespace) -> None:
+    """Approve or reject a version awaiting approval, and rewrite its reports."""
+    version = (
+        approve(config, args.approve, args.by, args.note)
+        if args.approve
+        else reject(config, args.reject, args.by, args.note)
+    )
+    refreshed = refresh_reports(config, version)
+    print(f"{version} {'approved: now current' if args.approve else 'rejected'}; reports rewritten: {refreshed}")
+
+
+def _print_current(version: str | None) -> int:
+    if version is not None:
+        print(f"current version: {version}")
     return 0
 
 

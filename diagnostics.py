@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
-from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.cli import run_script, script_parser
+from risk.core.settings import Config
 from risk.model import scoring
 from risk.monitoring.diagnostics import save_diagnostics
 from risk.registry import versions
@@ -38,13 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    install_log_handlers(args.verbose)
-    try:
-        config = load_config(args.config)
-        path = save_diagnostics(config, args.version, measure=args.measure, refresh_packages=args.refresh_packages)
-    except (ConfigError, versions.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
-        return 1
+
+    def diagnose(config: Config) -> Path:
+        return save_diagnostics(config, args.version, measure=args.measure, refresh_packages=args.refresh_packages)
+
+    return run_script(
+        args,
+        diagnose,
+        _print_file,
+        logger=logger,
+        errors=(versions.DeploymentError, scoring.ScoringError, FileNotFoundError),
+    )
+
+
+def _print_file(path: Path) -> int:
     print(path.read_text(encoding="utf-8"), end="")
     return 0
 

@@ -36,15 +36,12 @@ import time
 
 from risk.core import artefacts
 from risk.core.artefacts import LOG_FILE
+from risk.core.cli import script_parser
 from risk.core.locks import LockBusy, run_lock
 from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.settings import ConfigError, load_config
 from risk.data import ledger
 from risk.pipeline.process import _append_audit_if_possible, _failure_summary, run_and_record, verify_audit
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs import time on the cron fast path
-    pass
 
 logger = logging.getLogger(__name__)
 

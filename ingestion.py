@@ -10,13 +10,12 @@ schema and the row-hash index that finds those duplicates are masterstore.py's.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
+from risk.core.cli import print_json, run_script, script_parser
 from risk.core.locks import LockBusy, run_lock
-from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.settings import Config
 from risk.data import ledger
 from risk.data.ingest import RetryRefused, ingest_new_files, retry_file
 from risk.data.masterstore import (
@@ -38,21 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         "--retry", metavar="NAME", help="read the file NAME of the input folder again now (one set aside, for example)"
     )
     args = parser.parse_args(argv)
-    install_log_handlers(args.verbose)
-    try:
-        config = load_config(args.config)
+
+    def ingest(config: Config) -> dict:
         with run_lock(ledger.lock_path(config)):
             if args.rebuild:
-                output = rebuild_master(config)
-            elif args.retry is not None:
-                output = retry_file(config, args.retry).summary()
-            else:
-                output = ingest_new_files(config).summary()
-    except (ConfigError, LockBusy, MasterMissing, RetryRefused) as exc:
-        logger.error("%s", exc)
-        return 1
-    print(json.dumps(output, indent=2))
-    return 0
+                return rebuild_master(config)
+            if args.retry is not None:
+                return retry_file(config, args.retry).summary()
+            return ingest_new_files(config).summary()
+
+    return run_script(args, ingest, print_json, logger=logger, errors=(LockBusy, MasterMissing, RetryRefused))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,11 @@ sections restate ``diagnostics.json`` of the version, made first if it is absent
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
-from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.cli import print_json, run_script, script_parser
+from risk.core.settings import Config
 from risk.model import scoring
 from risk.registry import versions
 from risk.report.reports import write_reports
@@ -38,14 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    install_log_handlers(args.verbose)
-    try:
-        paths = write_reports(load_config(args.config), args.version, refresh_diagnostics=args.refresh_diagnostics)
-    except (ConfigError, versions.DeploymentError, scoring.ScoringError, FileNotFoundError) as exc:
-        logger.error("%s", exc)
-        return 1
-    print(json.dumps({name: str(path) for name, path in paths.items()}, indent=2))
-    return 0
+
+    def report(config: Config) -> dict[str, str]:
+        paths = write_reports(config, args.version, refresh_diagnostics=args.refresh_diagnostics)
+        return {name: str(path) for name, path in paths.items()}
+
+    return run_script(
+        args,
+        report,
+        print_json,
+        logger=logger,
+        errors=(versions.DeploymentError, scoring.ScoringError, FileNotFoundError),
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.cli import run_script, script_parser
+from risk.core.settings import Config
 from risk.data.sample import SEED, write_sample_data
 
 logger = logging.getLogger(__name__)
@@ -27,15 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rewrite files that already exist")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
-    install_log_handlers()
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        logger.error("%s", exc)
-        return 1
-    written = write_sample_data(config, force=args.force, seed=args.seed)
-    print(f"{len(written)} sample file(s) written")
-    return 0
+
+    def write(config: Config) -> int:  # run outside the error handling, as before: its errors are not the user's
+        written = write_sample_data(config, force=args.force, seed=args.seed)
+        print(f"{len(written)} sample file(s) written")
+        return 0
+
+    return run_script(args, lambda config: config, write, logger=logger)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,10 @@ more is scored in chunks on the cluster's workers (see compute.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
-from risk.core.logs import install_log_handlers
-from risk.core.settings import (
-    ConfigError,
-    load_config,
-    script_parser,
-)
+from risk.core.cli import print_json, run_script, script_parser
 from risk.model import modelfiles
 from risk.model.scoring import ScoringError, score_model
 
@@ -33,14 +27,13 @@ logger = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    install_log_handlers()
-    try:
-        scores = score_model(load_config(args.config))
-    except (ConfigError, ScoringError, FileNotFoundError, modelfiles.ModelFileError) as exc:
-        logger.error("%s", exc)
-        return 1
-    print(json.dumps(scores, indent=2))
-    return 0
+    return run_script(
+        args,
+        score_model,
+        print_json,
+        logger=logger,
+        errors=(ScoringError, FileNotFoundError, modelfiles.ModelFileError),
+    )
 
 
 if __name__ == "__main__":

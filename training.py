@@ -38,12 +38,16 @@ import json
 import logging
 import sys
 
+from risk.core.cli import run_script, script_parser
 from risk.core.locks import LockBusy, run_lock
-from risk.core.logs import install_log_handlers
-from risk.core.settings import ConfigError, load_config, script_parser
+from risk.core.settings import Config
 from risk.data import ledger, preflight
 from risk.model import compute
 from risk.model.training import TrainingError, save_model, train_model
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    install_log_handlers(args.verbose)
-    try:
-        config = load_config(args.config)
-        preflight.check_columns(config)  # a misspelt column name fails now, naming the close matches
-        with run_lock(ledger.lock_path(config)):
-            model, metadata = train_model(config)
-            save_model(config, model, metadata)
-    except (ConfigError, TrainingError, LockBusy, FileNotFoundError, compute.ComputeUnavailable) as exc:
-        logger.error("%s", exc)
-        return 1
+    return run_script(
+        args,
+        _train,
+        _print_summary,
+        logger=logger,
+        errors=(TrainingError, LockBusy, FileNotFoundError, compute.ComputeUnavailable),
+    )
+
+
+def _train(config: Config) -> dict[str, Any]:
+    preflight.check_columns(config)  # a misspelt column name fails now, naming the close matches
+    with run_lock(ledger.lock_path(config)):
+        model, metadata = train_model(config)
+        save_model(config, model, metadata)
+    return metadata
+
+
+def _print_summary(metadata: dict[str, Any]) -> int:
     summary = ("model", "metric", "threshold", "uninformative", "warnings", "candidates", "training_seconds")
     candidates = {
         name: {

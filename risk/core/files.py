@@ -23,12 +23,18 @@ HASH_CHUNK_BYTES = 1024 * 1024
 
 
 def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return sha256_of(handle)
+
+
+def sha256_of(handle: Any) -> str:
+    """SHA-256 of what is left to read in a binary file object, read in HASH_CHUNK_BYTES chunks:
+    the one hashing loop of sha256_file and sha256_regular_file."""
     import hashlib  # only when a file needs hashing: the cron fast path usually does not
 
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
+    while chunk := handle.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -50,20 +56,36 @@ def atomic_path(target: Path, mode: int = 0o644) -> Iterator[Path]:
     temporary file is removed and ``target`` is untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / temp_name(target.name)
+    with staged_path(target.parent / temp_name(target.name)) as tmp:
+        yield tmp
+        commit_path(tmp, target, mode)
+
+
+@contextlib.contextmanager
+def staged_path(tmp: Path) -> Iterator[Path]:
+    """Create the empty file ``tmp`` (its folder too) and yield it; whatever happens, it is
+    gone afterwards: renamed by :func:`commit_path` inside the block, or removed.
+
+    :func:`atomic_path` names the temporary file itself; this is for a writer whose final
+    name is known only once the content is written (a name made of its hash).
+    """
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     before_change(tmp)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        before_change(target)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def commit_path(tmp: Path, target: Path, mode: int = 0o644) -> None:
+    """Sync the written file ``tmp``, give it permissions ``mode`` and rename it onto ``target``, durably."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, mode)
+    before_change(target)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
 
 
 # The longest file name (in bytes) that Linux file systems accept.
@@ -212,14 +234,9 @@ def open_regular_file(path: Path) -> Any:
 def sha256_regular_file(path: Path) -> tuple[str, os.stat_result]:
     """SHA-256 of a regular file read through :func:`open_regular_file`, and the stat of
     the very file hashed (its descriptor, not the name)."""
-    import hashlib
-
-    digest = hashlib.sha256()
     with open_regular_file(path) as handle:
         stat = os.fstat(handle.fileno())
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest(), stat
+        return sha256_of(handle), stat
 
 
 def process_is_alive(pid: int) -> bool:

@@ -6,12 +6,11 @@ reads the config and must not pay for pandas or scikit-learn.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 
 from risk.core.dburls import check_sources
+from risk.core.jsonfiles import read_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
@@ -204,8 +203,8 @@ def load_config(path: str | Path | None = None) -> Config:
     if not config_path.is_file():
         raise ConfigError(f"config file {config_path} does not exist")
     try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = read_json(config_path)
+    except ValueError as exc:
         raise ConfigError(f"config file {config_path} is not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {config_path} must hold a JSON object")
@@ -218,6 +217,17 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def _validate(values: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first value that is wrong (checked in this order)."""
+    _validate_columns(values)
+    _validate_governance(values)
+    _validate_models(values)
+    _validate_counts(values)
+    _validate_ingestion_limits(values)
+    _validate_services(values)
+
+
+def _validate_columns(values: dict[str, Any]) -> None:
+    """The folders, the target and its positive label, the named columns and the metric."""
     for key in PATH_KEYS:
         if not isinstance(values[key], str) or not values[key].strip():
             raise ConfigError(f"{key} must be a non-empty path string")
@@ -233,7 +243,10 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("target must not be listed in id_columns or drop_columns")
     if values["metric"] not in METRICS:
         raise ConfigError(f"metric {values['metric']!r} is not one of {list(METRICS)}")
-    _validate_governance(values)
+
+
+def _validate_models(values: dict[str, Any]) -> None:
+    """The candidate models and what a new one must do to be deployed."""
     models = values["candidate_models"]
     if not isinstance(models, list) or not models or any(m not in CANDIDATE_MODELS for m in models):
         raise ConfigError(f"candidate_models must be a non-empty list drawn from {list(CANDIDATE_MODELS)}")
@@ -251,6 +264,10 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError(
             "promotion_margin must be a finite number (in the configured metric; negative accepts a worse model)"
         )
+
+
+def _validate_counts(values: dict[str, Any]) -> None:
+    """The counts and sizes (folds, seed, sample, API limits, drift rows) and the drift tolerance."""
     for key in (
         "cv_folds",
         "random_seed",
@@ -271,7 +288,10 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("cv_folds must be at least 2")
     if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
         raise ConfigError("drift_tolerance must be a non-negative number")
-    _validate_ingestion_limits(values)
+
+
+def _validate_services(values: dict[str, Any]) -> None:
+    """The package check, the flagged share, the Dask cluster, the risk bands and the databases."""
     for key in ("package_check_seconds", "package_cache_hours"):
         if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a non-negative number")
@@ -346,10 +366,3 @@ def _require_names(values: dict[str, Any], key: str) -> None:
     names = values[key]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{key} must be a list of column names")
-
-
-def script_parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the ``--config`` option every script takes."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", help="path to config.json (default: the one beside the scripts)")
-    return parser

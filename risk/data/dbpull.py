@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from risk.core.dburls import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_QUERY_TIMEOUT_SECONDS, parse_url
-from risk.core.files import fsync_dir
+from risk.core.files import commit_path, staged_path
 from risk.core.settings import Config
 from risk.data import ledger
 
@@ -224,23 +224,17 @@ def _write_snapshot(folder: Path, name: str, chunks: Iterator[tuple[bytes, int]]
     Returns (rows, sha256, path). The file is made read-only: snapshots are never changed."""
     import hashlib
 
-    folder.mkdir(parents=True, exist_ok=True)
     digest, rows = hashlib.sha256(), 0
-    tmp = folder / f".{name}.{os.getpid()}.pulling"
-    try:
+    # Removed if the pull fails (a full disk mid-write leaves no partial file); a killed run's is
+    # removed by the next pull (_remove_partial_snapshots).
+    with staged_path(folder / f".{name}.{os.getpid()}.pulling") as tmp:
         with open(tmp, "wb") as handle:
             for data, count in chunks:
                 handle.write(data)
                 digest.update(data)
                 rows += count
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o444)
         path = folder / f"db_{name}_{digest.hexdigest()[:16]}.csv"
-        os.replace(tmp, path)
-        fsync_dir(folder)
-    finally:
-        tmp.unlink(missing_ok=True)
+        commit_path(tmp, path, mode=0o444)
     return rows, digest.hexdigest(), path
 
 

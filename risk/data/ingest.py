@@ -50,6 +50,7 @@ from risk.data.masterstore import (
     FileRows,
     InvalidFile,
     MasterStore,
+    NewRows,
     RawRows,
     coerce_types,
     csv_header,
@@ -101,18 +102,35 @@ def ingest_new_files(config: Config, pending: list[ledger.SourceFile] | None = N
     if pending is None:
         pending = ledger.pending_files(config)
     store = MasterStore.open(config)
-    result = _merge(config, pending, store, recording=True)
+    result = merge_files(config, pending, store, recording=True)
     result.seconds = time.perf_counter() - started
     if result.files_ingested or result.files_set_aside:  # timings of real work only, for diagnostics' execution_time()
         atomic_write_json(config.output_folder / LAST_RUN_FILE, {**result.summary(), "finished_at": utc_now()})
     return result
 
 
-def _merge(config: Config, pending: list[ledger.SourceFile], store: MasterStore, recording: bool) -> IngestionResult:
+def merge_files(
+    config: Config, pending: list[ledger.SourceFile], store: MasterStore, recording: bool
+) -> IngestionResult:
     """Judge each file and append the new rows of those accepted to the master. With
     ``recording`` (every run but a rebuild) each file judged gets a record entry, the
     rejected ones a quarantine copy, and the rows added become ``latest_batch.csv``."""
     result = IngestionResult()
+    entries, judged_by_config, accepted = _judge_files(config, pending, store, recording, result)
+    batches = _count_new_rows(result, accepted, store.take_new_rows())
+    if batches:
+        _append_batches(config, store, result, batches, recording)
+    if recording:
+        _record_entries(config, entries, judged_by_config)
+    return result
+
+
+def _judge_files(
+    config: Config, pending: list[ledger.SourceFile], store: MasterStore, recording: bool, result: IngestionResult
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[FileRows]]:
+    """Read and judge each file, registering the rows of those accepted with ``store``.
+    Returns the record entries, those set aside for a reason the configuration decides, and
+    the rows of the files accepted; fills ``result``'s lists of files."""
     run_id = uuid.uuid4().hex[:12]
     entries: list[dict[str, Any]] = []
     judged_by_config: list[dict[str, Any]] = []  # set aside for a reason the configuration decides
@@ -142,7 +160,12 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: MasterStore,
             accepted.append(file_rows)
             result.files_ingested.append(entry)
         entries.append(entry)
-    batches = store.take_new_rows()
+    return entries, judged_by_config, accepted
+
+
+def _count_new_rows(result: IngestionResult, accepted: list[FileRows], batches: list[NewRows]) -> list[NewRows]:
+    """Note in each ingested file's entry its rows read, added and dropped as duplicates.
+    Returns the batches that hold new rows."""
     for entry, file_rows, new_rows in zip(result.files_ingested, accepted, batches):
         entry.update(
             rows_read=file_rows.rows_read,
@@ -151,28 +174,35 @@ def _merge(config: Config, pending: list[ledger.SourceFile], store: MasterStore,
             duplicates_dropped=len(file_rows.frame) - len(new_rows.frame),
         )
         logger.info("read %s: %d rows, %d new", entry["name"], entry["rows_read"], entry["rows_added"])
-    batches = [b for b in batches if len(b.frame)]
-    if batches:
-        result.new_batches = [b.frame for b in batches]
-        result.rows_added = sum(len(b.frame) for b in batches)
-        # Master first, then the record: after a crash in between, the file is read again and
-        # its rows are recognised as duplicates, so nothing is lost or doubled.
-        csv_body = b"".join(b.csv_body() for b in batches)
-        first_batch = store.state is None or not master_path(config).exists()
-        store.append(csv_body, result.rows_added, result.new_batches)
-        if recording:
-            _write_latest_batch(config, csv_header(store.columns), csv_body, same_as_master=first_batch)
+    return [b for b in batches if len(b.frame)]
+
+
+def _append_batches(
+    config: Config, store: MasterStore, result: IngestionResult, batches: list[NewRows], recording: bool
+) -> None:
+    """Append the new rows to the master (and, with ``recording``, write them as the latest batch)."""
+    result.new_batches = [b.frame for b in batches]
+    result.rows_added = sum(len(b.frame) for b in batches)
+    # Master first, then the record: after a crash in between, the file is read again and
+    # its rows are recognised as duplicates, so nothing is lost or doubled.
+    csv_body = b"".join(b.csv_body() for b in batches)
+    first_batch = store.state is None or not master_path(config).exists()
+    store.append(csv_body, result.rows_added, result.new_batches)
     if recording:
-        # What they were judged under: the configuration, and the master's columns as this
-        # run leaves them (they are fixed once set, so earlier files were judged under them too).
-        context = ledger.judging_context(config) if judged_by_config else None
-        for entry in judged_by_config:
-            entry["judged_under"] = context
-        for entry in entries:
-            append_json_line(ledger.record_path(config), entry)
-        if entries:
-            ledger.write_ingested_names(config)
-    return result
+        _write_latest_batch(config, csv_header(store.columns), csv_body, same_as_master=first_batch)
+
+
+def _record_entries(config: Config, entries: list[dict[str, Any]], judged_by_config: list[dict[str, Any]]) -> None:
+    """Append each file's entry to the record, then rewrite ``ingestedfiles.txt``."""
+    # What they were judged under: the configuration, and the master's columns as this
+    # run leaves them (they are fixed once set, so earlier files were judged under them too).
+    context = ledger.judging_context(config) if judged_by_config else None
+    for entry in judged_by_config:
+        entry["judged_under"] = context
+    for entry in entries:
+        append_json_line(ledger.record_path(config), entry)
+    if entries:
+        ledger.write_ingested_names(config)
 
 
 def _rejection(source: ledger.SourceFile, exc: Exception) -> tuple[str, bool]:

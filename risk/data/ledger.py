@@ -17,7 +17,7 @@ from pathlib import Path
 
 from risk.core.artefacts import INGESTED_NAMES_FILE, LOCK_FILE, MASTER_STATE_FILE, RECORD_FILE, STAT_CACHE_FILE
 from risk.core.files import NotRegularFile, atomic_write_json, atomic_write_text, non_regular_kind, sha256_regular_file
-from risk.core.jsonfiles import read_json_lines
+from risk.core.jsonfiles import read_json, read_json_lines, read_json_object
 from risk.core.settings import Config
 
 TYPE_CHECKING = False
@@ -101,12 +101,30 @@ def lock_path(config: Config) -> Path:
     return config.log_folder / LOCK_FILE
 
 
+def master_state(config: Config) -> dict[str, Any] | None:
+    """``master_state.json`` as ingestion last committed it (masterstore.py writes it); None
+    before any data. The one reader of that file.
+
+    Raises ValueError where it is damaged (not UTF-8 JSON, not an object, a byte size that is
+    not an integer): it is derived from the master, and ingestion makes it again from it.
+    Raises another OSError where it cannot be read.
+    """
+    try:
+        state = read_json(config.output_folder / MASTER_STATE_FILE)
+    except FileNotFoundError:
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("bytes", 0), int):
+        raise ValueError(f"{MASTER_STATE_FILE} is not a master state (a JSON object with an integer byte size)")
+    return state
+
+
 def master_bytes(config: Config) -> int:
     """Size of the master dataset as ingestion last committed it (0 before any data)."""
     try:
-        return int(json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))["bytes"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):  # damaged: ingestion remakes it
+        state = master_state(config)
+    except ValueError:  # damaged: ingestion remakes it
         return 0
+    return state.get("bytes", 0) if state else 0
 
 
 def record_path(config: Config) -> Path:
@@ -137,9 +155,10 @@ def judging_context(config: Config) -> dict[str, Any]:
     """What a file is judged under: the configuration values validation reads, and the
     master's columns (a file missing a column is judged against them)."""
     try:
-        columns = json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))["columns"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        columns = None
+        state = master_state(config)
+    except ValueError:  # damaged: ingestion remakes it
+        state = None
+    columns = state.get("columns") if state else None
     return {**{key: config[key] for key in JUDGING_KEYS}, "master_columns": columns}
 
 
@@ -170,7 +189,7 @@ def pending_files(config: Config, still_written: list[str] | None = None) -> lis
     """
     folder = config.require_folder("input_folder_path")
     cache_path = config.output_folder / STAT_CACHE_FILE
-    cache = _read_stat_cache(cache_path)
+    cache = read_json_object(cache_path)  # absent or damaged: every file is hashed again
     known = known_files(config)
     fresh_cache: dict[str, dict[str, Any]] = {}
     pending, to_hash = [], []
@@ -285,13 +304,6 @@ def _identify(name: str, path: Path) -> SourceFile | None:
             return None
         return SourceFile.not_read(name, path, f"cannot be read: {exc.strerror or exc}", identity=f"unreadable:{ctime}")
     return SourceFile(name, path, stat.st_size, _signature(stat), digest)
-
-
-def _read_stat_cache(cache_path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        return json.loads(cache_path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def write_ingested_names(config: Config) -> None:

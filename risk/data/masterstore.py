@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -65,16 +64,11 @@ def master_path(config: Config) -> Path:
 def read_master_state(config: Config) -> dict[str, Any] | None:
     """Columns, their kinds, target classes, row count and byte size of the master."""
     try:
-        state = json.loads((config.output_folder / MASTER_STATE_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        state = None
-    if not isinstance(state, dict) or not isinstance(state.get("bytes", 0), int):
+        return ledger.master_state(config)
+    except ValueError:
         # Derived from the master: a damaged one is made again from it, as a missing one is.
         logger.warning("%s is damaged: it is made again from the master", MASTER_STATE_FILE)
         return None
-    return state
 
 
 def column_kinds(config: Config) -> dict[str, str]:

@@ -12,13 +12,12 @@ column until both classes have been seen. Files in the input folder that are not
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from risk.core import artefacts
 from risk.core.settings import Config, ConfigError
-from risk.data import dbpull
+from risk.data import dbpull, ledger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -94,7 +93,10 @@ def check_test_data(config: Config) -> None:
 def data_headers(config: Config) -> dict[str, list[str]]:
     """{where: columns} for the master dataset, each file in the input folder and each test file."""
     headers: dict[str, list[str]] = {}
-    state = _read_json(config.output_folder / artefacts.MASTER_STATE_FILE)
+    try:
+        state = ledger.master_state(config)
+    except (OSError, ValueError):  # unreadable or damaged: the master's columns are not counted
+        state = None
     if state and isinstance(state.get("columns"), list):
         headers["master dataset"] = [str(c) for c in state["columns"]]
     # Database pulls land as snapshot files: their columns count too.
@@ -199,11 +201,3 @@ def _read_start(path: Path) -> bytes | None:
         return None
     finally:
         os.close(fd)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None

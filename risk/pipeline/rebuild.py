@@ -26,7 +26,7 @@ from risk.core.files import (
 from risk.core.jsonfiles import append_json_line
 from risk.core.settings import Config
 from risk.data import ledger
-from risk.data.ingest import _merge
+from risk.data.ingest import merge_files
 from risk.data.masterstore import (
     MasterMissing,
     MasterStore,
@@ -70,7 +70,7 @@ def rebuild_master(config: Config) -> dict[str, Any]:
     for name in (MASTER_STATE_FILE, HASHES_FILE, DELTA_HASHES_FILE):
         (config.output_folder / name).unlink(missing_ok=True)
     store = MasterStore.empty(config)
-    result = _merge(config, sources, store, recording=False)
+    result = merge_files(config, sources, store, recording=False)
     invalid = [
         {"name": e["name"], "sha256": e["sha256"], "why": f"no longer valid: {e['reason']}"}
         for e in result.files_set_aside

@@ -40,7 +40,7 @@ from risk.core.artefacts import (
     VERSIONS_FOLDER,
 )
 from risk.core.files import before_change, fsync_dir, sha256_file
-from risk.core.jsonfiles import append_json_line
+from risk.core.jsonfiles import append_json_line, read_json
 from risk.core.settings import Config
 from risk.model import modelfiles
 from risk.registry.versions import (
@@ -93,19 +93,52 @@ def deploy_model(
     """
     _remove_incomplete(config)
     metadata = _checked_trained_model(config)
+    manifest = _add_version(config, metadata, reason, decision, master_bytes, pending)
+    version, previous = manifest["version"], manifest["previous_version"]
+    superseded = [v for v in pending_versions(config) if v != version]
+    if not pending:
+        _switch_current(config, version)
+    _supersede(config, superseded, version)
+    if pending:
+        _record(config, "deploy", version, previous, reason, pending_approval=True)
+        logger.info(
+            "deployed %s pending approval (%s); %s stays current", version, metadata["model"], previous or "no version"
+        )
+        return version
+    _record(config, "deploy", version, previous, reason)
+    metric = manifest["metric"]
+    logger.info(
+        "deployed %s (%s, %s %s on test data)",
+        version,
+        metadata["model"],
+        metric,
+        _score_text(manifest["scores"].get(metric)),
+    )
+    return version
+
+
+def _add_version(
+    config: Config,
+    metadata: dict[str, Any],
+    reason: str,
+    decision: dict[str, Any] | None,
+    master_bytes: int | None,
+    pending: bool,
+) -> dict[str, Any]:
+    """Assemble the next version in a hidden folder, write its manifest, and rename it into
+    ``versions/`` whole. Returns the manifest; a failure leaves no trace of the version."""
     incoming = versions_folder(config) / f"{INCOMING_PREFIX}{_unique_suffix()}"
     before_change(incoming)
     incoming.mkdir(parents=True)
     try:
         files = _assemble(config, incoming)
-        previous = current_version_or_none(config)
         version = f"v{max([version_number(v) for v in version_names(config)] + [0]) + 1}"
-        scores = json.loads((incoming / SCORES_FILE).read_text(encoding="utf-8"))
+        scores = read_json(incoming / SCORES_FILE)
         manifest = {
             "version": version,
             "deployed_at": artefacts.utc_now(),
             "reason": reason,
-            "previous_version": previous,
+            "previous_version": current_version_or_none(config),
             "model": metadata["model"],
             "metric": metadata["metric"],
             "scores": scores,
@@ -126,10 +159,12 @@ def deploy_model(
     except BaseException:
         _remove_tree(incoming)
         raise
-    superseded = [v for v in pending_versions(config) if v != version]
-    if not pending:
-        _switch_current(config, version)
-    for older in superseded:
+    return manifest
+
+
+def _supersede(config: Config, older_versions: list[str], version: str) -> None:
+    """Record each of ``older_versions``, still awaiting approval, as superseded by ``version``."""
+    for older in older_versions:
         _record(
             config,
             "supersede",
@@ -140,22 +175,6 @@ def deploy_model(
             note=f"a newer version, {version}, was deployed before {older} was approved",
             superseded_by=version,
         )
-    if pending:
-        _record(config, "deploy", version, previous, reason, pending_approval=True)
-        logger.info(
-            "deployed %s pending approval (%s); %s stays current", version, metadata["model"], previous or "no version"
-        )
-        return version
-    _record(config, "deploy", version, previous, reason)
-    metric = manifest["metric"]
-    logger.info(
-        "deployed %s (%s, %s %s on test data)",
-        version,
-        metadata["model"],
-        metric,
-        _score_text(manifest["scores"].get(metric)),
-    )
-    return version
 
 
 def _score_text(score: Any) -> str:
@@ -311,17 +330,7 @@ def complete_interrupted_deploy(config: Config) -> str | None:
     pending = bool(manifest.get("pending_approval"))
     if current != newest and not pending:
         _switch_current(config, newest)
-    for older in [v for v in pending_versions(config) if v != newest]:
-        _record(
-            config,
-            "supersede",
-            older,
-            None,
-            f"superseded by {newest}",
-            by="system",
-            note=f"a newer version, {newest}, was deployed before {older} was approved",
-            superseded_by=newest,
-        )
+    _supersede(config, [v for v in pending_versions(config) if v != newest], newest)
     extra = {"pending_approval": True} if pending else {}
     _record(
         config,
@@ -341,11 +350,11 @@ def _checked_trained_model(config: Config) -> dict[str, Any]:
     for name in (modelfiles.model_path(folder).name, METADATA_FILE, SCORES_FILE, SCORE_FILE):
         if not (folder / name).is_file():
             raise DeploymentError(f"{folder / name} is missing: train and score a model first")
-    metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+    metadata = read_json(folder / METADATA_FILE)
     model_file = modelfiles.model_path(folder)
     if sha256_file(model_file) != metadata.get("model_sha256"):
         raise DeploymentError(f"{model_file} does not match its metadata's checksum: retrain")
-    scores = json.loads((folder / SCORES_FILE).read_text(encoding="utf-8"))
+    scores = read_json(folder / SCORES_FILE)
     if scores.get("model_trained_at") != metadata["trained_at"]:
         raise DeploymentError(f"{folder / SCORES_FILE} scores another model than {model_file.name}: score it again")
     return metadata

@@ -10,14 +10,15 @@ fast path asks ``current_version`` on every tick.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from risk.core import artefacts, logbook
+from risk.core import logbook
 from risk.core.artefacts import CURRENT_LINK, MANIFEST_FILE, METADATA_FILE, SCORES_FILE, VERSIONS_FOLDER
 from risk.core.files import sha256_file
+from risk.core.jsonfiles import read_json, read_json_object
 from risk.core.settings import Config
+from risk.data import ledger
 from risk.model import modelfiles
 
 TYPE_CHECKING = False
@@ -133,8 +134,8 @@ def version_path(config: Config, version: str | None = None) -> Path:
 def read_manifest(path: Path) -> dict[str, Any]:
     """A version's manifest; DeploymentError if it is not a JSON object listing files."""
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = read_json(path / MANIFEST_FILE)
+    except ValueError as exc:
         raise DeploymentError(
             f"{path / MANIFEST_FILE} is not valid JSON ({exc}): the version cannot be verified"
         ) from None
@@ -176,8 +177,8 @@ def load_deployed_model(config: Config, version: str | None = None) -> DeployedM
         version=path.name,
         path=path,
         model=model,
-        metadata=json.loads((path / METADATA_FILE).read_text(encoding="utf-8")),
-        scores=json.loads((path / SCORES_FILE).read_text(encoding="utf-8")),
+        metadata=read_json(path / METADATA_FILE),
+        scores=read_json(path / SCORES_FILE),
         manifest=manifest,
     )
 
@@ -204,7 +205,7 @@ def approval_states(config: Config) -> dict[str, dict[str, Any]]:
             }
     for name in version_names(config):
         if name not in states:
-            pending = _read_json_or_empty(versions_folder(config) / name / MANIFEST_FILE).get("pending_approval")
+            pending = _object_even_unreadable(versions_folder(config) / name / MANIFEST_FILE).get("pending_approval")
             states[name] = {"state": "pending" if pending else "deployed", "at": None}
     return states
 
@@ -235,10 +236,12 @@ def version_warnings(metadata: dict[str, Any], scores: dict[str, Any]) -> list[s
 def _trained_master_bytes(config: Config, metadata: dict[str, Any]) -> int | None:
     """The master's size when the model saw all of it (same row count), else None."""
     try:
-        state = json.loads((config.output_folder / artefacts.MASTER_STATE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        state = ledger.master_state(config)
+    except ValueError:  # damaged: ingestion remakes it
         return None
-    return int(state["bytes"]) if state.get("rows") == metadata.get("training_rows") and "bytes" in state else None
+    if state is None:
+        return None
+    return state["bytes"] if state.get("rows") == metadata.get("training_rows") and "bytes" in state else None
 
 
 def covered_master_bytes(config: Config) -> int:
@@ -302,7 +305,7 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
         warnings = manifest.get("warnings")
         if warnings is None:  # deployed before manifests kept them: ask the version's files
             warnings = version_warnings(
-                _read_json_or_empty(path / METADATA_FILE), _read_json_or_empty(path / SCORES_FILE)
+                _object_even_unreadable(path / METADATA_FILE), _object_even_unreadable(path / SCORES_FILE)
             )
         row.update(
             deployed_at=manifest.get("deployed_at", "?"),
@@ -332,21 +335,7 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
     for row in list_versions(config):
         name = row["version"]
         state = states.get(name, {})
-        made_current = [
-            e
-            for e in events
-            if e.get("version") == name
-            and e.get("action") in ("deploy", "rollback", "activate", "approve")
-            and not (e.get("action") == "deploy" and e.get("pending_approval"))
-        ]
-        left = [
-            e
-            for e in events
-            if e.get("previous_version") == name
-            and e.get("version") != name
-            and e.get("action") in ("deploy", "rollback", "activate", "approve")
-            and not e.get("pending_approval")
-        ]
+        made_current, left = _current_spans(events, name)
         problem = None
         if verify:
             try:
@@ -380,6 +369,30 @@ def inventory(config: Config, verify: bool = True) -> list[dict[str, Any]]:
     return rows
 
 
+CURRENT_MOVES = ("deploy", "rollback", "activate", "approve")  # the history actions that can move ``current``
+
+
+def _current_spans(events: list[dict[str, Any]], name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The history lines that made version ``name`` current, and those that moved ``current``
+    away from it (a deploy pending approval moves nothing)."""
+    made_current = [
+        e
+        for e in events
+        if e.get("version") == name
+        and e.get("action") in CURRENT_MOVES
+        and not (e.get("action") == "deploy" and e.get("pending_approval"))
+    ]
+    left = [
+        e
+        for e in events
+        if e.get("previous_version") == name
+        and e.get("version") != name
+        and e.get("action") in CURRENT_MOVES
+        and not e.get("pending_approval")
+    ]
+    return made_current, left
+
+
 def current_since(config: Config) -> dict[str, Any] | None:
     """The history line that made the current version current (deploy, rollback or activate)."""
     current = current_version_or_none(config)
@@ -387,12 +400,13 @@ def current_since(config: Config) -> dict[str, Any] | None:
     return made_current[-1] if current and made_current else None
 
 
-def _read_json_or_empty(path: Path) -> dict[str, Any]:
+def _object_even_unreadable(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} where it is absent, damaged, not an object, or cannot be
+    read at all (a listing shows what it can rather than fail)."""
     try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_object(path)
+    except OSError:
         return {}
-    return found if isinstance(found, dict) else {}
 
 
 def resolve_version(config: Config, version: str | None = None) -> str:
