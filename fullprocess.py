@@ -37,11 +37,9 @@ import time
 from risk.core import artefacts
 from risk.core.artefacts import LOG_FILE
 from risk.core.cli import script_parser
-from risk.core.locks import LockBusy, run_lock
 from risk.core.logs import install_log_handlers
 from risk.core.settings import ConfigError, load_config
-from risk.data import ledger
-from risk.pipeline.process import _append_audit_if_possible, _failure_summary, run_and_record, verify_audit
+from risk.pipeline.process import failure_summary, run_locked, verify_audit
 
 logger = logging.getLogger(__name__)
 
@@ -75,26 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             f"make {config.log_folder} writable by the user cron runs as"
         )
     logging.captureWarnings(True)  # library warnings go to the log file, not to cron's mail
-    try:
-        with run_lock(ledger.lock_path(config)):
-            record = run_and_record(config, started, clock)
-    except LockBusy as exc:
-        record = {"status": "ok", "decision": "locked_out", "reason": str(exc), "started_at": started}
-        _append_audit_if_possible(config, record)
-    except Exception as exc:  # the lock or the audit log itself cannot be written
-        logger.exception("fullprocess failed")
-        record = {
-            "status": "failed",
-            "decision": "failed",
-            "reason": f"{type(exc).__name__}: {exc}",
-            "started_at": started,
-        }
-        _append_audit_if_possible(config, record)
+    record = run_locked(config, started, clock)
     logger.info("%s: %s", record["decision"], record.get("reason", ""))
     if record["status"] != "ok":
         if not interactive:
             _fail_in_one_line(
-                f"fullprocess failed: {_failure_summary(record)} (details in {config.log_folder / LOG_FILE})"
+                f"fullprocess failed: {failure_summary(record)} (details in {config.log_folder / LOG_FILE})"
             )
         return 1
     return 0

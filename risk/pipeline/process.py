@@ -38,6 +38,7 @@ from risk.core import artefacts, logbook
 from risk.core.artefacts import DIAGNOSTICS_FILES, QUARANTINE_FOLDER, REPORT_FILES
 from risk.core.files import remove_stale_temporaries
 from risk.core.jsonfiles import append_json_line, read_json
+from risk.core.locks import LockBusy, run_lock
 from risk.core.settings import LOWER_IS_BETTER, Config, ConfigError, metric_gain
 from risk.data import dbpull, ledger, preflight
 from risk.registry import deploy, versions
@@ -596,6 +597,22 @@ def verify_audit(config: Config) -> int:
     return 1 if failed else 0
 
 
+def run_locked(config: Config, started: str, clock: float) -> dict[str, Any]:
+    """One cron run under the run lock, and its record; a locked-out run and one that cannot take
+    the lock or write the audit log are recorded too, where the audit log can be written."""
+    try:
+        with run_lock(ledger.lock_path(config)):
+            return run_and_record(config, started, clock)
+    except LockBusy as exc:
+        record = {"status": "ok", "decision": "locked_out", "reason": str(exc), "started_at": started}
+    except Exception as exc:  # the lock or the audit log itself cannot be written
+        logger.exception("fullprocess failed")
+        reason = f"{type(exc).__name__}: {exc}"
+        record = {"status": "failed", "decision": "failed", "reason": reason, "started_at": started}
+    _append_audit_if_possible(config, record)
+    return record
+
+
 def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
     try:
         append_json_line(logbook.audit_path(config), record)
@@ -603,7 +620,7 @@ def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
         logger.error("cannot append to %s: %s", logbook.audit_path(config), exc)
 
 
-def _failure_summary(record: dict[str, Any]) -> str:
+def failure_summary(record: dict[str, Any]) -> str:
     """What failed: the reason, unless the run decided well and a step after deploying failed
     (then the reason is why it deployed, not what went wrong)."""
     failed = {k: v for k, v in record.get("after_deployment", {}).items() if v != "ok"}
