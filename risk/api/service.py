@@ -15,11 +15,11 @@ but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <toke
 Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
 paths relative to the project folder, never the server's absolute paths.
 
-Every request enters through ``requestgate.RequestGate`` (the token, the body limit, the request
-metrics), which answers JSON and CSV predictions itself through ``prediction_answer``; Flask
-answers the rest. ``requestinput.py`` turns a request's rows into a checked batch,
-``datafiles.py`` finds a data file a request names, ``compiledmodel.py`` scores the batch and
-``apimetrics.py`` keeps the Prometheus metrics.
+Every request enters through ``gate.RequestGate`` (path normalisation, the token, the body limit,
+the request metrics) and is answered by one of the Flask views below; ``answers.py`` renders
+every JSON answer and every error. ``risk.model.batches`` turns a request's rows into a checked
+batch, ``datasets.py`` finds a data file a request names, ``risk.model.compiled`` scores the
+batch and ``apimetrics.py`` keeps the Prometheus metrics.
 
 ``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
 for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).
@@ -43,17 +43,9 @@ from flask import Flask, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from risk.api import datasets
+from risk.api.answers import INTERNAL_ERROR, error_response, json_response
 from risk.api.apimetrics import ApiMetrics
-from risk.api.gate import (
-    CSV_TYPES,
-    INTERNAL_ERROR,
-    Answer,
-    RequestGate,
-    encode_json,
-    error_payload,
-    is_json,
-    token_digest,
-)
+from risk.api.gate import RequestGate, token_digest
 from risk.core import artefacts
 from risk.core.artefacts import DIAGNOSTICS_FILE
 from risk.core.logs import install_log_handlers
@@ -69,6 +61,8 @@ EXTENSION = "risk_api"
 RETRY_FAILED_LOAD_SECONDS = 5.0
 DIAGNOSTICS_HINT = "run `python diagnostics.py` (fullprocess.py runs it after each deployment)"
 UNSUPPORTED_TYPE = "Content-Type must be application/json, text/csv or multipart/form-data"
+CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+UPLOAD_TYPE = "multipart/form-data"
 LINEAGE_KEYS = (
     "trained_at",
     "training_rows",
@@ -303,14 +297,7 @@ def create_app(config_path: str | Path | None = None) -> Flask:
     for rule, view, methods in ROUTES:
         app.add_url_rule(rule, view_func=view, methods=methods)
     # Flask's documented way to add middleware: the token, body limit and metrics of every request
-    app.wsgi_app = RequestGate(
-        app.wsgi_app,
-        app.url_map,
-        state.token_digest,
-        config["api_max_body_bytes"],
-        metrics,
-        lambda mimetype, read_body: prediction_answer(state, mimetype, read_body),
-    )
+    app.wsgi_app = RequestGate(app.wsgi_app, app.url_map, state.token_digest, config["api_max_body_bytes"], metrics)
     if state.holder.get() is None:
         logger.warning(
             "no model to serve yet (%s); predictions answer 503 until one is deployed",
@@ -324,32 +311,23 @@ def _state() -> ServingState:
     return current_app.extensions[EXTENSION]
 
 
-def json_response(payload: Any, status: int = 200, version: str | None = None) -> Response:
-    response = current_app.response_class(encode_json(payload), status=status, mimetype="application/json")
-    if version:
-        response.headers["X-Model-Version"] = version
-    return response
-
-
 def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    response = json_response(error_payload(status, exc.description or ""), status)
-    for name, value in exc.get_headers():
-        if name.lower() != "content-type":
-            response.headers[name] = value
-    return response
+    """Every HTTP error Flask meets (an ``abort`` of ours, a 404, a 405 ...), as JSON."""
+    return error_response(exc.code or 500, exc.description or "", exc.get_headers())
 
 
 def _internal_error(exc: Exception) -> Response:
-    # The details go to the log, never to the caller.
+    """The one handler of unexpected errors: the details go to the log, never to the caller."""
     logger.exception("unhandled error answering %s %s", request.method, request.path)
-    return json_response(error_payload(500, INTERNAL_ERROR), 500)
+    return error_response(500, INTERNAL_ERROR)
 
 
 def _model() -> LoadedModel:
-    loaded = _state().holder.get()
+    """The model to answer with; without one, the one 503 answer that says why."""
+    holder = _state().holder
+    loaded = holder.get()
     if loaded is None:
-        abort(503, no_model_message(_state().holder))
+        abort(503, no_model_message(holder))
     return loaded
 
 
@@ -535,38 +513,31 @@ def metrics_view() -> Response:
 
 
 def prediction() -> Response:
-    """POST /prediction through Flask: uploads, ``?data_loc=`` and whatever the request gate passes on."""
+    """POST /prediction: JSON records or a named data file, a CSV body, a CSV upload, or ``?data_loc=``."""
     state = _state()
     loaded = _model()
-    mimetype = request.mimetype
     try:
-        if QUERY_DATASET in request.args:
-            batch, source = (
-                query_batch(state.config, loaded, request.args.get(QUERY_DATASET), request.get_data()),
-                "dataset",
-            )
-        elif mimetype == "multipart/form-data":
-            batch, source = _upload_batch(state.config, loaded), "upload"
-        elif is_json(mimetype) or mimetype in CSV_TYPES:
-            batch, source = body_batch(state.config, loaded, mimetype, request.get_data())
-        else:
-            abort(415, UNSUPPORTED_TYPE)
+        batch, source = request_batch(state.config, loaded)
         body = prediction_body(state, loaded, batch, source)
     except batches.InputError as exc:
         abort(exc.status, str(exc))
     return json_response(body, version=loaded.version)
 
 
-def prediction_answer(state: ServingState, mimetype: str, read_body: Any) -> Answer:
-    """A JSON or CSV ``POST /prediction``, answered for the request gate without Flask (same checks, same body)."""
-    loaded = state.holder.get()
-    if loaded is None:
-        return 503, error_payload(503, no_model_message(state.holder)), None
-    try:
-        batch, source = body_batch(state.config, loaded, mimetype, read_body())
-        return 200, prediction_body(state, loaded, batch, source), loaded.version
-    except batches.InputError as exc:
-        return exc.status, error_payload(exc.status, str(exc)), None
+def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, str]:
+    """The rows this request sends or names, and where they came from ("records", "csv", ...)."""
+    if request.query_string and QUERY_DATASET in request.args:
+        return query_batch(config, loaded, request.args.get(QUERY_DATASET), request.get_data()), "dataset"
+    mimetype = request.mimetype
+    if mimetype == UPLOAD_TYPE:
+        return _upload_batch(config, loaded), "upload"
+    if is_json(mimetype) or mimetype in CSV_TYPES:
+        return body_batch(config, loaded, mimetype, request.get_data())
+    abort(415, UNSUPPORTED_TYPE)
+
+
+def is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
 
 
 def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[batches.Batch, str]:
