@@ -48,6 +48,7 @@ from risk.api.apimetrics import ApiMetrics
 from risk.api.gate import RequestGate, token_digest
 from risk.core import artefacts
 from risk.core.artefacts import DIAGNOSTICS_FILE
+from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
 from risk.model import batches, compiled
@@ -251,8 +252,8 @@ class DiagnosticsCache:
         if cached and cached[0] == key:
             return cached[1]
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            document = read_json(path)
+        except JSON_READ_ERRORS:
             raise DiagnosticsUnavailable(
                 f"the diagnostics file of model {version} is unreadable: {DIAGNOSTICS_HINT}"
             ) from None
