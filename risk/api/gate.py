@@ -26,6 +26,7 @@ import re
 import time
 from typing import Any
 
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
@@ -45,6 +46,10 @@ DRAIN_BYTES = 1024 * 1024  # of a refused body still arriving, read so the clien
 DRAIN_SECONDS = 0.5
 
 UNREADABLE_BODY = "the request body cannot be read: its chunked transfer encoding is broken"
+# What reading a chunked body raises when its framing is broken or the client goes away: gunicorn's
+# InvalidChunkSize, ChunkMissingTerminator and NoMoreData are OSErrors, a bad trailer is a
+# ParseException; werkzeug's development server raises OSError too.
+BODY_READ_ERRORS = (OSError, ValueError, ParseException)
 
 # A refusal of the gate: (status, message, extra headers)
 Refusal = tuple[int, str, tuple[tuple[str, str], ...]]
@@ -162,7 +167,7 @@ def read_body_within(environ: dict[str, Any], limit: int) -> bytes | None:
     while True:
         try:
             chunk = stream.read(BODY_READ_SIZE)
-        except Exception as exc:  # the server's parser refused the chunked framing (gunicorn's InvalidChunkSize, say)
+        except BODY_READ_ERRORS as exc:
             logger.info("refused a body whose chunked framing is broken: %s: %s", type(exc).__name__, exc)
             raise UnreadableBody(UNREADABLE_BODY) from None
         if not chunk:
@@ -185,7 +190,5 @@ def _drain(environ: dict[str, Any], stream: Any) -> None:
             if not chunk:
                 return
             drained += len(chunk)
-    except (OSError, ValueError, RuntimeError):  # the client went away or broke the framing: nothing to keep
-        return
-    except Exception as exc:  # gunicorn's own parse errors (say, bad chunk framing) are not ours to report
+    except (*BODY_READ_ERRORS, RuntimeError) as exc:  # the client went away or broke the framing: nothing to keep
         logger.debug("stopped draining a refused body: %s", exc)
