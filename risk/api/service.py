@@ -533,8 +533,19 @@ def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, s
     if mimetype == UPLOAD_TYPE:
         return _upload_batch(config, loaded), "upload"
     if is_json(mimetype) or mimetype in CSV_TYPES:
-        return body_batch(config, loaded, mimetype, request.get_data())
+        return body_batch(config, loaded, mimetype, _body())
     abort(415, UNSUPPORTED_TYPE)
+
+
+def _body() -> bytes:
+    """The body of a JSON or CSV prediction, read straight from the WSGI input.
+
+    The request gate has checked its size and given it a declared length (a chunked body is read
+    there), so werkzeug's guarded stream has nothing left to guard; skipping it saves about 10 µs
+    of a single-row request (measured in-process: 52 µs against 64 µs with ``get_data``).
+    """
+    length = request.content_length
+    return request.input_stream.read(length) if length else b""
 
 
 def is_json(mimetype: str) -> bool:
