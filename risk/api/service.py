@@ -34,6 +34,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,24 @@ LINEAGE_KEYS = (
     "cv_folds",
     "random_seed",
 )
+# What /model tells of each version awaiting approval.
+PENDING_KEYS = (
+    "version",
+    "deployed_at",
+    "model",
+    "metric",
+    "metric_score",
+    "f1",
+    "roc_auc",
+    "reason",
+    "warnings",
+    "uninformative",
+    "champion_challenger",
+)
 # Names of a data file used by clients written for the classic course, besides "dataset".
 DATASET_ALIASES = ("data_file", "filepath", "file_path")
 QUERY_DATASET = "data_loc"
+OUT_OF_RANGE = "the rows could not be scored: a value is outside the range the model accepts"
 UNINFORMATIVE_NOTE = (
     "no better than chance: this model cannot tell clients at risk from the others; do not act on its predictions alone"
 )
@@ -120,12 +136,14 @@ def load_model(config: Config, version: str) -> LoadedModel:
 
 # What a corrupt or incompatible version can raise while loading; anything else is a bug.
 LOAD_ERRORS = versions.LOAD_ERRORS
+# Told (previous version, new version) after each load; (None, None) when one failed.
+ModelChange = Callable[[str | None, str | None], None]
 
 
 class ModelHolder:
     """The model being served, replaced when the ``current`` link moves to another version."""
 
-    def __init__(self, config: Config, on_change: Any = None):
+    def __init__(self, config: Config, on_change: ModelChange | None = None):
         self.config = config
         self.on_change = on_change
         # versions.current_version() resolves the folder on every call (~50 µs); resolved once
@@ -161,38 +179,32 @@ class ModelHolder:
         if not self._lock.acquire(blocking=self._current is None):
             return
         try:
-            if self._current is not None and self._current.version == version:
-                return
-            started = time.perf_counter()
-            try:
-                loaded = load_model(self.config, version)
-            except LOAD_ERRORS as exc:
-                self._failed[version] = time.monotonic()
-                self.last_error = project_relative(f"{version} could not be loaded: {exc}", self.config)
-                logger.error(
-                    "keeping %s: %s could not be loaded: %s",
-                    self._current.version if self._current else "no model",
-                    version,
-                    exc,
-                )
-                if self.on_change:
-                    self.on_change(None, None)
-                return
-            previous, self._current = self._current, loaded  # the swap: one reference assignment
-            self._failed.pop(version, None)
-            self.last_error = None
-            model_name = loaded.deployed.metadata.get("model")
-            logger.info(
-                "serving %s (%s, %s path) after %.2fs",
-                version,
-                model_name,
-                loaded.scorer.kind,
-                time.perf_counter() - started,
-            )
-            if self.on_change:
-                self.on_change(previous.version if previous else None, version)
+            if self._current is None or self._current.version != version:
+                self._replace(version)
         finally:
             self._lock.release()
+
+    def _replace(self, version: str) -> None:
+        """Load ``version`` and swap it in; if it cannot be loaded, keep serving the current one."""
+        started = time.perf_counter()
+        try:
+            loaded = load_model(self.config, version)
+        except LOAD_ERRORS as exc:
+            self._failed[version] = time.monotonic()
+            self.last_error = project_relative(f"{version} could not be loaded: {exc}", self.config)
+            kept = self._current.version if self._current else "no model"
+            logger.error("keeping %s: %s could not be loaded: %s", kept, version, exc)
+            if self.on_change:
+                self.on_change(None, None)
+            return
+        previous, self._current = self._current, loaded  # the swap: one reference assignment
+        self._failed.pop(version, None)
+        self.last_error = None
+        seconds = time.perf_counter() - started
+        model_name = loaded.deployed.metadata.get("model")
+        logger.info("serving %s (%s, %s path) after %.2fs", version, model_name, loaded.scorer.kind, seconds)
+        if self.on_change:
+            self.on_change(previous.version if previous else None, version)
 
 
 def project_relative(text: str, config: Config) -> str:
@@ -355,28 +367,11 @@ def _awaiting_approval(config: Config) -> list[str]:
 
 def pending_summary(config: Config) -> list[dict[str, Any]]:
     """What /model says of each version awaiting approval: its scores and the comparison with the champion."""
-    rows = []
-    for row in inventory_rows(config, verify=False):
-        if row["status"] == "pending":
-            rows.append(
-                {
-                    key: row.get(key)
-                    for key in (
-                        "version",
-                        "deployed_at",
-                        "model",
-                        "metric",
-                        "metric_score",
-                        "f1",
-                        "roc_auc",
-                        "reason",
-                        "warnings",
-                        "uninformative",
-                        "champion_challenger",
-                    )
-                }
-            )
-    return rows
+    return [
+        {key: row.get(key) for key in PENDING_KEYS}
+        for row in inventory_rows(config, verify=False)
+        if row["status"] == "pending"
+    ]
 
 
 def inventory_rows(config: Config, verify: bool = True) -> list[dict[str, Any]]:
@@ -620,11 +615,9 @@ def _risk(loaded: LoadedModel, batch: batches.Batch) -> np.ndarray:
     try:
         risk = loaded.scorer.risk(batch)
     except ValueError:  # scikit-learn's own input checks (say, a value beyond float32 for trees)
-        raise batches.InputError(
-            "the rows could not be scored: a value is outside the range the model accepts"
-        ) from None
-    if not np.all(np.isfinite(risk)):
-        raise batches.InputError("the rows could not be scored: a value is outside the range the model accepts")
+        raise batches.InputError(OUT_OF_RANGE) from None
+    if not np.isfinite(risk).all():
+        raise batches.InputError(OUT_OF_RANGE)
     return risk
 
 
