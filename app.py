@@ -1,28 +1,8 @@
-"""The prediction API and the Risk-O-Meter page, served by gunicorn through ``wsgi.py``.
+"""Run the risk API on Flask's development server, for trying things out.
 
-``create_app(config_path=None)`` builds the Flask app for one config (default: the
-``RISK_API_CONFIG`` environment variable, else the ``config.json`` beside this file). The app
-never trains and never runs pip: it serves the current deployment. Every request that needs
-the model reads the ``current`` link once; when it points at a new version, that version is
-loaded, verified (SHA-256 of every file before unpickling), compiled and self-checked, and only
-then swapped in with one reference assignment. If loading fails, the old verified model keeps
-serving and ``/readyz`` says why. Every model-dependent answer names the version that gave it.
-
-Endpoints (JSON unless said): ``POST /prediction``, ``GET /scoring``, ``GET /summarystats``,
-``GET /diagnostics``, ``GET /model``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
-(Prometheus text) and ``GET /`` (the Risk-O-Meter page). With ``API_TOKEN`` set, everything
-but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <token>``.
-Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
-paths relative to the project folder, never the server's absolute paths.
-
-Every request enters through ``requestgate.RequestGate`` (the token, the body limit, the request
-metrics), which answers JSON and CSV predictions itself through ``prediction_answer``; Flask
-answers the rest. ``requestinput.py`` turns a request's rows into a checked batch,
-``datafiles.py`` finds a data file a request names, ``compiledmodel.py`` scores the batch and
-``apimetrics.py`` keeps the Prometheus metrics.
-
-``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
-for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).
+``python app.py [--config PATH] [--port N]`` serves the app of ``risk.api.service.create_app`` on
+127.0.0.1 (port 8000 unless given); production is ``make serve`` (gunicorn, ``gunicorn.conf.py``,
+``wsgi.py``). ``risk/api/service.py`` describes the endpoints.
 """
 
 from __future__ import annotations

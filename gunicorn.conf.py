@@ -21,12 +21,13 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_PORT = 8000
 
 
-def _config_port():
+def _config_port() -> int:
     """The port of api_url in the config being served; 8000 if the config cannot be read."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from risk.core.settings import ConfigError, load_config
@@ -64,7 +65,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWN_DIR_ENV = "RISK_API_OWN_METRICS_DIR"
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:
     """Give the workers a metrics folder before any of them imports prometheus_client."""
     folder = os.environ.get(MULTIPROC_ENV)
     if folder:
@@ -82,14 +83,14 @@ def on_starting(server):
     server.log.info("prometheus multiprocess folder: %s", folder)
 
 
-def child_exit(server, worker):
+def child_exit(server: Any, worker: Any) -> None:
     """A dead worker's live gauges (the model version it served) no longer count."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server):
+def on_exit(server: Any) -> None:
     own = os.environ.get(_OWN_DIR_ENV)
     if own:
         shutil.rmtree(own, ignore_errors=True)

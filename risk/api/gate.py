@@ -1,7 +1,7 @@
-"""Every request's way into the API: one path per resource, the token, the body limit, JSON error
-answers and the request metrics, each in one place whichever code answers the request.
+"""Every request's way into the API: what must run before routing, for every request alike.
 
-``RequestGate`` is WSGI middleware in front of the Flask app:
+``RequestGate`` is WSGI middleware in front of the Flask app, which answers every request that
+the gate lets through (``service.py``):
 
 - Repeated slashes are merged (``//prediction`` is ``/prediction``) before anything else looks
   at the path, so that every check and every metric label sees the one path.
@@ -11,11 +11,9 @@ answers and the request metrics, each in one place whichever code answers the re
 - A ``POST /prediction`` body is refused with 413 when it exceeds the limit, whether its length
   is declared or it comes chunked; a chunked body is read here, up to the limit, and handed on
   with its length, so that no body is ever scored in part.
-- A ``POST /prediction`` with a JSON or CSV body is then answered here by the app's own answer
-  function, without Flask's request and response machinery, which costs about 200 µs of a
-  single-row request's 600 µs (measured) and so bounds the requests per second. Uploads and
-  ``?data_loc=`` go on to Flask, as does every other request.
 - Every request, whoever answers it, is counted and timed once, here.
+
+Its refusals are rendered by ``answers.error_response``, as the app's own errors are.
 """
 
 from __future__ import annotations
@@ -23,68 +21,46 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-import json
 import logging
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
-from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map
 
+from risk.api.answers import error_response
 from risk.api.apimetrics import OTHER_LABEL, ApiMetrics, metric_method
 from risk.api.worker import CLOSE_CONNECTION_KEY
-from risk.core.jsonfiles import json_ready
 
 logger = logging.getLogger(__name__)
 
 PUBLIC_ENDPOINTS = frozenset({"healthz", "index", "static"})  # the page's shell holds no data
 PREDICTION_ENDPOINT = "prediction"
 TOKEN_REQUIRED = "a valid 'Authorization: Bearer <token>' header is required"
-INTERNAL_ERROR = "internal error; the server log has the details"
-CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+TOKEN_CHALLENGE = ("WWW-Authenticate", 'Bearer realm="risk-api"')
 REPEATED_SLASHES = re.compile(r"/{2,}")
 BODY_READ_SIZE = 64 * 1024
 DRAIN_BYTES = 1024 * 1024  # of a refused body still arriving, read so the client sees the 413, not a reset
 DRAIN_SECONDS = 0.5
 
 UNREADABLE_BODY = "the request body cannot be read: its chunked transfer encoding is broken"
+# What reading a chunked body raises when its framing is broken or the client goes away: gunicorn's
+# InvalidChunkSize, ChunkMissingTerminator and NoMoreData are OSErrors, a bad trailer is a
+# ParseException; werkzeug's development server raises OSError too.
+BODY_READ_ERRORS = (OSError, ValueError, ParseException)
 
-# (status, JSON payload, model version or None): what the gate sends back
-Answer = tuple[int, dict[str, Any], str | None]
-# The app's answer to a JSON or CSV prediction body: (mimetype, a function reading the body) -> Answer
-PredictionAnswer = Callable[[str, Callable[[], bytes]], Answer]
-
-
-# ----------------------------------------------------------------------------- answers
+# A refusal of the gate: (status, message, extra headers)
+Refusal = tuple[int, str, tuple[tuple[str, str], ...]]
 
 
 class UnreadableBody(ValueError):
     """A body of undeclared length whose framing the server could not parse: the client's error (400)."""
 
 
-def error_payload(status: int, message: str) -> dict[str, Any]:
-    """The one shape of every error answer: ``{"error": name, "status": code, "message": ...}``."""
-    return {"error": HTTP_STATUS_CODES.get(status, "Error"), "status": status, "message": message}
-
-
-def encode_json(payload: Any) -> bytes:
-    """Compact JSON; NaN or infinity (from a document on disk) become null rather than invalid JSON."""
-    try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        text = json.dumps(json_ready(payload), separators=(",", ":"), allow_nan=False)
-    return (text + "\n").encode("utf-8")
-
-
 def body_limit_message(limit: int | None) -> str:
     return f"the request body exceeds the limit of {limit} bytes (api_max_body_bytes)"
-
-
-def is_json(mimetype: str) -> bool:
-    return mimetype == "application/json" or mimetype.endswith("+json")
 
 
 # ----------------------------------------------------------------------------- the token
@@ -106,25 +82,15 @@ def token_ok(digest: bytes | None, authorization: str) -> bool:
 
 
 class RequestGate:
-    """WSGI middleware: path, token, body limit and metrics for every request; JSON and CSV
-    predictions answered by ``answer_prediction`` without Flask."""
+    """WSGI middleware: path, token, body limit and metrics for every request; Flask answers the rest."""
 
-    def __init__(
-        self,
-        wsgi_app: Any,
-        url_map: Map,
-        digest: bytes | None,
-        max_body_bytes: int,
-        metrics: ApiMetrics,
-        answer_prediction: PredictionAnswer,
-    ):
+    def __init__(self, wsgi_app: Any, url_map: Map, digest: bytes | None, max_body_bytes: int, metrics: ApiMetrics):
         self.wsgi_app = wsgi_app
         self.routes = url_map.bind("localhost")  # only paths and methods are matched: the host is not
         self._fixed_routes: dict[tuple[str, str], tuple[str, str]] = {}  # matches of rules without variables
         self.digest = digest
         self.max_body_bytes = max_body_bytes  # 0: no limit
         self.metrics = metrics
-        self.answer_prediction = answer_prediction
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         started = time.perf_counter()
@@ -133,23 +99,16 @@ class RequestGate:
             environ["PATH_INFO"] = path = REPEATED_SLASHES.sub("/", path)
         method = environ.get("REQUEST_METHOD", "")
         rule, endpoint = self._route(path, method)
-        try:
-            answer = self._answer_here(environ, endpoint, method)
-        except Exception:  # as Flask's handler: the details go to the log, never to the caller
-            logger.exception("unhandled error answering %s %s", method, path)
-            answer = 500, error_payload(500, INTERNAL_ERROR), None
-        if answer is None:
-            statuses: list[str] = []
+        refusal = self._refusal(environ, endpoint, method)
+        answer = self.wsgi_app if refusal is None else error_response(*refusal)
+        statuses: list[str] = []
 
-            def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-                statuses.append(status)
-                return start_response(status, headers, exc_info)
+        def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
 
-            body = self.wsgi_app(environ, recording_start_response)
-            status = int(statuses[-1].split(" ", 1)[0])
-        else:
-            status, payload, version = answer
-            body = [self._respond(start_response, status, payload, version)]
+        body = answer(environ, recording_start_response)
+        status = int(statuses[-1].split(" ", 1)[0])
         self.metrics.observe(rule or OTHER_LABEL, metric_method(method), status, time.perf_counter() - started)
         return body
 
@@ -166,25 +125,21 @@ class RequestGate:
             self._fixed_routes[(path, method)] = (rule.rule, rule.endpoint)
         return rule.rule, rule.endpoint
 
-    def _answer_here(self, environ: dict[str, Any], endpoint: str | None, method: str) -> Answer | None:
-        """401, 413 or a JSON/CSV prediction answered by the gate; None: Flask answers."""
+    def _refusal(self, environ: dict[str, Any], endpoint: str | None, method: str) -> Refusal | None:
+        """401 without the token, 413 over the body limit, 400 for broken chunks; None: Flask answers."""
         if endpoint not in PUBLIC_ENDPOINTS and not token_ok(self.digest, environ.get("HTTP_AUTHORIZATION", "")):
-            return 401, error_payload(401, TOKEN_REQUIRED), None  # before reading a byte of the body
+            return 401, TOKEN_REQUIRED, (TOKEN_CHALLENGE,)  # before reading a byte of the body
         if endpoint != PREDICTION_ENDPOINT or method != "POST":
             return None
         try:
             within = self._body_within_limit(environ)
         except UnreadableBody as exc:
             environ[CLOSE_CONNECTION_KEY] = True  # the framing is lost: the connection cannot carry another request
-            return 400, error_payload(400, str(exc)), None
+            return 400, str(exc), ()
         if not within:
             environ[CLOSE_CONNECTION_KEY] = True  # the rest of its body is not read: never keep the connection
-            return 413, error_payload(413, body_limit_message(self.max_body_bytes)), None
-        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-        if environ.get("QUERY_STRING") or not (is_json(mimetype) or mimetype in CSV_TYPES):
-            return None
-        length = int(environ["CONTENT_LENGTH"])
-        return self.answer_prediction(mimetype, lambda: environ["wsgi.input"].read(length) if length else b"")
+            return 413, body_limit_message(self.max_body_bytes), ()
+        return None
 
     def _body_within_limit(self, environ: dict[str, Any]) -> bool:
         """False for a body over the limit; a chunked body is read here and given a length."""
@@ -200,17 +155,6 @@ class RequestGate:
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return True
 
-    @staticmethod
-    def _respond(start_response: Any, status: int, payload: dict[str, Any], version: str | None) -> bytes:
-        body = encode_json(payload)
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        if version:
-            headers.append(("X-Model-Version", version))
-        if status == 401:
-            headers.append(("WWW-Authenticate", 'Bearer realm="risk-api"'))
-        start_response(f"{status} {HTTP_STATUS_CODES[status]}", headers)
-        return body
-
 
 def read_body_within(environ: dict[str, Any], limit: int) -> bytes | None:
     """A body of undeclared length (chunked), read whole; None once it passes ``limit`` bytes (0: none).
@@ -223,7 +167,7 @@ def read_body_within(environ: dict[str, Any], limit: int) -> bytes | None:
     while True:
         try:
             chunk = stream.read(BODY_READ_SIZE)
-        except Exception as exc:  # the server's parser refused the chunked framing (gunicorn's InvalidChunkSize, say)
+        except BODY_READ_ERRORS as exc:
             logger.info("refused a body whose chunked framing is broken: %s: %s", type(exc).__name__, exc)
             raise UnreadableBody(UNREADABLE_BODY) from None
         if not chunk:
@@ -246,7 +190,5 @@ def _drain(environ: dict[str, Any], stream: Any) -> None:
             if not chunk:
                 return
             drained += len(chunk)
-    except (OSError, ValueError, RuntimeError):  # the client went away or broke the framing: nothing to keep
-        return
-    except Exception as exc:  # gunicorn's own parse errors (say, bad chunk framing) are not ours to report
+    except (*BODY_READ_ERRORS, RuntimeError) as exc:  # the client went away or broke the framing: nothing to keep
         logger.debug("stopped draining a refused body: %s", exc)

@@ -15,11 +15,11 @@ but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <toke
 Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
 paths relative to the project folder, never the server's absolute paths.
 
-Every request enters through ``requestgate.RequestGate`` (the token, the body limit, the request
-metrics), which answers JSON and CSV predictions itself through ``prediction_answer``; Flask
-answers the rest. ``requestinput.py`` turns a request's rows into a checked batch,
-``datafiles.py`` finds a data file a request names, ``compiledmodel.py`` scores the batch and
-``apimetrics.py`` keeps the Prometheus metrics.
+Every request enters through ``gate.RequestGate`` (path normalisation, the token, the body limit,
+the request metrics) and is answered by one of the Flask views below; ``answers.py`` renders
+every JSON answer and every error. ``risk.model.batches`` turns a request's rows into a checked
+batch, ``datasets.py`` finds a data file a request names, ``risk.model.compiled`` scores the
+batch and ``apimetrics.py`` keeps the Prometheus metrics.
 
 ``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
 for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).
@@ -34,6 +34,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,19 +44,12 @@ from flask import Flask, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from risk.api import datasets
+from risk.api.answers import INTERNAL_ERROR, error_response, json_response
 from risk.api.apimetrics import ApiMetrics
-from risk.api.gate import (
-    CSV_TYPES,
-    INTERNAL_ERROR,
-    Answer,
-    RequestGate,
-    encode_json,
-    error_payload,
-    is_json,
-    token_digest,
-)
+from risk.api.gate import RequestGate, token_digest
 from risk.core import artefacts
 from risk.core.artefacts import DIAGNOSTICS_FILE
+from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
 from risk.model import batches, compiled
@@ -69,6 +63,8 @@ EXTENSION = "risk_api"
 RETRY_FAILED_LOAD_SECONDS = 5.0
 DIAGNOSTICS_HINT = "run `python diagnostics.py` (fullprocess.py runs it after each deployment)"
 UNSUPPORTED_TYPE = "Content-Type must be application/json, text/csv or multipart/form-data"
+CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+UPLOAD_TYPE = "multipart/form-data"
 LINEAGE_KEYS = (
     "trained_at",
     "training_rows",
@@ -81,9 +77,24 @@ LINEAGE_KEYS = (
     "cv_folds",
     "random_seed",
 )
+# What /model tells of each version awaiting approval.
+PENDING_KEYS = (
+    "version",
+    "deployed_at",
+    "model",
+    "metric",
+    "metric_score",
+    "f1",
+    "roc_auc",
+    "reason",
+    "warnings",
+    "uninformative",
+    "champion_challenger",
+)
 # Names of a data file used by clients written for the classic course, besides "dataset".
 DATASET_ALIASES = ("data_file", "filepath", "file_path")
 QUERY_DATASET = "data_loc"
+OUT_OF_RANGE = "the rows could not be scored: a value is outside the range the model accepts"
 UNINFORMATIVE_NOTE = (
     "no better than chance: this model cannot tell clients at risk from the others; do not act on its predictions alone"
 )
@@ -125,12 +136,14 @@ def load_model(config: Config, version: str) -> LoadedModel:
 
 # What a corrupt or incompatible version can raise while loading; anything else is a bug.
 LOAD_ERRORS = versions.LOAD_ERRORS
+# Told (previous version, new version) after each load; (None, None) when one failed.
+ModelChange = Callable[[str | None, str | None], None]
 
 
 class ModelHolder:
     """The model being served, replaced when the ``current`` link moves to another version."""
 
-    def __init__(self, config: Config, on_change: Any = None):
+    def __init__(self, config: Config, on_change: ModelChange | None = None):
         self.config = config
         self.on_change = on_change
         # versions.current_version() resolves the folder on every call (~50 µs); resolved once
@@ -166,38 +179,32 @@ class ModelHolder:
         if not self._lock.acquire(blocking=self._current is None):
             return
         try:
-            if self._current is not None and self._current.version == version:
-                return
-            started = time.perf_counter()
-            try:
-                loaded = load_model(self.config, version)
-            except LOAD_ERRORS as exc:
-                self._failed[version] = time.monotonic()
-                self.last_error = project_relative(f"{version} could not be loaded: {exc}", self.config)
-                logger.error(
-                    "keeping %s: %s could not be loaded: %s",
-                    self._current.version if self._current else "no model",
-                    version,
-                    exc,
-                )
-                if self.on_change:
-                    self.on_change(None, None)
-                return
-            previous, self._current = self._current, loaded  # the swap: one reference assignment
-            self._failed.pop(version, None)
-            self.last_error = None
-            model_name = loaded.deployed.metadata.get("model")
-            logger.info(
-                "serving %s (%s, %s path) after %.2fs",
-                version,
-                model_name,
-                loaded.scorer.kind,
-                time.perf_counter() - started,
-            )
-            if self.on_change:
-                self.on_change(previous.version if previous else None, version)
+            if self._current is None or self._current.version != version:
+                self._replace(version)
         finally:
             self._lock.release()
+
+    def _replace(self, version: str) -> None:
+        """Load ``version`` and swap it in; if it cannot be loaded, keep serving the current one."""
+        started = time.perf_counter()
+        try:
+            loaded = load_model(self.config, version)
+        except LOAD_ERRORS as exc:
+            self._failed[version] = time.monotonic()
+            self.last_error = project_relative(f"{version} could not be loaded: {exc}", self.config)
+            kept = self._current.version if self._current else "no model"
+            logger.error("keeping %s: %s could not be loaded: %s", kept, version, exc)
+            if self.on_change:
+                self.on_change(None, None)
+            return
+        previous, self._current = self._current, loaded  # the swap: one reference assignment
+        self._failed.pop(version, None)
+        self.last_error = None
+        seconds = time.perf_counter() - started
+        model_name = loaded.deployed.metadata.get("model")
+        logger.info("serving %s (%s, %s path) after %.2fs", version, model_name, loaded.scorer.kind, seconds)
+        if self.on_change:
+            self.on_change(previous.version if previous else None, version)
 
 
 def project_relative(text: str, config: Config) -> str:
@@ -257,8 +264,8 @@ class DiagnosticsCache:
         if cached and cached[0] == key:
             return cached[1]
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            document = read_json(path)
+        except JSON_READ_ERRORS:
             raise DiagnosticsUnavailable(
                 f"the diagnostics file of model {version} is unreadable: {DIAGNOSTICS_HINT}"
             ) from None
@@ -303,14 +310,7 @@ def create_app(config_path: str | Path | None = None) -> Flask:
     for rule, view, methods in ROUTES:
         app.add_url_rule(rule, view_func=view, methods=methods)
     # Flask's documented way to add middleware: the token, body limit and metrics of every request
-    app.wsgi_app = RequestGate(
-        app.wsgi_app,
-        app.url_map,
-        state.token_digest,
-        config["api_max_body_bytes"],
-        metrics,
-        lambda mimetype, read_body: prediction_answer(state, mimetype, read_body),
-    )
+    app.wsgi_app = RequestGate(app.wsgi_app, app.url_map, state.token_digest, config["api_max_body_bytes"], metrics)
     if state.holder.get() is None:
         logger.warning(
             "no model to serve yet (%s); predictions answer 503 until one is deployed",
@@ -324,32 +324,23 @@ def _state() -> ServingState:
     return current_app.extensions[EXTENSION]
 
 
-def json_response(payload: Any, status: int = 200, version: str | None = None) -> Response:
-    response = current_app.response_class(encode_json(payload), status=status, mimetype="application/json")
-    if version:
-        response.headers["X-Model-Version"] = version
-    return response
-
-
 def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    response = json_response(error_payload(status, exc.description or ""), status)
-    for name, value in exc.get_headers():
-        if name.lower() != "content-type":
-            response.headers[name] = value
-    return response
+    """Every HTTP error Flask meets (an ``abort`` of ours, a 404, a 405 ...), as JSON."""
+    return error_response(exc.code or 500, exc.description or "", exc.get_headers())
 
 
 def _internal_error(exc: Exception) -> Response:
-    # The details go to the log, never to the caller.
+    """The one handler of unexpected errors: the details go to the log, never to the caller."""
     logger.exception("unhandled error answering %s %s", request.method, request.path)
-    return json_response(error_payload(500, INTERNAL_ERROR), 500)
+    return error_response(500, INTERNAL_ERROR)
 
 
 def _model() -> LoadedModel:
-    loaded = _state().holder.get()
+    """The model to answer with; without one, the one 503 answer that says why."""
+    holder = _state().holder
+    loaded = holder.get()
     if loaded is None:
-        abort(503, no_model_message(_state().holder))
+        abort(503, no_model_message(holder))
     return loaded
 
 
@@ -376,28 +367,11 @@ def _awaiting_approval(config: Config) -> list[str]:
 
 def pending_summary(config: Config) -> list[dict[str, Any]]:
     """What /model says of each version awaiting approval: its scores and the comparison with the champion."""
-    rows = []
-    for row in inventory_rows(config, verify=False):
-        if row["status"] == "pending":
-            rows.append(
-                {
-                    key: row.get(key)
-                    for key in (
-                        "version",
-                        "deployed_at",
-                        "model",
-                        "metric",
-                        "metric_score",
-                        "f1",
-                        "roc_auc",
-                        "reason",
-                        "warnings",
-                        "uninformative",
-                        "champion_challenger",
-                    )
-                }
-            )
-    return rows
+    return [
+        {key: row.get(key) for key in PENDING_KEYS}
+        for row in inventory_rows(config, verify=False)
+        if row["status"] == "pending"
+    ]
 
 
 def inventory_rows(config: Config, verify: bool = True) -> list[dict[str, Any]]:
@@ -535,38 +509,42 @@ def metrics_view() -> Response:
 
 
 def prediction() -> Response:
-    """POST /prediction through Flask: uploads, ``?data_loc=`` and whatever the request gate passes on."""
+    """POST /prediction: JSON records or a named data file, a CSV body, a CSV upload, or ``?data_loc=``."""
     state = _state()
     loaded = _model()
-    mimetype = request.mimetype
     try:
-        if QUERY_DATASET in request.args:
-            batch, source = (
-                query_batch(state.config, loaded, request.args.get(QUERY_DATASET), request.get_data()),
-                "dataset",
-            )
-        elif mimetype == "multipart/form-data":
-            batch, source = _upload_batch(state.config, loaded), "upload"
-        elif is_json(mimetype) or mimetype in CSV_TYPES:
-            batch, source = body_batch(state.config, loaded, mimetype, request.get_data())
-        else:
-            abort(415, UNSUPPORTED_TYPE)
+        batch, source = request_batch(state.config, loaded)
         body = prediction_body(state, loaded, batch, source)
     except batches.InputError as exc:
         abort(exc.status, str(exc))
     return json_response(body, version=loaded.version)
 
 
-def prediction_answer(state: ServingState, mimetype: str, read_body: Any) -> Answer:
-    """A JSON or CSV ``POST /prediction``, answered for the request gate without Flask (same checks, same body)."""
-    loaded = state.holder.get()
-    if loaded is None:
-        return 503, error_payload(503, no_model_message(state.holder)), None
-    try:
-        batch, source = body_batch(state.config, loaded, mimetype, read_body())
-        return 200, prediction_body(state, loaded, batch, source), loaded.version
-    except batches.InputError as exc:
-        return exc.status, error_payload(exc.status, str(exc)), None
+def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, str]:
+    """The rows this request sends or names, and where they came from ("records", "csv", ...)."""
+    if request.query_string and QUERY_DATASET in request.args:
+        return query_batch(config, loaded, request.args.get(QUERY_DATASET), request.get_data()), "dataset"
+    mimetype = request.mimetype
+    if mimetype == UPLOAD_TYPE:
+        return _upload_batch(config, loaded), "upload"
+    if is_json(mimetype) or mimetype in CSV_TYPES:
+        return body_batch(config, loaded, mimetype, _body())
+    abort(415, UNSUPPORTED_TYPE)
+
+
+def _body() -> bytes:
+    """The body of a JSON or CSV prediction, read straight from the WSGI input.
+
+    The request gate has checked its size and given it a declared length (a chunked body is read
+    there), so werkzeug's guarded stream has nothing left to guard; skipping it saves about 10 µs
+    of a single-row request (measured in-process: 52 µs against 64 µs with ``get_data``).
+    """
+    length = request.content_length
+    return request.input_stream.read(length) if length else b""
+
+
+def is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
 
 
 def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[batches.Batch, str]:
@@ -637,11 +615,9 @@ def _risk(loaded: LoadedModel, batch: batches.Batch) -> np.ndarray:
     try:
         risk = loaded.scorer.risk(batch)
     except ValueError:  # scikit-learn's own input checks (say, a value beyond float32 for trees)
-        raise batches.InputError(
-            "the rows could not be scored: a value is outside the range the model accepts"
-        ) from None
-    if not np.all(np.isfinite(risk)):
-        raise batches.InputError("the rows could not be scored: a value is outside the range the model accepts")
+        raise batches.InputError(OUT_OF_RANGE) from None
+    if not np.isfinite(risk).all():
+        raise batches.InputError(OUT_OF_RANGE)
     return risk
 
 

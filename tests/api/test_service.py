@@ -471,8 +471,8 @@ def test_a_data_file_with_a_trailing_comma_on_every_data_row_is_read_as_written(
 def test_every_way_into_prediction_passes_the_one_token_check_and_is_counted_once(
     deployed_project: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """JSON and CSV bodies are answered by the request gate, uploads and ?data_loc= by Flask: the same
-    token check refuses them all before the body is read, and each request is counted once."""
+    """JSON and CSV bodies, uploads and ?data_loc= are all answered by the one Flask view, behind the
+    request gate: its one token check refuses them all before the body is read, and counts each once."""
     monkeypatch.setenv("API_TOKEN", "open-sesame")
     client = service.create_app(deployed_project.path).test_client()
     csv_bytes = (deployed_project.test_data_folder / "testdata.csv").read_bytes()

@@ -1,0 +1,51 @@
+"""The API's JSON answers: the body encoding, the one shape of an error, and the one way each is rendered.
+
+Both the request gate (its refusals before routing: 401, 413 and a broken chunked body) and the
+Flask app (every other answer, errors included) build their answers here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Response
+from werkzeug.http import HTTP_STATUS_CODES
+
+from risk.core.jsonfiles import json_ready
+
+JSON_MIMETYPE = "application/json"
+INTERNAL_ERROR = "internal error; the server log has the details"
+
+
+def encode_json(payload: Any) -> bytes:
+    """Compact JSON; NaN or infinity (from a document on disk) become null rather than invalid JSON."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(json_ready(payload), separators=(",", ":"), allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
+def error_payload(status: int, message: str) -> dict[str, Any]:
+    """The one shape of every error answer: ``{"error": name, "status": code, "message": ...}``."""
+    return {"error": HTTP_STATUS_CODES.get(status, "Error"), "status": status, "message": message}
+
+
+def json_response(payload: Any, status: int = 200, version: str | None = None) -> Response:
+    """A JSON answer; ``version``, the model version that gave it, goes in ``X-Model-Version``."""
+    response = Response(encode_json(payload), status=status, mimetype=JSON_MIMETYPE)
+    if version:
+        response.headers["X-Model-Version"] = version
+    return response
+
+
+def error_response(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """Every error answer of the API, whoever refuses the request; ``headers`` such as ``Allow``
+    or ``WWW-Authenticate`` are added (a content type among them is not: the answer is JSON)."""
+    response = json_response(error_payload(status, message), status)
+    for name, value in headers:
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
