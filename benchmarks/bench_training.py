@@ -403,7 +403,20 @@ def report(results: dict) -> None:
     print(
         f"{results['cpus']} CPUs; load average before {results['load_average_before'][0]:.1f}, after {results['load_average_after'][0]:.1f}"
     )
-    speed = results.get("speed")
+    if results.get("speed"):
+        _report_speed(results)
+    if results.get("dask"):
+        _report_dask(results["dask"])
+    for row in results.get("quality", []):
+        print(
+            f"quality {row['dataset']} ({row['train_rows']} train / {row['test_rows']} test rows): chose {row['model']}, "
+            f"CV {row['cv_metric']:.4f}; test F1 {row['test_f1']:.4f}, ROC AUC {row['test_roc_auc']:.4f}, "
+            f"AP {row['test_average_precision']:.4f}; trained in {row['training_s']:.1f} s"
+        )
+
+
+def _report_speed(results: dict) -> None:
+    speed = results["speed"]
     if speed:
         print(
             f"training.py on {speed['rows']:,} rows: {speed['training_s']:.1f} s vs one default HGB fit "
@@ -420,56 +433,58 @@ def report(results: dict) -> None:
             print(
                 f"  {fits['count']} fits, {fits['seconds']:.1f} s of fitting in all, by worker {json.dumps(fits['by_worker'])}"
             )
-        load = results["load"]
-        cores = load["cores"]
-        print(f"quiet: training.py used {cores['quiet_s']:.2f} cores (CPU seconds of its process tree / wall seconds)")
-        for key, label in (("busy_loops_s", "two busy loops"), ("threaded_work_s", "two multi-threaded fit loops")):
-            ratio = load[key] / load["quiet_s"]
-            print(
-                f"beside {label}: {load[key]:.1f} s vs quiet {load['quiet_s']:.1f} s -> {ratio:.2f}x (target <= 2.5x) {'OK' if ratio <= 2.5 else 'MISSED'}"
-            )
-            # wall = CPU / cores, so the ratio is (CPU beside / CPU quiet) x (cores quiet / cores beside).
-            cpu_ratio = (load[key] * cores[key]) / (load["quiet_s"] * cores["quiet_s"])
-            print(
-                f"  used {cores[key]:.2f} cores beside them: ratio = CPU {cpu_ratio:.2f}x "
-                f"x cores quiet/beside {cores['quiet_s'] / cores[key]:.2f}"
-            )
-        for key, label in (("memory", "fits in worker processes"), ("memory_one_process", "fits in one process")):
-            memory = results[key]
-            ratio = memory["peak_extra_bytes"] / memory["frame_bytes"]
-            print(
-                f"peak memory of training ({label}): {memory['peak_extra_bytes'] / 2**20:.1f} MiB above the idle processes "
-                f"({memory['baseline_bytes'] / 2**20:.0f} MiB) vs frame {memory['frame_bytes'] / 2**20:.1f} MiB -> {ratio:.1f}x "
-                f"(target <= 4x) {'OK' if ratio <= 4 else 'MISSED'}"
-            )
-    dask = results.get("dask")
-    if dask:
+    _report_load(results["load"])
+    _report_memory(results)
+
+
+def _report_load(load: dict) -> None:
+    cores = load["cores"]
+    print(f"quiet: training.py used {cores['quiet_s']:.2f} cores (CPU seconds of its process tree / wall seconds)")
+    for key, label in (("busy_loops_s", "two busy loops"), ("threaded_work_s", "two multi-threaded fit loops")):
+        ratio = load[key] / load["quiet_s"]
         print(
-            f"2-worker LocalCluster: {dask['cluster_s']:.1f} s vs local {dask['local_s']:.1f} s -> {dask['ratio']:.2f}x "
-            f"(on this 2-core machine the workers share the same cores: this is the cluster's overhead, not a speed-up); "
-            f"same model and threshold: {dask['same_model']}"
+            f"beside {label}: {load[key]:.1f} s vs quiet {load['quiet_s']:.1f} s -> {ratio:.2f}x (target <= 2.5x) {'OK' if ratio <= 2.5 else 'MISSED'}"
         )
-        estimate = dask["estimate"]
-        if estimate:
-            print(
-                f"paper estimate: {estimate['fits']} fits, {estimate['per_fit_s']:.2f} s each (single-threaded), "
-                f"cluster overhead {estimate['overhead_s']:.1f} s"
-            )
-            for row in estimate["table"]:
-                cluster = ", ".join(f"{w} workers {s:.0f} s" for w, s in row["cluster_s"].items())
-                print(
-                    f"  {row['rows']:>10,} rows: local on 2 cores {row['local_2_cores_s']:.0f} s of fitting; cluster {cluster}"
-                )
-            print(
-                "  a cluster wins above about "
-                + ", ".join(f"{rows:,.0f} rows with {w} workers" for w, rows in estimate["break_even_rows"].items())
-                + f" ({estimate['fits']} fits; more candidates or folds lower it in proportion)"
-            )
-    for row in results.get("quality", []):
+        # wall = CPU / cores, so the ratio is (CPU beside / CPU quiet) x (cores quiet / cores beside).
+        cpu_ratio = (load[key] * cores[key]) / (load["quiet_s"] * cores["quiet_s"])
         print(
-            f"quality {row['dataset']} ({row['train_rows']} train / {row['test_rows']} test rows): chose {row['model']}, "
-            f"CV {row['cv_metric']:.4f}; test F1 {row['test_f1']:.4f}, ROC AUC {row['test_roc_auc']:.4f}, "
-            f"AP {row['test_average_precision']:.4f}; trained in {row['training_s']:.1f} s"
+            f"  used {cores[key]:.2f} cores beside them: ratio = CPU {cpu_ratio:.2f}x "
+            f"x cores quiet/beside {cores['quiet_s'] / cores[key]:.2f}"
+        )
+
+
+def _report_memory(results: dict) -> None:
+    for key, label in (("memory", "fits in worker processes"), ("memory_one_process", "fits in one process")):
+        memory = results[key]
+        ratio = memory["peak_extra_bytes"] / memory["frame_bytes"]
+        print(
+            f"peak memory of training ({label}): {memory['peak_extra_bytes'] / 2**20:.1f} MiB above the idle processes "
+            f"({memory['baseline_bytes'] / 2**20:.0f} MiB) vs frame {memory['frame_bytes'] / 2**20:.1f} MiB -> {ratio:.1f}x "
+            f"(target <= 4x) {'OK' if ratio <= 4 else 'MISSED'}"
+        )
+
+
+def _report_dask(dask: dict) -> None:
+    print(
+        f"2-worker LocalCluster: {dask['cluster_s']:.1f} s vs local {dask['local_s']:.1f} s -> {dask['ratio']:.2f}x "
+        f"(on this 2-core machine the workers share the same cores: this is the cluster's overhead, not a speed-up); "
+        f"same model and threshold: {dask['same_model']}"
+    )
+    estimate = dask["estimate"]
+    if estimate:
+        print(
+            f"paper estimate: {estimate['fits']} fits, {estimate['per_fit_s']:.2f} s each (single-threaded), "
+            f"cluster overhead {estimate['overhead_s']:.1f} s"
+        )
+        for row in estimate["table"]:
+            cluster = ", ".join(f"{w} workers {s:.0f} s" for w, s in row["cluster_s"].items())
+            print(
+                f"  {row['rows']:>10,} rows: local on 2 cores {row['local_2_cores_s']:.0f} s of fitting; cluster {cluster}"
+            )
+        print(
+            "  a cluster wins above about "
+            + ", ".join(f"{rows:,.0f} rows with {w} workers" for w, rows in estimate["break_even_rows"].items())
+            + f" ({estimate['fits']} fits; more candidates or folds lower it in proportion)"
         )
 
 

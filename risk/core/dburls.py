@@ -1,6 +1,6 @@
 """The rules of ``database_sources`` in config.json, and the parsing of their URLs.
 
-Below both ``settings.py`` (which checks a config when it is loaded) and ``dbsource.py``
+Below both ``settings.py`` (which checks a config when it is loaded) and ``risk/data/dbpull.py``
 (which connects with what the URL says), so that neither imports the other. Stdlib only:
 the cron fast path loads the config on every tick.
 """

@@ -35,12 +35,12 @@ def install_log_handlers(
     root = logging.getLogger()
     # Replace only the handlers an earlier call installed, so that calling main() twice in
     # one process does not log twice, and handlers installed by others stay.
-    for old in [h for h in root.handlers if getattr(h, "_installed_by_fsutil", False)]:
+    for old in [h for h in root.handlers if getattr(h, "_installed_by_risk_logs", False)]:
         root.removeHandler(old)
         old.close()
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in handlers:
-        handler._installed_by_fsutil = True  # type: ignore[attr-defined]
+        handler._installed_by_risk_logs = True  # type: ignore[attr-defined]
         one_line = not console_tracebacks and not isinstance(handler, logging.FileHandler)
         handler.setFormatter(_OneLineFormatter(formatter._fmt) if one_line else formatter)
         root.addHandler(handler)

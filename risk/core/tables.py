@@ -18,7 +18,7 @@ import pandas as pd
 
 NUMERIC = "numeric"
 TEXT = "text"
-CATEGORICAL = "categorical"  # a text column used as a feature (training metadata, drift, compiledmodel)
+CATEGORICAL = "categorical"  # a text column used as a feature (training metadata, drift, the compiled scorer)
 
 # What pandas raises on a file that is not a readable CSV.
 CSV_ERRORS = (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError, OverflowError)

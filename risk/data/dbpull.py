@@ -94,7 +94,7 @@ class Source:
 
 
 def sources(config: Config) -> list[Source]:
-    """The configured database sources (checked when the config was loaded: sourceconfig.check_sources)."""
+    """The configured database sources (checked when the config was loaded: dburls.check_sources)."""
     return [Source(spec, config.root) for spec in config["database_sources"]]
 
 

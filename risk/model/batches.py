@@ -3,7 +3,7 @@
 JSON records, a CSV body or a named data file become one ``Batch``: numeric features as a float
 matrix (NaN where missing: the model imputes them), categories as text or None. Anything that does
 not fit raises ``InputError``, whose message names the field or column, never the caller's value.
-Scoring a batch is ``compiledmodel.py``'s job.
+Scoring a batch is ``compiled.py``'s job.
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def load_trained_model(config: Config) -> tuple[Any, dict[str, Any]]:
     """The freshly trained model in the model folder and its metadata.
 
     Loaded as deployed models are (modelfiles.read_model: trusted types only), checked against the
-    checksum its metadata records; deployed models go through versionstore.load_deployed_model.
+    checksum its metadata records; deployed models go through risk.registry.versions.load_deployed_model.
     """
     folder = config.model_folder
     metadata = read_json(folder / METADATA_FILE)

@@ -4,7 +4,7 @@
 and saves it as ``<reports>/<version>/diagnostics.json``, beside the reports of the version it
 describes. The API serves that file; it never computes it. Top-level keys: ``version``,
 ``generated_at``, ``summary_statistics``, ``missing_data``, ``execution_time``,
-``outdated_packages`` (packagecheck.py), ``data_drift``, ``fairness`` (fairness.py) and
+``outdated_packages`` (packages.py), ``data_drift``, ``fairness`` (fairness.py) and
 ``warnings``.
 
 Data drift compares the newest ingested batch (``<output>/latest_batch.csv``) with the

@@ -2,7 +2,7 @@
 the confusion matrix PNG, drawn from the facts reporting.py gathered (``Evidence``).
 
 Each page is a function of the document and the evidence; ``PAGES`` lists them in order.
-The page machinery (A4 pages, text, tables that continue) is pagelayout.py's.
+The page machinery (A4 pages, text, tables that continue) is layout.py's.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 - ``confusionmatrix.png``: the version's model on the test data;
 - ``model_report.pdf``: everything a validator needs to sign the version off, on A4 pages;
 - ``model_report.json``: the figures the PDF states, to check against scoring and diagnostics;
-- ``model_card.md``: the model card (modelcard.py), also the PDF's second page.
+- ``model_card.md``: the model card (risk/report/card.py), also the PDF's second page.
 
 Every version keeps its own folder; a new deployment never touches an older one's. The data
 sections restate ``diagnostics.json`` of the version, made first if it is absent.
