@@ -39,7 +39,6 @@ from risk.registry.versions import (
     DeploymentError,
     inventory,
 )
-from risk.report.reports import refresh_reports
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +121,10 @@ def _decide(config: Config, args: argparse.Namespace) -> None:
         if args.approve
         else reject(config, args.reject, args.by, args.note)
     )
+    # Imported here: pandas and matplotlib load only for an approval decision, so --list and
+    # --rollback start at once and still work when the report libraries are broken.
+    from risk.report.reports import refresh_reports
+
     refreshed = refresh_reports(config, version)
     print(f"{version} {'approved: now current' if args.approve else 'rejected'}; reports rewritten: {refreshed}")
 

@@ -121,3 +121,17 @@ def test_training_names_a_misspelt_column_before_training(project: Config, caplo
     config = write_config(project.root, id_columns=["Corporation"])
     assert training.main(["--config", str(config.path)]) == 1
     assert "id_columns names the column 'Corporation'" in caplog.text and "did you mean 'corporation'?" in caplog.text
+
+
+@pytest.mark.parametrize("action", [["--list"], ["--inventory"], ["--rollback"]])
+def test_listing_and_rolling_back_load_no_data_library(deployed_project: Config, action: list[str]) -> None:
+    """deployment.py's everyday and emergency actions start at once, and work where pandas or
+    scikit-learn is broken: only an approval decision loads the report libraries."""
+    probe = (
+        f"import sys; sys.path.insert(0, {str(PROJECT_DIR)!r}); import deployment; "
+        f"code = deployment.main(['--config', {str(deployed_project.path)!r}, *{action!r}]); "
+        "print(code, sorted(m for m in ('pandas', 'numpy', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    heavy = result.stdout.strip().splitlines()[-1]
+    assert heavy.endswith(" []"), result.stdout + result.stderr

@@ -26,11 +26,10 @@ import re
 import time
 from typing import Any
 
-from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map
 
-from risk.api.answers import error_response
+from risk.api.answers import INTERNAL_ERROR, error_response
 from risk.api.apimetrics import OTHER_LABEL, ApiMetrics, metric_method
 from risk.api.worker import CLOSE_CONNECTION_KEY
 
@@ -46,10 +45,6 @@ DRAIN_BYTES = 1024 * 1024  # of a refused body still arriving, read so the clien
 DRAIN_SECONDS = 0.5
 
 UNREADABLE_BODY = "the request body cannot be read: its chunked transfer encoding is broken"
-# What reading a chunked body raises when its framing is broken or the client goes away: gunicorn's
-# InvalidChunkSize, ChunkMissingTerminator and NoMoreData are OSErrors, a bad trailer is a
-# ParseException; werkzeug's development server raises OSError too.
-BODY_READ_ERRORS = (OSError, ValueError, ParseException)
 
 # A refusal of the gate: (status, message, extra headers)
 Refusal = tuple[int, str, tuple[tuple[str, str], ...]]
@@ -99,7 +94,11 @@ class RequestGate:
             environ["PATH_INFO"] = path = REPEATED_SLASHES.sub("/", path)
         method = environ.get("REQUEST_METHOD", "")
         rule, endpoint = self._route(path, method)
-        refusal = self._refusal(environ, endpoint, method)
+        try:
+            refusal = self._refusal(environ, endpoint, method)
+        except Exception:  # a fault of the gate itself: answered (and counted) as Flask's handler would
+            logger.exception("unhandled error checking %s %s", method, path)
+            refusal = 500, INTERNAL_ERROR, ()
         answer = self.wsgi_app if refusal is None else error_response(*refusal)
         statuses: list[str] = []
 
@@ -167,7 +166,8 @@ def read_body_within(environ: dict[str, Any], limit: int) -> bytes | None:
     while True:
         try:
             chunk = stream.read(BODY_READ_SIZE)
-        except BODY_READ_ERRORS as exc:
+        # Whatever the server's parser raises for broken framing (gunicorn's InvalidChunkSize, say).
+        except Exception as exc:
             logger.info("refused a body whose chunked framing is broken: %s: %s", type(exc).__name__, exc)
             raise UnreadableBody(UNREADABLE_BODY) from None
         if not chunk:
@@ -190,5 +190,5 @@ def _drain(environ: dict[str, Any], stream: Any) -> None:
             if not chunk:
                 return
             drained += len(chunk)
-    except (*BODY_READ_ERRORS, RuntimeError) as exc:  # the client went away or broke the framing: nothing to keep
+    except Exception as exc:  # the client went away or broke the framing (the server's own errors): nothing to keep
         logger.debug("stopped draining a refused body: %s", exc)

@@ -250,3 +250,37 @@ def test_unknown_paths_and_methods_are_counted_as_other(open_app) -> None:
         ("other", "other", "405"): 20.0,
         ("other", "GET", "405"): 1.0,
     }
+
+
+class BreakingStream(io.BytesIO):
+    """A chunked body whose server-side reader fails with an error type of its own."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise RuntimeError("the server's chunk parser gave up")
+
+
+def test_a_body_the_server_cannot_read_is_a_counted_400_whatever_the_server_raised(open_app) -> None:
+    environ = EnvironBuilder(method="POST", path="/prediction", content_type="application/json").get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    environ["wsgi.input"] = BreakingStream()
+    started: list = []
+    body = b"".join(open_app(environ, lambda status, headers, exc_info=None: started.append(status)))
+
+    assert started == ["400 BAD REQUEST"] and "chunked transfer encoding is broken" in json.loads(body)["message"]
+    assert request_counts(open_app) == {("/prediction", "POST", "400"): 1.0}
+
+
+def test_a_fault_of_the_gate_itself_is_a_json_500_that_is_counted(open_app) -> None:
+    """A server that hands over no body stream at all: the gate fails, the caller still gets JSON."""
+    environ = EnvironBuilder(method="POST", path="/prediction", content_type="application/json").get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    del environ["wsgi.input"]
+    started: list = []
+    body = b"".join(open_app(environ, lambda status, headers, exc_info=None: started.append(status)))
+
+    assert (
+        started[-1].startswith("500")
+        and json.loads(body)["message"] == "internal error; the server log has the details"
+    )
+    assert request_counts(open_app) == {("/prediction", "POST", "500"): 1.0}
