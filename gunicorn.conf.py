@@ -41,7 +41,10 @@ def _config_port() -> int:
 wsgi_app = "wsgi:app"
 bind = os.environ.get("RISK_API_BIND") or f"127.0.0.1:{_config_port()}"
 workers = int(os.environ.get("RISK_API_WORKERS", max(2, os.cpu_count() or 1)))
+# The worker's name before it moved into the risk package, as a crontab or unit file may still set it.
+MOVED_WORKER_CLASSES = {"bufferingworker.BufferingThreadWorker": "risk.api.worker.BufferingThreadWorker"}
 worker_class = os.environ.get("RISK_API_WORKER_CLASS", "risk.api.worker.BufferingThreadWorker")
+worker_class = MOVED_WORKER_CLASSES.get(worker_class, worker_class)
 threads = int(os.environ.get("RISK_API_THREADS", 2))
 keepalive = 5
 timeout = 60  # a 10,000-row request takes well under a second; a stuck worker is restarted
