@@ -138,20 +138,15 @@ def training_memory(config_path: Path, workers: int) -> dict:
     from risk.data import masterstore
     from risk.model import fitting, pipelines, scoring, training
 
-    importlib.import_module(
-        "skops.io"
-    )  # training imports it (in the background) to write the model; imports are excluded
+    importlib.import_module("skops.io")  # training imports it in the background to save the model: not counted
 
     config = load_config(config_path)
     data = masterstore.load_master(config)
     features = pipelines.feature_types(config, masterstore.column_kinds(config))
     frame_bytes = int(scoring.feature_frame(data, features).memory_usage(deep=True).sum())
     del data  # training reads the master itself, as training.py does
-    options = {}
-    if hasattr(training, "start_workers"):
-        options = {"workers": workers}
-        if workers > 1:
-            fitting.start_workers(workers)  # the worker interpreters exist before the baseline
+    if workers > 1:
+        fitting.start_workers(workers)  # the worker interpreters exist before the baseline
     me = psutil.Process()
     baseline = tree_pss(me)
     peak = [baseline]
@@ -164,7 +159,7 @@ def training_memory(config_path: Path, workers: int) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    training.train_model(config, **options)
+    training.train_model(config, workers=workers)
     stop.set()
     sampler.join()
     return {"frame_bytes": frame_bytes, "baseline_bytes": baseline, "peak_extra_bytes": peak[0] - baseline}
