@@ -7,6 +7,8 @@ the first few predictions and says how many it left out, so that it stays small 
 answer, or a status other than 2xx. ``/summarystats`` and ``/diagnostics`` answer 503 until
 ``python diagnostics.py`` has run for the served version, and that counts as a failure: the
 system is not fully up.
+
+The work is done by ``risk/api/client.py``; its docstring says how.
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
 """Pull new rows from the configured databases as snapshot files that ingestion reads like dropped files.
 
-Each entry of ``database_sources`` in config.json names a database (a SQLAlchemy-style URL:
-``sqlite:///clients.db`` relative to the config's folder, or ``postgresql://user@host:5432/db``
-with the password in the environment variable named by ``password_env``), a ``table`` or a
-read-only ``query``, and a ``watermark_column`` whose values only grow.
-
-A run asks each database one small question, the smallest and largest watermark above the last
-one recorded (``SELECT min(w), max(w) ... WHERE w > last``). Nothing above it: nothing to do.
-Otherwise the rows up to that maximum are streamed, chunk by chunk, into one immutable CSV
-snapshot in ``<output>/database_snapshots/``, which ingestion then validates, quarantines,
-de-duplicates and records exactly as it does a dropped file. The record's entry for it names
-the source, the watermark range, the rows pulled and the snapshot's SHA-256, and that entry,
-written only after the rows are in the master, *is* the recorded watermark: a run killed before
-it reads the same rows again, and ingestion drops them as duplicates.
-
-Stdlib only at import: the cron fast path imports this module. sqlite3 is imported when a SQLite
-source is checked, psycopg (PostgreSQL) when a PostgreSQL one is.
+The work is done by ``risk/data/dbpull.py``; its docstring says how.
 """
 
 from __future__ import annotations

@@ -1,25 +1,6 @@
 """Promote the trained model into the production deployment, versioned, with rollback.
 
-Layout of the deployment folder::
-
-    production_deployment/
-      versions/v1/, v2/, ...   immutable; each holds trainedmodel.skops (or, made before skops,
-                               trainedmodel.pkl), trainedmodel.json,
-                               scores.json, latestscore.txt, ingestedfiles.txt,
-                               ingestion_record.jsonl, reference_data.csv, manifest.json
-      current -> versions/vN   a symlink, swapped atomically by rename
-      history.jsonl            one line per deploy, rollback, activation, approval, rejection
-                               or supersession; each line carries the SHA-256 of the line before
-
-With ``require_approval`` a new version is deployed *pending*: complete and verified, but
-``current`` does not move until ``--approve vN --by NAME`` (``--reject`` retires it). A newer
-version supersedes an older pending one.
-
-A version is assembled in a hidden folder and renamed into ``versions/`` only when every
-file is written and synced; ``current`` then switches with one ``rename``. A reader that
-resolves ``current`` once sees a whole version, old or new, even if a deploy is killed at
-any instant. ``manifest.json`` lists every file's SHA-256; a model is loaded only after its
-hash matches, and only with the types modelfiles.py trusts (older pickled versions: the hash only).
+The work is done by ``risk/registry/deploy.py``; its docstring says how.
 """
 
 from __future__ import annotations

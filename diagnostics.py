@@ -7,12 +7,7 @@ describes. The API serves that file; it never computes it. Top-level keys: ``ver
 ``outdated_packages`` (packages.py), ``data_drift``, ``fairness`` (fairness.py) and
 ``warnings``.
 
-Data drift compares the newest ingested batch (``<output>/latest_batch.csv``) with the
-training data of the version that was current when the batch arrived (the reference sample
-stored in that version at deployment time, ``reference_data.csv``): a version's own
-training data already holds the batch that made it. Before any version (the batch is the
-first training data) the test data is compared with the training data instead. See
-``drift.py`` for the method.
+The work is done by ``risk/monitoring/diagnostics.py``; its docstring says how.
 """
 
 from __future__ import annotations

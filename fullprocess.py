@@ -1,31 +1,6 @@
 """The cron entry: ingest new data, check the deployed model for drift, retrain and redeploy.
 
-1. Take the run lock; if another run holds it, log that and exit 0. Remove temporary files
-   that killed runs left behind.
-2. Finish what an earlier run left undone for the current version: a deploy killed half-way,
-   its diagnostics, its reports, its audit line (written then, marked ``recovered``).
-3. Nothing new or changed in the input folder, nothing undone and nothing left undecided:
-   log one line and exit 0. This path runs every few minutes, so only stdlib-light modules
-   are imported before it is decided.
-4. Check the set-up (test data, column names) before any work: a mistake is one line with the fix.
-5. Ingest. 6. Score the deployed model on the rows not yet judged (those just ingested);
-   model drift means that score is below the deployed one (by more than
-   ``drift_tolerance``); no deployed model, or one that fails verification, counts as drift;
-   fewer than ``drift_min_rows`` rows wait for more. 7. No drift: record the decision and
-   stop. 8. Drift: retrain on the whole master dataset; score it (the challenger) and the
-   deployed model (the champion) on the same test data, with a paired bootstrap interval of
-   the difference; deploy unless it is not better by more than ``promotion_margin``
-   (``block_worse_deployments``) or is no better than chance while a model is deployed, then
-   diagnose and report. With ``require_approval`` the new version waits, pending, for
-   ``deployment.py --approve``; it covers its rows meanwhile, so they are not judged again.
-9. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
-   Under cron (stderr not a terminal) nothing is printed unless the run fails: then one line.
-
-Rows stay "not yet judged" until a decision is recorded: ``drift_checkpoint.json`` holds the
-master's size at the last decision, and each version's manifest the master size it was
-trained on, so rows a deployed version covers are never judged (nor deployed for) again. The
-checkpoint also names the last version whose deployment was finished (reports and audit line
-written): when ``current`` or the newest version differs, the run looks for undone work.
+The work is done by ``risk/pipeline/process.py``; its docstring says how.
 """
 
 from __future__ import annotations

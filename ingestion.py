@@ -1,11 +1,6 @@
 """Merge new files from the input folder into the master dataset.
 
-Each new file is validated before it touches the master: a readable UTF-8 CSV with data
-rows, the target and every master column present, values of the master's types. A file
-that fails is copied to ``<output>/quarantine/`` with a reason file beside it and recorded,
-so it is not retried until its content changes. Accepted rows that are already in the
-master (or repeated within the batch) are dropped and counted. The master itself, its
-schema and the row-hash index that finds those duplicates are masterstore.py's.
+The work is done by ``risk/data/ingest.py``; its docstring says how.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Write the reports of a deployed version: confusion matrix, full model report (PDF) and its JSON.
 
-``python reporting.py [--config PATH] [--version vN] [--refresh-diagnostics]`` writes, into
-``<reports>/<version>/``:
+``python reporting.py [--config PATH] [--version vN] [--refresh-diagnostics]`` writes them into
+``<reports>/<version>/``.
 
-- ``confusionmatrix.png``: the version's model on the test data;
-- ``model_report.pdf``: everything a validator needs to sign the version off, on A4 pages;
-- ``model_report.json``: the figures the PDF states, to check against scoring and diagnostics;
-- ``model_card.md``: the model card (risk/report/card.py), also the PDF's second page.
-
-Every version keeps its own folder; a new deployment never touches an older one's. The data
-sections restate ``diagnostics.json`` of the version, made first if it is absent.
+The work is done by ``risk/report/reports.py``; its docstring says how.
 """
 
 from __future__ import annotations

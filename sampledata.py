@@ -1,13 +1,6 @@
 """Make the deterministic sample data: a company's 10,000 client corporations.
 
-Writes three monthly files to the input folder, a labelled hold-out file to the test folder,
-and a later month to ``sample_batches/`` whose relationship between features and attrition
-has shifted (large clients start leaving, and there are more of them), with a labelled
-hold-out of that month in ``sample_holdout/``, for the drift demo (``make demo-drift``): once
-the pattern moves, a model can only be judged on test data that holds some of the new pattern.
-
-The data is realistic in the ways that matter to the pipeline: skewed activity counts, a few
-missing values, about one client in five leaving, and a signal that is learnable but noisy.
+The work is done by ``risk/data/sample.py``; its docstring says how.
 """
 
 from __future__ import annotations

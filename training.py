@@ -1,35 +1,6 @@
 """Fit candidate scikit-learn pipelines on the master dataset, pick the best, save it.
 
-Every candidate is one ``Pipeline``: median imputation (with missing-value indicators) and
-scaling for numeric features, imputation and one-hot encoding (``handle_unknown="ignore"``)
-for categorical ones, then the classifier. Each model has a small fixed set of
-hyper-parameter settings (``SEARCH_SPACE``): every setting is scored on the first two
-cross-validation folds, the best of each model goes on to the remaining folds (successive
-halving), and the soft-voting blend of those models (their averaged probabilities) is a
-candidate of its own, judged on the same folds. The decision threshold is tuned on the
-out-of-fold risk scores (F1 on the positive class by default; with metric ``cost``, the
-lowest expected cost per client under ``cost_matrix``), because with a minority positive
-class the default 0.5 misses most of the clients at risk. Lower is better for ``cost``
-(settings.LOWER_IS_BETTER): every comparison goes through settings.metric_gain.
-
-Each candidate is judged against chance (out-of-fold ROC AUC above 0.5 by more than
-sampling noise: one-sided 5% under the null, Hanley-McNeil standard error) and against the
-trivial rule "flag everyone" (the configured metric on the same folds; the candidate must
-beat it by more than the standard error of the paired fold differences). A candidate that
-does not beat both is *uninformative* and is never chosen over an informative one. Ties on
-the configured metric (within the standard error of the best candidate's fold scores) go
-to the higher out-of-fold ROC AUC, then to the simpler model (the order of SEARCH_SPACE).
-
-The preprocessing has no seed, so every candidate of a fold gets the same encoding
-(``encode_fold``). Fits run single-threaded, side by side: in worker processes when the data
-is large enough (this process encodes each fold once and the workers memory-map it, one
-copy for all of them; see ``FoldFiles``), or on the Dask cluster at
-``dask_scheduler_address``, whose workers read the master from the shared file system and
-encode their folds themselves (see compute.py). The result does not depend on where they ran.
-
-Saves ``trainedmodel.skops`` (see modelfiles.py) and ``trainedmodel.json`` (parameters, the fold scores, time and
-judgement of every candidate and setting, features and their types, data hash, package
-versions, time taken, warnings).
+The work is done by ``risk/model/training.py``; its docstring says how.
 """
 
 from __future__ import annotations

@@ -15,10 +15,8 @@ from risk.registry.versions import (
 )
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # fullprocess's fast path asks current_version(): keep this module light
+if TYPE_CHECKING:  # typing costs import time; deployment.py --list should start at once
     from typing import Any
-
-# shutil is imported where it is used, for the same reason.
 
 logger = logging.getLogger(__name__)
 
