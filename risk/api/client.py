@@ -1,12 +1,10 @@
-"""Call every endpoint of a running risk API and write every answer to ``apireturns.txt``.
+"""Call every endpoint of a running risk API and render every answer (``apicalls.py`` is the command).
 
-``python apicalls.py [--config PATH] [--url URL] [--output FILE]``: the URL defaults to the
-config's ``api_url``, the output to ``apireturns.txt`` beside the config. With ``API_TOKEN`` set
-in the environment, every call sends it as a Bearer token. Of each batch answer the file keeps
-the first few predictions and says how many it left out, so that it stays small and readable. Exits 1 if any call failed: no
-answer, or a status other than 2xx. ``/summarystats`` and ``/diagnostics`` answer 503 until
-``python diagnostics.py`` has run for the served version, and that counts as a failure: the
-system is not fully up.
+Of each batch answer the rendering keeps the first few predictions and says how many it left
+out, so that ``apireturns.txt`` stays small and readable. A call fails when it gets no answer
+or a status other than 2xx; ``/summarystats`` and ``/diagnostics`` answer 503 until
+``diagnostics.py`` has run for the served version, and that counts as a failure: the system is
+not fully up.
 """
 
 from __future__ import annotations

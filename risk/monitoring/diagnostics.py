@@ -1,8 +1,7 @@
 """Diagnose the deployed model and its data: summaries, missing values, timings, packages, drift, fairness.
 
-``python diagnostics.py [--config PATH] [--version vN] [--measure]`` prints one JSON document
-and saves it as ``<reports>/<version>/diagnostics.json``, beside the reports of the version it
-describes. The API serves that file; it never computes it. Top-level keys: ``version``,
+One JSON document per version, saved as ``<reports>/<version>/diagnostics.json`` beside the
+reports of the version it describes (``diagnostics.py`` makes and prints it). The API serves that file; it never computes it. Top-level keys: ``version``,
 ``generated_at``, ``summary_statistics``, ``missing_data``, ``execution_time``,
 ``outdated_packages`` (packages.py), ``data_drift``, ``fairness`` (fairness.py) and
 ``warnings``.
