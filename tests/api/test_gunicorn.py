@@ -155,3 +155,24 @@ def test_a_deployment_while_serving_is_picked_up_by_every_worker(server: str, se
     assert requests.get(server + "/readyz", headers=AUTH, timeout=10).json()["model_version"] == "v2"
     text = requests.get(server + "/metrics", headers=AUTH, timeout=10).text
     assert metric(text, "riskapi_model_info", version="v2") == 1
+
+
+@pytest.mark.parametrize(
+    "given, used",
+    [
+        (None, "risk.api.worker.BufferingThreadWorker"),
+        ("bufferingworker.BufferingThreadWorker", "risk.api.worker.BufferingThreadWorker"),  # its name before the move
+        ("gthread", "gthread"),
+    ],
+)
+def test_the_worker_class_setting_selects_our_worker_under_its_old_name_too(
+    given: str | None, used: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if given is None:
+        monkeypatch.delenv("RISK_API_WORKER_CLASS", raising=False)
+    else:
+        monkeypatch.setenv("RISK_API_WORKER_CLASS", given)
+    conf = PROJECT_DIR / "gunicorn.conf.py"
+    settings: dict = {"__file__": str(conf)}
+    exec(compile(conf.read_text(encoding="utf-8"), str(conf), "exec"), settings)
+    assert settings["worker_class"] == used
