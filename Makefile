@@ -73,8 +73,7 @@ run: data ## Set up, make the sample data and run the cron entry (fullprocess) o
 	$(PY) fullprocess.py --config $(CONFIG)
 
 demo-drift: run ## Drop the shifted sample month into sourcedata/ (its hold-out into testdata/) and run fullprocess: drift, retrain, redeploy
-	cp -n sample_batches/*.csv sourcedata/
-	cp -n sample_holdout/*.csv testdata/
+	$(PY) sampledata.py --config $(CONFIG) --shifted-month
 	$(PY) fullprocess.py --config $(CONFIG)
 	$(PY) deployment.py --config $(CONFIG) --list
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from risk.core.files import atomic_write_text
+from risk.core.files import atomic_write_bytes, atomic_write_text
 from risk.core.settings import Config
 
 logger = logging.getLogger(__name__)
@@ -116,3 +116,24 @@ def write_sample_data(config: Config, force: bool = False, seed: int = SEED) -> 
         written.append(path)
         logger.info("wrote %s (%d rows, %.1f%% exited)", path, len(frame), 100 * frame["exited"].mean())
     return written
+
+
+def stage_shifted_month(config: Config) -> list[Path]:
+    """Copy the shifted month into the config's input folder and its hold-out into its test folder.
+
+    The drift demo's step: the folders are the config's, wherever it lives, so ``make demo-drift
+    CONFIG=...`` stages beside that config. Files already there are kept. Returns the paths written.
+    """
+    staged = []
+    for kind, target in (("batch", config.input_folder), ("holdout", config.test_data_folder)):
+        folder = destination(config, f"{kind}/-").parent
+        sources = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+        if not sources:
+            raise FileNotFoundError(f"no sample files in {folder}: run sampledata.py first")
+        for source in sources:
+            path = target / source.name
+            if not path.exists():
+                atomic_write_bytes(path, source.read_bytes())
+                staged.append(path)
+                logger.info("staged %s", path)
+    return staged

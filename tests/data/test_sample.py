@@ -37,3 +37,12 @@ def test_sample_is_deterministic_and_realistic(project: Config) -> None:
 
 def test_existing_files_are_kept_unless_forced(project: Config) -> None:
     assert sample.write_sample_data(project) == []
+
+
+def test_shifted_month_is_staged_beside_the_config_wherever_it_lives(project: Config) -> None:
+    staged = sample.stage_shifted_month(project)
+    batch = next((project.root / sample.SAMPLE_BATCH_FOLDER).iterdir())
+    holdout = next((project.root / sample.SAMPLE_HOLDOUT_FOLDER).iterdir())
+    assert sorted(staged) == sorted([project.input_folder / batch.name, project.test_data_folder / holdout.name])
+    assert sha256_file(project.input_folder / batch.name) == sha256_file(batch)
+    assert sample.stage_shifted_month(project) == [], "files already staged are kept"
