@@ -579,3 +579,42 @@ def test_sqlite_url_is_relative_to_the_config_under_crons_environment(deployed_p
     assert result.returncode == 0, result.stderr
     assert pulls(config)[-1]["rows_added"] == 12
     assert [p.name for p in home.iterdir() if not p.name.startswith(".")] == []
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def small_disk(deployed_project: Config):
+    """The snapshot folder on a 2 MiB tmpfs: a pull larger than that meets a full disk mid-COPY."""
+    if os.geteuid() != 0:
+        skip_or_fail_in_ci("mounting a small tmpfs needs root")
+    folder = deployed_project.output_folder / dbpull.SNAPSHOT_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        skip_or_fail_in_ci(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def sessions_of_the_puller(postgres: PostgresDatabase) -> list[tuple]:
+    with postgres.psycopg.connect(postgres.url, password=postgres.password, autocommit=True) as connection:
+        return connection.execute(
+            "SELECT pid, state, wait_event FROM pg_stat_activity WHERE application_name = 'risk-assessment ingestion'"
+        ).fetchall()
+
+
+def test_postgres_full_disk_mid_copy_fails_the_run_and_closes_the_connection(
+    deployed_project: Config, postgres, small_disk: Path
+) -> None:
+    postgres.insert(client_rows(11, 150_000))  # about 5 MiB of CSV: more than the disk holds
+    config = with_database(deployed_project, postgres.source())
+
+    result = run_subprocess(config, {**os.environ}, timeout=120)  # before the fix: hung here for good
+
+    assert result.returncode == 1
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith("could not write the snapshot: [Errno 28] No space left on device")
+    assert sessions_of_the_puller(postgres) == []
+    assert list(small_disk.iterdir()) == [] and pulls(config) == []
