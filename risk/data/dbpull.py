@@ -192,7 +192,17 @@ def pull_source(source: Source, after: Any, folder: Path) -> Snapshot | None:
         if high is None:
             return None
         low, high = json_value(low), json_value(high)
-        rows, sha256, path = _write_snapshot(folder, source.name, reader.stream(after, high))
+        chunks = reader.stream(after, high)
+        try:
+            rows, sha256, path = _write_snapshot(folder, source.name, chunks)
+        except BaseException:
+            # A failed write (a full disk) arrives while the stream is suspended inside the
+            # driver's COPY, which holds the connection: drop the connection first, or ending
+            # the transaction would wait for the COPY forever.
+            reader.abandon()
+            raise
+        finally:
+            chunks.close()
     if rows == 0:  # the rows went away between the two queries: nothing to ingest or record
         path.unlink()
         return None
@@ -282,6 +292,9 @@ class _SqliteReader:
 
     def __exit__(self, *exc: object) -> None:
         self.connection.close()
+
+    def abandon(self) -> None:
+        """Nothing to do: a SQLite read holds no lock that closing would wait for."""
 
     def _run(self, sql: str, params: tuple, what: str) -> Any:
         import sqlite3
@@ -380,12 +393,19 @@ class _PostgresReader:
     def __exit__(self, *exc: object) -> None:
         import psycopg
 
+        if self.connection.closed:  # abandoned
+            return
         try:
             self.connection.rollback()  # nothing was written; end the read-only transaction
         except psycopg.Error:
             pass  # the connection is already broken (a timeout, a server gone): closing is all that is left
         finally:
             self.connection.close()
+
+    def abandon(self) -> None:
+        """Close the connection without ending the transaction: closing takes no lock, and the
+        server rolls back a read-only transaction whose connection is gone."""
+        self.connection.close()
 
     def _explain(self, exc: Exception, what: str) -> str:
         if getattr(exc, "sqlstate", None) == "57014":  # query_canceled: the statement timeout

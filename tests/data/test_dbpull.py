@@ -611,7 +611,7 @@ def test_postgres_full_disk_mid_copy_fails_the_run_and_closes_the_connection(
     postgres.insert(client_rows(11, 150_000))  # about 5 MiB of CSV: more than the disk holds
     config = with_database(deployed_project, postgres.source())
 
-    result = run_subprocess(config, {**os.environ}, timeout=120)  # before the fix: hung here for good
+    result = run_subprocess(config, {**os.environ}, timeout=60)  # before the fix: hung here for good
 
     assert result.returncode == 1
     [failure] = last_audit(config)["database_failures"]
