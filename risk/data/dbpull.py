@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from risk.core.dburls import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_QUERY_TIMEOUT_SECONDS, parse_url
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_FOLDER = "database_snapshots"
 CHUNK_ROWS = 10_000  # rows fetched and written at a time: a pull's memory does not grow with its size
+# The client's own deadline is the query timeout plus this: the server's statement_timeout, with
+# its clearer message, normally ends a statement first; the client's ends one the server cannot
+# (a backend stopped or blocked writing to us, a network that drops packets without a reset).
+CLIENT_GRACE_SECONDS = 5
 
 
 class DatabaseSourceError(RuntimeError):
@@ -349,6 +354,7 @@ class _PostgresReader:
     def __init__(self, source: Source):
         self.source = source
         self.connection: Any = None
+        self.cut = False  # set when the client's deadline closed the connection
 
     def __enter__(self) -> _PostgresReader:
         try:
@@ -396,7 +402,8 @@ class _PostgresReader:
         if self.connection.closed:  # abandoned
             return
         try:
-            self.connection.rollback()  # nothing was written; end the read-only transaction
+            with self._deadline():
+                self.connection.rollback()  # nothing was written; end the read-only transaction
         except psycopg.Error:
             pass  # the connection is already broken (a timeout, a server gone): closing is all that is left
         finally:
@@ -407,9 +414,38 @@ class _PostgresReader:
         server rolls back a read-only transaction whose connection is gone."""
         self.connection.close()
 
+    @contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """Within the block, a wait on the server ends at the query timeout (plus a grace) even when
+        the server never answers: a timer thread shuts the socket, and the driver's wait fails."""
+        import threading
+
+        timer = threading.Timer(self.source.query_timeout + CLIENT_GRACE_SECONDS, self._cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()  # a cut in progress ends before the connection is closed and its socket reused
+
+    def _cut(self) -> None:
+        import socket
+
+        try:
+            # shutdown acts on the socket itself, not on this duplicate descriptor of it
+            with socket.socket(fileno=os.dup(self.connection.pgconn.socket)) as sock:
+                self.cut = True
+                sock.shutdown(socket.SHUT_RDWR)
+        except Exception:  # the connection is already gone: nothing left to stop
+            logger.debug("client deadline: nothing to cut", exc_info=True)
+
     def _explain(self, exc: Exception, what: str) -> str:
+        limit = f"query_timeout_seconds ({self.source.query_timeout:g} s)"
+        if self.cut:
+            return f"{what} did not finish within {limit}: the server stopped answering, and the connection was closed"
         if getattr(exc, "sqlstate", None) == "57014":  # query_canceled: the statement timeout
-            return f"{what} did not finish within query_timeout_seconds ({self.source.query_timeout:g} s)"
+            return f"{what} did not finish within {limit}"
         return f"{what} failed: {exc}"
 
     def new_range(self, after: Any) -> tuple[Any, Any]:
@@ -424,7 +460,8 @@ class _PostgresReader:
             column, column, sql.SQL(self.source.relation), where
         )
         try:
-            return tuple(self.connection.execute(query).fetchone())
+            with self._deadline():
+                return tuple(self.connection.execute(query).fetchone())
         except psycopg.Error as exc:
             raise DatabaseSourceError(self._explain(exc, "the check for new rows")) from None
 
@@ -440,7 +477,7 @@ class _PostgresReader:
         )
         cursor = self.connection.cursor()
         try:
-            with cursor.copy(query) as copy:
+            with self._deadline(), cursor.copy(query) as copy:
                 pending, size = [], 0
                 for block in copy:
                     pending.append(bytes(block))

@@ -601,7 +601,8 @@ def small_disk(deployed_project: Config):
 def sessions_of_the_puller(postgres: PostgresDatabase) -> list[tuple]:
     with postgres.psycopg.connect(postgres.url, password=postgres.password, autocommit=True) as connection:
         return connection.execute(
-            "SELECT pid, state, wait_event FROM pg_stat_activity WHERE application_name = 'risk-assessment ingestion'"
+            "SELECT pid, state, wait_event, query FROM pg_stat_activity "
+            "WHERE application_name = 'risk-assessment ingestion'"
         ).fetchall()
 
 
@@ -616,5 +617,40 @@ def test_postgres_full_disk_mid_copy_fails_the_run_and_closes_the_connection(
     assert result.returncode == 1
     [failure] = last_audit(config)["database_failures"]
     assert failure["reason"].startswith("could not write the snapshot: [Errno 28] No space left on device")
-    assert sessions_of_the_puller(postgres) == []
+    assert [(pid, state) for pid, state, *_ in sessions_of_the_puller(postgres)] == []
     assert list(small_disk.iterdir()) == [] and pulls(config) == []
+
+
+def test_postgres_backend_stopped_mid_copy_ends_the_run_at_the_query_timeout(
+    deployed_project: Config, postgres
+) -> None:
+    """A SIGSTOPped backend answers nothing and its statement_timeout never fires: the client's
+    own deadline must end the wait (before the fix the run waited for good)."""
+    slow = "SELECT c.* FROM clients c CROSS JOIN LATERAL (SELECT pg_sleep(0.1)) AS s"  # about 1 s per statement
+    spec = postgres.source(query=slow, query_timeout_seconds=4)
+    del spec["table"]
+    config = with_database(deployed_project, spec)
+    command = [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(config.path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = None
+    try:
+        while stopped is None and process.poll() is None:
+            copying = [pid for pid, _, _, query in sessions_of_the_puller(postgres) if query.startswith("COPY")]
+            if copying:
+                stopped = copying[0]
+                os.kill(stopped, signal.SIGSTOP)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+
+    assert stopped is not None, "the pull ended before its backend could be stopped"
+    assert process.returncode == 1, stderr
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"] == (
+        "the pull of new rows did not finish within query_timeout_seconds (4 s): "
+        "the server stopped answering, and the connection was closed"
+    )
+    assert pulls(config) == []
