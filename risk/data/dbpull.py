@@ -26,7 +26,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from risk.core.dburls import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_QUERY_TIMEOUT_SECONDS, parse_url
+from risk.core.dburls import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_QUERY_TIMEOUT_SECONDS,
+    parse_url,
+    why_not_one_statement,
+)
 from risk.core.files import commit_path, staged_path
 from risk.core.settings import Config
 from risk.data import ledger
@@ -95,7 +100,11 @@ class Source:
         """The SQL the rows are selected from: the quoted table, or the query as a subquery."""
         if self.table is not None:
             return ".".join(self.quote(part) for part in self.table.split("."))
-        return f"({self.query.strip().rstrip(';').strip()}) AS risk_source"
+        problem = why_not_one_statement(self.query)
+        if problem:  # checked when the config is loaded; checked again where the SQL is made
+            raise DatabaseSourceError(f"the query {problem}")
+        # The newline ends a trailing -- comment before the closing parenthesis.
+        return f"({self.query.strip().rstrip(';').strip()}\n) AS risk_source"
 
 
 def sources(config: Config) -> list[Source]:
@@ -461,7 +470,8 @@ class _PostgresReader:
         )
         try:
             with self._deadline():
-                return tuple(self.connection.execute(query).fetchone())
+                # Prepared: the extended protocol runs one statement only, whatever the query holds.
+                return tuple(self.connection.execute(query, prepare=True).fetchone())
         except psycopg.Error as exc:
             raise DatabaseSourceError(self._explain(exc, "the check for new rows")) from None
 

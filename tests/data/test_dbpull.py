@@ -527,6 +527,39 @@ def test_postgres_query_runs_read_only(deployed_project: Config, postgres) -> No
     assert "read-only transaction" in failure["reason"]
 
 
+def test_postgres_query_cannot_stack_statements(deployed_project: Config, postgres) -> None:
+    """Wrapped as a subquery, this query closed it, committed the read-only transaction and deleted
+    a table's rows on every run. Refused when the config is loaded; nothing reaches the server."""
+    postgres.execute("CREATE TABLE victim (x integer); INSERT INTO victim VALUES (1), (2)")
+    hostile = "SELECT * FROM clients) AS x; COMMIT; DELETE FROM victim; SELECT 1 FROM (SELECT 1 AS row_id"
+    values = json.loads(deployed_project.path.read_text())
+    spec = postgres.source(query=hostile)
+    del spec["table"]
+    values.update(database_sources=[spec], drop_columns=["row_id"])
+    deployed_project.path.write_text(json.dumps(values))
+
+    result = run_subprocess(deployed_project, {**os.environ})
+
+    assert result.returncode != 0
+    assert "query must be one statement" in result.stderr
+    with postgres.psycopg.connect(postgres.url, password=postgres.password) as connection:
+        assert connection.execute("SELECT count(*) FROM victim").fetchone() == (2,)
+
+
+def test_a_query_with_semicolons_in_quotes_and_a_trailing_comment_still_reads(
+    deployed_project: Config, database
+) -> None:
+    database.create_clients()
+    database.insert(client_rows(1, 12))
+    spec = database.source(query="SELECT * FROM clients WHERE corporation <> 'a;b' /* ; */ -- the last ; word")
+    del spec["table"]
+    config = with_database(deployed_project, spec)
+
+    assert run(config) == 0
+
+    assert pulls(config)[-1]["rows_pulled"] == 12
+
+
 # ----------------------------------------------------------------------------- configuration
 
 
@@ -542,12 +575,15 @@ def test_postgres_query_runs_read_only(deployed_project: Config, postgres) -> No
         ({"name": "my crm"}, "name must be a non-empty word"),
         ({"tabel": "clients"}, "unknown key(s) ['tabel']"),
         ({"query_timeout_seconds": 0}, "query_timeout_seconds must be a positive number"),
+        ({"table": None, "query": "SELECT * FROM clients; DELETE FROM clients"}, "query must be one statement"),
+        ({"table": None, "query": "SELECT 1 -- ;\n; SELECT 2"}, "query must be one statement"),
     ],
 )
 def test_a_bad_database_source_is_a_config_error_without_the_password(
     tmp_path: Path, source: dict, message: str
 ) -> None:
     spec = {"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id", **source}
+    spec = {key: value for key, value in spec.items() if value is not None}
     (tmp_path / "config.json").write_text(json.dumps({"database_sources": [spec], "drop_columns": ["row_id"]}))
 
     with pytest.raises(ConfigError) as error:
