@@ -690,3 +690,92 @@ def test_postgres_backend_stopped_mid_copy_ends_the_run_at_the_query_timeout(
         "the server stopped answering, and the connection was closed"
     )
     assert pulls(config) == []
+
+
+# ----------------------------------------------------------------------------- watermarks that would skip rows
+
+
+def test_postgres_nan_watermark_is_refused_and_never_recorded(deployed_project: Config, postgres) -> None:
+    """NaN sorts above every number: recorded as the watermark ("NaN" in the JSON), no later row was read."""
+    postgres.execute("DROP TABLE clients")
+    postgres.create_clients(watermark="row_id double precision")
+    postgres.insert(client_rows(1, 20))
+    postgres.execute("INSERT INTO clients (row_id, corporation) VALUES ('NaN', 'db-nan')")
+    config = with_database(deployed_project, postgres.source())
+
+    assert run(config) == 1
+
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith("the watermark column 'row_id' holds nan, which is not a finite number")
+    assert pulls(config) == [] and "NaN" not in ledger.record_path(config).read_text()
+    postgres.execute("DELETE FROM clients WHERE corporation = 'db-nan'")
+    assert run(config) == 0
+    assert pulls(config)[-1]["watermark_to"] == 20.0 and len(master_ids(config)) == 20
+
+
+def test_sqlite_text_in_an_integer_watermark_is_refused(deployed_project: Config) -> None:
+    """SQLite orders every text above every number: 'abc' became the watermark and 50 later rows were never read."""
+    database = SqliteDatabase(deployed_project.root)
+    database.create_clients(watermark="row_id INTEGER")  # not a PRIMARY KEY: that one refuses text
+    database.insert(client_rows(1, 20))
+    config = with_database(deployed_project, database.source())
+    assert run(config) == 0
+    database.execute("INSERT INTO clients (row_id, corporation) VALUES ('abc', 'db-abc')")
+    database.insert(client_rows(21, 50))
+
+    assert run(config) == 1
+
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith(
+        "the watermark column 'row_id' holds values of more than one type (50 number, 1 text such as 'abc')"
+    )
+    assert len(pulls(config)) == 1
+    database.execute("DELETE FROM clients WHERE row_id = 'abc'")
+    assert run(config) == 0
+    assert pulls(config)[-1]["watermark_to"] == 70 and len(master_ids(config)) == 70
+
+
+def test_numbers_stored_as_text_are_refused_as_a_watermark(deployed_project: Config, database) -> None:
+    """As text '9' sorts after '20': '9' was recorded and rows '21'..'80' were never read."""
+    database.create_clients(watermark="row_id text")
+    database.insert([(str(row[0]), *row[1:]) for row in client_rows(1, 20)])
+    config = with_database(deployed_project, database.source())
+
+    assert run(config) == 1
+
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith("the watermark column 'row_id' holds numbers as text ('1' to '9')")
+    assert "CAST(row_id AS integer) AS row_id" in failure["reason"] and pulls(config) == []
+
+
+# ----------------------------------------------------------------------------- rows a watermark cannot see
+
+
+def test_late_rows_at_the_boundary_are_read_and_null_watermarks_counted(deployed_project: Config, database) -> None:
+    kind = "TEXT" if database.kind == "sqlite" else "timestamptz"
+    database.create_clients(watermark=f"row_id integer, updated_at {kind}")
+    columns = [*COLUMNS, "updated_at"]
+    stamp = "2026-11-0{}T10:00:00.123456" + ("" if database.kind == "sqlite" else "+00:00")
+    database.insert([(*row, stamp.format(1 + row[0] % 3)) for row in client_rows(1, 30)], columns)
+    config = with_database(deployed_project, database.source(watermark_column="updated_at"))
+    assert run(config) == 0
+    first = pulls(config)[-1]
+    assert (first["rows_at_watermark_to"], first["rows_with_null_watermark"]) == (10, 0)
+    assert first["known_limits"].startswith("not seen: rows changed in place without a new watermark")
+    # Five rows arrive late with the last watermark, five without one.
+    database.insert([(*row, first["watermark_to"]) for row in client_rows(31, 5)], columns)
+    database.insert([(*row, None) for row in client_rows(36, 5)], columns)
+
+    assert run(config) == 0
+
+    second = pulls(config)[-1]
+    assert second["late_rows_at_boundary"] == 5 and second["boundary_rows_reread"] == 15
+    assert (second["rows_pulled"], second["rows_added"], second["duplicates_dropped"]) == (15, 5, 10)
+    assert second["watermark_to"] == first["watermark_to"] and second["rows_at_watermark_to"] == 15
+    assert second["rows_with_null_watermark"] == 5
+    assert sorted(master_ids(config)) == [f"db-{i:07d}" for i in range(1, 36)]
+    assert run(config) == 0 and len(pulls(config)) == 2, "nothing late since: nothing read again"
+    log = (config.log_folder / "fullprocess.log").read_text()
+    assert "5 row(s) have no updated_at (NULL) and are never read" in log
+    [audited] = logbook.read_audit(config)[-2]["database_pulls"]
+    assert (audited["late_rows_at_boundary"], audited["rows_with_null_watermark"]) == (5, 5)
