@@ -38,7 +38,7 @@ from risk.data import ledger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -169,9 +169,13 @@ def recorded_watermarks(config: Config) -> dict[str, tuple[str, Any, int | None]
     return last
 
 
-def pull_new_rows(config: Config) -> Pulled:
+def pull_new_rows(config: Config, before_pulling: Callable[[], None] | None = None) -> Pulled:
     """Check every database source and pull its new rows into snapshots. A source that fails is
-    logged (one line) and listed in ``failures``; the others, and the files, go on."""
+    logged (one line) and listed in ``failures``; the others, and the files, go on.
+
+    ``before_pulling`` runs once, when the first source has rows to pull and before any is
+    written: a set-up check that would fail the run after the pull fails it before (its
+    exception propagates), so a run that cannot use the rows does not pull them."""
     pulled = Pulled()
     configured = sources(config)
     if not configured:
@@ -179,12 +183,15 @@ def pull_new_rows(config: Config) -> Pulled:
     last = recorded_watermarks(config)
     folder = snapshot_folder(config)
     _remove_partial_snapshots(folder)
+    _remove_unrecorded_snapshots(config, folder)
+    if before_pulling is not None:
+        before_pulling = _once(before_pulling)
     for source in configured:
         column, after, at_after = last.get(source.name, (None, None, None))
         if column != source.watermark_column:  # a new source, or its watermark column changed: read it all
             after, at_after = None, None
         try:
-            snapshot = pull_source(source, after, folder, at_after)
+            snapshot = pull_source(source, after, folder, at_after, before_pulling)
         except (DatabaseSourceError, OSError) as exc:
             reason = _one_line(
                 str(exc) if isinstance(exc, DatabaseSourceError) else f"could not write the snapshot: {exc}", source
@@ -230,7 +237,13 @@ KNOWN_LIMITS = (
 )
 
 
-def pull_source(source: Source, after: Any, folder: Path, at_after: int | None = None) -> Snapshot | None:
+def pull_source(
+    source: Source,
+    after: Any,
+    folder: Path,
+    at_after: int | None = None,
+    before_pulling: Callable[[], None] | None = None,
+) -> Snapshot | None:
     """The rows of ``source`` with a watermark above ``after`` (all rows when None) as a snapshot,
     or None when there are none. ``at_after`` is how many rows had the watermark ``after`` when it
     was recorded: when more have it now, rows arrived late at the boundary, and the rows at it are
@@ -248,6 +261,8 @@ def pull_source(source: Source, after: Any, folder: Path, at_after: int | None =
         reread = late > 0  # the overlap: the boundary's rows again, de-duplicated by ingestion
         if reread:
             low = after
+        if before_pulling is not None:
+            before_pulling()
         at_high, nulls = reader.counts(high)  # before the pull: a row arriving at high meanwhile is re-read later
         chunks = reader.stream(after, high, reread)
         try:
@@ -340,6 +355,30 @@ def _write_snapshot(folder: Path, name: str, chunks: Iterator[tuple[bytes, int]]
         path = folder / f"db_{name}_{digest.hexdigest()[:16]}.csv"
         commit_path(tmp, path, mode=0o444)
     return rows, digest.hexdigest(), path
+
+
+def _once(function: Callable[[], None]) -> Callable[[], None]:
+    done = []
+
+    def call() -> None:
+        if not done:
+            done.append(True)
+            function()
+
+    return call
+
+
+def _remove_unrecorded_snapshots(config: Config, folder: Path) -> None:
+    """Snapshots no record entry names were pulled by runs that failed or were killed before
+    ingesting them: their rows are pulled again (the watermark was not recorded), so keeping them
+    would only fill the disk, one full pull per failed run."""
+    if not folder.is_dir():
+        return
+    recorded = {entry.get("name") for entry in ledger.read_record(config) if "database_source" in entry}
+    for path in folder.glob("db_*.csv"):
+        if path.name not in recorded:
+            logger.info("removing %s: pulled by a run that did not record it", path.name)
+            path.unlink(missing_ok=True)
 
 
 def _remove_partial_snapshots(folder: Path) -> None:

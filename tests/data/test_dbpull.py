@@ -779,3 +779,30 @@ def test_late_rows_at_the_boundary_are_read_and_null_watermarks_counted(deployed
     assert "5 row(s) have no updated_at (NULL) and are never read" in log
     [audited] = logbook.read_audit(config)[-2]["database_pulls"]
     assert (audited["late_rows_at_boundary"], audited["rows_with_null_watermark"]) == (5, 5)
+
+
+# ----------------------------------------------------------------------------- failed runs leave no snapshots
+
+
+def test_a_set_up_mistake_fails_before_the_pull_and_unrecorded_snapshots_go(deployed_project: Config, database) -> None:
+    """Each tick of a broken set-up pulled the whole range again and left another full snapshot."""
+    database.create_clients()
+    database.insert(client_rows(1, 30))
+    config = with_database(deployed_project, database.source())
+    test_data = config.test_data_folder.rename(config.root / "testdata-away")
+    folder = dbpull.snapshot_folder(config)
+
+    for _ in range(2):
+        assert run(config) == 1
+        assert "test_data_path: the folder" in last_audit(config)["reason"]
+        assert list(folder.glob("*.csv")) == [], "nothing pulled for a run that cannot use it"
+    # A snapshot an earlier (failed or killed) run pulled but never recorded:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "db_crm_0123456789abcdef.csv").write_text("row_id,corporation\n1,db-0000001\n")
+    test_data.rename(config.test_data_folder)
+
+    assert run(config) == 0
+
+    entry = pulls(config)[-1]
+    assert entry["rows_added"] == 30
+    assert sorted(p.name for p in folder.iterdir()) == [entry["name"]]
