@@ -190,6 +190,15 @@ def pull_new_rows(config: Config, before_pulling: Callable[[], None] | None = No
         column, after, at_after = last.get(source.name, (None, None, None))
         if column != source.watermark_column:  # a new source, or its watermark column changed: read it all
             after, at_after = None, None
+        elif isinstance(after, float) and not _finite(after):
+            # Recorded by an earlier version, nothing compares above it: read afresh instead
+            # (ingestion drops the rows it has), and say so.
+            logger.warning(
+                "database source %r: the recorded watermark %s is not a finite number; reading the source afresh",
+                source.name,
+                _number_text(after),
+            )
+            after, at_after = None, None
         try:
             snapshot = pull_source(source, after, folder, at_after, before_pulling)
         except (DatabaseSourceError, OSError) as exc:
@@ -305,7 +314,7 @@ def check_watermark(source: Source, low: Any, high: Any) -> None:
         if isinstance(value, float) or type(value).__name__ == "Decimal":
             if not _finite(value):
                 raise DatabaseSourceError(
-                    f"the watermark column {column} holds {value}, which is not a finite number: as the watermark "
+                    f"the watermark column {column} holds {_number_text(value)}, which is not a finite number: as the watermark "
                     "it would skip every later row, so nothing was pulled; correct those rows, or leave them out "
                     "in a query"
                 )
@@ -321,6 +330,13 @@ def _finite(value: Any) -> bool:
     import math
 
     return value.is_finite() if hasattr(value, "is_finite") else math.isfinite(value)
+
+
+def _number_text(value: Any) -> str:
+    """A non-finite number as the databases write it (Python writes nan and inf)."""
+    if value != value:
+        return "NaN"
+    return "-Infinity" if value < 0 else "Infinity"
 
 
 def _looks_like_a_number(text: str) -> bool:

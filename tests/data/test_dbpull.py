@@ -706,11 +706,33 @@ def test_postgres_nan_watermark_is_refused_and_never_recorded(deployed_project: 
     assert run(config) == 1
 
     [failure] = last_audit(config)["database_failures"]
-    assert failure["reason"].startswith("the watermark column 'row_id' holds nan, which is not a finite number")
+    assert failure["reason"].startswith("the watermark column 'row_id' holds NaN, which is not a finite number")
     assert pulls(config) == [] and "NaN" not in ledger.record_path(config).read_text()
     postgres.execute("DELETE FROM clients WHERE corporation = 'db-nan'")
     assert run(config) == 0
     assert pulls(config)[-1]["watermark_to"] == 20.0 and len(master_ids(config)) == 20
+
+
+def test_postgres_a_nan_watermark_recorded_earlier_reads_the_source_afresh(deployed_project: Config, postgres) -> None:
+    """An earlier version recorded NaN: nothing compares above it, so every later row was skipped."""
+    postgres.execute("DROP TABLE clients")
+    postgres.create_clients(watermark="row_id double precision")
+    postgres.insert(client_rows(1, 20))
+    config = with_database(deployed_project, postgres.source())
+    assert run(config) == 0
+    record = ledger.record_path(config)
+    text = record.read_text()
+    assert text.count('"watermark_to": 20.0') == 1
+    record.write_text(text.replace('"watermark_to": 20.0', '"watermark_to": NaN'))
+    postgres.insert(client_rows(21, 10))
+
+    assert run(config) == 0
+
+    entry = pulls(config)[-1]
+    assert (entry["watermark_after"], entry["watermark_to"]) == (None, 30.0)
+    assert (entry["rows_added"], entry["duplicates_dropped"]) == (10, 20)
+    log = (config.log_folder / "fullprocess.log").read_text()
+    assert "the recorded watermark NaN is not a finite number; reading the source afresh" in log
 
 
 def test_sqlite_text_in_an_integer_watermark_is_refused(deployed_project: Config) -> None:
