@@ -5,14 +5,22 @@ Each entry of ``database_sources`` in config.json names a database (a SQLAlchemy
 with the password in the environment variable named by ``password_env``), a ``table`` or a
 read-only ``query``, and a ``watermark_column`` whose values only grow.
 
-A run asks each database one small question, the smallest and largest watermark above the last
-one recorded (``SELECT min(w), max(w) ... WHERE w > last``). Nothing above it: nothing to do.
-Otherwise the rows up to that maximum are streamed, chunk by chunk, into one immutable CSV
-snapshot in ``<output>/database_snapshots/``, which ingestion then validates, quarantines,
-de-duplicates and records exactly as it does a dropped file. The record's entry for it names
-the source, the watermark range, the rows pulled and the snapshot's SHA-256, and that entry,
-written only after the rows are in the master, *is* the recorded watermark: a run killed before
-it reads the same rows again, and ingestion drops them as duplicates.
+A run asks each database one small question: the smallest and largest watermark above the last
+one recorded, and how many rows have the last one (``... WHERE w >= last``). Nothing above it
+and no more rows at it than were recorded: nothing to do. Otherwise the rows up to that maximum
+are streamed, chunk by chunk, into one immutable CSV snapshot in
+``<output>/database_snapshots/``, which ingestion then validates, quarantines, de-duplicates and
+records exactly as it does a dropped file. Rows that arrived late at the last watermark are read
+with the rows at it again (the overlap), and ingestion drops those it has by their row hash.
+The record's entry for it names the source, the watermark range, the rows pulled, the rows at
+its end and without a watermark, and the snapshot's SHA-256, and that entry, written only after
+the rows are in the master, *is* the recorded watermark: a run killed before it reads the same
+rows again, and ingestion drops them as duplicates. A watermark that would skip rows for good
+(NaN, Infinity, numbers stored as text, a SQLite column holding numbers and text) is refused
+before anything is pulled.
+
+Every wait on a server has a deadline on this side too (the query timeout plus a grace): the
+server's statement_timeout cannot end a statement whose backend is stopped or blocked.
 
 Stdlib only at import: the cron fast path imports this module. sqlite3 is imported when a SQLite
 source is checked, psycopg (PostgreSQL) when a PostgreSQL one is.

@@ -655,6 +655,8 @@ def test_postgres_full_disk_mid_copy_fails_the_run_and_closes_the_connection(
     assert failure["reason"].startswith("could not write the snapshot: [Errno 28] No space left on device")
     assert [(pid, state) for pid, state, *_ in sessions_of_the_puller(postgres)] == []
     assert list(small_disk.iterdir()) == [] and pulls(config) == []
+    again = run_subprocess(config, {**os.environ}, timeout=60)  # the lock was released: not locked out
+    assert again.returncode == 1 and last_audit(config)["decision"] != "locked_out"
 
 
 def test_postgres_backend_stopped_mid_copy_ends_the_run_at_the_query_timeout(
