@@ -57,6 +57,10 @@ def check_sources(values: dict[str, Any]) -> None:
         for key in ("table", "query", "password_env"):
             if key in spec and (not isinstance(spec[key], str) or not spec[key].strip()):
                 raise ValueError(f"{where}: {key} must be a non-empty string")
+        if "query" in spec:
+            problem = why_not_one_statement(spec["query"])
+            if problem:
+                raise ValueError(f"{where}: query {problem}")
         for key in ("connect_timeout_seconds", "query_timeout_seconds"):
             value = spec.get(key, 1)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
@@ -70,6 +74,66 @@ def check_sources(values: dict[str, Any]) -> None:
                 f"{where}: the watermark column {spec['watermark_column']!r} must also be listed in drop_columns "
                 "(or id_columns): a value that only grows must not become a model feature"
             )
+
+
+def why_not_one_statement(query: str) -> str | None:
+    """Why ``query`` is not one statement, or None. A ``;`` outside quotes and comments (other
+    than one at the very end) would let the query run statements of its own beside the pull's:
+    ``...) AS x; COMMIT; DELETE FROM t; SELECT ...`` ends the read-only transaction first."""
+    i, n = 0, len(query)
+    while i < n:
+        char = query[i]
+        if char == ";":
+            if query[i + 1 :].strip():
+                return "must be one statement: a ';' outside quotes may end it only at the very end"
+            return None
+        if char in "'\"":  # a string or a quoted name; a doubled quote stays inside
+            i = _after_quoted(query, i, char, backslashes=char == "'" and query[i - 1 : i] in ("e", "E"))
+        elif char == "$":
+            tag_end = query.find("$", i + 1)
+            tag = query[i : tag_end + 1] if tag_end > 0 else ""
+            if tag and (tag == "$$" or tag[1:-1].replace("_", "a").isalnum() and not tag[1].isdigit()):
+                close = query.find(tag, tag_end + 1)
+                i = n if close < 0 else close + len(tag)
+            else:
+                i += 1  # a parameter such as $1, or a $ inside a name
+        elif query.startswith("--", i):
+            newline = query.find("\n", i)
+            i = n if newline < 0 else newline + 1
+        elif query.startswith("/*", i):
+            i = _after_block_comment(query, i)
+        else:
+            i += 1
+    return None
+
+
+def _after_quoted(query: str, start: int, quote: str, backslashes: bool) -> int:
+    i = start + 1
+    while i < len(query):
+        if backslashes and query[i] == "\\":
+            i += 2
+        elif query[i] == quote:
+            if query[i + 1 : i + 2] != quote:
+                return i + 1
+            i += 2
+        else:
+            i += 1
+    return len(query)
+
+
+def _after_block_comment(query: str, start: int) -> int:
+    """PostgreSQL's block comments nest."""
+    depth, i = 0, start
+    while i < len(query):
+        if query.startswith("/*", i):
+            depth, i = depth + 1, i + 2
+        elif query.startswith("*/", i):
+            depth, i = depth - 1, i + 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return len(query)
 
 
 def parse_url(url: str, root: Path) -> tuple[str, str, Path | None, dict[str, Any]]:

@@ -5,14 +5,22 @@ Each entry of ``database_sources`` in config.json names a database (a SQLAlchemy
 with the password in the environment variable named by ``password_env``), a ``table`` or a
 read-only ``query``, and a ``watermark_column`` whose values only grow.
 
-A run asks each database one small question, the smallest and largest watermark above the last
-one recorded (``SELECT min(w), max(w) ... WHERE w > last``). Nothing above it: nothing to do.
-Otherwise the rows up to that maximum are streamed, chunk by chunk, into one immutable CSV
-snapshot in ``<output>/database_snapshots/``, which ingestion then validates, quarantines,
-de-duplicates and records exactly as it does a dropped file. The record's entry for it names
-the source, the watermark range, the rows pulled and the snapshot's SHA-256, and that entry,
-written only after the rows are in the master, *is* the recorded watermark: a run killed before
-it reads the same rows again, and ingestion drops them as duplicates.
+A run asks each database one small question: the smallest and largest watermark above the last
+one recorded, and how many rows have the last one (``... WHERE w >= last``). Nothing above it
+and no more rows at it than were recorded: nothing to do. Otherwise the rows up to that maximum
+are streamed, chunk by chunk, into one immutable CSV snapshot in
+``<output>/database_snapshots/``, which ingestion then validates, quarantines, de-duplicates and
+records exactly as it does a dropped file. Rows that arrived late at the last watermark are read
+with the rows at it again (the overlap), and ingestion drops those it has by their row hash.
+The record's entry for it names the source, the watermark range, the rows pulled, the rows at
+its end and without a watermark, and the snapshot's SHA-256, and that entry, written only after
+the rows are in the master, *is* the recorded watermark: a run killed before it reads the same
+rows again, and ingestion drops them as duplicates. A watermark that would skip rows for good
+(NaN, Infinity, numbers stored as text, a SQLite column holding numbers and text) is refused
+before anything is pulled.
+
+Every wait on a server has a deadline on this side too (the query timeout plus a grace): the
+server's statement_timeout cannot end a statement whose backend is stopped or blocked.
 
 Stdlib only at import: the cron fast path imports this module. sqlite3 is imported when a SQLite
 source is checked, psycopg (PostgreSQL) when a PostgreSQL one is.
@@ -23,22 +31,32 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from risk.core.dburls import DEFAULT_CONNECT_TIMEOUT_SECONDS, DEFAULT_QUERY_TIMEOUT_SECONDS, parse_url
+from risk.core.dburls import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    DEFAULT_QUERY_TIMEOUT_SECONDS,
+    parse_url,
+    why_not_one_statement,
+)
 from risk.core.files import commit_path, staged_path
 from risk.core.settings import Config
 from risk.data import ledger
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FOLDER = "database_snapshots"
 CHUNK_ROWS = 10_000  # rows fetched and written at a time: a pull's memory does not grow with its size
+# The client's own deadline is the query timeout plus this: the server's statement_timeout, with
+# its clearer message, normally ends a statement first; the client's ends one the server cannot
+# (a backend stopped or blocked writing to us, a network that drops packets without a reset).
+CLIENT_GRACE_SECONDS = 5
 
 
 class DatabaseSourceError(RuntimeError):
@@ -90,7 +108,11 @@ class Source:
         """The SQL the rows are selected from: the quoted table, or the query as a subquery."""
         if self.table is not None:
             return ".".join(self.quote(part) for part in self.table.split("."))
-        return f"({self.query.strip().rstrip(';').strip()}) AS risk_source"
+        problem = why_not_one_statement(self.query)
+        if problem:  # checked when the config is loaded; checked again where the SQL is made
+            raise DatabaseSourceError(f"the query {problem}")
+        # The newline ends a trailing -- comment before the closing parenthesis.
+        return f"({self.query.strip().rstrip(';').strip()}\n) AS risk_source"
 
 
 def sources(config: Config) -> list[Source]:
@@ -125,8 +147,11 @@ class Pulled:
         """Fields for the audit line (none when no database source is configured or did anything)."""
         fields: dict[str, Any] = {}
         if self.snapshots:
+            always = ("database_source", "rows_pulled", "watermark_from", "watermark_to")
+            when_any = ("late_rows_at_boundary", "rows_with_null_watermark")  # rows a watermark hides
             fields["database_pulls"] = [
-                {key: s.lineage[key] for key in ("database_source", "rows_pulled", "watermark_from", "watermark_to")}
+                {key: s.lineage[key] for key in always}
+                | {key: s.lineage[key] for key in when_any if s.lineage.get(key)}
                 for s in self.snapshots
             ]
         if self.failures:
@@ -138,18 +163,27 @@ def snapshot_folder(config: Config) -> Path:
     return config.output_folder / SNAPSHOT_FOLDER
 
 
-def recorded_watermarks(config: Config) -> dict[str, tuple[str, Any]]:
-    """Per source name, (watermark column, last watermark): the end of its latest pull in the ingestion record."""
-    last: dict[str, tuple[str, Any]] = {}
+def recorded_watermarks(config: Config) -> dict[str, tuple[str, Any, int | None]]:
+    """Per source name, (watermark column, last watermark, rows that had it): the end of its
+    latest pull in the ingestion record (the count is None for pulls recorded before it was kept)."""
+    last: dict[str, tuple[str, Any, int | None]] = {}
     for entry in ledger.read_record(config):
         if "database_source" in entry:
-            last[entry["database_source"]] = (entry["watermark_column"], entry["watermark_to"])
+            last[entry["database_source"]] = (
+                entry["watermark_column"],
+                entry["watermark_to"],
+                entry.get("rows_at_watermark_to"),
+            )
     return last
 
 
-def pull_new_rows(config: Config) -> Pulled:
+def pull_new_rows(config: Config, before_pulling: Callable[[], None] | None = None) -> Pulled:
     """Check every database source and pull its new rows into snapshots. A source that fails is
-    logged (one line) and listed in ``failures``; the others, and the files, go on."""
+    logged (one line) and listed in ``failures``; the others, and the files, go on.
+
+    ``before_pulling`` runs once, when the first source has rows to pull and before any is
+    written: a set-up check that would fail the run after the pull fails it before (its
+    exception propagates), so a run that cannot use the rows does not pull them."""
     pulled = Pulled()
     configured = sources(config)
     if not configured:
@@ -157,12 +191,24 @@ def pull_new_rows(config: Config) -> Pulled:
     last = recorded_watermarks(config)
     folder = snapshot_folder(config)
     _remove_partial_snapshots(folder)
+    _remove_unrecorded_snapshots(config, folder)
+    if before_pulling is not None:
+        before_pulling = _once(before_pulling)
     for source in configured:
-        column, after = last.get(source.name, (None, None))
+        column, after, at_after = last.get(source.name, (None, None, None))
         if column != source.watermark_column:  # a new source, or its watermark column changed: read it all
-            after = None
+            after, at_after = None, None
+        elif isinstance(after, float) and not _finite(after):
+            # Recorded by an earlier version, nothing compares above it: read afresh instead
+            # (ingestion drops the rows it has), and say so.
+            logger.warning(
+                "database source %r: the recorded watermark %s is not a finite number; reading the source afresh",
+                source.name,
+                _number_text(after),
+            )
+            after, at_after = None, None
         try:
-            snapshot = pull_source(source, after, folder)
+            snapshot = pull_source(source, after, folder, at_after, before_pulling)
         except (DatabaseSourceError, OSError) as exc:
             reason = _one_line(
                 str(exc) if isinstance(exc, DatabaseSourceError) else f"could not write the snapshot: {exc}", source
@@ -179,20 +225,73 @@ def pull_new_rows(config: Config) -> Pulled:
                 snapshot.lineage["watermark_from"],
                 snapshot.lineage["watermark_to"],
             )
+            _warn_about_unseen_rows(source, snapshot.lineage)
             pulled.snapshots.append(snapshot)
     return pulled
 
 
-def pull_source(source: Source, after: Any, folder: Path) -> Snapshot | None:
+def _warn_about_unseen_rows(source: Source, lineage: dict[str, Any]) -> None:
+    if lineage.get("late_rows_at_boundary"):
+        logger.warning(
+            "database source %r: %d row(s) arrived after the last pull with its watermark %r: read now",
+            source.name,
+            lineage["late_rows_at_boundary"],
+            lineage["watermark_after"],
+        )
+    if lineage.get("rows_with_null_watermark"):
+        logger.warning(
+            "database source %r: %d row(s) have no %s (NULL) and are never read: give them one",
+            source.name,
+            lineage["rows_with_null_watermark"],
+            source.watermark_column,
+        )
+
+
+# What a watermark cannot show, said in every pull's record entry.
+KNOWN_LIMITS = (
+    "not seen: rows changed in place without a new watermark, rows arriving with a watermark below the last one, "
+    "and rows without a watermark (counted in rows_with_null_watermark)"
+)
+
+
+def pull_source(
+    source: Source,
+    after: Any,
+    folder: Path,
+    at_after: int | None = None,
+    before_pulling: Callable[[], None] | None = None,
+) -> Snapshot | None:
     """The rows of ``source`` with a watermark above ``after`` (all rows when None) as a snapshot,
-    or None when there are none. Raises DatabaseSourceError."""
+    or None when there are none. ``at_after`` is how many rows had the watermark ``after`` when it
+    was recorded: when more have it now, rows arrived late at the boundary, and the rows at it are
+    read again (ingestion drops those it has by their row hash). Raises DatabaseSourceError."""
     reader = _SqliteReader(source) if source.kind == "sqlite" else _PostgresReader(source)
     with reader:
-        low, high = reader.new_range(after)
-        if high is None:
+        low, high, at_after_now = reader.new_range(after)
+        late = at_after_now - at_after if after is not None and at_after is not None else 0
+        if high is None and late <= 0:
             return None
+        if high is None:  # only late rows at the boundary
+            low, high = after, after
+        check_watermark(source, low, high)
         low, high = json_value(low), json_value(high)
-        rows, sha256, path = _write_snapshot(folder, source.name, reader.stream(after, high))
+        reread = late > 0  # the overlap: the boundary's rows again, de-duplicated by ingestion
+        if reread:
+            low = after
+        if before_pulling is not None:
+            before_pulling()
+        at_high, nulls = reader.counts(high)  # before the pull: a row arriving at high meanwhile is re-read later
+        chunks = reader.stream(after, high, reread)
+        try:
+            rows, sha256, path = _write_snapshot(folder, source.name, chunks)
+        except BaseException:
+            # A failed write (a full disk) arrives while the stream is suspended inside the
+            # driver's COPY, which holds the connection: drop the connection first, or ending
+            # the transaction would wait for the COPY forever.
+            reader.abandon()
+            raise
+        finally:
+            chunks.close()
     if rows == 0:  # the rows went away between the two queries: nothing to ingest or record
         path.unlink()
         return None
@@ -204,9 +303,53 @@ def pull_source(source: Source, after: Any, folder: Path) -> Snapshot | None:
         "watermark_from": low,
         "watermark_to": high,
         "rows_pulled": rows,
+        "rows_at_watermark_to": at_high,
+        "rows_with_null_watermark": nulls,
+        "known_limits": KNOWN_LIMITS,
         "snapshot": f"{SNAPSHOT_FOLDER}/{path.name}",
     }
+    if reread:
+        lineage.update(boundary_rows_reread=at_after_now, late_rows_at_boundary=late)
     return Snapshot(path, sha256, lineage)
+
+
+def check_watermark(source: Source, low: Any, high: Any) -> None:
+    """Refuse a range whose recorded end would skip rows for good. Raises DatabaseSourceError."""
+    column = repr(source.watermark_column)
+    for value in (low, high):
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, float) or type(value).__name__ == "Decimal":
+            if not _finite(value):
+                raise DatabaseSourceError(
+                    f"the watermark column {column} holds {_number_text(value)}, which is not a finite number: as the watermark "
+                    "it would skip every later row, so nothing was pulled; correct those rows, or leave them out "
+                    "in a query"
+                )
+    if all(isinstance(v, str) and _looks_like_a_number(v) for v in (low, high)):
+        raise DatabaseSourceError(
+            f"the watermark column {column} holds numbers as text ({low!r} to {high!r}): compared as text, "
+            f"'9' comes after '10', so later rows would be skipped; nothing was pulled: make it a number "
+            f"column, or cast it in a query (CAST({source.watermark_column} AS integer) AS {source.watermark_column})"
+        )
+
+
+def _finite(value: Any) -> bool:
+    import math
+
+    return value.is_finite() if hasattr(value, "is_finite") else math.isfinite(value)
+
+
+def _number_text(value: Any) -> str:
+    """A non-finite number as the databases write it (Python writes nan and inf)."""
+    if value != value:
+        return "NaN"
+    return "-Infinity" if value < 0 else "Infinity"
+
+
+def _looks_like_a_number(text: str) -> bool:
+    digits = text.strip().lstrip("+-").replace(".", "", 1)
+    return digits.isdigit() and digits.isascii()
 
 
 def json_value(value: Any) -> Any:
@@ -236,6 +379,30 @@ def _write_snapshot(folder: Path, name: str, chunks: Iterator[tuple[bytes, int]]
         path = folder / f"db_{name}_{digest.hexdigest()[:16]}.csv"
         commit_path(tmp, path, mode=0o444)
     return rows, digest.hexdigest(), path
+
+
+def _once(function: Callable[[], None]) -> Callable[[], None]:
+    done = []
+
+    def call() -> None:
+        if not done:
+            done.append(True)
+            function()
+
+    return call
+
+
+def _remove_unrecorded_snapshots(config: Config, folder: Path) -> None:
+    """Snapshots no record entry names were pulled by runs that failed or were killed before
+    ingesting them: their rows are pulled again (the watermark was not recorded), so keeping them
+    would only fill the disk, one full pull per failed run."""
+    if not folder.is_dir():
+        return
+    recorded = {entry.get("name") for entry in ledger.read_record(config) if "database_source" in entry}
+    for path in folder.glob("db_*.csv"):
+        if path.name not in recorded:
+            logger.info("removing %s: pulled by a run that did not record it", path.name)
+            path.unlink(missing_ok=True)
 
 
 def _remove_partial_snapshots(folder: Path) -> None:
@@ -283,6 +450,9 @@ class _SqliteReader:
     def __exit__(self, *exc: object) -> None:
         self.connection.close()
 
+    def abandon(self) -> None:
+        """Nothing to do: a SQLite read holds no lock that closing would wait for."""
+
     def _run(self, sql: str, params: tuple, what: str) -> Any:
         import sqlite3
 
@@ -297,19 +467,58 @@ class _SqliteReader:
             return f"{what} did not finish within query_timeout_seconds ({self.source.query_timeout:g} s)"
         return f"{what} failed: {exc}"
 
-    def new_range(self, after: Any) -> tuple[Any, Any]:
-        column, relation = self.source.quote(self.source.watermark_column), self.source.relation
-        where, params = (f" WHERE {column} > ?", (after,)) if after is not None else ("", ())
-        sql = f"SELECT min({column}), max({column}) FROM {relation}{where}"
-        return tuple(self._run(sql, params, "the check for new rows").fetchone())
+    # SQLite keeps any value in any column and orders every number below every text: the kinds of
+    # value a watermark holds are counted, integers and reals being one kind (both compare as numbers).
+    KIND = "CASE WHEN typeof({w}) IN ('integer', 'real') THEN 'number' ELSE typeof({w}) END"
 
-    def stream(self, after: Any, high: Any) -> Iterator[tuple[bytes, int]]:
+    def new_range(self, after: Any) -> tuple[Any, Any, int]:
+        """(smallest, largest watermark above ``after``, rows whose watermark is ``after``)."""
+        w, relation = self.source.quote(self.source.watermark_column), self.source.relation
+        kind = self.KIND.format(w=w)
+        if after is None:
+            sql = f"SELECT min({w}), max({w}), 0, count(DISTINCT {kind}) FROM {relation} WHERE {w} IS NOT NULL"
+            params: tuple = ()
+        else:
+            new = f"CASE WHEN {w} > ? THEN {w} END"
+            sql = (
+                f"SELECT min({new}), max({new}), total({w} = ?), count(DISTINCT CASE WHEN {w} > ? THEN {kind} END) "
+                f"FROM {relation} WHERE {w} >= ?"
+            )
+            params = (after,) * 5
+        low, high, at_after, kinds = self._run(sql, params, "the check for new rows").fetchone()
+        if kinds > 1:
+            self._refuse_mixed_kinds(after)
+        return low, high, int(at_after)
+
+    def _refuse_mixed_kinds(self, after: Any) -> None:
+        w, relation = self.source.quote(self.source.watermark_column), self.source.relation
+        where, params = (f"{w} > ?", (after,)) if after is not None else (f"{w} IS NOT NULL", ())
+        sql = f"SELECT {self.KIND.format(w=w)}, count(*), max({w}) FROM {relation} WHERE {where} GROUP BY 1 ORDER BY 2 DESC"
+        kinds = self._run(sql, params, "the check for new rows").fetchall()
+        counted = ", ".join(
+            f"{count} {kind}" + (f" such as {value!r}" if i else "") for i, (kind, count, value) in enumerate(kinds)
+        )
+        raise DatabaseSourceError(
+            f"the watermark column {self.source.watermark_column!r} holds values of more than one type ({counted}): "
+            "compared across types, one type always sorts above the other and the watermark would skip rows; "
+            "nothing was pulled: correct those rows"
+        )
+
+    def counts(self, high: Any) -> tuple[int, int]:
+        """(rows whose watermark is ``high``, rows without a watermark)."""
+        w, relation = self.source.quote(self.source.watermark_column), self.source.relation
+        sql = f"SELECT total({w} = ?), total({w} IS NULL) FROM {relation} WHERE {w} = ? OR {w} IS NULL"
+        at_high, nulls = self._run(sql, (high, high), "the count of rows at the watermark").fetchone()
+        return int(at_high), int(nulls)
+
+    def stream(self, after: Any, high: Any, reread: bool = False) -> Iterator[tuple[bytes, int]]:
         import csv
         import io
         import sqlite3
 
         column = self.source.quote(self.source.watermark_column)
-        lower, params = (f"{column} > ? AND ", (after, high)) if after is not None else ("", (high,))
+        op = ">=" if reread else ">"
+        lower, params = (f"{column} {op} ? AND ", (after, high)) if after is not None else ("", (high,))
         sql = f"SELECT * FROM {self.source.relation} WHERE {lower}{column} <= ? ORDER BY {column}"
         cursor = self._run(sql, params, "the pull of new rows")
         buffer = io.StringIO()
@@ -336,6 +545,7 @@ class _PostgresReader:
     def __init__(self, source: Source):
         self.source = source
         self.connection: Any = None
+        self.cut = False  # set when the client's deadline closed the connection
 
     def __enter__(self) -> _PostgresReader:
         try:
@@ -380,47 +590,114 @@ class _PostgresReader:
     def __exit__(self, *exc: object) -> None:
         import psycopg
 
+        if self.connection.closed:  # abandoned
+            return
         try:
-            self.connection.rollback()  # nothing was written; end the read-only transaction
+            with self._deadline():
+                self.connection.rollback()  # nothing was written; end the read-only transaction
         except psycopg.Error:
             pass  # the connection is already broken (a timeout, a server gone): closing is all that is left
         finally:
             self.connection.close()
 
+    def abandon(self) -> None:
+        """Close the connection without ending the transaction: closing takes no lock, and the
+        server rolls back a read-only transaction whose connection is gone."""
+        self.connection.close()
+
+    @contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """Within the block, a wait on the server ends at the query timeout (plus a grace) even when
+        the server never answers: a timer thread shuts the socket, and the driver's wait fails."""
+        import threading
+
+        timer = threading.Timer(self.source.query_timeout + CLIENT_GRACE_SECONDS, self._cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()  # a cut in progress ends before the connection is closed and its socket reused
+
+    def _cut(self) -> None:
+        import socket
+
+        try:
+            # shutdown acts on the socket itself, not on this duplicate descriptor of it
+            with socket.socket(fileno=os.dup(self.connection.pgconn.socket)) as sock:
+                self.cut = True
+                sock.shutdown(socket.SHUT_RDWR)
+        except Exception:  # the connection is already gone: nothing left to stop
+            logger.debug("client deadline: nothing to cut", exc_info=True)
+
     def _explain(self, exc: Exception, what: str) -> str:
+        limit = f"query_timeout_seconds ({self.source.query_timeout:g} s)"
+        if self.cut:
+            return f"{what} did not finish within {limit}: the server stopped answering, and the connection was closed"
         if getattr(exc, "sqlstate", None) == "57014":  # query_canceled: the statement timeout
-            return f"{what} did not finish within query_timeout_seconds ({self.source.query_timeout:g} s)"
+            return f"{what} did not finish within {limit}"
         return f"{what} failed: {exc}"
 
-    def new_range(self, after: Any) -> tuple[Any, Any]:
-        import psycopg
+    def new_range(self, after: Any) -> tuple[Any, Any, int]:
+        """(smallest, largest watermark above ``after``, rows whose watermark is ``after``)."""
         from psycopg import sql
 
         # Values are inlined as quoted literals, never as %s parameters: a query holding a
-        # % (LIKE 'a%') must reach the server as written.
-        column = sql.SQL(self.source.quote(self.source.watermark_column))
-        where = sql.SQL(" WHERE {} > {}").format(column, sql.Literal(after)) if after is not None else sql.SQL("")
-        query = sql.SQL("SELECT min({}), max({}) FROM {}{}").format(
-            column, column, sql.SQL(self.source.relation), where
+        # % (LIKE 'a%') must reach the server as written. An unknown-typed literal is read in
+        # the column's own type.
+        w = sql.SQL(self.source.quote(self.source.watermark_column))
+        if after is None:
+            query = sql.SQL("SELECT min({w}), max({w}), 0 FROM {r}")
+        else:
+            query = sql.SQL(
+                "SELECT min({w}) FILTER (WHERE {w} > {a}), max({w}) FILTER (WHERE {w} > {a}), "
+                "count(*) FILTER (WHERE {w} = {a}) FROM {r} WHERE {w} >= {a}"
+            )
+        low, high, at_after = self._one_row(
+            query.format(w=w, a=sql.Literal(after), r=sql.SQL(self.source.relation)), "the check for new rows"
         )
-        try:
-            return tuple(self.connection.execute(query).fetchone())
-        except psycopg.Error as exc:
-            raise DatabaseSourceError(self._explain(exc, "the check for new rows")) from None
+        return low, high, at_after
 
-    def stream(self, after: Any, high: Any) -> Iterator[tuple[bytes, int]]:
+    def counts(self, high: Any) -> tuple[int, int]:
+        """(rows whose watermark is ``high``, rows without a watermark)."""
+        from psycopg import sql
+
+        query = sql.SQL(
+            "SELECT count(*) FILTER (WHERE {w} = {h}), count(*) FILTER (WHERE {w} IS NULL) FROM {r} "
+            "WHERE {w} = {h} OR {w} IS NULL"
+        ).format(
+            w=sql.SQL(self.source.quote(self.source.watermark_column)),
+            h=sql.Literal(high),
+            r=sql.SQL(self.source.relation),
+        )
+        at_high, nulls = self._one_row(query, "the count of rows at the watermark")
+        return at_high, nulls
+
+    def _one_row(self, query: Any, what: str) -> tuple:
+        import psycopg
+
+        try:
+            with self._deadline():
+                # Prepared: the extended protocol runs one statement only, whatever the query holds.
+                return tuple(self.connection.execute(query, prepare=True).fetchone())
+        except psycopg.Error as exc:
+            raise DatabaseSourceError(self._explain(exc, what)) from None
+
+    def stream(self, after: Any, high: Any, reread: bool = False) -> Iterator[tuple[bytes, int]]:
         """COPY streams the rows as CSV the server formats: fast, and never all in memory."""
         import psycopg
         from psycopg import sql
 
         column = sql.SQL(self.source.quote(self.source.watermark_column))
-        lower = sql.SQL("{} > {} AND ").format(column, sql.Literal(after)) if after is not None else sql.SQL("")
+        op = sql.SQL(">=" if reread else ">")
+        lower = sql.SQL("{} {} {} AND ").format(column, op, sql.Literal(after)) if after is not None else sql.SQL("")
         query = sql.SQL("COPY (SELECT * FROM {} WHERE {}{} <= {} ORDER BY {}) TO STDOUT (FORMAT csv, HEADER)").format(
             sql.SQL(self.source.relation), lower, column, sql.Literal(high), column
         )
         cursor = self.connection.cursor()
         try:
-            with cursor.copy(query) as copy:
+            with self._deadline(), cursor.copy(query) as copy:
                 pending, size = [], 0
                 for block in copy:
                     pending.append(bytes(block))

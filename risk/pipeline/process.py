@@ -211,7 +211,9 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     unfinished = why_a_deployment_may_be_unfinished(config)
     still_written: list[str] = []
     pending = ledger.pending_files(config, still_written)
-    pulled = dbpull.pull_new_rows(config)  # new rows from database_sources, as snapshot files
+    # New rows from database_sources, as snapshot files; a missing test folder fails the run
+    # before a pull it could not use (the rest of the set-up is checked below, with their columns).
+    pulled = dbpull.pull_new_rows(config, before_pulling=lambda: preflight.check_test_data(config))
     pending += pulled.snapshots
     undecided = why_ingested_rows_await_a_decision(config)
     record: dict[str, Any] = {**pulled.audit()}

@@ -527,6 +527,39 @@ def test_postgres_query_runs_read_only(deployed_project: Config, postgres) -> No
     assert "read-only transaction" in failure["reason"]
 
 
+def test_postgres_query_cannot_stack_statements(deployed_project: Config, postgres) -> None:
+    """Wrapped as a subquery, this query closed it, committed the read-only transaction and deleted
+    a table's rows on every run. Refused when the config is loaded; nothing reaches the server."""
+    postgres.execute("CREATE TABLE victim (x integer); INSERT INTO victim VALUES (1), (2)")
+    hostile = "SELECT * FROM clients) AS x; COMMIT; DELETE FROM victim; SELECT 1 FROM (SELECT 1 AS row_id"
+    values = json.loads(deployed_project.path.read_text())
+    spec = postgres.source(query=hostile)
+    del spec["table"]
+    values.update(database_sources=[spec], drop_columns=["row_id"])
+    deployed_project.path.write_text(json.dumps(values))
+
+    result = run_subprocess(deployed_project, {**os.environ})
+
+    assert result.returncode != 0
+    assert "query must be one statement" in result.stderr
+    with postgres.psycopg.connect(postgres.url, password=postgres.password) as connection:
+        assert connection.execute("SELECT count(*) FROM victim").fetchone() == (2,)
+
+
+def test_a_query_with_semicolons_in_quotes_and_a_trailing_comment_still_reads(
+    deployed_project: Config, database
+) -> None:
+    database.create_clients()
+    database.insert(client_rows(1, 12))
+    spec = database.source(query="SELECT * FROM clients WHERE corporation <> 'a;b' /* ; */ -- the last ; word")
+    del spec["table"]
+    config = with_database(deployed_project, spec)
+
+    assert run(config) == 0
+
+    assert pulls(config)[-1]["rows_pulled"] == 12
+
+
 # ----------------------------------------------------------------------------- configuration
 
 
@@ -542,12 +575,15 @@ def test_postgres_query_runs_read_only(deployed_project: Config, postgres) -> No
         ({"name": "my crm"}, "name must be a non-empty word"),
         ({"tabel": "clients"}, "unknown key(s) ['tabel']"),
         ({"query_timeout_seconds": 0}, "query_timeout_seconds must be a positive number"),
+        ({"table": None, "query": "SELECT * FROM clients; DELETE FROM clients"}, "query must be one statement"),
+        ({"table": None, "query": "SELECT 1 -- ;\n; SELECT 2"}, "query must be one statement"),
     ],
 )
 def test_a_bad_database_source_is_a_config_error_without_the_password(
     tmp_path: Path, source: dict, message: str
 ) -> None:
     spec = {"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id", **source}
+    spec = {key: value for key, value in spec.items() if value is not None}
     (tmp_path / "config.json").write_text(json.dumps({"database_sources": [spec], "drop_columns": ["row_id"]}))
 
     with pytest.raises(ConfigError) as error:
@@ -579,3 +615,218 @@ def test_sqlite_url_is_relative_to_the_config_under_crons_environment(deployed_p
     assert result.returncode == 0, result.stderr
     assert pulls(config)[-1]["rows_added"] == 12
     assert [p.name for p in home.iterdir() if not p.name.startswith(".")] == []
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def small_disk(deployed_project: Config):
+    """The snapshot folder on a 2 MiB tmpfs: a pull larger than that meets a full disk mid-COPY."""
+    if os.geteuid() != 0:
+        skip_or_fail_in_ci("mounting a small tmpfs needs root")
+    folder = deployed_project.output_folder / dbpull.SNAPSHOT_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        skip_or_fail_in_ci(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def sessions_of_the_puller(postgres: PostgresDatabase) -> list[tuple]:
+    with postgres.psycopg.connect(postgres.url, password=postgres.password, autocommit=True) as connection:
+        return connection.execute(
+            "SELECT pid, state, wait_event, query FROM pg_stat_activity "
+            "WHERE application_name = 'risk-assessment ingestion'"
+        ).fetchall()
+
+
+def test_postgres_full_disk_mid_copy_fails_the_run_and_closes_the_connection(
+    deployed_project: Config, postgres, small_disk: Path
+) -> None:
+    postgres.insert(client_rows(11, 150_000))  # about 5 MiB of CSV: more than the disk holds
+    config = with_database(deployed_project, postgres.source())
+
+    result = run_subprocess(config, {**os.environ}, timeout=60)  # before the fix: hung here for good
+
+    assert result.returncode == 1
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith("could not write the snapshot: [Errno 28] No space left on device")
+    assert [(pid, state) for pid, state, *_ in sessions_of_the_puller(postgres)] == []
+    assert list(small_disk.iterdir()) == [] and pulls(config) == []
+    again = run_subprocess(config, {**os.environ}, timeout=60)  # the lock was released: not locked out
+    assert again.returncode == 1 and last_audit(config)["decision"] != "locked_out"
+
+
+def test_postgres_backend_stopped_mid_copy_ends_the_run_at_the_query_timeout(
+    deployed_project: Config, postgres
+) -> None:
+    """A SIGSTOPped backend answers nothing and its statement_timeout never fires: the client's
+    own deadline must end the wait (before the fix the run waited for good)."""
+    slow = "SELECT c.* FROM clients c CROSS JOIN LATERAL (SELECT pg_sleep(0.1)) AS s"  # about 1 s per statement
+    spec = postgres.source(query=slow, query_timeout_seconds=4)
+    del spec["table"]
+    config = with_database(deployed_project, spec)
+    command = [sys.executable, str(PROJECT_DIR / "fullprocess.py"), "--config", str(config.path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = None
+    try:
+        while stopped is None and process.poll() is None:
+            copying = [pid for pid, _, _, query in sessions_of_the_puller(postgres) if query.startswith("COPY")]
+            if copying:
+                stopped = copying[0]
+                os.kill(stopped, signal.SIGSTOP)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+
+    assert stopped is not None, "the pull ended before its backend could be stopped"
+    assert process.returncode == 1, stderr
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"] == (
+        "the pull of new rows did not finish within query_timeout_seconds (4 s): "
+        "the server stopped answering, and the connection was closed"
+    )
+    assert pulls(config) == []
+
+
+# ----------------------------------------------------------------------------- watermarks that would skip rows
+
+
+def test_postgres_nan_watermark_is_refused_and_never_recorded(deployed_project: Config, postgres) -> None:
+    """NaN sorts above every number: recorded as the watermark ("NaN" in the JSON), no later row was read."""
+    postgres.execute("DROP TABLE clients")
+    postgres.create_clients(watermark="row_id double precision")
+    postgres.insert(client_rows(1, 20))
+    postgres.execute("INSERT INTO clients (row_id, corporation) VALUES ('NaN', 'db-nan')")
+    config = with_database(deployed_project, postgres.source())
+
+    assert run(config) == 1
+
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith("the watermark column 'row_id' holds NaN, which is not a finite number")
+    assert pulls(config) == [] and "NaN" not in ledger.record_path(config).read_text()
+    postgres.execute("DELETE FROM clients WHERE corporation = 'db-nan'")
+    assert run(config) == 0
+    assert pulls(config)[-1]["watermark_to"] == 20.0 and len(master_ids(config)) == 20
+
+
+def test_postgres_a_nan_watermark_recorded_earlier_reads_the_source_afresh(deployed_project: Config, postgres) -> None:
+    """An earlier version recorded NaN: nothing compares above it, so every later row was skipped."""
+    postgres.execute("DROP TABLE clients")
+    postgres.create_clients(watermark="row_id double precision")
+    postgres.insert(client_rows(1, 20))
+    config = with_database(deployed_project, postgres.source())
+    assert run(config) == 0
+    record = ledger.record_path(config)
+    text = record.read_text()
+    assert text.count('"watermark_to": 20.0') == 1
+    record.write_text(text.replace('"watermark_to": 20.0', '"watermark_to": NaN'))
+    postgres.insert(client_rows(21, 10))
+
+    assert run(config) == 0
+
+    entry = pulls(config)[-1]
+    assert (entry["watermark_after"], entry["watermark_to"]) == (None, 30.0)
+    assert (entry["rows_added"], entry["duplicates_dropped"]) == (10, 20)
+    log = (config.log_folder / "fullprocess.log").read_text()
+    assert "the recorded watermark NaN is not a finite number; reading the source afresh" in log
+
+
+def test_sqlite_text_in_an_integer_watermark_is_refused(deployed_project: Config) -> None:
+    """SQLite orders every text above every number: 'abc' became the watermark and 50 later rows were never read."""
+    database = SqliteDatabase(deployed_project.root)
+    database.create_clients(watermark="row_id INTEGER")  # not a PRIMARY KEY: that one refuses text
+    database.insert(client_rows(1, 20))
+    config = with_database(deployed_project, database.source())
+    assert run(config) == 0
+    database.execute("INSERT INTO clients (row_id, corporation) VALUES ('abc', 'db-abc')")
+    database.insert(client_rows(21, 50))
+
+    assert run(config) == 1
+
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith(
+        "the watermark column 'row_id' holds values of more than one type (50 number, 1 text such as 'abc')"
+    )
+    assert len(pulls(config)) == 1
+    database.execute("DELETE FROM clients WHERE row_id = 'abc'")
+    assert run(config) == 0
+    assert pulls(config)[-1]["watermark_to"] == 70 and len(master_ids(config)) == 70
+
+
+def test_numbers_stored_as_text_are_refused_as_a_watermark(deployed_project: Config, database) -> None:
+    """As text '9' sorts after '20': '9' was recorded and rows '21'..'80' were never read."""
+    database.create_clients(watermark="row_id text")
+    database.insert([(str(row[0]), *row[1:]) for row in client_rows(1, 20)])
+    config = with_database(deployed_project, database.source())
+
+    assert run(config) == 1
+
+    [failure] = last_audit(config)["database_failures"]
+    assert failure["reason"].startswith("the watermark column 'row_id' holds numbers as text ('1' to '9')")
+    assert "CAST(row_id AS integer) AS row_id" in failure["reason"] and pulls(config) == []
+
+
+# ----------------------------------------------------------------------------- rows a watermark cannot see
+
+
+def test_late_rows_at_the_boundary_are_read_and_null_watermarks_counted(deployed_project: Config, database) -> None:
+    kind = "TEXT" if database.kind == "sqlite" else "timestamptz"
+    database.create_clients(watermark=f"row_id integer, updated_at {kind}")
+    columns = [*COLUMNS, "updated_at"]
+    stamp = "2026-11-0{}T10:00:00.123456" + ("" if database.kind == "sqlite" else "+00:00")
+    database.insert([(*row, stamp.format(1 + row[0] % 3)) for row in client_rows(1, 30)], columns)
+    config = with_database(deployed_project, database.source(watermark_column="updated_at"))
+    assert run(config) == 0
+    first = pulls(config)[-1]
+    assert (first["rows_at_watermark_to"], first["rows_with_null_watermark"]) == (10, 0)
+    assert first["known_limits"].startswith("not seen: rows changed in place without a new watermark")
+    # Five rows arrive late with the last watermark, five without one.
+    database.insert([(*row, first["watermark_to"]) for row in client_rows(31, 5)], columns)
+    database.insert([(*row, None) for row in client_rows(36, 5)], columns)
+
+    assert run(config) == 0
+
+    second = pulls(config)[-1]
+    assert second["late_rows_at_boundary"] == 5 and second["boundary_rows_reread"] == 15
+    assert (second["rows_pulled"], second["rows_added"], second["duplicates_dropped"]) == (15, 5, 10)
+    assert second["watermark_to"] == first["watermark_to"] and second["rows_at_watermark_to"] == 15
+    assert second["rows_with_null_watermark"] == 5
+    assert sorted(master_ids(config)) == [f"db-{i:07d}" for i in range(1, 36)]
+    assert run(config) == 0 and len(pulls(config)) == 2, "nothing late since: nothing read again"
+    log = (config.log_folder / "fullprocess.log").read_text()
+    assert "5 row(s) have no updated_at (NULL) and are never read" in log
+    [audited] = logbook.read_audit(config)[-2]["database_pulls"]
+    assert (audited["late_rows_at_boundary"], audited["rows_with_null_watermark"]) == (5, 5)
+
+
+# ----------------------------------------------------------------------------- failed runs leave no snapshots
+
+
+def test_a_set_up_mistake_fails_before_the_pull_and_unrecorded_snapshots_go(deployed_project: Config, database) -> None:
+    """Each tick of a broken set-up pulled the whole range again and left another full snapshot."""
+    database.create_clients()
+    database.insert(client_rows(1, 30))
+    config = with_database(deployed_project, database.source())
+    test_data = config.test_data_folder.rename(config.root / "testdata-away")
+    folder = dbpull.snapshot_folder(config)
+
+    for _ in range(2):
+        assert run(config) == 1
+        assert "test_data_path: the folder" in last_audit(config)["reason"]
+        assert list(folder.glob("*.csv")) == [], "nothing pulled for a run that cannot use it"
+    # A snapshot an earlier (failed or killed) run pulled but never recorded:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "db_crm_0123456789abcdef.csv").write_text("row_id,corporation\n1,db-0000001\n")
+    test_data.rename(config.test_data_folder)
+
+    assert run(config) == 0
+
+    entry = pulls(config)[-1]
+    assert entry["rows_added"] == 30
+    assert sorted(p.name for p in folder.iterdir()) == [entry["name"]]
