@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from risk.core import artefacts
+from risk.core.names import close_names
 from risk.core.settings import Config, ConfigError
 from risk.data import dbpull, ledger
 
@@ -110,14 +111,11 @@ def data_headers(config: Config) -> dict[str, list[str]]:
 
 def did_you_mean(name: str, known: set[str] | list[str]) -> str:
     """' (did you mean 'CustomerId'?)', or the columns there are."""
-    import difflib  # only when a name is wrong: the cron fast path imports this module
-
     known = sorted(known)
-    same_letters = [k for k in known if k.lower() == name.lower()]
-    close = same_letters + [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.6) if k not in same_letters]
+    close = close_names(name, known)
     if not close:
         return f" (the columns are {', '.join(repr(k) for k in known[:20])}{', ...' if len(known) > 20 else ''})"
-    return f" (did you mean {' or '.join(repr(k) for k in close[:3])}?)"
+    return f" (did you mean {' or '.join(repr(k) for k in close)}?)"
 
 
 def read_header(path: Path) -> list[str] | None:
