@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 
 from risk.core import artefacts
+from risk.core.files import atomic_write_json, sha256_file
+from risk.core.jsonfiles import read_json_object
 from risk.core.names import close_names
 from risk.core.settings import Config, ConfigError
 from risk.data import dbpull, ledger
@@ -32,9 +34,31 @@ class SetupError(ConfigError):
 
 
 def check_setup(config: Config) -> None:
-    """Every check: the test data, then the column names. Raises SetupError."""
+    """Every check: the test data, then the column names. Raises SetupError. Once they pass, the
+    config's digest is recorded, so that runs with nothing new check again only when it changes."""
     check_test_data(config)
     check_columns(config)
+    atomic_write_json(_setup_check_path(config), {"config_sha256": config_digest(config)})
+
+
+def check_setup_if_config_changed(config: Config) -> bool:
+    """check_setup, where the config changed since it last passed (a wrong target fails the run that
+    follows the edit, not the first one with new data); True where it ran. Cheap enough for every cron
+    run: one hash of the config file and one small JSON read."""
+    recorded = read_json_object(_setup_check_path(config)).get("config_sha256")
+    if recorded == config_digest(config):
+        return False
+    check_setup(config)
+    return True
+
+
+def config_digest(config: Config) -> str:
+    """The SHA-256 of the config file as it is now."""
+    return sha256_file(config.path)
+
+
+def _setup_check_path(config: Config) -> Path:
+    return config.log_folder / artefacts.SETUP_CHECK_FILE
 
 
 def check_columns(config: Config) -> None:

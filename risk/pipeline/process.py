@@ -5,7 +5,7 @@
 2. Finish what an earlier run left undone for the current version: a deploy killed half-way,
    its diagnostics, its reports, its audit line (written then, marked ``recovered``).
 3. Nothing new or changed in the input folder, nothing undone and nothing left undecided:
-   log one line and exit 0. This path runs every few minutes, so only stdlib-light modules
+   check the set-up if the config changed since the last check passed, log one line and exit 0. This path runs every few minutes, so only stdlib-light modules
    are imported before it is decided.
 4. Check the set-up (test data, column names) before any work: a mistake is one line with the fix.
 5. Ingest. 6. Score the deployed model on the rows not yet judged (those just ingested);
@@ -220,6 +220,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     if still_written:
         record["files_waiting"] = sorted(still_written)
     if not pending and not undecided and not unfinished:
+        preflight.check_setup_if_config_changed(config)  # an edited config is checked now, not when data comes
         reason = f"no new or changed files in {config.input_folder}"
         if still_written:
             reason = f"{reason} ready to read; {len(still_written)} still being written wait(s) for a later run"

@@ -22,7 +22,7 @@ from risk.core.settings import Config, load_config
 from risk.data import ingest, ledger, masterstore, sample
 from risk.pipeline import process as pipeline_process
 from risk.registry import deploy, versions
-from tests.conftest import add_shifted_month, write_config
+from tests.conftest import add_shifted_month, rewrite_config, write_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -630,6 +630,22 @@ def test_a_test_file_without_the_target_is_caught_before_ingesting(
     test_file.write_text(test_file.read_text().replace(",exited\n", ",Exited\n", 1))
     err = failure_line(project, capsys)
     assert "has no target column 'exited'" in err and "did you mean 'Exited'?" in err
+
+
+def test_a_config_edited_while_no_data_arrives_is_checked_by_the_next_run(
+    deployed_project: Config, capsys: pytest.CaptureFixture
+) -> None:
+    config = rewrite_config(deployed_project, target="exitted")
+
+    assert run(config) == 1, "a wrong target fails the run after the edit, not the first one with new data"
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "'exitted'" in err and "did you mean 'exited'?" in err, err
+    assert logbook.read_audit(config)[-1]["status"] == "failed"
+    assert run(config) == 1, "it keeps failing until fixed"
+
+    config = rewrite_config(config, target="exited")
+    assert probe_fast_path(config) == "0 []", "the check after an edit is as light as the no-op"
+    assert logbook.read_audit(config)[-1]["decision"] == "no_new_data"
 
 
 def test_a_test_file_of_one_class_is_caught_before_ingesting(project: Config, capsys: pytest.CaptureFixture) -> None:
