@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,37 @@ def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:
     second = logbook.read_audit(project)[-1]
     assert second["decision"] == "no_new_data" and second["status"] == "ok"
     assert snapshot(project) == before
+
+
+def test_the_console_names_a_first_deployment_as_such(project: Config) -> None:
+    assert run(project) == 0
+    log = (project.log_folder / artefacts.LOG_FILE).read_text()
+    assert "deployed v1 (first version)" in log
+    assert "no deployed model yet" not in log.splitlines()[-1], "the last line is the run's summary"
+
+
+def test_with_nothing_new_the_run_says_what_it_checked_and_a_failed_source_leads(
+    deployed_project: Config, capsys: pytest.CaptureFixture
+) -> None:
+    with sqlite3.connect(deployed_project.root / "clients.db") as connection:
+        connection.execute(
+            "CREATE TABLE clients (row_id INTEGER PRIMARY KEY, corporation TEXT, lastmonth_activity REAL, "
+            "lastyear_activity INTEGER, number_of_employees INTEGER, exited INTEGER)"
+        )
+    connection.close()
+    crm = {"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}
+    gone = {**crm, "name": "archive", "url": "sqlite:///missing.db"}
+    config = rewrite_config(deployed_project, database_sources=[crm, gone], drop_columns=["row_id"])
+
+    assert run(config) == 1
+    line = capsys.readouterr().err
+    assert line.startswith("fullprocess failed: database source(s) failed: archive: the database file"), line
+    assert "no new rows in database source 'crm'" in line and "'archive'" not in line.split("; ", 2)[-1]
+
+    config = rewrite_config(config, database_sources=[crm])
+    assert run(config) == 0
+    reason = logbook.read_audit(config)[-1]["reason"]
+    assert reason == f"no new or changed files in {config.input_folder}; no new rows in database source 'crm'"
 
 
 def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Config) -> None:
