@@ -5,6 +5,10 @@ every column the config names (``target``, ``id_columns``, ``drop_columns``,
 ``categorical_columns``, ``protected_attributes``) is in at least one data file, else the close matches are named
 ("did you mean 'CustomerId'?").
 
+Run before any work on new data, and by a run with nothing new when the config changed since the
+checks last passed (its SHA-256 against the one recorded in ``logs/setup_check.json``): a wrong
+``target`` fails the run after the edit, not the first one with new data.
+
 Stdlib only, and cheap: data files are read for their first line, test files for their target
 column until both classes have been seen. Files in the input folder that are not regular files
 (links, FIFOs) are never opened.
