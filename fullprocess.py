@@ -14,7 +14,7 @@ from risk.core.artefacts import LOG_FILE
 from risk.core.cli import script_parser
 from risk.core.logs import install_log_handlers
 from risk.core.settings import ConfigError, load_config
-from risk.pipeline.process import failure_summary, run_locked, verify_audit
+from risk.pipeline.process import failure_summary, run_locked, run_summary, verify_audit
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     logging.captureWarnings(True)  # library warnings go to the log file, not to cron's mail
     record = run_locked(config, started, clock)
-    logger.info("%s: %s", record["decision"], record.get("reason", ""))
+    logger.info("%s", run_summary(record))
     if record["status"] != "ok":
         if not interactive:
             _fail_in_one_line(

@@ -311,11 +311,8 @@ def create_app(config_path: str | Path | None = None) -> Flask:
         app.add_url_rule(rule, view_func=view, methods=methods)
     # Flask's documented way to add middleware: the token, body limit and metrics of every request
     app.wsgi_app = RequestGate(app.wsgi_app, app.url_map, state.token_digest, config["api_max_body_bytes"], metrics)
-    if state.holder.get() is None:
-        logger.warning(
-            "no model to serve yet (%s); predictions answer 503 until one is deployed",
-            state.holder.last_error or "nothing deployed",
-        )
+    if state.holder.get() is None:  # the log says what the 503 answers say (a version awaiting approval too)
+        logger.warning("%s; predictions answer 503 until then", no_model_message(state.holder))
     logger.info("risk API for %s: token %s", config.path, "required" if token else "not required")
     return app
 

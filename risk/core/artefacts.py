@@ -52,6 +52,7 @@ AUDIT_FILE = "audit.jsonl"
 LOG_FILE = "fullprocess.log"
 LOCK_FILE = "pipeline.lock"
 CHECKPOINT_FILE = "drift_checkpoint.json"
+SETUP_CHECK_FILE = "setup_check.json"  # the config digest the set-up check last passed with (preflight)
 API_RETURNS_FILE = "apireturns.txt"
 
 

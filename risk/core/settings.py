@@ -210,10 +210,23 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"config file {config_path} must hold a JSON object")
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown} in {config_path}; known keys: {sorted(DEFAULTS)}")
+        raise ConfigError(_unknown_keys_message(unknown, config_path))
     values = {**DEFAULTS, **raw}
     _validate(values)
     return Config(path=config_path, values=values)
+
+
+def _unknown_keys_message(unknown: list[str], config_path: Path) -> str:
+    """Each unknown key with the known key it was probably meant to be; every known key only where none is close."""
+    from risk.core.names import close_names
+
+    guesses = {key: close_names(key, DEFAULTS) for key in unknown}
+    named = ", ".join(
+        f"{key!r}" + (f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else "")
+        for key, close in guesses.items()
+    )
+    known = f"; known keys: {sorted(DEFAULTS)}" if not all(guesses.values()) else ""
+    return f"unknown config key(s) in {config_path}: {named}{known}"
 
 
 def _validate(values: dict[str, Any]) -> None:

@@ -5,6 +5,10 @@ every column the config names (``target``, ``id_columns``, ``drop_columns``,
 ``categorical_columns``, ``protected_attributes``) is in at least one data file, else the close matches are named
 ("did you mean 'CustomerId'?").
 
+Run before any work on new data, and by a run with nothing new when the config changed since the
+checks last passed (its SHA-256 against the one recorded in ``logs/setup_check.json``): a wrong
+``target`` fails the run after the edit, not the first one with new data.
+
 Stdlib only, and cheap: data files are read for their first line, test files for their target
 column until both classes have been seen. Files in the input folder that are not regular files
 (links, FIFOs) are never opened.
@@ -16,6 +20,9 @@ import os
 from pathlib import Path
 
 from risk.core import artefacts
+from risk.core.files import atomic_write_json, sha256_file
+from risk.core.jsonfiles import read_json_object
+from risk.core.names import close_names
 from risk.core.settings import Config, ConfigError
 from risk.data import dbpull, ledger
 
@@ -31,9 +38,31 @@ class SetupError(ConfigError):
 
 
 def check_setup(config: Config) -> None:
-    """Every check: the test data, then the column names. Raises SetupError."""
+    """Every check: the test data, then the column names. Raises SetupError. Once they pass, the
+    config's digest is recorded, so that runs with nothing new check again only when it changes."""
     check_test_data(config)
     check_columns(config)
+    atomic_write_json(_setup_check_path(config), {"config_sha256": config_digest(config)})
+
+
+def check_setup_if_config_changed(config: Config) -> bool:
+    """check_setup, where the config changed since it last passed (a wrong target fails the run that
+    follows the edit, not the first one with new data); True where it ran. Cheap enough for every cron
+    run: one hash of the config file and one small JSON read."""
+    recorded = read_json_object(_setup_check_path(config)).get("config_sha256")
+    if recorded == config_digest(config):
+        return False
+    check_setup(config)
+    return True
+
+
+def config_digest(config: Config) -> str:
+    """The SHA-256 of the config file as it is now."""
+    return sha256_file(config.path)
+
+
+def _setup_check_path(config: Config) -> Path:
+    return config.log_folder / artefacts.SETUP_CHECK_FILE
 
 
 def check_columns(config: Config) -> None:
@@ -110,14 +139,11 @@ def data_headers(config: Config) -> dict[str, list[str]]:
 
 def did_you_mean(name: str, known: set[str] | list[str]) -> str:
     """' (did you mean 'CustomerId'?)', or the columns there are."""
-    import difflib  # only when a name is wrong: the cron fast path imports this module
-
     known = sorted(known)
-    same_letters = [k for k in known if k.lower() == name.lower()]
-    close = same_letters + [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.6) if k not in same_letters]
+    close = close_names(name, known)
     if not close:
         return f" (the columns are {', '.join(repr(k) for k in known[:20])}{', ...' if len(known) > 20 else ''})"
-    return f" (did you mean {' or '.join(repr(k) for k in close[:3])}?)"
+    return f" (did you mean {' or '.join(repr(k) for k in close)}?)"
 
 
 def read_header(path: Path) -> list[str] | None:

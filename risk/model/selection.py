@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from risk.core.settings import LOWER_IS_BETTER, ConfigError, metric_gain
-from risk.model.scoring import THRESHOLD_METRICS, metric_value
+from risk.model.scoring import THRESHOLD_METRICS, confusion_metric, metric_value
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 CHANCE_Z = 1.645  # one-sided 5%: an out-of-fold ROC AUC this many null standard errors above 0.5
@@ -53,23 +53,7 @@ def threshold_curve(
     fp = (flagged & ~positive).sum(axis=1).astype(float)
     fn = positive.sum() - tp
     tn = len(y) - tp - fp - fn
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = {
-            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0),
-            "precision": np.where(tp + fp > 0, tp / (tp + fp), 0.0),
-            "recall": np.where(tp + fn > 0, tp / (tp + fn), 0.0),
-            "accuracy": (tp + tn) / len(y),
-            "balanced_accuracy": (
-                np.where(tp + fn > 0, tp / (tp + fn), 0.0) + np.where(tn + fp > 0, tn / (tn + fp), 0.0)
-            )
-            / 2,
-            "cost": (
-                fn * (cost_matrix or {}).get("false_negative", 0.0)
-                + fp * (cost_matrix or {}).get("false_positive", 0.0)
-            )
-            / max(len(y), 1),
-        }[metric]
-    return values
+    return confusion_metric(metric, tp, fp, fn, tn, cost_matrix)
 
 
 def score_candidate(

@@ -5,7 +5,7 @@
 2. Finish what an earlier run left undone for the current version: a deploy killed half-way,
    its diagnostics, its reports, its audit line (written then, marked ``recovered``).
 3. Nothing new or changed in the input folder, nothing undone and nothing left undecided:
-   log one line and exit 0. This path runs every few minutes, so only stdlib-light modules
+   check the set-up if the config changed since the last check passed, log one line and exit 0. This path runs every few minutes, so only stdlib-light modules
    are imported before it is decided.
 4. Check the set-up (test data, column names) before any work: a mistake is one line with the fix.
 5. Ingest. 6. Score the deployed model on the rows not yet judged (those just ingested);
@@ -222,10 +222,8 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     if still_written:
         record["files_waiting"] = sorted(still_written)
     if not pending and not undecided and not unfinished:
-        reason = f"no new or changed files in {config.input_folder}"
-        if still_written:
-            reason = f"{reason} ready to read; {len(still_written)} still being written wait(s) for a later run"
-        return {**record, "decision": "no_new_data", "reason": reason}
+        preflight.check_setup_if_config_changed(config)  # an edited config is checked now, not when data comes
+        return {**record, "decision": "no_new_data", "reason": nothing_new(config, pulled, still_written)}
     preflight.check_setup(config)  # a set-up mistake fails now, not after minutes of training
     if unfinished:
         finished = finish_what_interrupted_runs_left_undone(config, started_at)
@@ -233,12 +231,12 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
             record["completed_earlier_work"] = finished
         undecided = why_ingested_rows_await_a_decision(config)  # the finished deployment may cover the rows
         if not pending and not undecided:
-            reason = (
-                "finished earlier work; no new or changed files"
-                if finished
-                else f"no new or changed files in {config.input_folder}"
-            )
-            return {**record, "decision": "no_new_data", "reason": reason}
+            reason = nothing_new(config, pulled, still_written)
+            return {
+                **record,
+                "decision": "no_new_data",
+                "reason": f"finished earlier work; {reason}" if finished else reason,
+            }
     from risk.data import ingest  # pandas: imported only now that there is work (the cron fast path stays light)
 
     record.update(metric=config["metric"], started_at=started_at)
@@ -260,6 +258,19 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         if refreshed:
             record["superseded_reports_refreshed"] = refreshed
     return record
+
+
+def nothing_new(config: Config, pulled: dbpull.Pulled, still_written: list[str]) -> str:
+    """What a run with nothing to do checked and found unchanged: the input folder's files and each
+    database source that answered (one that failed is named by the failure, not here)."""
+    said = f"no new or changed files in {config.input_folder}"
+    if still_written:
+        said = f"{said} ready to read ({len(still_written)} still being written wait for a later run)"
+    failed = {failure["source"] for failure in pulled.failures}
+    answered = [repr(source["name"]) for source in config["database_sources"] if source["name"] not in failed]
+    if answered:
+        said += f"; no new rows in database source{'s' if len(answered) > 1 else ''} {', '.join(answered)}"
+    return said
 
 
 def decide_on_new_rows(config: Config, record: dict[str, Any]) -> tuple[dict[str, Any], tuple[int, int]]:
@@ -444,6 +455,7 @@ def _deploy_challenger(
     """Deploy the model in the model folder, pending approval with ``require_approval``; its audit fields."""
     pending = bool(config["require_approval"])
     decided = "pending_approval" if pending else "redeployed"
+    first = not versions.version_names(config)
     if pending:
         outcome["pending_approval"] = True
     decision = {**(record or {}), **outcome, "decision": decided, "reason": reason}
@@ -452,7 +464,13 @@ def _deploy_challenger(
     )
     if pending:
         reason = f"{reason}; {version} awaits approval (python deployment.py --approve {version} --by NAME)"
-    return {**outcome, "decision": decided, "reason": reason, "version_deployed": version}
+    return {
+        **outcome,
+        "decision": decided,
+        "reason": reason,
+        "version_deployed": version,
+        **({"first_version": True} if first else {}),
+    }
 
 
 def champion_and_challenger(config: Config, champion_version: str) -> dict[str, Any] | None:
@@ -557,9 +575,9 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
             record["status"] = "failed"
         if record.get("database_failures"):
             record["status"] = "failed"
-            record["reason"] = f"{record.get('reason', '')}; database source(s) failed: " + "; ".join(
-                f"{f['source']}: {f['reason']}" for f in record["database_failures"]
-            )
+            # The failure leads: the line cron mails must not open with "no new or changed files".
+            failed = "; ".join(f"{f['source']}: {f['reason']}" for f in record["database_failures"])
+            record["reason"] = f"database source(s) failed: {failed}; {record.get('reason', '')}".rstrip("; ")
         if any(
             not str(v).startswith("ok")
             for steps in record.get("completed_earlier_work", {}).values()
@@ -620,6 +638,16 @@ def _append_audit_if_possible(config: Config, record: dict[str, Any]) -> None:
         append_json_line(logbook.audit_path(config), record)
     except OSError as exc:
         logger.error("cannot append to %s: %s", logbook.audit_path(config), exc)
+
+
+def run_summary(record: dict[str, Any]) -> str:
+    """The run's console line: the decision and why ("deployed v1 (first version)" for a first deployment,
+    whose reason, that nothing was deployed yet, goes without saying)."""
+    version, reason = record.get("version_deployed"), str(record.get("reason", ""))
+    if version and record.get("first_version"):
+        _, _, rest = reason.partition("; ")  # the first clause is why a model was trained: none deployed yet
+        return f"deployed {version} (first version)" + (f"; {rest}" if rest else "")
+    return f"{record['decision']}: {reason}"
 
 
 def failure_summary(record: dict[str, Any]) -> str:

@@ -143,17 +143,29 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
     ) as url:
         browser.get(url + "/")
         WebDriverWait(browser, WAIT_SECONDS).until(
-            ec.text_to_be_present_in_element((By.ID, "model-version"), "token needed")
+            ec.text_to_be_present_in_element((By.ID, "model-version"), "enter your API token")
         )
         token = browser.find_element(By.ID, "api-token")
         assert token.is_displayed()
         browser.find_element(By.ID, "csv-file").send_keys(str(head))
         browser.find_element(By.ID, "score-button").click()
         WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "error")))
-        assert "Bearer" in browser.find_element(By.ID, "error").text
+        # The page speaks to a client manager; the API's 401 wording (an Authorization header) is for programs.
+        error = browser.find_element(By.ID, "error")
+        assert "Enter the API token you were given" in error.text
+        assert "Bearer" not in error.text and "Authorization" not in error.text
+        token.send_keys("not-the-token")
+        browser.find_element(By.ID, "score-button").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "error"), "not accepted"))
+        token.clear()
         token.send_keys("page-token")
         rows = upload_and_wait(browser, head)
         assert len(rows) == 5
+        # Once a token is accepted, the badge names the model served, as it does where no token is needed.
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "model-name"), "decision threshold")
+        )
+        assert browser.find_element(By.ID, "model-version").text == "v1"
 
 
 def test_the_download_neutralises_formula_cells(browser, deployed_project: Config, tmp_path: Path) -> None:

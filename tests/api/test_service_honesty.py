@@ -312,3 +312,26 @@ def test_the_readme_says_which_endpoints_need_the_token(
         for method, path in re.findall(r"`(GET|POST) (/[a-z]*)`", endpoints):
             status = client.open(path, method=method, json=[{}] if method == "POST" else None).status_code
             assert (status == 401) == (needed == "yes"), (method, path, status)
+
+
+# ----------------------------------------------------------------------------- start-up
+
+
+def test_the_start_up_log_says_what_the_503_says_while_v1_awaits_approval(
+    project: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from risk.data import ingest
+    from risk.model import scoring, training
+
+    ingest.ingest_new_files(project)
+    training.save_model(project, *training.train_model(project))
+    scoring.score_model(project)
+    assert deploy.deploy_model(project, pending=True) == "v1"
+    monkeypatch.delenv("API_TOKEN", raising=False)
+
+    with caplog.at_level("WARNING", logger=service.__name__):
+        client = service.create_app(project.path).test_client()
+
+    answered = assert_error(client.post("/prediction", json={"dataset": "testdata.csv"}), 503, "v1 awaits approval")
+    [logged] = [r.getMessage() for r in caplog.records if "503" in r.getMessage()]
+    assert answered in logged and "nothing deployed" not in logged, logged

@@ -38,6 +38,17 @@ def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
         load_config(write_raw(tmp_path, {"targt": "exited"}))
 
 
+def test_a_misspelt_key_names_its_close_match_instead_of_every_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_raw(tmp_path, {"require_aproval": True}))
+    assert "'require_aproval' (did you mean 'require_approval'?)" in str(raised.value)
+    assert "known keys" not in str(raised.value), "the close match is the answer; the 41 keys bury it"
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_raw(tmp_path, {"Target": "exited", "colour": "red"}))
+    assert "'Target' (did you mean 'target'?)" in str(raised.value)
+    assert "'colour'; known keys: [" in str(raised.value), "no key is close to colour: all are listed"
+
+
 def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="nowhere.json"):
         load_config(tmp_path / "nowhere.json")

@@ -12,6 +12,7 @@ from sklearn import metrics
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
 from risk.model import scoring, training
+from tests.conftest import rewrite_config, write, write_config
 
 
 @pytest.fixture
@@ -101,6 +102,89 @@ def test_a_test_score_far_above_the_cross_validated_one_is_a_warning(trained: Co
 
     assert scores["f1"] == 1.0
     assert any("standard errors above the cross-validated" in w for w in scores["warnings"])
+
+
+def test_a_test_set_copied_from_the_training_data_scores_far_above_cross_validation(project: Config) -> None:
+    # The operator copied the training data into the test folder; a model that fits its training rows
+    # closely (boosted trees) then scores far above its cross-validated score, beyond both errors.
+    config = rewrite_config(project, candidate_models=["hist_gradient_boosting"])
+    ingest.ingest_new_files(config)
+    training.save_model(config, *training.train_model(config))
+    write_test_file(config, masterstore.load_master(config))
+
+    scores = scoring.score_model(config)
+
+    assert any("standard errors above the cross-validated" in w for w in scores["warnings"]), scores["warnings"]
+
+
+def loan_book(rows: int, seed: int) -> pd.DataFrame:
+    """A synthetic book: three skewed activity figures, one client in five leaving, a noisy logistic signal."""
+    rng = np.random.default_rng(seed)
+    month, year, employees = (
+        rng.gamma(2.0, 50.0, rows).round(),
+        rng.gamma(2.0, 400.0, rows).round(),
+        rng.integers(1, 500, rows),
+    )
+    signal = -1.6 + 0.01 * (month - 100) - 0.001 * (year - 800) + 0.002 * (employees - 250) + rng.normal(0, 1.0, rows)
+    return pd.DataFrame(
+        {
+            "corporation": [f"c{i}" for i in range(rows)],
+            "lastmonth_activity": month,
+            "lastyear_activity": year,
+            "number_of_employees": employees,
+            "exited": (rng.random(rows) < 1 / (1 + np.exp(-signal))).astype(int),
+        }
+    )
+
+
+def test_a_large_book_with_an_honest_random_test_split_is_no_warning(tmp_path) -> None:
+    # 50,000 clients, the test rows a random 30% of them. The test f1 lands 0.012 above the
+    # cross-validated one: 6 fold standard errors (0.002), but the test score's own error on
+    # 15,000 rows is about 0.006, so the gap is well within the two combined.
+    config = write_config(tmp_path / "book")
+    book = loan_book(50_000, seed=6)
+    test = book.sample(frac=0.3, random_state=6)
+    write(config.input_folder / "book.csv", book.drop(test.index).to_csv(index=False))
+    write(config.test_data_folder / "testdata.csv", test.to_csv(index=False))
+    ingest.ingest_new_files(config)
+    model, metadata = training.train_model(config)
+    training.save_model(config, model, metadata)
+
+    scores = scoring.score_model(config)
+
+    folds = metadata["candidates"][metadata["model"]]["folds"]
+    fold_error = np.std(folds, ddof=1) / np.sqrt(len(folds))
+    assert scores["f1"] - np.mean(folds) > 3 * fold_error, "the case the fold error alone misjudges"
+    assert 0.004 < scores["test_standard_error"] < 0.009
+    assert not any("standard errors" in w for w in scores["warnings"]), scores["warnings"]
+
+
+def test_the_test_scores_standard_error_is_a_bootstrap_over_the_test_rows() -> None:
+    # The multinomial draw of the confusion counts stands for resampling the rows: compare with the real
+    # thing. The closed forms for the ranking metrics err on the side of a larger error (fewer warnings).
+    costs = {"false_negative": 5, "false_positive": 1}
+    rng = np.random.default_rng(3)
+    y = (rng.random(2_000) < 0.25).astype(int)
+    risk = np.clip(0.25 + 0.4 * (y - 0.25) + rng.normal(0, 0.2, len(y)), 0, 1)
+    predicted = (risk >= 0.4).astype(int)
+    scores = scoring.classification_metrics(y, risk, predicted, costs)
+    resampled = [rng.integers(0, len(y), len(y)) for _ in range(200)]
+    for metric in (
+        "f1",
+        "precision",
+        "recall",
+        "accuracy",
+        "balanced_accuracy",
+        "cost",
+        "roc_auc",
+        "average_precision",
+    ):
+        by_rows = np.std([scoring.metric_value(metric, y[i], risk[i], predicted[i], costs) for i in resampled], ddof=1)
+        estimate = scoring.standard_error_of_test_score(metric, scores, costs)
+        if metric in ("roc_auc", "average_precision"):
+            assert by_rows * 0.9 < estimate < by_rows * 1.4, metric
+        else:
+            assert estimate == pytest.approx(by_rows, rel=0.15), metric
 
 
 def test_a_test_set_of_one_class_is_a_warning(trained: Config) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from risk.core.settings import Config, load_config
 from risk.data import ingest, ledger, masterstore, sample
 from risk.pipeline import process as pipeline_process
 from risk.registry import deploy, versions
-from tests.conftest import add_shifted_month, write_config
+from tests.conftest import add_shifted_month, rewrite_config, write_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -57,6 +58,37 @@ def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:
     second = logbook.read_audit(project)[-1]
     assert second["decision"] == "no_new_data" and second["status"] == "ok"
     assert snapshot(project) == before
+
+
+def test_the_console_names_a_first_deployment_as_such(project: Config) -> None:
+    assert run(project) == 0
+    log = (project.log_folder / artefacts.LOG_FILE).read_text()
+    assert "deployed v1 (first version)" in log
+    assert "no deployed model yet" not in log.splitlines()[-1], "the last line is the run's summary"
+
+
+def test_with_nothing_new_the_run_says_what_it_checked_and_a_failed_source_leads(
+    deployed_project: Config, capsys: pytest.CaptureFixture
+) -> None:
+    with sqlite3.connect(deployed_project.root / "clients.db") as connection:
+        connection.execute(
+            "CREATE TABLE clients (row_id INTEGER PRIMARY KEY, corporation TEXT, lastmonth_activity REAL, "
+            "lastyear_activity INTEGER, number_of_employees INTEGER, exited INTEGER)"
+        )
+    connection.close()
+    crm = {"name": "crm", "url": "sqlite:///clients.db", "table": "clients", "watermark_column": "row_id"}
+    gone = {**crm, "name": "archive", "url": "sqlite:///missing.db"}
+    config = rewrite_config(deployed_project, database_sources=[crm, gone], drop_columns=["row_id"])
+
+    assert run(config) == 1
+    line = capsys.readouterr().err
+    assert line.startswith("fullprocess failed: database source(s) failed: archive: the database file"), line
+    assert "no new rows in database source 'crm'" in line and "'archive'" not in line.split("; ", 2)[-1]
+
+    config = rewrite_config(config, database_sources=[crm])
+    assert run(config) == 0
+    reason = logbook.read_audit(config)[-1]["reason"]
+    assert reason == f"no new or changed files in {config.input_folder}; no new rows in database source 'crm'"
 
 
 def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Config) -> None:
@@ -630,6 +662,22 @@ def test_a_test_file_without_the_target_is_caught_before_ingesting(
     test_file.write_text(test_file.read_text().replace(",exited\n", ",Exited\n", 1))
     err = failure_line(project, capsys)
     assert "has no target column 'exited'" in err and "did you mean 'Exited'?" in err
+
+
+def test_a_config_edited_while_no_data_arrives_is_checked_by_the_next_run(
+    deployed_project: Config, capsys: pytest.CaptureFixture
+) -> None:
+    config = rewrite_config(deployed_project, target="exitted")
+
+    assert run(config) == 1, "a wrong target fails the run after the edit, not the first one with new data"
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "'exitted'" in err and "did you mean 'exited'?" in err, err
+    assert logbook.read_audit(config)[-1]["status"] == "failed"
+    assert run(config) == 1, "it keeps failing until fixed"
+
+    config = rewrite_config(config, target="exited")
+    assert probe_fast_path(config) == "0 []", "the check after an edit is as light as the no-op"
+    assert logbook.read_audit(config)[-1]["decision"] == "no_new_data"
 
 
 def test_a_test_file_of_one_class_is_caught_before_ingesting(project: Config, capsys: pytest.CaptureFixture) -> None:

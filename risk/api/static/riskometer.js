@@ -4,6 +4,7 @@
   const $ = (id) => document.getElementById(id);
   const tokenRequired = document.body.dataset.tokenRequired === "yes";
   let lastResult = null;
+  let modelLoaded = false;  // the badge, model name and bands come from /model: again once a token is accepted
 
   function headers() {
     const token = sessionStorage.getItem("riskToken") || $("api-token").value.trim();
@@ -20,12 +21,29 @@
     try { return await response.json(); } catch (e) { return { message: response.statusText }; }
   }
 
+  // The API's 401 speaks to programs (an Authorization header); the page speaks to the person using it.
+  function tokenRefused() {
+    $("token-row").hidden = false;
+    const entered = $("api-token").value.trim() || sessionStorage.getItem("riskToken");
+    sessionStorage.removeItem("riskToken");  // a refused token is not sent again
+    return entered
+      ? "The API token entered was not accepted. Enter the API token you were given, then score the file again."
+      : "Enter the API token you were given in the API token box, then score the file again.";
+  }
+
   async function loadModel() {
     const response = await fetch("/model", { headers: headers() });
-    if (response.status === 401) { $("token-row").hidden = false; $("model-version").textContent = "token needed"; return; }
+    if (response.status === 401) {
+      $("model-version").textContent = "enter your API token";
+      $("model-version").title = tokenRefused();
+      modelLoaded = false;
+      return;
+    }
     const body = await readJson(response);
     if (!response.ok) { $("model-version").textContent = "none"; showError(body.message || "no model is being served"); return; }
+    modelLoaded = true;
     $("model-version").textContent = body.model_version;
+    $("model-version").title = "";
     $("model-name").textContent = body.model + " · decision threshold " + body.threshold;
     showVerdict(body);
     showBands(body.bands);
@@ -145,9 +163,10 @@
     try {
       const response = await fetch("/prediction", { method: "POST", body: data, headers: headers() });
       const body = await readJson(response);
-      if (response.status === 401) $("token-row").hidden = false;
+      if (response.status === 401) { showError(tokenRefused()); return; }
       if (!response.ok) { showError("Could not score the file: " + (body.message || response.statusText)); return; }
       render(body);
+      if (!modelLoaded) loadModel();
     } catch (e) {
       showError("The server did not answer: " + e.message);
     } finally {
