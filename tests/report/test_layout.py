@@ -214,3 +214,23 @@ def test_dollar_signs_from_data_config_and_people_print_as_written(tmp_path: Pat
     assert NOTE in card
     assert "amount_$" in lineage and "term_$" in lineage
     assert words_outside_the_frame(pdf) == []
+
+
+def test_a_model_card_longer_than_a_page_continues_on_the_next(deployed_template: Path, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from risk.report import pages
+
+    report = json.loads((report_pdf(load_config(deployed_template / "config.json")).with_suffix(".json")).read_text())
+    card = {**report["model_card"], "warnings": [f"warning {n}: " + "the data moved a little " * 8 for n in range(40)]}
+    path = tmp_path / "card.pdf"
+    with PdfPages(path) as pdf:
+        document = layout.Document(pdf, "v1", "2026-01-01T00:00:00+00:00")
+        pages._model_card_page(document, pages.Evidence({"model_card": card}, np.zeros(0), np.zeros(0)))
+    assert document.titles[0] == "Model card" and set(document.titles[1:]) == {"Model card (continued)"}
+    assert words_outside_the_frame(path) == []
+    last = page_text(path, len(document.titles))
+    assert "warning 39:" in last and "Approval" in last, "every section and warning, the last ones on the next page"
