@@ -13,6 +13,7 @@ matplotlib is imported when a page is drawn, not at import.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,9 @@ CONTINUED = " (continued)"
 PLOT_INSET = 0.15  # inches kept clear between a plot's outermost text and its room's sides
 # Where a name too long for its line may break: after these characters, else anywhere.
 BREAK_AFTER = "_./-\\:,;=)]}"
+# The pieces of a cell a column should hold whole: words, a long name split after its
+# separators, but numbers, dates and times (with their ".", "-" and ":") kept in one piece.
+NAME_PIECE = r"[^\s_/\\,;=)\]}]+[_/\\,;=)\]}]*"
 
 
 def pyplot() -> Any:
@@ -428,9 +432,8 @@ def fit_widths(widths: list[float], rows: list[list[Any]], size: float, mono_col
     needs = [2 * CELL_PADDING + 0.02] * len(widths)
     for row in rows:
         for column, value in enumerate(row[: len(widths)]):
-            longest = max(
-                text_width(word, size, bold=True, mono=column in mono_columns) for word in fmt(value).split() or [""]
-            )
+            pieces = re.findall(NAME_PIECE, fmt(value)) or [""]
+            longest = max(text_width(piece, size, bold=True, mono=column in mono_columns) for piece in pieces)
             needs[column] = max(needs[column], min(longest + 2 * CELL_PADDING + 0.01, 0.7 * CONTENT_WIDTH))
     wanted = [max(width, need) for width, need in zip(widths, needs)]
     excess = sum(wanted) - CONTENT_WIDTH

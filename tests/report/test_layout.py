@@ -149,6 +149,8 @@ def test_every_word_lies_inside_the_frame_and_above_the_footer(report: str, requ
 def test_long_category_names_are_wrapped_whole_not_cut(german_long_names: Path) -> None:
     words = word_boxes(german_long_names)
     assert not [w.text for w in words if "…" in w.text], "no name cut short with an ellipsis"
+    texts = {w.text for w in words}
+    assert "Flagged" in texts and "0." not in texts, "a long name takes room from its column, not from the numbers'"
     text = "".join(w.text for w in words)  # a name broken over lines reads whole without the spaces
     for name in (*LONG_NAMES.values(), LONG_COLUMN):
         assert name.replace(" ", "") in text, name
