@@ -139,13 +139,21 @@ def sample_report(deployed_template: Path) -> Path:
     return report_pdf(load_config(deployed_template / "config.json"))
 
 
-@pytest.mark.parametrize("report", ["sample_report", "german_cost_fairness", "german_long_names"])
+@pytest.mark.parametrize(
+    "report",
+    [
+        "sample_report",
+        pytest.param("german_cost_fairness", marks=pytest.mark.slow),
+        pytest.param("german_long_names", marks=pytest.mark.slow),
+    ],
+)
 def test_every_word_lies_inside_the_frame_and_above_the_footer(report: str, request: pytest.FixtureRequest) -> None:
     pdf = request.getfixturevalue(report)
     assert word_boxes(pdf), "the report has text"
     assert words_outside_the_frame(pdf) == []
 
 
+@pytest.mark.slow
 def test_long_category_names_are_wrapped_whole_not_cut(german_long_names: Path) -> None:
     words = word_boxes(german_long_names)
     assert not [w.text for w in words if "…" in w.text], "no name cut short with an ellipsis"
@@ -195,6 +203,7 @@ APPROVER = r"x $\frac{a}{$"
 NOTE = "saves $5 a month and $4 a week"
 
 
+@pytest.mark.slow
 def test_dollar_signs_from_data_config_and_people_print_as_written(tmp_path: Path, capsys) -> None:
     config = write_config(tmp_path / "project", require_approval=True, model_purpose=f"Find clients at risk; {NOTE}")
     sample.write_sample_data(config)
