@@ -622,7 +622,7 @@ def _drift_page(document: Document, evidence: Evidence) -> None:
     notes = drift_facts["warnings"] + [f"{r['feature']}: {note}" for r in entries for note in r.get("notes", [])]
     if notes:
         page.heading("Notes")
-        page.bullets(notes[:15], size=SMALL)
+        page.bullets(notes, size=SMALL)  # every note, continued on the next page where they are many
     page.close()
 
 

@@ -245,3 +245,23 @@ def test_a_model_card_longer_than_a_page_continues_on_the_next(deployed_template
     assert words_outside_the_frame(path) == []
     last = page_text(path, len(document.titles))
     assert "warning 39:" in last and "Approval" in last, "every section and warning, the last ones on the next page"
+
+
+def test_every_drift_note_is_drawn_continuing_on_the_next_page(deployed_template: Path, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from risk.report import pages
+
+    report = json.loads((report_pdf(load_config(deployed_template / "config.json")).with_suffix(".json")).read_text())
+    notes = [f"drift note {n}: " + "sampling alone gives PSI values up to 0.056 " * 3 for n in range(40)]
+    drift = {**report["drift"], "warnings": notes}
+    path = tmp_path / "drift.pdf"
+    with PdfPages(path) as pdf:
+        document = layout.Document(pdf, "v1", "2026-01-01T00:00:00+00:00")
+        pages._drift_page(document, pages.Evidence({"drift": drift}, np.zeros(0), np.zeros(0)))
+    assert len(document.titles) >= 2 and document.titles[-1].endswith("(continued)")
+    assert words_outside_the_frame(path) == []
+    assert "drift note 39:" in page_text(path, len(document.titles)), "the last note, on the last page"
