@@ -622,7 +622,7 @@ def _drift_page(document: Document, evidence: Evidence) -> None:
     notes = drift_facts["warnings"] + [f"{r['feature']}: {note}" for r in entries for note in r.get("notes", [])]
     if notes:
         page.heading("Notes")
-        page.bullets(notes[:15], size=SMALL)
+        page.bullets(notes, size=SMALL)  # every note, continued on the next page where they are many
     page.close()
 
 
@@ -803,18 +803,12 @@ def _packages_section(document: Document, page: Page, title: str, checked: dict[
 
 
 def _model_card_page(document: Document, evidence: Evidence) -> None:
-    """The model card (model_card.md) as the report's second page."""
+    """The model card (model_card.md) as the report's second page, continued on the next where it is longer."""
     card = evidence.summary["model_card"]
     page = document.page("Model card")
     for heading, items in report_card.card_sections(card):
-        if page.room() < 0.7:
-            page.paragraph("… continued in model_card.md beside this report.", size=SMALL, color="#9c2a00")
-            break
         page.heading(heading)
         for label, text in items:
-            if page.room() < 0.45:
-                page.paragraph("… more in model_card.md beside this report.", size=SMALL, color="#9c2a00")
-                break
             if label:
                 page.key_values([(label[0].upper() + label[1:], text)], key_width=1.8, size=SMALL)
             else:
