@@ -33,8 +33,9 @@ _MARKDOWN_INLINE = re.compile(r"([\\`*\[\]<~])")
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
 _ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 # At the start of a list item's text, these begin a heading, a quote or a nested list.
-_BLOCK_START = re.compile(r"^([#>+-])")
-_ORDERED_START = re.compile(r"^(\d+)([.)])")
+# (A marker must be followed by a space or end the line: "0.5467" and "-5" are text.)
+_BLOCK_START = re.compile(r"^(>|[#+-](?=\s|$))")
+_ORDERED_START = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")
 
 
 def md_escape(text: Any) -> str:

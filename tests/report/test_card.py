@@ -34,6 +34,9 @@ def test_markdown_escaping_neutralises_markup_and_line_breaks() -> None:
         "not configured (set model_purpose in config.json)",
         "2026-12-06T23:40:02+00:00",
         "2026-08_clients.csv (2500 rows)",
+        "0.5467, 95% interval 0.4912 to 0.6062",
+        "-5 clients a month",
+        "#1 client",
     ],
 )
 def test_markdown_escaping_leaves_what_markdown_reads_as_text_alone(text: str) -> None:
