@@ -22,7 +22,7 @@ from risk.report import card as report_card
 from risk.report.layout import BODY, SMALL, Document, Page, fmt, long_table, p_value, pyplot
 
 FIRST_PAGE_WARNINGS = 12
-METRIC_NAMES = {"cost": "cost per client (lower is better)"}
+METRIC_NAMES = {"cost": "cost per client"}  # lower is better: the Change column says "better" or "worse"
 SIGN_OFF_ROOM = 1.3  # inches kept below page 1's warnings for the sign-off and a "more" line
 PNG_SIZE = (6.0, 5.0)
 PNG_DPI = 150
@@ -262,10 +262,7 @@ def _deploying_run_section(page: Page, deployed: dict[str, Any], approval: dict[
                 ("Run started", audit["started_at"]),
                 ("Files ingested", ", ".join(audit["files_ingested"] or []) or "none"),
                 ("Rows added", audit["rows_added"]),
-                (
-                    "Score on new rows",
-                    f"{fmt(audit['new_score'])} (deployed {audit['deployed_version'] or 'none'}: {fmt(audit['deployed_score'])})",
-                ),
+                ("Score on new rows", _new_rows_score(audit)),
                 ("Decision", f"{audit['decision']}: {audit['reason']}{decided_since(approval)}"),
             ]
         )
@@ -285,6 +282,12 @@ def _deploying_run_section(page: Page, deployed: dict[str, Any], approval: dict[
         )
     else:
         page.paragraph("No ingestion is recorded for this version.")
+
+
+def _new_rows_score(audit: dict[str, Any]) -> str:
+    """The new rows' score beside the deployed version's, with the same decimals."""
+    new, deployed = same_decimals([audit["new_score"], audit["deployed_score"]])
+    return f"{new} (deployed {audit['deployed_version'] or 'none'}: {deployed})"
 
 
 def decided_since(approval: dict[str, Any]) -> str:
@@ -316,19 +319,19 @@ def _cover_performance_section(page: Page, s: dict[str, Any]) -> None:
         page.table(["Metric", s["version"], previous["version"], "Change"], rows, [2.6, 1.2, 1.4, 1.6])
     else:  # a first version: nothing to compare with
         page.table(["Metric", s["version"]], [row[:2] for row in rows], [2.6, 1.2])
-    page.paragraph(
-        f"{s['test_data']['rows']:,} test rows, {s['test_data']['positives']:,} positive ({s['class_labels']['positive']}). "
-        f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.",
-        size=SMALL,
-    )
     if compared:
-        page.paragraph(
-            f"{previous['version']} is scored again on these same {s['test_data']['rows']:,} test rows, so the Change "
-            "column compares both versions on the same rows.",
-            size=SMALL,
+        rows_note = (
+            f" {previous['version']} is scored again on these same rows: the Change column compares like with like."
         )
     elif previous:
-        page.paragraph(f"No comparison with {previous['version']}: {previous.get('note')}.", size=SMALL)
+        rows_note = f" No comparison with {previous['version']}: {previous.get('note')}."
+    else:
+        rows_note = ""
+    page.paragraph(
+        f"{s['test_data']['rows']:,} test rows, {s['test_data']['positives']:,} positive ({s['class_labels']['positive']}). "
+        f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.{rows_note}",
+        size=SMALL,
+    )
 
 
 def performance_metrics(scores: dict[str, Any], chosen: str | None) -> list[str]:
