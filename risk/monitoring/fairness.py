@@ -20,6 +20,7 @@ of the other group.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ FOUR_FIFTHS = 0.8
 NUMERIC_BINS = 4
 MAX_NUMERIC_LEVELS = 5  # a numeric column with at most this many values keeps each value as a group
 MAX_SWAP_LEVELS = 20  # the invariance check swaps to at most this many other levels per row
+_LEADING_NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?")
 MISSING = "(missing)"  # the group of rows without a value; renamed where a real value reads the same
 SELECTED = (
     '"Selected" means flagged as at risk by the model (predicted {positive}); the selection rate is the share of a '
@@ -167,7 +169,7 @@ def measure_groups(
     """
     labels = groups.to_numpy()
     per_group = {}
-    for group in sorted(set(labels), key=lambda g: (g == missing, g)):
+    for group in sorted(set(labels), key=lambda g: (g == missing, *_natural(g))):
         inside = labels == group
         per_group[group] = group_rates(y[inside], risk[inside], predicted[inside])
         per_group[group]["judged"] = bool(inside.sum() >= min_rows)
@@ -176,6 +178,12 @@ def measure_groups(
     judged = {g: r for g, r in per_group.items() if r["judged"]}
     too_small = [g for g, r in per_group.items() if not r["judged"]]
     return {"groups": per_group, "groups_not_judged": too_small, **disparities(judged, adverse)}
+
+
+def _natural(group: str) -> tuple[int, float, str]:
+    """Groups in reading order: numbers and quartile bins ("1 to 18", "18 to 46", "108.75 to 5724") by value."""
+    found = _LEADING_NUMBER.match(group)
+    return (0, float(found.group()), group) if found else (1, 0.0, group)
 
 
 def group_rates(y: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:

@@ -707,7 +707,7 @@ def _drift_table_rows(entries: list[dict[str, Any]]) -> tuple[list[list[Any]], l
     rows, fills = [], []
     for r in entries:
         test = {"kolmogorov-smirnov": "KS", "chi-squared": "chi²"}.get(r["test"], r["test"])
-        missing = f"{fmt(r['reference_missing_share'], 2)} → {fmt(r['batch_missing_share'], 2)}"
+        missing = f"{figure(r['reference_missing_share'], 2)} → {figure(r['batch_missing_share'], 2)}"
         rows.append(
             [
                 r["feature"],

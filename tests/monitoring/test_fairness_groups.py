@@ -92,3 +92,18 @@ def test_assess_uses_the_configured_minimum_and_says_what_selected_means(tmp_pat
     assert "a group flagged more often is the one disadvantaged" in section["direction"]
     line = fairness.summary_lines(section)[0]
     assert "south reported but not judged (fewer than 30 test rows)" in line
+
+
+def test_numeric_groups_are_listed_in_the_order_of_their_values() -> None:
+    groups = pd.Series(["108.75 to 5724", "1 to 18", "18 to 46", "46 to 108.75", fairness.MISSING, "b", "a"])
+    y = np.array([1, 0, 1, 0, 1, 0, 1])
+    measured = fairness.measure_groups(groups, y, y.astype(float), y)
+    assert list(measured["groups"]) == [
+        "1 to 18",
+        "18 to 46",
+        "46 to 108.75",
+        "108.75 to 5724",
+        "a",
+        "b",
+        fairness.MISSING,
+    ]

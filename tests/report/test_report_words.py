@@ -98,3 +98,22 @@ def test_a_parameter_value_is_printed_to_four_significant_digits() -> None:
     assert pages.parameter_text(0.26666666666666666) == "0.2667"
     assert pages.parameter_text({"C": 0.1 + 0.2, "l1_ratio": [1 / 3, None]}) == "{C: 0.3, l1_ratio: [0.3333, None]}"
     assert pages.parameter_text("balanced") == "'balanced'" and pages.parameter_text(200) == "200"
+
+
+def test_the_drift_tables_missing_shares_share_their_decimals() -> None:
+    from risk.report import pages
+
+    entry = {
+        "feature": "x",
+        "psi": 0.0,
+        "band": "stable",
+        "test": "kolmogorov-smirnov",
+        "p_value": 0.5,
+        "reference_missing_share": 0.0,
+        "batch_missing_share": 0.0312,
+        "missing_p_value": None,
+        "noise_floor": 0.01,
+        "drifted": False,
+    }
+    [row], _ = pages._drift_table_rows([entry])
+    assert row[1] == "0.0000" and row[5] == "0.00 → 0.03"
