@@ -355,7 +355,9 @@ def figure(value: Any, decimals: int = 4) -> str:
     """A score as page tables show it: the same decimals in every row."""
     if value is None:
         return "n/a"
-    return f"{value:.{decimals}f}" if isinstance(value, float) else fmt(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{float(value):.{decimals}f}"
+    return fmt(value)
 
 
 def _cover_warnings_section(page: Page, warnings: list[str]) -> None:
@@ -854,9 +856,9 @@ def _recent_run_rows(recent_runs: list[dict[str, Any]], version: str) -> tuple[l
             [
                 r["started_at"],
                 r["decision"],
-                r["ingestion_seconds"],
-                r["training_seconds"],
-                total,
+                figure(r["ingestion_seconds"], 2),
+                figure(r["training_seconds"], 2),
+                figure(total, 2),
                 f"{r['version_deployed']} (this)" if deployed_it else r["version_deployed"] or "",
             ]
         )

@@ -117,3 +117,29 @@ def test_the_drift_tables_missing_shares_share_their_decimals() -> None:
     }
     [row], _ = pages._drift_table_rows([entry])
     assert row[1] == "0.0000" and row[5] == "0.00 → 0.03"
+
+
+def test_the_recent_runs_seconds_share_their_decimals() -> None:
+    from risk.report import pages
+
+    runs = [
+        {
+            "started_at": "t1",
+            "decision": "redeployed",
+            "ingestion_seconds": 0.1234,
+            "training_seconds": 12,
+            "duration_seconds": 14.5,
+            "version_deployed": "v2",
+        },
+        {
+            "started_at": "t2",
+            "decision": "no_drift",
+            "ingestion_seconds": 1.5,
+            "training_seconds": None,
+            "duration_seconds": 2,
+            "version_deployed": None,
+            "in_progress": False,
+        },
+    ]
+    rows, _ = pages._recent_run_rows(runs, "v2")
+    assert [row[2:5] for row in rows] == [["0.12", "12.00", "14.50"], ["1.50", "n/a", "2.00"]]
