@@ -603,9 +603,21 @@ def prediction_body(state: ServingState, loaded: LoadedModel, batch: batches.Bat
         "bands": thresholds,
         "unseen_categories": compiled.unseen_categories(loaded.known_categories, batch, loaded.schema),
         "missing_values": batch.missing_values(loaded.schema),
-        "ignored_columns": batch.ignored_columns,
+        **ignored_columns(batch),
         "predictions": _prediction_rows(batch, predicted, risk, bands),
     }
+
+
+IGNORED_NAMES_SHOWN = 20  # a request may send thousands of keys: name this many, count the rest
+
+
+def ignored_columns(batch: batches.Batch) -> dict[str, Any]:
+    """The columns given that the model does not use, by name (the first IGNORED_NAMES_SHOWN, then a count)."""
+    names = [name if len(name) <= 100 else name[:99] + "…" for name in batch.ignored_columns]
+    answer: dict[str, Any] = {"ignored_columns": names[:IGNORED_NAMES_SHOWN]}
+    if len(names) > IGNORED_NAMES_SHOWN:
+        answer["ignored_columns_not_named"] = len(names) - IGNORED_NAMES_SHOWN
+    return answer
 
 
 def _risk(loaded: LoadedModel, batch: batches.Batch) -> np.ndarray:
@@ -626,10 +638,18 @@ def band_thresholds(config: Config, threshold: float | None) -> dict[str, Any]:
     """
     configured = config["risk_band_thresholds"]
     if configured is not None:
-        return {"amber": float(configured["amber"]), "red": float(configured["red"]), "source": "configured"}
+        return {"amber": band_edge(configured["amber"]), "red": band_edge(configured["red"]), "source": "configured"}
     if threshold is None:
         return {"amber": None, "red": None, "source": "threshold"}
-    return {"amber": float(threshold), "red": float(threshold + (1.0 - threshold) / 2), "source": "threshold"}
+    return {"amber": band_edge(threshold), "red": band_edge(threshold + (1.0 - threshold) / 2), "source": "threshold"}
+
+
+BAND_EDGE_DECIMALS = 6  # 0.66, not 0.6599999999999999; finer than any threshold of the grid
+
+
+def band_edge(value: float) -> float:
+    """A band's lower edge as people read it, and as the bands are cut (the same number both ways)."""
+    return round(float(value), BAND_EDGE_DECIMALS)
 
 
 def risk_bands(risk: np.ndarray, predicted: np.ndarray, thresholds: dict[str, Any]) -> list[str]:

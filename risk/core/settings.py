@@ -84,6 +84,11 @@ DEFAULTS: dict[str, Any] = {
     "protected_attributes": [],
     # true: the model does not see the protected attributes (the fairness checks still measure them).
     "exclude_protected_from_features": False,
+    # Groups with fewer test rows are reported but not judged (their rates are too noisy to compare).
+    "fairness_min_group_rows": 30,
+    # What being flagged at risk means for a client: "adverse" (credit refused), "favourable" (a retention
+    # offer) or null (not known: the fairness page says so and reads selection as favourable).
+    "flagged_outcome": None,
     # Plain text for the model card; null: the card says it was not configured.
     "model_purpose": None,
     "intended_use": None,
@@ -359,6 +364,11 @@ def _validate_governance(values: dict[str, Any]) -> None:
         raise ConfigError("protected_attributes lists a column twice")
     if not isinstance(values["exclude_protected_from_features"], bool):
         raise ConfigError("exclude_protected_from_features must be true or false")
+    least = values["fairness_min_group_rows"]
+    if not isinstance(least, int) or isinstance(least, bool) or least < 1:
+        raise ConfigError("fairness_min_group_rows must be a positive integer (test rows a group needs to be judged)")
+    if values["flagged_outcome"] not in (None, "adverse", "favourable"):
+        raise ConfigError('flagged_outcome must be "adverse", "favourable" or null')
     for key in ("model_purpose", "intended_use"):
         if values[key] is not None and (not isinstance(values[key], str) or not values[key].strip()):
             raise ConfigError(f"{key} must be null or a non-empty text")

@@ -65,7 +65,7 @@ class Batch:
     numeric: np.ndarray
     categorical: list[list[str | None]]
     ids: dict[str, list[Any]] = field(default_factory=dict)
-    ignored_columns: int = 0
+    ignored_columns: tuple[str, ...] = ()  # the columns given that the model does not use, by name
 
     @property
     def rows(self) -> int:
@@ -115,7 +115,7 @@ def batch_from_records(records: Any, schema: Schema, max_rows: int) -> Batch:
             ids[name] = [_json_id(record.get(name), name, index) for index, record in enumerate(records)]
     known = set(schema.features) | set(schema.ids)
     ignored = {key for record in records for key in record} - known
-    return Batch(numeric, categorical, ids, len(ignored))
+    return Batch(numeric, categorical, ids, tuple(sorted(ignored)))
 
 
 def _json_type(value: Any) -> str:
@@ -219,8 +219,8 @@ def batch_from_frame(frame: pd.DataFrame, schema: Schema, max_rows: int) -> Batc
         numeric[:, column] = _numeric_column(frame[name], name)
     categorical = [_text_column(frame[name]) for name in schema.categorical]
     ids = {name: _id_column(frame[name]) for name in schema.ids if name in frame.columns}
-    ignored = len(set(frame.columns) - set(schema.features) - set(schema.ids))
-    return Batch(numeric, categorical, ids, ignored)
+    ignored = set(map(str, frame.columns)) - set(schema.features) - set(schema.ids)
+    return Batch(numeric, categorical, ids, tuple(sorted(ignored)))
 
 
 def _numeric_column(values: pd.Series, name: str) -> np.ndarray:

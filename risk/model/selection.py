@@ -133,4 +133,38 @@ def pick_best(candidates: dict[str, dict[str, Any]], metric: str = "f1") -> tupl
         "pool": "informative" if informative else "all (none is informative)",
         "best_on_metric": best,
         "tied": tied,
+        "reason": choice_reason(candidates, metric, chosen, best, tied, bool(informative)),
     }
+
+
+def choice_reason(
+    candidates: dict[str, dict[str, Any]], metric: str, chosen: str, best: str, tied: list[str], informative: bool
+) -> str:
+    """Why ``chosen`` was kept, in the words the report prints beside the candidate table."""
+    error = candidates[best]["standard_error"]
+    skipped = [name for name in candidates if not candidates[name]["informative"]] if informative else []
+    not_informative = (
+        f"; {', '.join(skipped)} not considered (no better than chance or flagging everyone)" if skipped else ""
+    )
+    if len(tied) == 1:
+        return f"the best cross-validated {metric}; no other candidate within one standard error ({error:.4f}){not_informative}"
+    aucs = {name: round(candidates[name]["oof_roc_auc"], 12) for name in tied}
+    auc_tied = sum(auc == aucs[chosen] for auc in aucs.values()) > 1
+    if auc_tied:
+        why = "the highest out-of-fold ROC AUC, shared with another tied candidate, and then the simpler model"
+    elif chosen == best:
+        why = f"the highest out-of-fold ROC AUC ({candidates[chosen]['oof_roc_auc']:.4f})"
+    else:
+        why = (
+            f"the higher out-of-fold ROC AUC ({candidates[chosen]['oof_roc_auc']:.4f} against "
+            f"{candidates[best]['oof_roc_auc']:.4f} for {best})"
+        )
+    if chosen == best:
+        return (
+            f"the best cross-validated {metric}; {', '.join(tied)} within one standard error ({error:.4f}) of it, so "
+            f"chosen on {why}{not_informative}"
+        )
+    return (
+        f"within one standard error ({error:.4f}) of the best cross-validated {metric} ({best}), so chosen on "
+        f"{why}{not_informative}"
+    )

@@ -20,6 +20,7 @@ of the other group.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,27 @@ FOUR_FIFTHS = 0.8
 NUMERIC_BINS = 4
 MAX_NUMERIC_LEVELS = 5  # a numeric column with at most this many values keeps each value as a group
 MAX_SWAP_LEVELS = 20  # the invariance check swaps to at most this many other levels per row
-MISSING = "missing"
+_LEADING_NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?")
+MISSING = "(missing)"  # the group of rows without a value; renamed where a real value reads the same
+SELECTED = (
+    '"Selected" means flagged as at risk by the model (predicted {positive}); the selection rate is the share of a '
+    "group flagged."
+)
+DIRECTIONS = {
+    "adverse": (
+        "Being flagged is adverse for a client here (flagged_outcome: adverse): a group flagged more often is the "
+        "one disadvantaged, so the four-fifths rule compares the shares not flagged."
+    ),
+    "favourable": (
+        "Being flagged is favourable for a client here (flagged_outcome: favourable): a group flagged less often is "
+        "the one disadvantaged, so the four-fifths rule compares the selection rates."
+    ),
+    None: (
+        "Whether being flagged helps a client (a retention offer) or harms them (credit refused) is not configured "
+        "(flagged_outcome): the four-fifths rule below reads selection as favourable, so a group flagged less often "
+        "is the one it marks; if being flagged is adverse, read it the other way round."
+    ),
+}
 SCREENING_NOTE = (
     "The four-fifths rule is a screening flag: a group selected at under 80% of the rate of the most selected group "
     "deserves a closer look. It is not a verdict of discrimination; base rates, group sizes and the business reason "
@@ -59,6 +80,7 @@ def assess(
         return nothing_measured()
     attributes = {}
     used = set(metadata["features"]["numeric"]) | set(metadata["features"]["categorical"])
+    least, outcome = config["fairness_min_group_rows"], config["flagged_outcome"]
     with single_threaded():
         for attribute in config["protected_attributes"]:
             if attribute not in frame.columns:
@@ -68,14 +90,20 @@ def assess(
                 }
                 continue
             groups, binning = group_labels(frame[attribute])
-            entry = measure_groups(groups, y, risk, predicted)
+            missing = missing_label(frame[attribute], groups)
+            entry = measure_groups(groups, y, risk, predicted, least, outcome == "adverse", missing)
             entry.update(measurable=True, binning=binning, used_by_model=attribute in used)
-            entry["invariance"] = invariance(model, metadata, frame, attribute, groups)
+            entry["invariance"] = invariance(model, metadata, frame, attribute, groups, missing)
             attributes[attribute] = entry
     return {
         "attributes": attributes,
         "four_fifths_threshold": FOUR_FIFTHS,
-        "note": SCREENING_NOTE,
+        "min_group_rows": least,
+        "flagged_outcome": outcome,
+        "selected_means": SELECTED.format(positive=f"{config.target} = {config.positive_label}"),
+        "direction": DIRECTIONS[outcome],
+        "note": SCREENING_NOTE
+        + f" Groups with fewer than {least} test rows are reported but not judged: their rates are too noisy.",
         "rows": int(len(y)),
     }
 
@@ -96,12 +124,28 @@ def group_labels(values: pd.Series) -> tuple[pd.Series, str]:
             f"numeric: {len(names)} groups between the quartiles of the data measured (each group holds "
             "its upper edge, the first also its lower edge)"
         )
-    groups = values.map(
-        lambda v: MISSING if pd.isna(v) else (_edge(v) if isinstance(v, (int, float, np.number)) else str(v))
-    )
+    present = values.dropna().map(lambda v: _edge(v) if isinstance(v, (int, float, np.number)) else str(v))
+    label = _unused_label(set(present))
+    groups = pd.Series(label, index=values.index, dtype=object)
+    groups[present.index] = present
     return groups.astype(str), "each value is a group" + (
-        " (missing values as their own group)" if values.isna().any() else ""
+        f" (rows without a value as their own group, {label})" if values.isna().any() else ""
     )
+
+
+def _unused_label(literals: set[str]) -> str:
+    """MISSING, or a variant of it that no real value of the column reads as: NA stays its own group."""
+    label, number = MISSING, 1
+    while label in literals:
+        number += 1
+        label = f"(missing {number})"
+    return label
+
+
+def missing_label(values: pd.Series, groups: pd.Series) -> str | None:
+    """The group label of the rows without a value (None: every row has one)."""
+    absent = values.isna().to_numpy()
+    return str(groups[absent].iloc[0]) if absent.any() else None
 
 
 def _edge(value: Any) -> str:
@@ -109,14 +153,37 @@ def _edge(value: Any) -> str:
     return f"{number:g}" if number.is_integer() else f"{number:.2f}"
 
 
-def measure_groups(groups: pd.Series, y: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
-    """Per-group rates and the disparities between groups."""
+def measure_groups(
+    groups: pd.Series,
+    y: np.ndarray,
+    risk: np.ndarray,
+    predicted: np.ndarray,
+    min_rows: int = 1,
+    adverse: bool = False,
+    missing: str | None = MISSING,
+) -> dict[str, Any]:
+    """Per-group rates, and the disparities between the groups with at least ``min_rows`` rows.
+
+    A smaller group is reported with ``"judged": False``: one row flagged or not would swing its
+    rates from 0 to 1 and flag a large group under the four-fifths rule.
+    """
     labels = groups.to_numpy()
     per_group = {}
-    for group in sorted(set(labels), key=lambda g: (g == MISSING, g)):
+    for group in sorted(set(labels), key=lambda g: (g == missing, *_natural(g))):
         inside = labels == group
         per_group[group] = group_rates(y[inside], risk[inside], predicted[inside])
-    return {"groups": per_group, **disparities(per_group)}
+        per_group[group]["judged"] = bool(inside.sum() >= min_rows)
+        if not per_group[group]["judged"]:
+            per_group[group]["judged_note"] = f"not judged: {int(inside.sum())} row(s), fewer than {min_rows}"
+    judged = {g: r for g, r in per_group.items() if r["judged"]}
+    too_small = [g for g, r in per_group.items() if not r["judged"]]
+    return {"groups": per_group, "groups_not_judged": too_small, **disparities(judged, adverse)}
+
+
+def _natural(group: str) -> tuple[int, float, str]:
+    """Groups in reading order: numbers and quartile bins ("1 to 18", "18 to 46", "108.75 to 5724") by value."""
+    found = _LEADING_NUMBER.match(group)
+    return (0, float(found.group()), group) if found else (1, 0.0, group)
 
 
 def group_rates(y: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
@@ -136,28 +203,35 @@ def group_rates(y: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> dict[
     return rates
 
 
-def disparities(per_group: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Demographic parity, equal opportunity and the four-fifths screening flag."""
+def disparities(per_group: dict[str, dict[str, Any]], adverse: bool = False) -> dict[str, Any]:
+    """Demographic parity, equal opportunity and the four-fifths screening flag.
+
+    The four-fifths rule compares the favourable outcome's rates: being selected, or, where being
+    flagged is ``adverse``, not being flagged.
+    """
     selection = {g: r["selection_rate"] for g, r in per_group.items() if r["selection_rate"] is not None}
     opportunity = {g: r["true_positive_rate"] for g, r in per_group.items() if r["true_positive_rate"] is not None}
     parity = _spread(selection)
-    top = max(selection.values()) if selection else 0.0
-    ratios = {g: (rate / top if top > 0 else None) for g, rate in selection.items()}
+    favourable = {g: 1 - rate for g, rate in selection.items()} if adverse else selection
+    outcome = "left unflagged" if adverse else "selected"
+    top = max(favourable.values()) if favourable else 0.0
+    ratios = {g: (rate / top if top > 0 else None) for g, rate in favourable.items()}
     below = sorted(g for g, ratio in ratios.items() if ratio is not None and ratio < FOUR_FIFTHS)
-    if len(selection) < 2:
-        flag_text = "not measurable: fewer than two groups"
+    if len(favourable) < 2:
+        flag_text = "not measurable: fewer than two groups large enough to judge"
     elif top == 0:
-        flag_text = "not measurable: no group has anyone selected"
+        flag_text = f"not measurable: no group has anyone {outcome}"
     elif below:
-        flag_text = f"flagged for review: {', '.join(below)} selected at under 80% of the most selected group's rate (a screening flag, not a verdict)"
+        flag_text = f"flagged for review: {', '.join(below)} {outcome} at under 80% of the rate of the group most often {outcome} (a screening flag, not a verdict)"
     else:
-        flag_text = "not flagged: every group is selected at 80% or more of the most selected group's rate (a screening flag, not a verdict)"
+        flag_text = f"not flagged: every group is {outcome} at 80% or more of the rate of the group most often {outcome} (a screening flag, not a verdict)"
     return {
         "demographic_parity": {**parity, "basis": "selection rate"},
         "equal_opportunity": {**_spread(opportunity), "basis": "true positive rate"},
         "four_fifths": {
+            "basis": "share not flagged" if adverse else "selection rate",
             "flagged": bool(below),
-            "measurable": len(selection) >= 2 and top > 0,
+            "measurable": len(favourable) >= 2 and top > 0,
             "ratios_to_most_selected": ratios,
             "groups_below": below,
             "statement": flag_text,
@@ -184,11 +258,16 @@ def _spread(rates: dict[str, float]) -> dict[str, Any]:
 
 
 def invariance(
-    model: Any, metadata: dict[str, Any], frame: pd.DataFrame, attribute: str, groups: pd.Series
+    model: Any,
+    metadata: dict[str, Any],
+    frame: pd.DataFrame,
+    attribute: str,
+    groups: pd.Series,
+    missing: str | None = MISSING,
 ) -> dict[str, Any]:
     """Score every row with ``attribute`` swapped to each other level; what changes."""
     values = frame[attribute]
-    levels = _swap_values(values, groups)
+    levels = _swap_values(values, groups, missing)
     if len(levels) < 2:
         return {"measurable": False, "note": "not measurable: the attribute has one level in the data"}
     kept = levels[: MAX_SWAP_LEVELS + 1]
@@ -221,9 +300,9 @@ def invariance(
     return result
 
 
-def _swap_values(values: pd.Series, groups: pd.Series) -> list[tuple[str, Any]]:
+def _swap_values(values: pd.Series, groups: pd.Series, missing: str | None = MISSING) -> list[tuple[str, Any]]:
     """(group, the value a swapped row gets) for each group, most common first; missing left out."""
-    order = groups[groups != MISSING].value_counts().index.tolist()
+    order = groups[groups != missing].value_counts().index.tolist()
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     swaps = []
     for group in order:
@@ -247,11 +326,17 @@ def summary_lines(section: dict[str, Any]) -> list[str]:
             if check.get("measurable")
             else check["note"]
         )
+        small = entry.get("groups_not_judged") or []
+        not_judged = (
+            f"; {', '.join(small)} reported but not judged (fewer than {section.get('min_group_rows')} test rows)"
+            if small
+            else ""
+        )
         lines.append(
             f"{attribute} ({'used by the model' if entry['used_by_model'] else 'not used by the model'}): selection-rate ratio "
             f"{_ratio(parity['ratio'])}, difference {_ratio(parity['difference'])}; true-positive-rate ratio "
             f"{_ratio(opportunity['ratio'])}, difference {_ratio(opportunity['difference'])}; four-fifths rule "
-            f"{flag['statement']}; {invariance_text}."
+            f"{flag['statement']}; {invariance_text}{not_judged}."
         )
     return lines
 

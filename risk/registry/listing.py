@@ -28,13 +28,20 @@ def print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no versions deployed")
         return
-    print(f"{'':2}{'version':<8} {'deployed at':<26} {'model':<24} {'f1':>7} {'roc_auc':>8}  reason")
+    metric = config["metric"]
+    width = max(7, len(metric))
+    print(
+        f"{'':2}{'version':<8} {'deployed at':<26} {'model':<24} {metric:>{width}} {'roc_auc':>8} {'test rows':>9}  reason"
+    )
     for row in rows:
         marker = "* " if row["current"] else "  "
-        f1 = f"{row['f1']:.4f}" if row["f1"] is not None else "n/a"
-        auc = f"{row['roc_auc']:.4f}" if row["roc_auc"] is not None else "n/a"
+        score = _score(row.get("score", row.get(metric)))
+        auc = _score(row["roc_auc"])
+        tested = f"{row['test_rows']:,}" if isinstance(row.get("test_rows"), int) else "?"
         model = f"{row['model']} (no better than chance)" if row.get("uninformative") else row["model"]
-        print(f"{marker}{row['version']:<8} {row['deployed_at']:<26} {model:<24} {f1:>7} {auc:>8}  {row['reason']}")
+        print(
+            f"{marker}{row['version']:<8} {row['deployed_at']:<26} {model:<24} {score:>{width}} {auc:>8} {tested:>9}  {row['reason']}"
+        )
         if row.get("status"):
             print(f"{'':11}status: {_status_text(row)}")
         if row.get("model_format") == modelfiles.PICKLE:
@@ -45,7 +52,26 @@ def print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
             print(f"{'':11}{promotion.describe(row['champion_challenger'])}")
         for warning in row.get("warnings", []):
             print(f"{'':11}warning: {warning}")
+    note = other_test_data_note(rows)
+    if note:
+        print(f"\n{note}")
     print_current(config)
+
+
+def _score(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
+
+
+def other_test_data_note(rows: list[dict[str, Any]]) -> str | None:
+    """Why the scores above do not compare versions, when they came from different test data."""
+    tested = {(row.get("test_rows"), row.get("test_positives")) for row in rows if row.get("test_rows") is not None}
+    if len(tested) < 2:
+        return None
+    return (
+        "The scores are each version's own, measured on the test data of the day it was scored, and the test data "
+        "has changed between versions (see the test rows): they do not compare the versions. The champion line of "
+        "a version compares it with the one before on the same rows."
+    )
 
 
 def _status_text(row: dict[str, Any]) -> str:

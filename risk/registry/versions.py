@@ -279,6 +279,7 @@ def _versions_before_rebuild(config: Config) -> int:
 def list_versions(config: Config) -> list[dict[str, Any]]:
     """Every version with when and why it was deployed, its scores on the test data and warnings."""
     current = current_version_or_none(config)
+    states = approval_states(config)
     rows = []
     for name in version_names(config):
         path = versions_folder(config) / name
@@ -300,7 +301,13 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
         row["metric"] = manifest.get("metric")
         row["metric_score"] = scores.get(manifest.get("metric")) if manifest.get("metric") else None
         row["champion_challenger"] = decision.get("champion_challenger")
-        row["pending_approval"] = bool(manifest.get("pending_approval", False))
+        # Deployed needing approval, and still waiting: an approval or a rejection ends the wait.
+        row["approval_required"] = bool(manifest.get("pending_approval", False))
+        row["pending_approval"] = states.get(name, {}).get("state") == "pending"
+        row["score_metric"] = config["metric"]
+        row["score"] = scores.get(config["metric"])
+        row["test_rows"] = scores.get("rows")
+        row["test_positives"] = scores.get("positives")
         row["model_format"] = modelfiles.model_format(modelfiles.model_file_name(manifest["files"]))
         warnings = manifest.get("warnings")
         if warnings is None:  # deployed before manifests kept them: ask the version's files

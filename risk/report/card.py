@@ -4,7 +4,7 @@ Purpose and intended use (config text), training data window and files (the vers
 ingestion record), features, test metrics with seeded bootstrap intervals, the threshold and
 how it was tuned, the fairness summary, limitations and warnings, and the approval (from
 ``<deployment>/history.jsonl`` lines with ``"action": "approve"`` or ``"reject"``). Every
-value that comes from data or config is escaped for Markdown.
+value that comes from data or config is escaped where Markdown would misread it.
 """
 
 from __future__ import annotations
@@ -27,13 +27,27 @@ BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 NOT_CONFIGURED = "not configured (set {key} in config.json)"
 METRIC_LABELS = {"roc_auc": "ROC AUC", "cost": "expected cost per client", "f1": "F1"}
-# CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start markup.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~&])")
+# What Markdown would misread anywhere in a line: code spans, emphasis, links, strikethrough, HTML.
+_MARKDOWN_INLINE = re.compile(r"([\\`*\[\]<~])")
+# An underscore opens or closes emphasis only at a word's edge (CommonMark: never inside a word).
+_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+# At the start of a list item's text, these begin a heading, a quote or a nested list.
+# (A marker must be followed by a space or end the line: "0.5467" and "-5" are text.)
+_BLOCK_START = re.compile(r"^(>|[#+-](?=\s|$))")
+_ORDERED_START = re.compile(r"^(\d{1,9})([.)])(?=\s|$)")
 
 
 def md_escape(text: Any) -> str:
-    """``text`` safe inside a Markdown line: punctuation escaped, line breaks as spaces."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    """``text`` safe inside a Markdown line, and still readable as plain text.
+
+    Only what Markdown would misread is escaped: ``model_purpose``, ``(UTC)`` or a time zone's
+    ``+00:00`` stay as they are; ``*``, backticks, brackets, ``<``, an underscore at a word's edge,
+    an entity's ``&`` and a leading ``#``, ``>``, ``-``, ``+`` or ``1.`` do not. Line breaks become spaces.
+    """
+    flat = " ".join(str(text).split())
+    escaped = _ENTITY.sub(r"\\&", _EDGE_UNDERSCORE.sub(r"\\_", _MARKDOWN_INLINE.sub(r"\\\1", flat)))
+    return _ORDERED_START.sub(r"\1\\\2", _BLOCK_START.sub(r"\\\1", escaped))
 
 
 def bootstrap_interval(
@@ -130,7 +144,25 @@ def build_card(
         "uninformative": checks.get("uninformative"),
         "warnings": list(summary["warnings"]),
         "approvals": approvals(config, summary["version"]),
+        "approval_required": bool((summary.get("approval") or {}).get("required")),
+        "automatic_rule": automatic_rule(summary),
     }
+
+
+def automatic_rule(summary: dict[str, Any]) -> str:
+    """Which rule deployed the version when no person had to approve it, in words."""
+    deployment = summary["deployment"]
+    found = summary.get("champion_challenger")
+    if found:
+        rule = (
+            f"the champion-challenger rule: {summary['version']} against {found.get('champion')} on the same test "
+            f"rows, promotion_margin {found.get('margin', 0):+g}"
+        )
+    elif not deployment.get("previous_version"):
+        rule = "the first-version rule: nothing was deployed before, so the first trained model goes live"
+    else:
+        rule = "the redeployment rule of the run, without a champion comparison recorded"
+    return f"{rule} (reason recorded: {deployment.get('reason') or 'none'})"
 
 
 def threshold_reason(metric: str, cost_matrix: dict[str, float] | None) -> str:
@@ -178,7 +210,7 @@ def card_sections(card: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]
         ("Threshold", [("threshold", f"{card['threshold']:.2f} ({card['model']})"), ("why", card["threshold_reason"])]),
         ("Fairness summary", [("", line) for line in card["fairness"]]),
         ("Limitations and warnings", [("", line) for line in _limitations(card)]),
-        ("Approval", _approval_items(card) or [("status", "not approved yet")]),
+        ("Approval", _approval_items(card) or [_no_decision_item(card)]),
     ]
 
 
@@ -230,6 +262,13 @@ def _approval_items(card: dict[str, Any]) -> list[tuple[str, str]]:
         )
         for d in card["approvals"]
     ]
+
+
+def _no_decision_item(card: dict[str, Any]) -> tuple[str, str]:
+    """No approve or reject line: waiting for a person, or live by rule because none was required."""
+    if card.get("approval_required", True) or "automatic_rule" not in card:
+        return ("status", "not approved yet")
+    return ("status", f"no approval required (require_approval was off): deployed by {card['automatic_rule']}")
 
 
 def to_markdown(card: dict[str, Any]) -> str:

@@ -16,12 +16,13 @@ import numpy as np
 from sklearn import metrics
 
 from risk.core.files import atomic_path
-from risk.core.settings import SCORE_METRICS
+from risk.core.settings import METRICS, metric_gain
 from risk.monitoring.diagnostics import GIVEN_BATCH, TEST_DATA
 from risk.report import card as report_card
 from risk.report.layout import BODY, SMALL, Document, Page, fmt, long_table, p_value, pyplot
 
 FIRST_PAGE_WARNINGS = 12
+METRIC_NAMES = {"cost": "cost per client"}  # lower is better: the Change column says "better" or "worse"
 SIGN_OFF_ROOM = 1.3  # inches kept below page 1's warnings for the sign-off and a "more" line
 PNG_SIZE = (6.0, 5.0)
 PNG_DPI = 150
@@ -215,7 +216,7 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     s = evidence.summary
     page = document.page(f"Model report: version {s['version']}")
     page.key_values(_cover_facts(s))
-    _deploying_run_section(page, s["deployment"])
+    _deploying_run_section(page, s["deployment"], s.get("approval") or {})
     _model_checks_section(page, s)
     _champion_challenger_section(page, s)
     _cover_performance_section(page, s)
@@ -251,7 +252,7 @@ def _cover_facts(s: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def _deploying_run_section(page: Page, deployed: dict[str, Any]) -> None:
+def _deploying_run_section(page: Page, deployed: dict[str, Any], approval: dict[str, Any]) -> None:
     """The audit line of the run that deployed the version, else its last ingestion record."""
     audit, last = deployed["audit"], deployed["last_ingestion"]
     page.heading("The run that deployed it" if audit else "The last ingestion before the deployment")
@@ -261,11 +262,8 @@ def _deploying_run_section(page: Page, deployed: dict[str, Any]) -> None:
                 ("Run started", audit["started_at"]),
                 ("Files ingested", ", ".join(audit["files_ingested"] or []) or "none"),
                 ("Rows added", audit["rows_added"]),
-                (
-                    "Score on new rows",
-                    f"{fmt(audit['new_score'])} (deployed {audit['deployed_version'] or 'none'}: {fmt(audit['deployed_score'])})",
-                ),
-                ("Decision", f"{audit['decision']}: {audit['reason']}"),
+                ("Score on new rows", _new_rows_score(audit)),
+                ("Decision", f"{audit['decision']}: {audit['reason']}{decided_since(approval)}"),
             ]
         )
     elif last:
@@ -286,35 +284,80 @@ def _deploying_run_section(page: Page, deployed: dict[str, Any]) -> None:
         page.paragraph("No ingestion is recorded for this version.")
 
 
+def _new_rows_score(audit: dict[str, Any]) -> str:
+    """The new rows' score beside the deployed version's, with the same decimals."""
+    new, deployed = same_decimals([audit["new_score"], audit["deployed_score"]])
+    return f"{new} (deployed {audit['deployed_version'] or 'none'}: {deployed})"
+
+
+def decided_since(approval: dict[str, Any]) -> str:
+    """What a person decided after the run: the run's own words above stay as it recorded them."""
+    state = approval.get("state")
+    if state in ("approved", "rejected"):
+        return f". Since then {state} by {approval.get('by')} at {approval.get('at')} (UTC)"
+    if state == "superseded":
+        return f". Since then superseded at {approval.get('at')} (UTC): a newer version came before a decision"
+    return ""
+
+
 def _cover_performance_section(page: Page, s: dict[str, Any]) -> None:
-    """Each metric on the test data beside the previous version's, and what the test rows were."""
+    """Each metric on the test data beside the previous version's on the same rows, and what the rows were."""
     page.heading("Performance on the test data")
     previous = s["previous_metrics"]
+    compared = previous if previous and previous.get("same_test_rows") else None
+    chosen = s["lineage"]["metric"]
     rows = [
         [
-            name,
-            s["metrics"][name],
-            previous.get(name) if previous else None,
-            _change(s["metrics"][name], previous.get(name) if previous else None),
+            METRIC_NAMES.get(name, name) + (" (chosen on)" if name == chosen else ""),
+            figure(s["metrics"].get(name)),
+            figure(compared.get(name)) if compared else "not compared",
+            _change(s["metrics"].get(name), compared.get(name) if compared else None, name),
         ]
-        for name in SCORE_METRICS
+        for name in performance_metrics(s["metrics"], chosen)
     ]
-    page.table(
-        ["Metric", s["version"], previous["version"] if previous else "previous", "Change"], rows, [2.0, 1.4, 1.4, 1.4]
-    )
+    if previous:
+        page.table(["Metric", s["version"], previous["version"], "Change"], rows, [2.6, 1.2, 1.4, 1.6])
+    else:  # a first version: nothing to compare with
+        page.table(["Metric", s["version"]], [row[:2] for row in rows], [2.6, 1.2])
+    if compared:
+        rows_note = (
+            f" {previous['version']} is scored again on these same rows: the Change column compares like with like."
+        )
+    elif previous:
+        rows_note = f" No comparison with {previous['version']}: {previous.get('note')}."
+    else:
+        rows_note = ""
     page.paragraph(
         f"{s['test_data']['rows']:,} test rows, {s['test_data']['positives']:,} positive ({s['class_labels']['positive']}). "
-        f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.",
+        f"Metrics match the version's scores.json: {fmt(s['metrics_match_stored_scores'])}.{rows_note}",
         size=SMALL,
     )
-    if previous and _scored_on_other_test_data(previous, s["test_data"]):
-        then = f"{previous['rows']:,}" if isinstance(previous.get("rows"), int) else "an unknown number of"
-        page.paragraph(
-            f"{previous['version']}'s figures are its own scores from when it was deployed, on "
-            f"{then} test rows; the test data has changed since, so the "
-            "Change column compares different rows (the champion and challenger lines compare both on the same rows).",
-            size=SMALL,
-        )
+
+
+def performance_metrics(scores: dict[str, Any], chosen: str | None) -> list[str]:
+    """The metrics page 1 lists: the one the version was chosen on first, then every other it has (cost included)."""
+    names = [name for name in METRICS if name in scores]
+    return ([chosen] if chosen in names else []) + [name for name in names if name != chosen]
+
+
+def same_decimals(values: list[Any]) -> list[str]:
+    """Figures that sit together (a row, a list of costs) with the same decimals: 0.7840 beside 1.0800, not 1.08."""
+    numbers = [abs(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    largest = max(numbers, default=0)
+    decimals = 4 if largest < 10 else 2 if largest < 1000 else 0
+    return [
+        f"{float(v):,.{decimals}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else fmt(v)
+        for v in values
+    ]
+
+
+def figure(value: Any, decimals: int = 4) -> str:
+    """A score as page tables show it: the same decimals in every row."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{float(value):.{decimals}f}"
+    return fmt(value)
 
 
 def _cover_warnings_section(page: Page, warnings: list[str]) -> None:
@@ -373,7 +416,13 @@ def _champion_challenger_section(page: Page, s: dict[str, Any]) -> None:
                     f"{f['confidence']:.0%} CI {interval} ({f['resamples']} resamples)",
                 )
             )
-    rows.append(("Decision", f"{found.get('decision', '?')} (promotion_margin {found['margin']:+g})"))
+    rows.append(
+        (
+            "Decision",
+            f"{found.get('decision', '?')} (promotion_margin {found['margin']:+g})"
+            f"{decided_since(s.get('approval') or {})}",
+        )
+    )
     page.key_values(rows, key_width=2.4, size=SMALL)
 
 
@@ -407,15 +456,13 @@ def held_out_sentence(rows: int, checks: dict[str, Any]) -> str:
     return f"NO: {found:,} of the {rows:,} test rows{share_text} are also in the training data, so the test figures overstate the model"
 
 
-def _change(current: float | None, previous: float | None) -> str:
+def _change(current: float | None, previous: float | None, metric: str = "") -> str:
+    """The difference, and whether it is better: a lower cost is."""
     if current is None or previous is None:
         return "n/a"
-    return f"{current - previous:+.4f}"
-
-
-def _scored_on_other_test_data(previous: dict[str, Any], test_data: dict[str, Any]) -> bool:
-    """Whether the previous version's stored scores came from test data other than today's."""
-    return previous.get("rows") != test_data.get("rows") or previous.get("positives") != test_data.get("positives")
+    gain = metric_gain(metric, current, previous)
+    verdict = "better" if gain > 0 else "worse" if gain < 0 else "same"
+    return f"{current - previous:+.4f} ({verdict})"
 
 
 def _lineage_page(document: Document, evidence: Evidence) -> None:
@@ -445,7 +492,13 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
     )
     page.heading("Candidate models (cross-validated)")
     candidates = [
-        [name, c["mean"], c["std"], c["threshold"], "chosen" if name == lineage["model"] else ""]
+        [
+            name,
+            figure(c["mean"]),
+            figure(c["std"]),
+            f"{c['threshold']:.2f}",
+            "chosen" if name == lineage["model"] else "",
+        ]
         for name, c in lineage["candidates"].items()
     ]
     page = long_table(
@@ -456,17 +509,36 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
         candidates,
         [2.3, 1.3, 1.1, 1.1, 1.0],
     )
+    page.paragraph(f"Why {lineage['model']}: {choice_text(lineage.get('selection'))}.", size=SMALL)
     page.heading(f"Parameters of the chosen model ({lineage['model']})")
     # Two parameters a row: a model has a score of them, and they are short.
-    items = [
-        [name, repr(value) if isinstance(value, str) else str(value)] for name, value in lineage["parameters"].items()
-    ]
+    items = [[name, parameter_text(value)] for name, value in lineage["parameters"].items()]
     half = (len(items) + 1) // 2
     parameters = [left + right for left, right in zip(items[:half], items[half:] + [["", ""]])]
     page = long_table(
         document, page, "Lineage", ["Parameter", "Value", "Parameter", "Value"], parameters, [1.8, 1.7, 1.8, 1.7]
     )
     page.close()
+
+
+def parameter_text(value: Any) -> str:
+    """A parameter value as a person reads it: floats to four significant digits (0.2667), text quoted."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(parameter_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {parameter_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def choice_text(selection: dict[str, Any] | None) -> str:
+    """Why training chose the model, as trainedmodel.json recorded it (older versions: the rule only)."""
+    if not selection:
+        return "not recorded (trained before the choice was recorded)"
+    return selection.get("reason") or f"chosen by the rule {selection.get('rule')} (the reason itself was not recorded)"
 
 
 def _performance_page(document: Document, evidence: Evidence) -> None:
@@ -520,7 +592,13 @@ def _calibration_page(document: Document, evidence: Evidence) -> None:
     [ax] = page.axes(3.3)
     _score_histogram(ax, evidence)
     rows = [
-        [s["class_labels"][name], d["rows"], d["mean_risk"], d["median_risk"], d["share_at_or_above_threshold"]]
+        [
+            s["class_labels"][name],
+            d["rows"],
+            figure(d["mean_risk"]),
+            figure(d["median_risk"]),
+            figure(d["share_at_or_above_threshold"]),
+        ]
         for name, d in (("positive", dist["positive"]), ("negative", dist["negative"]))
     ]
     page.table(["Actual class", "Rows", "Mean risk", "Median risk", "Share flagged"], rows, [2.0, 1.1, 1.3, 1.3, 1.3])
@@ -542,7 +620,7 @@ def _importance_page(document: Document, evidence: Evidence) -> None:
         return
     [ax] = page.axes(min(0.45 * len(importance["features"]) + 1.0, 6.5), left=1.9)
     _importance_plot(ax, importance)
-    rows = [[r["feature"], r["mean"], r["std"]] for r in importance["features"]]
+    rows = [[r["feature"], figure(r["mean"]), figure(r["std"])] for r in importance["features"]]
     page = long_table(
         document, page, "Permutation feature importance", ["Feature", "Mean drop", "Std"], rows, [3.0, 1.5, 1.5]
     )
@@ -561,7 +639,7 @@ def _data_page(document: Document, evidence: Evidence) -> None:
     )
     page.heading("Numeric columns")
     rows = [
-        [name, st["count"], st["mean"], st["median"], st["std"], st["min"], st["max"]]
+        [name, st["count"], *same_decimals([st["mean"], st["median"], st["std"], st["min"], st["max"]])]
         for name, st in summary["numeric"].items()
     ]
     page = long_table(
@@ -631,17 +709,17 @@ def _drift_table_rows(entries: list[dict[str, Any]]) -> tuple[list[list[Any]], l
     rows, fills = [], []
     for r in entries:
         test = {"kolmogorov-smirnov": "KS", "chi-squared": "chi²"}.get(r["test"], r["test"])
-        missing = f"{fmt(r['reference_missing_share'], 2)} → {fmt(r['batch_missing_share'], 2)}"
+        missing = f"{figure(r['reference_missing_share'], 2)} → {figure(r['batch_missing_share'], 2)}"
         rows.append(
             [
                 r["feature"],
-                r["psi"],
+                figure(r["psi"]),
                 r["band"] or "n/a",
                 test,
                 p_value(r["p_value"]),
                 missing,
                 p_value(r["missing_p_value"]),
-                r["noise_floor"],
+                figure(r["noise_floor"]),
                 "YES" if r["drifted"] else "no",
             ]
         )
@@ -683,12 +761,12 @@ def _drift_sources(drift_facts: dict[str, Any]) -> list[tuple[str, str]]:
                 f"no version was current when the newest batch ({', '.join(newest.get('files', [])) or 'n/a'}) "
                 f"arrived: it is the first data ingested, part of {version}'s training data, so it cannot show drift",
             ),
-            ("Test rows in reference", f"{batch['rows_in_reference']:,}"),
+            ("Overlap", overlap_sentence(batch, "test data")),
         ]
     elif drift_facts["comparison"] == GIVEN_BATCH:
         pairs += [
             ("Batch", f"the batch given, {batch['rows']:,} rows"),
-            ("Batch rows in reference", f"{batch['rows_in_reference']:,}"),
+            ("Overlap", overlap_sentence(batch, "batch")),
         ]
     else:
         on_arrival = batch.get("current_on_arrival")
@@ -701,10 +779,23 @@ def _drift_sources(drift_facts: dict[str, Any]) -> list[tuple[str, str]]:
         pairs += [
             ("Newest batch", f"{batch['rows']:,} rows from {files}{ingested}"),
             ("Why this reference", why),
-            ("Batch rows in reference", f"{batch['rows_in_reference']:,}"),
+            ("Overlap", overlap_sentence(batch, "batch")),
         ]
     pairs.append(("Predicted risk by", f"the model of {drift_facts['model_version']}"))
     return pairs
+
+
+def overlap_sentence(batch: dict[str, Any], what: str) -> str:
+    """How many of the compared rows are also in the reference, as a sentence (they hide drift)."""
+    found, rows = batch.get("rows_in_reference"), batch.get("rows")
+    if found is None:
+        return f"whether rows of the {what} are also in the reference was not counted"
+    if found == 0:
+        return f"none of the {what}'s {rows:,} rows is in the reference: they are all new to it"
+    return (
+        f"{found:,} of the {what}'s {rows:,} rows are also in the reference; rows in both make the two look "
+        "more alike than new data would"
+    )
 
 
 def _operations_page(document: Document, evidence: Evidence) -> None:
@@ -765,9 +856,9 @@ def _recent_run_rows(recent_runs: list[dict[str, Any]], version: str) -> tuple[l
             [
                 r["started_at"],
                 r["decision"],
-                r["ingestion_seconds"],
-                r["training_seconds"],
-                total,
+                figure(r["ingestion_seconds"], 2),
+                figure(r["training_seconds"], 2),
+                figure(total, 2),
                 f"{r['version_deployed']} (this)" if deployed_it else r["version_deployed"] or "",
             ]
         )
@@ -829,11 +920,14 @@ def _cost_page(document: Document, evidence: Evidence) -> None:
         f"{fmt(matrix['false_positive'])}. The decision threshold {cost['threshold']:.2f} was {tuned}.",
         size=SMALL,
     )
+    at_threshold, everyone, nobody = same_decimals(
+        [cost["test_cost"], cost["flag_everyone_test_cost"], cost["flag_nobody_test_cost"]]
+    )
     page.key_values(
         [
-            ("Cost at the threshold", f"{fmt(cost['test_cost'])} per client on the test data"),
-            ("Flag everyone", f"{fmt(cost['flag_everyone_test_cost'])} per client"),
-            ("Flag nobody", f"{fmt(cost['flag_nobody_test_cost'])} per client"),
+            ("Cost at the threshold", f"{at_threshold} per client on the test data"),
+            ("Flag everyone", f"{everyone} per client"),
+            ("Flag nobody", f"{nobody} per client"),
         ],
         size=SMALL,
     )
@@ -880,7 +974,19 @@ def _fairness_page(document: Document, evidence: Evidence) -> None:
         return
     title = "Fairness across protected groups"
     page = document.page(title)
-    page.paragraph(f"On the {section['rows']:,} test rows. {section['note']}", size=SMALL)
+    page.paragraph(
+        " ".join(
+            text
+            for text in (
+                f"On the {section['rows']:,} test rows.",
+                section.get("selected_means"),
+                section.get("direction"),
+                section["note"],
+            )
+            if text
+        ),
+        size=SMALL,
+    )
     for attribute, entry in section["attributes"].items():
         page.heading(f"{attribute}")
         if not entry.get("measurable"):
@@ -890,13 +996,13 @@ def _fairness_page(document: Document, evidence: Evidence) -> None:
         page.paragraph(f"Groups: {entry['binning']}; {used}.", size=SMALL)
         rows = [
             [
-                group,
+                group if r.get("judged", True) else f"{group} (not judged: too few rows)",
                 r["rows"],
-                r["base_rate"],
-                r["selection_rate"],
-                r["true_positive_rate"],
-                r["false_positive_rate"],
-                r["roc_auc"] if r["roc_auc"] is not None else "not measurable",
+                figure(r["base_rate"]),
+                figure(r["selection_rate"]),
+                figure(r["true_positive_rate"]),
+                figure(r["false_positive_rate"]),
+                figure(r["roc_auc"]) if r["roc_auc"] is not None else "not measurable",
             ]
             for group, r in entry["groups"].items()
         ]

@@ -120,8 +120,8 @@ def gather_evidence(
         "metrics": scores,
         "stored_scores": deployed.scores,
         "metrics_match_stored_scores": _metrics_match(deployed.scores, scores),
-        "previous_metrics": _previous_scores(config, deployed),
-        "class_labels": _class_labels(config),
+        "previous_metrics": _previous_scores(config, deployed, test, y),
+        "class_labels": class_labels(config, test[config.target]),
         "curves": _curve_facts(y, risk),
         "calibration": _calibration(y, risk),
         "score_distribution": _score_distribution(y, risk, deployed.metadata["threshold"]),
@@ -263,7 +263,7 @@ def _status_when_written(config: Config, version: str, generated_at: str) -> str
         since = f", since the {made[-1].get('action', 'deploy')} at {made[-1].get('at')}" if made else ""
         return (
             f"the current version when this report was written ({generated_at}){since}. A later deployment or "
-            "rollback does not change this page: `make versions` shows which version is current now"
+            "rollback does not change this page: make versions (deployment.py --list) shows which version is current now"
         )
     switched = [e for e in events if e["version"] == current]
     how = f" by the {switched[-1].get('action', 'deploy')} at {switched[-1].get('at')}" if switched else ""
@@ -335,6 +335,7 @@ def _lineage(deployed: versions.DeployedModel) -> dict[str, Any]:
         "features",
         "parameters",
         "candidates",
+        "selection",
         "package_versions",
         "python_version",
         "cv_folds",
@@ -356,22 +357,44 @@ def _test_data_facts(config: Config, y: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _previous_scores(config: Config, deployed: versions.DeployedModel) -> dict[str, Any] | None:
+def _previous_scores(
+    config: Config, deployed: versions.DeployedModel, test: pd.DataFrame, y: np.ndarray
+) -> dict[str, Any] | None:
+    """The previous version scored again on today's test rows, so page 1 compares both on the same rows.
+
+    None where there is no previous version; ``{"version", "note"}`` without scores where it can
+    no longer be loaded (its stored scores came from other rows and are not shown beside these).
+    """
     previous = deployed.manifest.get("previous_version")
-    folder = versions.versions_folder(config) / str(previous)
-    if not previous or not (folder / artefacts.MANIFEST_FILE).is_file():
+    if not previous or not (versions.versions_folder(config) / str(previous) / artefacts.MANIFEST_FILE).is_file():
         return None
     try:
-        return {"version": previous, **versions.read_manifest(folder)["scores"]}
-    except versions.DeploymentError:  # a broken previous version has no scores to compare with
-        return None
+        earlier = versions.load_deployed_model(config, str(previous))
+        risk, predicted = risk_and_predictions(earlier, test)
+    except versions.LOAD_ERRORS as exc:  # a broken previous version: no comparison, and why
+        logger.warning("the previous version %s cannot be scored on the test data: %s", previous, exc)
+        return {"version": previous, "note": f"{previous} could not be scored on this test data ({exc})"}
+    with logs.captured_warnings():
+        scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
+    return {"version": previous, "same_test_rows": True, **scores}
 
 
-def _class_labels(config: Config) -> dict[str, str]:
-    return {
-        "positive": f"{config.target} = {config.positive_label}",
-        "negative": f"{config.target} ≠ {config.positive_label}",
-    }
+def class_labels(config: Config, target: pd.Series) -> dict[str, str]:
+    """Each class as people read it: "exited = 1" and "exited = 0", the other value taken from the data."""
+    positive = scoring.binary_target(target.dropna(), config.positive_label)
+    others = sorted({_value_text(v) for v in target.dropna()[positive == 0]})
+    if len(others) == 1:
+        negative = f"{config.target} = {others[0]}"
+    else:  # no negative rows, or several values: say it in words rather than with a symbol
+        negative = f"{config.target} other than {config.positive_label}"
+    return {"positive": f"{config.target} = {config.positive_label}", "negative": negative}
+
+
+def _value_text(value: Any) -> str:
+    """A target value as written in the data: 0, not 0.0."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def _both_classes(y: np.ndarray) -> bool:

@@ -20,7 +20,7 @@ from risk.core.files import sha256_file
 from risk.core.settings import Config
 from risk.model import pipelines, scoring
 from risk.registry import deploy, versions
-from tests.conftest import deploy_categorical_project, rewrite_config, write_diagnostics
+from tests.conftest import deploy_categorical_project, rewrite_config, write_config, write_diagnostics
 
 DIAGNOSTICS_KEYS = {
     "version",
@@ -176,7 +176,7 @@ def test_dataset_by_name_gives_sklearns_answers_for_every_row(client, deployed_p
     assert body["missing_values"] == {
         name: int(frame[name].isna().sum()) for name in ("lastmonth_activity", "number_of_employees")
     }
-    assert body["ignored_columns"] == 1  # the target, exited
+    assert body["ignored_columns"] == ["exited"]  # the target, named
     assert sum(body["band_counts"].values()) == 1000
 
 
@@ -225,10 +225,25 @@ def test_missing_values_are_allowed_and_imputed(client) -> None:
     assert "corporation" not in body["predictions"][0]  # id columns only when given
 
 
-def test_extra_fields_are_counted_not_echoed(client) -> None:
-    response = client.post("/prediction", json=[{**GOOD, SECRET: 1, "other": SECRET}])
-    assert response.get_json()["ignored_columns"] == 2
+def test_extra_fields_are_named_but_their_values_not_echoed(client) -> None:
+    response = client.post("/prediction", json=[{**GOOD, "unused_field": 1, "other": SECRET}])
+    assert response.get_json()["ignored_columns"] == ["other", "unused_field"]
+    assert "ignored_columns_not_named" not in response.get_json()
     assert SECRET not in response.get_data(as_text=True)
+
+
+def test_many_extra_fields_are_named_up_to_a_limit_and_the_rest_counted(client) -> None:
+    extra = {f"extra_{index:03d}": 1 for index in range(25)}
+    body = client.post("/prediction", json=[{**GOOD, **extra}]).get_json()
+    assert body["ignored_columns"] == [f"extra_{index:03d}" for index in range(20)]
+    assert body["ignored_columns_not_named"] == 5
+
+
+@pytest.mark.parametrize("threshold, red", [(0.32, 0.66), (0.34, 0.67), (0.3, 0.65), (0.31, 0.655)])
+def test_band_edges_are_rounded_for_people(tmp_path: Path, threshold: float, red: float) -> None:
+    bands = service.band_thresholds(write_config(tmp_path / "project"), threshold)
+    assert (bands["amber"], bands["red"]) == (threshold, red)
+    assert repr(bands["red"]) == repr(red), "0.66, not 0.6599999999999999"
 
 
 # ----------------------------------------------------------------------------- refusals

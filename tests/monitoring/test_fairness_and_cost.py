@@ -225,7 +225,7 @@ def test_equal_selection_rates_are_not_flagged() -> None:
 def test_numeric_attributes_are_binned_at_quartiles_and_small_ones_kept() -> None:
     ages = pd.Series(list(range(20, 60)) + [np.nan])
     groups, how = fairness.group_labels(ages)
-    assert groups.nunique() == 5 and "missing" in set(groups) and "quartiles" in how
+    assert groups.nunique() == 5 and fairness.MISSING in set(groups) and "quartiles" in how
     assert groups.iloc[0] == "20 to 29.75"
     groups, how = fairness.group_labels(pd.Series([1, 2, 3, 1, 2]))
     assert sorted(set(groups)) == ["1", "2", "3"] and how == "each value is a group"

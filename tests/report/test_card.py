@@ -22,8 +22,26 @@ PURPOSE = "Find *clients* at risk [before](http://x) they leave <b>#1</b>\n# not
 def test_markdown_escaping_neutralises_markup_and_line_breaks() -> None:
     escaped = report_card.md_escape(PURPOSE)
     assert "\n" not in escaped
-    assert escaped == r"Find \*clients\* at risk \[before\]\(http://x\) they leave \<b\>\#1\</b\> \# not a heading"
-    assert report_card.md_escape("a_b|c`d") == r"a\_b\|c\`d"
+    assert escaped == r"Find \*clients\* at risk \[before\](http://x) they leave \<b>#1\</b> # not a heading"
+    assert report_card.md_escape("a_b|c`d") == r"a_b|c\`d"
+    assert report_card.md_escape("# heading") == r"\# heading" and report_card.md_escape("1. item") == r"1\. item"
+    assert report_card.md_escape("_emphasis_ &amp; 2 & 3") == r"\_emphasis\_ \&amp; 2 & 3"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not configured (set model_purpose in config.json)",
+        "2026-12-06T23:40:02+00:00",
+        "2026-08_clients.csv (2500 rows)",
+        "0.5467, 95% interval 0.4912 to 0.6062",
+        "-5 clients a month",
+        "#1 client",
+    ],
+)
+def test_markdown_escaping_leaves_what_markdown_reads_as_text_alone(text: str) -> None:
+    """Parentheses, a word's inner underscore and a time zone's plus are text to Markdown: no backslashes."""
+    assert report_card.md_escape(text) == text
 
 
 def test_bootstrap_intervals_are_seeded_and_hold_the_point_value() -> None:
@@ -63,16 +81,18 @@ def test_the_card_is_written_beside_the_reports_and_is_the_second_page(governed:
     card = paths["model_card"].read_text(encoding="utf-8")
     assert paths["model_card"] == governed.reports_folder / "v1" / "model_card.md"
     assert f"- **purpose:** {report_card.md_escape(PURPOSE)}" in card
-    assert "- **intended use:** not configured \\(set intended\\_use in config.json\\)" in card
-    assert "2026-08\\_clients.csv \\(2500 rows\\)" in card, "the training files, from the version's ingestion record"
+    assert "- **intended use:** not configured (set intended_use in config.json)" in card
+    assert "2026-08_clients.csv (2500 rows)" in card, "the training files, from the version's ingestion record"
     assert "95% interval" in card and "ROC AUC" in card and "seed 42" in card
     assert "the threshold with the highest out-of-fold f1" in card
-    assert "number\\_of\\_employees \\(used by the model\\)" in card
-    assert "- **status:** not approved yet" in card
+    assert "number_of_employees (used by the model)" in card
+    # v1 went live by rule (require_approval off): the card says so, and which rule.
+    assert "not approved yet" not in card
+    assert "- **status:** no approval required (require_approval was off): deployed by the first-version rule" in card
     report = json.loads(paths["report_json"].read_text())
     assert report["pages"][1]["title"] == "Model card"
     text = page_text(paths["report_pdf"], 2)
-    assert "Find *clients* at risk" in text and "not approved yet" in text
+    assert "Find *clients* at risk" in text and "deployed by the first-version rule" in text
     # The fairness section in the report's JSON and in the diagnostics /diagnostics serves.
     groups = report["fairness"]["attributes"]["number_of_employees"]["groups"]
     assert len([g for g in groups if g != fairness.MISSING]) == 4 and all(
@@ -129,6 +149,6 @@ def test_an_approval_recorded_in_the_history_is_on_the_card(governed: Config) ->
     paths = reports.write_reports(governed)
 
     card = paths["model_card"].read_text(encoding="utf-8")
-    assert "- **approved:** by Ada\\_Lovelace at 2026-11-02T09:30:00\\+00:00: fine \\*really\\*" in card
+    assert "- **approved:** by Ada_Lovelace at 2026-11-02T09:30:00+00:00: fine \\*really\\*" in card
     assert "not approved yet" not in card and "someone" not in card
     assert "Ada_Lovelace" in page_text(paths["report_pdf"], 2)

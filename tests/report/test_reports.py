@@ -100,7 +100,7 @@ def test_without_protected_attributes_the_report_and_diagnostics_say_fairness_wa
     titles = [page["title"] for page in report["pages"]]
     assert report["fairness"] == expected and diagnostics.load_diagnostics(config, "v1")["fairness"] == expected
     assert "Fairness across protected groups" not in titles
-    assert "no protected\\_attributes configured: nothing measured" in paths["model_card"].read_text()
+    assert "no protected_attributes configured: nothing measured" in paths["model_card"].read_text()
 
 
 def test_pdf_renders_with_poppler(reported, tmp_path: Path):
@@ -166,11 +166,18 @@ def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     assert {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES} == old
     assert all((config.reports_folder / "v2" / name).is_file() for name in REPORT_FILES)
     report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
-    assert report["previous_metrics"] == {"version": "v1", **versions.load_deployed_model(config, "v1").scores}
+    previous, stored = report["previous_metrics"], versions.load_deployed_model(config, "v1").scores
+    assert previous["version"] == "v1" and previous["same_test_rows"] is True
+    # The test data did not change: v1 scored again gives its stored scores.
+    assert {k: previous[k] for k in ("f1", "roc_auc", "rows", "positives", "confusion")} == {
+        k: stored[k] for k in ("f1", "roc_auc", "rows", "positives", "confusion")
+    }
     assert report["deployment"]["reason"].startswith("model drift")
     assert report["drift"]["batch"]["files"] == ["2026-11_clients.csv"]
-    # The test data did not change: v1's stored scores compare like with like, and page 1 says nothing more.
-    assert "figures are its own scores" not in page_text(config.reports_folder / "v2" / "model_report.pdf", 1)
+    assert (
+        "1,000 test rows, 216 positive (exited = 1). Metrics match the version's scores.json: yes. v1 is scored again on these same rows"
+        in page_text(config.reports_folder / "v2" / "model_report.pdf", 1)
+    )
 
 
 def test_main_writes_an_older_version_and_rejects_an_unknown_one(
@@ -326,12 +333,21 @@ def test_the_drift_page_of_a_retrained_version_shows_the_shift_that_made_it(v2_p
     assert f"number_of_employees {employees['psi']:.4f} moderate" in text
 
 
-def test_page_one_says_when_the_previous_versions_scores_came_from_other_test_data(deployed_project: Config):
-    """v1's stored scores were measured on the test data of its day: once a hold-out of the new
-    month joins testdata/, the Change column compares different rows, and page 1 says so."""
+def test_page_one_compares_the_previous_version_on_the_same_test_rows(deployed_project: Config):
+    """Once a hold-out of the new month joins testdata/, v1's stored scores are of other rows: page 1
+    scores v1 again on today's test rows, so its Change column compares both on the same rows."""
     config = with_settings(deployed_project, package_check_seconds=0)
     add_shifted_month(config, holdout=True)
     assert fullprocess.main(["--config", str(config.path)]) == 0
     assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
-    text = " ".join(page_text(config.reports_folder / "v2" / "model_report.pdf", 1).split())
-    assert "v1's figures are its own scores from when it was deployed, on 1,000 test rows" in text
+    report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
+    previous = report["previous_metrics"]
+    assert previous["version"] == "v1" and previous["same_test_rows"] is True
+    assert (previous["rows"], previous["positives"]) == (report["test_data"]["rows"], report["test_data"]["positives"])
+    stored = versions.read_manifest(versions.versions_folder(config) / "v1")["scores"]
+    assert stored["rows"] != previous["rows"], "v1's own scores were of the older test data"
+    champion = report["champion_challenger"]["f1"]["champion_score"]
+    assert previous["f1"] == pytest.approx(champion), "the same figure as the champion line, on the same rows"
+    text = page_text(config.reports_folder / "v2" / "model_report.pdf", 1)
+    assert f"{report['test_data']['rows']:,} test rows" in text and "v1 is scored again on these same rows" in text
+    assert f"f1 (chosen on) {report['metrics']['f1']:.4f} {previous['f1']:.4f}" in text

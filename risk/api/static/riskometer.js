@@ -122,7 +122,10 @@
     const add = (text) => { const li = document.createElement("li"); li.textContent = text; notes.appendChild(li); };
     Object.entries(result.unseen_categories).forEach(([column, count]) => add(count + " value(s) of " + column + " were never seen in training; scored as unknown."));
     Object.entries(result.missing_values).forEach(([column, count]) => add(count + " missing value(s) in " + column + "; the model filled them in."));
-    if (result.ignored_columns) add(result.ignored_columns + " column(s) the model does not use were ignored.");
+    if (result.ignored_columns && result.ignored_columns.length) {
+      const more = result.ignored_columns_not_named ? " and " + result.ignored_columns_not_named + " more" : "";
+      add("Ignored, as the model does not use them: " + result.ignored_columns.join(", ") + more + ".");
+    }
     $("results").hidden = false;
     lastResult = { result: result, sorted: sorted, idColumns: idColumns };
   }
