@@ -23,7 +23,7 @@ from risk.report.layout import BODY, SMALL, Document, Page, fmt, long_table, p_v
 
 FIRST_PAGE_WARNINGS = 12
 METRIC_NAMES = {"cost": "cost per client"}  # lower is better: the Change column says "better" or "worse"
-SIGN_OFF_ROOM = 1.3  # inches kept below page 1's warnings for the sign-off and a "more" line
+SIGN_OFF_ROOM = 0.5  # inches for the sign-off's heading, beside its lines: it is never split over two sheets
 PNG_SIZE = (6.0, 5.0)
 PNG_DPI = 150
 BAND_FILLS = {"stable": "#d4edda", "moderate": "#ffe8a1", "significant": "#f5c2c0", None: "#eeeeee"}
@@ -221,8 +221,10 @@ def _cover_page(document: Document, evidence: Evidence) -> None:
     _champion_challenger_section(page, s)
     _cover_performance_section(page, s)
     _cover_warnings_section(page, s["warnings"])
+    lines = sign_off_lines(s.get("approval") or {}, s["version"])
+    page.need(SIGN_OFF_ROOM + sum(page.text_height(line) for line in lines))  # the sign-off is kept whole
     page.heading("Validator sign-off")
-    for line in sign_off_lines(s.get("approval") or {}, s["version"]):
+    for line in lines:
         page.paragraph(line, size=BODY)
     page.close()
 
@@ -361,19 +363,17 @@ def figure(value: Any, decimals: int = 4) -> str:
 
 
 def _cover_warnings_section(page: Page, warnings: list[str]) -> None:
-    """As many warnings as fit above the sign-off (at most FIRST_PAGE_WARNINGS), then how many more."""
+    """Every warning up to FIRST_PAGE_WARNINGS, continuing on the next sheet when page 1 is full, then how many more.
+
+    Never a count with nothing listed: a reader must see at least the warnings the heading announces.
+    """
     page.heading(f"Warnings ({len(warnings)})")
     if not warnings:
         page.paragraph("None.", size=SMALL)
         return
-    shown = 0
-    for warning in warnings[:FIRST_PAGE_WARNINGS]:
-        if page.room() < SIGN_OFF_ROOM + page.text_height(warning, SMALL, indent=0.22):
-            break  # the sign-off must stay on the page
-        page.bullets([warning], size=SMALL, color="#9c2a00")
-        shown += 1
-    if len(warnings) > shown:
-        page.paragraph(f"… and {len(warnings) - shown} more in model_report.json", size=SMALL)
+    page.bullets(warnings[:FIRST_PAGE_WARNINGS], size=SMALL, color="#9c2a00")
+    if len(warnings) > FIRST_PAGE_WARNINGS:
+        page.paragraph(f"… and {len(warnings) - FIRST_PAGE_WARNINGS} more in model_report.json", size=SMALL)
 
 
 def sign_off_lines(approval: dict[str, Any], version: str = "vN") -> list[str]:

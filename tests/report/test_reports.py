@@ -351,3 +351,26 @@ def test_page_one_compares_the_previous_version_on_the_same_test_rows(deployed_p
     text = page_text(config.reports_folder / "v2" / "model_report.pdf", 1)
     assert f"{report['test_data']['rows']:,} test rows" in text and "v1 is scored again on these same rows" in text
     assert f"f1 (chosen on) {report['metrics']['f1']:.4f} {previous['f1']:.4f}" in text
+
+
+def test_page_one_lists_every_warning_it_counts_and_keeps_the_sign_off_whole(deployed_project: Config):
+    """Many long warnings: none is replaced by "... and N more" while room is left, and the sign-off is never split."""
+    config = with_settings(deployed_project, package_check_seconds=0)
+    long_warnings = [
+        f"warning number {i}: " + "a long explanation of what the validator should look at before approving " * 3
+        for i in range(1, 9)
+    ]
+    training = {"uninformative": False, "warnings": long_warnings}
+    scored = {"warnings": [], "test_rows_in_training": 0, "test_rows_in_training_share": 0.0}
+    assert deploy_with_checks(config, "many warnings", trainedmodel=training, scores=scored) == "v2"
+
+    pdf = reports.write_reports(config, "v2")["report_pdf"]
+    report = json.loads((config.reports_folder / "v2" / "model_report.json").read_text())
+    cover = [page["page"] for page in report["pages"] if page["title"].startswith("Model report: version v2")]
+    text = "\n".join(page_text(pdf, number) for number in cover)
+    assert "more in model_report.json" not in text
+    for i in range(1, 9):
+        assert f"warning number {i}:" in text, f"warning {i} is counted on page 1 but not shown"
+    sign_off = [page_text(pdf, number) for number in cover if "Validator sign-off" in page_text(pdf, number)]
+    assert len(sign_off) == 1, "the sign-off is drawn once"
+    assert "Approved / rejected:" in sign_off[0] and "Comments:" in sign_off[0], "its lines are on its page"
