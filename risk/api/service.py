@@ -409,6 +409,8 @@ def readyz() -> Response:
         "loaded_at": loaded.loaded_at if loaded else None,
         "last_error": holder.last_error,
     }
+    if loaded is None:
+        body["reason"] = no_model_message(holder)  # the same words as every model endpoint's 503
     return json_response(body, 200 if loaded else 503, loaded.version if loaded else None)
 
 

@@ -401,7 +401,8 @@ def test_no_deployment_means_503_not_500(project: Config, monkeypatch: pytest.Mo
     monkeypatch.delenv("API_TOKEN", raising=False)
     client = service.create_app(project.path).test_client()
     assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 503
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "nothing is deployed yet" in ready.get_json()["reason"]
     assert_error(client.post("/prediction", json=[GOOD]), 503, "fullprocess")
     assert_error(client.get("/scoring"), 503)
 

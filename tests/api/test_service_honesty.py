@@ -335,3 +335,5 @@ def test_the_start_up_log_says_what_the_503_says_while_v1_awaits_approval(
     answered = assert_error(client.post("/prediction", json={"dataset": "testdata.csv"}), 503, "v1 awaits approval")
     [logged] = [r.getMessage() for r in caplog.records if "503" in r.getMessage()]
     assert answered in logged and "nothing deployed" not in logged, logged
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["reason"] == answered, "/readyz says why, in the same words"
