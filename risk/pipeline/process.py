@@ -208,6 +208,7 @@ def recovered_audit_record(
 def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     removed = remove_leftovers(config)
+    switched = deploy.complete_interrupted_switch(config)  # a killed approval, rollback or activation
     unfinished = why_a_deployment_may_be_unfinished(config)
     still_written: list[str] = []
     pending = ledger.pending_files(config, still_written)
@@ -217,6 +218,8 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     record: dict[str, Any] = {**pulled.audit()}
     if removed:
         record["temporary_files_removed"] = len(removed)
+    if switched:
+        record["completed_interrupted_switch"] = switched
     if still_written:
         record["files_waiting"] = sorted(still_written)
     if not pending and not undecided and not unfinished:
