@@ -19,6 +19,7 @@ from risk.registry.deploy import (
     approve,
     complete_interrupted_switch,
     deploy_model,
+    refuse_control_characters,
     reject,
     rollback,
     switch_left_unfinished,
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, option)
         if value is not None and not value.strip():
             parser.error(f"--{option} needs a version name (vN): `make versions` lists them")
+    try:  # people's text is shown by every listing: refused here, before anything is done
+        refuse_control_characters(by=args.by, note=args.note, reason=args.reason)
+    except DeploymentError as exc:
+        parser.error(str(exc))
     return run_script(
         args,
         lambda config: _act(config, args, parser),

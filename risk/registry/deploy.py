@@ -209,6 +209,7 @@ def approve(config: Config, version: str, by: str, note: str | None = None) -> s
     """Make a pending version current, recorded with who approved it, when and why."""
     if not by or not by.strip():
         raise DeploymentError("an approval needs the approver's name (--by NAME)")
+    refuse_control_characters(by=by, note=note)
     _require_pending(config, version)
     try:
         verify_version(versions_folder(config) / version)
@@ -232,6 +233,7 @@ def reject(config: Config, version: str, by: str, note: str) -> str:
         raise DeploymentError("a rejection needs the name of who rejects it (--by NAME)")
     if not note or not note.strip():
         raise DeploymentError("a rejection needs a note saying why (--note TEXT)")
+    refuse_control_characters(by=by, note=note)
     _require_pending(config, version)
     current = current_version_or_none(config)
     by, note = by.strip(), note.strip()
@@ -243,6 +245,18 @@ def reject(config: Config, version: str, by: str, note: str) -> str:
     )
     logger.info("%s rejected by %s; %s stays current", version, by, current or "no version")
     return version
+
+
+def refuse_control_characters(**texts: str | None) -> None:
+    """DeploymentError naming the first of ``texts`` (option name: text) that holds control
+    characters: they would clear a screen or forge lines wherever the history is shown."""
+    for option, text in texts.items():
+        found = logbook.control_characters(text or "")
+        if found:
+            raise DeploymentError(
+                f"--{option} contains control characters ({', '.join(found)}): "
+                "give plain text on one line, without escapes, tabs or line breaks"
+            )
 
 
 def _approval_audit(decision: str, version: str, by: str, note: str, current: str | None) -> dict[str, Any]:
