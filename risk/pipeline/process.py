@@ -177,9 +177,20 @@ def after_deployment_steps_not_done(config: Config, version: str) -> list[str]:
     missing = []
     if not all((folder / name).is_file() for name in DIAGNOSTICS_FILES):
         missing.append("diagnostics")
-    if not all((folder / name).is_file() for name in REPORT_FILES):
+    if not all((folder / name).is_file() for name in REPORT_FILES) or _reported_approval_is_stale(config, version):
         missing.append("reporting")
     return missing
+
+
+def _reported_approval_is_stale(config: Config, version: str) -> bool:
+    """Whether the version's report states another approval than the history records: an
+    approval whose process was killed before (or while) it rewrote the reports."""
+    from risk.core.jsonfiles import read_json_object
+
+    reported = read_json_object(config.reports_folder / version / artefacts.REPORT_JSON).get("approval")
+    if not isinstance(reported, dict):
+        return False  # a report from before approvals were recorded in it: nothing to compare
+    return reported.get("state") != versions.approval_states(config).get(version, {}).get("state")
 
 
 def _has_audit_line(config: Config, version: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -176,3 +177,23 @@ def test_an_approval_killed_before_its_history_line_is_completed_by_the_next_cro
     assert line["by"] == APPROVER and line["completed_by_later_run"]
     assert "approve of v2 by Ada: completed" in logbook.read_audit(config)[-1]["completed_interrupted_switch"]
     assert versions.pending_versions(config) == [] and not deploy.intent_path(config).exists()
+
+
+@pytest.mark.slow
+def test_an_approval_killed_while_rewriting_its_reports_has_them_rewritten_by_the_next_cron_run(
+    pending_template: Path, tmp_path: Path
+) -> None:
+    from risk.report import reports
+
+    config = fresh(pending_template, tmp_path / "project")
+    reports.write_reports(config, "v2")  # as a cron run leaves a pending version: reports saying "pending"
+    report = config.reports_folder / "v2" / "model_report.json"
+    argv = ["--config", str(config.path)]
+    code, _ = run_in_child(argv + ["--approve", "v2", "--by", APPROVER], kill_at=str(config.reports_folder / "v2"))
+    assert code == -signal.SIGKILL and versions.current_version(config) == "v2"
+    assert json.loads(report.read_text())["approval"]["state"] == "pending"  # what a killed rewrite leaves
+
+    assert run_in_child(["fullprocess", *argv])[0] == 0
+
+    approval = json.loads(report.read_text())["approval"]
+    assert (approval["state"], approval["by"]) == ("approved", APPROVER)
