@@ -356,7 +356,7 @@ def complete_interrupted_switch(config: Config) -> str | None:
         logger.error("%s is damaged and was removed: nothing it named can be finished", path)
         _drop_intent(config)
         return "a damaged intent removed"
-    history = intent["history"]
+    history = logbook.shown(intent["history"])  # as text safe to log, whatever the file holds
     what = f"{history.get('action')} of {history.get('version')}" + (
         f" by {history['by']}" if history.get("by") else ""
     )
