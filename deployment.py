@@ -14,7 +14,16 @@ from risk.core.cli import run_script, script_parser
 from risk.core.locks import LockBusy, run_lock
 from risk.core.settings import Config
 from risk.data import ledger
-from risk.registry.deploy import activate, approve, deploy_model, reject, rollback
+from risk.registry.deploy import (
+    activate,
+    approve,
+    complete_interrupted_switch,
+    deploy_model,
+    refuse_control_characters,
+    reject,
+    rollback,
+    switch_left_unfinished,
+)
 from risk.registry.listing import print_inventory, print_versions
 from risk.registry.versions import (
     DeploymentError,
@@ -32,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, option)
         if value is not None and not value.strip():
             parser.error(f"--{option} needs a version name (vN): `make versions` lists them")
+    try:  # people's text is shown by every listing: refused here, before anything is done
+        refuse_control_characters(by=args.by, note=args.note, reason=args.reason)
+    except DeploymentError as exc:
+        parser.error(str(exc))
     return run_script(
         args,
         lambda config: _act(config, args, parser),
@@ -67,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 def _act(config: Config, args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
     """Do what the command line asks. Returns the version now current, or None when the
     answer is printed already (a listing, an approval, a version awaiting approval)."""
+    if args.list or args.inventory:
+        _finish_interrupted_switch_if_free(config)
     if args.list:
         print_versions(config, inventory(config, verify=False))
         return None
@@ -79,6 +94,7 @@ def _act(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPars
     if args.reject and not args.note:
         parser.error("--reject needs --note TEXT saying why")
     with run_lock(ledger.lock_path(config)):
+        complete_interrupted_switch(config)  # what a killed approval, rollback... left, before anything new
         if args.approve or args.reject:
             _decide(config, args)
             return None
@@ -93,6 +109,18 @@ def _act(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPars
             )
             return None
         return version
+
+
+def _finish_interrupted_switch_if_free(config: Config) -> None:
+    """A listing finishes a killed approval, rollback... first, so that it tells one story; only
+    when one was left (the lock is taken only then) and no other process holds the lock."""
+    if not switch_left_unfinished(config):
+        return
+    try:
+        with run_lock(ledger.lock_path(config)):
+            complete_interrupted_switch(config)
+    except LockBusy:
+        logger.warning("another process holds the lock: a change of the current version may be under way")
 
 
 def _decide(config: Config, args: argparse.Namespace) -> None:

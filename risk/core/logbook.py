@@ -68,5 +68,41 @@ def history_path(config: Config) -> Path:
 
 
 def read_history(config: Config) -> list[dict[str, Any]]:
-    """Every deployment, rollback and approval line, oldest first."""
-    return read_json_lines(history_path(config))
+    """Every deployment, rollback and approval line, oldest first, its text safe to print
+    (see :func:`shown`): a name or note from a history written before control characters
+    were refused can never clear a screen or forge a line of a listing."""
+    return [shown(line) for line in read_json_lines(history_path(config))]
+
+
+# --- people's text --------------------------------------------------------------------------------
+
+# Control characters (C0, DEL, C1), format characters (bidirectional overrides among them) and
+# line or paragraph separators: a terminal acts on them, or they split or reorder a line.
+_UNSAFE_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def control_characters(text: str) -> list[str]:
+    """The characters of ``text`` that must not be printed raw, each written as an escape
+    (``\\x1b``, ``\\n``), once each in order; [] for text safe to print."""
+    if text.isprintable():  # the usual case, and no unicodedata import
+        return []
+    import unicodedata
+
+    found = [c for c in text if unicodedata.category(c) in _UNSAFE_CATEGORIES]
+    return list(dict.fromkeys(ascii(c)[1:-1] for c in found))
+
+
+def shown(value: Any) -> Any:
+    """``value`` (a string, or a JSON-like structure of them) with each control character
+    written as its escape, so that it prints on one line as text and nothing else."""
+    if isinstance(value, str):
+        if value.isprintable():
+            return value
+        import unicodedata
+
+        return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in value)
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown(v) for v in value]
+    return value

@@ -177,9 +177,20 @@ def after_deployment_steps_not_done(config: Config, version: str) -> list[str]:
     missing = []
     if not all((folder / name).is_file() for name in DIAGNOSTICS_FILES):
         missing.append("diagnostics")
-    if not all((folder / name).is_file() for name in REPORT_FILES):
+    if not all((folder / name).is_file() for name in REPORT_FILES) or _reported_approval_is_stale(config, version):
         missing.append("reporting")
     return missing
+
+
+def _reported_approval_is_stale(config: Config, version: str) -> bool:
+    """Whether the version's report states another approval than the history records: an
+    approval whose process was killed before (or while) it rewrote the reports."""
+    from risk.core.jsonfiles import read_json_object
+
+    reported = read_json_object(config.reports_folder / version / artefacts.REPORT_JSON).get("approval")
+    if not isinstance(reported, dict):
+        return False  # a report from before approvals were recorded in it: nothing to compare
+    return reported.get("state") != versions.approval_states(config).get(version, {}).get("state")
 
 
 def _has_audit_line(config: Config, version: str) -> bool:
@@ -208,6 +219,7 @@ def recovered_audit_record(
 def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     removed = remove_leftovers(config)
+    switched = deploy.complete_interrupted_switch(config)  # a killed approval, rollback or activation
     unfinished = why_a_deployment_may_be_unfinished(config)
     still_written: list[str] = []
     pending = ledger.pending_files(config, still_written)
@@ -219,6 +231,8 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     record: dict[str, Any] = {**pulled.audit()}
     if removed:
         record["temporary_files_removed"] = len(removed)
+    if switched:
+        record["completed_interrupted_switch"] = switched
     if still_written:
         record["files_waiting"] = sorted(still_written)
     if not pending and not undecided and not unfinished:

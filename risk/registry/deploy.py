@@ -11,6 +11,9 @@ Layout of the deployment folder::
       history.jsonl            one line per deploy, rollback, activation, approval, rejection
                                or supersession; each line carries the SHA-256 of the line before
 
+      switch-intent.json       present only while an approval, rejection, rollback or activation
+                               is being carried out (see below)
+
 With ``require_approval`` a new version is deployed *pending*: complete and verified, but
 ``current`` does not move until ``--approve vN --by NAME`` (``--reject`` retires it). A newer
 version supersedes an older pending one.
@@ -20,6 +23,12 @@ file is written and synced; ``current`` then switches with one ``rename``. A rea
 resolves ``current`` once sees a whole version, old or new, even if a deploy is killed at
 any instant. ``manifest.json`` lists every file's SHA-256; a model is loaded only after its
 hash matches, and only with the types modelfiles.py trusts (older pickled versions: the hash only).
+
+An approval, rejection, rollback or activation first writes its intent (the history line and
+audit line it will write) to ``switch-intent.json``; then the switch of ``current`` is its
+commit point (for a rejection, which moves nothing, the history line is). A process killed
+after the commit point has its lines written by the next command or run
+(``complete_interrupted_switch``); one killed before it did nothing, and the intent is dropped.
 """
 
 from __future__ import annotations
@@ -39,8 +48,8 @@ from risk.core.artefacts import (
     SCORES_FILE,
     VERSIONS_FOLDER,
 )
-from risk.core.files import before_change, fsync_dir, sha256_file
-from risk.core.jsonfiles import append_json_line, read_json
+from risk.core.files import atomic_write_json, before_change, fsync_dir, remove_stale_temporaries, sha256_file
+from risk.core.jsonfiles import append_json_line, read_json, read_json_or_none
 from risk.core.settings import Config
 from risk.model import modelfiles
 from risk.registry.versions import (
@@ -200,15 +209,20 @@ def approve(config: Config, version: str, by: str, note: str | None = None) -> s
     """Make a pending version current, recorded with who approved it, when and why."""
     if not by or not by.strip():
         raise DeploymentError("an approval needs the approver's name (--by NAME)")
+    refuse_control_characters(by=by, note=note)
     _require_pending(config, version)
     try:
         verify_version(versions_folder(config) / version)
     except (OSError, ValueError, DeploymentError) as exc:
         raise DeploymentError(f"{version} cannot be approved: {exc}") from None
     previous = current_version_or_none(config)
-    _switch_current(config, version)
-    _record(config, "approve", version, previous, f"approved by {by.strip()}", by=by.strip(), note=note or "")
-    _audit_approval(config, "approved", version, by.strip(), note or "", previous)
+    by, note = by.strip(), note or ""
+    _carry_out(
+        config,
+        _history_line("approve", version, previous, f"approved by {by}", by=by, note=note),
+        _approval_audit("approved", version, by, note, previous),
+        switch_to=version,
+    )
     logger.info("%s approved by %s: now current (was %s)", version, by, previous or "no version")
     return version
 
@@ -219,31 +233,148 @@ def reject(config: Config, version: str, by: str, note: str) -> str:
         raise DeploymentError("a rejection needs the name of who rejects it (--by NAME)")
     if not note or not note.strip():
         raise DeploymentError("a rejection needs a note saying why (--note TEXT)")
+    refuse_control_characters(by=by, note=note)
     _require_pending(config, version)
     current = current_version_or_none(config)
-    _record(config, "reject", version, current, f"rejected by {by.strip()}", by=by.strip(), note=note.strip())
-    _audit_approval(config, "rejected", version, by.strip(), note.strip(), current)
+    by, note = by.strip(), note.strip()
+    _carry_out(
+        config,
+        _history_line("reject", version, current, f"rejected by {by}", by=by, note=note),
+        _approval_audit("rejected", version, by, note, current),
+        switch_to=None,
+    )
     logger.info("%s rejected by %s; %s stays current", version, by, current or "no version")
     return version
 
 
-def _audit_approval(config: Config, decision: str, version: str, by: str, note: str, current: str | None) -> None:
-    """The approval or rejection in the audit log, beside the runs of fullprocess."""
+def refuse_control_characters(**texts: str | None) -> None:
+    """DeploymentError naming the first of ``texts`` (option name: text) that holds control
+    characters: they would clear a screen or forge lines wherever the history is shown."""
+    for option, text in texts.items():
+        found = logbook.control_characters(text or "")
+        if found:
+            raise DeploymentError(
+                f"--{option} contains control characters ({', '.join(found)}): "
+                "give plain text on one line, without escapes, tabs or line breaks"
+            )
+
+
+def _approval_audit(decision: str, version: str, by: str, note: str, current: str | None) -> dict[str, Any]:
+    """The approval or rejection's audit line, beside the runs of fullprocess."""
     at = artefacts.utc_now()
-    append_json_line(
-        logbook.audit_path(config),
-        {
-            "status": "ok",
-            "decision": decision,
-            "version": version,
-            "by": by,
-            "note": note,
-            "at": at,
-            "started_at": at,
-            "current_version": version if decision == "approved" else current,
-            "reason": f"{version} {decision} by {by}" + (f": {note}" if note else ""),
-        },
+    return {
+        "status": "ok",
+        "decision": decision,
+        "version": version,
+        "by": by,
+        "note": note,
+        "at": at,
+        "started_at": at,
+        "current_version": version if decision == "approved" else current,
+        "reason": f"{version} {decision} by {by}" + (f": {note}" if note else ""),
+    }
+
+
+# --- a switch of ``current`` by hand: intent first, the switch is the commit point ------------------
+
+INTENT_FILE = "switch-intent.json"
+INTENT_FIELD = "intent_id"  # names the intent in the history and audit lines written for it
+
+
+def intent_path(config: Config) -> Path:
+    return config.deployment_folder / INTENT_FILE
+
+
+def _carry_out(config: Config, history: dict[str, Any], audit: dict[str, Any] | None, switch_to: str | None) -> None:
+    """Write the intent, switch ``current`` to ``switch_to`` (the commit point; None: the history
+    line is), write the history and audit lines, then drop the intent. Killed anywhere, the next
+    command or run finds the intent and finishes it (or drops it, before the commit point)."""
+    intent_id = _unique_suffix()
+    intent = {
+        "id": intent_id,
+        "switch_to": switch_to,
+        "previous_version": history.get("previous_version"),
+        "history": {**history, INTENT_FIELD: intent_id},
+        "audit": {**audit, INTENT_FIELD: intent_id} if audit else None,
+    }
+    atomic_write_json(intent_path(config), intent)
+    if switch_to is not None:
+        _switch_current(config, switch_to)
+    _write_intended_lines(config, intent)
+    _drop_intent(config)
+
+
+def _write_intended_lines(config: Config, intent: dict[str, Any], note: str | None = None) -> list[str]:
+    """The intent's history and audit lines, each unless already written. Returns those written."""
+    written = []
+    for name, path, read in (
+        ("history", logbook.history_path(config), logbook.read_history),
+        ("audit", logbook.audit_path(config), logbook.read_audit),
+    ):
+        line = intent.get(name)
+        if not isinstance(line, dict) or any(r.get(INTENT_FIELD) == intent["id"] for r in read(config)):
+            continue
+        append_json_line(path, {**line, "completed_by_later_run": note} if note else line)
+        written.append(name)
+    return written
+
+
+def _drop_intent(config: Config) -> None:
+    path = intent_path(config)
+    before_change(path)
+    path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def switch_left_unfinished(config: Config) -> bool:
+    """Whether a killed approval, rejection, rollback or activation left anything: its intent,
+    the intent half-written, or a half-made link. One listing of the deployment folder."""
+    try:
+        names = os.listdir(config.deployment_folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return any(n == INTENT_FILE or n.startswith((f".{INTENT_FILE}.", ".current-")) for n in names)
+
+
+def complete_interrupted_switch(config: Config) -> str | None:
+    """Finish (or drop) an approval, rejection, rollback or activation whose process was killed;
+    call under the run lock. Returns what was done, in words, or None when nothing was left.
+
+    Past the commit point (``current`` moved, or a rejection's history line written) the missing
+    history and audit lines are written, marked as completed by a later run. Before it nothing
+    happened: production never changed, so the intent is dropped and the operator is told.
+    """
+    remove_stale_temporaries([config.deployment_folder])  # a half-written intent of a killed process
+    for stray in config.deployment_folder.glob(".current-*"):  # a half-made link of a killed switch
+        before_change(stray)
+        stray.unlink(missing_ok=True)
+    path = intent_path(config)
+    if not path.exists():
+        return None
+    intent = read_json_or_none(path)
+    if not isinstance(intent, dict) or not isinstance(intent.get("history"), dict) or not intent.get("id"):
+        logger.error("%s is damaged and was removed: nothing it named can be finished", path)
+        _drop_intent(config)
+        return "a damaged intent removed"
+    history = logbook.shown(intent["history"])  # as text safe to log, whatever the file holds
+    what = f"{history.get('action')} of {history.get('version')}" + (
+        f" by {history['by']}" if history.get("by") else ""
     )
+    recorded = any(h.get(INTENT_FIELD) == intent["id"] for h in logbook.read_history(config))
+    switched = intent.get("switch_to") is not None and current_version_or_none(config) == intent["switch_to"]
+    if not recorded and not switched:
+        _drop_intent(config)
+        logger.warning(
+            "the %s was interrupted before it took effect: it did not happen, and %s stays current; run it again",
+            what,
+            current_version_or_none(config) or "no version",
+        )
+        return f"{what}: interrupted before it took effect, not done"
+    written = _write_intended_lines(config, intent, note="the process that made this change was interrupted")
+    _drop_intent(config)
+    if written:
+        logger.warning("completed the interrupted %s: wrote its %s line(s)", what, " and ".join(written))
+    return f"{what}: completed" + (f" ({' and '.join(written)} line written)" if written else "")
 
 
 def rollback(config: Config) -> str:
@@ -270,9 +401,8 @@ def rollback(config: Config) -> str:
         except LOAD_ERRORS as exc:
             logger.warning("skipping %s: %s", candidate, exc)
             continue
-        _switch_current(config, candidate)
         origin = current or "a broken current link"
-        _record(config, "rollback", candidate, current, f"rollback from {origin}")
+        _carry_out(config, _history_line("rollback", candidate, current, f"rollback from {origin}"), None, candidate)
         logger.info("rolled back from %s to %s", origin, candidate)
         return candidate
     if broken:
@@ -299,8 +429,8 @@ def activate(config: Config, version: str) -> str:
     if current == version:
         logger.info("%s is already current", version)
         return version
-    _switch_current(config, version)
-    _record(config, "activate", version, current, f"activated by hand (was {current or 'no usable version'})")
+    reason = f"activated by hand (was {current or 'no usable version'})"
+    _carry_out(config, _history_line("activate", version, current, reason), None, version)
     logger.info("activated %s (was %s)", version, current)
     return version
 
@@ -419,6 +549,12 @@ def _move_broken_current_aside(link: Path) -> None:
 def _record(
     config: Config, action: str, version: str, previous: str | None, reason: str, note: str | None = None, **fields: Any
 ) -> None:
+    append_json_line(logbook.history_path(config), _history_line(action, version, previous, reason, note, **fields))
+
+
+def _history_line(
+    action: str, version: str, previous: str | None, reason: str, note: str | None = None, **fields: Any
+) -> dict[str, Any]:
     line = {
         "at": artefacts.utc_now(),
         "action": action,
@@ -429,7 +565,7 @@ def _record(
     }
     if note or action in APPROVAL_ACTIONS:
         line["note"] = note or ""
-    append_json_line(logbook.history_path(config), line)
+    return line
 
 
 def _remove_tree(folder: Path) -> None:

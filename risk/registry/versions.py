@@ -319,8 +319,8 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
             model=manifest.get("model", "?"),
             f1=scores.get("f1"),
             roc_auc=scores.get("roc_auc"),
-            reason=manifest.get("reason", ""),
-            warnings=list(warnings),
+            reason=logbook.shown(manifest.get("reason", "")),  # text safe to print, whatever an old manifest holds
+            warnings=logbook.shown([str(w) for w in warnings]),
             uninformative=bool(manifest.get("uninformative", False)),
         )
         rows.append(row)

@@ -162,6 +162,29 @@ def test_a_chunked_body_with_broken_framing_is_a_400_not_a_500(server: str, fram
     assert requests.get(server + "/healthz", timeout=ANSWER_SECONDS).status_code == 200
 
 
+# ----------------------------------------------------------------------------- pipelining
+
+
+def test_pipelined_requests_in_one_write_are_all_answered(server: str) -> None:
+    """A second request sent before the first was answered waited, unanswered, until keep-alive
+    (5 s) closed the connection. Here a POST whose body the app reads, a GET, and a last GET
+    asking to close go in one write; all three answers must come before the read deadline."""
+    body = json.dumps([RECORD]).encode()
+    post = (
+        b"POST /prediction HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with raw_connection(server) as sock:
+        sock.settimeout(ANSWER_SECONDS)
+        sock.sendall(post + get + last)
+        answer = read_answer(sock)  # until the server closes after the last, or the deadline
+    assert answer.count(b"HTTP/1.1 200 OK") == 3, answer[:600]
+    assert answer.index(b'"rows"') < answer.rindex(b"HTTP/1.1 200 OK")  # answered in order
+
+
 # ----------------------------------------------------------------------------- slow bodies
 
 
