@@ -261,7 +261,7 @@ class Runner:
         handle given to ``map`` after a fallback is swapped back for the value."""
         if self.backend != "dask":
             return value
-        try:
+        try:  # distributed's scatter bounds only its wait for workers: the whole coroutine is bounded here
             [future] = self.client.sync(self.client._scatter, [value], broadcast=True, callback_timeout=self.max_wait)
         except Exception as exc:  # noqa: BLE001 - any failure to reach the workers is the cluster's
             failure = ComputeUnavailable(

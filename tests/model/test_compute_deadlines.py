@@ -152,7 +152,11 @@ def test_training_py_ends_when_its_worker_is_killed_mid_fit(project, scheduler, 
     )
     worker.send_signal(signal.SIGKILL)
 
-    out, err = training.communicate(timeout=GUARD_SECONDS)
+    try:
+        out, err = training.communicate(timeout=GUARD_SECONDS)
+    finally:
+        training.kill()  # a no-op once it has ended; a hung one must not outlive the test
+        training.wait()
 
     assert "Traceback" not in err
     if fallback:
@@ -232,7 +236,9 @@ def listener_that_sends(first_bytes: bytes) -> socket.socket:
         while True:
             try:
                 connection, _ = server.accept()
-            except OSError:
+            except OSError:  # the test closed the listener: close what it held open
+                for connection in held:
+                    connection.close()
                 return
             held.append(connection)
             connection.sendall(first_bytes)
@@ -304,3 +310,11 @@ def test_connect_gives_up_on_a_silent_handshake_without_waiting_in_del(tmp_path)
         f"refused: cannot reach the Dask scheduler at {address}"
     )
     assert "Exception ignored" not in finished.stderr and "TimeoutError" not in finished.stderr, finished.stderr
+
+
+@pytest.mark.parametrize("address", ["tls://127.0.0.1:8786", "inproc://x", "not a url", "tcp://localhost:99999"])
+def test_an_odd_address_given_to_connect_is_compute_unavailable(address) -> None:
+    """The config refuses these when loaded; called directly, connect still answers with the error
+    dask_fallback_local handles, not distributed's TypeError or ValueError."""
+    with pytest.raises(compute.ComputeUnavailable, match="is not tcp://host:port"):
+        compute.connect(address, timeout=TIMEOUT)
