@@ -222,14 +222,7 @@ class Runner:
 
     def _worker_count(self) -> int:
         """The scheduler's live workers; ComputeUnavailable if it does not answer within ``timeout``."""
-        try:
-            identity = self.client.sync(self.client.scheduler.identity, callback_timeout=self.timeout)
-        except Exception as exc:  # noqa: BLE001 - whatever stops the scheduler answering ends the wait
-            raise ComputeUnavailable(
-                f"the Dask scheduler at {self.scheduler} stopped answering (nothing within {self.timeout:g} s, "
-                f"dask_timeout_seconds: {type(exc).__name__}: {exc}); is it overloaded, stopped or gone?"
-            ) from exc
-        return len(identity.get("workers", {}))
+        return live_workers(self.client, self.scheduler or "", self.timeout)
 
     def _result(self, future: Any, deadline: float) -> Any:
         """A finished future's result, fetched by ``deadline`` (a fitted model can be large: at least
@@ -300,15 +293,10 @@ class Runner:
         self._close_client()
 
     def _close_client(self) -> None:
-        """Close the client within ``timeout``: distributed waits twice its timeout, then raises,
-        for a scheduler that does not answer, and that must not hide why the run stopped."""
         client, self.client = self.client, None
         self._shared.clear()
         if client is not None:
-            try:
-                client.close(timeout=self.timeout)
-            except Exception as exc:  # noqa: BLE001 - the scheduler is gone or silent: nothing left to close
-                logger.debug("closing the Dask client: %s", exc)
+            _close_quietly(client, self.timeout)
 
     def __enter__(self) -> Runner:
         return self
@@ -355,8 +343,35 @@ def local_runner(parallel: bool = True, workers: int | None = None) -> Runner:
 def dask_runner(address: str, timeout: float = CONNECT_SECONDS) -> Runner:
     """A runner on the cluster at ``address``; ComputeUnavailable within about ``timeout`` if it cannot be used."""
     client = connect(address, timeout)
-    workers = len(client.scheduler_info().get("workers", {}))
+    try:
+        workers = live_workers(client, address, timeout)
+    except ComputeUnavailable:
+        _close_quietly(client, timeout)
+        raise
     return Runner("dask", workers, client=client, scheduler=address, timeout=timeout)
+
+
+def live_workers(client: Any, address: str, timeout: float) -> int:
+    """The scheduler's workers, asked within ``timeout``; ComputeUnavailable if it does not answer.
+
+    distributed's own ``scheduler_info`` and ``wait_for_workers`` ask without a deadline."""
+    try:
+        identity = client.sync(client.scheduler.identity, callback_timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the scheduler answering ends the wait
+        raise ComputeUnavailable(
+            f"the Dask scheduler at {address} stopped answering (nothing within {timeout:g} s, "
+            f"dask_timeout_seconds: {type(exc).__name__}: {exc}); is it overloaded, stopped or gone?"
+        ) from exc
+    return len(identity.get("workers", {}))
+
+
+def _close_quietly(client: Any, timeout: float) -> None:
+    """Close a client within ``timeout``: for a silent scheduler distributed waits twice its
+    timeout, then raises, and that must not hide why the run stopped."""
+    try:
+        client.close(timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - the scheduler is gone or silent: nothing left to close
+        logger.debug("closing the Dask client: %s", exc)
 
 
 def connect(address: str, timeout: float = CONNECT_SECONDS) -> Any:
@@ -378,15 +393,18 @@ def connect(address: str, timeout: float = CONNECT_SECONDS) -> Any:
         raise ComputeUnavailable(
             f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({detail}); {hint}"
         ) from exc
+    deadline = time.monotonic() + timeout
     try:
-        client.wait_for_workers(1, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
-        with contextlib.suppress(Exception):
-            client.close(timeout=timeout)
-        raise ComputeUnavailable(
-            f"the Dask scheduler at {address} has no workers (waited {timeout:g} s): start `dask worker {address}` "
-            "on the machines that should do the work"
-        ) from exc
+        while not live_workers(client, address, timeout):
+            if time.monotonic() > deadline:
+                raise ComputeUnavailable(
+                    f"the Dask scheduler at {address} has no workers (waited {timeout:g} s): "
+                    f"start `dask worker {address}` on the machines that should do the work"
+                )
+            time.sleep(0.1)
+    except ComputeUnavailable:
+        _close_quietly(client, timeout)
+        raise
     return client
 
 

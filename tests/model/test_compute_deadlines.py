@@ -318,3 +318,9 @@ def test_an_odd_address_given_to_connect_is_compute_unavailable(address) -> None
     dask_fallback_local handles, not distributed's TypeError or ValueError."""
     with pytest.raises(compute.ComputeUnavailable, match="is not tcp://host:port"):
         compute.connect(address, timeout=TIMEOUT)
+
+
+def test_a_scheduler_without_workers_is_refused_within_the_timeout(scheduler) -> None:
+    address = scheduler.scheduler_address
+    with pytest.raises(compute.ComputeUnavailable, match=f"the Dask scheduler at {address} has no workers"):
+        compute.connect(address, timeout=TIMEOUT)
