@@ -205,7 +205,7 @@ class Runner:
             now = checked = time.monotonic()
             if now - started > self.max_wait:
                 raise ComputeUnavailable(
-                    f"the {name} tasks on the Dask cluster at {self.scheduler} did not finish within "
+                    f"the {len(futures)} {name} task(s) on the Dask cluster at {self.scheduler} did not finish within "
                     f"{self.max_wait / 60:g} minutes (max_run_minutes); look at the cluster's dashboard, "
                     "or raise max_run_minutes if the work really takes this long"
                 )
@@ -216,7 +216,7 @@ class Runner:
             elif now - without_workers > self.timeout:
                 raise ComputeUnavailable(
                     f"the Dask cluster at {self.scheduler} has had no workers for {self.timeout:g} s "
-                    f"(dask_timeout_seconds) while {name} tasks waited: its workers died or were stopped; "
+                    f"(dask_timeout_seconds) while {len(futures)} {name} task(s) waited: its workers died or were stopped; "
                     f"start `dask worker {self.scheduler}` again"
                 )
 

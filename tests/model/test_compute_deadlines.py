@@ -324,3 +324,22 @@ def test_a_scheduler_without_workers_is_refused_within_the_timeout(scheduler) ->
     address = scheduler.scheduler_address
     with pytest.raises(compute.ComputeUnavailable, match=f"the Dask scheduler at {address} has no workers"):
         compute.connect(address, timeout=TIMEOUT)
+
+
+def test_a_map_that_outlasts_its_deadline_ends(project, scheduler, worker, tmp_path) -> None:
+    """Workers alive, scheduler answering, the task never finishing: the map's own deadline
+    (max_run_minutes, set short on the runner here) ends it."""
+    config = write_config(
+        project.root, dask_scheduler_address=scheduler.scheduler_address, dask_timeout_seconds=TIMEOUT
+    )
+    runner = compute.open_runner(config)
+    assert runner.max_wait == config["max_run_minutes"] * 60
+    runner.max_wait = 3
+    thread, outcome = map_in_thread(runner, tmp_path / "task-started")
+    thread.join(GUARD_SECONDS)
+    runner.close()
+
+    assert not thread.is_alive()
+    [failure] = outcome
+    assert isinstance(failure, compute.ComputeUnavailable), failure
+    assert "did not finish within 0.05 minutes (max_run_minutes)" in str(failure)
