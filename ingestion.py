@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def ingest(config: Config) -> dict:
-        with run_lock(ledger.lock_path(config)):
+        with run_lock(ledger.lock_path(config), max_held_seconds=config["max_run_minutes"] * 60):
             if args.rebuild:
                 return rebuild_master(config)
             if args.retry is not None:

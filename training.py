@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(config: Config) -> dict[str, Any]:
     preflight.check_columns(config)  # a misspelt column name fails now, naming the close matches
-    with run_lock(ledger.lock_path(config)):
+    with run_lock(ledger.lock_path(config), max_held_seconds=config["max_run_minutes"] * 60):
         model, metadata = train_model(config)
         save_model(config, model, metadata)
     return metadata

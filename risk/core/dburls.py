@@ -63,8 +63,9 @@ def check_sources(values: dict[str, Any]) -> None:
                 raise ValueError(f"{where}: query {problem}")
         for key in ("connect_timeout_seconds", "query_timeout_seconds"):
             value = spec.get(key, 1)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{where}: {key} must be a positive number of seconds")
+            # `not 0 < value <= a day` refuses NaN too (every comparison with NaN is false).
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 86400:
+                raise ValueError(f"{where}: {key} must be a positive number of seconds, at most 86400 (a day)")
         try:
             parse_url(spec["url"], Path("."))
         except ValueError as exc:

@@ -7,6 +7,7 @@ reads the config and must not pay for pandas or scikit-learn.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from risk.core.dburls import check_sources
@@ -77,6 +78,13 @@ DEFAULTS: dict[str, Any] = {
     "dask_scheduler_address": None,
     # With the scheduler unreachable: true runs locally (saying so), false fails the run.
     "dask_fallback_local": False,
+    # A Dask scheduler silent this long (connecting, or answering while work runs), or a cluster left
+    # without workers this long, is given up: the run fails, or runs locally with dask_fallback_local.
+    "dask_timeout_seconds": 10.0,
+    # A run holding the run lock longer than this is taken as hung: every run locked out by it then
+    # fails (exit 1, one line naming the holder) instead of exiting quietly; waits on a Dask cluster
+    # give up after this long.
+    "max_run_minutes": 120,
     # The cost of a missed risky client and of a false alarm, {"false_negative": 5, "false_positive": 1};
     # null: no cost. Needed by metric "cost"; when set, scores report the expected cost per client.
     "cost_matrix": None,
@@ -251,8 +259,9 @@ def _validate_columns(values: dict[str, Any]) -> None:
             raise ConfigError(f"{key} must be a non-empty path string")
     if not isinstance(values["target"], str) or not values["target"]:
         raise ConfigError("target must be a column name")
-    if not isinstance(values["positive_label"], (str, int, float, bool)):
-        raise ConfigError("positive_label must be a string or a number")
+    label = values["positive_label"]
+    if not isinstance(label, (str, int, float, bool)) or (isinstance(label, float) and not math.isfinite(label)):
+        raise ConfigError("positive_label must be a string or a finite number (NaN matches no row)")
     for key in ("id_columns", "drop_columns"):
         _require_names(values, key)
     if values["categorical_columns"] is not None:
@@ -272,60 +281,60 @@ def _validate_models(values: dict[str, Any]) -> None:
         raise ConfigError("block_worse_deployments must be true or false")
     if not isinstance(values["require_approval"], bool):
         raise ConfigError("require_approval must be true or false")
-    margin = values["promotion_margin"]
-    if (
-        not isinstance(margin, (int, float))
-        or isinstance(margin, bool)
-        or margin != margin
-        or abs(margin) == float("inf")
-    ):
-        raise ConfigError(
-            "promotion_margin must be a finite number (in the configured metric; negative accepts a worse model)"
-        )
+    bound = _metric_bound(values)
+    _require_number(
+        values, "promotion_margin", -bound, bound, "in the configured metric; negative accepts a worse model"
+    )
 
 
 def _validate_counts(values: dict[str, Any]) -> None:
     """The counts and sizes (folds, seed, sample, API limits, drift rows) and the drift tolerance."""
-    for key in (
-        "cv_folds",
-        "random_seed",
-        "reference_sample_rows",
-        "api_max_rows",
-        "api_max_body_bytes",
-        "drift_min_rows",
-    ):
-        if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0:
-            raise ConfigError(f"{key} must be a non-negative integer")
-    if (
-        not isinstance(values["api_max_columns"], int)
-        or isinstance(values["api_max_columns"], bool)
-        or values["api_max_columns"] < 0
-    ):
-        raise ConfigError("api_max_columns must be a non-negative integer")
-    if values["cv_folds"] < 2:
-        raise ConfigError("cv_folds must be at least 2")
-    if not isinstance(values["drift_tolerance"], (int, float)) or values["drift_tolerance"] < 0:
-        raise ConfigError("drift_tolerance must be a non-negative number")
+    for key in ("reference_sample_rows", "api_max_rows", "api_max_body_bytes", "api_max_columns", "drift_min_rows"):
+        _require_number(values, key, 0, MAX_COUNT, integer=True)
+    _require_number(values, "cv_folds", 2, 100, integer=True)
+    _require_number(values, "random_seed", 0, 2**32 - 1, integer=True)  # numpy's seeds are 32-bit
+    _require_number(values, "drift_tolerance", 0, _metric_bound(values), "in the configured metric")
+
+
+def _metric_bound(values: dict[str, Any]) -> float:
+    """The largest difference the configured metric can show: every score metric lies in [0, 1],
+    an expected cost per client is at most the largest cost. A margin or tolerance beyond it decides nothing."""
+    return MAX_COST if values["metric"] in LOWER_IS_BETTER else 1
+
+
+MAX_COUNT = 2**53  # above this a count is no longer exact as a float, and no limit anyone means
+
+
+def _require_number(
+    values: dict[str, Any], key: str, low: float, high: float, unit: str = "", *, integer: bool = False
+) -> None:
+    """Raise ConfigError naming ``key`` unless its value is a finite number (an integer with
+    ``integer``) from ``low`` to ``high``. true/false, NaN and Infinity are refused: JSON readers
+    accept them, and each would silently turn a check off or crash the run later."""
+    value = values[key]
+    kind = "an integer" if integer else "a finite number"
+    fine = isinstance(value, int) or (not integer and isinstance(value, float) and math.isfinite(value))
+    if not fine or isinstance(value, bool) or not low <= value <= high:
+        limits = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        unit = f" ({unit})" if unit else ""
+        raise ConfigError(f"{key} must be {kind} {limits}{unit}; got {shown}")
 
 
 def _validate_services(values: dict[str, Any]) -> None:
     """The package check, the flagged share, the Dask cluster, the risk bands and the databases."""
-    for key in ("package_check_seconds", "package_cache_hours"):
-        if not isinstance(values[key], (int, float)) or isinstance(values[key], bool) or values[key] < 0:
-            raise ConfigError(f"{key} must be a non-negative number")
+    _require_number(values, "package_check_seconds", 0, 300, "seconds")
+    _require_number(values, "package_cache_hours", 0, 24 * 365, "hours")
     share = values["max_flagged_share"]
     if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
         raise ConfigError("max_flagged_share must be a number above 0 and at most 1")
-    address = values["dask_scheduler_address"]
-    if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise ConfigError('dask_scheduler_address must be null or an address such as "tcp://10.0.0.5:8786"')
-    if not isinstance(values["dask_fallback_local"], bool):
-        raise ConfigError("dask_fallback_local must be true or false")
+    _validate_dask(values)
+    _require_number(values, "max_run_minutes", 1, 30 * 24 * 60, "minutes")
     bands = values["risk_band_thresholds"]
     if bands is not None and (
         not isinstance(bands, dict)
         or set(bands) != {"amber", "red"}
-        or not all(isinstance(v, (int, float)) for v in bands.values())
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bands.values())
         or not 0 <= bands["amber"] <= bands["red"] <= 1
     ):
         raise ConfigError(
@@ -339,6 +348,17 @@ def _validate_services(values: dict[str, Any]) -> None:
 
 
 COST_KEYS = ("false_negative", "false_positive")
+DASK_ADDRESS_EXAMPLE = '"tcp://10.0.0.5:8786"'
+# Costs are summed over every row and bootstrap resample: far above any real price, far below
+# where float sums overflow to Infinity (1e308 crashed training).
+MAX_COST = 1e12
+
+
+def _finite(value: Any) -> bool:
+    """A number that is not true/false, NaN or Infinity."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _validate_governance(values: dict[str, Any]) -> None:
@@ -348,12 +368,12 @@ def _validate_governance(values: dict[str, Any]) -> None:
         if (
             not isinstance(costs, dict)
             or set(costs) != set(COST_KEYS)
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in costs.values())
+            or not all(_finite(v) and 0 <= v <= MAX_COST for v in costs.values())
             or not any(costs.values())
         ):
             raise ConfigError(
-                'cost_matrix must be null or {"false_negative": a, "false_positive": b}: non-negative numbers, '
-                "not both zero (the cost of a missed risky client and of a false alarm)"
+                'cost_matrix must be null or {"false_negative": a, "false_positive": b}: finite numbers from 0 '
+                f"to {MAX_COST:g}, not both zero (the cost of a missed risky client and of a false alarm); got {costs!r}"
             )
     if values["metric"] == "cost" and costs is None:
         raise ConfigError('metric "cost" needs cost_matrix, e.g. {"false_negative": 5, "false_positive": 1}')
@@ -374,13 +394,52 @@ def _validate_governance(values: dict[str, Any]) -> None:
             raise ConfigError(f"{key} must be null or a non-empty text")
 
 
+def _validate_dask(values: dict[str, Any]) -> None:
+    """The scheduler's address (plain TCP only), the fallback and the timeout."""
+    address = values["dask_scheduler_address"]
+    if address is not None:
+        problem = dask_address_problem(address)
+        if problem:
+            raise ConfigError(f"dask_scheduler_address {problem}; null runs on this machine")
+    if not isinstance(values["dask_fallback_local"], bool):
+        raise ConfigError("dask_fallback_local must be true or false")
+    _require_number(values, "dask_timeout_seconds", 1, 3600, "seconds")
+
+
+def dask_address_problem(address: Any) -> str | None:
+    """What is wrong with a Dask scheduler address, or None for ``tcp://host:port`` (or ``host:port``).
+
+    Checked when the config is loaded: distributed answers other forms with a TypeError or a
+    ValueError, or a 10-second wait, long after the config was read. tls:// needs certificates,
+    which this project does not configure; inproc:// only reaches a scheduler in this process."""
+    if not isinstance(address, str) or not address.strip():
+        return f"must be null or an address such as {DASK_ADDRESS_EXAMPLE}"
+    from urllib.parse import urlsplit  # only when a cluster is configured: the cron fast path stays light
+
+    if any(c.isspace() for c in address):
+        return f"{address!r} is not tcp://host:port, e.g. {DASK_ADDRESS_EXAMPLE}"
+    scheme = address.split("://", 1)[0] if "://" in address else "tcp"
+    if scheme != "tcp":
+        return (
+            f"{address!r}: only tcp:// is supported ({scheme}:// needs set-up this project does not do), "
+            f"e.g. {DASK_ADDRESS_EXAMPLE}"
+        )
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        port = parts.port
+    except ValueError as exc:
+        return f"{address!r} is not a host and port ({exc}), e.g. {DASK_ADDRESS_EXAMPLE}"
+    if not parts.hostname or parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        return f"{address!r} is not tcp://host:port, e.g. {DASK_ADDRESS_EXAMPLE}"
+    if not port:
+        return f"{address!r} needs a port from 1 to 65535 (the scheduler's is 8786 unless started with another), e.g. {DASK_ADDRESS_EXAMPLE}"
+    return None
+
+
 def _validate_ingestion_limits(values: dict[str, Any]) -> None:
-    settle = values["settle_seconds"]
-    if not isinstance(settle, (int, float)) or isinstance(settle, bool) or not 0 <= settle <= 600:
-        raise ConfigError("settle_seconds must be a number of seconds from 0 to 600")
+    _require_number(values, "settle_seconds", 0, 600, "seconds")
     for key in ("max_field_bytes", "max_row_bytes"):
-        if not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer (bytes)")
+        _require_number(values, key, 1, 2**31 - 1, "bytes", integer=True)  # the csv module's limit is a C long
     if values["max_field_bytes"] > values["max_row_bytes"]:
         raise ConfigError("max_field_bytes must not exceed max_row_bytes (a row holds its fields)")
 

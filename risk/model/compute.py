@@ -14,16 +14,22 @@ instead of 0.5-0.9 s. Parallelism comes from running tasks side by side instead.
 
 An unreachable scheduler (or one without workers) fails at once with ``ComputeUnavailable``,
 unless ``dask_fallback_local`` is true: then the work runs locally and the result says why.
+Every wait on the cluster has a deadline, since distributed waits for ever on its own: the
+connection and handshake (``dask_timeout_seconds``), a scheduler that stops answering or a
+cluster left without workers mid-run (the same), and the whole of one ``map``
+(``max_run_minutes``). Past one the run fails, or falls back to this machine the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +40,8 @@ from risk.core.settings import Config
 
 logger = logging.getLogger(__name__)
 
-CONNECT_SECONDS = 5.0  # a scheduler that has not answered by then is treated as down
+CONNECT_SECONDS = 5.0  # a scheduler that has not answered by then is treated as down (the default)
+POLL_SECONDS = 1.0  # how often a wait on the cluster looks at whether the cluster can still finish it
 
 
 class ComputeUnavailable(RuntimeError):
@@ -90,7 +97,13 @@ class Runner:
     scheduler: str | None = None
     fallback_reason: str | None = None
     submitted: int = field(default=0)
+    # On the cluster: whether to finish locally when it fails mid-run, how long the scheduler may be
+    # silent (or the cluster without workers), and how long one map may take in all.
+    fallback_local: bool = False
+    timeout: float = CONNECT_SECONDS
+    max_wait: float = 120 * 60.0
     _starting: threading.Thread | None = field(default=None, repr=False)
+    _shared: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def start_in_background(self, warm: Callable[[], Any]) -> None:
         """Start the local worker processes now, each running ``warm`` (which imports the
@@ -126,7 +139,13 @@ class Runner:
         self.submitted += len(arguments)
         self._wait_for_workers()
         if self.backend == "dask":
-            return self._map_dask(function, arguments, costs, name)
+            try:
+                return self._map_dask(function, arguments, costs, name)
+            except ComputeUnavailable as exc:
+                if not self.fallback_local:
+                    raise
+                self._fall_back(exc)
+                arguments = [tuple(self._local_value(a) for a in args) for args in arguments]
         if self.backend == "processes":
             from joblib import Parallel, delayed
 
@@ -156,7 +175,9 @@ class Runner:
             for i, a in enumerate(arguments)
         ]
         try:
-            return self.client.gather(futures)
+            deadline = time.monotonic() + self.max_wait
+            self._wait_for(futures, name)
+            return [self._result(future, deadline) for future in futures]
         except ModuleNotFoundError as exc:
             raise ComputeUnavailable(
                 f"the Dask workers at {self.scheduler} cannot import the project's code ({exc}): start each "
@@ -164,7 +185,99 @@ class Runner:
             ) from exc
         finally:
             for future in futures:
-                future.release()
+                with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to release
+                    future.release()
+
+    def _wait_for(self, futures: list[Any], name: str) -> None:
+        """Wait until every future is done; ComputeUnavailable when the cluster cannot finish them:
+        the scheduler silent, no worker for ``timeout`` seconds, or ``max_wait`` seconds in all.
+
+        distributed's own gather waits for ever: for a worker that was killed and never comes
+        back (the tasks wait for a worker), or for a scheduler that stopped answering."""
+        started = checked = time.monotonic()
+        without_workers = None
+        while True:
+            if all(future.done() for future in futures):  # finished, failed or cancelled
+                return
+            time.sleep(0.02)
+            if time.monotonic() - checked < POLL_SECONDS:
+                continue
+            now = checked = time.monotonic()
+            if now - started > self.max_wait:
+                raise ComputeUnavailable(
+                    f"the {len(futures)} {name} task(s) on the Dask cluster at {self.scheduler} did not finish within "
+                    f"{self.max_wait / 60:g} minutes (max_run_minutes); look at the cluster's dashboard, "
+                    "or raise max_run_minutes if the work really takes this long"
+                )
+            if self._worker_count() > 0:
+                without_workers = None
+            elif without_workers is None:
+                without_workers = now
+            elif now - without_workers > self.timeout:
+                raise ComputeUnavailable(
+                    f"the Dask cluster at {self.scheduler} has had no workers for {self.timeout:g} s "
+                    f"(dask_timeout_seconds) while {len(futures)} {name} task(s) waited: its workers died or were stopped; "
+                    f"start `dask worker {self.scheduler}` again"
+                )
+
+    def _worker_count(self) -> int:
+        """The scheduler's live workers; ComputeUnavailable if it does not answer within ``timeout``."""
+        return live_workers(self.client, self.scheduler or "", self.timeout)
+
+    def _result(self, future: Any, deadline: float) -> Any:
+        """A finished future's result, fetched by ``deadline`` (a fitted model can be large: at least
+        ``timeout``); a lost or killed one as ComputeUnavailable."""
+        from distributed import KilledWorker
+
+        if future.cancelled():
+            raise ComputeUnavailable(
+                f"the Dask scheduler at {self.scheduler} dropped the task {future.key} "
+                "(the client lost its connection to the scheduler)"
+            )
+        try:
+            return future.result(timeout=max(self.timeout, deadline - time.monotonic()))
+        except KilledWorker as exc:
+            raise ComputeUnavailable(
+                f"the Dask workers running {future.key} died while running it, more than once "
+                f"(out of memory, or killed): {exc}"
+            ) from exc
+        except TimeoutError as exc:
+            raise ComputeUnavailable(
+                f"the Dask cluster at {self.scheduler} did not hand over the result of {future.key} "
+                "within max_run_minutes"
+            ) from exc
+
+    def share(self, value: Any) -> Any:
+        """``value`` sent once to every worker (the handle to pass to ``map``), or ``value`` itself locally.
+
+        Bounded by ``max_wait`` (a model can be large); a failure falls back as ``map`` does. A
+        handle given to ``map`` after a fallback is swapped back for the value."""
+        if self.backend != "dask":
+            return value
+        try:  # distributed's scatter bounds only its wait for workers: the whole coroutine is bounded here
+            [future] = self.client.sync(self.client._scatter, [value], broadcast=True, callback_timeout=self.max_wait)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the workers is the cluster's
+            failure = ComputeUnavailable(
+                f"could not send data to the Dask workers at {self.scheduler} within {self.max_wait / 60:g} "
+                f"minutes (max_run_minutes): {type(exc).__name__}: {exc}"
+            )
+            if not self.fallback_local:
+                raise failure from exc
+            self._fall_back(failure)
+            return value
+        self._shared[future.key] = value
+        return future
+
+    def _local_value(self, argument: Any) -> Any:
+        key = getattr(argument, "key", None)
+        return self._shared.get(key, argument) if isinstance(key, str) else argument
+
+    def _fall_back(self, exc: ComputeUnavailable) -> None:
+        """Go on on this machine, in this process, after the cluster failed mid-run (dask_fallback_local)."""
+        logger.warning("%s; running the rest locally (dask_fallback_local is true)", exc)
+        self.fallback_reason = str(exc)
+        self._close_client()
+        self.backend, self.workers = "local", 1
 
     def describe(self) -> dict[str, Any]:
         """What ran where, for the metadata."""
@@ -177,9 +290,13 @@ class Runner:
 
     def close(self) -> None:
         self._wait_for_workers()
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        self._close_client()
+
+    def _close_client(self) -> None:
+        client, self.client = self.client, None
+        self._shared.clear()
+        if client is not None:
+            _close_quietly(client, self.timeout)
 
     def __enter__(self) -> Runner:
         return self
@@ -202,7 +319,7 @@ def open_runner(config: Config, parallel: bool = True, workers: int | None = Non
     address = config["dask_scheduler_address"]
     if address:
         try:
-            return dask_runner(address)
+            runner = dask_runner(address, config["dask_timeout_seconds"])
         except ComputeUnavailable as exc:
             if not config["dask_fallback_local"]:
                 raise
@@ -210,6 +327,9 @@ def open_runner(config: Config, parallel: bool = True, workers: int | None = Non
             runner = local_runner(parallel, workers)
             runner.fallback_reason = str(exc)
             return runner
+        runner.fallback_local = config["dask_fallback_local"]
+        runner.max_wait = config["max_run_minutes"] * 60.0
+        return runner
     return local_runner(parallel, workers)
 
 
@@ -220,47 +340,124 @@ def local_runner(parallel: bool = True, workers: int | None = None) -> Runner:
     return Runner("local", 1)
 
 
-def dask_runner(address: str) -> Runner:
-    """A runner on the cluster at ``address``; ComputeUnavailable at once if it cannot be used."""
-    client = connect(address)
-    workers = len(client.scheduler_info().get("workers", {}))
-    return Runner("dask", workers, client=client, scheduler=address)
+def dask_runner(address: str, timeout: float = CONNECT_SECONDS) -> Runner:
+    """A runner on the cluster at ``address``; ComputeUnavailable within about ``timeout`` if it cannot be used."""
+    client = connect(address, timeout)
+    try:
+        workers = live_workers(client, address, timeout)
+    except ComputeUnavailable:
+        _close_quietly(client, timeout)
+        raise
+    return Runner("dask", workers, client=client, scheduler=address, timeout=timeout)
 
 
-def connect(address: str) -> Any:
-    """A ``distributed.Client`` for ``address``, or ComputeUnavailable within about CONNECT_SECONDS."""
+def live_workers(client: Any, address: str, timeout: float) -> int:
+    """The scheduler's workers, asked within ``timeout``; ComputeUnavailable if it does not answer.
+
+    distributed's own ``scheduler_info`` and ``wait_for_workers`` ask without a deadline."""
+    try:
+        identity = client.sync(client.scheduler.identity, callback_timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the scheduler answering ends the wait
+        raise ComputeUnavailable(
+            f"the Dask scheduler at {address} stopped answering (nothing within {timeout:g} s, "
+            f"dask_timeout_seconds: {type(exc).__name__}: {exc}); is it overloaded, stopped or gone?"
+        ) from exc
+    return len(identity.get("workers", {}))
+
+
+def _close_quietly(client: Any, timeout: float) -> None:
+    """Close a client within ``timeout``: for a silent scheduler distributed waits twice its
+    timeout, then raises, and that must not hide why the run stopped."""
+    try:
+        client.close(timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - the scheduler is gone or silent: nothing left to close
+        logger.debug("closing the Dask client: %s", exc)
+
+
+def connect(address: str, timeout: float = CONNECT_SECONDS) -> Any:
+    """A ``distributed.Client`` for ``address``, or ComputeUnavailable within about ``timeout`` seconds."""
     hint = "start it (`dask scheduler`), fix dask_scheduler_address, or set it to null to run locally"
     try:
-        from distributed import Client
+        import distributed  # noqa: F401 - only to tell a missing package from an unreachable scheduler
     except ImportError as exc:
         raise ComputeUnavailable(
             "dask_scheduler_address is set but the 'distributed' package is not installed (pip install -r requirements.txt)"
         ) from exc
-    _probe(address, hint)
+    _probe(address, hint, timeout)
     try:
-        client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
+        client = _bounded_client_class()(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        # TimeoutError: no handshake in time (a peer that answered, then fell silent). ValueError and
+        # TypeError: an address the config check let through; all of them are the cluster's failure.
+        detail = "no complete Dask handshake" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
         raise ComputeUnavailable(
-            f"cannot reach the Dask scheduler at {address} within {CONNECT_SECONDS:g} s ({exc}); {hint}"
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({detail}); {hint}"
         ) from exc
+    deadline = time.monotonic() + timeout
     try:
-        client.wait_for_workers(1, timeout=CONNECT_SECONDS)
-    except (OSError, TimeoutError) as exc:
-        client.close()
-        raise ComputeUnavailable(
-            f"the Dask scheduler at {address} has no workers (waited {CONNECT_SECONDS:g} s): start `dask worker {address}` "
-            "on the machines that should do the work"
-        ) from exc
+        while not live_workers(client, address, timeout):
+            if time.monotonic() > deadline:
+                raise ComputeUnavailable(
+                    f"the Dask scheduler at {address} has no workers (waited {timeout:g} s): "
+                    f"start `dask worker {address}` on the machines that should do the work"
+                )
+            time.sleep(0.1)
+    except ComputeUnavailable:
+        _close_quietly(client, timeout)
+        raise
     return client
 
 
-def _probe(address: str, hint: str) -> None:
+_BOUNDED_CLIENT: list[type] = []
+
+
+def _bounded_client_class() -> type:
+    """``distributed.Client`` whose start gives up after its timeout.
+
+    distributed bounds the TCP connection by the timeout, but then waits for the peer's
+    handshake, and for the scheduler's first message, for ever: a listener that sends a
+    plausible start of a handshake and then nothing hung a run past 50 s. And a client that
+    failed to start is closed again by ``__del__``, which waited 10 s more."""
+    if _BOUNDED_CLIENT:
+        return _BOUNDED_CLIENT[0]
+    import asyncio
+
+    from distributed import Client
+
+    class BoundedClient(Client):
+        async def _start(self, timeout: Any = None, **kwargs: Any) -> Any:
+            limit = self._timeout
+            try:
+                return await asyncio.wait_for(super()._start(timeout=limit, **kwargs), limit)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(self._close(fast=True), 1)
+                raise
+
+        def start(self, **kwargs: Any) -> None:
+            try:
+                super().start(**kwargs)
+            except BaseException:
+                self.status = "closed"  # nothing was opened for __del__ to close
+                with contextlib.suppress(Exception):
+                    self._loop_runner.stop()
+                raise
+
+    _BOUNDED_CLIENT.append(BoundedClient)
+    return BoundedClient
+
+
+def _probe(address: str, hint: str, timeout: float = CONNECT_SECONDS) -> None:
     """Fail in milliseconds on a refused TCP connection, instead of retrying until a timeout."""
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
-        return  # tls://, inproc:// and others: left to distributed's own connect
     try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_SECONDS) as probe:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        port = parts.port
+    except ValueError as exc:  # the config check refuses these; a caller passing one directly learns why
+        raise ComputeUnavailable(f"the Dask scheduler address {address!r} is not tcp://host:port ({exc})") from exc
+    if parts.scheme != "tcp" or not parts.hostname or not port:
+        raise ComputeUnavailable(f"the Dask scheduler address {address!r} is not tcp://host:port; {hint}")
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout) as probe:
             # A scheduler sends its handshake at once: a frame length (uint64, little-endian).
             # distributed's own connect waits for it without a timeout, and reads whatever
             # comes as that length (an HTTP reply asks it to allocate exabytes).
@@ -271,7 +468,7 @@ def _probe(address: str, hint: str) -> None:
         ) from exc
     if len(start) < 8 or not 0 < int.from_bytes(start, "little") < 1 << 24:
         raise ComputeUnavailable(
-            f"the service at {address} did not answer as a Dask scheduler within {CONNECT_SECONDS:g} s "
+            f"the service at {address} did not answer as a Dask scheduler within {timeout:g} s "
             f"(is it the scheduler's port?); {hint}"
         )
 

@@ -226,10 +226,7 @@ def _predict_on_cluster(model: Any, features: pd.DataFrame, config: Config) -> t
     from risk.model import compute
 
     with compute.open_runner(config) as runner:
-        if runner.backend == "dask":
-            [shared_model] = runner.client.scatter([model], broadcast=True)
-        else:  # fell back to local (dask_fallback_local)
-            shared_model = model
+        shared_model = runner.share(model)  # sent to the workers once; the model itself where work runs locally
         chunks = [
             (shared_model, features.iloc[start : start + CLUSTER_CHUNK_ROWS])
             for start in range(0, len(features), CLUSTER_CHUNK_ROWS)

@@ -1,7 +1,9 @@
 """The cron entry: ingest new data, check the deployed model for drift, retrain and redeploy.
 
-1. Take the run lock; if another run holds it, log that and exit 0. Remove temporary files
-   that killed runs left behind.
+1. Take the run lock; if another run holds it, log that and exit 0, unless it has held the
+   lock longer than ``max_run_minutes``: then fail (exit 1, one line naming the holder's pid
+   and start time), as every run it locks out does. Remove temporary files that killed runs
+   left behind.
 2. Finish what an earlier run left undone for the current version: a deploy killed half-way,
    its diagnostics, its reports, its audit line (written then, marked ``recovered``).
 3. Nothing new or changed in the input folder, nothing undone and nothing left undecided:
@@ -635,10 +637,16 @@ def run_locked(config: Config, started: str, clock: float) -> dict[str, Any]:
     """One cron run under the run lock, and its record; a locked-out run and one that cannot take
     the lock or write the audit log are recorded too, where the audit log can be written."""
     try:
-        with run_lock(ledger.lock_path(config)):
+        with run_lock(ledger.lock_path(config), max_held_seconds=config["max_run_minutes"] * 60):
             return run_and_record(config, started, clock)
     except LockBusy as exc:
-        record = {"status": "ok", "decision": "locked_out", "reason": str(exc), "started_at": started}
+        # Within max_run_minutes a locked-out run is routine (runs overlap); past it the holder
+        # is probably hung, and every run it locks out fails so that cron mails someone.
+        status = "failed" if exc.overdue else "ok"
+        record = {"status": status, "decision": "locked_out", "reason": str(exc), "started_at": started}
+        record["lock_holder"] = exc.holder()
+        if exc.overdue:
+            logger.error("%s", exc)
     except Exception as exc:  # the lock or the audit log itself cannot be written
         logger.exception("fullprocess failed")
         reason = f"{type(exc).__name__}: {exc}"
