@@ -10,7 +10,7 @@ import logging
 import sys
 
 from risk.core.cli import run_script, script_parser
-from risk.core.locks import LockBusy, run_lock
+from risk.core.locks import LockBusy
 from risk.core.settings import Config
 from risk.data import ledger
 from risk.data.dbpull import Pulled, pull_new_rows
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _pull_and_ingest(config: Config) -> tuple[dict[str, Any], Pulled]:
-    with run_lock(ledger.lock_path(config)):
+    with ledger.pipeline_lock(config):
         pulled = pull_new_rows(config)
         pending = ledger.pending_files(config) + pulled.snapshots
         summary: dict[str, Any] = {"files_ingested": [], "rows_added": 0}

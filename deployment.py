@@ -11,7 +11,7 @@ import logging
 import sys
 
 from risk.core.cli import run_script, script_parser
-from risk.core.locks import LockBusy, run_lock
+from risk.core.locks import LockBusy
 from risk.core.settings import Config
 from risk.data import ledger
 from risk.registry.deploy import (
@@ -93,7 +93,7 @@ def _act(config: Config, args: argparse.Namespace, parser: argparse.ArgumentPars
         parser.error("--approve and --reject need --by NAME")
     if args.reject and not args.note:
         parser.error("--reject needs --note TEXT saying why")
-    with run_lock(ledger.lock_path(config)):
+    with ledger.pipeline_lock(config):
         complete_interrupted_switch(config)  # what a killed approval, rollback... left, before anything new
         if args.approve or args.reject:
             _decide(config, args)
@@ -117,7 +117,7 @@ def _finish_interrupted_switch_if_free(config: Config) -> None:
     if not switch_left_unfinished(config):
         return
     try:
-        with run_lock(ledger.lock_path(config)):
+        with ledger.pipeline_lock(config):
             complete_interrupted_switch(config)
     except LockBusy:
         logger.warning("another process holds the lock: a change of the current version may be under way")

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from risk.core.cli import print_json, run_script, script_parser
-from risk.core.locks import LockBusy, run_lock
+from risk.core.locks import LockBusy
 from risk.core.settings import Config
 from risk.data import ledger
 from risk.data.ingest import RetryRefused, ingest_new_files, retry_file
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def ingest(config: Config) -> dict:
-        with run_lock(ledger.lock_path(config), max_held_seconds=config["max_run_minutes"] * 60):
+        with ledger.pipeline_lock(config):
             if args.rebuild:
                 return rebuild_master(config)
             if args.retry is not None:

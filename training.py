@@ -10,7 +10,7 @@ import logging
 import sys
 
 from risk.core.cli import run_script, script_parser
-from risk.core.locks import LockBusy, run_lock
+from risk.core.locks import LockBusy
 from risk.core.settings import Config
 from risk.data import ledger, preflight
 from risk.model import compute
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(config: Config) -> dict[str, Any]:
     preflight.check_columns(config)  # a misspelt column name fails now, naming the close matches
-    with run_lock(ledger.lock_path(config), max_held_seconds=config["max_run_minutes"] * 60):
+    with ledger.pipeline_lock(config):
         model, metadata = train_model(config)
         save_model(config, model, metadata)
     return metadata

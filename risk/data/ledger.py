@@ -13,11 +13,13 @@ import json
 import logging
 import os
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from risk.core.artefacts import INGESTED_NAMES_FILE, LOCK_FILE, MASTER_STATE_FILE, RECORD_FILE, STAT_CACHE_FILE
 from risk.core.files import NotRegularFile, atomic_write_json, atomic_write_text, non_regular_kind, sha256_regular_file
 from risk.core.jsonfiles import read_json, read_json_lines, read_json_object
+from risk.core.locks import run_lock
 from risk.core.settings import Config
 
 TYPE_CHECKING = False
@@ -99,6 +101,11 @@ def name_from_text(line: str) -> str:
 def lock_path(config: Config) -> Path:
     """The one lock every pipeline step that writes shared state takes."""
     return config.log_folder / LOCK_FILE
+
+
+def pipeline_lock(config: Config) -> AbstractContextManager[None]:
+    """That lock, with the config's bound: a holder older than ``max_run_minutes`` is reported as hung."""
+    return run_lock(lock_path(config), max_held_seconds=config["max_run_minutes"] * 60)
 
 
 def master_state(config: Config) -> dict[str, Any] | None:

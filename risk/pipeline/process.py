@@ -40,7 +40,7 @@ from risk.core import artefacts, logbook
 from risk.core.artefacts import DIAGNOSTICS_FILES, QUARANTINE_FOLDER, REPORT_FILES
 from risk.core.files import remove_stale_temporaries
 from risk.core.jsonfiles import append_json_line, read_json
-from risk.core.locks import LockBusy, run_lock
+from risk.core.locks import LockBusy
 from risk.core.settings import LOWER_IS_BETTER, Config, ConfigError, metric_gain
 from risk.data import dbpull, ledger, preflight
 from risk.registry import deploy, versions
@@ -637,7 +637,7 @@ def run_locked(config: Config, started: str, clock: float) -> dict[str, Any]:
     """One cron run under the run lock, and its record; a locked-out run and one that cannot take
     the lock or write the audit log are recorded too, where the audit log can be written."""
     try:
-        with run_lock(ledger.lock_path(config), max_held_seconds=config["max_run_minutes"] * 60):
+        with ledger.pipeline_lock(config):
             return run_and_record(config, started, clock)
     except LockBusy as exc:
         # Within max_run_minutes a locked-out run is routine (runs overlap); past it the holder

@@ -94,3 +94,16 @@ def test_a_script_locked_out_names_the_holder_and_says_when_it_is_overdue(
         assert training.main(["--config", str(deployed_project.path)]) == 1
 
     assert f"pid {os.getpid()}" in caplog.text and since in caplog.text and "max_run_minutes" in caplog.text
+
+
+@pytest.mark.parametrize("script, arguments", [("deployment.py", ["--rollback"]), ("dbsource.py", [])])
+def test_every_script_that_takes_the_lock_says_when_its_holder_is_overdue(
+    deployed_project: Config, tmp_path: Path, script: str, arguments: list[str]
+) -> None:
+    """The bound lives with the lock (ledger.pipeline_lock), so no script forgets it."""
+    lock = ledger.lock_path(deployed_project)
+    with run_lock(lock):
+        lock.write_text(f"{os.getpid()}\n{hours_ago(3)}\n", encoding="ascii")
+        command = [sys.executable, str(PROJECT_DIR / script), "--config", str(deployed_project.path), *arguments]
+        outcome = subprocess.run(command, cwd=tmp_path, env={}, capture_output=True, text=True, timeout=300)
+    assert outcome.returncode == 1 and "max_run_minutes (120)" in outcome.stderr, outcome.stderr
