@@ -91,7 +91,7 @@ lint: $(DEV_STAMP) ## ruff (check and format) and import-linter's layers contrac
 test: lint ## Lint, then run the test suite
 	$(PY) -m pytest
 
-test-fast: $(DEV_STAMP) ## The edit-test loop: the tests not marked slow (3.5 min where make test took 14, same 2 busy cores)
+test-fast: $(DEV_STAMP) ## The edit-test loop: the tests not marked slow (8 min where make test took 24, 2 busy cores)
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP) ## Run the benchmarks and print ratios against same-run baselines
