@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -296,3 +297,28 @@ def page_text(pdf: Path, page: int) -> str:
 
 def page_number(report: dict, title: str) -> int:
     return next(page["page"] for page in report["pages"] if page["title"] == title)
+
+
+def listener_that_answers(answer: bytes | None) -> socket.socket:
+    """A TCP listener on a free port that is no Dask scheduler: it sends ``answer`` (nothing when
+    None) on each connection, then stays silent and never closes, as a hung peer, a half-sent
+    handshake or a web server on the wrong port does. Closing it closes what it held open."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # the test closed the listener
+                for connection in held:
+                    connection.close()
+                return
+            held.append(connection)
+            if answer is not None:
+                connection.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server

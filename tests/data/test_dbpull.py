@@ -253,13 +253,19 @@ def test_nothing_new_in_the_database_imports_no_heavy_library(deployed_project: 
     assert last_audit(config)["decision"] == "no_new_data"
 
 
-def test_a_timestamp_watermark_reads_each_row_once(deployed_project: Config, database) -> None:
+def timestamped_clients(deployed_project: Config, database) -> tuple[Config, list[str], str]:
+    """30 clients watermarked by an updated-at time (three days of it), the source configured; the
+    columns and the time pattern (``stamp.format(day)``) for the rows a test adds later."""
     kind = "TEXT" if database.kind == "sqlite" else "timestamptz"
     database.create_clients(watermark=f"row_id integer, updated_at {kind}")
     columns = [*COLUMNS, "updated_at"]
     stamp = "2026-11-0{}T10:00:00.123456" + ("" if database.kind == "sqlite" else "+00:00")
     database.insert([(*row, stamp.format(1 + row[0] % 3)) for row in client_rows(1, 30)], columns)
-    config = with_database(deployed_project, database.source(watermark_column="updated_at"))
+    return with_database(deployed_project, database.source(watermark_column="updated_at")), columns, stamp
+
+
+def test_a_timestamp_watermark_reads_each_row_once(deployed_project: Config, database) -> None:
+    config, columns, stamp = timestamped_clients(deployed_project, database)
     assert run(config) == 0
     database.insert([(*row, stamp.format(5)) for row in client_rows(31, 5)], columns)
 
@@ -776,12 +782,7 @@ def test_numbers_stored_as_text_are_refused_as_a_watermark(deployed_project: Con
 
 
 def test_late_rows_at_the_boundary_are_read_and_null_watermarks_counted(deployed_project: Config, database) -> None:
-    kind = "TEXT" if database.kind == "sqlite" else "timestamptz"
-    database.create_clients(watermark=f"row_id integer, updated_at {kind}")
-    columns = [*COLUMNS, "updated_at"]
-    stamp = "2026-11-0{}T10:00:00.123456" + ("" if database.kind == "sqlite" else "+00:00")
-    database.insert([(*row, stamp.format(1 + row[0] % 3)) for row in client_rows(1, 30)], columns)
-    config = with_database(deployed_project, database.source(watermark_column="updated_at"))
+    config, columns, stamp = timestamped_clients(deployed_project, database)
     assert run(config) == 0
     first = pulls(config)[-1]
     assert (first["rows_at_watermark_to"], first["rows_with_null_watermark"]) == (10, 0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import pytest
 from risk.core import artefacts
 from risk.data import ingest
 from risk.model import compute
-from tests.conftest import PROJECT_DIR, import_or_fail_in_ci, write_config
+from tests.conftest import PROJECT_DIR, import_or_fail_in_ci, listener_that_answers, write_config
 
 distributed = import_or_fail_in_ci(
     "distributed", "distributed (Dask) is not installed: pip install -r requirements.txt"
@@ -100,6 +99,19 @@ def map_in_thread(runner: compute.Runner, marker: Path) -> tuple[threading.Threa
     return thread, outcome
 
 
+def signal_mid_task(
+    runner: compute.Runner, marker: Path, process: subprocess.Popen, signum: int
+) -> tuple[threading.Thread, list]:
+    """Start a blocking map, send ``signum`` to ``process`` once the task runs on a worker, and give
+    the map GUARD_SECONDS to end; the thread and what the map gave (a result or an exception)."""
+    thread, outcome = map_in_thread(runner, marker)
+    wait_until(lambda: marker.exists() or not thread.is_alive(), "the task to start on the worker")
+    assert not outcome, outcome
+    process.send_signal(signum)
+    thread.join(GUARD_SECONDS)
+    return thread, outcome
+
+
 @pytest.mark.parametrize("fallback", [False, True], ids=["fails", "falls-back"])
 def test_a_worker_killed_mid_task_ends_the_wait(project, scheduler, worker, tmp_path, fallback) -> None:
     config = write_config(
@@ -108,15 +120,9 @@ def test_a_worker_killed_mid_task_ends_the_wait(project, scheduler, worker, tmp_
         dask_timeout_seconds=TIMEOUT,
         dask_fallback_local=fallback,
     )
-    marker = tmp_path / "task-started"
     runner = compute.open_runner(config)
     assert runner.backend == "dask"
-    thread, outcome = map_in_thread(runner, marker)
-    wait_until(lambda: marker.exists() or not thread.is_alive(), "the task to start on the worker")
-    assert not outcome, outcome
-
-    worker.send_signal(signal.SIGKILL)
-    thread.join(GUARD_SECONDS)
+    thread, outcome = signal_mid_task(runner, tmp_path / "task-started", worker, signal.SIGKILL)
     runner.close()
 
     assert not thread.is_alive(), "the map waited for a worker that will never come back"
@@ -204,13 +210,7 @@ def test_a_scheduler_that_stops_answering_mid_task_ends_the_wait(project, tmp_pa
         worker = start_worker(address)
         config = write_config(project.root, dask_scheduler_address=address, dask_timeout_seconds=TIMEOUT)
         runner = compute.open_runner(config)
-        marker = tmp_path / "task-started"
-        thread, outcome = map_in_thread(runner, marker)
-        wait_until(lambda: marker.exists() or not thread.is_alive(), "the task to start on the worker")
-        assert not outcome, outcome
-
-        scheduler.send_signal(signal.SIGSTOP)
-        thread.join(GUARD_SECONDS)
+        thread, outcome = signal_mid_task(runner, tmp_path / "task-started", scheduler, signal.SIGSTOP)
         runner.close()
     finally:
         scheduler.send_signal(signal.SIGCONT)
@@ -225,28 +225,6 @@ def test_a_scheduler_that_stops_answering_mid_task_ends_the_wait(project, tmp_pa
     assert f"the Dask scheduler at {address} stopped answering (nothing within {TIMEOUT} s" in str(failure)
 
 
-def listener_that_sends(first_bytes: bytes) -> socket.socket:
-    """A TCP listener that sends ``first_bytes`` on each connection, then nothing, never closing."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    held = []
-
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = server.accept()
-            except OSError:  # the test closed the listener: close what it held open
-                for connection in held:
-                    connection.close()
-                return
-            held.append(connection)
-            connection.sendall(first_bytes)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server
-
-
 # The start of a real scheduler's handshake: the frames' total length, their count, the first frame's length.
 HANDSHAKE_START = (58).to_bytes(8, "little") + (1).to_bytes(8, "little") + (42).to_bytes(8, "little") + b"\x83"
 
@@ -256,7 +234,7 @@ def test_a_listener_that_starts_a_handshake_and_falls_silent_does_not_hang_train
     project, tmp_path, fallback
 ) -> None:
     ingest.ingest_new_files(project)
-    server = listener_that_sends(HANDSHAKE_START)
+    server = listener_that_answers(HANDSHAKE_START)
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     config = write_config(
         project.root, dask_scheduler_address=address, dask_timeout_seconds=TIMEOUT, dask_fallback_local=fallback
@@ -286,7 +264,7 @@ def test_a_listener_that_starts_a_handshake_and_falls_silent_does_not_hang_train
 
 def test_connect_gives_up_on_a_silent_handshake_without_waiting_in_del(tmp_path) -> None:
     """In a fresh process, so that the Client's __del__ (which waited 10 s more) runs before it exits."""
-    server = listener_that_sends(HANDSHAKE_START)
+    server = listener_that_answers(HANDSHAKE_START)
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     script = (
         "import gc, sys\n"

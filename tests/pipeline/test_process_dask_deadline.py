@@ -10,8 +10,8 @@ import pytest
 
 from risk.core import logbook
 from risk.registry import versions
-from tests.conftest import PROJECT_DIR, add_shifted_month, rewrite_config
-from tests.model.test_compute_deadlines import GUARD_SECONDS, HANDSHAKE_START, TIMEOUT, listener_that_sends
+from tests.conftest import PROJECT_DIR, add_shifted_month, listener_that_answers, rewrite_config
+from tests.model.test_compute_deadlines import GUARD_SECONDS, HANDSHAKE_START, TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("fallback", [False, True], ids=["fails", "falls-back"])
 def test_a_silent_scheduler_ends_the_cron_run(deployed_project, tmp_path, fallback) -> None:
     add_shifted_month(deployed_project)  # drift: the run retrains, on the configured cluster
-    server = listener_that_sends(HANDSHAKE_START)
+    server = listener_that_answers(HANDSHAKE_START)
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     config = rewrite_config(
         deployed_project, dask_scheduler_address=address, dask_timeout_seconds=TIMEOUT, dask_fallback_local=fallback

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -26,7 +25,7 @@ from risk.data import ledger, masterstore, sample
 from risk.model import batches, compiled, compute, pipelines, scoring
 from risk.pipeline import rebuild
 from risk.registry import versions
-from tests.conftest import add_region, growing, write_config
+from tests.conftest import add_region, growing, listener_that_answers, write_config
 
 
 def drop_new_clients(config: Config, rows: int) -> None:
@@ -73,35 +72,13 @@ def test_a_positive_label_matching_no_value_is_named_by_the_set_up_check(deploye
     assert "add rows of both classes" not in reason
 
 
-def _listener_that(answer: bytes | None) -> socket.socket:
-    """A TCP listener on a free port that is no Dask scheduler: silent, or answering ``answer``
-    at once to every connection (as a web server or proxy on the wrong port does)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    held = []
-
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                return
-            held.append(connection)  # kept open: a peer that never closes
-            if answer is not None:
-                connection.sendall(answer)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server
-
-
 @pytest.mark.parametrize(
     "answer", [None, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"], ids=["silent", "http"]
 )
 def test_a_dask_address_that_is_no_scheduler_fails_the_run_clearly(answer):
     """dask_scheduler_address pointing at something else: ComputeUnavailable naming the address,
     not a hang in distributed's handshake, nor a MemoryError from reading an HTTP reply as a frame."""
-    server = _listener_that(answer)
+    server = listener_that_answers(answer)
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     outcome: list[BaseException] = []
     caller = threading.Thread(target=lambda: _record_failure(outcome, address), daemon=True)
