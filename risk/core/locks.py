@@ -10,7 +10,6 @@ Stdlib only, so that the cron fast path stays light.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import errno
 import fcntl
@@ -102,6 +101,8 @@ def _read_holder(fd: int) -> tuple[int | None, float | None]:
     except OSError:
         return None, None
     pid = int(lines[0]) if lines and lines[0].isdigit() else None
+    import calendar  # only when locked out: every cron tick takes the lock, few read its holder
+
     try:
         started = float(calendar.timegm(time.strptime(lines[1], TIME_FORMAT)))
     except (IndexError, ValueError):
