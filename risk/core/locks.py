@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from risk.core.files import before_change
+from risk.core.files import before_change, process_is_alive
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
@@ -79,7 +79,7 @@ def lock_busy(lock_path: Path, fd: int, max_held_seconds: float | None) -> LockB
     held = None if started is None else max(0.0, time.time() - started)
     since = None if started is None else time.strftime(TIME_FORMAT, time.gmtime(started))
     who = f"pid {pid}" if pid is not None else "a process that has not written its id"
-    if pid is not None and not _running(pid):
+    if pid is not None and not process_is_alive(pid):
         who += " (no longer running: a process it started still holds the lock)"
     when = f"since {since}, {_duration(held)}" if since is not None else "since an unknown time"
     overdue = held is not None and max_held_seconds is not None and held > max_held_seconds
@@ -108,16 +108,6 @@ def _read_holder(fd: int) -> tuple[int | None, float | None]:
     except (IndexError, ValueError):
         started = None
     return pid, started
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: it exists
-        return True
-    return True
 
 
 def _duration(seconds: float) -> str:

@@ -81,15 +81,19 @@ def read_history(config: Config) -> list[dict[str, Any]]:
 _UNSAFE_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
 
 
+def _escaped(character: str) -> str | None:
+    """The escape to print for an unsafe character (``\\x1b``), None for one safe to print raw."""
+    import unicodedata  # only for text that is not printable as it is: rare
+
+    return ascii(character)[1:-1] if unicodedata.category(character) in _UNSAFE_CATEGORIES else None
+
+
 def control_characters(text: str) -> list[str]:
     """The characters of ``text`` that must not be printed raw, each written as an escape
     (``\\x1b``, ``\\n``), once each in order; [] for text safe to print."""
     if text.isprintable():  # the usual case, and no unicodedata import
         return []
-    import unicodedata
-
-    found = [c for c in text if unicodedata.category(c) in _UNSAFE_CATEGORIES]
-    return list(dict.fromkeys(ascii(c)[1:-1] for c in found))
+    return list(dict.fromkeys(e for e in map(_escaped, text) if e is not None))
 
 
 def shown(value: Any) -> Any:
@@ -98,9 +102,7 @@ def shown(value: Any) -> Any:
     if isinstance(value, str):
         if value.isprintable():
             return value
-        import unicodedata
-
-        return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in value)
+        return "".join(_escaped(c) or c for c in value)
     if isinstance(value, dict):
         return {k: shown(v) for k, v in value.items()}
     if isinstance(value, list):

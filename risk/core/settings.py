@@ -313,9 +313,9 @@ def _require_number(
     accept them, and each would silently turn a check off or crash the run later."""
     value = values[key]
     kind = "an integer" if integer else "a finite number"
-    fine = isinstance(value, int) or (not integer and isinstance(value, float) and math.isfinite(value))
-    if not fine or isinstance(value, bool) or not low <= value <= high:
-        limits = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+    fine = _finite(value) and (not integer or isinstance(value, int))
+    if not fine or not low <= value <= high:
+        limits = f"from {low:g} to {high:g}"
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
         unit = f" ({unit})" if unit else ""
         raise ConfigError(f"{key} must be {kind} {limits}{unit}; got {shown}")

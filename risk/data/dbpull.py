@@ -29,6 +29,7 @@ source is checked, psycopg (PostgreSQL) when a PostgreSQL one is.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from contextlib import contextmanager
@@ -335,8 +336,7 @@ def check_watermark(source: Source, low: Any, high: Any) -> None:
 
 
 def _finite(value: Any) -> bool:
-    import math
-
+    """A watermark value that is not NaN or Infinity (a float, or a Decimal from PostgreSQL)."""
     return value.is_finite() if hasattr(value, "is_finite") else math.isfinite(value)
 
 

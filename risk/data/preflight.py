@@ -37,22 +37,23 @@ class SetupError(ConfigError):
     """A set-up mistake; the message names it and says how to fix it."""
 
 
-def check_setup(config: Config) -> None:
+def check_setup(config: Config, digest: str | None = None) -> None:
     """Every check: the test data, then the column names. Raises SetupError. Once they pass, the
-    config's digest is recorded, so that runs with nothing new check again only when it changes."""
+    config's digest (``digest`` where the caller has it) is recorded, so that runs with nothing
+    new check again only when it changes."""
     check_test_data(config)
     check_columns(config)
-    atomic_write_json(_setup_check_path(config), {"config_sha256": config_digest(config)})
+    atomic_write_json(_setup_check_path(config), {"config_sha256": digest or config_digest(config)})
 
 
 def check_setup_if_config_changed(config: Config) -> bool:
     """check_setup, where the config changed since it last passed (a wrong target fails the run that
     follows the edit, not the first one with new data); True where it ran. Cheap enough for every cron
     run: one hash of the config file and one small JSON read."""
-    recorded = read_json_object(_setup_check_path(config)).get("config_sha256")
-    if recorded == config_digest(config):
+    digest = config_digest(config)
+    if read_json_object(_setup_check_path(config)).get("config_sha256") == digest:
         return False
-    check_setup(config)
+    check_setup(config, digest)
     return True
 
 

@@ -125,8 +125,10 @@ def stage_shifted_month(config: Config) -> list[Path]:
     CONFIG=...`` stages beside that config. Files already there are kept. Returns the paths written.
     """
     staged = []
-    for kind, target in (("batch", config.input_folder), ("holdout", config.test_data_folder)):
-        folder = destination(config, f"{kind}/-").parent
+    for folder, target in (
+        (config.root / SAMPLE_BATCH_FOLDER, config.input_folder),
+        (config.root / SAMPLE_HOLDOUT_FOLDER, config.test_data_folder),
+    ):
         sources = sorted(folder.glob("*.csv")) if folder.is_dir() else []
         if not sources:
             raise FileNotFoundError(f"no sample files in {folder}: run sampledata.py first")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -408,9 +409,7 @@ def connect(address: str, timeout: float = CONNECT_SECONDS) -> Any:
     return client
 
 
-_BOUNDED_CLIENT: list[type] = []
-
-
+@functools.cache  # one class for the process: distributed is imported when a cluster is used
 def _bounded_client_class() -> type:
     """``distributed.Client`` whose start gives up after its timeout.
 
@@ -418,8 +417,6 @@ def _bounded_client_class() -> type:
     handshake, and for the scheduler's first message, for ever: a listener that sends a
     plausible start of a handshake and then nothing hung a run past 50 s. And a client that
     failed to start is closed again by ``__del__``, which waited 10 s more."""
-    if _BOUNDED_CLIENT:
-        return _BOUNDED_CLIENT[0]
     import asyncio
 
     from distributed import Client
@@ -443,7 +440,6 @@ def _bounded_client_class() -> type:
                     self._loop_runner.stop()
                 raise
 
-    _BOUNDED_CLIENT.append(BoundedClient)
     return BoundedClient
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from risk.core import artefacts, logbook
 from risk.core.artefacts import DIAGNOSTICS_FILES, QUARANTINE_FOLDER, REPORT_FILES
 from risk.core.files import remove_stale_temporaries
-from risk.core.jsonfiles import append_json_line, read_json
+from risk.core.jsonfiles import append_json_line, read_json, read_json_object
 from risk.core.locks import LockBusy
 from risk.core.settings import LOWER_IS_BETTER, Config, ConfigError, metric_gain
 from risk.data import dbpull, ledger, preflight
@@ -187,8 +187,6 @@ def after_deployment_steps_not_done(config: Config, version: str) -> list[str]:
 def _reported_approval_is_stale(config: Config, version: str) -> bool:
     """Whether the version's report states another approval than the history records: an
     approval whose process was killed before (or while) it rewrote the reports."""
-    from risk.core.jsonfiles import read_json_object
-
     reported = read_json_object(config.reports_folder / version / artefacts.REPORT_JSON).get("approval")
     if not isinstance(reported, dict):
         return False  # a report from before approvals were recorded in it: nothing to compare

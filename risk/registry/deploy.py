@@ -344,10 +344,10 @@ def complete_interrupted_switch(config: Config) -> str | None:
     history and audit lines are written, marked as completed by a later run. Before it nothing
     happened: production never changed, so the intent is dropped and the operator is told.
     """
+    if not switch_left_unfinished(config):  # every cron tick asks: one listing when nothing was left
+        return None
     remove_stale_temporaries([config.deployment_folder])  # a half-written intent of a killed process
-    for stray in config.deployment_folder.glob(".current-*"):  # a half-made link of a killed switch
-        before_change(stray)
-        stray.unlink(missing_ok=True)
+    _remove_stray_links(config)
     path = intent_path(config)
     if not path.exists():
         return None
@@ -581,6 +581,11 @@ def _remove_incomplete(config: Config) -> None:
     if folder.is_dir():
         for leftover in folder.glob(f"{INCOMING_PREFIX}*"):
             _remove_tree(leftover)
+    _remove_stray_links(config)
+
+
+def _remove_stray_links(config: Config) -> None:
+    """The half-made ``current`` links of a killed deploy or switch."""
     for stray in config.deployment_folder.glob(".current-*"):
         before_change(stray)
         stray.unlink(missing_ok=True)

@@ -35,7 +35,7 @@ def print_versions(config: Config, rows: list[dict[str, Any]]) -> None:
     )
     for row in rows:
         marker = "* " if row["current"] else "  "
-        score = _score(row.get("score", row.get(metric)))
+        score = _score(row.get("score"))
         auc = _score(row["roc_auc"])
         tested = f"{row['test_rows']:,}" if isinstance(row.get("test_rows"), int) else "?"
         model = f"{row['model']} (no better than chance)" if row.get("uninformative") else row["model"]

@@ -173,7 +173,7 @@ class Page:
     def __init__(self, document: Document, title: str):
         self.plt = pyplot()
         self.document = document
-        self.title = title.removesuffix(CONTINUED)
+        self.title = title
         self._open(title)
 
     def _open(self, title: str) -> None:
@@ -235,8 +235,6 @@ class Page:
             weight="bold" if bold else "normal",
             family="monospace" if mono else "sans-serif",
             color=color,
-            parse_math=False,
-            usetex=False,
             **options,
         )
 

@@ -660,9 +660,7 @@ def _data_page(document: Document, evidence: Evidence) -> None:
         page.heading("Identifier columns (not used as features)")
         ids = [[name, st["count"], st["unique"]] for name, st in summary["identifiers"].items()]
         page = long_table(document, page, title, ["Column", "Values", "Distinct"], ids, [2.4, 1.5, 1.5])
-    if page.room() < 0.35 * len(missing["columns"]) + 1.4:
-        page.close()
-        page = document.page(f"{title} (continued)")
+    page.need(0.35 * len(missing["columns"]) + 1.4)
     [ax] = page.axes(min(0.3 * len(missing["columns"]) + 0.5, 7.0), left=1.9)
     _missing_plot(ax, missing)
     page.close()
@@ -692,9 +690,7 @@ def _drift_page(document: Document, evidence: Evidence) -> None:
         document, page, title, headers, rows, [1.75, 0.6, 0.85, 0.45, 0.7, 1.2, 0.7, 0.5, 0.55], fills=fills, size=7.5
     )
     if rows:
-        if page.room() < 0.3 * len(rows) + 1.6:
-            page.close()
-            page = document.page(f"{title} (continued)")
+        page.need(0.3 * len(rows) + 1.6)
         [ax] = page.axes(min(0.3 * len(rows) + 0.8, 6.0), left=1.9)
         _psi_plot(ax, drift_facts)
     notes = drift_facts["warnings"] + [f"{r['feature']}: {note}" for r in entries for note in r.get("notes", [])]

@@ -159,11 +159,17 @@ def _score_on_test_data(
     test = scoring.load_test_data(config)
     y = scoring.binary_target(test[config.target], config.positive_label)
     risk, predicted = risk_and_predictions(deployed, test)
-    with logs.captured_warnings() as caught:  # e.g. precision undefined when nothing is flagged
+    return test, y, risk, predicted, _metrics(config, deployed.version, y, risk, predicted)
+
+
+def _metrics(config: Config, version: str, y: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """A version's metrics on the test data; scikit-learn's warnings (precision undefined when
+    nothing is flagged...) go to the debug log, not the operator's."""
+    with logs.captured_warnings() as caught:
         scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
     for message in caught:
-        logger.debug("metrics of %s on the test data: %s", deployed.version, message)
-    return test, y, risk, predicted, scores
+        logger.debug("metrics of %s on the test data: %s", version, message)
+    return scores
 
 
 def _diagnostics_of(config: Config, version: str, refresh: bool, run_record: dict[str, Any] | None) -> dict[str, Any]:
@@ -374,9 +380,7 @@ def _previous_scores(
     except versions.LOAD_ERRORS as exc:  # a broken previous version: no comparison, and why
         logger.warning("the previous version %s cannot be scored on the test data: %s", previous, exc)
         return {"version": previous, "note": f"{previous} could not be scored on this test data ({exc})"}
-    with logs.captured_warnings():
-        scores = scoring.classification_metrics(y, risk, predicted, config["cost_matrix"])
-    return {"version": previous, "same_test_rows": True, **scores}
+    return {"version": previous, "same_test_rows": True, **_metrics(config, str(previous), y, risk, predicted)}
 
 
 def class_labels(config: Config, target: pd.Series) -> dict[str, str]:
