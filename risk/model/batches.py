@@ -199,7 +199,9 @@ def _check_shape(text: str, max_columns: int = 0) -> list[str]:
                 status=413,
             )
         for line, fields in enumerate(rows, start=2):
-            if fields and len(fields) != len(header) and any(f.strip() for f in fields):
+            # A blank line is one empty or white field; a line of commas is a row of the wrong width
+            # (pandas would take its extra fields as an index, warning, and shift the columns).
+            if fields and len(fields) != len(header) and (len(fields) > 1 or fields[0].strip()):
                 raise InputError(
                     f"the body is not a readable CSV: row {line} has {len(fields)} fields but the header has {len(header)}"
                 )

@@ -298,6 +298,7 @@ def test_bad_json_rows_get_400_naming_the_field(client, payload, words) -> None:
         ),
         ("lastmonth_activity,lastyear_activity,number_of_employees\n1,2,3,\n", ["row 2 has 4 fields"]),
         ("lastmonth_activity,lastyear_activity,number_of_employees\n1,2,3\n1,2\n", ["row 3 has 2 fields"]),
+        ("lastmonth_activity\n,,", ["row 2 has 3 fields"]),  # empty fields are fields: found by the fuzz test
         ('lastmonth_activity,lastyear_activity,number_of_employees\n1,2,"3\n', ["not a readable CSV"]),
         (
             "lastyear_activity,lastyear_activity,number_of_employees,lastmonth_activity\n1,2,3,4\n",
