@@ -266,21 +266,29 @@ def write_scratch_file(value: Any, path: Path) -> None:
 
 
 def fit_task(
-    source: TrainingData, name: str, params: dict[str, Any], seed: int, splits: int, fold: int | None
+    source: TrainingData,
+    name: str,
+    params: dict[str, Any],
+    seed: int,
+    splits: int,
+    fold: int | None,
+    keep_pipeline: bool = False,
 ) -> dict[str, Any]:
     """Fit one setting on one fold's training rows (or all rows when ``fold`` is None).
 
     Returns the fold's out-of-fold risk scores, or the fitted pipeline, with the seconds the
-    fit took and where it ran.
+    fit took and where it ran; with ``keep_pipeline``, a fold's fitted pipeline too (training
+    measures its serving cost).
     """
     started = time.perf_counter()
     data = source.encoded(fold, seed, splits)
     classifier = build_classifier(name, seed, params, len(data.labels))
     _fit_classifier(classifier, data)
-    if fold is None:
-        outcome: dict[str, Any] = {"pipeline": Pipeline([("preprocess", data.preprocess), ("classifier", classifier)])}
-    else:
-        outcome = {"risk": np.asarray(classifier.predict_proba(data.held_out)[:, 1])}
+    outcome: dict[str, Any] = {}
+    if fold is None or keep_pipeline:
+        outcome["pipeline"] = Pipeline([("preprocess", data.preprocess), ("classifier", classifier)])
+    if fold is not None:
+        outcome["risk"] = np.asarray(classifier.predict_proba(data.held_out)[:, 1])
     del data, classifier
     compute.release_freed_memory()  # what this fit freed does not stay with the worker
     return {**outcome, "seconds": time.perf_counter() - started, "worker": worker_identity()}
@@ -339,13 +347,23 @@ class FitRounds:
     files: FoldFiles | None
     seed: int
     splits: int
+    kept_fold: int | None = None  # this fold's fitted pipelines come back too (training measures their serving cost)
     log: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def run(self, jobs: list[tuple[str, int, int | None]]) -> dict[tuple, dict[str, Any]]:
         folds = {fold for _, _, fold in jobs}
         rank = {fold: position for position, fold in enumerate(sorted(folds, key=lambda f: -1 if f is None else f))}
         arguments = [
-            (self.source, name, SEARCH_SPACE[name][index], self.seed, self.splits, fold) for name, index, fold in jobs
+            (
+                self.source,
+                name,
+                SEARCH_SPACE[name][index],
+                self.seed,
+                self.splits,
+                fold,
+                fold is not None and fold == self.kept_fold,
+            )
+            for name, index, fold in jobs
         ]
         # Fold by fold, the longest fit of each first.
         costs = [

@@ -39,6 +39,14 @@ SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
         {"min_samples_leaf": 8, "max_features": "sqrt"},
     ],
 }
+# How complex each candidate kind is (higher: more), for the one-standard-error rule of selection.py: the
+# simplest candidate within one standard error of the best is chosen. The order is by the size of what the
+# fitted model holds, with this module's settings. A logistic regression is one weight per encoded column.
+# Boosting stops early and its trees have at most 15-31 leaves (at most 300 trees; on the sample data 30-80);
+# the forest's 100 trees grow to leaves of 2-8 rows on up to 2,000 rows each, hundreds of leaves a tree: about
+# ten times boosting's leaves, and it serves slower (issue 20: 158-481 us a row against 103-277). The blend
+# holds each of its members, so it is more complex than every one of them.
+COMPLEXITY: dict[str, int] = {"logistic_regression": 1, "hist_gradient_boosting": 2, "random_forest": 3, BLEND: 4}
 FOREST_TREES = 100
 FOREST_ROWS_PER_TREE = 2000  # each tree sees at most this many rows: a forest costs about what boosting does
 EARLY_STOPPING_MIN_ROWS = 2000  # below this a 10% validation split is too small to stop on

@@ -10,9 +10,10 @@ Each candidate is judged against chance (out-of-fold ROC AUC above 0.5 by more t
 sampling noise: one-sided 5% under the null, Hanley-McNeil standard error) and against the
 trivial rule "flag everyone" (the configured metric on the same folds; the candidate must
 beat it by more than the standard error of the paired fold differences). A candidate that
-does not beat both is *uninformative* and is never chosen over an informative one. Ties on
-the configured metric (within the standard error of the best candidate's fold scores) go
-to the higher out-of-fold ROC AUC, then to the simpler model (the order of SEARCH_SPACE).
+does not beat both is *uninformative* and is never chosen over an informative one. Then the
+one-standard-error rule: the simplest candidate (pipelines.COMPLEXITY) whose mean is within one
+standard error of the best mean is chosen, the error being that of the paired fold differences
+between the two; a more complex one wins only by beating every simpler one by more than that.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from risk.core.settings import LOWER_IS_BETTER, ConfigError, metric_gain
+from risk.model.pipelines import COMPLEXITY
 from risk.model.scoring import THRESHOLD_METRICS, confusion_metric, metric_value
 
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
@@ -108,63 +110,93 @@ def standard_error(values: np.ndarray) -> float:
 
 
 def pick_best(candidates: dict[str, dict[str, Any]], metric: str = "f1") -> tuple[str, dict[str, Any]]:
-    """The chosen candidate's name and how it was chosen.
+    """The chosen candidate's name and how it was chosen: the one-standard-error rule.
 
-    Informative candidates only, when there are any; the best mean metric, with every
-    candidate within one standard error of it counted as a tie, broken by out-of-fold ROC AUC
-    and then by the order of the candidates (simplest first).
+    Informative candidates only, when there are any. Of those, the best mean metric marks the
+    bar; the simplest candidate (pipelines.COMPLEXITY) whose mean is within one standard error of
+    the best is chosen. The standard error is that of the paired fold differences between the
+    best and the candidate: every candidate is scored on the same folds, so a fold that is hard
+    for one is hard for the other, and the paired error counts only what differs between them
+    (the best's own fold error would count the folds' shared difficulty as noise too). Between
+    equally complex candidates within it: the better mean, then the higher out-of-fold ROC AUC,
+    then the order of the candidates.
     """
     order = list(candidates)
     informative = [name for name in order if candidates[name]["informative"]]
     pool = informative or order
-    # metric_gain against 0: the mean itself, or minus it for a cost (lower is better).
-    best = max(pool, key=lambda name: (metric_gain(metric, candidates[name]["mean"], 0.0), -order.index(name)))
-    tied = [
-        name
-        for name in pool
-        if metric_gain(metric, candidates[name]["mean"], candidates[best]["mean"])
-        >= -candidates[best]["standard_error"]
-    ]
-    chosen = max(tied, key=lambda name: (round(candidates[name]["oof_roc_auc"], 12), -order.index(name)))
+    best = max(pool, key=lambda name: (_goodness(candidates[name], metric), -complexity(name), -order.index(name)))
+    errors = {name: paired_standard_error(candidates[best], candidates[name], metric) for name in pool if name != best}
+    within = [name for name in pool if name == best or round(_gap(candidates, best, name, metric), 12) <= errors[name]]
+    chosen = min(
+        within,
+        key=lambda name: (
+            complexity(name),
+            -_goodness(candidates[name], metric),
+            -round(candidates[name]["oof_roc_auc"], 12),
+            order.index(name),
+        ),
+    )
     return chosen, {
-        "rule": "informative candidates first; best mean metric"
-        + (" (lowest: lower is better)" if metric in LOWER_IS_BETTER else "")
-        + ", ties within one standard error broken by out-of-fold ROC AUC",
+        "rule": "informative candidates first; the simplest candidate whose mean "
+        + metric
+        + (" (lower is better)" if metric in LOWER_IS_BETTER else "")
+        + " is within one standard error of the best (the standard error of their paired fold differences)",
         "pool": "informative" if informative else "all (none is informative)",
         "best_on_metric": best,
-        "tied": tied,
-        "reason": choice_reason(candidates, metric, chosen, best, tied, bool(informative)),
+        "complexity": {name: complexity(name) for name in order},
+        "standard_errors": {name: round(error, 6) for name, error in errors.items()},
+        "within_one_standard_error": within,
+        "reason": choice_reason(candidates, metric, chosen, best, errors, bool(informative)),
     }
 
 
+def complexity(name: str) -> int:
+    """The declared complexity of a candidate kind; one not declared counts as the most complex (never preferred)."""
+    return COMPLEXITY.get(name, max(COMPLEXITY.values()) + 1)
+
+
+def paired_standard_error(best: dict[str, Any], other: dict[str, Any], metric: str) -> float:
+    """The standard error of the per-fold differences between two candidates scored on the same folds."""
+    differences = metric_gain(metric, np.array(best["folds"], dtype=float), np.array(other["folds"], dtype=float))
+    return round(standard_error(differences), 12)
+
+
+def _goodness(candidate: dict[str, Any], metric: str) -> float:
+    # metric_gain against 0: the mean itself, or minus it for a cost (lower is better).
+    return round(metric_gain(metric, candidate["mean"], 0.0), 12)
+
+
+def _gap(candidates: dict[str, dict[str, Any]], best: str, name: str, metric: str) -> float:
+    """How much better ``best``'s mean is than ``name``'s (never negative)."""
+    return metric_gain(metric, candidates[best]["mean"], candidates[name]["mean"])
+
+
 def choice_reason(
-    candidates: dict[str, dict[str, Any]], metric: str, chosen: str, best: str, tied: list[str], informative: bool
+    candidates: dict[str, dict[str, Any]],
+    metric: str,
+    chosen: str,
+    best: str,
+    errors: dict[str, float],
+    informative: bool,
 ) -> str:
     """Why ``chosen`` was kept, in the words the report prints beside the candidate table."""
-    error = candidates[best]["standard_error"]
     skipped = [name for name in candidates if not candidates[name]["informative"]] if informative else []
     not_informative = (
         f"; {', '.join(skipped)} not considered (no better than chance or flagging everyone)" if skipped else ""
     )
-    if len(tied) == 1:
-        return f"the best cross-validated {metric}; no other candidate within one standard error ({error:.4f}){not_informative}"
-    aucs = {name: round(candidates[name]["oof_roc_auc"], 12) for name in tied}
-    auc_tied = sum(auc == aucs[chosen] for auc in aucs.values()) > 1
-    if auc_tied:
-        why = "the highest out-of-fold ROC AUC, shared with another tied candidate, and then the simpler model"
-    elif chosen == best:
-        why = f"the highest out-of-fold ROC AUC ({candidates[chosen]['oof_roc_auc']:.4f})"
-    else:
-        why = (
-            f"the higher out-of-fold ROC AUC ({candidates[chosen]['oof_roc_auc']:.4f} against "
-            f"{candidates[best]['oof_roc_auc']:.4f} for {best})"
-        )
-    if chosen == best:
+    top = f"{best} had the best cross-validated {metric} ({candidates[best]['mean']:.4f})"
+    if chosen != best:
         return (
-            f"the best cross-validated {metric}; {', '.join(tied)} within one standard error ({error:.4f}) of it, so "
-            f"chosen on {why}{not_informative}"
+            f"{top} but {chosen} ({candidates[chosen]['mean']:.4f}) is within one standard error "
+            f"({errors[chosen]:.4f}) of it and simpler, so {chosen} was chosen{not_informative}"
         )
-    return (
-        f"within one standard error ({error:.4f}) of the best cross-validated {metric} ({best}), so chosen on "
-        f"{why}{not_informative}"
-    )
+    simpler = [name for name in errors if complexity(name) < complexity(best)]
+    if simpler:
+        margins = ", ".join(
+            f"{name} by {_gap(candidates, best, name, metric):.4f} (standard error {errors[name]:.4f})"
+            for name in simpler
+        )
+        return f"{top} and beats every simpler candidate by more than one standard error: {margins}{not_informative}"
+    if not errors:
+        return f"{best} was the only candidate considered (cross-validated {metric} {candidates[best]['mean']:.4f}){not_informative}"
+    return f"{top} and is the simplest candidate considered{not_informative}"

@@ -38,6 +38,7 @@ from risk.core.settings import Config, metric_gain
 from risk.core.tables import read_typed_csv
 from risk.data import ledger, masterstore
 from risk.model import compute, modelfiles
+from risk.model.batches import Schema
 from risk.model.fitting import (
     FitRounds,
     FoldFiles,
@@ -56,6 +57,12 @@ logger = logging.getLogger(__name__)
 REPORTED_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "joblib", "threadpoolctl", "dask", "distributed")
 SCRATCH_PREFIX = "risk-training-"  # + "<pid>-": a run's folder in the temp folder for the workers' snapshot
 SCREEN_FOLDS = 2  # every setting is scored on this many folds before the losers are dropped
+# What each candidate's serving_us_per_row is (ServingCheck); the report prints it under the candidate table.
+SERVING_MEASUREMENT = (
+    "median microseconds of one row scored in-process by the scorer the API builds (compiled, or scikit-learn's "
+    "where compiling fails), on this machine at training time, by each candidate fitted on the last "
+    "cross-validation fold (only the chosen one is refitted on all rows); the HTTP request is not counted"
+)
 PARALLEL_MIN_ROWS = 10_000  # below this, starting worker processes costs more than it saves
 
 
@@ -83,8 +90,11 @@ def train_model(
         _check_trainable(y, config)
         seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
         folds = fold_indices(y, splits, seed)
+        serving = ServingCheck(
+            Schema(tuple(features["numeric"]), tuple(features["categorical"]), ()), data, master, kinds
+        )
         candidates, final, fits, chosen, selection = _cross_validate(
-            FitRounds(runner, source, files, seed, splits), y, folds, config
+            FitRounds(runner, source, files, seed, splits, kept_fold=splits - 1), y, folds, config, serving
         )
         compute_used = runner.describe()
     clear_loaded_data()  # this process's copy of the frame is not needed any more
@@ -104,6 +114,7 @@ def train_model(
         flagged_share=candidates[chosen]["flagged_share"],
         compute=compute_used,
         fits=fits,
+        serving_measurement=SERVING_MEASUREMENT,
     )
     for warning in warnings:
         logger.warning("%s", warning)
@@ -189,9 +200,10 @@ def remove_stale_scratch(folder: Path | None = None) -> list[Path]:
 
 
 def _cross_validate(
-    rounds: FitRounds, y: np.ndarray, folds: list, config: Config
+    rounds: FitRounds, y: np.ndarray, folds: list, config: Config, serving: ServingCheck
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any], str, dict[str, Any]]:
-    """Successive halving over the settings, the remaining folds of the kept ones, the refit.
+    """Successive halving over the settings, the remaining folds of the kept ones, the serving
+    cost of each candidate, the refit.
 
     Returns the candidates' judgements, the refitted pipelines, the fit counts and times, and
     the choice with how it was made.
@@ -212,6 +224,8 @@ def _cross_validate(
     # Round 2: the kept settings on the remaining folds.
     results.update(rounds.run([(name, kept[name], fold) for name in names for fold in rest]))
     candidates, risks = _judge_kept_settings(names, kept, searches, results, y, folds, metric, costs)
+    # Between the rounds, while no fit runs beside it: the pipelines fitted on the last fold (rounds.kept_fold).
+    serving.measure(candidates, {name: results[(name, kept[name], rounds.kept_fold)].pop("pipeline") for name in names})
     if costs is not None:  # the expected cost at every threshold, out of fold: the report plots it
         _add_cost_curves(candidates, risks, y, folds, costs)
     _log_candidates(candidates, metric)
@@ -225,6 +239,37 @@ def _cross_validate(
     for name in needed:
         candidates[name]["refit_seconds"] = round(results[(name, kept[name], None)]["seconds"], 4)
     return candidates, final, _fit_summary(rounds.log), chosen, selection
+
+
+@dataclasses.dataclass
+class ServingCheck:
+    """Measures each candidate's single-row serving cost as the API would serve it (servingcost.py).
+
+    Only the chosen candidate is refitted on all rows, so every candidate is measured on its
+    pipelines fitted on the last cross-validation fold: the same kind and settings as the refit,
+    fitted on (folds - 1) / folds of the rows (boosting may stop at another number of trees)."""
+
+    schema: Schema
+    data: pd.DataFrame | None
+    master: Path
+    kinds: dict[str, str]
+
+    def measure(self, candidates: dict[str, dict[str, Any]], fitted: dict[str, Pipeline]) -> None:
+        from risk.model import servingcost  # Treelite: only where a model is measured
+
+        started = time.perf_counter()
+        if self.data is not None:
+            check_frame = self.data.head(servingcost.CHECK_ROWS)
+        else:
+            check_frame = read_typed_csv(self.master, self.kinds, nrows=servingcost.CHECK_ROWS)
+        for name, candidate in candidates.items():
+            model = _final_model(name, candidates, fitted)
+            candidate.update(servingcost.serving_cost(model, self.schema, check_frame))
+        logger.info(
+            "serving cost per row: %s (measured in %.2fs)",
+            ", ".join(f"{name} {c['serving_us_per_row']} us" for name, c in candidates.items()),
+            time.perf_counter() - started,
+        )
 
 
 def _screen_settings(

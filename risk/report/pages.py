@@ -491,12 +491,15 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
         document, page, "Lineage", ["File", "SHA-256", "Rows added"], files, [1.65, 4.5, 0.9], mono_columns=(1,)
     )
     page.heading("Candidate models (cross-validated)")
+    selection = lineage.get("selection") or {}
     candidates = [
         [
             name,
             figure(c["mean"]),
             figure(c["std"]),
+            gap_error_text(name, selection),
             f"{c['threshold']:.2f}",
+            serving_text(c.get("serving_us_per_row")),
             "chosen" if name == lineage["model"] else "",
         ]
         for name, c in lineage["candidates"].items()
@@ -505,11 +508,12 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
         document,
         page,
         "Lineage",
-        ["Model", f"CV {lineage['metric']} mean", "std", "threshold", ""],
+        ["Model", f"CV {lineage['metric']} mean", "std", "gap SE", "threshold", "serving µs", ""],
         candidates,
-        [2.3, 1.3, 1.1, 1.1, 1.0],
+        [1.9, 1.0, 0.7, 0.9, 0.8, 0.8, 0.7],
     )
-    page.paragraph(f"Why {lineage['model']}: {choice_text(lineage.get('selection'))}.", size=SMALL)
+    page.paragraph(f"Why {lineage['model']}: {choice_text(selection)}.", size=SMALL)
+    page.paragraph(serving_note(lineage.get("serving_measurement")), size=SMALL)
     page.heading(f"Parameters of the chosen model ({lineage['model']})")
     # Two parameters a row: a model has a score of them, and they are short.
     items = [[name, parameter_text(value)] for name, value in lineage["parameters"].items()]
@@ -532,6 +536,29 @@ def parameter_text(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {parameter_text(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def gap_error_text(name: str, selection: dict[str, Any]) -> str:
+    """The standard error the one-standard-error rule compared ``name``'s gap to the best with."""
+    if name == selection.get("best_on_metric"):
+        return "best"
+    error = (selection.get("standard_errors") or {}).get(name)
+    return "n/a" if error is None else figure(error)
+
+
+def serving_text(microseconds: float | None) -> str:
+    return "n/a" if microseconds is None else f"{microseconds:,.0f}"
+
+
+def serving_note(measurement: str | None) -> str:
+    """What the candidate table's serving column is, as training recorded it."""
+    if not measurement:
+        return "Serving µs: not measured (trained before serving costs were recorded)."
+    return (
+        f"Serving µs: {measurement}. A comparison of the candidates, beside whatever else ran then: it does not say "
+        "how fast another host serves. Gap SE: the standard error of the paired fold differences between the "
+        "candidate and the best one, as the one-standard-error rule used it (n/a: not considered, or not recorded)."
+    )
 
 
 def choice_text(selection: dict[str, Any] | None) -> str:

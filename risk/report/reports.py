@@ -342,6 +342,7 @@ def _lineage(deployed: versions.DeployedModel) -> dict[str, Any]:
         "parameters",
         "candidates",
         "selection",
+        "serving_measurement",
         "package_versions",
         "python_version",
         "cv_folds",

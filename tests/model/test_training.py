@@ -55,6 +55,15 @@ def test_best_candidate_is_chosen_by_cv_and_saved_with_metadata(ingested: Config
     assert [f["name"] for f in metadata["training_files"]] == sorted(p.name for p in config.input_folder.iterdir())
     saved = json.loads((config.model_folder / "trainedmodel.json").read_text())
     assert saved["model_sha256"] and saved["training_data_sha256"]
+    # Each candidate's single-row serving cost, measured through the API's scorer, beside its scores.
+    for name, saved_candidate in saved["candidates"].items():
+        assert saved_candidate["serving_us_per_row"] > 0, name
+        assert saved_candidate["serving_scorer"] in {
+            "numpy:logistic_regression",
+            "treelite:hist_gradient_boosting",
+            "blend(numpy:logistic_regression, treelite:hist_gradient_boosting)",
+        }, "compiled, as the API would serve it"
+    assert "the last cross-validation fold" in saved["serving_measurement"]
     loaded, _ = scoring.load_trained_model(config)
     X = scoring.feature_frame(masterstore.load_master(config).head(50), metadata["features"])
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
@@ -151,29 +160,6 @@ def test_a_threshold_flagging_nearly_everyone_is_a_warning(tmp_path) -> None:
     )
     _, metadata = training.train_model(relaxed)
     assert not any("max_flagged_share" in w for w in metadata["warnings"])
-
-
-def candidate(mean: float, error: float, auc: float, informative: bool = True) -> dict:
-    return {"mean": mean, "standard_error": error, "oof_roc_auc": auc, "informative": informative}
-
-
-def test_an_uninformative_candidate_is_never_chosen_over_an_informative_one() -> None:
-    chosen, how = selection.pick_best(
-        {"flag_happy": candidate(0.80, 0.01, 0.51, informative=False), "modest": candidate(0.60, 0.01, 0.70)}
-    )
-    assert chosen == "modest" and how["pool"] == "informative"
-
-
-def test_ties_within_a_standard_error_go_to_the_higher_out_of_fold_roc_auc() -> None:
-    candidates = {
-        "a": candidate(0.620, 0.010, 0.75),
-        "b": candidate(0.615, 0.010, 0.79),
-        "c": candidate(0.600, 0.010, 0.90),
-    }
-    chosen, how = selection.pick_best(candidates)
-    assert chosen == "b" and how["tied"] == ["a", "b"]
-    chosen, _ = selection.pick_best({name: candidate(0.6, 0.0, 0.7) for name in ("first", "second")})
-    assert chosen == "first", "a full tie goes to the first (simplest) candidate"
 
 
 def test_every_setting_is_screened_and_the_blend_is_judged_on_the_same_folds(ingested: Config) -> None:

@@ -59,6 +59,19 @@ def test_the_candidate_table_says_why_the_chosen_one_was_chosen(worded) -> None:
     assert f"Why {report['lineage']['model']}: {' '.join(recorded.split())[:60]}" in lineage
 
 
+def test_the_candidate_table_shows_each_candidates_serving_cost_and_gap_error(worded) -> None:
+    config, report, _ = worded
+    trained = read_json(versions.versions_folder(config) / "v1" / "trainedmodel.json")
+    lineage = text_of(worded, "Lineage: data, training and environment")
+    assert "gap SE threshold serving µs" in lineage
+    errors = trained["selection"]["standard_errors"]
+    for name, candidate in trained["candidates"].items():
+        gap = "best" if name == trained["selection"]["best_on_metric"] else f"{errors[name]:.4f}"  # all informative
+        row = f"{name} {candidate['mean']:.4f} {candidate['std']:.4f} {gap} {candidate['threshold']:.2f} "
+        assert row + f"{candidate['serving_us_per_row']:,.0f}" in lineage, row
+    assert "on this machine at training time" in lineage and "does not say how fast another host serves" in lineage
+
+
 def test_parameter_values_are_rounded_for_people(worded) -> None:
     lineage = text_of(worded, "Lineage: data, training and environment")
     assert not re.search(r"\d\.\d{7,}", lineage), re.findall(r"\S*\d\.\d{7,}\S*", lineage)
