@@ -100,7 +100,7 @@ def test_uninformative_candidates_are_left_out_and_named() -> None:
     chosen, how = selection.pick_best(candidates)
     assert chosen == LR and how["pool"] == "informative"
     assert how["reason"] == (
-        "logistic_regression had the best cross-validated f1 (0.6000) and is the simplest candidate considered; "
+        "logistic_regression was the only candidate considered (cross-validated f1 0.6000); "
         "random_forest not considered (no better than chance or flagging everyone)"
     )
 
