@@ -138,11 +138,10 @@ def test_training_on_cost_tunes_and_chooses_by_expected_cost(project) -> None:
         assert entry["mean"] < entry["flag_everyone_score"], (
             "on the sample data every model is cheaper than flagging everyone"
         )
-    best = min(candidates[n]["mean"] for n in candidates)
-    assert (
-        candidates[chosen]["mean"]
-        <= best + candidates[min(candidates, key=lambda n: candidates[n]["mean"])]["standard_error"]
-    )
+    how = metadata["selection"]
+    best = how["best_on_metric"]
+    assert candidates[best]["mean"] == min(c["mean"] for c in candidates.values()), "the cheapest is the bar"
+    assert chosen == best or candidates[chosen]["mean"] - candidates[best]["mean"] <= how["standard_errors"][chosen]
     assert not metadata["uninformative"]
 
     scores = scoring.score_model(config)
