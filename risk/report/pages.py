@@ -502,7 +502,7 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
             serving_text(c.get("serving_us_per_row")),
             "chosen" if name == lineage["model"] else "",
         ]
-        for name, c in lineage["candidates"].items()
+        for name, c in by_complexity(lineage["candidates"], selection)
     ]
     page = long_table(
         document,
@@ -536,6 +536,13 @@ def parameter_text(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {parameter_text(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def by_complexity(candidates: dict[str, Any], selection: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The candidates simplest first, as the one-standard-error rule reads them (as stored where not recorded)."""
+    complexity = selection.get("complexity") or {}
+    order = list(candidates)
+    return sorted(candidates.items(), key=lambda item: (complexity.get(item[0], 0), order.index(item[0])))
 
 
 def gap_error_text(name: str, selection: dict[str, Any]) -> str:

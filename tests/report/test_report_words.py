@@ -14,7 +14,7 @@ import pytest
 from risk.core.jsonfiles import read_json
 from risk.core.settings import Config, load_config
 from risk.registry import versions
-from risk.report import reports
+from risk.report import pages, reports
 from tests.conftest import page_number, page_text
 from tests.conftest import rewrite_config as with_settings
 
@@ -70,6 +70,17 @@ def test_the_candidate_table_shows_each_candidates_serving_cost_and_gap_error(wo
         row = f"{name} {candidate['mean']:.4f} {candidate['std']:.4f} {gap} {candidate['threshold']:.2f} "
         assert row + f"{candidate['serving_us_per_row']:,.0f}" in lineage, row
     assert "on this machine at training time" in lineage and "does not say how fast another host serves" in lineage
+
+
+def test_the_candidate_table_lists_the_simplest_first() -> None:
+    candidates = {name: {} for name in ("soft_voting_blend", "hist_gradient_boosting", "logistic_regression")}
+    selection = {"complexity": {"logistic_regression": 1, "hist_gradient_boosting": 2, "soft_voting_blend": 4}}
+    assert [name for name, _ in pages.by_complexity(candidates, selection)] == [
+        "logistic_regression",
+        "hist_gradient_boosting",
+        "soft_voting_blend",
+    ]
+    assert [name for name, _ in pages.by_complexity(candidates, {})] == list(candidates), "older versions: as stored"
 
 
 def test_parameter_values_are_rounded_for_people(worded) -> None:
