@@ -23,7 +23,8 @@ from risk.model.compute import single_threaded
 SERVING_WARMUP = 20
 SERVING_CALLS = 200
 # Rows for the scorer's self-check here: enough to tell whether the compiled scorer is exact (the API checks
-# its version's whole reference sample again when it loads it); the API's 2,000 made training 20% slower.
+# its version's reference sample again when it loads it). With the API's 2,000 rows the blend's scorer took
+# 0.9-1.1 s to build on the sample data, against 0.27-0.32 s with 200.
 CHECK_ROWS = 200
 
 
