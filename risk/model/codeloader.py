@@ -30,7 +30,10 @@ PACKAGE = "risk"
 STATE = "risk-shipped-code"  # the worker's record of the code it installed, kept in sys.modules
 
 
-def run_shipped(code: dict[str, Any], payload: bytes, *shared: Any) -> Any:
+DIGEST_BYTES = 64  # the code starts with its sha256, in hex
+
+
+def run_shipped(code: bytes, payload: bytes, *shared: Any) -> Any:
     """Run the task in ``payload`` (shipping.pack) with the project's ``code`` (shipping.package_code)."""
     install(code)
     from risk.model import shipping  # from the code just installed (or the same code already here)
@@ -38,24 +41,29 @@ def run_shipped(code: dict[str, Any], payload: bytes, *shared: Any) -> Any:
     return shipping.run_task(payload, shared)
 
 
-def install(code: dict[str, Any]) -> None:
+def digest_of(code: bytes) -> str:
+    return code[:DIGEST_BYTES].decode("ascii")
+
+
+def install(code: bytes) -> None:
     """Make ``code``'s modules the ones ``import risk...`` finds in this process, once per version.
 
     ImportError naming what differs when this environment cannot run them (another Python,
     another version of a package the tasks use, a package missing)."""
+    digest = digest_of(code)
     state = _state()
     with state.lock:
-        if state.digest == code["digest"]:
+        if state.digest == digest:
             return
-        if state.finder is None and _imported_from_files(code["digest"]):
-            state.digest = code["digest"]
+        if state.finder is None and _imported_from_files(digest):
+            state.digest = digest
             return
-        check_environment(code["python"], code["packages"])
-        sources = pickle.loads(zlib.decompress(code["sources"]))
+        contents = pickle.loads(zlib.decompress(code[DIGEST_BYTES:]))
+        check_environment(contents["python"], contents["packages"])
         _forget_loaded_code(state)
-        state.finder = ShippedCode(code["digest"], sources)
+        state.finder = ShippedCode(digest, contents["sources"])
         sys.meta_path.insert(0, state.finder)
-        state.digest = code["digest"]
+        state.digest = digest
 
 
 def check_environment(python: str, packages: dict[str, str]) -> None:
@@ -99,7 +107,7 @@ def _imported_from_files(digest: str) -> bool:
     try:
         from risk.model import shipping
 
-        return shipping.package_code()["digest"] == digest
+        return digest_of(shipping.package_code()) == digest
     except Exception:  # noqa: BLE001 - code that cannot even say its version is not the same code
         return False
 

@@ -42,6 +42,7 @@ from risk.core.settings import Config
 logger = logging.getLogger(__name__)
 
 CONNECT_SECONDS = 5.0  # a scheduler that has not answered by then is treated as down (the default)
+CODE_PRIORITY = 10**9  # the project's code task goes before every task that needs it
 POLL_SECONDS = 1.0  # how often a wait on the cluster looks at whether the cluster can still finish it
 
 
@@ -112,7 +113,7 @@ class Runner:
     max_wait: float = 120 * 60.0
     _starting: threading.Thread | None = field(default=None, repr=False)
     _shared: dict[str, Any] = field(default_factory=dict, repr=False)
-    _shared_code: dict[str, Any] = field(default_factory=dict, repr=False)
+    _code_task: Any = field(default=None, repr=False)
 
     def start_in_background(self, warm: Callable[[], Any]) -> None:
         """Start the local worker processes now, each running ``warm`` (which imports the
@@ -205,12 +206,16 @@ class Runner:
                     future.release()
 
     def _code(self) -> Any:
-        """The handle of the project's code on the workers, sent once per runner (shipping.py says why)."""
-        if "code" not in self._shared_code:
-            from risk.model import shipping
+        """The project's code on the cluster (shipping.py says why): a task's result rather than
+        scattered data, so that the scheduler makes it again when the worker holding it dies."""
+        if self._code_task is None:
+            from risk.model import codeloader, shipping
 
-            self._shared_code["code"] = self._scatter(shipping.package_code(), "the project's code")
-        return self._shared_code["code"]
+            code = shipping.package_code()
+            self._code_task = self.client.submit(
+                bytes, code, key=f"risk-code-{codeloader.digest_of(code)}", priority=CODE_PRIORITY
+            )
+        return self._code_task
 
     def _wait_for(self, futures: list[Any], name: str) -> None:
         """Wait until every future is done; ComputeUnavailable when the cluster cannot finish them:
@@ -282,30 +287,26 @@ class Runner:
         """``value`` sent once to every worker (the handle to pass to ``map``), or ``value`` itself locally.
 
         Bounded by ``max_wait`` (a model can be large); a failure falls back as ``map`` does. A
-        handle given to ``map`` after a fallback is swapped back for the value."""
+        handle given to ``map`` after a fallback is swapped back for the value. On the cluster it
+        travels as bytes, opened by a task once the project's code is there (shipping.py)."""
         if self.backend != "dask":
             return value
         from risk.model import shipping
 
-        try:
-            future = self._scatter(shipping.pack_value(value), "data")
-        except ComputeUnavailable as failure:
+        try:  # distributed's scatter bounds only its wait for workers: the whole coroutine is bounded here
+            [future] = self.client.sync(
+                self.client._scatter, [shipping.pack_value(value)], broadcast=True, callback_timeout=self.max_wait
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the workers is the cluster's
+            failure = ComputeUnavailable(
+                f"could not send data to the Dask workers at {self.scheduler} within {self.max_wait / 60:g} "
+                f"minutes (max_run_minutes): {type(exc).__name__}: {exc}"
+            )
             if not self.fallback_local:
-                raise
+                raise failure from exc
             self._fall_back(failure)
             return value
         self._shared[future.key] = value
-        return future
-
-    def _scatter(self, value: Any, what: str) -> Any:
-        """``value`` on every worker, within ``max_wait``; ComputeUnavailable otherwise."""
-        try:  # distributed's scatter bounds only its wait for workers: the whole coroutine is bounded here
-            [future] = self.client.sync(self.client._scatter, [value], broadcast=True, callback_timeout=self.max_wait)
-        except Exception as exc:  # noqa: BLE001 - any failure to reach the workers is the cluster's
-            raise ComputeUnavailable(
-                f"could not send {what} to the Dask workers at {self.scheduler} within {self.max_wait / 60:g} "
-                f"minutes (max_run_minutes): {type(exc).__name__}: {exc}"
-            ) from exc
         return future
 
     def _local_value(self, argument: Any) -> Any:
@@ -335,7 +336,7 @@ class Runner:
     def _close_client(self) -> None:
         client, self.client = self.client, None
         self._shared.clear()
-        self._shared_code.clear()
+        self._code_task = None
         if client is not None:
             _close_quietly(client, self.timeout)
 

@@ -6,14 +6,15 @@ workers import whatever a pickle names; neither has this project. So a task goes
 - ``Loader()``: the function, ``codeloader.run_shipped`` sent as its code (cloudpickle, by value),
   which the scheduler can rebuild with the standard library alone;
 - the project's code (``package_code``): the sources of the ``risk`` package, the Python and
-  package versions they were written for, sent to the workers once per run (compute.Runner);
+  package versions they were written for, as one task's result that every task depends on
+  (compute.Runner): sent once per worker, and made again by the scheduler if a worker holding it dies;
 - the task itself (``pack``): its function and arguments pickled to bytes the scheduler does not
   open, which a worker unpickles once the code is installed (``run_task``);
 - values shared by every task of a map (compute.Runner.share, a model) as bytes too, referred to
   by the task so that the scheduler still sends them to the worker.
 
-Task functions must live in the ``risk`` package: a function of a script or of the tests would
-be named in the pickle and not found on the workers.
+Task functions must live in the ``risk`` package: a function is pickled by its module's name, and
+a script's or a test's module is not on the workers (unless a test puts it there).
 """
 
 from __future__ import annotations
@@ -37,22 +38,22 @@ TASK_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "joblib", "threadpo
 
 
 @functools.cache  # read once per process: the code does not change under a running process
-def package_code() -> dict[str, Any]:
-    """The ``risk`` package's sources (with their paths here: a module's ``__file__`` on a worker),
-    their digest, and the Python and package versions they run with."""
+def package_code() -> bytes:
+    """The ``risk`` package's sources (with their paths here: a module's ``__file__`` on a worker)
+    and the Python and package versions they run with, compressed, after their digest (codeloader.digest_of)."""
     root = Path(__file__).resolve().parents[1]  # the risk package (this module is shipped, not run, elsewhere)
     sources = {}
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root.parent).with_suffix("").parts
         is_package = parts[-1] == "__init__"
         sources[".".join(parts[:-1] if is_package else parts)] = (is_package, str(path), path.read_bytes())
-    blob = pickle.dumps(sources, protocol=pickle.HIGHEST_PROTOCOL)
-    return {
-        "digest": hashlib.sha256(blob).hexdigest(),
-        "sources": zlib.compress(blob),
+    digest = hashlib.sha256(pickle.dumps(sources, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    contents = {
         "python": platform.python_version(),
         "packages": {name: importlib.metadata.version(name) for name in TASK_PACKAGES},
+        "sources": sources,
     }
+    return digest.encode("ascii") + zlib.compress(pickle.dumps(contents, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class Loader:
@@ -86,9 +87,6 @@ def pack(
 ) -> tuple[bytes, list[Any]]:
     """``call(function, *arguments)`` as bytes, and the arguments that are handles of shared values
     (instances of ``shared``, distributed's Future), which stay outside for the scheduler to resolve."""
-    module = getattr(function, "__module__", "") or ""
-    if not module.startswith(codeloader.PACKAGE + "."):
-        raise TypeError(f"a task sent to a Dask cluster must be a function of the risk package, not {function!r}")
     handles: list[Any] = []
     packed = []
     for argument in arguments:
