@@ -28,8 +28,6 @@ from typing import Any
 
 PACKAGE = "risk"
 STATE = "risk-shipped-code"  # the worker's record of the code it installed, kept in sys.modules
-
-
 DIGEST_BYTES = 64  # the code starts with its sha256, in hex
 
 
