@@ -42,7 +42,15 @@ from risk.core.settings import Config
 logger = logging.getLogger(__name__)
 
 CONNECT_SECONDS = 5.0  # a scheduler that has not answered by then is treated as down (the default)
+CODE_PRIORITY = 10**9  # the project's code task goes before every task that needs it
 POLL_SECONDS = 1.0  # how often a wait on the cluster looks at whether the cluster can still finish it
+
+
+# What fixes a cluster that cannot run our tasks: the project's code travels with them (shipping.py).
+ENVIRONMENT_HINT = (
+    "start `dask scheduler` and `dask worker` from an environment with this project's Python version and "
+    "packages (pip install -r requirements.txt); they need no copy of the project and no PYTHONPATH"
+)
 
 
 class ComputeUnavailable(RuntimeError):
@@ -105,6 +113,7 @@ class Runner:
     max_wait: float = 120 * 60.0
     _starting: threading.Thread | None = field(default=None, repr=False)
     _shared: dict[str, Any] = field(default_factory=dict, repr=False)
+    _code_task: Any = field(default=None, repr=False)
 
     def start_in_background(self, warm: Callable[[], Any]) -> None:
         """Start the local worker processes now, each running ``warm`` (which imports the
@@ -163,31 +172,50 @@ class Runner:
     def _map_dask(
         self, function: Callable[..., Any], arguments: list[tuple], costs: list[float] | None, name: str
     ) -> list[Any]:
+        from distributed import Future
+
+        from risk.model import shipping
+
+        code = self._code()
         run = uuid.uuid4().hex[:8]
-        futures = [
-            self.client.submit(
-                _single_threaded_call,
-                function,
-                *a,
-                key=f"risk-{name}-{run}-{i}",
-                pure=False,
-                priority=int((costs[i] if costs else 0.0) * 1000),
+        futures = []
+        for i, a in enumerate(arguments):
+            payload, handles = shipping.pack(_single_threaded_call, function, a, Future)
+            futures.append(
+                self.client.submit(
+                    shipping.Loader(),
+                    code,
+                    payload,
+                    *handles,
+                    key=f"risk-{name}-{run}-{i}",
+                    pure=False,
+                    priority=int((costs[i] if costs else 0.0) * 1000),
+                )
             )
-            for i, a in enumerate(arguments)
-        ]
         try:
             deadline = time.monotonic() + self.max_wait
             self._wait_for(futures, name)
             return [self._result(future, deadline) for future in futures]
-        except ModuleNotFoundError as exc:
+        except ImportError as exc:  # raised on a worker: codeloader's check, or a package it lacks
             raise ComputeUnavailable(
-                f"the Dask workers at {self.scheduler} cannot import the project's code ({exc}): start each "
-                "`dask worker` with PYTHONPATH set to the project folder, on the same path as here"
+                f"the Dask workers at {self.scheduler} cannot run this project's tasks: {exc}; {ENVIRONMENT_HINT}"
             ) from exc
         finally:
             for future in futures:
                 with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to release
                     future.release()
+
+    def _code(self) -> Any:
+        """The project's code on the cluster (shipping.py says why): a task's result rather than
+        scattered data, so that the scheduler makes it again when the worker holding it dies."""
+        if self._code_task is None:
+            from risk.model import codeloader, shipping
+
+            code = shipping.package_code()
+            self._code_task = self.client.submit(
+                bytes, code, key=f"risk-code-{codeloader.digest_of(code)}", priority=CODE_PRIORITY
+            )
+        return self._code_task
 
     def _wait_for(self, futures: list[Any], name: str) -> None:
         """Wait until every future is done; ComputeUnavailable when the cluster cannot finish them:
@@ -247,16 +275,28 @@ class Runner:
                 f"the Dask cluster at {self.scheduler} did not hand over the result of {future.key} "
                 "within max_run_minutes"
             ) from exc
+        except RuntimeError as exc:
+            if "deserialization of the task graph" not in str(exc):  # distributed's words, the scheduler's failure
+                raise
+            raise ComputeUnavailable(
+                f"the Dask scheduler at {self.scheduler} cannot read this project's tasks (it runs another Python "
+                f"or another cloudpickle than this machine); {ENVIRONMENT_HINT}"
+            ) from exc
 
     def share(self, value: Any) -> Any:
         """``value`` sent once to every worker (the handle to pass to ``map``), or ``value`` itself locally.
 
         Bounded by ``max_wait`` (a model can be large); a failure falls back as ``map`` does. A
-        handle given to ``map`` after a fallback is swapped back for the value."""
+        handle given to ``map`` after a fallback is swapped back for the value. On the cluster it
+        travels as bytes, opened by a task once the project's code is there (shipping.py)."""
         if self.backend != "dask":
             return value
+        from risk.model import shipping
+
         try:  # distributed's scatter bounds only its wait for workers: the whole coroutine is bounded here
-            [future] = self.client.sync(self.client._scatter, [value], broadcast=True, callback_timeout=self.max_wait)
+            [future] = self.client.sync(
+                self.client._scatter, [shipping.pack_value(value)], broadcast=True, callback_timeout=self.max_wait
+            )
         except Exception as exc:  # noqa: BLE001 - any failure to reach the workers is the cluster's
             failure = ComputeUnavailable(
                 f"could not send data to the Dask workers at {self.scheduler} within {self.max_wait / 60:g} "
@@ -296,6 +336,7 @@ class Runner:
     def _close_client(self) -> None:
         client, self.client = self.client, None
         self._shared.clear()
+        self._code_task = None
         if client is not None:
             _close_quietly(client, self.timeout)
 

@@ -94,9 +94,9 @@ def test_the_workers_read_the_master_from_the_file_system(ingested, cluster) -> 
     # What travels to a worker is the path and the file's size and time, not the rows.
     assert len(__import__("pickle").dumps(source)) < 2000
     with compute.open_runner(config) as runner:
-        [(rows, positives)] = runner.map(lambda s: (len(s.load()[1]), int(s.load()[1].sum())), [(source,)], name="read")
+        [(_, labels)] = runner.map(fitting.TrainingData.load, [(source,)], name="read")
     master = masterstore.load_master(config)
-    assert rows == len(master) and positives == int(master["exited"].sum())
+    assert len(labels) == len(master) and int(labels.sum()) == int(master["exited"].sum())
 
 
 def test_large_test_sets_are_scored_on_the_cluster(ingested, cluster) -> None:
