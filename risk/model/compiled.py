@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 TOLERANCE = 1e-9  # compiled vs scikit-learn, per probability, at the self-check
 SMALL_BATCH_ROWS = 128  # above this, trees are evaluated by scikit-learn's own code (measured crossover)
 SELF_CHECK_ROWS = 2000
+SELF_CHECK_SINGLE_ROWS = 32  # of them, also scored one at a time (the synthetic ones included)
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # the smallest magnitude float32 rounds to infinity (half an ulp past its max)
 BLEND = "SoftVotingBlend"  # pipelines.py's blend: the mean of its pipelines' probabilities
 
 
@@ -166,6 +168,7 @@ def build_scorer(model: Any, schema: Schema, check_frame: pd.DataFrame | None = 
         worst = max(
             float(np.max(np.abs(scorer.risk(batch) - expected))),
             float(np.max(np.abs(_small_batches(scorer, batch) - expected))),
+            float(np.max(np.abs(_single_rows(scorer, batch) - expected[-SELF_CHECK_SINGLE_ROWS:]))),
         )
     except Exception as exc:  # the compiled scorer failed where scikit-learn did not: never serve it
         logger.warning(
@@ -186,6 +189,12 @@ def _small_batches(scorer: Scorer, batch: Batch) -> np.ndarray:
     size = max(1, getattr(scorer, "small_batch_rows", batch.rows))
     parts = [scorer.risk(slice_batch(batch, start, start + size)) for start in range(0, batch.rows, size)]
     return np.concatenate(parts)
+
+
+def _single_rows(scorer: Scorer, batch: Batch) -> np.ndarray:
+    """The last rows (the synthetic ones among them) scored one at a time, as a single-row /prediction is."""
+    start = max(0, batch.rows - SELF_CHECK_SINGLE_ROWS)
+    return np.concatenate([scorer.risk(slice_batch(batch, row, row + 1)) for row in range(start, batch.rows)])
 
 
 def self_check_batch(schema: Schema, frame: pd.DataFrame | None) -> Batch:
@@ -472,10 +481,9 @@ def _tree_ensemble(classifier: Any, float32_features: bool = False) -> Callable[
 
     def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
         if float32_features:
-            with np.errstate(over="ignore"):
-                matrix = matrix.astype(np.float32)
-            if np.isinf(matrix).any():  # refused as scikit-learn's own check refuses it (the API answers 400)
+            if (np.abs(matrix) >= FLOAT32_OVERFLOW).any():  # refused as scikit-learn's own check refuses it (a 400)
                 raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
+            matrix = matrix.astype(np.float32)
         if not small:  # scikit-learn's own code, on the compiled features: exact and faster for many rows
             return classifier.predict_proba(matrix)[:, 1]
         return predictor.positive(matrix)
