@@ -27,20 +27,21 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import treelite.gtil
-import treelite.sklearn
 from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from risk.core.tables import CATEGORICAL, CSV_ERRORS, NUMERIC, read_typed_csv
 from risk.model.batches import Batch, InputError, Schema, batch_from_frame, slice_batch
+from risk.model.treelite_predict import TreelitePredictor
 
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-9  # compiled vs scikit-learn, per probability, at the self-check
 SMALL_BATCH_ROWS = 128  # above this, trees are evaluated by scikit-learn's own code (measured crossover)
 SELF_CHECK_ROWS = 2000
+SELF_CHECK_SINGLE_ROWS = 32  # of them, also scored one at a time (the synthetic ones included)
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # the smallest magnitude float32 rounds to infinity (half an ulp past its max)
 BLEND = "SoftVotingBlend"  # pipelines.py's blend: the mean of its pipelines' probabilities
 
 
@@ -88,14 +89,33 @@ class CompiledScorer:
 
 @dataclass
 class BlendScorer:
-    """A soft-voting blend: the mean of its compiled members' probabilities, as the blend averages them."""
+    """A soft-voting blend: the mean of its compiled members' probabilities, as the blend averages them.
+
+    Members whose preprocessing is the same (equal keys: fitted on the same rows) share one matrix.
+    """
 
     members: list[CompiledScorer]
     kind: str
     small_batch_rows: int = SMALL_BATCH_ROWS
 
+    def __post_init__(self) -> None:
+        shared: dict[Any, int] = {}
+        self._preprocessors: list[Preprocessor] = []
+        self._uses: list[int] = []  # per member, its preprocessor's index in _preprocessors
+        for member in self.members:
+            if member.preprocess.key not in shared:
+                shared[member.preprocess.key] = len(self._preprocessors)
+                self._preprocessors.append(member.preprocess)
+            self._uses.append(shared[member.preprocess.key])
+
     def risk(self, batch: Batch) -> np.ndarray:
-        return np.mean([member.risk(batch) for member in self.members], axis=0)
+        small = batch.rows <= self.small_batch_rows
+        matrices = [preprocess.transform(batch) for preprocess in self._preprocessors]
+        total = None
+        for member, use in zip(self.members, self._uses):
+            risk = member.classify(matrices[use], small)
+            total = risk if total is None else total + risk
+        return total / len(self.members)  # as np.mean over the members: their sum in order, then one division
 
 
 def known_categories(model: Any) -> dict[str, frozenset[str]]:
@@ -148,6 +168,7 @@ def build_scorer(model: Any, schema: Schema, check_frame: pd.DataFrame | None = 
         worst = max(
             float(np.max(np.abs(scorer.risk(batch) - expected))),
             float(np.max(np.abs(_small_batches(scorer, batch) - expected))),
+            float(np.max(np.abs(_single_rows(scorer, batch) - expected[-SELF_CHECK_SINGLE_ROWS:]))),
         )
     except Exception as exc:  # the compiled scorer failed where scikit-learn did not: never serve it
         logger.warning(
@@ -168,6 +189,12 @@ def _small_batches(scorer: Scorer, batch: Batch) -> np.ndarray:
     size = max(1, getattr(scorer, "small_batch_rows", batch.rows))
     parts = [scorer.risk(slice_batch(batch, start, start + size)) for start in range(0, batch.rows, size)]
     return np.concatenate(parts)
+
+
+def _single_rows(scorer: Scorer, batch: Batch) -> np.ndarray:
+    """The last rows (the synthetic ones among them) scored one at a time, as a single-row /prediction is."""
+    start = max(0, batch.rows - SELF_CHECK_SINGLE_ROWS)
+    return np.concatenate([scorer.risk(slice_batch(batch, row, row + 1)) for row in range(start, batch.rows)])
 
 
 def self_check_batch(schema: Schema, frame: pd.DataFrame | None) -> Batch:
@@ -239,101 +266,130 @@ def compile_pipeline(pipeline: Any, schema: Schema) -> CompiledScorer:
 
 
 class Preprocessor:
-    """A fitted ColumnTransformer of numeric (impute, indicate, scale) and categorical (impute, one-hot) branches."""
+    """A fitted ColumnTransformer of numeric (impute, indicate, scale) and categorical (impute, one-hot) branches.
+
+    ``key`` holds every fitted value its output depends on: preprocessors with equal keys (a blend's
+    members, fitted on the same rows) make the same matrix, so a blend computes it once.
+    """
 
     def __init__(
         self,
-        numeric_steps: list[Callable[[np.ndarray], np.ndarray]],
+        numeric_steps: list[_Imputer | _Scaler],
         encoders: list[_OneHot],
-        order: list[str],
+        blocks: list[tuple[str, int, int]],
         width: int,
     ):
         self.numeric_steps = numeric_steps
         self.encoders = encoders
-        self.order = order  # NUMERIC / CATEGORICAL, in the ColumnTransformer's output order
+        self.blocks = blocks  # (NUMERIC or CATEGORICAL, first column, end column), in the output's order
         self.width = width
+        self.key = (tuple(blocks), tuple(s.key for s in numeric_steps), tuple(e.key for e in encoders), width)
 
     @classmethod
     def compile(cls, transformer: Any, schema: Schema) -> Preprocessor:
         if type(transformer).__name__ != "ColumnTransformer" or getattr(transformer, "sparse_output_", True):
             raise UnsupportedModel("preprocess is not a dense ColumnTransformer")
-        numeric_steps: list[Callable[[np.ndarray], np.ndarray]] = []
+        numeric_steps: list[_Imputer | _Scaler] = []
         encoders: list[_OneHot] = []
-        order = []
+        blocks = []
         for name, step, columns in transformer.transformers_:
             if isinstance(step, str) and step == "drop" or (isinstance(columns, (list, tuple)) and not len(columns)):
                 continue
             inner = list(step.named_steps.values()) if hasattr(step, "named_steps") else [step]
             if list(columns) == list(schema.numeric) and schema.numeric:
                 numeric_steps = [_numeric_step(s) for s in inner]
-                order.append(NUMERIC)
+                part = NUMERIC
             elif list(columns) == list(schema.categorical) and schema.categorical:
                 encoders = _categorical_steps(inner, len(schema.categorical))
-                order.append(CATEGORICAL)
+                part = CATEGORICAL
             else:
                 raise UnsupportedModel(
                     f"transformer {name!r} reads columns other than the schema's numeric or categorical ones"
                 )
+            where = transformer.output_indices_[name]
+            blocks.append((part, int(where.start), int(where.stop)))
         width = int(sum(s.stop - s.start for s in transformer.output_indices_.values()))
-        return cls(numeric_steps, encoders, order, width)
+        if sorted(column for _, start, stop in blocks for column in range(start, stop)) != list(range(width)):
+            raise UnsupportedModel("the compiled blocks do not make every output column exactly once")
+        if any(part == CATEGORICAL and stop - start != sum(e.width for e in encoders) for part, start, stop in blocks):
+            raise UnsupportedModel("the one-hot columns do not fill the encoder's output block")
+        return cls(numeric_steps, encoders, blocks, width)
 
     def transform(self, batch: Batch) -> np.ndarray:
-        blocks = []
-        for part in self.order:
+        """The matrix the fitted ColumnTransformer makes of ``batch``: each block written in place."""
+        matrix = np.zeros((batch.rows, self.width))
+        for part, start, stop in self.blocks:
             if part == NUMERIC:
                 block = batch.numeric
                 for step in self.numeric_steps:
                     block = step(block)
-                blocks.append(block)
+                if block.shape[1] != stop - start:
+                    raise UnsupportedModel(f"compiled numeric steps made {block.shape[1]} columns, not {stop - start}")
+                matrix[:, start:stop] = block
             else:
-                blocks.extend(encoder.encode(values) for encoder, values in zip(self.encoders, batch.categorical))
-        matrix = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-        if matrix.shape[1] != self.width:
-            raise UnsupportedModel(f"compiled preprocessing made {matrix.shape[1]} columns, not {self.width}")
+                for encoder, values in zip(self.encoders, batch.categorical):
+                    encoder.encode_into(values, matrix, start)
+                    start += encoder.width
         return matrix
 
 
-def _numeric_step(step: Any) -> Callable[[np.ndarray], np.ndarray]:
+def _numeric_step(step: Any) -> _Imputer | _Scaler:
     name = type(step).__name__
     if name == "SimpleImputer":
-        return _compiled_imputer(step)
+        return _Imputer.compile(step)
     if name == "StandardScaler":
-        mean = step.mean_ if step.with_mean else None
-        scale = step.scale_ if step.with_std else None
-
-        def scale_step(block: np.ndarray) -> np.ndarray:
-            # The same two operations, in the same order, as StandardScaler.transform.
-            out = block - mean if mean is not None else block.copy()
-            if scale is not None:
-                out /= scale
-            return out
-
-        return scale_step
+        return _Scaler(step.mean_ if step.with_mean else None, step.scale_ if step.with_std else None)
     raise UnsupportedModel(f"no compiled path for numeric step {name}")
 
 
-def _compiled_imputer(imputer: Any) -> Callable[[np.ndarray], np.ndarray]:
-    statistics = np.asarray(imputer.statistics_, dtype=np.float64)
-    missing = imputer.missing_values
-    if not (isinstance(missing, float) and math.isnan(missing)) or not np.all(np.isfinite(statistics)):
-        raise UnsupportedModel("the numeric imputer drops columns or imputes another marker than NaN")
-    indicator = getattr(imputer, "indicator_", None)
-    indicated = None
-    if imputer.add_indicator:
-        if indicator is None or indicator.features != "missing-only" or indicator.error_on_new:
-            raise UnsupportedModel("the missing-value indicator is not the imputer's missing-only one")
-        indicated = np.asarray(indicator.features_, dtype=np.intp)
+def _key(array: np.ndarray | None) -> bytes | None:
+    return None if array is None else np.ascontiguousarray(array).tobytes()
 
-    def impute(block: np.ndarray) -> np.ndarray:
-        mask = np.isnan(block)
-        if indicated is None:
-            return np.where(mask, statistics, block)
-        out = np.empty((block.shape[0], block.shape[1] + len(indicated)))
-        np.copyto(out[:, : block.shape[1]], np.where(mask, statistics, block))
-        out[:, block.shape[1] :] = mask[:, indicated]
+
+class _Scaler:
+    """A fitted StandardScaler: the same two operations, in the same order, as its transform."""
+
+    def __init__(self, mean: np.ndarray | None, scale: np.ndarray | None):
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
+        self.scale = None if scale is None else np.asarray(scale, dtype=np.float64)
+        self.key = ("scale", _key(self.mean), _key(self.scale))
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        out = block - self.mean if self.mean is not None else block.copy()
+        if self.scale is not None:
+            out /= self.scale
         return out
 
-    return impute
+
+class _Imputer:
+    """A fitted numeric SimpleImputer (NaN replaced by its statistics), with its missing-only indicator columns."""
+
+    def __init__(self, statistics: np.ndarray, indicated: np.ndarray | None):
+        self.statistics = statistics
+        self.indicated = indicated
+        self.key = ("impute", _key(statistics), _key(indicated))
+
+    @classmethod
+    def compile(cls, imputer: Any) -> _Imputer:
+        statistics = np.asarray(imputer.statistics_, dtype=np.float64)
+        missing = imputer.missing_values
+        if not (isinstance(missing, float) and math.isnan(missing)) or not np.all(np.isfinite(statistics)):
+            raise UnsupportedModel("the numeric imputer drops columns or imputes another marker than NaN")
+        indicator = getattr(imputer, "indicator_", None)
+        if not imputer.add_indicator:
+            return cls(statistics, None)
+        if indicator is None or indicator.features != "missing-only" or indicator.error_on_new:
+            raise UnsupportedModel("the missing-value indicator is not the imputer's missing-only one")
+        return cls(statistics, np.asarray(indicator.features_, dtype=np.intp))
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        mask = np.isnan(block)
+        if self.indicated is None:
+            return np.where(mask, self.statistics, block)
+        out = np.empty((block.shape[0], block.shape[1] + len(self.indicated)))
+        np.copyto(out[:, : block.shape[1]], np.where(mask, self.statistics, block))
+        out[:, block.shape[1] :] = mask[:, self.indicated]
+        return out
 
 
 class _OneHot:
@@ -343,15 +399,15 @@ class _OneHot:
         self.columns = columns  # category -> output column (infrequent ones share the last)
         self.fill = fill
         self.width = width
+        self.key = ("one-hot", tuple(sorted(columns.items())), fill, width)
 
-    def encode(self, values: list[str | None]) -> np.ndarray:
-        out = np.zeros((len(values), self.width), dtype=np.float64)
+    def encode_into(self, values: list[str | None], matrix: np.ndarray, start: int) -> None:
+        """Set each row's category column (from ``start``) to 1 in ``matrix``, whose block holds zeros."""
         lookup = self.columns.get
         for row, value in enumerate(values):
             column = lookup(self.fill if value is None else value)
             if column is not None:
-                out[row, column] = 1.0
-        return out
+                matrix[row, start + column] = 1.0
 
 
 def _categorical_steps(steps: list[Any], count: int) -> list[_OneHot]:
@@ -419,18 +475,17 @@ def _tree_ensemble(classifier: Any, float32_features: bool = False) -> Callable[
     ``float32_features``: scikit-learn's decision trees compare float32 features (with float64
     thresholds), so the features are rounded to float32 first to send every row down the same branch.
     """
-    model = treelite.sklearn.import_model(classifier)
+    predictor = TreelitePredictor(classifier)
+    if predictor.features != classifier.n_features_in_:
+        raise UnsupportedModel(f"Treelite reads {predictor.features} features, the trees {classifier.n_features_in_}")
 
     def classify(matrix: np.ndarray, small: bool) -> np.ndarray:
         if float32_features:
-            with np.errstate(over="ignore"):
-                matrix = matrix.astype(np.float32)
-            if np.isinf(matrix).any():  # refused as scikit-learn's own check refuses it (the API answers 400)
+            if (np.abs(matrix) >= FLOAT32_OVERFLOW).any():  # refused as scikit-learn's own check refuses it (a 400)
                 raise ValueError("Input X contains infinity or a value too large for dtype('float32').")
+            matrix = matrix.astype(np.float32)
         if not small:  # scikit-learn's own code, on the compiled features: exact and faster for many rows
             return classifier.predict_proba(matrix)[:, 1]
-        features = np.asarray(matrix, dtype=np.float64)
-        # (rows, 1, 1) for boosting (the positive class), (rows, 1, 2) for a forest: the last is the positive class
-        return treelite.gtil.predict(model, features, nthread=1).reshape(matrix.shape[0], -1)[:, -1]
+        return predictor.positive(matrix)
 
     return classify

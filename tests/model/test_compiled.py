@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import FixedThresholdClassifier
 
 from risk.data import sample as data_sample
-from risk.model import batches, pipelines, scoring
+from risk.model import batches, pipelines, scoring, treelite_predict
 from risk.model import compiled as model_compiled
 from tests.conftest import add_region
 
@@ -189,3 +190,106 @@ def test_a_value_scaled_past_float64_is_refused_by_the_compiled_logistic_regress
         model.predict_proba(row)
     with pytest.raises(ValueError, match="infinity"), np.errstate(over="ignore"):
         scorer.risk(batches.batch_from_frame(row, schema, max_rows=0))
+
+
+def awkward_rows(test: pd.DataFrame) -> pd.DataFrame:
+    """Test rows with a missing number in each numeric column in turn, missing and unseen regions."""
+    frame = test.head(12).copy()
+    for position, name in enumerate(NUMERIC):
+        frame.loc[frame.index[position::4], name] = np.nan
+    frame.loc[frame.index[::3], "region"] = None
+    frame.loc[frame.index[1::5], "region"] = "never-seen"
+    frame.loc[frame.index[-1], NUMERIC] = np.nan  # every number missing at once
+    return frame
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_single_rows_and_small_batches_with_missing_values_and_unseen_categories_are_exact(sample, name: str) -> None:
+    train, test = sample
+    features = {"numeric": NUMERIC, "categorical": ["region"]}
+    model = fitted(name, features, train)
+    schema = batches.Schema(tuple(NUMERIC), ("region",), ())
+    scorer = model_compiled.build_scorer(model, schema, train)
+    assert scorer.kind == KINDS[name]
+    frame = awkward_rows(test)
+    batch = batches.batch_from_frame(frame, schema, max_rows=0)
+    assert batch.missing_values(schema) and model_compiled.unseen_categories(
+        model_compiled.known_categories(model), batch, schema
+    )
+    expected = model.predict_proba(scoring.feature_frame(frame, features))[:, 1]
+    for size in (1, 2, 5, batch.rows):
+        risk = np.concatenate(
+            [scorer.risk(batches.slice_batch(batch, i, i + size)) for i in range(0, batch.rows, size)]
+        )
+        assert np.max(np.abs(risk - expected)) <= TOLERANCE, size
+
+
+def test_a_blend_whose_members_were_fitted_on_different_rows_keeps_each_ones_preprocessing(sample) -> None:
+    """Members fitted on the same rows share one compiled preprocessing; members fitted apart must not."""
+    train, test = sample
+    features = {"numeric": NUMERIC, "categorical": ["region"]}
+    X, y = scoring.feature_frame(train, features), train["exited"].to_numpy()
+    halves = [slice(None, len(train) // 2), slice(len(train) // 2, None)]
+    members = [(member, pipeline(member, features).fit(X[rows], y[rows])) for member, rows in zip(SMALLER, halves * 2)]
+    blend = pipelines.SoftVotingBlend(members)
+    blend.classes_ = np.array([0, 1])
+    model = FixedThresholdClassifier(blend, threshold=0.3, response_method="predict_proba")
+    model.estimator_ = blend
+    schema = batches.Schema(tuple(NUMERIC), ("region",), ())
+    scorer = model_compiled.build_scorer(model, schema, train)
+    assert scorer.kind == KINDS["blend"]
+    assert len(scorer._preprocessors) == 2  # the first and third members were fitted on the same half
+    frame = awkward_rows(test)
+    batch = batches.batch_from_frame(frame, schema, max_rows=0)
+    expected = model.predict_proba(scoring.feature_frame(frame, features))[:, 1]
+    assert np.max(np.abs(one_row_at_a_time(scorer, batch) - expected)) <= TOLERANCE
+
+
+def test_gtil_refuses_rows_of_the_wrong_width_before_reading_them() -> None:
+    """The C call reads rows x features doubles through a raw pointer: a narrower matrix must never reach it."""
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(300, 4)), rng.integers(0, 2, 300)
+    classifier = RandomForestClassifier(n_estimators=5, random_state=1).fit(X, y)
+    predictor = treelite_predict.TreelitePredictor(classifier)
+    np.testing.assert_allclose(predictor.positive(X[:3]), classifier.predict_proba(X[:3])[:, 1], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="rows of 4 features"):
+        predictor.positive(X[:3, :3])
+
+
+SHARED_DATASETS = {  # file: (target, positive label, identifier columns)
+    "bank_churn_modelling.csv": ("Exited", 1, ["RowNumber", "CustomerId", "Surname"]),
+    "german_credit_kaggle.csv": ("Risk", "bad", ["Unnamed: 0"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file", list(SHARED_DATASETS))
+def test_every_kind_is_exact_one_row_at_a_time_on_the_shared_datasets(shared_data, file: str) -> None:
+    """Real categories (German credit's written NA among them), each kind as training builds it."""
+    target, positive, ids = SHARED_DATASETS[file]
+    frame = pd.read_csv(shared_data / file).drop(columns=ids)
+    columns = [c for c in frame.columns if c != target]
+    features = {
+        "numeric": [c for c in columns if pd.api.types.is_numeric_dtype(frame[c])],
+        "categorical": [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])],
+    }
+    train, test = frame.iloc[: len(frame) * 7 // 10], frame.iloc[len(frame) * 7 // 10 :].head(150).copy()
+    test.iloc[::7, test.columns.get_loc(features["numeric"][0])] = np.nan
+    test.iloc[1::7, test.columns.get_loc(features["categorical"][0])] = "never-seen"
+    test.iloc[2::7, test.columns.get_loc(features["categorical"][-1])] = np.nan
+    X, y = scoring.feature_frame(train, features), scoring.binary_target(train[target], positive)
+    fitted_pipelines = [
+        (name, pipelines.build_pipeline(name, features, 0, rows=len(y)).fit(X, y)) for name in pipelines.SEARCH_SPACE
+    ]
+    blend = pipelines.SoftVotingBlend(fitted_pipelines)
+    blend.classes_ = np.array([0, 1])
+    schema = batches.Schema(tuple(features["numeric"]), tuple(features["categorical"]), ())
+    batch = batches.batch_from_frame(test, schema, max_rows=0)
+    for name, estimator in [*fitted_pipelines, ("blend", blend)]:
+        model = FixedThresholdClassifier(estimator, threshold=0.3, response_method="predict_proba")
+        model.estimator_ = estimator
+        scorer = model_compiled.build_scorer(model, schema, X)
+        assert scorer.kind == KINDS[name]
+        expected = model.predict_proba(scoring.feature_frame(test, features))[:, 1]
+        assert np.max(np.abs(one_row_at_a_time(scorer, batch) - expected)) <= TOLERANCE, name
+        assert np.max(np.abs(scorer.risk(batch) - expected)) <= TOLERANCE, name
