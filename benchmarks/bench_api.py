@@ -88,10 +88,13 @@ def make_project(folder: Path, kind: str = DEPLOYED) -> Any:
         import training
 
         steps = [ingestion.main, training.main, scoring.main, deployment.main]
-    with forced_choice(kind), contextlib.redirect_stdout(io.StringIO()):  # the steps print their JSON summaries
-        for step in steps:
-            if step(["--config", str(config.path)]) != 0:
-                raise RuntimeError(f"{step.__module__} failed while setting up the {kind} project")
+    output = io.StringIO()  # the steps print their JSON summaries and log to the console: quoted if one fails
+    with forced_choice(kind), contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        failed = next((step for step in steps if step(["--config", str(config.path)]) != 0), None)
+    if failed is not None:
+        raise RuntimeError(
+            f"{failed.__module__} failed while setting up the {kind} project:\n{output.getvalue()[-3000:]}"
+        )
     return config
 
 

@@ -54,10 +54,13 @@ RECV_SIZE = 64 * 1024
 DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
 TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 CONTINUE_ANSWER = b"HTTP/1.1 100 Continue\r\n\r\n"
-BOARD_SLOTS = 256  # workers alive at once stay far below this (a slot is the worker's age modulo it)
+# Workers alive at once stay far below this (a slot is the worker's age modulo it; two workers
+# 64 ages apart alive together would share one, which blurs the balance and nothing else).
+BOARD_SLOTS = 64
 STALE_AFTER_NS = 3_000_000_000  # a live worker's loop turns at least every second (gthread polls for 1 s)
 DEFER_PAUSE_SECONDS = 0.0005  # the GIL is released meanwhile: this worker's threads go on
 DEFER_LIMIT_SECONDS = 0.02
+BALANCE_CHECK_SECONDS = 0.05  # reading the board costs ~5-15 us: not on every request
 
 
 class BufferedSocket:
@@ -186,13 +189,12 @@ class ConnectionBoard:
 
     def fewest_elsewhere(self, slot: int) -> int | None:
         """The fewest open connections held by another live worker; None where there is none."""
-        own, now, values = slot % self.slots, time.monotonic_ns(), self._values
+        own, now, values = (slot % self.slots) * 3, time.monotonic_ns(), self._values.tolist()
         fewest = None
-        for index in range(self.slots):
-            base = index * 3
-            if index != own and values[base] and now - values[base + 2] < STALE_AFTER_NS:
+        for base in range(0, len(values), 3):
+            if values[base] and base != own and now - values[base + 2] < STALE_AFTER_NS:
                 count = values[base + 1]
-                fewest = count if fewest is None else min(fewest, count)
+                fewest = count if fewest is None or count < fewest else fewest
         return fewest
 
 
@@ -206,6 +208,7 @@ class BufferingThreadWorker(ThreadWorker):
         self._reading: dict[TConn, tuple[RequestReader, float]] = {}
         self._local = threading.local()
         self._deferring_since: float | None = None
+        self._next_balance_check = 0.0
 
     board: ConnectionBoard | None = None  # made in the arbiter (check_config), inherited by every worker
 
@@ -236,8 +239,10 @@ class BufferingThreadWorker(ThreadWorker):
         stay with the first; keep-alive clients never reconnect by themselves. One of them is
         closed after its answer, and its client's next connection is queued for the other worker.
         """
-        if self.board is None:
+        now = time.monotonic()
+        if self.board is None or now < self._next_balance_check:
             return False
+        self._next_balance_check = now + BALANCE_CHECK_SECONDS  # threads may race here: harmless
         fewest = self.board.fewest_elsewhere(self.age)
         return fewest is not None and self.nr_conns > fewest + 1
 
