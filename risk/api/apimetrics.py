@@ -53,6 +53,14 @@ class ApiMetrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
+        # liveall: one value per live worker process (a "pid" label under gunicorn), so that how the
+        # connections are spread over the workers can be seen; a dead worker's value goes with it.
+        self.worker_requests = Gauge(
+            "riskapi_worker_requests",
+            "Requests answered by this worker process since it started",
+            multiprocess_mode="liveall",
+            registry=self.registry,
+        )
         self.model_loads = Counter(
             "riskapi_model_loads_total", "Attempts to load a deployed version", ["outcome"], registry=self.registry
         )
@@ -66,6 +74,7 @@ class ApiMetrics:
             children = self._children[key] = (self.requests.labels(*labels), self.latency.labels(*labels))
         children[0].inc()
         children[1].observe(seconds)
+        self.worker_requests.inc()
 
     def count_predictions(self, version: str, predicted: np.ndarray) -> None:
         positives = int(predicted.sum())

@@ -14,6 +14,17 @@ the bytes after a request are read with it. Once a request is answered, a next o
 hand whole goes to a thread at once; waiting for the socket to become readable again would
 wait for bytes that have already arrived.
 
+Spreading connections over the workers: every worker polls the one listening socket gunicorn
+shares, and the one already awake wins every accept, so with keep-alive clients a single worker
+kept every connection (under ``wrk -c8`` one ran at 113% CPU, the other at 0%). Each worker now
+publishes its open connections in memory shared by all workers (``ConnectionBoard``, made by the
+arbiter before it forks them); a worker holding more than another live worker leaves a waiting
+connection in the queue for it, for at most ``DEFER_LIMIT_SECONDS``, then takes it anyway (the
+other may be busy or stuck). A worker holding two or more connections than another (they were
+made while the other was booting, or before it was recycled) answers one request with
+``Connection: close``, so that its client reconnects to the other. The queue stays the one shared
+socket, so a worker that stops or is recycled never drops a connection waiting in it.
+
 Chosen in ``gunicorn.conf.py`` (``RISK_API_WORKER_CLASS``); TLS served by gunicorn itself falls
 back to the plain gthread behaviour (terminate TLS in a reverse proxy instead, as the README says).
 """
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import io
+import mmap
 import os
 import selectors
 import socket
@@ -42,6 +54,13 @@ RECV_SIZE = 64 * 1024
 DEFAULT_BODY_LIMIT = 16 * 1024 * 1024
 TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 CONTINUE_ANSWER = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Workers alive at once stay far below this (a slot is the worker's age modulo it; two workers
+# 64 ages apart alive together would share one, which blurs the balance and nothing else).
+BOARD_SLOTS = 64
+STALE_AFTER_NS = 3_000_000_000  # a live worker's loop turns at least every second (gthread polls for 1 s)
+DEFER_PAUSE_SECONDS = 0.0005  # the GIL is released meanwhile: this worker's threads go on
+DEFER_LIMIT_SECONDS = 0.02
+BALANCE_CHECK_SECONDS = 0.05  # reading the board costs ~5-15 us: not on every request
 
 
 class BufferedSocket:
@@ -145,6 +164,40 @@ class RequestReader:
             self.chunk_pos = following
 
 
+class ConnectionBoard:
+    """Each worker's open connections, in an anonymous shared mapping inherited through fork.
+
+    One slot per worker (its age modulo BOARD_SLOTS): pid, open connections, and when it last
+    wrote (CLOCK_MONOTONIC, the same in every process). A slot not written for STALE_AFTER_NS
+    belongs to a worker that has gone or hangs, and is ignored. Aligned 8-byte writes: a reader
+    never sees a torn value, and a value a moment old only makes the balance a moment late.
+    """
+
+    def __init__(self, slots: int = BOARD_SLOTS):
+        self.slots = slots
+        self._memory = mmap.mmap(-1, slots * 3 * 8)  # MAP_SHARED | MAP_ANONYMOUS
+        self._values = memoryview(self._memory).cast("q")
+
+    def publish(self, slot: int, connections: int) -> None:
+        base = (slot % self.slots) * 3
+        self._values[base] = os.getpid()
+        self._values[base + 1] = connections
+        self._values[base + 2] = time.monotonic_ns()
+
+    def leave(self, slot: int) -> None:
+        self._values[(slot % self.slots) * 3] = 0
+
+    def fewest_elsewhere(self, slot: int) -> int | None:
+        """The fewest open connections held by another live worker; None where there is none."""
+        own, now, values = (slot % self.slots) * 3, time.monotonic_ns(), self._values.tolist()
+        fewest = None
+        for base in range(0, len(values), 3):
+            if values[base] and base != own and now - values[base + 2] < STALE_AFTER_NS:
+                count = values[base + 1]
+                fewest = count if fewest is None or count < fewest else fewest
+        return fewest
+
+
 class BufferingThreadWorker(ThreadWorker):
     """gthread, except that a connection reaches a thread only with a whole request to handle."""
 
@@ -154,12 +207,73 @@ class BufferingThreadWorker(ThreadWorker):
         self.request_cap = body_limit() + HEADER_ALLOWANCE
         self._reading: dict[TConn, tuple[RequestReader, float]] = {}
         self._local = threading.local()
+        self._deferring_since: float | None = None
+        self._next_balance_check = 0.0
+
+    board: ConnectionBoard | None = None  # made in the arbiter (check_config), inherited by every worker
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """Runs in the arbiter before it forks any worker: the shared board is made here."""
+        super().check_config(cfg, log)
+        if cls.board is None:
+            cls.board = ConnectionBoard()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.board is not None:
+                self.board.leave(self.age)
+
+    # ------------------------------------------------------------------ spreading connections
+
+    def _publish(self) -> None:
+        if self.board is not None:
+            self.board.publish(self.age, self.nr_conns)
+
+    def _holds_too_many(self) -> bool:
+        """True while this worker holds at least two connections more than another live worker.
+
+        Connections made while another worker was still booting (or just after one was recycled)
+        stay with the first; keep-alive clients never reconnect by themselves. One of them is
+        closed after its answer, and its client's next connection is queued for the other worker.
+        """
+        now = time.monotonic()
+        if self.board is None or now < self._next_balance_check:
+            return False
+        self._next_balance_check = now + BALANCE_CHECK_SECONDS  # threads may race here: harmless
+        fewest = self.board.fewest_elsewhere(self.age)
+        return fewest is not None and self.nr_conns > fewest + 1
+
+    def _leave_for_another(self) -> bool:
+        """True while another live worker holds fewer connections (for at most DEFER_LIMIT_SECONDS
+        per waiting connection): the connection stays queued for it."""
+        if self.board is None or not self.alive:
+            return False
+        self._publish()
+        fewest = self.board.fewest_elsewhere(self.age)
+        if fewest is None or fewest >= self.nr_conns:
+            self._deferring_since = None
+            return False
+        now = time.monotonic()
+        if self._deferring_since is None:
+            self._deferring_since = now
+        elif now - self._deferring_since > DEFER_LIMIT_SECONDS:
+            self._deferring_since = None
+            return False
+        time.sleep(DEFER_PAUSE_SECONDS)  # the socket stays readable: the loop asks again after the pause
+        return True
 
     # ------------------------------------------------------------------ the event loop side
 
     def accept(self, server: Any, listener: socket.socket) -> None:
+        if self._leave_for_another():
+            return
         if self.cfg.is_ssl:
-            return super().accept(server, listener)
+            super().accept(server, listener)
+            self._publish()
+            return
         try:
             sock, client = listener.accept()
         except OSError as exc:
@@ -168,6 +282,7 @@ class BufferingThreadWorker(ThreadWorker):
             return
         conn = TConn(self.cfg, BufferedSocket(sock), client, server)
         self.nr_conns += 1
+        self._publish()
         self._start_reading(conn)  # the clock runs from the connection: one that sends nothing is closed too
 
     def on_client_socket_readable(self, conn: TConn, client: Any) -> None:
@@ -248,11 +363,13 @@ class BufferingThreadWorker(ThreadWorker):
             pass
 
     def murder_keepalived(self) -> None:
+        """Runs once per turn of the event loop (at least every second)."""
         super().murder_keepalived()
         now = time.monotonic()
         for conn in [c for c, (_, deadline) in self._reading.items() if deadline < now]:
             self.log.info("closing a connection from %s: no whole request within %.0fs", conn.client, self.read_timeout)
             self._drop(conn, TIMEOUT_ANSWER)
+        self._publish()  # connections closed since, and a sign of life
 
     # ------------------------------------------------------------------ the thread side
 
@@ -270,6 +387,9 @@ class BufferingThreadWorker(ThreadWorker):
 
     def handle_request(self, req: Any, conn: TConn) -> bool:
         self._local.close_connection = False
+        if self._holds_too_many():
+            req.must_close = True  # answered with "Connection: close"; the client's next connection goes elsewhere
+            self.log.debug("closing the connection from %s after this answer: another worker holds fewer", conn.client)
         keep_alive = super().handle_request(req, conn) and not self._local.close_connection
         if keep_alive:
             try:  # what the app left of the body, in memory already: what follows is the next request

@@ -4,10 +4,13 @@ across workers, and a deployment picked up while serving."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,14 @@ def server(served_project: Config):
         served_project.path, workers=WORKERS, env={"API_TOKEN": TOKEN}, log_path=log
     ) as url:
         yield url
+
+
+def requests_by_worker(url: str) -> dict[str, float]:
+    """riskapi_worker_requests by worker pid, as /metrics shows it."""
+    text = requests.get(url + "/metrics", headers=AUTH, timeout=10).text
+    return {
+        pid: float(value) for pid, value in re.findall(r'^riskapi_worker_requests\{pid="(\d+)"\} (\S+)$', text, re.M)
+    }
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -140,6 +151,44 @@ def test_metrics_add_up_across_workers(server: str) -> None:
     assert metric(text, "riskapi_request_duration_seconds_count", endpoint="/prediction", status="200") - before == 40
     assert metric(text, "riskapi_predictions_total", model_version="v1") >= 60
     assert metric(text, "riskapi_model_info", version="v1") == 1
+
+
+def test_keep_alive_clients_are_spread_over_the_workers_even_if_they_connected_while_one_was_away(server: str) -> None:
+    """Eight keep-alive clients connect while one worker is stopped (as if booting or recycled); once it
+    is back, each worker answers a share of their requests, by the workers' own per-pid counts."""
+    pids = list(requests_by_worker(server))
+    assert len(pids) == WORKERS
+    clients, requests_each = 8, 40
+    sessions = [requests.Session() for _ in range(clients)]
+    away = int(pids[0])
+    os.kill(away, signal.SIGSTOP)
+    try:
+        for session in sessions:  # each connects now: only the other worker can answer
+            assert session.post(server + "/prediction", json=[RECORD], headers=AUTH, timeout=30).status_code == 200
+    finally:
+        os.kill(away, signal.SIGCONT)
+    before = requests_by_worker(server)
+    failures: list[int] = []
+
+    def client(session: requests.Session) -> None:
+        for _ in range(requests_each):
+            status = session.post(server + "/prediction", json=[RECORD], headers=AUTH, timeout=30).status_code
+            if status != 200:
+                failures.append(status)
+
+    threads = [threading.Thread(target=client, args=(session,)) for session in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for session in sessions:
+        session.close()
+    after = requests_by_worker(server)
+    served = {pid: after[pid] - before.get(pid, 0) for pid in pids}
+    assert not failures
+    assert sum(served.values()) >= clients * requests_each  # /metrics calls count too
+    for pid in pids:  # an even share would be 1/2; the one that was away gets at least a quarter of it
+        assert served[pid] >= clients * requests_each / (4 * WORKERS), served
 
 
 def test_a_deployment_while_serving_is_picked_up_by_every_worker(server: str, served_project: Config) -> None:
