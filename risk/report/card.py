@@ -60,20 +60,98 @@ def bootstrap_interval(
     resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> tuple[float, float] | None:
     """The percentile bootstrap interval of ``metric`` over resampled test rows (seeded); None where undefined."""
+    return bootstrap_intervals([metric], y, risk, predicted, seed, cost_matrix, resamples)[metric]
+
+
+def bootstrap_intervals(
+    names: list[str],
+    y: np.ndarray,
+    risk: np.ndarray,
+    predicted: np.ndarray,
+    seed: int,
+    cost_matrix: dict[str, float] | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, tuple[float, float] | None]:
+    """Each metric's percentile bootstrap interval over the same resampled test rows (seeded); None where undefined.
+
+    A resample is counted, not copied: how often each row was drawn weighs it, and the rows are
+    sorted by risk once, so a resample costs a few passes over the rows instead of a sort of
+    them (on 300,000 test rows, seconds instead of minutes). The figures equal those of the
+    metrics computed on the resampled rows themselves (tested).
+    """
     if len(y) < 2:
-        return None
+        return dict.fromkeys(names)
+    counted = _CountedRows(np.asarray(y).astype(bool), np.asarray(risk), np.asarray(predicted).astype(bool))
+    ranking = [name for name in names if name in RANKING_METRICS]
     generator = np.random.default_rng(seed)
-    values = []
+    values: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(resamples):
         rows = generator.integers(0, len(y), len(y))
-        value = scoring.metric_value(metric, y[rows], risk[rows], predicted[rows], cost_matrix)
-        if value is not None:
-            values.append(value)
-    if len(values) < resamples / 2:
-        return None
+        by_rank = counted.by_rank(rows) if ranking else None
+        confusion = counted.confusion(rows) if len(ranking) < len(names) else None
+        for name in names:
+            value = (
+                _ranking_metric(name, by_rank[1], by_rank[0])
+                if by_rank is not None and name in RANKING_METRICS
+                else _threshold_metric(name, confusion, cost_matrix)
+            )
+            if value is not None:
+                values[name].append(value)
     tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    intervals: dict[str, tuple[float, float] | None] = {}
+    for name in names:
+        if len(values[name]) < resamples / 2:
+            intervals[name] = None
+            continue
+        low, high = np.percentile(values[name], [tail, 100 - tail])
+        intervals[name] = (float(low), float(high))
+    return intervals
+
+
+RANKING_METRICS = ("roc_auc", "average_precision")
+
+
+class _CountedRows:
+    """Test rows known by their risk's rank (tied risks share one), class and decision: a
+    resample is then how many of its rows fall in each cell."""
+
+    def __init__(self, y: np.ndarray, risk: np.ndarray, flagged: np.ndarray):
+        _, rank = np.unique(risk, return_inverse=True)  # ascending
+        self.ranks = int(rank.max()) + 1
+        self.rank_and_class = y * self.ranks + rank.astype(np.int64)
+        self.cell = y.astype(np.int8) * 2 + flagged  # tn, fp, fn, tp
+
+    def by_rank(self, rows: np.ndarray) -> np.ndarray:
+        """[class, rank]: the negative and positive rows drawn at each risk, ascending."""
+        return np.bincount(self.rank_and_class[rows], minlength=self.ranks * 2).reshape(2, self.ranks)
+
+    def confusion(self, rows: np.ndarray) -> np.ndarray:
+        """The rows drawn in each confusion cell: tn, fp, fn, tp."""
+        return np.bincount(self.cell[rows], minlength=4)
+
+
+def _threshold_metric(name: str, confusion: np.ndarray, cost_matrix: dict[str, float] | None) -> float | None:
+    """A metric of the decisions from their confusion counts (tn, fp, fn, tp); None where it is undefined."""
+    if name == "cost" and cost_matrix is None:
+        return None
+    tn, fp, fn, tp = confusion.tolist()
+    if name == "balanced_accuracy":  # scikit-learn averages the recall of the classes present
+        return float(np.mean([hit / (hit + miss) for hit, miss in ((tp, fn), (tn, fp)) if hit + miss > 0]))
+    return float(scoring.confusion_metric(name, tp, fp, fn, tn, cost_matrix))
+
+
+def _ranking_metric(name: str, positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """ROC AUC or average precision from the positive and negative rows at each risk, ascending."""
+    positives, negatives = positive.sum(), negative.sum()
+    if positives == 0 or negatives == 0:
+        return None
+    if name == "roc_auc":  # the Mann-Whitney statistic: a tie counts half, as the ROC curve's trapezoid does
+        below = np.cumsum(negative) - negative
+        return float((positive * (below + 0.5 * negative)).sum() / (float(positives) * float(negatives)))
+    # Average precision: the precision at each threshold, from the highest risk down, times the recall gained there.
+    true_flagged, flagged = np.cumsum(positive[::-1]), np.cumsum((positive + negative)[::-1])
+    precision = np.divide(true_flagged, flagged, out=np.zeros(len(flagged)), where=flagged > 0)
+    return float((positive[::-1] * precision).sum() / positives)
 
 
 def approvals(config: Config, version: str) -> list[dict[str, Any]]:
@@ -114,8 +192,8 @@ def build_card(
     metric = lineage["metric"] or config["metric"]
     seed, costs = config["random_seed"], config["cost_matrix"]
     intervals = {}
-    for name in dict.fromkeys([metric, "roc_auc"]):
-        interval = bootstrap_interval(name, y, risk, predicted, seed, costs)
+    found = bootstrap_intervals(list(dict.fromkeys([metric, "roc_auc"])), y, risk, predicted, seed, costs)
+    for name, interval in found.items():
         intervals[name] = {
             "value": scores.get(name),
             "low": interval[0] if interval else None,
