@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     # true: a model that passes the gate waits as a pending version until `deployment.py --approve`.
     "require_approval": False,
     "reference_sample_rows": 50000,
+    # The report's permutation importance, calibration curve and figures use a seeded sample of at
+    # most this many test rows (0: every row), so its cost stays bounded; its metrics use every row.
+    "report_sample_rows": 20000,
     # Diagnostics ask the package index for the latest releases within this many seconds
     # (0: never ask), and reuse an answer for this many hours.
     "package_check_seconds": 5.0,
@@ -289,7 +292,14 @@ def _validate_models(values: dict[str, Any]) -> None:
 
 def _validate_counts(values: dict[str, Any]) -> None:
     """The counts and sizes (folds, seed, sample, API limits, drift rows) and the drift tolerance."""
-    for key in ("reference_sample_rows", "api_max_rows", "api_max_body_bytes", "api_max_columns", "drift_min_rows"):
+    for key in (
+        "reference_sample_rows",
+        "report_sample_rows",
+        "api_max_rows",
+        "api_max_body_bytes",
+        "api_max_columns",
+        "drift_min_rows",
+    ):
         _require_number(values, key, 0, MAX_COUNT, integer=True)
     _require_number(values, "cv_folds", 2, 100, integer=True)
     _require_number(values, "random_seed", 0, 2**32 - 1, integer=True)  # numpy's seeds are 32-bit

@@ -170,7 +170,10 @@ class TrainingData:
             return cached[1], cached[2]
         _DATA_CACHE.clear()  # one master at a time: a long-lived worker must not pile them up
         data = self.frame if self.frame is not None else self._read_master()
-        X = feature_frame(data, self.features)
+        # Text features as pandas categories: a code a row instead of a string a row (a sixth of the
+        # frame's memory on the loan book), and a snapshot the folds' encoding memory-maps rather
+        # than unpickles. The preprocessing sees the same values, so it fits the same (tested).
+        X = feature_frame(data, self.features).astype(dict.fromkeys(self.features["categorical"], "category"))
         y = binary_target(data[self.target], self.positive_label)
         _DATA_CACHE["data"] = (self.key, X, y)
         return X, y
@@ -183,7 +186,7 @@ class TrainingData:
             )
         # The model's columns only: ids and dropped columns would only cost memory here.
         columns = self.features["numeric"] + self.features["categorical"] + [self.target]
-        data = read_typed_csv(path, self.kinds, usecols=columns)
+        data = read_typed_csv(path, self.kinds, usecols=columns, categories=self.features["categorical"])
         if file_stamp(path) != self.stamp:
             raise TrainingError(f"the master {path} changed while it was read")
         return data

@@ -260,10 +260,14 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     if pending:
         ingested = ingest.ingest_new_files(config, pending)
         record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
+        record["step_seconds"] = {"ingestion": round(ingested.seconds, 3)}
         record["files_waiting"] = sorted({*record.get("files_waiting", []), *still_written})
         record.pop("seconds")
     decided, (judged, seen) = decide_on_new_rows(config, record)
+    step_seconds = {**record.get("step_seconds", {}), **decided.pop("step_seconds", {})}
     record.update(decided)
+    if step_seconds:
+        record["step_seconds"] = step_seconds
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
     logbook.write_checkpoint(config, judged=judged, seen=seen)
     if record.get("version_deployed"):
@@ -386,10 +390,16 @@ def retrain_and_deploy(
     """Train on the whole master and score it on the test data, then decide whether to deploy it."""
     from risk.model import scoring, training  # scikit-learn: lazy for the cron fast path
 
+    clock = time.perf_counter()
     model, metadata = training.train_model(config)
     training.save_model(config, model, metadata)
+    trained = time.perf_counter()
     scoring.score_model(config)
-    return decide_deployment(config, reason, deployed_test_score, record=record, kept=kept)
+    scored = time.perf_counter()
+    decided = decide_deployment(config, reason, deployed_test_score, record=record, kept=kept)
+    seconds = {"training": trained - clock, "scoring": scored - trained, "deployment": time.perf_counter() - scored}
+    decided["step_seconds"] = {step: round(value, 3) for step, value in seconds.items()}
+    return decided
 
 
 def decide_deployment(
@@ -570,8 +580,11 @@ def run_after_deployment(
         if only is not None and name not in only:
             continue
         try:
+            clock = time.perf_counter()
             step()
             done[name] = "ok"
+            if run_record is not None:  # the audit line's step times (the record of this run)
+                run_record.setdefault("step_seconds", {})[name] = round(time.perf_counter() - clock, 3)
         except Exception as exc:  # any failure of a report must not hide the deployment
             logger.exception("%s failed for %s", name, version)
             done[name] = f"failed: {type(exc).__name__}: {exc}"

@@ -169,7 +169,7 @@ def _importance_plot(ax: Any, importance: dict[str, Any]) -> None:
     )
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set(
-        title=f"Permutation feature importance ({importance['repeats']} repeats on the test data)",
+        title=f"Permutation feature importance ({importance['repeats']} repeats, {importance['rows']:,} test rows)",
         xlabel=f"Drop in {importance['scoring']} when the feature is shuffled",
         ylabel="Feature",
     )
@@ -579,7 +579,8 @@ def _performance_page(document: Document, evidence: Evidence) -> None:
     s = evidence.summary
     page = document.page("Performance on the test data")
     page.paragraph(
-        f"{performance_sentence(s)} The red dot marks the decision threshold {s['lineage']['threshold']:.2f}.",
+        f"{performance_sentence(s)} The red dot marks the decision threshold {s['lineage']['threshold']:.2f}. "
+        f"The confusion matrix and the scores use every test row; the two curves are drawn {s['sample']['words']}.",
         size=SMALL,
     )
     [matrix] = page.axes(3.6)  # imshow keeps the matrix square, centred in the area
@@ -618,7 +619,8 @@ def _calibration_page(document: Document, evidence: Evidence) -> None:
     curves, dist = s["curves"], s["score_distribution"]
     page.paragraph(
         f"Brier score {fmt(curves['brier_score'])} (lower is better). Points above the diagonal: the model "
-        f"underestimates the risk there; below: it overestimates it.",
+        f"underestimates the risk there; below: it overestimates it. The curve and the histogram are "
+        f"{s['sample']['words']}; the Brier score and the table use every test row.",
         size=SMALL,
     )
     [ax] = page.axes(3.5)
@@ -643,7 +645,8 @@ def _importance_page(document: Document, evidence: Evidence) -> None:
     importance = evidence.summary["permutation_importance"]
     page = document.page("Permutation feature importance")
     page.paragraph(
-        f"Each feature's values are shuffled across the test rows, breaking its link to the outcome; the bar is "
+        f"Measured {evidence.summary['sample']['words']}. "
+        f"Each feature's values are shuffled across those rows, breaking its link to the outcome; the bar is "
         f"the mean drop in {importance['scoring']} over {importance['repeats']} shuffles, the whisker one standard "
         f"deviation. A feature near zero does not help the model on this data.",
         size=SMALL,

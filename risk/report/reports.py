@@ -104,6 +104,7 @@ def gather_evidence(
     version = resolve_version(config, version)
     deployed = versions.load_deployed_model(config, version)
     test, y, risk, predicted, scores = _score_on_test_data(config, deployed)
+    sample = report_sample(len(y), config["report_sample_rows"], config["random_seed"])
     diagnosed = _diagnostics_of(config, version, refresh_diagnostics, run_record)
     generated_at = artefacts.utc_now()
     checks = model_checks(deployed)
@@ -123,9 +124,10 @@ def gather_evidence(
         "previous_metrics": _previous_scores(config, deployed, test, y),
         "class_labels": class_labels(config, test[config.target]),
         "curves": _curve_facts(y, risk),
-        "calibration": _calibration(y, risk),
+        "sample": _sample_facts(sample, len(y), config),
+        "calibration": _calibration(y[sample], risk[sample]),
         "score_distribution": _score_distribution(y, risk, deployed.metadata["threshold"]),
-        "permutation_importance": _permutation_importance(config, deployed, test, y),
+        "permutation_importance": _permutation_importance(config, deployed, test.iloc[sample], y[sample]),
         "data": _data_facts(diagnosed),
         "drift": _drift_facts(diagnosed["data_drift"]),
         # Read again: diagnostics saved during the deploying run could not list that run.
@@ -149,7 +151,32 @@ def gather_evidence(
             0, f"the test data has changed since {version} was deployed: its metrics differ from scores.json"
         )
     summary["model_card"] = card.build_card(config, json_ready(summary), deployed.path, y, risk, predicted)
-    return Evidence(json_ready(summary), y, risk)
+    return Evidence(json_ready(summary), y[sample], risk[sample])
+
+
+def report_sample(rows: int, cap: int, seed: int) -> np.ndarray:
+    """Positions (in order) of the test rows the per-row figures use: all of them up to ``cap``
+    (0: no cap), else a sample of ``cap`` drawn with ``seed``, the same on every run."""
+    if cap == 0 or rows <= cap:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, cap, replace=False))
+
+
+def _sample_facts(sample: np.ndarray, rows: int, config: Config) -> dict[str, Any]:
+    """Which test rows importance, calibration and the figures use, in words the report prints."""
+    whole = len(sample) == rows
+    words = (
+        f"on all {rows:,} test rows"
+        if whole
+        else f"on a seeded sample of {len(sample):,} of the {rows:,} test rows (report_sample_rows, random_seed {config['random_seed']})"
+    )
+    return {
+        "rows": int(len(sample)),
+        "of_rows": int(rows),
+        "whole": whole,
+        "seed": config["random_seed"],
+        "words": words,
+    }
 
 
 def _score_on_test_data(
@@ -464,7 +491,7 @@ def _permutation_importance(
     from sklearn.inspection import permutation_importance
 
     metric = config["metric"]
-    result: dict[str, Any] = {"scoring": metric, "repeats": PERMUTATION_REPEATS, "features": []}
+    result: dict[str, Any] = {"scoring": metric, "repeats": PERMUTATION_REPEATS, "rows": int(len(y)), "features": []}
     if not _both_classes(y):
         result["note"] = "not computed: one class only in the test data"
         return result

@@ -501,3 +501,37 @@ def test_worker_processes_give_the_local_model_where_only_the_refit_stops_early(
     )
     X = scoring.feature_frame(data, here["features"])
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-9)
+
+
+def test_text_features_load_as_categories_and_fit_the_same_preprocessing(tmp_path: Path) -> None:
+    """Categories hold each distinct text once (a code a row), and the preprocessing fitted on
+    them is the one fitted on the text itself, byte for byte: the same model either way."""
+    import pickle
+
+    rng = np.random.default_rng(4)
+    rows = 3000
+    frame = pd.DataFrame(
+        {
+            "amount": rng.normal(size=rows),
+            "brand": rng.choice(["hero", "tata", "ford", "007"], rows),
+            "job": np.where(rng.random(rows) < 0.1, None, rng.choice(["Salaried", "Self employed"], rows)),
+            "exited": rng.integers(0, 2, rows),
+        }
+    )
+    path = tmp_path / "master.csv"
+    frame.to_csv(path, index=False)
+    features = {"numeric": ["amount"], "categorical": ["brand", "job"]}
+    kinds = {"amount": "numeric", "brand": "text", "job": "text", "exited": "numeric"}
+    source = fitting.TrainingData(features, kinds, "exited", 1, master=str(path), stamp=fitting.file_stamp(path))
+    try:
+        X, y = source.load()
+    finally:
+        fitting.clear_loaded_data()
+    assert [str(X[c].dtype) for c in features["categorical"]] == ["category", "category"]
+    as_text = scoring.feature_frame(pd.read_csv(path, dtype={"brand": str, "job": str}), features)
+    assert X["brand"].astype(object).tolist() == as_text["brand"].tolist()  # "007" stays "007"
+    assert X.memory_usage(deep=True).sum() < 0.5 * as_text.memory_usage(deep=True).sum()
+    fitted = fitting.encode_fold(X, y, features, 0, 42, 5)
+    expected = fitting.encode_fold(as_text, y, features, 0, 42, 5)
+    np.testing.assert_array_equal(fitted.encoded, expected.encoded)
+    assert pickle.dumps(fitted.preprocess) == pickle.dumps(expected.preprocess)

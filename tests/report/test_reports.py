@@ -381,3 +381,48 @@ def test_page_one_lists_every_warning_it_counts_and_keeps_the_sign_off_whole(dep
     sign_off = [page_text(pdf, number) for number in cover if "Validator sign-off" in page_text(pdf, number)]
     assert len(sign_off) == 1, "the sign-off is drawn once"
     assert "Approved / rejected:" in sign_off[0] and "Comments:" in sign_off[0], "its lines are on its page"
+
+
+def test_importance_calibration_and_curves_use_a_seeded_sample_the_report_states(deployed_project: Config):
+    """Their cost stays bounded whatever the test data's size; the scores still use every row."""
+    config = with_settings(deployed_project, package_check_seconds=0, report_sample_rows=60)
+    paths = reports.write_reports(config)
+    report = json.loads(paths["report_json"].read_text())
+    rows = report["test_data"]["rows"]
+    assert rows > 60 and report["metrics"]["rows"] == rows
+    assert report["sample"] == {
+        "rows": 60,
+        "of_rows": rows,
+        "whole": False,
+        "seed": config["random_seed"],
+        "words": f"on a seeded sample of 60 of the {rows:,} test rows (report_sample_rows, random_seed 42)",
+    }
+    assert report["permutation_importance"]["rows"] == 60
+    assert sum(b["rows"] for b in report["calibration"]["bins"]) == 60
+    for title in ("Permutation feature importance", "Calibration and risk scores", "Performance on the test data"):
+        assert f"on a seeded sample of 60 of the {rows:,} test rows" in page_text(
+            paths["report_pdf"], page_number(report, title)
+        )
+    again = json.loads(reports.write_reports(config)["report_json"].read_text())
+    assert (again["permutation_importance"], again["calibration"]) == (
+        report["permutation_importance"],
+        report["calibration"],
+    )
+
+
+def test_a_test_set_within_the_cap_is_used_whole_and_said_so(reported):
+    _, paths = reported
+    report = json.loads(paths["report_json"].read_text())
+    rows = report["test_data"]["rows"]
+    assert report["sample"]["whole"] and report["permutation_importance"]["rows"] == rows
+    text = page_text(paths["report_pdf"], page_number(report, "Permutation feature importance"))
+    assert f"Measured on all {rows:,} test rows." in text
+
+
+def test_the_report_sample_is_seeded_sorted_and_capped():
+    drawn = reports.report_sample(1000, 50, seed=3)
+    assert len(drawn) == len(set(drawn)) == 50 and list(drawn) == sorted(drawn)
+    assert list(drawn) == list(reports.report_sample(1000, 50, seed=3))
+    assert list(drawn) != list(reports.report_sample(1000, 50, seed=4))
+    assert list(reports.report_sample(40, 50, seed=3)) == list(range(40))
+    assert list(reports.report_sample(1000, 0, seed=3)) == list(range(1000))
