@@ -104,34 +104,35 @@ def _role(cmdline: list[str], is_root: bool) -> str:
 
 def floor(config_path: Path) -> dict:
     """Seconds to read the master as training does and fit one default gradient boosting on it;
-    the frame's memory."""
+    the memory of the training frame (its text as strings, one a row, as pandas reads text by
+    default: the issue's measure), and of the frame as training now holds it."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from risk.core.settings import load_config
+    from risk.core.tables import read_typed_csv
     from risk.data import masterstore
     from risk.model.fitting import TrainingData, file_stamp
     from risk.model.pipelines import feature_types
+    from risk.model.scoring import feature_frame
 
     config = load_config(config_path)
     kinds = masterstore.column_kinds(config)
     master = masterstore.master_path(config)
-    source = TrainingData(
-        features=feature_types(config, kinds),
-        kinds=kinds,
-        target=config.target,
-        positive_label=config.positive_label,
-        master=str(master),
-        stamp=file_stamp(master),
-    )
+    features = feature_types(config, kinds)
+    source = TrainingData(features, kinds, config.target, config.positive_label, str(master), file_stamp(master))
     started = time.perf_counter()
     X, y = source.load()
     read = time.perf_counter() - started
-    frame_mib = (X.memory_usage(deep=True).sum() + y.nbytes) / MIB
     # Text columns as pandas categories: the default fit takes them as they are ("from_dtype").
-    text = X.select_dtypes(exclude="number").columns
-    fitted = X.astype({column: "category" for column in text})
-    HistGradientBoostingClassifier().fit(fitted, y)
-    return {"seconds": time.perf_counter() - started, "read_seconds": read, "frame_mib": frame_mib, "rows": len(y)}
+    text = X.select_dtypes(exclude=["number", "category"]).columns
+    HistGradientBoostingClassifier().fit(X.astype(dict.fromkeys(text, "category")), y)
+    seconds = time.perf_counter() - started
+    held_mib = (X.memory_usage(deep=True).sum() + y.nbytes) / MIB
+    del X
+    columns = features["numeric"] + features["categorical"] + [config.target]
+    as_text = feature_frame(read_typed_csv(master, kinds, usecols=columns), features)
+    frame_mib = (as_text.memory_usage(deep=True).sum() + y.nbytes) / MIB
+    return {"seconds": seconds, "read_seconds": read, "frame_mib": frame_mib, "held_mib": held_mib, "rows": len(y)}
 
 
 # --- the benchmark -------------------------------------------------------------------------------
@@ -171,6 +172,7 @@ def measure(folder: Path, rows: int, seed: int, repeat: int) -> dict:
         "floor_s": statistics.median(f["seconds"] for f in floors),
         "floor_read_s": statistics.median(f["read_seconds"] for f in floors),
         "frame_mib": floors[0]["frame_mib"],
+        "held_mib": floors[0]["held_mib"],
         "training_rows": floors[0]["rows"],
     }
     results["run_ratio"] = run["seconds"] / results["floor_s"]
@@ -196,7 +198,8 @@ def report(results: dict) -> None:
     print(
         f"largest process: {run['largest_mib']:.0f} MiB -> {results['memory_ratio']:.1f}x the "
         f"{results['frame_mib']:.0f} MiB training frame (goal <= {MEMORY_GOAL:g}x) "
-        f"{'OK' if results['memory_ratio'] <= MEMORY_GOAL else 'MISSED'}"
+        f"{'OK' if results['memory_ratio'] <= MEMORY_GOAL else 'MISSED'}; training holds that frame in "
+        f"{results['held_mib']:.0f} MiB (text features as categories)"
     )
     print("peaks: " + ", ".join(f"{p['role']} {p['peak_mib']:.0f} MiB" for p in run["processes"]))
 
