@@ -215,10 +215,12 @@ UNINFORMATIVE_WARNING = (
 SCORES_WARNING = "4 of 5 test rows (80%) also appear in the training data."
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def single_threaded():
-    """One OpenMP/BLAS thread, as in the gunicorn workers: on a busy 2-core machine, spinning
-    OpenMP threads make scikit-learn's tree predictions tens of times slower."""
+    """One OpenMP/BLAS thread in the test process, as in the gunicorn workers and each fit task:
+    on a busy 2-core machine, OpenMP threads left spinning by one fit made the next tests' tree
+    predictions tens of times slower (tests/model/test_modelfiles.py: 101 s, 36 s with one thread).
+    The scripts a test starts as programs set their own limits, as in production."""
     with threadpool_limits(limits=1):
         yield
 

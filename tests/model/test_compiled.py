@@ -17,8 +17,6 @@ from risk.model import batches, pipelines, scoring, treelite_predict
 from risk.model import compiled as model_compiled
 from tests.conftest import add_region
 
-pytestmark = pytest.mark.usefixtures("single_threaded")
-
 TOLERANCE = 1e-9
 NUMERIC = ["lastmonth_activity", "lastyear_activity", "number_of_employees"]
 SMALLER = {  # the pipeline's own structure, with fewer trees to keep the test quick

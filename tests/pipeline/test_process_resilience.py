@@ -97,7 +97,7 @@ def _record_failure(outcome: list[BaseException], address: str) -> None:
         outcome.append(exc)
 
 
-def test_a_served_blend_counts_unseen_categories(single_threaded) -> None:
+def test_a_served_blend_counts_unseen_categories() -> None:
     """The soft-voting blend is served by scikit-learn (no compiled path); the answer
     must still count the categories it never saw, as it does for a single pipeline."""
     files = sample.build_sample()
