@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 CONFIG ?= config.json
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# pytest-xdist processes for make test and test-fast (auto: one per core)
+TEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help install data ingest train score deploy versions inventory approve reject verify-audit rollback activate diagnostics report run demo-drift serve apicalls lint test test-fast bench clean
@@ -88,11 +90,11 @@ lint: $(DEV_STAMP) ## ruff (check and format) and import-linter's layers contrac
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
-test: lint ## Lint, then run the test suite
-	$(PY) -m pytest
+test: lint ## Lint, then run the test suite (TEST_WORKERS processes, default one per core)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
-test-fast: $(DEV_STAMP) ## The edit-test loop: the tests not marked slow (8 min where make test took 24, 2 busy cores)
-	$(PY) -m pytest -m "not slow"
+test-fast: $(DEV_STAMP) ## The edit-test loop: the tests not marked slow
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 bench: $(STAMP) ## Run the benchmarks and print ratios against same-run baselines
 	$(PY) benchmarks/run.py

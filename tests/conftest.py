@@ -19,6 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
+# Imported before any test's output is captured: distributed's log handler keeps the sys.stderr of
+# its import, and one kept from a test's captured stream printed "Logging error" tracebacks after it.
+import distributed  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest

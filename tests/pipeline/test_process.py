@@ -404,14 +404,20 @@ def assert_one_new_version_finished(config: Config, master_rows: int) -> None:
     assert leftover_temporaries(config) == []
 
 
+KILL_POINT_SHARES = 4  # every change is killed at in one of these tests, so parallel workers share the ~50 runs
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("first_point", range(1, KILL_POINT_SHARES + 1))
 def test_a_drift_run_killed_before_any_file_system_change_is_finished_by_the_next_run(
-    small_drift_template: Path, tmp_path: Path
+    small_drift_template: Path, tmp_path: Path, first_point: int
 ) -> None:
+    """Killed before change ``first_point``, then every KILL_POINT_SHARES-th change after it, until a
+    run makes fewer changes than the point: the parametrised tests together kill before each one."""
     master_rows = 3 * 200 + 300
-    point = 0
+    point = first_point - KILL_POINT_SHARES
     while True:
-        point += 1
+        point += KILL_POINT_SHARES
         config = fresh_copy(small_drift_template, tmp_path / f"killed-at-{point}")
         code = run_in_child(config, kill_at=point)
         if code == 0:
