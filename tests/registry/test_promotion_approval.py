@@ -85,6 +85,29 @@ def test_weighted_metrics_with_unit_weights_equal_scikit_learns() -> None:
         assert ours == pytest.approx(scoring.metric_value(name, y, risk, predicted), abs=1e-12), name
 
 
+@pytest.mark.parametrize("decimals", [2, None], ids=["ties", "distinct"])
+def test_bootstrap_resamples_counted_per_cell_equal_scikit_learn_on_the_drawn_rows(decimals) -> None:
+    """bootstrap_metric sorts the scores once and counts each resample's draws per cell: every
+    resample's figure is scikit-learn's on the rows that resample drew (the same draws, in order)."""
+    rng = np.random.default_rng(11)
+    y = (rng.random(500) < 0.3).astype(int)
+    risk = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, 500), 0, 1)
+    risk = risk if decimals is None else np.round(risk, decimals)
+    predicted = (risk >= 0.4).astype(int)
+    for name in ("f1", "roc_auc", "average_precision", "precision", "recall", "accuracy", "balanced_accuracy"):
+        ours = promotion.bootstrap_metric(name, y, risk, predicted, np.random.default_rng(5), 20)
+        draws = np.random.default_rng(5)
+        for value in ours:
+            rows = draws.integers(0, 500, 500)
+            want = scoring.metric_value(name, y[rows], risk[rows], predicted[rows])
+            assert value == pytest.approx(want, abs=1e-12), name
+    costs = {"false_negative": 5, "false_positive": 1}
+    [cost] = promotion.bootstrap_metric("cost", y, risk, predicted, np.random.default_rng(5), 1, costs)
+    rows = np.random.default_rng(5).integers(0, 500, 500)
+    missed, alarms = ((predicted[rows] == 0) & (y[rows] == 1)).sum(), ((predicted[rows] == 1) & (y[rows] == 0)).sum()
+    assert cost == pytest.approx((5 * missed + alarms) / 500, abs=1e-12)
+
+
 def test_weighted_cost_is_the_expected_cost_per_client() -> None:
     y = np.array([1, 1, 0, 0, 0])
     predicted = np.array([1, 0, 1, 0, 0])  # one missed risky client, one false alarm
