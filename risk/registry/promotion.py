@@ -8,7 +8,8 @@ matrix products (numpy, vectorised) instead of a thousand calls into scikit-lear
 This module is the one home of metrics over weighted or resampled rows: each metric depends
 only on the weight in a few cells (class x prediction; for ROC AUC and average precision,
 distinct score x class), so the scores are sorted once and each resample costs a count per
-cell, linear in the rows (``bootstrap_metric``, which the model card's intervals use).
+cell, linear in the rows for rank metrics and constant for the others (``bootstrap_metric``,
+which the model card's intervals use).
 """
 
 from __future__ import annotations
@@ -118,13 +119,18 @@ def bootstrap_metric(
     resamples: int,
     cost_matrix: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """``metric`` on each of ``resamples`` resamples of the rows, drawn with replacement by
-    ``generator`` (``generator.integers(0, rows, rows)`` a resample, in order).
+    """``metric`` on each of ``resamples`` resamples of the rows, drawn with replacement by ``generator``.
 
-    The rows are put in their cells once (one sort for rank metrics), and each resample's draws
-    are counted per cell: linear in the rows per resample, whatever the metric."""
+    The rows are put in their cells once (one sort for rank metrics). A threshold metric or cost
+    has four cells, and a resample's counts in them are multinomial (the rows, the cells' shares):
+    drawn at once, whatever the number of rows. A rank metric has a cell per distinct score and
+    class: each resample draws its rows (``generator.integers(0, rows, rows)``, in order) and
+    counts them per cell, linear in the rows."""
     rows = len(y)
     cells, size = metric_cells(metric, y, risk, predicted)
+    if metric not in RANK_METRICS:
+        share = np.bincount(cells, minlength=size) / max(rows, 1)
+        return metric_of_counts(metric, generator.multinomial(rows, share, size=resamples), cost_matrix)
     batch = max(1, min(resamples, COUNT_BATCH_CELLS // size))  # bounds the counts at ~16 MB
     values = []
     for start in range(0, resamples, batch):

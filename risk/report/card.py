@@ -62,9 +62,9 @@ def bootstrap_interval(
 ) -> tuple[float, float] | None:
     """The percentile bootstrap interval of ``metric`` over resampled test rows (seeded); None where undefined.
 
-    promotion.bootstrap_metric scores the resamples: each one's draws counted per cell of the metric
+    promotion.bootstrap_metric scores the resamples: each one's counts per cell of the metric
     (the scores sorted once), the same figures as scoring every resample with scikit-learn, in time
-    linear in the rows per resample.
+    linear in the rows per resample for ROC AUC and average precision, constant for the others.
     """
     if len(y) < 2 or (metric == "cost" and cost_matrix is None):
         return None
