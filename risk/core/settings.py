@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "candidate_models": ["logistic_regression", "hist_gradient_boosting", "random_forest"],
     "cv_folds": 5,
     "random_seed": 42,
+    # Above this many training rows the candidates are cross-validated and chosen on a seeded,
+    # stratified sample of this many (0: every row); the chosen one is refitted on every row.
+    "selection_sample_rows": 100000,
     "drift_tolerance": 0.0,
     # Fewer new rows than this are kept waiting, not judged: a score on a handful of rows is noise.
     "drift_min_rows": 50,
@@ -302,6 +305,12 @@ def _validate_counts(values: dict[str, Any]) -> None:
     ):
         _require_number(values, key, 0, MAX_COUNT, integer=True)
     _require_number(values, "cv_folds", 2, 100, integer=True)
+    _require_number(values, "selection_sample_rows", 0, MAX_COUNT, integer=True)
+    if 0 < values["selection_sample_rows"] < MIN_SELECTION_ROWS:
+        raise ConfigError(
+            f"selection_sample_rows must be 0 (every row) or at least {MIN_SELECTION_ROWS:,}: fewer leave each "
+            f"cross-validation fold too few rows to choose a model on; got {values['selection_sample_rows']}"
+        )
     _require_number(values, "random_seed", 0, 2**32 - 1, integer=True)  # numpy's seeds are 32-bit
     _require_number(values, "drift_tolerance", 0, _metric_bound(values), "in the configured metric")
 
@@ -312,6 +321,7 @@ def _metric_bound(values: dict[str, Any]) -> float:
     return MAX_COST if values["metric"] in LOWER_IS_BETTER else 1
 
 
+MIN_SELECTION_ROWS = 1000  # the smallest selection sample: 200 rows a test fold at 5 folds
 MAX_COUNT = 2**53  # above this a count is no longer exact as a float, and no limit anyone means
 
 

@@ -78,12 +78,34 @@ def release_freed_memory() -> None:
 
 
 def _malloc_trim() -> Any:
-    if "trim" not in _LIBC:
+    return _libc_function("malloc_trim")
+
+
+def map_large_allocations() -> None:
+    """From now on, this process's allocations of MMAP_THRESHOLD_BYTES or more are mapped
+    and handed back to the system when freed (glibc's mallopt; elsewhere nothing).
+
+    glibc raises its threshold to the size of each large block freed (up to 32 MiB), so a
+    step's freed 1-32 MiB arrays stay resident under the next one's: encoding 700,000 loans
+    for the refit peaked at 607 MiB resident by default, 499 MiB with this (and was no slower).
+    Set in the process that runs the steps one after another (training.train_model), not in
+    the fitting workers, whose solvers allocate such arrays at every iteration."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 1024 * 1024
+
+
+def _libc_function(name: str) -> Any:
+    if name not in _LIBC:
         try:
-            _LIBC["trim"] = ctypes.CDLL("libc.so.6").malloc_trim
+            _LIBC[name] = getattr(ctypes.CDLL("libc.so.6"), name)
         except (OSError, AttributeError):  # not glibc
-            _LIBC["trim"] = None
-    return _LIBC["trim"]
+            _LIBC[name] = None
+    return _LIBC[name]
 
 
 _LIBC: dict[str, Any] = {}

@@ -6,7 +6,8 @@ halving), and the soft-voting blend of those models (their averaged probabilitie
 candidate of its own, judged on the same folds (selection.py: the tuned threshold, the
 judgement against chance and against flagging everyone, the choice). The fits run where
 compute.py says, from the data fitting.py lays out for them; the chosen model is refitted on
-all rows.
+all rows. Above ``selection_sample_rows`` training rows the folds cover a seeded, stratified
+sample of that many (fitting.fold_indices): the choice is made on it, the refit uses every row.
 
 Saves ``trainedmodel.skops`` (see modelfiles.py) and ``trainedmodel.json`` (parameters, the fold scores, time and
 judgement of every candidate and setting, features and their types, data hash, package
@@ -75,6 +76,10 @@ def train_model(
     the data is large enough to pay for them); a configured Dask cluster takes precedence.
     """
     started = time.perf_counter()
+    # What the caller freed (fullprocess: ingestion's 1M rows left 108 MiB in glibc's heap) goes back
+    # to the system before training's own peak comes on top of it.
+    compute.release_freed_memory()
+    compute.map_large_allocations()
     kinds = masterstore.column_kinds(config)
     features = feature_types(config, kinds)
     master = masterstore.master_path(config)
@@ -89,7 +94,7 @@ def train_model(
         source, y, files = _training_data(config, data, master, kinds, features, runner, Path(scratch))
         _check_trainable(y, config)
         seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
-        folds = fold_indices(y, splits, seed)
+        folds = fold_indices(y, splits, seed, config["selection_sample_rows"])
         serving = ServingCheck(
             Schema(tuple(features["numeric"]), tuple(features["categorical"]), ()), data, master, kinds
         )
@@ -107,6 +112,7 @@ def train_model(
         )
     metadata = _metadata(config, chosen, model, candidates, features, kinds, len(y), y, time.perf_counter() - started)
     metadata.update(
+        selection_rows=sum(len(test) for _, test in folds),  # the rows the candidates were chosen on
         uninformative=not any(c["informative"] for c in candidates.values()),
         warnings=warnings,
         selection=selection,
@@ -148,7 +154,13 @@ def _training_data(
 ) -> tuple[TrainingData, np.ndarray, FoldFiles | None]:
     """Where the fits find their data, the labels, and (worker processes on this machine) the
     fold files this process writes for them into ``scratch``."""
-    common = {"features": features, "kinds": kinds, "target": config.target, "positive_label": config.positive_label}
+    common = {
+        "features": features,
+        "kinds": kinds,
+        "target": config.target,
+        "positive_label": config.positive_label,
+        "sample_rows": config["selection_sample_rows"],
+    }
     if data is not None:
         if config.target not in data.columns:
             raise TrainingError(f"target column {config.target!r} is not in the training data")
@@ -165,7 +177,9 @@ def _training_data(
         return source, binary_target(target[config.target], config.positive_label), None
     X, y = source.load()  # read once, here: the fits (or the fold files) come from it
     if runner.backend == "processes":
-        files = FoldFiles(X, y, features, config["random_seed"], config["cv_folds"], scratch)
+        files = FoldFiles(
+            X, y, features, config["random_seed"], config["cv_folds"], scratch, config["selection_sample_rows"]
+        )
         clear_loaded_data()  # the snapshot has it now
         return dataclasses.replace(source, frame=None, master=None, folds=str(scratch)), y, files
     return source, y, None

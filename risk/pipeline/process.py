@@ -388,11 +388,13 @@ def retrain_and_deploy(
     kept: str | None = None,
 ) -> dict[str, Any]:
     """Train on the whole master and score it on the test data, then decide whether to deploy it."""
-    from risk.model import scoring, training  # scikit-learn: lazy for the cron fast path
+    from risk.model import compute, scoring, training  # scikit-learn: lazy for the cron fast path
 
     clock = time.perf_counter()
     model, metadata = training.train_model(config)
     training.save_model(config, model, metadata)
+    del model  # saved: scoring and deployment read it back
+    compute.release_freed_memory()  # training's freed heap does not stay under the next steps' peaks
     trained = time.perf_counter()
     scoring.score_model(config)
     scored = time.perf_counter()

@@ -4,6 +4,12 @@ The difference between them is given with a paired bootstrap confidence interval
 resampled rows score both models, so the interval reflects the models' difference, not the
 luck of the sample. Resamples are drawn as multinomial row weights, so every metric is a few
 matrix products (numpy, vectorised) instead of a thousand calls into scikit-learn.
+
+This module is the one home of metrics over weighted or resampled rows: each metric depends
+only on the weight in a few cells (class x prediction; for ROC AUC and average precision,
+distinct score x class), so the scores are sorted once and each resample costs a count per
+cell, linear in the rows for rank metrics and constant for the others (``bootstrap_metric``,
+which the model card's intervals use).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ RESAMPLES = 1000
 CONFIDENCE = 0.95
 BATCH = 100  # resamples weighed at once: bounds the weight matrix at BATCH x rows
 RANK_METRICS = ("roc_auc", "average_precision")
+COUNT_BATCH_CELLS = 2_000_000  # resamples x cells counted at once (bootstrap_metric)
 
 
 def weighted_metric(
@@ -34,14 +41,35 @@ def weighted_metric(
     With weights of ones it equals scikit-learn's figure; NaN where the metric is undefined
     (ROC AUC without both classes).
     """
+    from scipy.sparse import csr_matrix  # only where weights are given (the deployment gate)
+
     weights = np.atleast_2d(weights).astype(float)
+    cells, size = metric_cells(metric, y, risk, predicted)
+    # The weight in each cell: the weights times each row's one-hot cell (a sparse rows x cells matrix).
+    cell_of_row = csr_matrix((np.ones(len(cells)), (np.arange(len(cells)), cells)), shape=(len(cells), size))
+    return metric_of_counts(metric, np.asarray(weights @ cell_of_row), cost_matrix)
+
+
+def metric_cells(metric: str, y: np.ndarray, risk: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each row's cell for ``metric``, and the number of cells: the metric of any weighting (or
+    resample) of the rows depends only on the weight in each cell (metric_of_counts).
+
+    Threshold metrics and cost: class x prediction (4 cells). Rank metrics: the row's distinct
+    score, highest first (ties share one), x class. Computing the cells sorts the scores once;
+    counting a resample's draws per cell is then linear in the rows."""
+    y = np.asarray(y).astype(np.intp)
     if metric in RANK_METRICS:
-        return _weighted_rank_metric(metric, y, risk, weights)
-    positive, flagged = y == 1, predicted == 1
-    tp = weights @ (positive & flagged)
-    fp = weights @ (~positive & flagged)
-    fn = weights @ (positive & ~flagged)
-    tn = weights @ (~positive & ~flagged)
+        distinct, rank = np.unique(-np.asarray(risk, dtype=float), return_inverse=True)
+        return rank.reshape(-1) * 2 + y, 2 * len(distinct)
+    return y * 2 + np.asarray(predicted).astype(np.intp), 4
+
+
+def metric_of_counts(metric: str, counts: np.ndarray, cost_matrix: dict[str, float] | None = None) -> np.ndarray:
+    """``metric`` for each row of ``counts`` (resamples x metric_cells' cells: the weight drawn in each)."""
+    counts = np.atleast_2d(counts).astype(float)
+    if metric in RANK_METRICS:
+        return _rank_metric(metric, counts[:, 1::2], counts[:, 0::2])
+    tn, fp, fn, tp = counts[:, 0], counts[:, 1], counts[:, 2], counts[:, 3]
     total = tp + fp + fn + tn
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
@@ -66,14 +94,9 @@ def weighted_metric(
     raise ValueError(f"no bootstrap for metric {metric!r}")
 
 
-def _weighted_rank_metric(metric: str, y: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC (ties count half) or average precision (ties grouped, as scikit-learn) per weight row."""
-    order = np.argsort(-risk, kind="mergesort")  # highest risk first
-    sorted_risk, sorted_y = risk[order], y[order]
-    starts = np.flatnonzero(np.r_[True, sorted_risk[1:] != sorted_risk[:-1]])
-    w = weights[:, order]
-    pos = np.add.reduceat(w * (sorted_y == 1), starts, axis=1)  # weight of positives per distinct score
-    neg = np.add.reduceat(w * (sorted_y == 0), starts, axis=1)
+def _rank_metric(metric: str, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """ROC AUC (ties count half) or average precision (ties grouped, as scikit-learn) from the
+    weight of positives and negatives at each distinct score, highest score first."""
     total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         if metric == "roc_auc":
@@ -85,6 +108,38 @@ def _weighted_rank_metric(metric: str, y: np.ndarray, risk: np.ndarray, weights:
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         ap = (pos * precision).sum(axis=1) / total_pos
         return np.where((total_pos > 0) & (total_neg > 0), ap, np.nan)
+
+
+def bootstrap_metric(
+    metric: str,
+    y: np.ndarray,
+    risk: np.ndarray,
+    predicted: np.ndarray,
+    generator: np.random.Generator,
+    resamples: int,
+    cost_matrix: dict[str, float] | None = None,
+) -> np.ndarray:
+    """``metric`` on each of ``resamples`` resamples of the rows, drawn with replacement by ``generator``.
+
+    The rows are put in their cells once (one sort for rank metrics). A threshold metric or cost
+    has four cells, and a resample's counts in them are multinomial (the rows, the cells' shares):
+    drawn at once, whatever the number of rows. A rank metric has a cell per distinct score and
+    class: each resample draws its rows (``generator.integers(0, rows, rows)``, in order) and
+    counts them per cell, linear in the rows."""
+    rows = len(y)
+    cells, size = metric_cells(metric, y, risk, predicted)
+    if metric not in RANK_METRICS:
+        share = np.bincount(cells, minlength=size) / max(rows, 1)
+        return metric_of_counts(metric, generator.multinomial(rows, share, size=resamples), cost_matrix)
+    batch = max(1, min(resamples, COUNT_BATCH_CELLS // size))  # bounds the counts at ~16 MB
+    values = []
+    for start in range(0, resamples, batch):
+        counts = [
+            np.bincount(cells[generator.integers(0, rows, rows)], minlength=size)
+            for _ in range(min(batch, resamples - start))
+        ]
+        values.append(metric_of_counts(metric, np.stack(counts), cost_matrix))
+    return np.concatenate(values) if values else np.array([])
 
 
 def paired_bootstrap(

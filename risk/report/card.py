@@ -26,7 +26,6 @@ from risk.registry import promotion
 CARD_FILE = "model_card.md"
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
-_BOOTSTRAP_BATCH_CELLS = 2_000_000  # resamples x rows weighed at once
 NOT_CONFIGURED = "not configured (set {key} in config.json)"
 METRIC_LABELS = {"roc_auc": "ROC AUC", "cost": "expected cost per client", "f1": "F1"}
 # What Markdown would misread anywhere in a line: code spans, emphasis, links, strikethrough, HTML.
@@ -63,22 +62,15 @@ def bootstrap_interval(
 ) -> tuple[float, float] | None:
     """The percentile bootstrap interval of ``metric`` over resampled test rows (seeded); None where undefined.
 
-    Each resample's rows are counted into a weight row and the metric is weighed for a batch of
-    them at once (promotion.weighted_metric): the same draws and figures as scoring every resample
-    with scikit-learn, without a thousand calls into it.
+    promotion.bootstrap_metric scores the resamples: each one's counts per cell of the metric
+    (the scores sorted once), the same figures as scoring every resample with scikit-learn, in time
+    linear in the rows per resample for ROC AUC and average precision, constant for the others.
     """
     if len(y) < 2 or (metric == "cost" and cost_matrix is None):
         return None
     y, risk, predicted = np.asarray(y).astype(int), np.asarray(risk), np.asarray(predicted)
-    generator = np.random.default_rng(seed)
-    batch = max(1, min(resamples, _BOOTSTRAP_BATCH_CELLS // len(y)))  # bounds the weights at ~16 MB
-    values = []
-    for start in range(0, resamples, batch):
-        count = min(batch, resamples - start)
-        weights = np.stack([np.bincount(generator.integers(0, len(y), len(y)), minlength=len(y)) for _ in range(count)])
-        values.append(promotion.weighted_metric(metric, y, risk, predicted, weights, cost_matrix))
-    defined = np.concatenate(values)
-    defined = defined[~np.isnan(defined)]
+    values = promotion.bootstrap_metric(metric, y, risk, predicted, np.random.default_rng(seed), resamples, cost_matrix)
+    defined = values[~np.isnan(values)]
     if len(defined) < resamples / 2:
         return None
     tail = (1 - CONFIDENCE) / 2 * 100

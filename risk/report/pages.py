@@ -473,7 +473,7 @@ def _lineage_page(document: Document, evidence: Evidence) -> None:
         [
             ("Training rows", f"{lineage['training_rows']:,} ({lineage['training_positives']:,} positive)"),
             ("Training time", f"{lineage['training_seconds']} s, finished {lineage['trained_at']}"),
-            ("Cross-validation", f"{lineage['cv_folds']} stratified folds, seed {lineage['random_seed']}"),
+            ("Cross-validation", cross_validation_text(lineage)),
             ("Numeric features", ", ".join(lineage["features"]["numeric"]) or "none"),
             ("Categorical features", ", ".join(lineage["features"]["categorical"]) or "none"),
             ("Python", lineage["python_version"]),
@@ -555,6 +555,18 @@ def gap_error_text(name: str, selection: dict[str, Any]) -> str:
 
 def serving_text(microseconds: float | None) -> str:
     return "n/a" if microseconds is None else f"{microseconds:,.0f}"
+
+
+def cross_validation_text(lineage: dict[str, Any]) -> str:
+    """The folds, and the rows the candidates were chosen on (a sample of them above selection_sample_rows)."""
+    folds = f"{lineage['cv_folds']} stratified folds, seed {lineage['random_seed']}"
+    rows, total = lineage.get("selection_rows"), lineage["training_rows"]
+    if rows is None or rows >= total:  # before selection_sample_rows every choice was made on every row
+        return f"{folds}; the candidates were compared on all {total:,} training rows"
+    return (
+        f"{folds}; the candidates were compared, and the threshold tuned, on a seeded stratified sample of "
+        f"{rows:,} of the {total:,} training rows; only the chosen model was refitted on all of them"
+    )
 
 
 def serving_note(measurement: str | None) -> str:

@@ -362,6 +362,7 @@ def _lineage(deployed: versions.DeployedModel) -> dict[str, Any]:
         "trained_at",
         "training_seconds",
         "training_rows",
+        "selection_rows",
         "training_positives",
         "training_data_sha256",
         "training_files",

@@ -68,6 +68,8 @@ def test_invalid_json_is_a_clear_error(tmp_path: Path) -> None:
         ({"candidate_models": ["svm"]}, "candidate_models"),
         ({"id_columns": "corporation"}, "id_columns"),
         ({"cv_folds": 1}, "cv_folds"),
+        ({"selection_sample_rows": 500}, "selection_sample_rows must be 0 .every row. or at least 1,000"),
+        ({"selection_sample_rows": -1}, "selection_sample_rows"),
         ({"drop_columns": ["exited"]}, "target"),
         ({"risk_band_thresholds": {"amber": 0.8, "red": 0.2}}, "risk_band_thresholds"),
         ({"input_folder_path": ""}, "input_folder_path"),

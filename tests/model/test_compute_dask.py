@@ -59,11 +59,15 @@ def ingested(project):
 NAMES = ["logistic_regression", "hist_gradient_boosting"]
 
 
-def test_the_cluster_runs_the_fits_and_gives_the_local_model(ingested, cluster) -> None:
-    local_config = write_config(ingested.root, candidate_models=NAMES)
+@pytest.mark.parametrize("sample", [{}, {"selection_sample_rows": 3000}], ids=["all-rows", "selection-sample"])
+def test_the_cluster_runs_the_fits_and_gives_the_local_model(ingested, cluster, sample) -> None:
+    """Also where the candidates are chosen on a sample of the rows: the workers draw the same one."""
+    local_config = write_config(ingested.root, candidate_models=NAMES, **sample)
     local_model, local = training.train_model(local_config, workers=1)
     before = tasks_run_on(cluster, "risk-fit")
-    config = write_config(ingested.root, candidate_models=NAMES, dask_scheduler_address=cluster.scheduler_address)
+    config = write_config(
+        ingested.root, candidate_models=NAMES, dask_scheduler_address=cluster.scheduler_address, **sample
+    )
 
     model, remote = training.train_model(config)
 
@@ -72,6 +76,7 @@ def test_the_cluster_runs_the_fits_and_gives_the_local_model(ingested, cluster) 
     assert set(remote["fits"]["by_worker"]) <= workers, "every fit ran on a worker of the cluster"
     assert remote["compute"]["backend"] == "dask" and remote["compute"]["scheduler"] == cluster.scheduler_address
     assert remote["model"] == local["model"] and remote["threshold"] == local["threshold"]
+    assert remote["selection_rows"] == local["selection_rows"] == sample.get("selection_sample_rows", 7500)
     for name, candidate in local["candidates"].items():
         np.testing.assert_allclose(remote["candidates"][name]["folds"], candidate["folds"], rtol=0, atol=1e-9)
         assert remote["candidates"][name]["oof_roc_auc"] == pytest.approx(candidate["oof_roc_auc"], abs=1e-9)

@@ -407,6 +407,45 @@ def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> Non
         )
 
 
+@pytest.mark.parametrize("numeric", [True, False], ids=["numeric-and-text", "text-only"])
+def test_the_one_hot_block_built_as_bytes_gives_scikit_learns_matrix_in_less_memory(numeric: bool) -> None:
+    """The lean encoding builds the one-hot block as 0/1 bytes: the same float64 matrix as
+    scikit-learn's fit_transform, the fitted encoder back to float64, and a lower peak."""
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    rows = 20_000
+    frame = pd.DataFrame(
+        {f"t{i}": pd.Categorical(rng.choice([f"c{j}" for j in range(30)] + [None], rows)) for i in range(3)}
+    )
+    if numeric:
+        frame["x"] = np.where(rng.random(rows) < 0.2, np.nan, rng.normal(size=rows))
+    features = {"numeric": ["x"] if numeric else [], "categorical": ["t0", "t1", "t2"]}
+
+    def peak_of(encode) -> tuple[np.ndarray, int]:
+        tracemalloc.start()
+        try:
+            return encode(), tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    expected = pipelines.build_preprocess(features)
+    want, plain_peak = peak_of(lambda: expected.fit_transform(frame))
+    lean = pipelines.build_preprocess(features)
+    got, lean_peak = peak_of(lambda: fitting._fit_transform_lean(lean, frame, np.zeros(rows)))
+
+    assert got.dtype == want.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+    encoder = lean.named_transformers_["categorical"].named_steps["encode"]
+    assert encoder.dtype is np.float64 and lean.transformers[-1][1].named_steps["encode"].dtype is np.float64
+    scalers = [step for step in fitting._steps(lean) if type(step).__name__ == "StandardScaler"]
+    assert len(scalers) == (2 if numeric else 0) and all(scaler.copy is True for scaler in scalers)
+    np.testing.assert_array_equal(lean.transform(frame.head(50)), expected.transform(frame.head(50)))
+    one_hot_floats = want.shape[0] * (want.shape[1] - (2 if numeric else 0)) * 8
+    if numeric:  # text only: the bytes are widened once at the end, so the peak is about the same
+        assert lean_peak < plain_peak - one_hot_floats / 2, (lean_peak, plain_peak)
+
+
 def test_a_fold_with_one_row_of_a_class_trains_models_that_do_not_stop_early(ingested: Config) -> None:
     """Only gradient boosting splits off validation rows; a fold whose training rows hold one
     row of a class cannot be split stratified, and must not stop a logistic regression."""
@@ -535,3 +574,50 @@ def test_text_features_load_as_categories_and_fit_the_same_preprocessing(tmp_pat
     expected = fitting.encode_fold(as_text, y, features, 0, 42, 5)
     np.testing.assert_array_equal(fitted.encoded, expected.encoded)
     assert pickle.dumps(fitted.preprocess) == pickle.dumps(expected.preprocess)
+
+
+def test_above_selection_sample_rows_the_choice_is_made_on_a_stratified_sample_and_refitted_on_all(
+    ingested: Config,
+) -> None:
+    """7,500 rows and a cap of 2,000: the folds (the project's 3) cover a seeded, stratified sample of 2,000 rows,
+    and the chosen model is fitted on all 7,500 (its imputer's medians are those of every row)."""
+    config = write_config(ingested.root, candidate_models=["logistic_regression"], selection_sample_rows=2000)
+    y = scoring.binary_target(masterstore.load_master(config)["exited"], 1)
+    splits, seed = config["cv_folds"], config["random_seed"]
+    folds = fitting.fold_indices(y, splits, seed, 2000)
+    sample = np.sort(np.concatenate([test for _, test in folds]))
+    assert len(sample) == 2000 and len(np.unique(sample)) == 2000
+    assert abs(y[sample].mean() - y.mean()) < 1 / 2000, "stratified: the sample keeps the positive share"
+    for train, test in folds:
+        assert not set(train) & set(test) and set(train) | set(test) == set(sample)
+    at_the_cap = fitting.fold_indices(y, splits, seed, len(y))
+    np.testing.assert_array_equal(at_the_cap[0][1], fitting.fold_indices(y, splits, seed)[0][1])
+
+    model, metadata = training.train_model(config, workers=1)
+
+    assert metadata["selection_rows"] == 2000 and metadata["training_rows"] == 7500
+    assert len(metadata["candidates"]["logistic_regression"]["folds"]) == splits
+    X = scoring.feature_frame(masterstore.load_master(config), metadata["features"])
+    imputer = model.estimator_.named_steps["preprocess"].named_transformers_["numeric"].named_steps["impute"]
+    np.testing.assert_array_equal(imputer.statistics_, X[metadata["features"]["numeric"]].median().to_numpy())
+    everything = write_config(ingested.root, candidate_models=["logistic_regression"], selection_sample_rows=0)
+    _, unsampled = training.train_model(everything, workers=1)
+    assert unsampled["selection_rows"] == 7500
+    assert (
+        unsampled["candidates"]["logistic_regression"]["folds"]
+        != metadata["candidates"]["logistic_regression"]["folds"]
+    )
+
+
+@pytest.mark.slow
+def test_the_selection_sample_is_the_same_in_worker_processes(ingested: Config) -> None:
+    config = write_config(
+        ingested.root, candidate_models=["logistic_regression", "hist_gradient_boosting"], selection_sample_rows=3000
+    )
+    here_model, here = training.train_model(config, workers=1)
+    apart_model, apart = training.train_model(config, workers=2)
+
+    assert here["selection_rows"] == apart["selection_rows"] == 3000
+    assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
+    X = scoring.feature_frame(masterstore.load_master(config), here["features"])
+    np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)

@@ -85,6 +85,47 @@ def test_weighted_metrics_with_unit_weights_equal_scikit_learns() -> None:
         assert ours == pytest.approx(scoring.metric_value(name, y, risk, predicted), abs=1e-12), name
 
 
+@pytest.mark.parametrize("decimals", [2, None], ids=["ties", "distinct"])
+def test_rank_metric_resamples_counted_per_cell_equal_scikit_learn_on_the_drawn_rows(decimals) -> None:
+    """bootstrap_metric sorts the scores once and counts each resample's draws per cell: every
+    resample's ROC AUC or average precision is scikit-learn's on the rows it drew (in order)."""
+    rng = np.random.default_rng(11)
+    y = (rng.random(500) < 0.3).astype(int)
+    risk = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, 500), 0, 1)
+    risk = risk if decimals is None else np.round(risk, decimals)
+    predicted = (risk >= 0.4).astype(int)
+    for name in ("roc_auc", "average_precision"):
+        ours = promotion.bootstrap_metric(name, y, risk, predicted, np.random.default_rng(5), 20)
+        draws = np.random.default_rng(5)
+        for value in ours:
+            rows = draws.integers(0, 500, 500)
+            assert value == pytest.approx(scoring.metric_value(name, y[rows], risk[rows], predicted[rows]), abs=1e-12)
+
+
+def test_threshold_metric_resamples_are_multinomial_counts_scored_as_scikit_learn_scores_those_rows() -> None:
+    """A threshold metric's resample is its counts of (class, prediction), multinomial over the
+    cells' shares; its figure is scikit-learn's on rows holding those counts, and the resamples
+    centre on the point value."""
+    rng = np.random.default_rng(11)
+    y = (rng.random(500) < 0.3).astype(int)
+    risk = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, 500), 0, 1)
+    predicted = (risk >= 0.4).astype(int)
+    costs = {"false_negative": 5, "false_positive": 1}
+    share = np.bincount(y * 2 + predicted, minlength=4) / 500
+    for name in ("f1", "precision", "recall", "accuracy", "balanced_accuracy", "cost"):
+        ours = promotion.bootstrap_metric(name, y, risk, predicted, np.random.default_rng(5), 200, costs)
+        counts = np.random.default_rng(5).multinomial(500, share, size=200)
+        for value, drawn in list(zip(ours, counts))[:20]:
+            drawn_y, drawn_predicted = np.repeat([0, 0, 1, 1], drawn), np.repeat([0, 1, 0, 1], drawn)
+            if name == "cost":
+                want = (5 * drawn[2] + drawn[1]) / 500
+            else:
+                want = scoring.metric_value(name, drawn_y, drawn_predicted.astype(float), drawn_predicted)
+            assert value == pytest.approx(want, abs=1e-12), name
+        point = promotion.weighted_metric(name, y, risk, predicted, np.ones((1, 500)), costs)[0]
+        assert abs(np.median(ours) - point) < 3 * np.std(ours), name
+
+
 def test_weighted_cost_is_the_expected_cost_per_client() -> None:
     y = np.array([1, 1, 0, 0, 0])
     predicted = np.array([1, 0, 1, 0, 0])  # one missed risky client, one false alarm

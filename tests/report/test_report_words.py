@@ -167,3 +167,15 @@ def test_the_recent_runs_seconds_share_their_decimals() -> None:
     ]
     rows, _ = pages._recent_run_rows(runs, "v2")
     assert [row[2:5] for row in rows] == [["0.12", "12.00", "14.50"], ["1.50", "n/a", "2.00"]]
+
+
+def test_the_lineage_page_says_how_many_rows_the_choice_was_made_on(worded) -> None:
+    _, report, _ = worded
+    rows = report["lineage"]["training_rows"]
+    lineage = " ".join(text_of(worded, "Lineage: data, training and environment").split())
+    assert f"the candidates were compared on all {rows:,} training rows" in lineage
+    sampled = {**report["lineage"], "selection_rows": 100_000, "training_rows": 700_000}
+    assert pages.cross_validation_text(sampled).endswith(
+        "the candidates were compared, and the threshold tuned, on a seeded stratified sample of 100,000 of the "
+        "700,000 training rows; only the chosen model was refitted on all of them"
+    )
