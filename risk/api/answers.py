@@ -19,12 +19,16 @@ JSON_MIMETYPE = "application/json"
 INTERNAL_ERROR = "internal error; the server log has the details"
 
 
+# Made once: json.dumps with any option builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_json(payload: Any) -> bytes:
     """Compact JSON; NaN or infinity (from a document on disk) become null rather than invalid JSON."""
     try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(payload)
     except ValueError:
-        text = json.dumps(json_ready(payload), separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(json_ready(payload))
     return (text + "\n").encode("utf-8")
 
 

@@ -16,7 +16,9 @@ Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); ans
 paths relative to the project folder, never the server's absolute paths.
 
 Every request enters through ``gate.RequestGate`` (path normalisation, the token, the body limit,
-the request metrics) and is answered by one of the Flask views below; ``answers.py`` renders
+the request metrics) and is answered by one of the Flask views below, except ``POST /prediction``
+with a JSON body, which the gate hands to ``json_prediction`` (the same answer without Flask's
+per-request machinery, most of a single-row request's cost beside the model); ``answers.py`` renders
 every JSON answer and every error. ``risk.model.batches`` turns a request's rows into a checked
 batch, ``datasets.py`` finds a data file a request names, ``risk.model.compiled`` scores the
 batch and ``apimetrics.py`` keeps the Prometheus metrics.
@@ -63,6 +65,7 @@ EXTENSION = "risk_api"
 RETRY_FAILED_LOAD_SECONDS = 5.0
 DIAGNOSTICS_HINT = "run `python diagnostics.py` (fullprocess.py runs it after each deployment)"
 UNSUPPORTED_TYPE = "Content-Type must be application/json, text/csv or multipart/form-data"
+JSON_TYPE = "application/json"
 CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
 UPLOAD_TYPE = "multipart/form-data"
 LINEAGE_KEYS = (
@@ -112,14 +115,12 @@ class LoadedModel:
     schema: batches.Schema
     known_categories: dict[str, frozenset[str]]
     loaded_at: str
+    threshold: float
+    bands: dict[str, Any]  # band_thresholds for this model and the config: the same for every request
 
     @property
     def version(self) -> str:
         return self.deployed.version
-
-    @property
-    def threshold(self) -> float:
-        return float(getattr(self.deployed.model, "threshold", self.deployed.metadata["threshold"]))
 
 
 def load_model(config: Config, version: str) -> LoadedModel:
@@ -131,7 +132,9 @@ def load_model(config: Config, version: str) -> LoadedModel:
     )
     scorer = compiled.build_scorer(deployed.model, schema, check_frame)
     known = compiled.known_categories(deployed.model)
-    return LoadedModel(deployed, scorer, schema, known, artefacts.utc_now())
+    threshold = float(getattr(deployed.model, "threshold", deployed.metadata["threshold"]))
+    bands = band_thresholds(config, threshold)
+    return LoadedModel(deployed, scorer, schema, known, artefacts.utc_now(), threshold, bands)
 
 
 # What a corrupt or incompatible version can raise while loading; anything else is a bug.
@@ -310,7 +313,10 @@ def create_app(config_path: str | Path | None = None) -> Flask:
     for rule, view, methods in ROUTES:
         app.add_url_rule(rule, view_func=view, methods=methods)
     # Flask's documented way to add middleware: the token, body limit and metrics of every request
-    app.wsgi_app = RequestGate(app.wsgi_app, app.url_map, state.token_digest, config["api_max_body_bytes"], metrics)
+    fast_answers = {("prediction", "POST"): lambda environ: json_prediction(state, environ)}
+    app.wsgi_app = RequestGate(
+        app.wsgi_app, app.url_map, state.token_digest, config["api_max_body_bytes"], metrics, fast_answers
+    )
     if state.holder.get() is None:  # the log says what the 503 answers say (a version awaiting approval too)
         logger.warning("%s; predictions answer 503 until then", no_model_message(state.holder))
     logger.info("risk API for %s: token %s", config.path, "required" if token else "not required")
@@ -438,7 +444,7 @@ def model_view() -> Response:
         },
         "serving": {"path": loaded.scorer.kind, "loaded_at": loaded.loaded_at},
         **model_honesty(loaded),
-        "bands": band_thresholds(_state().config, loaded.threshold),
+        "bands": loaded.bands,
         "pending_approval": pending_summary(_state().config),
     }
     return json_response(body, version=loaded.version)
@@ -519,6 +525,28 @@ def prediction() -> Response:
     return json_response(body, version=loaded.version)
 
 
+def json_prediction(state: ServingState, environ: dict[str, Any]) -> Response | None:
+    """``POST /prediction`` with a JSON body and no query string, answered as ``prediction`` answers
+    it but without Flask's request machinery (the request gate calls it); None leaves the request
+    to Flask: another content type, ``?data_loc=``, or no model loaded (whose 503 Flask words).
+
+    The gate has already checked the token and the body's size, and given the body a declared length.
+    """
+    if environ.get("QUERY_STRING") or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != JSON_TYPE:
+        return None
+    loaded = state.holder.get()
+    if loaded is None:
+        return None
+    length = environ.get("CONTENT_LENGTH")
+    data = environ["wsgi.input"].read(int(length)) if length else b""
+    try:
+        batch, source = body_batch(state.config, loaded, JSON_TYPE, data)
+        body = prediction_body(state, loaded, batch, source)
+    except batches.InputError as exc:
+        return error_response(exc.status, str(exc))
+    return json_response(body, version=loaded.version)
+
+
 def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, str]:
     """The rows this request sends or names, and where they came from ("records", "csv", ...)."""
     if request.query_string and QUERY_DATASET in request.args:
@@ -543,7 +571,7 @@ def _body() -> bytes:
 
 
 def is_json(mimetype: str) -> bool:
-    return mimetype == "application/json" or mimetype.endswith("+json")
+    return mimetype == JSON_TYPE or mimetype.endswith("+json")
 
 
 def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[batches.Batch, str]:
@@ -589,15 +617,19 @@ def _upload_batch(config: Config, loaded: LoadedModel) -> batches.Batch:
 
 def prediction_body(state: ServingState, loaded: LoadedModel, batch: batches.Batch, source: str) -> dict[str, Any]:
     """Per row the 0/1 prediction, the risk and its band, with the ids given; and what was noticed."""
-    risk = _risk(loaded, batch)
-    predicted = (risk >= loaded.threshold).astype(np.int64)
-    state.metrics.count_predictions(loaded.version, predicted)
-    thresholds = band_thresholds(state.config, loaded.threshold)
+    # Python lists from here: a single-row request is most requests, and numpy's per-call cost
+    # (microseconds each) would outweigh its speed on a handful of values.
+    risk = _risk(loaded, batch).tolist()
+    threshold = loaded.threshold
+    predicted = [1 if r >= threshold else 0 for r in risk]
+    positives = sum(predicted)
+    state.metrics.count_predictions(loaded.version, positives, len(predicted) - positives)
+    thresholds = loaded.bands
     bands = risk_bands(risk, predicted, thresholds)
     return {
         "model_version": loaded.version,
         "model": loaded.deployed.metadata.get("model"),
-        "threshold": loaded.threshold,
+        "threshold": threshold,
         "positive_label": state.config.positive_label,
         "source": source,
         "rows": batch.rows,
@@ -654,7 +686,7 @@ def band_edge(value: float) -> float:
     return round(float(value), BAND_EDGE_DECIMALS)
 
 
-def risk_bands(risk: np.ndarray, predicted: np.ndarray, thresholds: dict[str, Any]) -> list[str]:
+def risk_bands(risk: list[float], predicted: list[int], thresholds: dict[str, Any]) -> list[str]:
     """green below ``amber``, amber below ``red``, red from ``red`` up; never against the decision.
 
     A row predicted at risk is at least amber and one predicted to stay at most amber, whatever
@@ -662,7 +694,7 @@ def risk_bands(risk: np.ndarray, predicted: np.ndarray, thresholds: dict[str, An
     """
     amber, red = thresholds["amber"], thresholds["red"]
     bands = []
-    for r, p in zip(risk.tolist(), predicted.tolist()):
+    for r, p in zip(risk, predicted):
         band = "red" if r >= red else "amber" if r >= amber else "green"
         if p and band == "green":
             band = "amber"
@@ -673,11 +705,11 @@ def risk_bands(risk: np.ndarray, predicted: np.ndarray, thresholds: dict[str, An
 
 
 def _prediction_rows(
-    batch: batches.Batch, predicted: np.ndarray, risk: np.ndarray, bands: list[str]
+    batch: batches.Batch, predicted: list[int], risk: list[float], bands: list[str]
 ) -> list[dict[str, Any]]:
     ids = list(batch.ids.items())
     rows = []
-    for index, (p, r, b) in enumerate(zip(predicted.tolist(), risk.tolist(), bands)):
+    for index, (p, r, b) in enumerate(zip(predicted, risk, bands)):
         row: dict[str, Any] = {"row": index}
         for name, values in ids:
             row[name] = values[index]

@@ -23,6 +23,7 @@ from risk.core.tables import CATEGORICAL, NUMERIC, TEXT, read_typed_csv
 
 logger = logging.getLogger(__name__)
 
+FEW_ROWS = 16  # up to this many rows, per-row Python is cheaper than numpy's per-call cost
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
@@ -73,7 +74,11 @@ class Batch:
 
     def missing_values(self, schema: Schema) -> dict[str, int]:
         """Missing values per feature column (the model imputes them), only where there are some."""
-        counts = dict(zip(schema.numeric, np.isnan(self.numeric).sum(axis=0).tolist()))
+        if self.rows <= FEW_ROWS:  # Python's loop beats numpy's per-call cost on a few values
+            columns = zip(*self.numeric.tolist()) if self.rows else [()] * len(schema.numeric)
+            counts = {name: sum(v != v for v in values) for name, values in zip(schema.numeric, columns)}  # NaN != NaN
+        else:
+            counts = dict(zip(schema.numeric, np.isnan(self.numeric).sum(axis=0).tolist()))
         counts.update(
             {name: sum(v is None for v in values) for name, values in zip(schema.categorical, self.categorical)}
         )
