@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from flask import Response
@@ -19,12 +20,16 @@ JSON_MIMETYPE = "application/json"
 INTERNAL_ERROR = "internal error; the server log has the details"
 
 
+# Made once: json.dumps with any option builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode_json(payload: Any) -> bytes:
     """Compact JSON; NaN or infinity (from a document on disk) become null rather than invalid JSON."""
     try:
-        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(payload)
     except ValueError:
-        text = json.dumps(json_ready(payload), separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(json_ready(payload))
     return (text + "\n").encode("utf-8")
 
 
@@ -33,9 +38,16 @@ def error_payload(status: int, message: str) -> dict[str, Any]:
     return {"error": HTTP_STATUS_CODES.get(status, "Error"), "status": status, "message": message}
 
 
+def encode_string(text: str) -> str:
+    """A string as ``encode_json`` writes it (ASCII, json's escapes), quotes included."""
+    return encode_basestring_ascii(text)
+
+
 def json_response(payload: Any, status: int = 200, version: str | None = None) -> Response:
-    """A JSON answer; ``version``, the model version that gave it, goes in ``X-Model-Version``."""
-    response = Response(encode_json(payload), status=status, mimetype=JSON_MIMETYPE)
+    """A JSON answer (``payload``, or bytes already encoded so); ``version``, the model version
+    that gave it, goes in ``X-Model-Version``."""
+    data = payload if isinstance(payload, bytes) else encode_json(payload)
+    response = Response(data, status=status, mimetype=JSON_MIMETYPE)
     if version:
         response.headers["X-Model-Version"] = version
     return response

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 # Metric labels come from fixed sets, so that no caller can grow /metrics: other methods and
 # unmatched paths are counted as "other".
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -76,9 +74,8 @@ class ApiMetrics:
         children[1].observe(seconds)
         self.worker_requests.inc()
 
-    def count_predictions(self, version: str, predicted: np.ndarray) -> None:
-        positives = int(predicted.sum())
-        for label, count in (("1", positives), ("0", len(predicted) - positives)):
+    def count_predictions(self, version: str, positives: int, negatives: int) -> None:
+        for label, count in (("1", positives), ("0", negatives)):
             if count:
                 key = ("predictions", version, label)
                 child = self._children.get(key) or self._children.setdefault(

@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from risk.core.tables import CATEGORICAL, NUMERIC, TEXT, read_typed_csv
 
 logger = logging.getLogger(__name__)
 
+LINE_ENDS = re.compile(r"\r\n|\r|\n")  # the csv module's line ends (str.splitlines knows more)
+FEW_ROWS = 16  # up to this many rows, per-row Python is cheaper than numpy's per-call cost
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
 
 
@@ -73,7 +76,11 @@ class Batch:
 
     def missing_values(self, schema: Schema) -> dict[str, int]:
         """Missing values per feature column (the model imputes them), only where there are some."""
-        counts = dict(zip(schema.numeric, np.isnan(self.numeric).sum(axis=0).tolist()))
+        if self.rows <= FEW_ROWS:  # Python's loop beats numpy's per-call cost on a few values
+            columns = zip(*self.numeric.tolist()) if self.rows else [()] * len(schema.numeric)
+            counts = {name: sum(v != v for v in values) for name, values in zip(schema.numeric, columns)}  # NaN != NaN
+        else:
+            counts = dict(zip(schema.numeric, np.isnan(self.numeric).sum(axis=0).tolist()))
         counts.update(
             {name: sum(v is None for v in values) for name, values in zip(schema.categorical, self.categorical)}
         )
@@ -190,24 +197,46 @@ def read_csv_bytes(data: bytes, schema: Schema, max_columns: int = 0) -> pd.Data
 
 def _check_shape(text: str, max_columns: int = 0) -> list[str]:
     """The stripped header names, once every non-blank row has as many fields as the header."""
+    if '"' not in text and "\x00" not in text:  # no quoting: each line is a row, its commas split fields
+        lines = LINE_ENDS.split(text)
+        if max(map(len, lines)) <= csv.field_size_limit():  # else the csv module's refusal, below
+            return _check_plain_shape(lines, max_columns)
     try:
         rows = csv.reader(io.StringIO(text, newline=""))
         header = [name.strip() for name in next(rows, [])]
-        if max_columns and len(header) > max_columns:
-            raise InputError(
-                f"the CSV header has {len(header)} columns, more than the limit of {max_columns} (api_max_columns)",
-                status=413,
-            )
+        _check_width(header, max_columns)
         for line, fields in enumerate(rows, start=2):
             # A blank line is one empty or white field; a line of commas is a row of the wrong width
             # (pandas would take its extra fields as an index, warning, and shift the columns).
             if fields and len(fields) != len(header) and (len(fields) > 1 or fields[0].strip()):
-                raise InputError(
-                    f"the body is not a readable CSV: row {line} has {len(fields)} fields but the header has {len(header)}"
-                )
+                raise InputError(_wrong_width(line, len(fields), len(header)))
     except csv.Error:
         raise InputError("the body is not a readable CSV") from None
     return header
+
+
+def _check_plain_shape(lines: list[str], max_columns: int) -> list[str]:
+    """``_check_shape`` of a CSV without quotes, line by line: the same answers, a few times faster."""
+    header = [name.strip() for name in lines[0].split(",")] if lines[0] else []
+    _check_width(header, max_columns)
+    width = len(header)
+    for line, text in enumerate(lines[1:], start=2):
+        fields = text.count(",") + 1
+        if fields != width and (fields > 1 or text.strip()):  # an empty or white line is blank
+            raise InputError(_wrong_width(line, fields, width))
+    return header
+
+
+def _check_width(header: list[str], max_columns: int) -> None:
+    if max_columns and len(header) > max_columns:
+        raise InputError(
+            f"the CSV header has {len(header)} columns, more than the limit of {max_columns} (api_max_columns)",
+            status=413,
+        )
+
+
+def _wrong_width(line: int, fields: int, width: int) -> str:
+    return f"the body is not a readable CSV: row {line} has {fields} fields but the header has {width}"
 
 
 def batch_from_frame(frame: pd.DataFrame, schema: Schema, max_rows: int) -> Batch:

@@ -205,6 +205,39 @@ def test_records_bare_list_csv_and_upload_agree(client, deployed_project: Config
     )
 
 
+def test_json_predictions_skip_flask_yet_answer_as_its_view_does(client) -> None:
+    """application/json goes by the gate's fast answer; a +json type by Flask's view: the same answers."""
+    from flask import request_started
+
+    row = {"corporation": "c1", "lastmonth_activity": 3, "lastyear_activity": 120, "number_of_employees": 40}
+    bodies = [
+        json.dumps({"records": [row]}),
+        json.dumps([row, {**row, "corporation": "c2", "lastmonth_activity": None}]),
+        json.dumps([{**row, "lastyear_activity": "many"}]),  # 400 naming the field
+        "[{",  # not JSON
+        json.dumps({"what": 1}),
+    ]
+    started: list[object] = []
+    statuses = []
+
+    def count(sender: object, **extra: object) -> None:
+        started.append(sender)
+
+    with request_started.connected_to(count, client.application):
+        for body in bodies:
+            started.clear()
+            fast = client.post("/prediction", data=body, content_type="application/json; charset=utf-8")
+            assert started == [], "the fast answer should not start a Flask request"
+            flask_answer = client.post("/prediction", data=body, content_type="application/problem+json")
+            assert len(started) == 1
+            assert fast.status_code == flask_answer.status_code, body
+            assert fast.get_json() == flask_answer.get_json(), body
+            assert fast.headers.get("X-Model-Version") == flask_answer.headers.get("X-Model-Version")
+            assert fast.content_type == flask_answer.content_type == "application/json"
+            statuses.append(fast.status_code)
+    assert statuses == [200, 200, 400, 400, 400]
+
+
 def test_bands_follow_the_configured_thresholds(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("API_TOKEN", raising=False)
     config = rewrite_config(deployed_project, risk_band_thresholds={"amber": 0.2, "red": 0.5})
