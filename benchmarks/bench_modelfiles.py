@@ -18,12 +18,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import benchsupport
 import numpy as np
-from sklearn.model_selection import FixedThresholdClassifier
 
 from risk.core import artefacts
 from risk.core.settings import load_config
@@ -32,7 +33,7 @@ from risk.model import modelfiles, pipelines
 from risk.model.scoring import binary_target, feature_frame
 
 
-def fitted_models(folder: Path) -> tuple[dict[str, FixedThresholdClassifier], object]:
+def fitted_models(folder: Path) -> tuple[dict[str, Any], object]:
     """A model of every candidate kind and the blend, fitted on the ingested sample data."""
     (folder / "config.json").write_text(
         '{"target": "exited", "positive_label": 1, "id_columns": ["corporation"], "settle_seconds": 0}'
@@ -43,15 +44,7 @@ def fitted_models(folder: Path) -> tuple[dict[str, FixedThresholdClassifier], ob
     data = masterstore.load_master(config)
     features = pipelines.feature_types(config, masterstore.column_kinds(config))
     X, y = feature_frame(data, features), binary_target(data[config.target], config.positive_label)
-    fitted = {
-        name: pipelines.build_pipeline(name, features, 0, rows=len(y)).fit(X, y) for name in pipelines.SEARCH_SPACE
-    }
-    blend = pipelines.SoftVotingBlend(list(fitted.items()))
-    blend.classes_ = np.array([0, 1])
-    models = {}
-    for name, estimator in [*fitted.items(), (pipelines.BLEND, blend)]:
-        models[name] = FixedThresholdClassifier(estimator, threshold=0.3, response_method="predict_proba")
-        models[name].estimator_ = estimator
+    models = benchsupport.every_kind(features, X, y)
     return models, X
 
 

@@ -19,17 +19,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import benchsupport
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import FixedThresholdClassifier
 from threadpoolctl import threadpool_limits
 
 from risk.data import sample
-from risk.model import batches, compiled, pipelines
+from risk.model import batches, compiled
 from risk.model.scoring import binary_target, feature_frame
 
 SHARED_DATA = HERE.parent.parent / "shared" / "data"
@@ -55,7 +56,7 @@ def datasets() -> dict[str, tuple[pd.DataFrame, str, object]]:
 
 def fitted_models(
     frame: pd.DataFrame, target: str, positive: object
-) -> tuple[dict[str, FixedThresholdClassifier], dict[str, list[str]], pd.DataFrame]:
+) -> tuple[dict[str, Any], dict[str, list[str]], pd.DataFrame]:
     """Every candidate kind and their blend, fitted on the first rows; the features and the held-out rows."""
     columns = [c for c in frame.columns if c != target]
     features = {
@@ -64,15 +65,7 @@ def fitted_models(
     }
     train = frame.iloc[: int(len(frame) * TRAIN_SHARE)]
     X, y = feature_frame(train, features), binary_target(train[target], positive)
-    fitted = {
-        name: pipelines.build_pipeline(name, features, 0, rows=len(y)).fit(X, y) for name in pipelines.SEARCH_SPACE
-    }
-    blend = pipelines.SoftVotingBlend(list(fitted.items()))
-    blend.classes_ = np.array([0, 1])
-    models = {}
-    for name, estimator in [*fitted.items(), (pipelines.BLEND, blend)]:
-        models[name] = FixedThresholdClassifier(estimator, threshold=0.3, response_method="predict_proba")
-        models[name].estimator_ = estimator
+    models = benchsupport.every_kind(features, X, y)
     return models, features, frame.iloc[len(train) :]
 
 
