@@ -680,7 +680,6 @@ def band_thresholds(config: Config, threshold: float | None) -> dict[str, Any]:
     return {"amber": band_edge(threshold), "red": band_edge(threshold + (1.0 - threshold) / 2), "source": "threshold"}
 
 
-BAND_NAMES = np.array(["green", "amber", "red"], dtype=object)
 BAND_EDGE_DECIMALS = 6  # 0.66, not 0.6599999999999999; finer than any threshold of the grid
 
 
@@ -696,12 +695,6 @@ def risk_bands(risk: list[float], predicted: list[int], thresholds: dict[str, An
     the configured thresholds say: the colour must not contradict the prediction beside it.
     """
     amber, red = thresholds["amber"], thresholds["red"]
-    if len(risk) > batches.FEW_ROWS:  # the same rules on arrays: a 10,000-row answer in 1 ms, not 6
-        values, at_risk = np.asarray(risk), np.asarray(predicted, dtype=bool)
-        codes = np.where(values >= red, 2, np.where(values >= amber, 1, 0))
-        codes[at_risk & (codes == 0)] = 1
-        codes[~at_risk & (codes == 2)] = 1
-        return BAND_NAMES[codes].tolist()
     bands = []
     for r, p in zip(risk, predicted):
         band = "red" if r >= red else "amber" if r >= amber else "green"

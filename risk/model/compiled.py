@@ -6,8 +6,9 @@ below what the arithmetic needs. So the deployed pipeline is *compiled*: the fit
 statistics, indicator columns, scaler means and scales and one-hot category maps are applied
 with numpy, a logistic regression is its coefficients, and tree ensembles (gradient boosting,
 random forests) are imported into Treelite (``treelite.sklearn.import_model``) and evaluated by
-its ``gtil.predict``; large batches go to the trees' own ``predict_proba`` on the compiled
-features, which is faster there. A soft-voting blend is the mean of its compiled members.
+its GTIL through its C API (``treelite_predict.TreelitePredictor``); large batches go to the
+trees' own ``predict_proba`` on the compiled features, which is faster there. A soft-voting
+blend is the mean of its compiled members, their shared preprocessing computed once.
 
 Anything that cannot be compiled (whatever it raises: an unknown step, an attribute a newer
 scikit-learn renamed) is served by ``model.predict_proba``, with a logged warning. Every
