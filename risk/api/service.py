@@ -703,7 +703,7 @@ def _reasons(config: Config, loaded: LoadedModel, batch: batches.Batch) -> list[
     """Per row, the features that raise its risk most, in words (risk.model.explain)."""
     explainer = loaded.explainer(config)
     try:
-        return explainer.reasons(batch.frame(loaded.schema), top=REASONS)
+        return explainer.batch_reasons(batch, top=REASONS)
     except ValueError:  # scikit-learn's own input checks, as in _risk
         raise batches.InputError(OUT_OF_RANGE) from None
 

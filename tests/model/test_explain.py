@@ -298,3 +298,25 @@ def test_the_top_reason_set_to_its_typical_value_lowers_the_risk_on_real_data(sh
     for kind, (flagged, with_reason, lowered) in results.items():
         assert flagged >= 50, (kind, results)
         assert lowered >= FAITHFUL_SHARE * flagged, (kind, results)
+
+
+def test_a_checked_batch_gets_the_reasons_its_frame_gets(trained) -> None:
+    from risk.model import batches
+
+    frame, models, typical = trained
+    rows = frame.iloc[:300].copy()
+    rows.loc[rows.index[:5], "sector"] = "never-seen"
+    schema = batches.Schema(tuple(FEATURES["numeric"]), tuple(FEATURES["categorical"]), ())
+    batch = batches.batch_from_frame(rows, schema, 0)
+    for kind in models:
+        explainer = explain.Explainer(models[kind], FEATURES, typical)
+        assert explainer.batch_reasons(batch) == explainer.reasons(rows)
+
+
+def test_scikit_learns_preprocessing_explains_as_the_compiled_one(trained, monkeypatch) -> None:
+    frame, models, typical = trained
+    compiled = explain.Explainer(models[pipelines.BLEND], FEATURES, typical)
+    assert all(member.compiled is not None for member in compiled._members)
+    monkeypatch.setattr(explain, "_compiled_preprocess", lambda *args: None)
+    fallback = explain.Explainer(models[pipelines.BLEND], FEATURES, typical)
+    np.testing.assert_allclose(fallback.contributions(frame), compiled.contributions(frame), rtol=0, atol=1e-12)
