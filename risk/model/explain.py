@@ -459,32 +459,55 @@ def _leaf_one(value: float, path: tuple[int, ...], fx: int, rc: int, out: list[f
 
 
 def _walk_many(tree: _Tree, columns: np.ndarray, out_t: np.ndarray) -> None:
-    """Add one tree's baseline Shapley values for many rows (``columns``: features x rows) to ``out_t``."""
+    """Add one tree's baseline Shapley values for many rows (``columns``: features x rows) to ``out_t``.
+
+    ``rows`` None stands for every row (the typical client's own path keeps them all): no gathering.
+    """
     count = columns.shape[1]
-    stack: list[tuple[int, np.ndarray, np.ndarray, int]] = [(0, np.arange(count), np.zeros(count, np.int64), 0)]
+    stack: list[tuple[int, np.ndarray | None, np.ndarray, int]] = [(0, None, np.zeros(count, np.int64), 0)]
     while stack:
         node, rows, fx, rc = stack.pop()
         if tree.leaf[node]:
             _leaf_many(tree.value[node], tree.path[node], rows, fx, rc, out_t)
             continue
-        values = columns[tree.feature[node]][rows]
+        values = columns[tree.feature[node]] if rows is None else columns[tree.feature[node]][rows]
         left = values <= tree.threshold[node]  # NaN goes right unless the split sends missing values left
         if tree.missing_left[node]:
             left |= np.isnan(values)
+        going_left = int(np.count_nonzero(left))
         bit, r_left = tree.bit[node], tree.r_left[node]
-        for child, x_side, r_side in ((tree.left[node], left, r_left), (tree.right[node], ~left, not r_left)):
+        for child, r_side, everyone, no_one, x_side in (
+            (tree.left[node], r_left, going_left == len(left), going_left == 0, left),
+            (tree.right[node], not r_left, going_left == 0, going_left == len(left), None),
+        ):
             if r_side and not rc & bit:  # the typical client's side: every row still reaches the child
-                stack.append((child, rows, np.where(x_side, fx, fx | bit), rc))
+                if everyone:
+                    stack.append((child, rows, fx, rc))
+                elif no_one:
+                    stack.append((child, rows, fx | bit, rc))
+                else:
+                    x_side = left if x_side is not None else ~left
+                    stack.append((child, rows, np.where(x_side, fx, fx | bit), rc))
                 continue
             # The typical client fails this feature: only rows whose own value satisfies it reach the child.
-            keep = x_side if r_side else x_side & (fx & bit == 0)
-            if keep.all():
+            if no_one:
+                continue
+            if everyone and r_side:
                 stack.append((child, rows, fx, rc | bit))
-            elif keep.any():
-                stack.append((child, rows[keep], fx[keep], rc | bit))
+                continue
+            x_side = left if x_side is not None else ~left
+            keep = x_side if r_side else x_side & (fx & bit == 0)
+            kept = int(np.count_nonzero(keep))
+            if kept == len(keep):
+                stack.append((child, rows, fx, rc | bit))
+            elif kept:
+                where = np.flatnonzero(keep)
+                stack.append((child, where if rows is None else rows[where], fx[where], rc | bit))
 
 
-def _leaf_many(value: float, path: tuple[int, ...], rows: np.ndarray, fx: np.ndarray, rc: int, out_t: np.ndarray):
+def _leaf_many(
+    value: float, path: tuple[int, ...], rows: np.ndarray | None, fx: np.ndarray, rc: int, out_t: np.ndarray
+) -> None:
     """A leaf's game v * [A in S, S apart from B], its Shapley values added to the rows' features."""
     if value == 0.0:
         return
@@ -497,12 +520,18 @@ def _leaf_many(value: float, path: tuple[int, ...], rows: np.ndarray, fx: np.nda
         gain = value * _WEIGHT[a][b]
         for slot, group in enumerate(path):
             if rc >> slot & 1:
-                out_t[group][rows] += gain
+                if rows is None:
+                    out_t[group] += gain
+                else:
+                    out_t[group][rows] += gain
     if failed:
         loss = value * _WEIGHT_T[a][b]
         for slot, group in enumerate(path):
             if failed >> slot & 1:
-                out_t[group][rows] -= loss * (fx >> slot & 1)
+                if rows is None:
+                    out_t[group] -= loss * (fx >> slot & 1)
+                else:
+                    out_t[group][rows] -= loss * (fx >> slot & 1)
 
 
 def _weights(size: int) -> np.ndarray:
