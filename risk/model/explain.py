@@ -225,9 +225,10 @@ def _compiled_preprocess(preprocess: Any, schema: Schema, reference: pd.DataFram
         expected = np.asarray(preprocess.transform(probe), dtype=np.float64)
         if np.array_equal(compiled.transform(_batch(probe, schema)), expected):
             return compiled
-    except Exception:  # noqa: BLE001 whatever compiling raises, scikit-learn's own transform still explains
+    except Exception as exc:  # noqa: BLE001 whatever compiling raises, scikit-learn's own transform still explains
+        logger.warning("explaining with scikit-learn's (slower) preprocessing: %s: %s", type(exc).__name__, exc)
         return None
-    logger.warning("explaining with scikit-learn's preprocessing: the compiled one differs from it")
+    logger.warning("explaining with scikit-learn's (slower) preprocessing: the compiled one differs from it")
     return None
 
 
