@@ -430,28 +430,29 @@ def _prepare(tree: _Tree, r: np.ndarray, groups: np.ndarray) -> None:
 
 def _walk_one(tree: _Tree, x: list[float], out: list[float]) -> None:
     """Add one tree's baseline Shapley values for one row ``x`` to ``out`` (per feature)."""
+    leaf, value, path, feature, threshold = tree.leaf, tree.value, tree.path, tree.feature, tree.threshold
+    bits, r_lefts, lefts, rights, missing_left = tree.bit, tree.r_left, tree.left, tree.right, tree.missing_left
     stack = [(0, 0, 0)]  # node, fx, rc
     while stack:
         node, fx, rc = stack.pop()
-        if tree.leaf[node]:
-            value = tree.value[node]
-            if value and (fx or rc):
-                _leaf_one(value, tree.path[node], fx, rc, out)
+        if leaf[node]:
+            if value[node] and (fx or rc):
+                _leaf_one(value[node], path[node], fx, rc, out)
             continue
-        own = x[tree.feature[node]]
-        left = own <= tree.threshold[node] or (own != own and tree.missing_left[node])  # own != own: NaN
-        bit, r_left = tree.bit[node], tree.r_left[node]
+        own = x[feature[node]]
+        left = own <= threshold[node] or (own != own and missing_left[node])  # own != own: NaN
+        bit = bits[node]
         fx_left, fx_right = (fx, fx | bit) if left else (fx | bit, fx)
-        rc_left, rc_right = (rc, rc | bit) if r_left else (rc | bit, rc)
+        rc_left, rc_right = (rc, rc | bit) if r_lefts[node] else (rc | bit, rc)
         if not fx_left & rc_left:
-            stack.append((tree.left[node], fx_left, rc_left))
+            stack.append((lefts[node], fx_left, rc_left))
         if not fx_right & rc_right:
-            stack.append((tree.right[node], fx_right, rc_right))
+            stack.append((rights[node], fx_right, rc_right))
 
 
 def _leaf_one(value: float, path: tuple[int, ...], fx: int, rc: int, out: list[float]) -> None:
     a, b = rc.bit_count(), fx.bit_count()
-    gain, loss = value * _WEIGHT[a][b], value * _WEIGHT[b][a]
+    gain, loss = value * _WEIGHTS[a][b], value * _WEIGHTS[b][a]
     for slot, group in enumerate(path):
         if rc >> slot & 1:
             out[group] += gain
@@ -546,6 +547,7 @@ def _weights(size: int) -> np.ndarray:
 
 _WEIGHT = _weights(MAX_SLOTS + 2)
 _WEIGHT_T = np.ascontiguousarray(_WEIGHT.T)  # [a, b] = a! (b-1)! / (a+b)!, for a feature in B
+_WEIGHTS = _WEIGHT.tolist()  # the same as Python floats, for the one-row walk
 
 
 def _walk_wide(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np.ndarray) -> None:
