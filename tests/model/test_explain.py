@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy.special import logit
 from sklearn.model_selection import FixedThresholdClassifier
+from threadpoolctl import threadpool_limits
 
 from risk.model import explain, pipelines
 
@@ -60,7 +61,9 @@ def fitted_models(frame: pd.DataFrame, y: np.ndarray) -> dict[str, FixedThreshol
 @pytest.fixture(scope="module")
 def trained() -> tuple[pd.DataFrame, dict[str, FixedThresholdClassifier], dict]:
     frame, y = synthetic()
-    return frame, fitted_models(frame, y), explain.typical_client(frame, FEATURES)
+    with threadpool_limits(limits=1):  # set up before the per-test single thread: OpenMP spinning made it 15x slower
+        models = fitted_models(frame, y)
+    return frame, models, explain.typical_client(frame, FEATURES)
 
 
 def reference(typical: dict) -> pd.DataFrame:
