@@ -155,12 +155,14 @@ def test_chunked_scoring_equals_one_shot_scoring(book_project: Config, monkeypat
     deployed = versions.load_deployed_model(book_project)
     the_book = booklist.read_book_for(book_project, deployed)
     monkeypatch.setattr(booklist, "CHUNK_ROWS", 777)  # 13 chunks, the last one short
-    risk, predicted, reasons = booklist.score_book(book_project, deployed, the_book.frame)
+    explainer, _ = booklist.explainer_and_method(book_project, deployed)
+    risk, predicted, reasons = booklist.score_book(book_project, deployed, the_book.frame, explainer)
     whole_risk, whole_predicted = predictions.risk_and_predictions(deployed, the_book.frame)
     # A forest sums its trees' votes in blocks whose size follows the rows: one risk in 10,000 differs in its last bit.
     np.testing.assert_allclose(risk, whole_risk, rtol=1e-12, atol=0)
     np.testing.assert_array_equal(predicted, whole_predicted)
-    assert [len(column) for column in reasons] == [len(the_book.frame)] * 3
+    whole_reasons = explainer.reasons(the_book.frame, top=3)
+    assert [list(filter(None, row)) for row in zip(*reasons)] == whole_reasons
     assert len(risk) == sample.CLIENTS and scoring.CLUSTER_MIN_ROWS > len(risk)
 
 
