@@ -109,16 +109,21 @@ def _previous_list(config: Config, info: dict[str, Any] | None) -> pd.DataFrame 
 
 
 def make_call_list(
-    config: Config, deployed: versions.DeployedModel, the_book: book.Book, previous: pd.DataFrame | None
+    config: Config,
+    deployed: versions.DeployedModel,
+    the_book: book.Book,
+    previous: pd.DataFrame | None,
+    explain: bool = True,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """(the list's JSON, the list) for ``the_book`` scored by ``deployed``, ranked riskiest first."""
+    """(the list's JSON, the list) for ``the_book`` scored by ``deployed``, ranked riskiest first
+    (``explain`` False: blank reasons, what the benchmark compares the reasons' cost against)."""
     import numpy as np
 
     from risk.core.bands import band_thresholds, risk_bands
 
     ids = config["id_columns"]
     frame = the_book.frame
-    explainer, method = explainer_and_method(config, deployed)
+    explainer, method = explainer_and_method(config, deployed) if explain else (None, "none: not asked for")
     risk, predicted, reasons = score_book(config, deployed, frame, explainer)
     listed = frame[ids].copy()
     listed["risk"] = risk

@@ -15,6 +15,13 @@ from risk.data import sample
 from risk.model import scoring
 from risk.registry import booklist, calllists, deploy, predictions, versions
 from tests.conftest import rewrite_config
+from tests.data.test_dbpull import (  # noqa: F401 (database and postgres_server are fixtures)
+    PostgresDatabase,
+    SqliteDatabase,
+    client_rows,
+    database,
+    postgres_server,
+)
 from tests.pipeline.test_process import probe_fast_path
 
 
@@ -177,3 +184,24 @@ def test_the_list_json_says_what_the_budget_reaches(book_project: Config) -> Non
         frame["risk"].iloc[:50].sum() / frame["risk"].sum(), abs=1e-6
     )
     assert info["written_at"].endswith("+00:00") and info["book_checks"]["rows_kept"] == sample.CLIENTS
+
+
+def test_a_database_book_makes_a_list_and_another_only_when_its_rows_change(
+    database: SqliteDatabase | PostgresDatabase,  # noqa: F811 (the fixture imported above)
+    deployed_project: Config,
+) -> None:
+    database.create_clients()
+    database.insert(client_rows(1, 300))
+    spec = {key: value for key, value in database.source().items() if key != "watermark_column"}
+    config = rewrite_config(deployed_project, client_book=spec)
+
+    assert run(config) == 0
+    info, frame = calllists.latest_call_list(config)
+    assert info["rows"] == 300 and info["book"].startswith(f"crm ({database.kind}")
+    assert frame["corporation"].str.startswith("db-").all()
+    assert run(config) == 0
+    assert len(lists(config)) == 1, "the same rows: no new list"
+
+    database.insert(client_rows(301, 5))
+    assert run(config) == 0
+    assert len(lists(config)) == 2 and calllists.latest_list_info(config)["rows"] == 305
