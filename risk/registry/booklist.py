@@ -176,7 +176,7 @@ def score_book(
         with compute.open_runner(config) as runner:
             model, shared_explainer = runner.share(deployed.model), runner.share(explainer)
             work = [(model, features, shared_explainer, chunk, deployed.version) for chunk in chunks]
-            results = runner.map(score_chunk, work, name="call list")
+            results = runner.map(score_chunk, work, name="calllist")
     else:
         results = [score_chunk(deployed.model, features, explainer, chunk, deployed.version) for chunk in chunks]
     risk = np.concatenate([r for r, _, _ in results]) if results else np.zeros(0)
