@@ -217,23 +217,22 @@ def _checked(
         keep = np.ones(len(frame), dtype=bool)
         no_id = np.zeros(len(frame), dtype=bool)
         for column in ids:
-            values = frame[column]
-            no_id |= (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+            values = frame[column]  # read as text: str.strip needs no conversion first
+            no_id |= (values.isna() | (values.str.strip() == "")).to_numpy()
         _note(set_aside, where, lines, no_id & keep, f"no value in the id column(s) {ids}")
         keep &= ~no_id
         for column in features["numeric"]:
             frame[column], bad = _numbers(frame[column])
             _note(set_aside, where, lines, bad & keep, f"column {column!r} holds a value that is not a finite number")
             keep &= ~bad
-        kept = frame.loc[keep]
-        kept_parts.append((where, kept, lines[keep]))
+        kept_parts.append((where, frame.loc[keep], lines[keep].to_numpy()))
     frame = pd.concat([part for _, part, _ in kept_parts], ignore_index=True) if kept_parts else pd.DataFrame()
     for column in features["categorical"]:  # categories of parts that differ: back to one categorical
         if frame[column].dtype != "category":
             frame[column] = frame[column].astype("category")
-    where_lines = pd.Series(
-        [f"{where} line {line}" for where, _, part_lines in kept_parts for line in part_lines.tolist()]
-    )
+    # Where each kept row came from (its part, its line), named only for the few rows a check shows.
+    part_of = np.concatenate([np.full(len(lines), i) for i, (_, _, lines) in enumerate(kept_parts)])
+    line_of = np.concatenate([lines for _, _, lines in kept_parts])
     duplicated = frame.duplicated(subset=ids, keep="first").to_numpy()
     duplicate_ids = []
     if duplicated.any():
@@ -243,7 +242,9 @@ def _checked(
             {
                 "reason": "duplicate id (the first row with it kept)",
                 "rows": int(duplicated.sum()),
-                "first": where_lines[duplicated].head(EXAMPLES).tolist(),
+                "first": [
+                    f"{kept_parts[part_of[i]][0]} line {line_of[i]}" for i in np.flatnonzero(duplicated)[:EXAMPLES]
+                ],
             }
         )
         frame = frame.loc[~duplicated].reset_index(drop=True)
@@ -269,11 +270,13 @@ def _numbers(values: pd.Series) -> tuple[pd.Series, Any]:
 
     if pd.api.types.is_bool_dtype(values):
         return values.astype("float64"), np.ones(len(values), dtype=bool)
-    parsed = values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(values.str.strip(), errors="coerce")
-    parsed = parsed.astype("float64")
-    bad = (parsed.isna() & values.notna() & (values.astype(str).str.strip() != "")).to_numpy()
-    bad |= np.isinf(parsed.to_numpy())
-    return parsed, bad
+    if pd.api.types.is_numeric_dtype(values):  # the parser read every value as a number
+        parsed = values.astype("float64")
+        return parsed, np.isinf(parsed.to_numpy())
+    text = values.str.strip()
+    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = (parsed.isna() & text.notna() & (text != "")).to_numpy()
+    return parsed, bad | np.isinf(parsed.to_numpy())
 
 
 def _note(set_aside: list[dict[str, Any]], where: str, lines: pd.Series, rows: Any, reason: str) -> None:

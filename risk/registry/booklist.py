@@ -120,6 +120,7 @@ def make_call_list(
     import numpy as np
 
     from risk.core.bands import band_thresholds, risk_bands
+    from risk.registry.predictions import served_threshold
 
     ids = config["id_columns"]
     frame = the_book.frame
@@ -131,7 +132,7 @@ def make_call_list(
     listed = calllists.ranked(listed, ids)
     order = listed.pop("_row").to_numpy()
     flagged = predicted[order].astype(bool)
-    threshold = deployed.metadata.get("threshold")
+    threshold = served_threshold(deployed)
     thresholds = band_thresholds(config, threshold)
     listed["band"] = risk_bands(listed["risk"].tolist(), flagged.tolist(), thresholds)
     listed["flagged"] = flagged
@@ -166,19 +167,23 @@ def score_book(
     import numpy as np
 
     from risk.model import scoring
+    from risk.registry.predictions import served_threshold
 
     starts = range(0, len(frame), CHUNK_ROWS)
     chunks = [frame.iloc[start : start + CHUNK_ROWS] for start in starts]
     features = deployed.metadata["features"]
+    threshold = served_threshold(deployed)
     if config["dask_scheduler_address"] and len(frame) >= scoring.CLUSTER_MIN_ROWS:
         from risk.model import compute
 
         with compute.open_runner(config) as runner:
             model, shared_explainer = runner.share(deployed.model), runner.share(explainer)
-            work = [(model, features, shared_explainer, chunk, deployed.version) for chunk in chunks]
+            work = [(model, features, threshold, shared_explainer, chunk, deployed.version) for chunk in chunks]
             results = runner.map(score_chunk, work, name="calllist")
     else:
-        results = [score_chunk(deployed.model, features, explainer, chunk, deployed.version) for chunk in chunks]
+        results = [
+            score_chunk(deployed.model, features, threshold, explainer, chunk, deployed.version) for chunk in chunks
+        ]
     risk = np.concatenate([r for r, _, _ in results]) if results else np.zeros(0)
     predicted = np.concatenate([p for _, p, _ in results]) if results else np.zeros(0, dtype=int)
     reasons = [
@@ -189,13 +194,14 @@ def score_book(
 
 
 def score_chunk(
-    model: Any, features: dict[str, list[str]], explainer: Any, chunk: pd.DataFrame, version: str
+    model: Any, features: dict[str, list[str]], threshold: float, explainer: Any, chunk: pd.DataFrame, version: str
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """One chunk's risks, decisions and reasons (a task a Dask worker can run: plain values in and out)."""
-    from risk.registry.predictions import model_risk_and_predictions
+    """One chunk's risks, decisions (risk at or above the threshold, as the API decides: one
+    predict_proba, not a second one inside predict) and reasons; a task a Dask worker can run."""
+    from risk.registry.predictions import model_risk
 
-    risk, predicted = model_risk_and_predictions(model, features, chunk, version)
-    return risk, predicted, reason_columns(explainer, chunk)
+    risk = model_risk(model, features, chunk, version)
+    return risk, (risk >= threshold).astype(int), reason_columns(explainer, chunk)
 
 
 # ----------------------------------------------------------------------------- the reasons
