@@ -14,7 +14,13 @@ from risk.core.settings import Config
 from risk.data import sample
 from risk.model import scoring
 from risk.registry import booklist, calllists, deploy, predictions, versions
-from tests.conftest import import_or_fail_in_ci, rewrite_config
+from tests.conftest import (
+    SCORES_WARNING,
+    UNINFORMATIVE_WARNING,
+    deploy_uninformative_version,
+    import_or_fail_in_ci,
+    rewrite_config,
+)
 from tests.data.test_dbpull import (  # noqa: F401 (database and postgres_server are fixtures)
     PostgresDatabase,
     SqliteDatabase,
@@ -231,3 +237,11 @@ def test_a_large_book_is_scored_and_explained_on_the_cluster_as_here(
     np.testing.assert_array_equal(there[1], here[1])
     for ours, theirs in zip(here[2], there[2]):
         assert ours.tolist() == theirs.tolist()
+
+
+def test_a_version_no_better_than_chance_says_so_at_the_top_of_its_list(book_project: Config) -> None:
+    version = deploy_uninformative_version(book_project)
+    assert run(book_project) == 0
+    info = calllists.latest_list_info(book_project)
+    assert info["version"] == version
+    assert info["warnings"][0] == UNINFORMATIVE_WARNING and SCORES_WARNING in info["warnings"]
