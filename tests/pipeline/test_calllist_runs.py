@@ -97,6 +97,7 @@ def test_a_book_change_makes_one_new_list_with_its_changes(book_project: Config)
     assert len(lists(book_project)) == 2, "the same book again: no list"
 
 
+@pytest.mark.slow  # a deploy writes its reports
 def test_a_version_change_makes_one_new_list_and_a_rollback_another(book_project: Config) -> None:
     assert run(book_project) == 0
     assert deploy.deploy_model(book_project, reason="by hand") == "v2"
@@ -239,6 +240,7 @@ def test_a_large_book_is_scored_and_explained_on_the_cluster_as_here(
         assert ours.tolist() == theirs.tolist()
 
 
+@pytest.mark.slow  # a deploy writes its reports
 def test_a_version_no_better_than_chance_says_so_at_the_top_of_its_list(book_project: Config) -> None:
     version = deploy_uninformative_version(book_project)
     assert run(book_project) == 0
