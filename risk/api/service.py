@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ PENDING_KEYS = (
 # Names of a data file used by clients written for the classic course, besides "dataset".
 DATASET_ALIASES = ("data_file", "filepath", "file_path")
 QUERY_DATASET = "data_loc"
+EXPLAIN = "explain"  # a JSON body's flag asking for each row's reasons
+REASONS = 3  # reasons per row, as in the call list
 OUT_OF_RANGE = "the rows could not be scored: a value is outside the range the model accepts"
 UNINFORMATIVE_NOTE = (
     "no better than chance: this model cannot tell clients at risk from the others; do not act on its predictions alone"
@@ -118,10 +120,39 @@ class LoadedModel:
     loaded_at: str
     threshold: float
     bands: dict[str, Any]  # band_thresholds for this model and the config: the same for every request
+    # The reasons' explainer (or why there is none), built by the first request that asks for reasons.
+    explained: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    explaining: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def version(self) -> str:
         return self.deployed.version
+
+    def explainer(self, config: Config) -> Any:
+        """This version's explainer (risk.model.explain), built once; InputError (501) where it cannot be."""
+        if "explainer" not in self.explained:
+            with self.explaining:
+                if "explainer" not in self.explained:
+                    self.explained.update(build_explainer(config, self.deployed))
+        if self.explained["explainer"] is None:
+            raise batches.InputError(self.explained["reason"], status=501)
+        return self.explained["explainer"]
+
+
+def build_explainer(config: Config, deployed: versions.DeployedModel) -> dict[str, Any]:
+    """{"explainer": the version's explainer} or {"explainer": None, "reason": why it has none}."""
+    from risk.model import explain
+    from risk.registry.predictions import explainer_for
+
+    started = time.perf_counter()
+    try:
+        explainer = explainer_for(config, deployed)
+    except (explain.UnsupportedModel, OSError, KeyError, ValueError) as exc:
+        logger.error("%s: no reasons: %s: %s", deployed.version, type(exc).__name__, exc)
+        reason = project_relative(f"reasons are not available for {deployed.version}: {exc}", config)
+        return {"explainer": None, "reason": reason}
+    logger.info("%s: explainer built in %.2fs", deployed.version, time.perf_counter() - started)
+    return {"explainer": explainer}
 
 
 def load_model(config: Config, version: str) -> LoadedModel:
@@ -519,8 +550,8 @@ def prediction() -> Response:
     state = _state()
     loaded = _model()
     try:
-        batch, source = request_batch(state.config, loaded)
-        body, rows = prediction_body(state, loaded, batch, source)
+        batch, source, explain = request_batch(state.config, loaded)
+        body, rows = prediction_body(state, loaded, batch, source, explain)
     except batches.InputError as exc:
         abort(exc.status, str(exc))
     return prediction_response(body, rows, loaded.version)
@@ -541,20 +572,21 @@ def json_prediction(state: ServingState, environ: dict[str, Any]) -> Response | 
     length = environ.get("CONTENT_LENGTH")
     data = environ["wsgi.input"].read(int(length)) if length else b""
     try:
-        batch, source = body_batch(state.config, loaded, JSON_TYPE, data)
-        body, rows = prediction_body(state, loaded, batch, source)
+        batch, source, explain = body_batch(state.config, loaded, JSON_TYPE, data)
+        body, rows = prediction_body(state, loaded, batch, source, explain)
     except batches.InputError as exc:
         return error_response(exc.status, str(exc))
     return prediction_response(body, rows, loaded.version)
 
 
-def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, str]:
-    """The rows this request sends or names, and where they came from ("records", "csv", ...)."""
+def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, str, bool]:
+    """The rows this request sends or names, where they came from ("records", "csv", ...), and
+    whether it asks for reasons (a JSON body's ``"explain": true``)."""
     if request.query_string and QUERY_DATASET in request.args:
-        return query_batch(config, loaded, request.args.get(QUERY_DATASET), request.get_data()), "dataset"
+        return query_batch(config, loaded, request.args.get(QUERY_DATASET), request.get_data()), "dataset", False
     mimetype = request.mimetype
     if mimetype == UPLOAD_TYPE:
-        return _upload_batch(config, loaded), "upload"
+        return _upload_batch(config, loaded), "upload", False
     if is_json(mimetype) or mimetype in CSV_TYPES:
         return body_batch(config, loaded, mimetype, _body())
     abort(415, UNSUPPORTED_TYPE)
@@ -575,13 +607,32 @@ def is_json(mimetype: str) -> bool:
     return mimetype == JSON_TYPE or mimetype.endswith("+json")
 
 
-def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[batches.Batch, str]:
-    """The rows of a JSON body (records, a bare list, or a named data file) or of a CSV body."""
+def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) -> tuple[batches.Batch, str, bool]:
+    """The rows of a JSON body (records, a bare list, or a named data file) or of a CSV body, and
+    whether the body asks for reasons (``"explain": true`` beside ``records`` or a data file)."""
     max_rows = config["api_max_rows"]
     if mimetype in CSV_TYPES:
         frame = batches.read_csv_bytes(data, loaded.schema, config["api_max_columns"])
-        return batches.batch_from_frame(frame, loaded.schema, max_rows), "csv"
+        return batches.batch_from_frame(frame, loaded.schema, max_rows), "csv", False
     payload = _json_body(data)
+    explain = False
+    if isinstance(payload, dict) and EXPLAIN in payload:
+        payload = dict(payload)
+        explain = payload.pop(EXPLAIN)
+        if not isinstance(explain, bool):
+            raise batches.InputError(f'"{EXPLAIN}" must be true or false, not {_json_kind(explain)}')
+    batch, source = _json_batch(config, loaded, payload, max_rows)
+    return batch, source, explain
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "a number"
+    return batches.JSON_TYPES.get(type(value), "an unsupported value")
+
+
+def _json_batch(config: Config, loaded: LoadedModel, payload: Any, max_rows: int) -> tuple[batches.Batch, str]:
+    """The rows of a JSON body without its ``explain`` flag, and where they came from."""
     if isinstance(payload, list):
         return batches.batch_from_records(payload, loaded.schema, max_rows), "records"
     if isinstance(payload, dict) and set(payload) == {"records"}:
@@ -590,8 +641,8 @@ def body_batch(config: Config, loaded: LoadedModel, mimetype: str, data: bytes) 
         frame = datasets.dataset_frame(config, payload["dataset"], loaded.deployed.metadata, max_rows)
         return batches.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
     if isinstance(payload, dict) and len(payload) == 1 and next(iter(payload)) in DATASET_ALIASES:
-        ((field, path),) = payload.items()
-        frame = datasets.project_path_frame(config, field, path, loaded.deployed.metadata, max_rows)
+        ((name, path),) = payload.items()
+        frame = datasets.project_path_frame(config, name, path, loaded.deployed.metadata, max_rows)
         return batches.batch_from_frame(frame, loaded.schema, max_rows), "dataset"
     raise batches.InputError(
         'send {"records": [...]}, a bare array of records, or {"dataset": "<file>.csv"} '
@@ -617,10 +668,10 @@ def _upload_batch(config: Config, loaded: LoadedModel) -> batches.Batch:
 
 
 def prediction_body(
-    state: ServingState, loaded: LoadedModel, batch: batches.Batch, source: str
+    state: ServingState, loaded: LoadedModel, batch: batches.Batch, source: str, explain: bool = False
 ) -> tuple[dict[str, Any], str]:
     """What was noticed, and per row (as JSON text, the answer's last field, ``predictions``) the
-    0/1 prediction, the risk and its band, with the ids given."""
+    0/1 prediction, the risk and its band, with the ids given; with ``explain``, its reasons too."""
     # Python lists from here: a single-row request is most requests, and numpy's per-call cost
     # (microseconds each) would outweigh its speed on a handful of values.
     risk = _risk(loaded, batch).tolist()
@@ -630,7 +681,8 @@ def prediction_body(
     state.metrics.count_predictions(loaded.version, positives, len(predicted) - positives)
     thresholds = loaded.bands
     bands = risk_bands(risk, predicted, thresholds)
-    return {
+    reasons = _reasons(state.config, loaded, batch) if explain else None
+    body = {
         "model_version": loaded.version,
         "model": loaded.deployed.metadata.get("model"),
         "threshold": threshold,
@@ -642,7 +694,25 @@ def prediction_body(
         "unseen_categories": compiled.unseen_categories(loaded.known_categories, batch, loaded.schema),
         "missing_values": batch.missing_values(loaded.schema),
         **ignored_columns(batch),
-    }, prediction_rows_json(batch, predicted, risk, bands)
+    }
+    if reasons is not None:
+        body["reasons_method"] = reasons_method()
+    return body, prediction_rows_json(batch, predicted, risk, bands, reasons)
+
+
+def _reasons(config: Config, loaded: LoadedModel, batch: batches.Batch) -> list[list[str]]:
+    """Per row, the features that raise its risk most, in words (risk.model.explain)."""
+    explainer = loaded.explainer(config)
+    try:
+        return explainer.batch_reasons(batch, top=REASONS)
+    except ValueError:  # scikit-learn's own input checks, as in _risk
+        raise batches.InputError(OUT_OF_RANGE) from None
+
+
+def reasons_method() -> str:
+    from risk.model.explain import METHOD
+
+    return METHOD
 
 
 IGNORED_NAMES_SHOWN = 20  # a request may send thousands of keys: name this many, count the rest
@@ -667,8 +737,15 @@ def _risk(loaded: LoadedModel, batch: batches.Batch) -> np.ndarray:
     return risk
 
 
-def prediction_rows_json(batch: batches.Batch, predicted: list[int], risk: list[float], bands: list[str]) -> str:
-    """The rows ``[{"row": i, <ids>, "prediction": p, "risk": r, "band": b}, ...]`` as compact JSON text.
+def prediction_rows_json(
+    batch: batches.Batch,
+    predicted: list[int],
+    risk: list[float],
+    bands: list[str],
+    reasons: list[list[str]] | None = None,
+) -> str:
+    """The rows ``[{"row": i, <ids>, "prediction": p, "risk": r, "band": b}, ...]`` as compact JSON text
+    (with ``reasons``, each row's ``"reasons": [...]`` after its band).
 
     Written row by row rather than through dicts and json's encoder: a third of a 10,000-row
     answer's time went there. The same text as ``answers.encode_json`` of those dicts: strings by
@@ -678,10 +755,17 @@ def prediction_rows_json(batch: batches.Batch, predicted: list[int], risk: list[
     for name, values in batch.ids.items():
         key = encode_string(name)
         given = [f"{g}{key}:{_json_value(v)}," for g, v in zip(given, values)]
-    rows = [
-        f'{{"row":{index},{g}"prediction":{p},"risk":{r!r},"band":"{b}"}}'
-        for index, (g, p, r, b) in enumerate(zip(given, predicted, risk, bands))
-    ]
+    if reasons is None:
+        rows = [
+            f'{{"row":{index},{g}"prediction":{p},"risk":{r!r},"band":"{b}"}}'
+            for index, (g, p, r, b) in enumerate(zip(given, predicted, risk, bands))
+        ]
+    else:
+        rows = [
+            f'{{"row":{index},{g}"prediction":{p},"risk":{r!r},"band":"{b}",'
+            f'"reasons":[{",".join(encode_string(reason) for reason in listed)}]}}'
+            for index, (g, p, r, b, listed) in enumerate(zip(given, predicted, risk, bands, reasons))
+        ]
     return "[" + ",".join(rows) + "]"
 
 

@@ -29,7 +29,9 @@ interventional TreeSHAP against a background sample passed 47 (forest) and 56 (b
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from risk.model.batches import Batch, Schema, slice_batch
+from risk.model.compiled import Preprocessor
 from risk.model.scoring import feature_frame
+
+logger = logging.getLogger(__name__)
 
 METHOD = (
     "baseline Shapley values against the training data's typical client (the median of each numeric feature, the "
@@ -104,44 +110,76 @@ class Explainer:
             pipelines = [estimator]
         if not pipelines:
             raise UnsupportedModel("the blend has no members")
-        self._members = [_member(pipeline, self.feature_names, reference) for pipeline in pipelines]
+        self._schema = Schema(tuple(self.features["numeric"]), tuple(self.features["categorical"]), ())
+        self._members = [_member(pipeline, self.feature_names, reference, self._schema) for pipeline in pipelines]
+        self._typical_text = {name: format_value(value) for name, value in self.typical.items()}
 
     def contributions(self, frame: pd.DataFrame) -> np.ndarray:
         """Rows x feature_names: each feature's share of p(client) - p(typical client), in probability points."""
-        inputs = feature_frame(frame, self.features)
+        return self._contributions(feature_frame(frame, self.features))
+
+    def _contributions(self, inputs: pd.DataFrame) -> np.ndarray:
         out = np.zeros((len(inputs), len(self.feature_names)))
         for start in range(0, len(inputs), CHUNK_ROWS):
             chunk = inputs.iloc[start : start + CHUNK_ROWS]
-            total = sum(member.attribute(chunk) for member in self._members)
-            out[start : start + len(chunk)] = total / len(self._members)
+            out[start : start + len(chunk)] = self._chunk(_batch(chunk, self._schema), lambda: chunk)
         return out
+
+    def _chunk(self, batch: Batch, frame: Callable[[], pd.DataFrame]) -> np.ndarray:
+        """The mean of the members' attributions of one chunk (``frame``: the same rows for scikit-learn)."""
+        matrices: dict[Any, np.ndarray] = {}  # a blend's members with the same preprocessing share its matrix
+        total = np.zeros((batch.rows, len(self.feature_names)))
+        for member in self._members:
+            if member.key not in matrices:
+                matrices[member.key] = member.matrix(frame, batch)
+            total += member.attribute(matrices[member.key])
+        return total / len(self._members)
+
+    def batch_reasons(self, batch: Batch, top: int = 3) -> list[list[str]]:
+        """``reasons`` of a checked batch (risk.model.batches) of this explainer's features, in its order:
+        the API's path, without pandas where the preprocessing is compiled."""
+        contributions = np.zeros((batch.rows, len(self.feature_names)))
+        for start in range(0, batch.rows, CHUNK_ROWS):
+            chunk = slice_batch(batch, start, start + CHUNK_ROWS)
+            contributions[start : start + chunk.rows] = self._chunk(chunk, lambda: chunk.frame(self._schema))
+        columns = [batch.numeric[:, i].tolist() for i in range(len(self._schema.numeric))]
+        columns += [list(values) for values in batch.categorical]
+        return self._reasons(columns, contributions, top)
 
     def reasons(self, frame: pd.DataFrame, top: int = 3) -> list[list[str]]:
         """Per row, up to ``top`` reasons: the features that raise the risk most, largest first (none that lower it)."""
         inputs = feature_frame(frame, self.features)
-        return self.reasons_from(inputs, self.contributions(inputs), top)
+        return self.reasons_from(inputs, self._contributions(inputs), top)
 
     def reasons_from(self, inputs: pd.DataFrame, contributions: np.ndarray, top: int = 3) -> list[list[str]]:
         """The reasons of rows whose contributions are already computed (``inputs``: their feature columns)."""
+        return self._reasons([inputs[name].tolist() for name in self.feature_names], contributions, top)
+
+    def _reasons(self, columns: list[list[Any]], contributions: np.ndarray, top: int) -> list[list[str]]:
+        """The reasons of rows with these feature values (``columns``, in feature_names' order) and contributions."""
         if top <= 0 or not len(contributions):
             return [[] for _ in range(len(contributions))]
         width = min(top, contributions.shape[1])
         # The largest first; a stable sort on the negated values keeps ties in feature order.
         order = np.argsort(-contributions, axis=1, kind="stable")[:, :width]
-        columns = {name: inputs[name].to_numpy() for name in self.feature_names}
+        heads = [f"{name} = " for name in self.feature_names]
+        typical = [f" (typical {self._typical_text[name]}): " for name in self.feature_names]
+        shown: list[dict[Any, str]] = [{} for _ in self.feature_names]  # per feature, its values' text: books repeat
         reasons = []
-        for row, picks in enumerate(order):
-            reasons.append(
-                [
-                    self._reason(self.feature_names[j], columns[self.feature_names[j]][row], contributions[row, j])
-                    for j in picks
-                    if contributions[row, j] > 0
-                ]
-            )
+        for row, (picks, effects) in enumerate(
+            zip(order.tolist(), np.take_along_axis(contributions, order, 1).tolist())
+        ):
+            listed = []
+            for j, effect in zip(picks, effects):
+                if effect <= 0:
+                    break
+                value = columns[j][row]
+                text = shown[j].get(value)
+                if text is None:
+                    text = shown[j][value] = format_value(value)
+                listed.append(f"{heads[j]}{text}{typical[j]}{format_effect(effect)}")
+            reasons.append(listed)
         return reasons
-
-    def _reason(self, name: str, value: Any, effect: float) -> str:
-        return f"{name} = {format_value(value)} (typical {format_value(self.typical[name])}): {format_effect(effect)}"
 
 
 def format_value(value: Any) -> str:
@@ -166,7 +204,35 @@ def format_effect(effect: float) -> str:
 # ----------------------------------------------------------------------------- the model's members
 
 
-def _member(pipeline: Any, feature_names: list[str], reference: pd.DataFrame) -> _Member:
+def _batch(inputs: pd.DataFrame, schema: Schema) -> Batch:
+    """Feature-frame rows as the compiled preprocessing reads them (missing categories as None)."""
+    numeric = inputs[list(schema.numeric)].to_numpy(dtype=np.float64) if schema.numeric else np.empty((len(inputs), 0))
+    categorical = [[v if isinstance(v, str) else None for v in inputs[name].tolist()] for name in schema.categorical]
+    return Batch(numeric, categorical)
+
+
+def _compiled_preprocess(preprocess: Any, schema: Schema, reference: pd.DataFrame) -> Preprocessor | None:
+    """The serving path's compiled preprocessing (no scikit-learn cost per call), where it makes exactly the
+    matrix scikit-learn makes of the typical client and of a row of missing values and unseen categories;
+    otherwise None (scikit-learn's transform is used)."""
+    try:
+        compiled = Preprocessor.compile(preprocess, schema)
+        probe = pd.concat([reference, reference], ignore_index=True)
+        for name in schema.numeric:
+            probe.loc[1, name] = np.nan
+        for name in schema.categorical:
+            probe.loc[1, name] = "\x00never-seen\x00"
+        expected = np.asarray(preprocess.transform(probe), dtype=np.float64)
+        if np.array_equal(compiled.transform(_batch(probe, schema)), expected):
+            return compiled
+    except Exception as exc:  # noqa: BLE001 whatever compiling raises, scikit-learn's own transform still explains
+        logger.warning("explaining with scikit-learn's (slower) preprocessing: %s: %s", type(exc).__name__, exc)
+        return None
+    logger.warning("explaining with scikit-learn's (slower) preprocessing: the compiled one differs from it")
+    return None
+
+
+def _member(pipeline: Any, feature_names: list[str], reference: pd.DataFrame, schema: Schema) -> _Member:
     steps = getattr(pipeline, "named_steps", None)
     if steps is None or list(steps) != ["preprocess", "classifier"]:
         raise UnsupportedModel("the model is not a fitted Pipeline of preprocess and classifier")
@@ -177,14 +243,18 @@ def _member(pipeline: Any, feature_names: list[str], reference: pd.DataFrame) ->
     r = np.asarray(preprocess.transform(reference), dtype=np.float64)[0]
     if len(groups) != len(r):
         raise UnsupportedModel(f"the preprocessing makes {len(r)} columns, the feature map names {len(groups)}")
-    kind = type(classifier).__name__
-    if kind == "LogisticRegression":
-        return _Linear(preprocess, groups, len(feature_names), r, classifier)
-    if kind == "HistGradientBoostingClassifier":
-        return _Boosting(preprocess, groups, len(feature_names), r, classifier)
-    if kind == "RandomForestClassifier":
-        return _Forest(preprocess, groups, len(feature_names), r, classifier)
-    raise UnsupportedModel(f"no exact explanation for {kind}")
+    kinds = {
+        "LogisticRegression": _Linear,
+        "HistGradientBoostingClassifier": _Boosting,
+        "RandomForestClassifier": _Forest,
+    }
+    kind = kinds.get(type(classifier).__name__)
+    if kind is None:
+        raise UnsupportedModel(f"no exact explanation for {type(classifier).__name__}")
+    member = kind(preprocess, groups, len(feature_names), r, classifier)
+    member.compiled = _compiled_preprocess(preprocess, schema, reference)
+    member.key = member.compiled.key if member.compiled is not None else id(preprocess)
+    return member
 
 
 def column_groups(preprocess: Any, feature_names: list[str]) -> np.ndarray:
@@ -234,11 +304,17 @@ class _Member:
     groups: np.ndarray  # per transformed column, its feature
     features: int
     r: np.ndarray  # the typical client, transformed
+    compiled: Preprocessor | None = None  # the serving path's preprocessing, where it is exact
+    key: Any = None  # members with equal keys make the same matrix
 
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.preprocess.transform(frame), dtype=np.float64)
+    def matrix(self, frame: Callable[[], pd.DataFrame], batch: Batch) -> np.ndarray:
+        """The classifier's input for the rows of ``batch`` (``frame`` makes them a frame for scikit-learn)."""
+        if self.compiled is not None:
+            return self.compiled.transform(batch)
+        return np.asarray(self.preprocess.transform(frame()), dtype=np.float64)
 
-    def attribute(self, frame: pd.DataFrame) -> np.ndarray:  # rows x features, probability points
+    def attribute(self, X: np.ndarray) -> np.ndarray:
+        """Rows x features, in probability points, from the classifier's input ``X``."""
         raise NotImplementedError
 
     def _to_probability(self, phi: np.ndarray, p_x: np.ndarray, p_r: float) -> np.ndarray:
@@ -260,8 +336,7 @@ class _Linear(_Member):
         self.summing = np.zeros((len(groups), features))
         self.summing[np.arange(len(groups)), groups] = 1.0
 
-    def attribute(self, frame: pd.DataFrame) -> np.ndarray:
-        X = self.matrix(frame)
+    def attribute(self, X: np.ndarray) -> np.ndarray:
         phi = ((X - self.r) * self.coef) @ self.summing
         p_x = expit(X @ self.coef + self.intercept)
         p_r = float(expit(self.r @ self.coef + self.intercept))
@@ -355,28 +430,29 @@ def _prepare(tree: _Tree, r: np.ndarray, groups: np.ndarray) -> None:
 
 def _walk_one(tree: _Tree, x: list[float], out: list[float]) -> None:
     """Add one tree's baseline Shapley values for one row ``x`` to ``out`` (per feature)."""
+    leaf, value, path, feature, threshold = tree.leaf, tree.value, tree.path, tree.feature, tree.threshold
+    bits, r_lefts, lefts, rights, missing_left = tree.bit, tree.r_left, tree.left, tree.right, tree.missing_left
     stack = [(0, 0, 0)]  # node, fx, rc
     while stack:
         node, fx, rc = stack.pop()
-        if tree.leaf[node]:
-            value = tree.value[node]
-            if value and (fx or rc):
-                _leaf_one(value, tree.path[node], fx, rc, out)
+        if leaf[node]:
+            if value[node] and (fx or rc):
+                _leaf_one(value[node], path[node], fx, rc, out)
             continue
-        own = x[tree.feature[node]]
-        left = own <= tree.threshold[node] or (own != own and tree.missing_left[node])  # own != own: NaN
-        bit, r_left = tree.bit[node], tree.r_left[node]
+        own = x[feature[node]]
+        left = own <= threshold[node] or (own != own and missing_left[node])  # own != own: NaN
+        bit = bits[node]
         fx_left, fx_right = (fx, fx | bit) if left else (fx | bit, fx)
-        rc_left, rc_right = (rc, rc | bit) if r_left else (rc | bit, rc)
+        rc_left, rc_right = (rc, rc | bit) if r_lefts[node] else (rc | bit, rc)
         if not fx_left & rc_left:
-            stack.append((tree.left[node], fx_left, rc_left))
+            stack.append((lefts[node], fx_left, rc_left))
         if not fx_right & rc_right:
-            stack.append((tree.right[node], fx_right, rc_right))
+            stack.append((rights[node], fx_right, rc_right))
 
 
 def _leaf_one(value: float, path: tuple[int, ...], fx: int, rc: int, out: list[float]) -> None:
     a, b = rc.bit_count(), fx.bit_count()
-    gain, loss = value * _WEIGHT[a][b], value * _WEIGHT[b][a]
+    gain, loss = value * _WEIGHTS[a][b], value * _WEIGHTS[b][a]
     for slot, group in enumerate(path):
         if rc >> slot & 1:
             out[group] += gain
@@ -385,32 +461,55 @@ def _leaf_one(value: float, path: tuple[int, ...], fx: int, rc: int, out: list[f
 
 
 def _walk_many(tree: _Tree, columns: np.ndarray, out_t: np.ndarray) -> None:
-    """Add one tree's baseline Shapley values for many rows (``columns``: features x rows) to ``out_t``."""
+    """Add one tree's baseline Shapley values for many rows (``columns``: features x rows) to ``out_t``.
+
+    ``rows`` None stands for every row (the typical client's own path keeps them all): no gathering.
+    """
     count = columns.shape[1]
-    stack: list[tuple[int, np.ndarray, np.ndarray, int]] = [(0, np.arange(count), np.zeros(count, np.int64), 0)]
+    stack: list[tuple[int, np.ndarray | None, np.ndarray, int]] = [(0, None, np.zeros(count, np.int64), 0)]
     while stack:
         node, rows, fx, rc = stack.pop()
         if tree.leaf[node]:
             _leaf_many(tree.value[node], tree.path[node], rows, fx, rc, out_t)
             continue
-        values = columns[tree.feature[node]][rows]
+        values = columns[tree.feature[node]] if rows is None else columns[tree.feature[node]][rows]
         left = values <= tree.threshold[node]  # NaN goes right unless the split sends missing values left
         if tree.missing_left[node]:
             left |= np.isnan(values)
+        going_left = int(np.count_nonzero(left))
         bit, r_left = tree.bit[node], tree.r_left[node]
-        for child, x_side, r_side in ((tree.left[node], left, r_left), (tree.right[node], ~left, not r_left)):
+        for child, r_side, everyone, no_one, x_side in (
+            (tree.left[node], r_left, going_left == len(left), going_left == 0, left),
+            (tree.right[node], not r_left, going_left == 0, going_left == len(left), None),
+        ):
             if r_side and not rc & bit:  # the typical client's side: every row still reaches the child
-                stack.append((child, rows, np.where(x_side, fx, fx | bit), rc))
+                if everyone:
+                    stack.append((child, rows, fx, rc))
+                elif no_one:
+                    stack.append((child, rows, fx | bit, rc))
+                else:
+                    x_side = left if x_side is not None else ~left
+                    stack.append((child, rows, np.where(x_side, fx, fx | bit), rc))
                 continue
             # The typical client fails this feature: only rows whose own value satisfies it reach the child.
-            keep = x_side if r_side else x_side & (fx & bit == 0)
-            if keep.all():
+            if no_one:
+                continue
+            if everyone and r_side:
                 stack.append((child, rows, fx, rc | bit))
-            elif keep.any():
-                stack.append((child, rows[keep], fx[keep], rc | bit))
+                continue
+            x_side = left if x_side is not None else ~left
+            keep = x_side if r_side else x_side & (fx & bit == 0)
+            kept = int(np.count_nonzero(keep))
+            if kept == len(keep):
+                stack.append((child, rows, fx, rc | bit))
+            elif kept:
+                where = np.flatnonzero(keep)
+                stack.append((child, where if rows is None else rows[where], fx[where], rc | bit))
 
 
-def _leaf_many(value: float, path: tuple[int, ...], rows: np.ndarray, fx: np.ndarray, rc: int, out_t: np.ndarray):
+def _leaf_many(
+    value: float, path: tuple[int, ...], rows: np.ndarray | None, fx: np.ndarray, rc: int, out_t: np.ndarray
+) -> None:
     """A leaf's game v * [A in S, S apart from B], its Shapley values added to the rows' features."""
     if value == 0.0:
         return
@@ -423,12 +522,18 @@ def _leaf_many(value: float, path: tuple[int, ...], rows: np.ndarray, fx: np.nda
         gain = value * _WEIGHT[a][b]
         for slot, group in enumerate(path):
             if rc >> slot & 1:
-                out_t[group][rows] += gain
+                if rows is None:
+                    out_t[group] += gain
+                else:
+                    out_t[group][rows] += gain
     if failed:
         loss = value * _WEIGHT_T[a][b]
         for slot, group in enumerate(path):
             if failed >> slot & 1:
-                out_t[group][rows] -= loss * (fx >> slot & 1)
+                if rows is None:
+                    out_t[group] -= loss * (fx >> slot & 1)
+                else:
+                    out_t[group][rows] -= loss * (fx >> slot & 1)
 
 
 def _weights(size: int) -> np.ndarray:
@@ -442,6 +547,7 @@ def _weights(size: int) -> np.ndarray:
 
 _WEIGHT = _weights(MAX_SLOTS + 2)
 _WEIGHT_T = np.ascontiguousarray(_WEIGHT.T)  # [a, b] = a! (b-1)! / (a+b)!, for a feature in B
+_WEIGHTS = _WEIGHT.tolist()  # the same as Python floats, for the one-row walk
 
 
 def _walk_wide(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np.ndarray) -> None:
@@ -520,8 +626,8 @@ class _Forest(_Trees):
         self.trees = [_forest_tree(estimator.tree_, count) for estimator in classifier.estimators_]
         self.prepare()
 
-    def attribute(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.tree_phi(self.matrix(frame).astype(np.float32).astype(np.float64))
+    def attribute(self, X: np.ndarray) -> np.ndarray:
+        return self.tree_phi(X.astype(np.float32).astype(np.float64))
 
 
 def _forest_tree(tree: Any, count: int) -> _Tree:
@@ -555,12 +661,14 @@ class _Boosting(_Trees):
             raise UnsupportedModel("the boosting splits on native categories")
         self.trees = [_boosting_tree(trees[0].nodes) for trees in classifier._predictors]
         self.prepare()
-        self.p_r = float(classifier.predict_proba(r[None, :])[0, 1])
+        self.raw_r = float(classifier.decision_function(r[None, :])[0])  # log-odds, its constant included
+        self.p_r = float(expit(self.raw_r))
 
-    def attribute(self, frame: pd.DataFrame) -> np.ndarray:
-        X = self.matrix(frame)
-        p_x = self.classifier.predict_proba(X)[:, 1]
-        return self._to_probability(self.tree_phi(X), p_x, self.p_r)
+    def attribute(self, X: np.ndarray) -> np.ndarray:
+        phi = self.tree_phi(X)
+        # The client's log-odds are the typical client's plus the trees' differences, which phi splits exactly.
+        p_x = expit(self.raw_r + phi.sum(axis=1))
+        return self._to_probability(phi, p_x, self.p_r)
 
 
 def _boosting_tree(nodes: np.ndarray) -> _Tree:

@@ -216,6 +216,9 @@ def test_json_predictions_skip_flask_yet_answer_as_its_view_does(client) -> None
         json.dumps([{**row, "lastyear_activity": "many"}]),  # 400 naming the field
         "[{",  # not JSON
         json.dumps({"what": 1}),
+        json.dumps({"records": [row, {**row, "number_of_employees": 400}], "explain": True}),
+        json.dumps({"records": [row], "explain": "yes"}),  # 400 naming the flag
+        json.dumps({"explain": True}),  # no rows
     ]
     started: list[object] = []
     statuses = []
@@ -235,7 +238,7 @@ def test_json_predictions_skip_flask_yet_answer_as_its_view_does(client) -> None
             assert fast.headers.get("X-Model-Version") == flask_answer.headers.get("X-Model-Version")
             assert fast.content_type == flask_answer.content_type == "application/json"
             statuses.append(fast.status_code)
-    assert statuses == [200, 200, 400, 400, 400]
+    assert statuses == [200, 200, 400, 400, 400, 200, 400, 400]
 
 
 def test_bands_follow_the_configured_thresholds(deployed_project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -605,3 +608,59 @@ def test_a_version_that_fails_verification_is_not_served(client, deployed_projec
     assert body["model_version"] == "v1" and body["deployed_version"] == "v2" and body["up_to_date"] is False
     assert "fails verification" in body["last_error"]
     assert 'riskapi_model_loads_total{outcome="failed"} 1.0' in client.get("/metrics").get_data(as_text=True)
+
+
+# ----------------------------------------------------------------------------- reasons ("explain": true)
+
+
+def test_explain_adds_each_rows_reasons_as_the_versions_explainer_gives_them(client, deployed_project: Config) -> None:
+    from risk.model import explain
+    from risk.registry.predictions import explainer_for
+
+    frame = sample_frame(deployed_project).head(40)
+    plain = client.post("/prediction", json={"records": records(frame)}).get_json()
+    explained = client.post("/prediction", json={"records": records(frame), "explain": True}).get_json()
+    assert "reasons" not in plain["predictions"][0] and "reasons_method" not in plain
+    assert explained["reasons_method"] == explain.METHOD
+    without_reasons = [{k: v for k, v in row.items() if k != "reasons"} for row in explained["predictions"]]
+    assert without_reasons == plain["predictions"]
+    deployed = versions.load_deployed_model(deployed_project)
+    features = scoring.feature_frame(frame, deployed.metadata["features"])
+    expected = explainer_for(deployed_project, deployed).reasons(features)
+    assert [row["reasons"] for row in explained["predictions"]] == expected
+    assert any(row["reasons"] for row in explained["predictions"])
+    for row in explained["predictions"]:
+        assert len(row["reasons"]) <= 3 and all(": +" in reason for reason in row["reasons"])
+    # false is a plain request; the data-file forms take the flag too
+    assert client.post("/prediction", json={"records": records(frame), "explain": False}).get_json() == plain
+    from_file = client.post("/prediction", json={"dataset": "testdata.csv", "explain": True}).get_json()
+    assert from_file["source"] == "dataset" and all("reasons" in row for row in from_file["predictions"])
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, [True], {"a": 1}])
+def test_explain_must_be_a_json_boolean(client, value) -> None:
+    answer = client.post("/prediction", json={"records": [GOOD], "explain": value})
+    assert_error(answer, 400, '"explain" must be true or false')
+
+
+def test_the_explainer_is_built_once_and_only_when_reasons_are_asked_for(client) -> None:
+    state = client.application.extensions[service.EXTENSION]
+    for _ in range(3):
+        assert client.post("/prediction", json=[GOOD]).status_code == 200
+    loaded = state.holder.get()
+    assert loaded.explained == {}  # plain requests never build it
+    client.post("/prediction", json={"records": [GOOD], "explain": True})
+    built = loaded.explained["explainer"]
+    assert built is not None
+    client.post("/prediction", json={"records": [GOOD], "explain": True})
+    assert loaded.explained["explainer"] is built
+
+
+def test_a_model_without_an_explainer_answers_501_and_still_predicts(client, deployed_project: Config) -> None:
+    state = client.application.extensions[service.EXTENSION]
+    loaded = state.holder.get()
+    loaded.deployed.metadata.pop("typical_client")  # an older version, and its master is gone
+    (deployed_project.output_folder / MASTER_FILE).unlink()
+    message = assert_error(client.post("/prediction", json={"records": [GOOD], "explain": True}), 501, "reasons")
+    assert str(deployed_project.output_folder) not in message
+    assert client.post("/prediction", json=[GOOD]).status_code == 200
