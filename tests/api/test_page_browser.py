@@ -30,6 +30,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL_HINT = "apt-get install -y chromium chromium-driver (Debian) and pip install selenium (requirements.txt)"
 SCREENSHOT_COPY = Path("/tmp/riskometer.png")
 WAIT_SECONDS = 60  # upper bound for the page to react; the test does not time anything
+PAGE_ROWS = 50  # riskometer.js's page
 
 webdriver = import_or_fail_in_ci("selenium.webdriver", f"selenium is not installed: {INSTALL_HINT}")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -93,38 +94,51 @@ def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(
         screenshot = tmp_path / "riskometer.png"
         browser.save_screenshot(str(screenshot))
         shutil.copy(screenshot, SCREENSHOT_COPY)
-        # A second picture where amber turns green, so all three bands can be seen.
+
+        # Paged: 50 rows a page, the pager above and below the table saying where the reader is.
+        assert len(rows) == PAGE_ROWS
+        assert pager_label(browser, "results") == "Page 1 of 20 · rows 1–50 of 1000"
+        assert not browser.find_element(By.CSS_SELECTOR, '[data-pager="results"] .pager-prev').is_enabled()
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        assert height < 5000, f"the page is {height} pixels tall: the rows are not paged"
+        table = every_page(
+            browser, "results", "[tr.className, parseFloat(tr.cells[2].textContent), tr.cells[5].textContent]"
+        )
+        assert pager_label(browser, "results") == "Page 20 of 20 · rows 951–1000 of 1000"
+        assert not browser.find_element(By.CSS_SELECTOR, '[data-pager="results"] .pager-next').is_enabled()
+        assert len(table) == 1000
+        assert [rank for rank, _, _, _ in table] == list(range(1, 1001))
+        bands = [band for _, band, _, _ in table]
+        risks = [risk for _, _, risk, _ in table]
+        assert {"band-red", "band-amber", "band-green"} <= set(bands)
+        assert risks == sorted(risks, reverse=True)
+        assert bands[0] == "band-red" and bands[-1] == "band-green"
+        # A client the model flags ("likely to leave") is never green, and the legend says why.
+        decisions = [(band, decision) for _, band, _, decision in table]
+        assert not [band for band, decision in decisions if decision == "likely to leave" and band == "band-green"]
+        assert {band for band, decision in decisions if decision == "likely to stay"} == {"band-green"}
+        assert "Derived from the model's decision threshold" in browser.find_element(By.ID, "band-legend").text
+        assert not browser.find_element(By.ID, "model-verdict").is_displayed()
+        # Back, by the bar below the table, to the page where amber turns green, for a second picture.
+        green_page = bands.index("band-green") // PAGE_ROWS + 1
+        for _ in range(20 - green_page):
+            browser.find_elements(By.CSS_SELECTOR, '[data-pager="results"] .pager-prev')[-1].click()
+        first_row = (green_page - 1) * PAGE_ROWS + 1
+        assert pager_label(browser, "results") == f"Page {green_page} of 20 · rows {first_row}–{first_row + 49} of 1000"
         browser.execute_script(
             "document.querySelector('#results-table tr.band-green').scrollIntoView({block: 'center'});"
         )
         browser.save_screenshot(str(tmp_path / "riskometer-green.png"))
         shutil.copy(tmp_path / "riskometer-green.png", SCREENSHOT_COPY.with_name("riskometer-green.png"))
-
-        assert len(rows) == 1000
-        # One round trip for every row's band and shown risk (a WebDriver call per row is slow).
-        table = browser.execute_script(
-            "return Array.from(document.querySelectorAll('#results-table tbody tr'))"
-            ".map(tr => [tr.className, parseFloat(tr.cells[2].textContent)]);"
-        )
-        bands = [band for band, _ in table]
-        risks = [risk for _, risk in table]
-        assert {"band-red", "band-amber", "band-green"} <= set(bands)
-        assert risks == sorted(risks, reverse=True)
-        assert bands[0] == "band-red" and bands[-1] == "band-green"
-        # A client the model flags ("likely to leave") is never green, and the legend says why.
-        decisions = browser.execute_script(
-            "return Array.from(document.querySelectorAll('#results-table tbody tr')).map(tr => [tr.className, tr.cells[5].textContent]);"
-        )
-        assert not [band for band, decision in decisions if decision == "likely to leave" and band == "band-green"]
-        assert {band for band, decision in decisions if decision == "likely to stay"} == {"band-green"}
-        assert "Derived from the model's decision threshold" in browser.find_element(By.ID, "band-legend").text
-        assert not browser.find_element(By.ID, "model-verdict").is_displayed()
+        browser.find_element(By.ID, "score-button").click()  # a new answer starts again at its first page
+        WebDriverWait(browser, WAIT_SECONDS).until(lambda d: pager_label(d, "results").startswith("Page 1 of 20"))
+        rows = browser.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
         colour = rows[0].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
         assert colour != rows[-1].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
         assert "1000 clients scored by model v1" in browser.find_element(By.ID, "summary-text").text
         assert browser.find_element(By.ID, "model-version").text == "v1"
 
-        browser.find_element(By.ID, "download-button").click()
+        browser.find_element(By.ID, "download-button").click()  # every row, not only the page shown
         scored = wait_for_file(browser.downloads, "scored_clients_v1.csv")
     lines = list(csv.DictReader(io.StringIO(scored.read_text(encoding="utf-8"))))
     assert len(lines) == 1000
@@ -202,6 +216,28 @@ def test_the_badge_says_no_better_than_chance_with_the_warnings(
         assert [li.text for li in warnings.find_elements(By.TAG_NAME, "li")] == [UNINFORMATIVE_WARNING, SCORES_WARNING]
         browser.save_screenshot(str(tmp_path / "uninformative.png"))
         shutil.copy(tmp_path / "uninformative.png", SCREENSHOT_COPY.with_name("riskometer-uninformative.png"))
+
+
+def pager_label(driver, name: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, f'[data-pager="{name}"] .pager-label').text
+
+
+def every_page(driver, name: str, row_expression: str) -> list[list]:
+    """[rank shown, *row_expression] (JavaScript of ``tr``, an array) for every row of every page of
+    table ``name``, from the page shown to the last: one round trip a page (a WebDriver call a row is slow)."""
+    script = (
+        f"return Array.from(document.querySelectorAll('#{name}-table tbody tr'))"
+        f".map(tr => [parseInt(tr.cells[0].textContent, 10)].concat({row_expression}));"
+    )
+    rows: list[list] = []
+    while True:
+        rows += driver.execute_script(script)
+        button = driver.find_element(By.CSS_SELECTOR, f'[data-pager="{name}"] .pager-next')
+        if not button.is_displayed() or not button.is_enabled():
+            return rows
+        label = pager_label(driver, name)
+        button.click()
+        WebDriverWait(driver, WAIT_SECONDS).until(lambda d: pager_label(d, name) != label)
 
 
 def wait_for_file(folder: Path, name: str) -> Path:
