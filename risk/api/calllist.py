@@ -23,10 +23,12 @@ logger = logging.getLogger(__name__)
 
 TOP_PARAMETER = "top"
 MAX_TOP_DIGITS = 12  # more digits than any list can hold rows; refused before int() reads them
-# The list's JSON fields an answer carries under their own names (version and written_at are renamed).
+# The list's JSON fields an answer carries under their own names (version and written_at are renamed;
+# ``book`` is left out: a database entry's URL may hold a password).
 LIST_FIELDS = (
     "model",
     "threshold",
+    "bands",
     "rows",
     "contact_budget",
     "flagged",
