@@ -15,12 +15,14 @@ import pytest
 
 import localserver
 from risk.core.settings import Config
+from risk.registry import calllists
 from tests.conftest import (
     SCORES_WARNING,
     UNINFORMATIVE_WARNING,
     deploy_uninformative_version,
     import_or_fail_in_ci,
     skip_or_fail_in_ci,
+    write_call_list,
 )
 
 pytestmark = pytest.mark.slow
@@ -249,3 +251,119 @@ def wait_for_file(folder: Path, name: str) -> Path:
             return path
         time.sleep(0.1)
     raise AssertionError(f"{name} was not downloaded; the folder holds {sorted(p.name for p in folder.iterdir())}")
+
+
+# ----------------------------------------------------------------------------- the call list view
+
+CALL_IDS = [f"client{i:03d}" for i in range(240)]
+
+
+def call_list_risks(step: int, clients: int = len(CALL_IDS)) -> list[float]:
+    """Distinct risks in an order that differs with ``step`` (a number prime to 241)."""
+    return [((i * step) % 241) / 241 for i in range(1, clients + 1)]
+
+
+def open_call_list(driver, url: str) -> None:
+    driver.get(url + "/#calllist")
+    WebDriverWait(driver, WAIT_SECONDS).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#calllist-table tbody tr"))
+    )
+
+
+def test_the_call_list_view_pages_the_budget_with_reasons_changes_and_warnings(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    write_call_list(deployed_project, CALL_IDS[:200], call_list_risks(37, 200), stamp="20261207T080000Z")
+    write_call_list(
+        deployed_project,
+        CALL_IDS,
+        call_list_risks(53),
+        stamp="20261207T090000Z",
+        budget=80,
+        warnings=[UNINFORMATIVE_WARNING],
+    )
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        open_call_list(browser, url)
+        assert not browser.find_element(By.ID, "upload-form").is_displayed()
+        # The model's warnings at the top, then what the list is, by which version and when.
+        warnings = browser.find_element(By.ID, "calllist-warnings")
+        assert warnings.is_displayed() and warnings.text == UNINFORMATIVE_WARNING
+        summary = browser.find_element(By.ID, "calllist-summary").text
+        assert (
+            summary
+            == "The 80 clients to call first, of 240, riskiest first: model v1, scored 2026-12-07 09:00 UTC."
+        )
+        facts = browser.find_element(By.ID, "calllist-facts").text
+        flagged = int(calllists.latest_call_list(deployed_project)[1]["flagged"].sum())
+        assert (
+            f"{flagged} clients are flagged by the model; {flagged - 80} flagged clients fall beyond the budget of 80 calls."
+            in facts
+        )
+        assert "Calling the first 80 clients reaches" in facts
+        assert "Since the previous list (20261207T080000Z_v1.csv):" in facts
+        assert "Why: exact contributions of the logistic regression" in facts
+        browser.save_screenshot(str(tmp_path / "calllist.png"))
+        shutil.copy(tmp_path / "calllist.png", SCREENSHOT_COPY.with_name("riskometer-calllist.png"))
+
+        # The budget's 80 clients in pages of 50, each with its reasons and its change since the previous list.
+        assert pager_label(browser, "calllist") == "Page 1 of 2 · rows 1–50 of 80"
+        shown = every_page(
+            browser,
+            "calllist",
+            "[tr.cells[1].textContent, Array.from(tr.cells[4].querySelectorAll('li')).map(li => li.textContent), tr.cells[5].textContent]",
+        )
+        assert pager_label(browser, "calllist") == "Page 2 of 2 · rows 51–80 of 80"
+        expected = calllists.latest_call_list(deployed_project)[1].head(80)  # as the list's reader types it
+        assert [rank for rank, _, _, _ in shown] == expected["rank"].tolist()
+        assert [name for _, name, _, _ in shown] == expected["corporation"].tolist()
+        words = {"new": "new on the list", "same": "same place", "up": "▲ up from {}", "down": "▼ down from {}"}
+        for (_, _, reasons, change), row in zip(shown, expected.to_dict("records")):
+            assert reasons == [row[c] for c in ("reason_1", "reason_2", "reason_3") if row[c]]
+            assert change == words[row["change"]].format(row["previous_rank"])
+        assert {"new", "up", "down"} <= set(expected["change"])
+        no_reason = browser.find_element(By.XPATH, "//td[contains(., 'no feature raises')]")
+        assert no_reason.is_displayed()
+
+        browser.find_element(By.ID, "calllist-download").click()
+        downloaded = wait_for_file(browser.downloads, "calllist_20261207T090000Z_v1.csv")
+        assert downloaded.read_bytes() == (deployed_project.root / "calllists" / "latest.csv").read_bytes()
+
+        # Back to the upload view and forth: the tabs are links, so the call list can be bookmarked.
+        browser.find_element(By.ID, "tab-upload").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "upload-form")))
+        assert not browser.find_element(By.ID, "calllist-view").is_displayed()
+        browser.find_element(By.ID, "tab-calllist").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "calllist-table")))
+
+
+def test_the_call_list_view_says_how_to_get_a_list_and_asks_for_the_token(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        browser.get(url + "/#calllist")
+        error = browser.find_element(By.ID, "calllist-error")
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "calllist-error"), "API token")
+        )
+        assert "Enter the API token you were given" in error.text and "open the call list again" in error.text
+        browser.find_element(By.ID, "api-token").send_keys("page-token\n")  # Enter opens the list
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "calllist-error"), "no call list yet")
+        )
+        assert "set client_book" in error.text
+        assert not browser.find_element(By.ID, "calllist").is_displayed()
+
+        write_call_list(deployed_project, CALL_IDS, call_list_risks(37))
+        browser.find_element(By.ID, "calllist-load").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, "#calllist-table tbody tr"))
+        )
+        assert not error.is_displayed()
+        assert (
+            "This is the first list: every client on it is new." in browser.find_element(By.ID, "calllist-facts").text
+        )
+        assert pager_label(browser, "calllist") == "Page 1 of 2 · rows 1–50 of 100"

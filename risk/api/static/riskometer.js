@@ -264,8 +264,9 @@
       list.className = "reasons";
       fillList(list, client.reasons);
       why.appendChild(list);
-    } else {
-      why.textContent = "no feature raises this client's risk above the typical client's";
+    } else {  // blank: no feature raises the risk, or (no method) this list was written without reasons
+      why.textContent = lastCallList && lastCallList.method
+        ? "no feature raises this client's risk above the typical client's" : "no reasons in this list";
       why.className = "muted";
     }
     tr.appendChild(why);
@@ -292,10 +293,12 @@
     }
     const changes = { new: 0, up: 0, down: 0, same: 0 };
     list.clients.forEach((c) => { if (c.change in changes) changes[c.change] += 1; });
-    const previous = list.previous && (list.previous.version || list.previous.written_at)
-      ? " (the list of " + [list.previous.version, list.previous.written_at].filter(Boolean).join(", scored ") + ")" : "";
-    facts.push("Since the previous list" + previous + ": " + changes.new + " new, " + changes.up + " up, " +
-      changes.down + " down, " + changes.same + " in the same place.");
+    if (list.previous) {
+      facts.push("Since the previous list (" + list.previous + "): " + changes.new + " new, " + changes.up + " up, " +
+        changes.down + " down, " + changes.same + " in the same place among these " + count(list.clients.length, "client", "clients") + ".");
+    } else {
+      facts.push("This is the first list: every client on it is new.");
+    }
     if (list.method) facts.push("Why: " + list.method + ".");
     if (list.current_version && list.current_version !== list.model_version) {
       facts.push("The API now serves " + list.current_version + "; the next run of fullprocess.py writes its list.");
@@ -303,15 +306,21 @@
     return facts;
   }
 
+  // "2026-12-07T09:00:00+00:00" as "2026-12-07 09:00 UTC"; anything else as given.
+  function when(stamp) {
+    const match = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(:\d\d(\.\d+)?)?(\+00:00|Z)$/.exec(stamp || "");
+    return match ? match[1] + " " + match[2] + " UTC" : String(stamp);
+  }
+
   function showCallList(list) {
     lastCallList = list;
     fillList($("calllist-warnings"), list.warnings || []);
-    $("calllist-summary").textContent = "The first " + count(list.clients.length, "client", "clients") + " of " +
-      count(list.rows, "client", "clients") + " to call, riskiest first: model " + list.model_version +
-      ", scored " + list.scored_at + ".";
+    $("calllist-summary").textContent = "The " + count(list.clients.length, "client", "clients") + " to call first, of " +
+      list.rows.toLocaleString("en") + ", riskiest first: model " + list.model_version + ", scored " + when(list.scored_at) + ".";
     fillList($("calllist-facts"), callListFacts(list));
     callListPager.show(list.clients);
     $("calllist").hidden = false;
+    $("calllist-load").textContent = "Reload the call list";
   }
 
   async function loadCallList() {
@@ -339,8 +348,8 @@
       const response = await fetch("/calllist.csv", { headers: headers() });
       if (response.status === 401) { showError(tokenRefused("download the call list"), box); return; }
       if (!response.ok) { showError("Could not download the call list: " + ((await readJson(response)).message || response.statusText), box); return; }
-      const version = response.headers.get("X-Model-Version") || (lastCallList && lastCallList.model_version) || "latest";
-      saveBlob(await response.blob(), "calllist_" + version + ".csv");
+      const named = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "");
+      saveBlob(await response.blob(), named ? named[1] : "calllist.csv");
     } catch (e) {
       showError("The server did not answer: " + e.message, box);
     }
