@@ -52,6 +52,7 @@ from risk.api.apimetrics import ApiMetrics
 from risk.api.gate import RequestGate, token_digest
 from risk.core import artefacts
 from risk.core.artefacts import DIAGNOSTICS_FILE
+from risk.core.bands import band_thresholds, risk_bands
 from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
@@ -716,46 +717,6 @@ def _risk(loaded: LoadedModel, batch: batches.Batch) -> np.ndarray:
     if not np.isfinite(risk).all():
         raise batches.InputError(OUT_OF_RANGE)
     return risk
-
-
-def band_thresholds(config: Config, threshold: float | None) -> dict[str, Any]:
-    """Where amber and red start, and where those numbers come from.
-
-    Unless configured (``risk_band_thresholds``), amber starts at the model's decision threshold,
-    so green means exactly "predicted to stay", and red halfway from there to certainty.
-    """
-    configured = config["risk_band_thresholds"]
-    if configured is not None:
-        return {"amber": band_edge(configured["amber"]), "red": band_edge(configured["red"]), "source": "configured"}
-    if threshold is None:
-        return {"amber": None, "red": None, "source": "threshold"}
-    return {"amber": band_edge(threshold), "red": band_edge(threshold + (1.0 - threshold) / 2), "source": "threshold"}
-
-
-BAND_EDGE_DECIMALS = 6  # 0.66, not 0.6599999999999999; finer than any threshold of the grid
-
-
-def band_edge(value: float) -> float:
-    """A band's lower edge as people read it, and as the bands are cut (the same number both ways)."""
-    return round(float(value), BAND_EDGE_DECIMALS)
-
-
-def risk_bands(risk: list[float], predicted: list[int], thresholds: dict[str, Any]) -> list[str]:
-    """green below ``amber``, amber below ``red``, red from ``red`` up; never against the decision.
-
-    A row predicted at risk is at least amber and one predicted to stay at most amber, whatever
-    the configured thresholds say: the colour must not contradict the prediction beside it.
-    """
-    amber, red = thresholds["amber"], thresholds["red"]
-    bands = []
-    for r, p in zip(risk, predicted):
-        band = "red" if r >= red else "amber" if r >= amber else "green"
-        if p and band == "green":
-            band = "amber"
-        elif not p and band == "red":
-            band = "amber"
-        bands.append(band)
-    return bands
 
 
 def prediction_rows_json(batch: batches.Batch, predicted: list[int], risk: list[float], bands: list[str]) -> str:

@@ -10,8 +10,8 @@ all rows. Above ``selection_sample_rows`` training rows the folds cover a seeded
 sample of that many (fitting.fold_indices): the choice is made on it, the refit uses every row.
 
 Saves ``trainedmodel.skops`` (see modelfiles.py) and ``trainedmodel.json`` (parameters, the fold scores, time and
-judgement of every candidate and setting, features and their types, data hash, package
-versions, time taken, warnings).
+judgement of every candidate and setting, features and their types, the training data's typical client
+(the baseline of the reasons, explain.py), data hash, package versions, time taken, warnings).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from risk.core.tables import read_typed_csv
 from risk.data import ledger, masterstore
 from risk.model import compute, modelfiles
 from risk.model.batches import Schema
+from risk.model.explain import typical_client
 from risk.model.fitting import (
     FitRounds,
     FoldFiles,
@@ -91,7 +92,7 @@ def train_model(
         tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as scratch,
     ):
         runner.start_in_background(warm_worker)  # the workers start while this process reads and encodes
-        source, y, files = _training_data(config, data, master, kinds, features, runner, Path(scratch))
+        source, y, files, typical = _training_data(config, data, master, kinds, features, runner, Path(scratch))
         _check_trainable(y, config)
         seed, splits, metric = config["random_seed"], config["cv_folds"], config["metric"]
         folds = fold_indices(y, splits, seed, config["selection_sample_rows"])
@@ -121,6 +122,7 @@ def train_model(
         compute=compute_used,
         fits=fits,
         serving_measurement=SERVING_MEASUREMENT,
+        typical_client=typical,  # the reasons' baseline (explain.py): each feature's median or most common value
     )
     for warning in warnings:
         logger.warning("%s", warning)
@@ -151,9 +153,9 @@ def _training_data(
     features: dict[str, list[str]],
     runner: compute.Runner,
     scratch: Path,
-) -> tuple[TrainingData, np.ndarray, FoldFiles | None]:
-    """Where the fits find their data, the labels, and (worker processes on this machine) the
-    fold files this process writes for them into ``scratch``."""
+) -> tuple[TrainingData, np.ndarray, FoldFiles | None, dict[str, Any]]:
+    """Where the fits find their data, the labels, (worker processes on this machine) the
+    fold files this process writes for them into ``scratch``, and the training data's typical client."""
     common = {
         "features": features,
         "kinds": kinds,
@@ -170,19 +172,23 @@ def _training_data(
             raise FileNotFoundError(f"no master dataset yet in {config.output_folder}: run ingestion first")
         source = TrainingData(**common, master=str(master), stamp=file_stamp(master))
     if runner.backend == "dask":
-        # The workers read the master themselves; this process needs the labels only.
+        # The workers read the master themselves; this process needs the labels and the typical client only.
         if data is not None:
-            return source, binary_target(data[config.target], config.positive_label), None
-        target = read_typed_csv(master, kinds, usecols=[config.target])
-        return source, binary_target(target[config.target], config.positive_label), None
+            y = binary_target(data[config.target], config.positive_label)
+            return source, y, None, typical_client(data, features)
+        columns = features["numeric"] + features["categorical"] + [config.target]
+        read = read_typed_csv(master, kinds, usecols=columns, categories=features["categorical"])
+        y = binary_target(read[config.target], config.positive_label)
+        return source, y, None, typical_client(read, features)
     X, y = source.load()  # read once, here: the fits (or the fold files) come from it
+    typical = typical_client(X, features)
     if runner.backend == "processes":
         files = FoldFiles(
             X, y, features, config["random_seed"], config["cv_folds"], scratch, config["selection_sample_rows"]
         )
         clear_loaded_data()  # the snapshot has it now
-        return dataclasses.replace(source, frame=None, master=None, folds=str(scratch)), y, files
-    return source, y, None
+        return dataclasses.replace(source, frame=None, master=None, folds=str(scratch)), y, files, typical
+    return source, y, None, typical
 
 
 def remove_stale_scratch(folder: Path | None = None) -> list[Path]:

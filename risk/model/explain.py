@@ -1,0 +1,437 @@
+"""Why a client's risk is high: each feature's share of the gap between the client and the typical client.
+
+The method is baseline Shapley (Sundararajan & Najmi, "The many Shapley values for model
+explanation", 2020) against ONE reference row, the training data's typical client (each numeric
+feature's median, each categorical feature's most common value). The players are the original
+features: a feature's transformed columns (its scaled value, its missing-value indicator, its one-hot
+columns) move together. A feature whose value is the typical one changes nothing any coalition sees,
+so its contribution is exactly 0 and it is never a reason.
+
+- Logistic regression: exact, in log-odds: per feature, the sum over its columns of
+  coefficient * (client's column - typical client's column).
+- Tree ensembles: exact, per tree. A hybrid row (some features from the client, the rest from the
+  typical client) reaches a leaf when every feature on the leaf's path is satisfied by the side it
+  comes from. For a leaf of value v, let A be the features on its path that only the client
+  satisfies and B those only the typical client satisfies: the leaf's game is v * [A in S, S apart
+  from B], whose Shapley value is +v (a-1)! b! / (a+b)! for each feature of A and
+  -v a! (b-1)! / (a+b)! for each of B. This is what interventional TreeSHAP computes with the one
+  reference row as its background. A forest averages its trees' class-1 fractions (probability);
+  gradient boosting sums its trees in log-odds.
+- Log-odds attributions phi become probability points by phi * (p(x) - p(r)) / (logit(x) - logit(r))
+  (the slope p(1 - p) where the two logits are equal): the same signs and ranking, summing to
+  p(x) - p(r). A soft-voting blend's attribution is the mean of its members' probability attributions.
+- The decision threshold does not change any attribution.
+
+The issue measured this choice on the churn data: for 60 of 60 of the riskiest clients (each member
+and the blend), setting the top reason's feature to its typical value lowered the risk, where
+interventional TreeSHAP against a background sample passed 47 (forest) and 56 (boosting) of 60.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from risk.model.scoring import feature_frame
+
+METHOD = (
+    "baseline Shapley values against the training data's typical client (the median of each numeric feature, the "
+    "most common value of each categorical one), each feature's columns moving together: exact for a logistic "
+    "regression (in log-odds) and for tree ensembles (per tree); log-odds attributions are scaled to probability "
+    "points, and a blend averages its members' probability attributions"
+)
+CHUNK_ROWS = 20_000  # rows explained at a time: the trees' walk keeps a few boolean arrays of this many rows
+VALUE_DIGITS = 4  # significant digits of a feature's value in a reason (larger numbers: their whole part)
+SAME_LOGIT = 1e-9  # logit gaps below this use the slope p(1 - p) to reach probability points
+BLEND = "SoftVotingBlend"
+
+
+class UnsupportedModel(TypeError):
+    """A fitted step or classifier this module cannot explain exactly."""
+
+
+def typical_client(frame: pd.DataFrame, features: dict[str, list[str]]) -> dict[str, Any]:
+    """The training data's typical client, JSON-safe: per numeric feature its median, per categorical
+    feature its most common value (the first in sort order among equals); None where a column has no value."""
+    typical: dict[str, Any] = {}
+    for name in features["numeric"]:
+        values = pd.to_numeric(frame[name], errors="coerce").astype("float64").dropna()
+        typical[name] = float(values.median()) if len(values) else None
+    for name in features["categorical"]:
+        values = frame[name].dropna()
+        values = values.astype(str) if len(values) else values
+        counts = values.value_counts(sort=False)
+        if counts.empty:
+            typical[name] = None
+        else:
+            best = counts.max()
+            typical[name] = str(min(value for value, count in counts.items() if count == best))
+    return typical
+
+
+def _reference_frame(typical: dict[str, Any], features: dict[str, list[str]]) -> pd.DataFrame:
+    """The typical client as a one-row frame typed as the model's input (None: missing)."""
+    row: dict[str, list[Any]] = {}
+    for name in features["numeric"]:
+        value = typical.get(name)
+        row[name] = [math.nan if value is None else float(value)]
+    for name in features["categorical"]:
+        value = typical.get(name)
+        row[name] = [np.nan if value is None else str(value)]
+    return feature_frame(pd.DataFrame(row), features)
+
+
+class Explainer:
+    """Per-feature contributions (probability points) and plain-words reasons for a deployed model."""
+
+    def __init__(self, model: Any, features: dict[str, list[str]], typical: dict[str, Any]) -> None:
+        self.features = {"numeric": list(features["numeric"]), "categorical": list(features["categorical"])}
+        self.feature_names: list[str] = self.features["numeric"] + self.features["categorical"]
+        missing = [name for name in self.feature_names if name not in typical]
+        if missing:
+            raise ValueError(f"the typical client has no value for feature(s) {missing}")
+        self.typical = {name: typical[name] for name in self.feature_names}
+        reference = _reference_frame(self.typical, self.features)
+        estimator = getattr(model, "estimator_", model)
+        if type(estimator).__name__ == BLEND:
+            pipelines = [pipeline for _, pipeline in estimator.estimators]
+        else:
+            pipelines = [estimator]
+        if not pipelines:
+            raise UnsupportedModel("the blend has no members")
+        self._members = [_member(pipeline, self.feature_names, reference) for pipeline in pipelines]
+
+    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
+        """Rows x feature_names: each feature's share of p(client) - p(typical client), in probability points."""
+        inputs = feature_frame(frame, self.features)
+        out = np.zeros((len(inputs), len(self.feature_names)))
+        for start in range(0, len(inputs), CHUNK_ROWS):
+            chunk = inputs.iloc[start : start + CHUNK_ROWS]
+            total = sum(member.attribute(chunk) for member in self._members)
+            out[start : start + len(chunk)] = total / len(self._members)
+        return out
+
+    def reasons(self, frame: pd.DataFrame, top: int = 3) -> list[list[str]]:
+        """Per row, up to ``top`` reasons: the features that raise the risk most, largest first (none that lower it)."""
+        inputs = feature_frame(frame, self.features)
+        return self.reasons_from(inputs, self.contributions(inputs), top)
+
+    def reasons_from(self, inputs: pd.DataFrame, contributions: np.ndarray, top: int = 3) -> list[list[str]]:
+        """The reasons of rows whose contributions are already computed (``inputs``: their feature columns)."""
+        if top <= 0 or not len(contributions):
+            return [[] for _ in range(len(contributions))]
+        width = min(top, contributions.shape[1])
+        # The largest first; a stable sort on the negated values keeps ties in feature order.
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :width]
+        columns = {name: inputs[name].to_numpy() for name in self.feature_names}
+        reasons = []
+        for row, picks in enumerate(order):
+            reasons.append(
+                [
+                    self._reason(self.feature_names[j], columns[self.feature_names[j]][row], contributions[row, j])
+                    for j in picks
+                    if contributions[row, j] > 0
+                ]
+            )
+        return reasons
+
+    def _reason(self, name: str, value: Any, effect: float) -> str:
+        return f"{name} = {format_value(value)} (typical {format_value(self.typical[name])}): {format_effect(effect)}"
+
+
+def format_value(value: Any) -> str:
+    """A feature's value in plain words: numbers without float noise, missing as 'missing'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "missing"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+        if abs(number) >= 10 ** (VALUE_DIGITS - 1) and abs(number) < 1e15 or number.is_integer():
+            return str(round(number)) if math.isfinite(number) else str(number)
+        return np.format_float_positional(number, precision=VALUE_DIGITS, unique=True, fractional=False, trim="-")
+    return str(value)
+
+
+def format_effect(effect: float) -> str:
+    """A contribution in probability points, signed, with enough decimals never to print as +0.00."""
+    size = abs(effect)
+    decimals = 2 if size >= 0.005 or size == 0 else 1 - math.floor(math.log10(size))
+    return f"{effect:+.{decimals}f}"
+
+
+# ----------------------------------------------------------------------------- the model's members
+
+
+def _member(pipeline: Any, feature_names: list[str], reference: pd.DataFrame) -> _Member:
+    steps = getattr(pipeline, "named_steps", None)
+    if steps is None or list(steps) != ["preprocess", "classifier"]:
+        raise UnsupportedModel("the model is not a fitted Pipeline of preprocess and classifier")
+    preprocess, classifier = steps["preprocess"], steps["classifier"]
+    if list(getattr(classifier, "classes_", [])) != [0, 1]:
+        raise UnsupportedModel("the classifier's classes are not [0, 1]")
+    groups = column_groups(preprocess, feature_names)
+    r = np.asarray(preprocess.transform(reference), dtype=np.float64)[0]
+    if len(groups) != len(r):
+        raise UnsupportedModel(f"the preprocessing makes {len(r)} columns, the feature map names {len(groups)}")
+    kind = type(classifier).__name__
+    if kind == "LogisticRegression":
+        return _Linear(preprocess, groups, len(feature_names), r, classifier)
+    if kind == "HistGradientBoostingClassifier":
+        return _Boosting(preprocess, groups, len(feature_names), r, classifier)
+    if kind == "RandomForestClassifier":
+        return _Forest(preprocess, groups, len(feature_names), r, classifier)
+    raise UnsupportedModel(f"no exact explanation for {kind}")
+
+
+def column_groups(preprocess: Any, feature_names: list[str]) -> np.ndarray:
+    """Per column the fitted ColumnTransformer makes, the index in ``feature_names`` of the feature it comes from."""
+    position = {name: i for i, name in enumerate(feature_names)}
+    width = int(sum(s.stop - s.start for s in preprocess.output_indices_.values()))
+    groups = np.full(width, -1, dtype=np.intp)
+    for name, step, columns in preprocess.transformers_:
+        where = preprocess.output_indices_[name]
+        if isinstance(step, str) or where.stop == where.start:  # "drop" or "passthrough" of nothing
+            if where.stop != where.start:
+                raise UnsupportedModel(f"transformer {name!r} passes columns through unexplained")
+            continue
+        current = [position[column] for column in columns]
+        for inner in list(step.named_steps.values()) if hasattr(step, "named_steps") else [step]:
+            current = _step_groups(inner, current)
+        if len(current) != where.stop - where.start:
+            raise UnsupportedModel(f"transformer {name!r} makes {where.stop - where.start} columns, not {len(current)}")
+        groups[where.start : where.stop] = current
+    if (groups < 0).any():
+        raise UnsupportedModel("some transformed columns come from no feature")
+    return groups
+
+
+def _step_groups(step: Any, groups: list[int]) -> list[int]:
+    """The feature of each output column of one fitted preprocessing step, from its input columns' features."""
+    kind = type(step).__name__
+    if kind == "SimpleImputer":
+        kept = groups
+        if step.strategy != "constant" and not step.keep_empty_features:  # columns with no value are dropped
+            statistics = np.asarray(step.statistics_, dtype=object)
+            kept = [g for g, s in zip(groups, statistics) if not (isinstance(s, float) and math.isnan(s))]
+        if step.add_indicator:
+            kept = kept + [groups[i] for i in step.indicator_.features_]
+        return kept
+    if kind == "StandardScaler":
+        return groups
+    if kind == "OneHotEncoder":
+        names = step.get_feature_names_out([f"c{i}" for i in range(len(groups))])
+        return [groups[int(str(name).split("_", 1)[0][1:])] for name in names]
+    raise UnsupportedModel(f"no feature map for preprocessing step {kind}")
+
+
+@dataclass
+class _Member:
+    preprocess: Any
+    groups: np.ndarray  # per transformed column, its feature
+    features: int
+    r: np.ndarray  # the typical client, transformed
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.preprocess.transform(frame), dtype=np.float64)
+
+    def attribute(self, frame: pd.DataFrame) -> np.ndarray:  # rows x features, probability points
+        raise NotImplementedError
+
+    def _to_probability(self, phi: np.ndarray, p_x: np.ndarray, p_r: float) -> np.ndarray:
+        """Log-odds attributions scaled to probability points: the same signs, summing to p(x) - p(r)."""
+        gap = phi.sum(axis=1)
+        same = np.abs(gap) < SAME_LOGIT
+        scale = np.where(same, p_x * (1 - p_x), (p_x - p_r) / np.where(same, 1.0, gap))
+        return phi * scale[:, None]
+
+
+class _Linear(_Member):
+    def __init__(self, preprocess: Any, groups: np.ndarray, features: int, r: np.ndarray, classifier: Any):
+        super().__init__(preprocess, groups, features, r)
+        coef = np.asarray(classifier.coef_, dtype=np.float64)
+        if coef.shape[0] != 1:
+            raise UnsupportedModel("logistic regression is not binary")
+        self.coef = coef[0]
+        self.intercept = float(classifier.intercept_[0])
+        self.summing = np.zeros((len(groups), features))
+        self.summing[np.arange(len(groups)), groups] = 1.0
+
+    def attribute(self, frame: pd.DataFrame) -> np.ndarray:
+        X = self.matrix(frame)
+        phi = ((X - self.r) * self.coef) @ self.summing
+        p_x = expit(X @ self.coef + self.intercept)
+        p_r = float(expit(self.r @ self.coef + self.intercept))
+        return self._to_probability(phi, p_x, p_r)
+
+
+@dataclass
+class _Tree:
+    """One tree's node arrays as Python lists (the walk reads them a node at a time)."""
+
+    left: list[int]
+    right: list[int]
+    feature: list[int]
+    threshold: list[float]
+    missing_left: list[bool]
+    value: list[float]  # at leaves; what the tree adds to the ensemble's output
+    leaf: list[bool]
+
+
+class _Trees(_Member):
+    trees: list[_Tree]
+
+    def tree_phi(self, X: np.ndarray) -> np.ndarray:
+        """Rows x features: the exact baseline Shapley values of the sum of the trees' outputs."""
+        out = np.zeros((len(X), self.features))
+        r_left = {}  # per column, whether the typical client goes left at each threshold: computed as met
+        for tree in self.trees:
+            _walk(tree, X, self.r, self.groups, out, r_left)
+        return out
+
+
+def _walk(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np.ndarray, r_left: dict) -> None:
+    """Add one tree's baseline Shapley values to ``out``: a depth-first walk carrying the rows a hybrid can
+    still reach the node by, and for each feature on the path whether the client (per row) and the typical
+    client (one flag) satisfy every split on it so far."""
+    rows = np.arange(len(X))
+    # (node, rows, path features, client flags rows x path features, typical flags)
+    stack: list[tuple[int, np.ndarray, list[int], np.ndarray, list[bool]]] = [
+        (0, rows, [], np.ones((len(X), 0), dtype=bool), [])
+    ]
+    while stack:
+        node, rows, path, cx, cr = stack.pop()
+        if tree.leaf[node]:
+            _leaf(tree.value[node], rows, path, cx, cr, out)
+            continue
+        column, threshold = tree.feature[node], tree.threshold[node]
+        group = int(groups[column])
+        if group in path:
+            slot = path.index(group)
+        else:
+            slot = len(path)
+            path = [*path, group]
+            cx = np.concatenate([cx, np.ones((len(rows), 1), dtype=bool)], axis=1)
+            cr = [*cr, True]
+        values = X[rows, column]
+        goes_left = values <= threshold  # NaN goes right unless the split sends missing values left
+        if tree.missing_left[node]:
+            goes_left |= np.isnan(values)
+        key = (column, threshold, tree.missing_left[node])
+        r_goes_left = r_left.get(key)
+        if r_goes_left is None:
+            value = r[column]
+            r_goes_left = r_left[key] = bool(tree.missing_left[node] if math.isnan(value) else value <= threshold)
+        for child, x_side, r_side in (
+            (tree.left[node], goes_left, r_goes_left),
+            (tree.right[node], ~goes_left, not r_goes_left),
+        ):
+            client = cx[:, slot] & x_side
+            if cr[slot] and r_side:  # the typical client's side is open: every row can still reach the child
+                child_cx = cx.copy()
+                child_cx[:, slot] = client
+                stack.append((child, rows, path, child_cx, cr))
+            else:  # only rows whose own value takes this side reach it
+                if not client.any():
+                    continue
+                child_cr = list(cr)
+                child_cr[slot] = False
+                stack.append((child, rows[client], path, cx[client], child_cr))
+
+
+def _leaf(value: float, rows: np.ndarray, path: list[int], cx: np.ndarray, cr: list[bool], out: np.ndarray) -> None:
+    """A leaf's game v * [A in S, S apart from B], its Shapley values added to the rows' features."""
+    if value == 0.0 or not path or not len(rows):
+        return
+    typical = np.array(cr, dtype=bool)
+    only_client = cx & ~typical
+    only_typical = ~cx & typical
+    a = only_client.sum(axis=1)
+    b = only_typical.sum(axis=1)
+    moved = (a + b) > 0
+    if not moved.any():
+        return
+    gain = value * _weight(a, b)  # for each of A
+    loss = value * _weight(b, a)  # for each of B
+    delta = only_client * gain[:, None] - only_typical * loss[:, None]
+    out[np.ix_(rows, path)] += delta
+
+
+def _weight(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a-1)! b! / (a+b)! where a >= 1 (0 elsewhere)."""
+    safe = np.maximum(a, 1)
+    weight = np.exp(_lgamma(safe) + _lgamma(b + 1) - _lgamma(safe + b + 1))
+    return np.where(a >= 1, weight, 0.0)
+
+
+_LGAMMA = np.array([math.lgamma(n) if n > 0 else 0.0 for n in range(512)])
+
+
+def _lgamma(n: np.ndarray) -> np.ndarray:
+    return _LGAMMA[n]
+
+
+class _Forest(_Trees):
+    """A random forest: the mean of its trees' class-1 fractions, so its attributions are in probability."""
+
+    def __init__(self, preprocess: Any, groups: np.ndarray, features: int, r: np.ndarray, classifier: Any):
+        r = r.astype(np.float32).astype(np.float64)  # the trees compare float32 features (float64 thresholds)
+        super().__init__(preprocess, groups, features, r)
+        count = len(classifier.estimators_)
+        self.trees = [_forest_tree(estimator.tree_, count) for estimator in classifier.estimators_]
+
+    def attribute(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.tree_phi(self.matrix(frame).astype(np.float32).astype(np.float64))
+
+
+def _forest_tree(tree: Any, count: int) -> _Tree:
+    if tree.n_outputs != 1 or tree.value.shape[2] != 2:
+        raise UnsupportedModel("the forest's trees are not single-output binary classifiers")
+    value = tree.value[:, 0, :]
+    totals = value.sum(axis=1)
+    positive = np.where(totals > 0, value[:, 1] / np.where(totals > 0, totals, 1.0), 0.0) / count
+    leaf = tree.children_left == -1
+    missing = getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=bool))
+    return _Tree(
+        tree.children_left.tolist(),
+        tree.children_right.tolist(),
+        tree.feature.tolist(),
+        tree.threshold.tolist(),
+        np.asarray(missing, dtype=bool).tolist(),
+        positive.tolist(),
+        leaf.tolist(),
+    )
+
+
+class _Boosting(_Trees):
+    """Histogram gradient boosting: the sum of its trees in log-odds (its constant cancels)."""
+
+    def __init__(self, preprocess: Any, groups: np.ndarray, features: int, r: np.ndarray, classifier: Any):
+        super().__init__(preprocess, groups, features, r)
+        self.classifier = classifier
+        if any(len(trees) != 1 for trees in classifier._predictors):
+            raise UnsupportedModel("the boosting is not binary")
+        if getattr(classifier, "is_categorical_", None) is not None and np.any(classifier.is_categorical_):
+            raise UnsupportedModel("the boosting splits on native categories")
+        self.trees = [_boosting_tree(trees[0].nodes) for trees in classifier._predictors]
+        self.p_r = float(classifier.predict_proba(r[None, :])[0, 1])
+
+    def attribute(self, frame: pd.DataFrame) -> np.ndarray:
+        X = self.matrix(frame)
+        p_x = self.classifier.predict_proba(X)[:, 1]
+        return self._to_probability(self.tree_phi(X), p_x, self.p_r)
+
+
+def _boosting_tree(nodes: np.ndarray) -> _Tree:
+    return _Tree(
+        nodes["left"].astype(np.int64).tolist(),
+        nodes["right"].astype(np.int64).tolist(),
+        nodes["feature_idx"].tolist(),
+        nodes["num_threshold"].tolist(),
+        nodes["missing_go_to_left"].astype(bool).tolist(),
+        nodes["value"].tolist(),
+        nodes["is_leaf"].astype(bool).tolist(),
+    )

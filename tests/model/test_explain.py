@@ -1,0 +1,208 @@
+"""risk/model/explain.py: the reasons, exact baseline Shapley values against the typical client."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import logit
+from sklearn.model_selection import FixedThresholdClassifier
+
+from risk.model import explain, pipelines
+
+FEATURES = {"numeric": ["age", "balance", "score"], "categorical": ["sector", "plan"]}
+NAMES = FEATURES["numeric"] + FEATURES["categorical"]
+LOG_ODDS = ("logistic_regression", "hist_gradient_boosting")  # the kinds whose own attributions are in log-odds
+
+
+def synthetic(rows: int = 600, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Few features, missing values in a numeric and a categorical one, a label that depends on all of them."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.normal(40, 10, rows).round(),
+            "balance": rng.integers(0, 50, rows).astype(float),
+            "score": rng.normal(size=rows),
+            "sector": rng.choice(["retail", "services", "industry"], rows),
+            "plan": rng.choice(["basic", "premium"], rows),
+        }
+    )
+    frame.loc[rng.random(rows) < 0.1, "score"] = np.nan
+    frame.loc[rng.random(rows) < 0.1, "sector"] = np.nan
+    signal = (
+        (frame.age - 40) / 10
+        + (frame.balance > 20)
+        + (frame.sector == "retail")
+        + frame.score.fillna(2)
+        + (frame.plan == "basic") * 0.5
+    )
+    y = (signal + rng.normal(size=rows) * 0.5 > 1).astype(int).to_numpy()
+    return frame, y
+
+
+def fitted_models(frame: pd.DataFrame, y: np.ndarray) -> dict[str, FixedThresholdClassifier]:
+    """Each kind as training builds and saves it (behind a fixed threshold), and their blend."""
+    fitted = {
+        name: pipelines.build_pipeline(name, FEATURES, 0, rows=len(y)).fit(frame, y) for name in pipelines.SEARCH_SPACE
+    }
+    blend = pipelines.SoftVotingBlend(list(fitted.items()))
+    blend.classes_ = np.array([0, 1])
+    models = {}
+    for name, estimator in [*fitted.items(), (pipelines.BLEND, blend)]:
+        models[name] = FixedThresholdClassifier(estimator, threshold=0.3, response_method="predict_proba")
+        models[name].estimator_ = estimator
+    return models
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[pd.DataFrame, dict[str, FixedThresholdClassifier], dict]:
+    frame, y = synthetic()
+    return frame, fitted_models(frame, y), explain.typical_client(frame, FEATURES)
+
+
+def reference(typical: dict) -> pd.DataFrame:
+    return pd.DataFrame({name: [np.nan if typical[name] is None else typical[name]] for name in NAMES})
+
+
+def brute_force(model, kind: str, row: pd.DataFrame, typical: dict) -> np.ndarray:
+    """Shapley values by enumerating every coalition of features: hybrid rows scored by predict_proba, in
+    log-odds for the kinds that add up log-odds, then scaled to probability points as the module does."""
+    base = reference(typical)
+    coalitions = list(itertools.product([False, True], repeat=len(NAMES)))
+    hybrids = pd.concat(
+        [base.assign(**{name: row[name].to_numpy() for name, on in zip(NAMES, taken) if on}) for taken in coalitions],
+        ignore_index=True,
+    )
+    risk = model.predict_proba(hybrids)[:, 1]
+    value = dict(zip(coalitions, logit(risk) if kind in LOG_ODDS else risk))
+    count = len(NAMES)
+    phi = np.zeros(count)
+    for j in range(count):
+        for taken in coalitions:
+            if not taken[j]:
+                size = sum(taken)
+                weight = math.factorial(size) * math.factorial(count - size - 1) / math.factorial(count)
+                phi[j] += weight * (value[taken[:j] + (True,) + taken[j + 1 :]] - value[taken])
+    if kind in LOG_ODDS:
+        phi *= (risk[-1] - risk[0]) / phi.sum()  # the last coalition is the client, the first the typical client
+    return phi
+
+
+def test_typical_client_is_the_median_and_the_most_common_category() -> None:
+    frame = pd.DataFrame(
+        {
+            "age": [1.0, 2.0, np.nan, 10.0],
+            "balance": [np.nan] * 4,
+            "score": [0.5, 0.5, 0.5, 0.5],
+            "sector": ["b", "a", "b", np.nan],
+            "plan": [np.nan, np.nan, np.nan, np.nan],
+        }
+    )
+    typical = explain.typical_client(frame, FEATURES)
+    assert typical == {"age": 2.0, "balance": None, "score": 0.5, "sector": "b", "plan": None}
+    assert all(type(value) in (float, str, type(None)) for value in typical.values())  # JSON-safe
+
+
+@pytest.mark.parametrize("kind", [*pipelines.SEARCH_SPACE, pipelines.BLEND])
+def test_contributions_are_the_exact_shapley_values(trained, kind: str) -> None:
+    frame, models, typical = trained
+    rows = frame.iloc[:12]
+    explainer = explain.Explainer(models[kind], FEATURES, typical)
+    assert explainer.feature_names == NAMES
+    got = explainer.contributions(rows)
+    if kind == pipelines.BLEND:
+        members = [name for name, _ in models[kind].estimator_.estimators]
+        expected = np.mean(
+            [[brute_force(models[m], m, rows.iloc[[i]], typical) for i in range(len(rows))] for m in members], axis=0
+        )
+    else:
+        expected = np.array([brute_force(models[kind], kind, rows.iloc[[i]], typical) for i in range(len(rows))])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    # Efficiency: the contributions add up to the client's risk less the typical client's.
+    gap = models[kind].predict_proba(rows)[:, 1] - models[kind].predict_proba(reference(typical))[0, 1]
+    np.testing.assert_allclose(got.sum(axis=1), gap, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", [*pipelines.SEARCH_SPACE, pipelines.BLEND])
+def test_a_feature_at_its_typical_value_gets_zero_and_is_never_a_reason(trained, kind: str) -> None:
+    frame, models, typical = trained
+    explainer = explain.Explainer(models[kind], FEATURES, typical)
+    rows = frame.iloc[:200].copy()
+    rows["balance"] = typical["balance"]
+    rows.loc[rows.index[::2], "sector"] = typical["sector"]
+    contributions = explainer.contributions(rows)
+    assert (contributions[:, NAMES.index("balance")] == 0).all()
+    assert (contributions[::2, NAMES.index("sector")] == 0).all()
+    reasons = explainer.reasons(rows, top=5)
+    assert not any(reason.startswith("balance =") for row in reasons for reason in row)
+    assert not any(reason.startswith("sector =") for row in reasons[::2] for reason in row)
+    # The typical client itself has no reason at all.
+    assert explainer.reasons(reference(typical)) == [[]]
+    np.testing.assert_array_equal(explainer.contributions(reference(typical)), 0.0)
+
+
+@pytest.mark.parametrize("kind", [*pipelines.SEARCH_SPACE, pipelines.BLEND])
+def test_reasons_name_only_what_raises_the_risk_largest_first(trained, kind: str) -> None:
+    frame, models, typical = trained
+    explainer = explain.Explainer(models[kind], FEATURES, typical)
+    rows = frame.iloc[:300]
+    contributions = explainer.contributions(rows)
+    reasons = explainer.reasons(rows)
+    assert len(reasons) == len(rows)
+    for row, listed in enumerate(reasons):
+        raising = sorted((value, NAMES[j]) for j, value in enumerate(contributions[row]) if value > 0)[::-1]
+        assert [reason.split(" = ")[0] for reason in listed] == [name for _, name in raising[:3]]
+        assert all(": +" in reason and not reason.endswith("+0.00") for reason in listed)
+    assert any(len(listed) < 3 for listed in reasons)  # some clients have fewer features raising their risk
+    assert explainer.reasons(rows.iloc[:3], top=1) == [listed[:1] for listed in reasons[:3]]
+
+
+def test_reason_text_names_the_value_the_typical_value_and_the_effect(trained) -> None:
+    frame, models, typical = trained
+    explainer = explain.Explainer(models["logistic_regression"], FEATURES, typical)
+    client = reference(typical).assign(score=np.nan, sector="retail", age=typical["age"] + 20)
+    reasons = explainer.reasons(client, top=5)[0]
+    contributions = explainer.contributions(client)[0]
+    for name, value in [("age", str(round(typical["age"] + 20))), ("sector", "retail"), ("score", "missing")]:
+        effect = contributions[NAMES.index(name)]
+        assert effect > 0
+        shown = explain.format_value(typical[name])
+        assert f"{name} = {value} (typical {shown}): {explain.format_effect(effect)}" in reasons
+
+
+def test_numbers_and_effects_print_plainly() -> None:
+    assert [explain.format_value(v) for v in (12.0, 12.000000001, 0.1 + 0.2, -0.0442954, 1234.56, None)] == [
+        "12",
+        "12",
+        "0.3",
+        "-0.0443",
+        "1235",
+        "missing",
+    ]
+    assert [explain.format_effect(v) for v in (0.08, 0.5, 0.0049, 0.000012345, -0.031)] == [
+        "+0.08",
+        "+0.50",
+        "+0.0049",
+        "+0.000012",
+        "-0.03",
+    ]
+
+
+def test_many_rows_are_explained_in_chunks_as_one(trained, monkeypatch) -> None:
+    frame, models, typical = trained
+    explainer = explain.Explainer(models[pipelines.BLEND], FEATURES, typical)
+    whole = explainer.contributions(frame)
+    monkeypatch.setattr(explain, "CHUNK_ROWS", 128)
+    np.testing.assert_allclose(explainer.contributions(frame), whole, rtol=0, atol=1e-12)
+
+
+def test_unknown_categories_and_missing_values_are_explained(trained) -> None:
+    frame, models, typical = trained
+    rows = frame.iloc[:5].assign(sector="never-seen", age=np.nan)
+    for kind in models:
+        explainer = explain.Explainer(models[kind], FEATURES, typical)
+        gap = models[kind].predict_proba(rows)[:, 1] - models[kind].predict_proba(reference(typical))[0, 1]
+        np.testing.assert_allclose(explainer.contributions(rows).sum(axis=1), gap, rtol=0, atol=1e-12)
