@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 import apicalls
+import fullprocess
 import localserver
 from risk.api import service
 from risk.core.settings import Config
-from risk.registry import calllists
+from risk.data import sample
+from risk.registry import calllists, versions
 from tests.conftest import UNINFORMATIVE_WARNING, rewrite_config, write_call_list, write_config, write_diagnostics
 
 TOKEN = "call-list-token"
@@ -252,3 +254,33 @@ def test_apicalls_with_and_without_a_list(deployed_project: Config, tmp_path: Pa
         calllists.latest_json_path(deployed_project).write_text("{damaged")
         assert apicalls.main([*argv, "--url", url]) == 1  # a damaged list is a failure: 503
         assert "## GET /calllist -> 503" in output.read_text()
+
+
+# ----------------------------------------------------------------------------- a list the run wrote
+
+
+@pytest.mark.slow
+def test_the_list_fullprocess_writes_from_the_sample_book_is_answered_whole(
+    deployed_project: Config, monkeypatch
+) -> None:
+    config = rewrite_config(deployed_project, client_book=sample.SAMPLE_BOOK)
+    assert fullprocess.main(["--config", str(config.path)]) == 0
+    info, frame = calllists.latest_call_list(config)
+    client = app_client(config, monkeypatch)
+    body = client.get("/calllist", headers=AUTH).get_json()
+    assert body["model_version"] == info["version"] == body["current_version"] == "v1"
+    assert body["top"] == body["shown"] == config["contact_budget"] == 100
+    assert body["rows"] == len(frame) == sample.CLIENTS
+    assert body["warnings"] == info["warnings"] and body["method"] == info["method"]
+    head = frame.head(100)
+    assert [c["corporation"] for c in body["clients"]] == head["corporation"].tolist()
+    assert [c["risk"] for c in body["clients"]] == head["risk"].tolist()
+    features = set(versions.load_deployed_model(config).metadata["features"])
+    in_file = head[list(calllists.REASON_COLUMNS)].to_numpy().tolist()
+    assert [c["reasons"] for c in body["clients"]] == [[r for r in row if r] for row in in_file]
+    reasons = [reason for c in body["clients"] for reason in c["reasons"]]
+    if info["method"]:  # a list written with reasons: each starts with a feature's name
+        assert reasons and all(reason.split(" ", 1)[0] in features for reason in reasons), reasons[:5]
+    assert all(c["change"] == "new" and c["previous_rank"] is None for c in body["clients"])
+    csv = client.get("/calllist.csv", headers=AUTH, buffered=True)
+    assert csv.status_code == 200 and csv.data == calllists.latest_csv_path(config).read_bytes()
