@@ -74,16 +74,19 @@ def missing_message(config: Config) -> str:
     if config["client_book"] is None:
         return (
             "no call list yet: set client_book in the config to the current clients (a CSV file, a folder of "
-            "them or a database table; docs/calllist.md), then run `python fullprocess.py`"
+            "them or a database table; docs/pipeline.md, 'The call list'), then run `python fullprocess.py`"
         )
     return "no call list yet: client_book is set; the next run of `python fullprocess.py` writes the list"
 
 
 def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    """The file's state (None when absent); a folder that cannot be looked into is a list that cannot be read."""
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise CallListUnavailable(f"the call list cannot be read: {exc}") from None
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
@@ -127,14 +130,15 @@ class CallListCache:
         json_key = _stat_key(self._json_path)
         try:
             found = calllists.latest_call_list(self.config)
-        except (OSError, ValueError) as exc:  # CallListError is a ValueError; pandas' own errors too
+            if found is None:
+                raise CallListMissing(missing_message(self.config))
+            info, frame = found
+            csv_path = _read_path(self.config, info)
+            clients = client_objects(frame.head(self.max_rows), list(info["id_columns"]))
+        # CallListError is a ValueError, as are pandas' own; the rest: values the reader let through
+        except (OSError, ValueError, TypeError, KeyError) as exc:
             logger.error("the call list cannot be read: %s", exc)
             raise CallListUnavailable(f"the call list cannot be read: {exc}") from None
-        if found is None:
-            raise CallListMissing(missing_message(self.config))
-        info, frame = found
-        csv_path = _read_path(self.config, info)
-        clients = client_objects(frame.head(self.max_rows), list(info["id_columns"]))
         logger.info("call list of %s read: %d clients from %s", info.get("version"), len(frame), csv_path.name)
         return CallListSnapshot(info, clients, csv_path, (json_key, _stat_key(csv_path)))
 

@@ -284,3 +284,9 @@ def test_the_list_fullprocess_writes_from_the_sample_book_is_answered_whole(
     assert all(c["change"] == "new" and c["previous_rank"] is None for c in body["clients"])
     csv = client.get("/calllist.csv", headers=AUTH, buffered=True)
     assert csv.status_code == 200 and csv.data == calllists.latest_csv_path(config).read_bytes()
+
+
+def test_a_list_folder_that_is_a_file_is_no_list_not_an_error(tmp_path: Path, monkeypatch) -> None:
+    config = write_config(tmp_path / "project", call_list_path="lists")
+    (config.root / "lists").write_text("not a folder")
+    assert_error(app_client(config, monkeypatch).get("/calllist", headers=AUTH), 404, "no call list yet")

@@ -291,10 +291,7 @@ def test_the_call_list_view_pages_the_budget_with_reasons_changes_and_warnings(
         warnings = browser.find_element(By.ID, "calllist-warnings")
         assert warnings.is_displayed() and warnings.text == UNINFORMATIVE_WARNING
         summary = browser.find_element(By.ID, "calllist-summary").text
-        assert (
-            summary
-            == "The 80 clients to call first, of 240, riskiest first: model v1, scored 2026-12-07 09:00 UTC."
-        )
+        assert summary == "The 80 clients to call first, of 240, riskiest first: model v1, scored 2026-12-07 09:00 UTC."
         facts = browser.find_element(By.ID, "calllist-facts").text
         flagged = int(calllists.latest_call_list(deployed_project)[1]["flagged"].sum())
         assert (
