@@ -109,16 +109,22 @@ def _previous_list(config: Config, info: dict[str, Any] | None) -> pd.DataFrame 
 
 
 def make_call_list(
-    config: Config, deployed: versions.DeployedModel, the_book: book.Book, previous: pd.DataFrame | None
+    config: Config,
+    deployed: versions.DeployedModel,
+    the_book: book.Book,
+    previous: pd.DataFrame | None,
+    explain: bool = True,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """(the list's JSON, the list) for ``the_book`` scored by ``deployed``, ranked riskiest first."""
+    """(the list's JSON, the list) for ``the_book`` scored by ``deployed``, ranked riskiest first
+    (``explain`` False: blank reasons, what the benchmark compares the reasons' cost against)."""
     import numpy as np
 
     from risk.core.bands import band_thresholds, risk_bands
 
     ids = config["id_columns"]
     frame = the_book.frame
-    risk, predicted, reasons = score_book(config, deployed, frame)
+    explainer, method = explainer_and_method(config, deployed) if explain else (None, "none: not asked for")
+    risk, predicted, reasons = score_book(config, deployed, frame, explainer)
     listed = frame[ids].copy()
     listed["risk"] = risk
     listed["_row"] = np.arange(len(frame))  # where each client's reasons are, once sorted
@@ -143,7 +149,7 @@ def make_call_list(
         "book_hash": the_book.sha256,
         "book_files": the_book.files,
         "book_checks": the_book.checks,
-        "method": explanation_method(),
+        "method": method,
         "previous": None,
         "written_at": utc_now(),
         **calllists.budget_summary(listed["risk"].to_numpy(), flagged, config["contact_budget"]),
@@ -152,15 +158,15 @@ def make_call_list(
 
 
 def score_book(
-    config: Config, deployed: versions.DeployedModel, frame: pd.DataFrame
+    config: Config, deployed: versions.DeployedModel, frame: pd.DataFrame, explainer: Any
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(risks, 0/1 decisions, three arrays of reasons) for every row of ``frame``, in chunks of
-    CHUNK_ROWS: on the Dask cluster when one is configured and the book is large, else here."""
+    CHUNK_ROWS: on the Dask cluster when one is configured and the book is large, else here.
+    ``explainer`` None: the reasons are blank."""
     import numpy as np
 
     from risk.model import scoring
 
-    explainer = explainer_for(config, deployed)
     starts = range(0, len(frame), CHUNK_ROWS)
     chunks = [frame.iloc[start : start + CHUNK_ROWS] for start in starts]
     features = deployed.metadata["features"]
@@ -195,14 +201,17 @@ def score_chunk(
 # ----------------------------------------------------------------------------- the reasons
 
 
-def explainer_for(config: Config, deployed: versions.DeployedModel) -> Any:
-    """The explainer of ``deployed``, or None while the project has none (the reasons stay blank)."""
-    return None
+def explainer_and_method(config: Config, deployed: versions.DeployedModel) -> tuple[Any, str]:
+    """(the explainer of ``deployed``, how it finds reasons), or (None, why there are no reasons):
+    a model the explainer cannot explain exactly still gets its list, with blank reasons."""
+    from risk.model import explain
+    from risk.registry.predictions import explainer_for
 
-
-def explanation_method() -> str | None:
-    """How the reasons are found (the list's JSON says it), or None while there are none."""
-    return None
+    try:
+        return explainer_for(config, deployed), explain.METHOD
+    except (explain.UnsupportedModel, ValueError, KeyError) as exc:
+        logger.warning("%s: the call list's reasons are left blank: %s", deployed.version, exc)
+        return None, f"none: {deployed.version} cannot be explained ({exc})"
 
 
 def reason_columns(explainer: Any, chunk: pd.DataFrame) -> list[np.ndarray]:

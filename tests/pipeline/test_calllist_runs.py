@@ -15,6 +15,13 @@ from risk.data import sample
 from risk.model import scoring
 from risk.registry import booklist, calllists, deploy, predictions, versions
 from tests.conftest import rewrite_config
+from tests.data.test_dbpull import (  # noqa: F401 (database and postgres_server are fixtures)
+    PostgresDatabase,
+    SqliteDatabase,
+    client_rows,
+    database,
+    postgres_server,
+)
 from tests.pipeline.test_process import probe_fast_path
 
 
@@ -155,12 +162,14 @@ def test_chunked_scoring_equals_one_shot_scoring(book_project: Config, monkeypat
     deployed = versions.load_deployed_model(book_project)
     the_book = booklist.read_book_for(book_project, deployed)
     monkeypatch.setattr(booklist, "CHUNK_ROWS", 777)  # 13 chunks, the last one short
-    risk, predicted, reasons = booklist.score_book(book_project, deployed, the_book.frame)
+    explainer, _ = booklist.explainer_and_method(book_project, deployed)
+    risk, predicted, reasons = booklist.score_book(book_project, deployed, the_book.frame, explainer)
     whole_risk, whole_predicted = predictions.risk_and_predictions(deployed, the_book.frame)
     # A forest sums its trees' votes in blocks whose size follows the rows: one risk in 10,000 differs in its last bit.
     np.testing.assert_allclose(risk, whole_risk, rtol=1e-12, atol=0)
     np.testing.assert_array_equal(predicted, whole_predicted)
-    assert [len(column) for column in reasons] == [len(the_book.frame)] * 3
+    whole_reasons = explainer.reasons(the_book.frame, top=3)
+    assert [list(filter(None, row)) for row in zip(*reasons)] == whole_reasons
     assert len(risk) == sample.CLIENTS and scoring.CLUSTER_MIN_ROWS > len(risk)
 
 
@@ -175,3 +184,24 @@ def test_the_list_json_says_what_the_budget_reaches(book_project: Config) -> Non
         frame["risk"].iloc[:50].sum() / frame["risk"].sum(), abs=1e-6
     )
     assert info["written_at"].endswith("+00:00") and info["book_checks"]["rows_kept"] == sample.CLIENTS
+
+
+def test_a_database_book_makes_a_list_and_another_only_when_its_rows_change(
+    database: SqliteDatabase | PostgresDatabase,  # noqa: F811 (the fixture imported above)
+    deployed_project: Config,
+) -> None:
+    database.create_clients()
+    database.insert(client_rows(1, 300))
+    spec = {key: value for key, value in database.source().items() if key != "watermark_column"}
+    config = rewrite_config(deployed_project, client_book=spec)
+
+    assert run(config) == 0
+    info, frame = calllists.latest_call_list(config)
+    assert info["rows"] == 300 and info["book"].startswith(f"crm ({database.kind}")
+    assert frame["corporation"].str.startswith("db-").all()
+    assert run(config) == 0
+    assert len(lists(config)) == 1, "the same rows: no new list"
+
+    database.insert(client_rows(301, 5))
+    assert run(config) == 0
+    assert len(lists(config)) == 2 and calllists.latest_list_info(config)["rows"] == 305
