@@ -275,7 +275,8 @@ def test_the_list_fullprocess_writes_from_the_sample_book_is_answered_whole(
     head = frame.head(100)
     assert [c["corporation"] for c in body["clients"]] == head["corporation"].tolist()
     assert [c["risk"] for c in body["clients"]] == head["risk"].tolist()
-    features = set(versions.load_deployed_model(config).metadata["features"])
+    kinds = versions.load_deployed_model(config).metadata["features"]
+    features = set(kinds["numeric"]) | set(kinds["categorical"])
     in_file = head[list(calllists.REASON_COLUMNS)].to_numpy().tolist()
     assert [c["reasons"] for c in body["clients"]] == [[r for r in row if r] for row in in_file]
     reasons = [reason for c in body["clients"] for reason in c["reasons"]]

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pytest
 
+import fullprocess
 import localserver
 from risk.core.settings import Config
+from risk.data import sample
 from risk.registry import calllists
 from tests.conftest import (
     SCORES_WARNING,
     UNINFORMATIVE_WARNING,
     deploy_uninformative_version,
     import_or_fail_in_ci,
+    rewrite_config,
     skip_or_fail_in_ci,
     write_call_list,
 )
@@ -354,7 +357,9 @@ def test_the_call_list_view_says_how_to_get_a_list_and_asks_for_the_token(
         assert "set client_book" in error.text
         assert not browser.find_element(By.ID, "calllist").is_displayed()
 
-        write_call_list(deployed_project, CALL_IDS, call_list_risks(37))
+        # The list a run writes from the sample's client book, with its reasons.
+        booked = rewrite_config(deployed_project, client_book=sample.SAMPLE_BOOK)
+        assert fullprocess.main(["--config", str(booked.path)]) == 0
         browser.find_element(By.ID, "calllist-load").click()
         WebDriverWait(browser, WAIT_SECONDS).until(
             ec.visibility_of_element_located((By.CSS_SELECTOR, "#calllist-table tbody tr"))
@@ -363,4 +368,10 @@ def test_the_call_list_view_says_how_to_get_a_list_and_asks_for_the_token(
         assert (
             "This is the first list: every client on it is new." in browser.find_element(By.ID, "calllist-facts").text
         )
+        first = browser.find_element(By.CSS_SELECTOR, "#calllist-table tbody tr")
+        reasons = [li.text for li in first.find_elements(By.CSS_SELECTOR, "td ul.reasons li")]
+        assert reasons == [r for r in calllists.latest_call_list(booked)[1].loc[0, list(calllists.REASON_COLUMNS)] if r]
+        assert reasons and reasons[0].split(" ")[1] == "="  # "<feature> = <value> ...: +effect"
+        browser.save_screenshot(str(tmp_path / "calllist-sample.png"))
+        shutil.copy(tmp_path / "calllist-sample.png", SCREENSHOT_COPY.with_name("riskometer-calllist-sample.png"))
         assert pager_label(browser, "calllist") == "Page 1 of 2 · rows 1–50 of 100"
