@@ -9,13 +9,16 @@ a prediction's rows).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from risk.api.answers import encode_json
 from risk.core.settings import Config
 from risk.registry import calllists
 
@@ -58,10 +61,12 @@ class BadTop(ValueError):
 
 @dataclass(frozen=True)
 class CallListSnapshot:
-    """One list as read: its JSON, its first clients as answer objects, and the CSV they came from."""
+    """One list as read: its JSON, what an answer says of it, its first clients (each encoded as
+    JSON once, here, not per request) and the CSV they came from."""
 
     info: dict[str, Any]
-    clients: list[dict[str, Any]]
+    facts: dict[str, Any]
+    clients_json: list[bytes]
     csv_path: Path
     key: tuple[Any, ...]
 
@@ -91,10 +96,15 @@ def _stat_key(path: Path) -> tuple[int, int, int] | None:
 
 
 class CallListCache:
-    """The newest list, read again only when ``latest.json`` or the CSV it names has changed."""
+    """The newest list, read again only when ``latest.json`` or the CSV it names has changed.
 
-    def __init__(self, config: Config):
+    ``relative`` rewrites the server's paths in a text (the service's ``project_relative``): applied
+    to the list's facts and to the reasons a list cannot be read, once per change.
+    """
+
+    def __init__(self, config: Config, relative: Callable[[str], str] = str):
         self.config = config
+        self.relative = relative
         self.max_rows = int(config["api_max_rows"])
         self._json_path = calllists.latest_json_path(config)
         self._snapshot: CallListSnapshot | None = None
@@ -105,6 +115,12 @@ class CallListCache:
 
     def get(self) -> CallListSnapshot:
         """The newest list; CallListMissing without one, CallListUnavailable when it cannot be read."""
+        try:
+            return self._get()
+        except CallListUnavailable as exc:
+            raise CallListUnavailable(self.relative(str(exc))) from None
+
+    def _get(self) -> CallListSnapshot:
         snapshot = self._snapshot
         json_key = _stat_key(self._json_path)
         if json_key is None:
@@ -135,12 +151,14 @@ class CallListCache:
             info, frame = found
             csv_path = _read_path(self.config, info)
             clients = client_objects(frame.head(self.max_rows), list(info["id_columns"]))
+            clients_json = [encode_json(client)[:-1] for client in clients]  # without the newline
+            facts = list_facts(info, self.relative)
         # CallListError is a ValueError, as are pandas' own; the rest: values the reader let through
         except (OSError, ValueError, TypeError, KeyError) as exc:
             logger.error("the call list cannot be read: %s", exc)
             raise CallListUnavailable(f"the call list cannot be read: {exc}") from None
         logger.info("call list of %s read: %d clients from %s", info.get("version"), len(frame), csv_path.name)
-        return CallListSnapshot(info, clients, csv_path, (json_key, _stat_key(csv_path)))
+        return CallListSnapshot(info, facts, clients_json, csv_path, (json_key, _stat_key(csv_path)))
 
 
 def _read_path(config: Config, info: dict[str, Any]) -> Path:
@@ -190,20 +208,29 @@ def parse_top(values: list[str], default: int, maximum: int) -> int:
     return top
 
 
-def answer_body(snapshot: CallListSnapshot, top: int, current_version: str | None) -> dict[str, Any]:
-    """The answer of ``GET /calllist``: the list's facts, then its first ``top`` clients."""
-    info = snapshot.info
-    clients = snapshot.clients[:top]
-    return {
+def list_facts(info: dict[str, Any], relative: Callable[[str], str]) -> dict[str, Any]:
+    """What an answer says of the list, its paths (in warnings or the book's checks) made relative."""
+    facts = {
         "model_version": info.get("version"),
         "scored_at": info.get("written_at"),
-        "current_version": current_version,
         **{key: info.get(key) for key in LIST_FIELDS},
-        "top": top,
-        "shown": len(clients),
-        "download": "/calllist.csv",
-        "clients": clients,
     }
+    return json.loads(relative(json.dumps(facts, default=str)))
+
+
+def answer(snapshot: CallListSnapshot, top: int, current_version: str | None) -> bytes:
+    """The JSON of ``GET /calllist``: the list's facts, then its first ``top`` clients (``clients``, last)."""
+    clients = snapshot.clients_json[:top]
+    head = encode_json(
+        {
+            **snapshot.facts,
+            "current_version": current_version,
+            "top": top,
+            "shown": len(clients),
+            "download": "/calllist.csv",
+        }
+    )  # "{...}\n"
+    return b"".join((head[:-2], b',"clients":[', b",".join(clients), b"]}\n"))
 
 
 def download_name(snapshot: CallListSnapshot) -> str:

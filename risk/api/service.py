@@ -309,7 +309,7 @@ def create_app(config_path: str | Path | None = None) -> Flask:
         diagnostics=DiagnosticsCache(config.reports_folder),
         metrics=metrics,
         token_digest=token_digest(token) if token else None,
-        call_lists=calllist.CallListCache(config),
+        call_lists=calllist.CallListCache(config, lambda text: call_list_relative(text, config)),
     )
     app.extensions[EXTENSION] = state
     app.register_error_handler(HTTPException, _http_error)
@@ -524,8 +524,8 @@ def _call_list() -> calllist.CallListSnapshot:
         return state.call_lists.get()
     except calllist.CallListMissing as exc:
         abort(404, str(exc))
-    except calllist.CallListUnavailable as exc:
-        abort(503, call_list_relative(str(exc), state.config))
+    except calllist.CallListUnavailable as exc:  # its message already without the server's paths
+        abort(503, str(exc))
 
 
 def call_list_relative(text: str, config: Config) -> str:
@@ -546,10 +546,7 @@ def calllist_view() -> Response:
         top = calllist.parse_top(request.args.getlist(calllist.TOP_PARAMETER), default, state.call_lists.max_rows)
     except calllist.BadTop as exc:
         abort(400, str(exc))
-    body = calllist.answer_body(snapshot, top, state.holder.deployed_version())
-    clients = body.pop("clients")  # ids, numbers and reasons: no paths; the list's facts may name files
-    body = json.loads(call_list_relative(json.dumps(body), state.config))
-    return json_response({**body, "clients": clients}, version=snapshot.version)
+    return json_response(calllist.answer(snapshot, top, state.holder.deployed_version()), version=snapshot.version)
 
 
 def calllist_csv_view() -> Response:

@@ -291,3 +291,11 @@ def test_a_list_folder_that_is_a_file_is_no_list_not_an_error(tmp_path: Path, mo
     config = write_config(tmp_path / "project", call_list_path="lists")
     (config.root / "lists").write_text("not a folder")
     assert_error(app_client(config, monkeypatch).get("/calllist", headers=AUTH), 404, "no call list yet")
+
+
+def test_paths_in_the_lists_facts_are_shown_relative(config: Config, monkeypatch) -> None:
+    warning = f"3 rows of {config.root / 'clientbook' / 'clients.csv'} were set aside"
+    write_call_list(config, IDS, RISKS, warnings=[warning])
+    response = app_client(config, monkeypatch).get("/calllist", headers=AUTH)
+    assert response.get_json()["warnings"] == ["3 rows of clientbook/clients.csv were set aside"]
+    assert str(config.root) not in response.get_data(as_text=True)
