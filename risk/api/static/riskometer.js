@@ -316,7 +316,7 @@
     lastCallList = list;
     fillList($("calllist-warnings"), list.warnings || []);
     $("calllist-summary").textContent = "The " + count(list.clients.length, "client", "clients") + " to call first, of " +
-      list.rows.toLocaleString("en") + ", riskiest first: model " + list.model_version + ", scored " + when(list.scored_at) + ".";
+      Number(list.rows || list.shown).toLocaleString("en") + ", riskiest first: model " + list.model_version + ", scored " + when(list.scored_at) + ".";
     fillList($("calllist-facts"), callListFacts(list));
     callListPager.show(list.clients);
     $("calllist").hidden = false;
