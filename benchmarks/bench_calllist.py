@@ -122,22 +122,28 @@ def measure(folder: Path, sizes: list[int], repeat: int) -> dict:
                 )
         summary = {name: statistics.median(r["seconds"] for r in found) for name, found in runs.items()}
         peaks = {name: max(r["peak_mib"] for r in found) for name, found in runs.items()}
+        # What the step itself added: the peak above the process's high-water mark once the model was loaded.
+        growth = {name: max(r["peak_mib"] - r["peak_before_mib"] for r in found) for name, found in runs.items()}
         frame_mib = runs["floor"][0]["frame_mib"]
-        results[rows] = {"seconds": summary, "peak_mib": peaks, "frame_mib": frame_mib}
-        report(rows, model, summary, peaks, frame_mib, runs["reasons"][0]["reasons_filled"])
+        results[rows] = {"seconds": summary, "peak_mib": peaks, "growth_mib": growth, "frame_mib": frame_mib}
+        report(rows, model, summary, peaks, growth, frame_mib, runs["reasons"][0]["reasons_filled"])
         (config_path.parent / book_name).unlink()
     return results
 
 
-def report(rows: int, model: str, seconds: dict, peaks: dict, frame_mib: float, filled: int) -> None:
+def report(rows: int, model: str, seconds: dict, peaks: dict, growth: dict, frame_mib: float, filled: int) -> None:
     floor = seconds["floor"]
     print(f"== call list of {rows:,} clients ({model}) ==")
-    print(f"floor (read the book + one predict_proba): {floor:.2f} s; the book frame {frame_mib:.0f} MiB")
+    print(
+        f"floor (read the book + one predict_proba): {floor:.2f} s; the book frame {frame_mib:.0f} MiB; "
+        f"the floor's process {peaks['floor']:.0f} MiB (+{growth['floor']:.0f} MiB over the loaded model)"
+    )
     for name in ("plain", "reasons"):
         label = "list without reasons" if name == "plain" else f"list with reasons ({filled:,} clients given one)"
         print(
-            f"{label}: {seconds[name]:.2f} s = {seconds[name] / floor:.1f}x the floor; "
-            f"largest process {peaks[name]:.0f} MiB = {peaks[name] / frame_mib:.1f}x the book frame"
+            f"{label}: {seconds[name]:.2f} s = {seconds[name] / floor:.1f}x the floor; largest process "
+            f"{peaks[name]:.0f} MiB = {peaks[name] / frame_mib:.1f}x the book frame "
+            f"(+{growth[name]:.0f} MiB over the loaded model = {growth[name] / frame_mib:.1f}x the book frame)"
         )
     print(f"reasons cost: {seconds['reasons'] / seconds['plain']:.1f}x the list without them")
 

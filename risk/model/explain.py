@@ -45,7 +45,7 @@ METHOD = (
     "regression (in log-odds) and for tree ensembles (per tree); log-odds attributions are scaled to probability "
     "points, and a blend averages its members' probability attributions"
 )
-CHUNK_ROWS = 20_000  # rows explained at a time: the trees' walk keeps a few boolean arrays of this many rows
+CHUNK_ROWS = 50_000  # rows explained at a time (the walks cost per numpy call and per row: larger chunks pay)
 VALUE_DIGITS = 4  # significant digits of a feature's value in a reason (larger numbers: their whole part)
 SAME_LOGIT = 1e-9  # logit gaps below this use the slope p(1 - p) to reach probability points
 BLEND = "SoftVotingBlend"
@@ -270,7 +270,7 @@ class _Linear(_Member):
 
 @dataclass
 class _Tree:
-    """One tree's node arrays as Python lists (the walk reads them a node at a time)."""
+    """One tree's node arrays as Python lists (the walks read them a node at a time)."""
 
     left: list[int]
     right: list[int]
@@ -279,24 +279,173 @@ class _Tree:
     missing_left: list[bool]
     value: list[float]  # at leaves; what the tree adds to the ensemble's output
     leaf: list[bool]
+    # Set by _Trees for its typical client and feature map (_prepare):
+    r_left: list[bool] | None = None  # whether the typical client goes left at each split
+    bit: list[int] | None = None  # each split's feature as a bit of the path's features (1 << its slot)
+    path: list[tuple[int, ...]] | None = None  # at each leaf, its path's features by slot
+    slots: int = 0  # the most distinct features on one path
 
 
 class _Trees(_Member):
+    """A tree ensemble's exact baseline Shapley values, by walking each tree for many rows or one.
+
+    Both walks carry, for each row a hybrid of the client and the typical client can still reach the
+    node by, two sets of the path's features as bits: those whose splits the client fails (``fx``, per
+    row) and those whose splits the typical client fails (``rc``, one per path). A hybrid takes each
+    feature from the side that satisfies it, so a row whose two sets meet cannot reach the node. At a
+    leaf, A = rc (only the client satisfies them) and B = fx (only the typical client does).
+    """
+
     trees: list[_Tree]
+
+    def prepare(self) -> None:
+        for tree in self.trees:
+            _prepare(tree, self.r, self.groups)
+        self.narrow = all(tree.slots <= MAX_SLOTS for tree in self.trees)
 
     def tree_phi(self, X: np.ndarray) -> np.ndarray:
         """Rows x features: the exact baseline Shapley values of the sum of the trees' outputs."""
-        out = np.zeros((len(X), self.features))
-        r_left = {}  # per column, whether the typical client goes left at each threshold: computed as met
+        if not self.narrow:  # a path through more features than an int64 holds bits: the boolean walk
+            out = np.zeros((len(X), self.features))
+            for tree in self.trees:
+                _walk_wide(tree, X, self.r, self.groups, out)
+            return out
+        if len(X) <= SCALAR_ROWS:  # numpy's per-call cost would dominate: plain Python, a row at a time
+            rows = []
+            for x in X.tolist():
+                out_row = [0.0] * self.features
+                for tree in self.trees:
+                    _walk_one(tree, x, out_row)
+                rows.append(out_row)
+            return np.array(rows, dtype=np.float64).reshape(len(X), self.features)
+        columns = np.ascontiguousarray(X.T)  # a split reads one feature of many rows
+        out_t = np.zeros((self.features, len(X)))
         for tree in self.trees:
-            _walk(tree, X, self.r, self.groups, out, r_left)
-        return out
+            _walk_many(tree, columns, out_t)
+        return out_t.T
 
 
-def _walk(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np.ndarray, r_left: dict) -> None:
-    """Add one tree's baseline Shapley values to ``out``: a depth-first walk carrying the rows a hybrid can
-    still reach the node by, and for each feature on the path whether the client (per row) and the typical
-    client (one flag) satisfy every split on it so far."""
+MAX_SLOTS = 62  # distinct features on a path the int64 bit sets hold
+SCALAR_ROWS = 8  # up to this many rows, each is walked in plain Python (measured crossover)
+
+
+def _prepare(tree: _Tree, r: np.ndarray, groups: np.ndarray) -> None:
+    """The typical client's side at each split, and each split's feature as a bit of its path's features."""
+    size = len(tree.leaf)
+    tree.r_left = [False] * size
+    tree.bit = [0] * size
+    tree.path = [()] * size
+    stack: list[tuple[int, tuple[int, ...]]] = [(0, ())]
+    while stack:
+        node, path = stack.pop()
+        if tree.leaf[node]:
+            tree.path[node] = path
+            tree.slots = max(tree.slots, len(path))
+            continue
+        column = tree.feature[node]
+        value = float(r[column])
+        tree.r_left[node] = tree.missing_left[node] if math.isnan(value) else value <= tree.threshold[node]
+        group = int(groups[column])
+        if group not in path:
+            path = (*path, group)
+        tree.bit[node] = 1 << path.index(group)
+        stack.append((tree.left[node], path))
+        stack.append((tree.right[node], path))
+
+
+def _walk_one(tree: _Tree, x: list[float], out: list[float]) -> None:
+    """Add one tree's baseline Shapley values for one row ``x`` to ``out`` (per feature)."""
+    stack = [(0, 0, 0)]  # node, fx, rc
+    while stack:
+        node, fx, rc = stack.pop()
+        if tree.leaf[node]:
+            value = tree.value[node]
+            if value and (fx or rc):
+                _leaf_one(value, tree.path[node], fx, rc, out)
+            continue
+        own = x[tree.feature[node]]
+        left = own <= tree.threshold[node] or (own != own and tree.missing_left[node])  # own != own: NaN
+        bit, r_left = tree.bit[node], tree.r_left[node]
+        fx_left, fx_right = (fx, fx | bit) if left else (fx | bit, fx)
+        rc_left, rc_right = (rc, rc | bit) if r_left else (rc | bit, rc)
+        if not fx_left & rc_left:
+            stack.append((tree.left[node], fx_left, rc_left))
+        if not fx_right & rc_right:
+            stack.append((tree.right[node], fx_right, rc_right))
+
+
+def _leaf_one(value: float, path: tuple[int, ...], fx: int, rc: int, out: list[float]) -> None:
+    a, b = rc.bit_count(), fx.bit_count()
+    gain, loss = value * _WEIGHT[a][b], value * _WEIGHT[b][a]
+    for slot, group in enumerate(path):
+        if rc >> slot & 1:
+            out[group] += gain
+        elif fx >> slot & 1:
+            out[group] -= loss
+
+
+def _walk_many(tree: _Tree, columns: np.ndarray, out_t: np.ndarray) -> None:
+    """Add one tree's baseline Shapley values for many rows (``columns``: features x rows) to ``out_t``."""
+    count = columns.shape[1]
+    stack: list[tuple[int, np.ndarray, np.ndarray, int]] = [(0, np.arange(count), np.zeros(count, np.int64), 0)]
+    while stack:
+        node, rows, fx, rc = stack.pop()
+        if tree.leaf[node]:
+            _leaf_many(tree.value[node], tree.path[node], rows, fx, rc, out_t)
+            continue
+        values = columns[tree.feature[node]][rows]
+        left = values <= tree.threshold[node]  # NaN goes right unless the split sends missing values left
+        if tree.missing_left[node]:
+            left |= np.isnan(values)
+        bit, r_left = tree.bit[node], tree.r_left[node]
+        for child, x_side, r_side in ((tree.left[node], left, r_left), (tree.right[node], ~left, not r_left)):
+            if r_side and not rc & bit:  # the typical client's side: every row still reaches the child
+                stack.append((child, rows, np.where(x_side, fx, fx | bit), rc))
+                continue
+            # The typical client fails this feature: only rows whose own value satisfies it reach the child.
+            keep = x_side if r_side else x_side & (fx & bit == 0)
+            if keep.all():
+                stack.append((child, rows, fx, rc | bit))
+            elif keep.any():
+                stack.append((child, rows[keep], fx[keep], rc | bit))
+
+
+def _leaf_many(value: float, path: tuple[int, ...], rows: np.ndarray, fx: np.ndarray, rc: int, out_t: np.ndarray):
+    """A leaf's game v * [A in S, S apart from B], its Shapley values added to the rows' features."""
+    if value == 0.0:
+        return
+    a = rc.bit_count()
+    failed = int(np.bitwise_or.reduce(fx))
+    if not a and not failed:
+        return
+    b = np.bitwise_count(fx)
+    if a:
+        gain = value * _WEIGHT[a][b]
+        for slot, group in enumerate(path):
+            if rc >> slot & 1:
+                out_t[group][rows] += gain
+    if failed:
+        loss = value * _WEIGHT_T[a][b]
+        for slot, group in enumerate(path):
+            if failed >> slot & 1:
+                out_t[group][rows] -= loss * (fx >> slot & 1)
+
+
+def _weights(size: int) -> np.ndarray:
+    """[a, b] = (a-1)! b! / (a+b)!, the Shapley weight of a leaf's game for a feature in A (0 where a = 0)."""
+    table = np.zeros((size, size))
+    for a in range(1, size):
+        for b in range(size):
+            table[a, b] = math.exp(math.lgamma(a) + math.lgamma(b + 1) - math.lgamma(a + b + 1))
+    return table
+
+
+_WEIGHT = _weights(MAX_SLOTS + 2)
+_WEIGHT_T = np.ascontiguousarray(_WEIGHT.T)  # [a, b] = a! (b-1)! / (a+b)!, for a feature in B
+
+
+def _walk_wide(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np.ndarray) -> None:
+    """The walk for trees whose paths split on more features than bits fit: the same sets as boolean columns."""
     rows = np.arange(len(X))
     # (node, rows, path features, client flags rows x path features, typical flags)
     stack: list[tuple[int, np.ndarray, list[int], np.ndarray, list[bool]]] = [
@@ -305,9 +454,9 @@ def _walk(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np
     while stack:
         node, rows, path, cx, cr = stack.pop()
         if tree.leaf[node]:
-            _leaf(tree.value[node], rows, path, cx, cr, out)
+            _leaf_wide(tree.value[node], rows, path, cx, cr, out)
             continue
-        column, threshold = tree.feature[node], tree.threshold[node]
+        column = tree.feature[node]
         group = int(groups[column])
         if group in path:
             slot = path.index(group)
@@ -317,14 +466,10 @@ def _walk(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np
             cx = np.concatenate([cx, np.ones((len(rows), 1), dtype=bool)], axis=1)
             cr = [*cr, True]
         values = X[rows, column]
-        goes_left = values <= threshold  # NaN goes right unless the split sends missing values left
+        goes_left = values <= tree.threshold[node]
         if tree.missing_left[node]:
             goes_left |= np.isnan(values)
-        key = (column, threshold, tree.missing_left[node])
-        r_goes_left = r_left.get(key)
-        if r_goes_left is None:
-            value = r[column]
-            r_goes_left = r_left[key] = bool(tree.missing_left[node] if math.isnan(value) else value <= threshold)
+        r_goes_left = tree.r_left[node]
         for child, x_side, r_side in (
             (tree.left[node], goes_left, r_goes_left),
             (tree.right[node], ~goes_left, not r_goes_left),
@@ -342,8 +487,7 @@ def _walk(tree: _Tree, X: np.ndarray, r: np.ndarray, groups: np.ndarray, out: np
                 stack.append((child, rows[client], path, cx[client], child_cr))
 
 
-def _leaf(value: float, rows: np.ndarray, path: list[int], cx: np.ndarray, cr: list[bool], out: np.ndarray) -> None:
-    """A leaf's game v * [A in S, S apart from B], its Shapley values added to the rows' features."""
+def _leaf_wide(value: float, rows: np.ndarray, path: list[int], cx: np.ndarray, cr: list[bool], out: np.ndarray):
     if value == 0.0 or not path or not len(rows):
         return
     typical = np.array(cr, dtype=bool)
@@ -351,27 +495,19 @@ def _leaf(value: float, rows: np.ndarray, path: list[int], cx: np.ndarray, cr: l
     only_typical = ~cx & typical
     a = only_client.sum(axis=1)
     b = only_typical.sum(axis=1)
-    moved = (a + b) > 0
-    if not moved.any():
+    if not ((a + b) > 0).any():
         return
-    gain = value * _weight(a, b)  # for each of A
-    loss = value * _weight(b, a)  # for each of B
-    delta = only_client * gain[:, None] - only_typical * loss[:, None]
-    out[np.ix_(rows, path)] += delta
+    gain = value * _wide_weight(a, b)  # for each of A
+    loss = value * _wide_weight(b, a)  # for each of B
+    out[np.ix_(rows, path)] += only_client * gain[:, None] - only_typical * loss[:, None]
 
 
-def _weight(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _wide_weight(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(a-1)! b! / (a+b)! where a >= 1 (0 elsewhere)."""
     safe = np.maximum(a, 1)
-    weight = np.exp(_lgamma(safe) + _lgamma(b + 1) - _lgamma(safe + b + 1))
+    lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
+    weight = np.exp(lgamma(safe) + lgamma(b + 1) - lgamma(safe + b + 1))
     return np.where(a >= 1, weight, 0.0)
-
-
-_LGAMMA = np.array([math.lgamma(n) if n > 0 else 0.0 for n in range(512)])
-
-
-def _lgamma(n: np.ndarray) -> np.ndarray:
-    return _LGAMMA[n]
 
 
 class _Forest(_Trees):
@@ -382,6 +518,7 @@ class _Forest(_Trees):
         super().__init__(preprocess, groups, features, r)
         count = len(classifier.estimators_)
         self.trees = [_forest_tree(estimator.tree_, count) for estimator in classifier.estimators_]
+        self.prepare()
 
     def attribute(self, frame: pd.DataFrame) -> np.ndarray:
         return self.tree_phi(self.matrix(frame).astype(np.float32).astype(np.float64))
@@ -417,6 +554,7 @@ class _Boosting(_Trees):
         if getattr(classifier, "is_categorical_", None) is not None and np.any(classifier.is_categorical_):
             raise UnsupportedModel("the boosting splits on native categories")
         self.trees = [_boosting_tree(trees[0].nodes) for trees in classifier._predictors]
+        self.prepare()
         self.p_r = float(classifier.predict_proba(r[None, :])[0, 1])
 
     def attribute(self, frame: pd.DataFrame) -> np.ndarray:

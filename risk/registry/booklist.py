@@ -93,16 +93,16 @@ def read_book_for(config: Config, deployed: versions.DeployedModel) -> book.Book
 
 
 def _previous_list(config: Config, info: dict[str, Any] | None) -> pd.DataFrame | None:
-    if info is None:
+    """The newest list's ids and ranks (what the change column needs), or None: no list, one made
+    with other id columns (no client can be matched), or one that cannot be read."""
+    if info is None or info.get("id_columns") != config["id_columns"]:
         return None
     try:
-        found = calllists.latest_call_list(config)
+        found = calllists.latest_call_list(config, columns=[*config["id_columns"], "rank"])
     except calllists.CallListError as exc:
         logger.warning("the previous call list cannot be read (every client is marked new): %s", exc)
         return None
-    if found is None or found[0].get("id_columns") != config["id_columns"]:
-        return None  # other id columns: no client can be matched
-    return found[1]
+    return found[1] if found is not None else None
 
 
 # ----------------------------------------------------------------------------- making the list
@@ -176,7 +176,7 @@ def score_book(
         with compute.open_runner(config) as runner:
             model, shared_explainer = runner.share(deployed.model), runner.share(explainer)
             work = [(model, features, shared_explainer, chunk, deployed.version) for chunk in chunks]
-            results = runner.map(score_chunk, work, name="call list")
+            results = runner.map(score_chunk, work, name="calllist")
     else:
         results = [score_chunk(deployed.model, features, explainer, chunk, deployed.version) for chunk in chunks]
     risk = np.concatenate([r for r, _, _ in results]) if results else np.zeros(0)

@@ -15,6 +15,7 @@ Stdlib only at import: fullprocess's cron fast path reads ``latest.json`` on eve
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -79,11 +80,12 @@ def latest_list_info(config: Config) -> dict[str, Any] | None:
     return info
 
 
-def latest_call_list(config: Config) -> tuple[dict[str, Any], pd.DataFrame] | None:
+def latest_call_list(config: Config, columns: list[str] | None = None) -> tuple[dict[str, Any], pd.DataFrame] | None:
     """``(the newest list's JSON, the list)``, or None when no list has been written yet.
 
     The list is typed: ids as text, ``rank`` int, ``risk`` float, ``flagged`` bool, reasons as text
     ("" where a client has fewer), ``previous_rank`` a nullable int (<NA> when new), ``change`` text.
+    ``columns``: only these (say the ids and ``rank``: a fraction of a large list's memory).
     Raises CallListError when the files are damaged."""
     info = latest_list_info(config)
     if info is None:
@@ -92,14 +94,14 @@ def latest_call_list(config: Config) -> tuple[dict[str, Any], pd.DataFrame] | No
     path = folder / info["file"]
     if not path.is_file():  # the stamped list removed by hand: latest.csv is its copy
         path = folder / LATEST_CSV
-    frame = read_call_list(path, info["id_columns"])
+    frame = read_call_list(path, info["id_columns"], columns)
     if "rows" in info and len(frame) != info["rows"]:
         raise CallListError(f"{path} holds {len(frame)} rows but {LATEST_JSON} says {info['rows']}")
     return info, frame
 
 
-def read_call_list(path: Path, id_columns: list[str]) -> pd.DataFrame:
-    """One list's CSV, typed (see latest_call_list). Raises CallListError naming the file."""
+def read_call_list(path: Path, id_columns: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """One list's CSV, typed (see latest_call_list); ``columns``: only these. Raises CallListError naming the file."""
     import pandas as pd
 
     from risk.core.tables import CSV_ERRORS
@@ -107,18 +109,26 @@ def read_call_list(path: Path, id_columns: list[str]) -> pd.DataFrame:
     text_columns = [*id_columns, "band", *REASON_COLUMNS, "change"]
     dtype: dict[str, Any] = {name: str for name in text_columns}
     dtype.update({"rank": "int64", "risk": "float64", "flagged": "int8", "previous_rank": "Int64"})
+    expected = list_columns(id_columns)
     try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header != expected:
+            raise CallListError(f"{path} has columns {header}, not {expected}")
         # keep_default_na=False: an id "NA" stays "NA" and a blank reason stays "".
         frame = pd.read_csv(
-            path, dtype=dtype, keep_default_na=False, na_values={"previous_rank": [""]}, encoding="utf-8"
+            path,
+            dtype=dtype,
+            keep_default_na=False,
+            na_values={"previous_rank": [""]},
+            encoding="utf-8",
+            usecols=columns,
         )
     except (OSError, *CSV_ERRORS) as exc:
         raise CallListError(f"{path} cannot be read as a call list: {exc}") from None
-    expected = list_columns(id_columns)
-    if list(frame.columns) != expected:
-        raise CallListError(f"{path} has columns {list(frame.columns)}, not {expected}")
-    frame["flagged"] = frame["flagged"].astype(bool)
-    return frame
+    if "flagged" in frame.columns:
+        frame["flagged"] = frame["flagged"].astype(bool)
+    return frame[columns] if columns is not None else frame
 
 
 # ----------------------------------------------------------------------------- making a list

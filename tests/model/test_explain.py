@@ -106,9 +106,21 @@ def test_typical_client_is_the_median_and_the_most_common_category() -> None:
     assert all(type(value) in (float, str, type(None)) for value in typical.values())  # JSON-safe
 
 
+WALKS = {  # the trees' three walks: many rows at once, one row at a time, paths wider than a bit set
+    "many": {},
+    "one": {"SCALAR_ROWS": 100},
+    "wide": {"MAX_SLOTS": 1},
+}
+
+
+@pytest.mark.parametrize("walk", WALKS)
 @pytest.mark.parametrize("kind", [*pipelines.SEARCH_SPACE, pipelines.BLEND])
-def test_contributions_are_the_exact_shapley_values(trained, kind: str) -> None:
+def test_contributions_are_the_exact_shapley_values(trained, kind: str, walk: str, monkeypatch) -> None:
     frame, models, typical = trained
+    if walk != "many" and kind == "logistic_regression":
+        pytest.skip("a logistic regression has no trees to walk")
+    for name, value in WALKS[walk].items():
+        monkeypatch.setattr(explain, name, value)
     rows = frame.iloc[:12]
     explainer = explain.Explainer(models[kind], FEATURES, typical)
     assert explainer.feature_names == NAMES

@@ -14,7 +14,7 @@ from risk.core.settings import Config
 from risk.data import sample
 from risk.model import scoring
 from risk.registry import booklist, calllists, deploy, predictions, versions
-from tests.conftest import rewrite_config
+from tests.conftest import import_or_fail_in_ci, rewrite_config
 from tests.data.test_dbpull import (  # noqa: F401 (database and postgres_server are fixtures)
     PostgresDatabase,
     SqliteDatabase,
@@ -22,6 +22,7 @@ from tests.data.test_dbpull import (  # noqa: F401 (database and postgres_server
     database,
     postgres_server,
 )
+from tests.model.test_compute_dask import tasks_run_on
 from tests.pipeline.test_process import probe_fast_path
 
 
@@ -205,3 +206,28 @@ def test_a_database_book_makes_a_list_and_another_only_when_its_rows_change(
     database.insert(client_rows(301, 5))
     assert run(config) == 0
     assert len(lists(config)) == 2 and calllists.latest_list_info(config)["rows"] == 305
+
+
+@pytest.mark.slow
+def test_a_large_book_is_scored_and_explained_on_the_cluster_as_here(
+    book_project: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    distributed = import_or_fail_in_ci(
+        "distributed", "distributed (Dask) is not installed: pip install -r requirements.txt"
+    )
+    deployed = versions.load_deployed_model(book_project)
+    the_book = booklist.read_book_for(book_project, deployed)
+    explainer, _ = booklist.explainer_and_method(book_project, deployed)
+    monkeypatch.setattr(booklist, "CHUNK_ROWS", 2_500)
+    here = booklist.score_book(book_project, deployed, the_book.frame, explainer)
+    monkeypatch.setattr(scoring, "CLUSTER_MIN_ROWS", 1_000)  # the sample book is "large"
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster:
+        config = rewrite_config(book_project, dask_scheduler_address=cluster.scheduler_address)
+        there = booklist.score_book(config, deployed, the_book.frame, explainer)
+        assert tasks_run_on(cluster, "risk-calllist") == 4
+    np.testing.assert_allclose(there[0], here[0], rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(there[1], here[1])
+    for ours, theirs in zip(here[2], there[2]):
+        assert ours.tolist() == theirs.tolist()
