@@ -145,7 +145,7 @@ class CallListCache:
     def _read(self) -> CallListSnapshot:
         json_key = _stat_key(self._json_path)
         try:
-            found = calllists.latest_call_list(self.config)
+            found = calllists.latest_call_list(self.config, rows=self.max_rows)
             if found is None:
                 raise CallListMissing(missing_message(self.config))
             info, frame = found

@@ -80,12 +80,16 @@ def latest_list_info(config: Config) -> dict[str, Any] | None:
     return info
 
 
-def latest_call_list(config: Config, columns: list[str] | None = None) -> tuple[dict[str, Any], pd.DataFrame] | None:
+def latest_call_list(
+    config: Config, columns: list[str] | None = None, rows: int | None = None
+) -> tuple[dict[str, Any], pd.DataFrame] | None:
     """``(the newest list's JSON, the list)``, or None when no list has been written yet.
 
     The list is typed: ids as text, ``rank`` int, ``risk`` float, ``flagged`` bool, reasons as text
     ("" where a client has fewer), ``previous_rank`` a nullable int (<NA> when new), ``change`` text.
     ``columns``: only these (say the ids and ``rank``: a fraction of a large list's memory).
+    ``rows``: only the first so many (the API answers at most its row limit: a million-row list parsed
+    whole cost each worker seconds and hundreds of MiB); the file is still checked whole by its line count.
     Raises CallListError when the files are damaged."""
     info = latest_list_info(config)
     if info is None:
@@ -94,14 +98,31 @@ def latest_call_list(config: Config, columns: list[str] | None = None) -> tuple[
     path = folder / info["file"]
     if not path.is_file():  # the stamped list removed by hand: latest.csv is its copy
         path = folder / LATEST_CSV
-    frame = read_call_list(path, info["id_columns"], columns)
-    if "rows" in info and len(frame) != info["rows"]:
-        raise CallListError(f"{path} holds {len(frame)} rows but {LATEST_JSON} says {info['rows']}")
+    frame = read_call_list(path, info["id_columns"], columns, rows)
+    if "rows" in info:
+        held = len(frame) if rows is None else _rows_held(path, info["id_columns"], info["rows"])
+        if held != info["rows"]:
+            raise CallListError(f"{path} holds {held} rows but {LATEST_JSON} says {info['rows']}")
     return info, frame
 
 
-def read_call_list(path: Path, id_columns: list[str], columns: list[str] | None = None) -> pd.DataFrame:
-    """One list's CSV, typed (see latest_call_list); ``columns``: only these. Raises CallListError naming the file."""
+def _rows_held(path: Path, id_columns: list[str], expected: int) -> int:
+    """How many rows the list's file holds: its line count when that agrees with ``expected`` (a
+    quoted value with a line break in it would not), else a full parse."""
+    lines = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+    if lines - 1 == expected:
+        return expected
+    return len(read_call_list(path, id_columns, ["rank"]))
+
+
+def read_call_list(
+    path: Path, id_columns: list[str], columns: list[str] | None = None, rows: int | None = None
+) -> pd.DataFrame:
+    """One list's CSV, typed (see latest_call_list); ``columns``: only these; ``rows``: only the first
+    so many. Raises CallListError naming the file."""
     import pandas as pd
 
     from risk.core.tables import CSV_ERRORS
@@ -123,6 +144,7 @@ def read_call_list(path: Path, id_columns: list[str], columns: list[str] | None 
             na_values={"previous_rank": [""]},
             encoding="utf-8",
             usecols=columns,
+            nrows=rows,
         )
     except (OSError, *CSV_ERRORS) as exc:
         raise CallListError(f"{path} cannot be read as a call list: {exc}") from None
@@ -155,7 +177,7 @@ def with_changes(current: pd.DataFrame, previous: pd.DataFrame | None, id_column
         return result
     before = previous[[*id_columns, "rank"]].rename(columns={"rank": "previous_rank"})
     merged = result[id_columns].merge(before, on=id_columns, how="left", validate="one_to_one")
-    result["previous_rank"] = merged["previous_rank"].astype("Int64").to_numpy()
+    result["previous_rank"] = merged["previous_rank"].astype("Int64").array  # .to_numpy() made it float: "2.0"
     now, then = result["rank"].to_numpy(), result["previous_rank"]
     change = pd.Series("same", index=result.index, dtype=object)
     change[then.isna().to_numpy()] = "new"

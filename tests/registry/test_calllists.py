@@ -78,8 +78,20 @@ def test_a_written_list_reads_back_typed_and_latest_names_it(tmp_path: Path) -> 
     assert frame["previous_rank"].isna().tolist() == [True, False, False, False]
     assert frame["change"].tolist() == ["new", "same", "same", "down"]
     assert calllists.latest_csv_path(config).read_bytes() == (config.root / "calllists" / meta["file"]).read_bytes()
-    header = calllists.latest_csv_path(config).read_text().splitlines()[0]
-    assert header == "rank,corporation,risk,band,flagged,reason_1,reason_2,reason_3,previous_rank,change"
+    lines = calllists.latest_csv_path(config).read_text().splitlines()
+    assert lines[0] == "rank,corporation,risk,band,flagged,reason_1,reason_2,reason_3,previous_rank,change"
+    assert [line.split(",")[-2] for line in lines[1:]] == ["", "2", "3", "1"]  # whole ranks, not "2.0"
+
+
+def test_the_first_rows_read_alone_and_a_truncated_file_is_still_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "project")
+    calllists.write_call_list(config, info(), a_list([f"c{i}" for i in range(50)], list(np.linspace(0, 1, 50))), "T")
+    meta, frame = calllists.latest_call_list(config, rows=5)
+    assert meta["rows"] == 50 and frame["rank"].tolist() == [1, 2, 3, 4, 5]
+    stamped = config.root / "calllists" / meta["file"]
+    stamped.write_bytes(stamped.read_bytes()[: stamped.stat().st_size // 2])
+    with pytest.raises(calllists.CallListError, match="says 50"):
+        calllists.latest_call_list(config, rows=5)
 
 
 def test_a_damaged_latest_json_is_an_error_naming_it(tmp_path: Path) -> None:
