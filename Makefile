@@ -100,4 +100,4 @@ bench: $(STAMP) ## Run the benchmarks and print ratios against same-run baseline
 	$(PY) benchmarks/run.py
 
 clean: ## Remove generated data, models, deployments, reports and logs (keeps .venv)
-	rm -rf sourcedata ingesteddata testdata sample_batches sample_holdout models production_deployment reports logs apireturns.txt
+	rm -rf sourcedata ingesteddata testdata sample_batches sample_holdout clientbook calllists models production_deployment reports logs apireturns.txt

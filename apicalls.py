@@ -6,7 +6,8 @@ in the environment, every call sends it as a Bearer token. Of each batch answer 
 the first few predictions and says how many it left out, so that it stays small and readable. Exits 1 if any call failed: no
 answer, or a status other than 2xx. ``/summarystats`` and ``/diagnostics`` answer 503 until
 ``python diagnostics.py`` has run for the served version, and that counts as a failure: the
-system is not fully up.
+system is not fully up. ``/calllist`` answers 404 until a client book is configured and a list
+written; that is not a failure, and the output says so.
 
 The work is done by ``risk/api/client.py``; its docstring says how.
 """
@@ -55,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     failed = [a for a in answers if not a.ok]
     print(f"{len(answers) - len(failed)} of {len(answers)} calls succeeded; answers written to {output}")
+    missing: dict[str, list[str]] = {}  # the same sentence once, with every path that answered it
+    for answer in answers:
+        if answer.missing:
+            missing.setdefault(answer.message, []).append(answer.call.path)
+    for message, paths in missing.items():
+        print(f"{' and '.join(paths)} answered 404, not a failure: {message}")
     return 1 if failed else 0
 
 

@@ -327,3 +327,50 @@ def listener_that_answers(answer: bytes | None) -> socket.socket:
 
     threading.Thread(target=serve, daemon=True).start()
     return server
+
+
+# --- call lists, written by the list's own writer (risk.registry.calllists) ------------------------
+
+
+def write_call_list(
+    config: Config,
+    ids: list[str],
+    risks: list[float],
+    *,
+    version: str = "v1",
+    stamp: str = "20261207T090000Z",
+    budget: int = 100,
+    warnings: list[str] | None = None,
+) -> pd.DataFrame:
+    """A call list of these clients written by ``calllists.write_call_list``, ranked and compared
+    with the list before it (if any) as the run does; each client has as many reasons (0-3) as its
+    rank modulo 4, so that blanks are there to drop. Returns the list as written."""
+    from risk.registry import calllists
+
+    ids_column = config["id_columns"]
+    frame = calllists.ranked(pd.DataFrame({ids_column[0]: ids, "risk": risks}), ids_column)
+    frame["band"] = np.where(frame["risk"] >= 0.65, "red", np.where(frame["risk"] >= 0.3, "amber", "green"))
+    frame["flagged"] = frame["risk"] >= 0.3
+    for n, column in enumerate(calllists.REASON_COLUMNS, start=1):
+        frame[column] = [
+            f"lastmonth_activity = {rank} (low for this book): +0.0{n}" if rank % 4 >= n else ""
+            for rank in frame["rank"]
+        ]
+    found = calllists.latest_call_list(config)
+    frame = calllists.with_changes(frame, found[1] if found else None, ids_column)
+    frame = frame[calllists.list_columns(ids_column)]
+    info = {
+        "version": version,
+        "model": "logistic_regression",
+        "threshold": 0.3,
+        "id_columns": ids_column,
+        "warnings": warnings or [],
+        "written_at": f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}+00:00",
+        "method": "exact contributions of the logistic regression, against the training data's typical client",
+        "book_hash": "0" * 64,
+        "book_checks": {},
+        "previous": found[0]["file"] if found else None,
+        **calllists.budget_summary(frame["risk"].to_numpy(), frame["flagged"].to_numpy(), budget),
+    }
+    calllists.write_call_list(config, info, frame, stamp)
+    return frame

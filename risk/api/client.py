@@ -4,7 +4,8 @@ Of each batch answer the rendering keeps the first few predictions and says how 
 out, so that ``apireturns.txt`` stays small and readable. A call fails when it gets no answer
 or a status other than 2xx; ``/summarystats`` and ``/diagnostics`` answer 503 until
 ``diagnostics.py`` has run for the served version, and that counts as a failure: the system is
-not fully up.
+not fully up. ``/calllist`` and ``/calllist.csv`` answer 404 until a client book is configured and
+a list written: that is an answer (the system has nothing to list), said as such, not a failure.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 3
 METRICS_LINES = 40  # of the Prometheus text kept in the file; the rest is counted
-PREDICTION_ROWS = 5  # of each batch answer kept in the file; the rest is counted
+PREDICTION_ROWS = 5  # of each batch answer (and of the call list) kept in the file; the rest is counted
+CSV_LINES = 6  # of a CSV answer kept in the file (the header and 5 rows); the rest is counted
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Call:
     json: Any = None
     data: bytes | None = None
     content_type: str | None = None
+    missing_ok: bool = False  # a 404 answers "nothing of that kind yet" (no call list without a client book)
 
 
 @dataclass
@@ -48,7 +51,21 @@ class Answer:
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+        return self.status is not None and (200 <= self.status < 300 or self.missing)
+
+    @property
+    def missing(self) -> bool:
+        """A 404 where one means "not there yet", not a failure; ``message`` says what."""
+        return self.status == 404 and self.call.missing_ok
+
+    @property
+    def message(self) -> str:
+        """The error answer's message, else its body."""
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            return self.body
+        return str(document.get("message", self.body)) if isinstance(document, dict) else self.body
 
 
 def sample_records(config: Config, rows: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
@@ -98,6 +115,8 @@ def planned_calls(config: Config) -> list[Call]:
     if sample:
         calls.append(Call("POST", "/prediction", f"{sample[0]} as a CSV body", data=sample[1], content_type="text/csv"))
     calls += [
+        Call("GET", "/calllist", "the call list: whom to call first, and why", missing_ok=True),
+        Call("GET", "/calllist.csv", "the call list's file", missing_ok=True),
         Call("GET", "/metrics", "Prometheus metrics (after the calls above)"),
         Call("GET", "/", "the Risk-O-Meter page"),
     ]
@@ -132,8 +151,9 @@ def render(answers: list[Answer], base_url: str) -> str:
     for answer in answers:
         status = answer.status if answer.status is not None else "no answer"
         version = f", model {answer.version}" if answer.version else ""
+        missing = " (not a failure: there is none yet)" if answer.missing else ""
         lines.append(
-            f"## {answer.call.method} {answer.call.path} -> {status} in {answer.seconds * 1000:.1f} ms{version}: {answer.call.purpose}"
+            f"## {answer.call.method} {answer.call.path} -> {status}{missing} in {answer.seconds * 1000:.1f} ms{version}: {answer.call.purpose}"
         )
         lines.append(_pretty(answer))
         lines.append("")
@@ -146,6 +166,10 @@ def _pretty(answer: Answer) -> str:
         kept = metric_lines[:METRICS_LINES]
         more = len(metric_lines) - len(kept)
         return "\n".join(kept + ([f"... {more} more lines"] if more > 0 else []))
+    if answer.call.path.endswith(".csv") and answer.ok and not answer.missing:
+        csv_lines = answer.body.splitlines()
+        more = len(csv_lines) - CSV_LINES
+        return "\n".join(csv_lines[:CSV_LINES] + ([f"... {more} more lines"] if more > 0 else []))
     try:
         document = json.loads(answer.body)
     except ValueError:
@@ -154,13 +178,14 @@ def _pretty(answer: Answer) -> str:
 
 
 def shortened(document: Any) -> Any:
-    """A batch answer with its first few predictions only, and the count of those left out."""
-    if not isinstance(document, dict) or not isinstance(document.get("predictions"), list):
+    """A batch answer (or the call list) with its first few rows only, and the count of those left out."""
+    if not isinstance(document, dict):
         return document
-    rows = document["predictions"]
-    if len(rows) <= PREDICTION_ROWS:
-        return document
-    return {**document, "predictions": rows[:PREDICTION_ROWS], "predictions_not_shown": len(rows) - PREDICTION_ROWS}
+    for key in ("predictions", "clients"):
+        rows = document.get(key)
+        if isinstance(rows, list) and len(rows) > PREDICTION_ROWS:
+            return {**document, key: rows[:PREDICTION_ROWS], f"{key}_not_shown": len(rows) - PREDICTION_ROWS}
+    return document
 
 
 def run_calls(base_url: str, config: Config, token: str | None = None, timeout: float = 60.0) -> list[Answer]:

@@ -9,8 +9,9 @@ then swapped in with one reference assignment. If loading fails, the old verifie
 serving and ``/readyz`` says why. Every model-dependent answer names the version that gave it.
 
 Endpoints (JSON unless said): ``POST /prediction``, ``GET /scoring``, ``GET /summarystats``,
-``GET /diagnostics``, ``GET /model``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
-(Prometheus text) and ``GET /`` (the Risk-O-Meter page). With ``API_TOKEN`` set, everything
+``GET /diagnostics``, ``GET /model``, ``GET /calllist``, ``GET /calllist.csv`` (``calllist.py``),
+``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the
+Risk-O-Meter page). With ``API_TOKEN`` set, everything
 but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <token>``.
 Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
 paths relative to the project folder, never the server's absolute paths.
@@ -42,20 +43,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flask import Flask, Response, abort, current_app, render_template, request
+from flask import Flask, Response, abort, current_app, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 
-from risk.api import datasets
+from risk.api import calllist, datasets
 from risk.api.answers import INTERNAL_ERROR, encode_json, encode_string, error_response, json_response
 from risk.api.apimetrics import ApiMetrics
 from risk.api.gate import RequestGate, token_digest
 from risk.core import artefacts
 from risk.core.artefacts import DIAGNOSTICS_FILE
+from risk.core.bands import band_thresholds, risk_bands
 from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
 from risk.model import batches, compiled
-from risk.registry import versions
+from risk.registry import calllists, versions
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +323,7 @@ class ServingState:
     diagnostics: DiagnosticsCache
     metrics: ApiMetrics
     token_digest: bytes | None
+    call_lists: calllist.CallListCache
 
 
 def create_app(config_path: str | Path | None = None) -> Flask:
@@ -337,6 +340,7 @@ def create_app(config_path: str | Path | None = None) -> Flask:
         diagnostics=DiagnosticsCache(config.reports_folder),
         metrics=metrics,
         token_digest=token_digest(token) if token else None,
+        call_lists=calllist.CallListCache(config, lambda text: call_list_relative(text, config)),
     )
     app.extensions[EXTENSION] = state
     app.register_error_handler(HTTPException, _http_error)
@@ -544,6 +548,52 @@ def metrics_view() -> Response:
     return Response(data, mimetype=None, content_type=content_type)
 
 
+def _call_list() -> calllist.CallListSnapshot:
+    """The newest call list; 404 saying how to get one, or 503 saying why it cannot be read."""
+    state = _state()
+    try:
+        return state.call_lists.get()
+    except calllist.CallListMissing as exc:
+        abort(404, str(exc))
+    except calllist.CallListUnavailable as exc:  # its message already without the server's paths
+        abort(503, str(exc))
+
+
+def call_list_relative(text: str, config: Config) -> str:
+    """``project_relative``, with a call-list folder outside the project shown as ``<call_list_path>``."""
+    folder = str(calllists.call_list_folder(config))
+    if not folder.startswith(str(config.root.resolve()) + os.sep):
+        text = text.replace(folder, "<call_list_path>")
+    return project_relative(text, config)
+
+
+def calllist_view() -> Response:
+    """GET /calllist?top=N: the newest list's facts and its first N clients (default: the budget)."""
+    state = _state()
+    snapshot = _call_list()
+    budget = snapshot.info.get("contact_budget")
+    default = budget if isinstance(budget, int) else state.config["contact_budget"]
+    try:
+        top = calllist.parse_top(request.args.getlist(calllist.TOP_PARAMETER), default, state.call_lists.max_rows)
+    except calllist.BadTop as exc:
+        abort(400, str(exc))
+    return json_response(calllist.answer(snapshot, top, state.holder.deployed_version()), version=snapshot.version)
+
+
+def calllist_csv_view() -> Response:
+    """GET /calllist.csv: the newest list's file as the run wrote it, as a download."""
+    snapshot = _call_list()  # a damaged list is a 503 here too, never half a file
+    try:
+        handle = open(snapshot.csv_path, "rb")  # noqa: SIM115 (send_file closes it)
+    except OSError as exc:  # removed since it was read: the next request reads the new state
+        abort(503, call_list_relative(f"the call list cannot be read: {exc}", _state().config))
+    response = send_file(
+        handle, mimetype="text/csv", as_attachment=True, download_name=calllist.download_name(snapshot), max_age=0
+    )
+    response.headers["X-Model-Version"] = snapshot.version
+    return response
+
+
 def prediction() -> Response:
     """POST /prediction: JSON records or a named data file, a CSV body, a CSV upload, or ``?data_loc=``."""
     state = _state()
@@ -736,46 +786,6 @@ def _risk(loaded: LoadedModel, batch: batches.Batch) -> np.ndarray:
     return risk
 
 
-def band_thresholds(config: Config, threshold: float | None) -> dict[str, Any]:
-    """Where amber and red start, and where those numbers come from.
-
-    Unless configured (``risk_band_thresholds``), amber starts at the model's decision threshold,
-    so green means exactly "predicted to stay", and red halfway from there to certainty.
-    """
-    configured = config["risk_band_thresholds"]
-    if configured is not None:
-        return {"amber": band_edge(configured["amber"]), "red": band_edge(configured["red"]), "source": "configured"}
-    if threshold is None:
-        return {"amber": None, "red": None, "source": "threshold"}
-    return {"amber": band_edge(threshold), "red": band_edge(threshold + (1.0 - threshold) / 2), "source": "threshold"}
-
-
-BAND_EDGE_DECIMALS = 6  # 0.66, not 0.6599999999999999; finer than any threshold of the grid
-
-
-def band_edge(value: float) -> float:
-    """A band's lower edge as people read it, and as the bands are cut (the same number both ways)."""
-    return round(float(value), BAND_EDGE_DECIMALS)
-
-
-def risk_bands(risk: list[float], predicted: list[int], thresholds: dict[str, Any]) -> list[str]:
-    """green below ``amber``, amber below ``red``, red from ``red`` up; never against the decision.
-
-    A row predicted at risk is at least amber and one predicted to stay at most amber, whatever
-    the configured thresholds say: the colour must not contradict the prediction beside it.
-    """
-    amber, red = thresholds["amber"], thresholds["red"]
-    bands = []
-    for r, p in zip(risk, predicted):
-        band = "red" if r >= red else "amber" if r >= amber else "green"
-        if p and band == "green":
-            band = "amber"
-        elif not p and band == "red":
-            band = "amber"
-        bands.append(band)
-    return bands
-
-
 def prediction_rows_json(
     batch: batches.Batch,
     predicted: list[int],
@@ -841,4 +851,6 @@ ROUTES = (
     ("/diagnostics", diagnostics_view, ["GET"]),
     ("/metrics", metrics_view, ["GET"]),
     ("/prediction", prediction, ["POST"]),
+    ("/calllist", calllist_view, ["GET"]),
+    ("/calllist.csv", calllist_csv_view, ["GET"]),
 )

@@ -36,45 +36,53 @@ def check_sources(values: dict[str, Any]) -> None:
         raise ValueError("database_sources must be a list of sources")
     names = set()
     for index, spec in enumerate(specs):
-        where = f"database_sources[{index}]"
-        if not isinstance(spec, dict):
-            raise ValueError(f"{where} must be an object with name, url, table or query, and watermark_column")
-        unknown = sorted(set(spec) - SOURCE_KEYS)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(SOURCE_KEYS)}")
-        name = spec.get("name")
-        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
-            raise ValueError(f"{where}: name must be a non-empty word of letters, digits, - and _")
+        name = check_source(spec, f"database_sources[{index}]", values)
         if name in names:
-            raise ValueError(f"{where}: name {name!r} is used twice")
+            raise ValueError(f"database_sources[{index}]: name {name!r} is used twice")
         names.add(name)
-        where = f"{where} ({name})"
-        for key in ("url", "watermark_column"):
-            if not isinstance(spec.get(key), str) or not spec[key].strip():
-                raise ValueError(f"{where}: {key} must be a non-empty string")
-        if ("table" in spec) == ("query" in spec):
-            raise ValueError(f"{where}: give either a table or a query, not both or neither")
-        for key in ("table", "query", "password_env"):
-            if key in spec and (not isinstance(spec[key], str) or not spec[key].strip()):
-                raise ValueError(f"{where}: {key} must be a non-empty string")
-        if "query" in spec:
-            problem = why_not_one_statement(spec["query"])
-            if problem:
-                raise ValueError(f"{where}: query {problem}")
-        for key in ("connect_timeout_seconds", "query_timeout_seconds"):
-            value = spec.get(key, 1)
-            # `not 0 < value <= a day` refuses NaN too (every comparison with NaN is false).
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 86400:
-                raise ValueError(f"{where}: {key} must be a positive number of seconds, at most 86400 (a day)")
-        try:
-            parse_url(spec["url"], Path("."))
-        except ValueError as exc:
-            raise ValueError(f"{where}: url {exc}") from None
-        if spec["watermark_column"] not in values["id_columns"] + values["drop_columns"]:
-            raise ValueError(
-                f"{where}: the watermark column {spec['watermark_column']!r} must also be listed in drop_columns "
-                "(or id_columns): a value that only grows must not become a model feature"
-            )
+
+
+def check_source(spec: Any, where: str, values: dict[str, Any], watermark: bool = True) -> str:
+    """Check one database entry (a ``database_sources`` source, or ``client_book`` with
+    ``watermark=False``: read whole each time, it has none); returns its name."""
+    keys = SOURCE_KEYS if watermark else SOURCE_KEYS - {"watermark_column"}
+    if not isinstance(spec, dict):
+        needs = ", and watermark_column" if watermark else ""
+        raise ValueError(f"{where} must be an object with name, url, table or query{needs}")
+    unknown = sorted(set(spec) - keys)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(keys)}")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"{where}: name must be a non-empty word of letters, digits, - and _")
+    where = f"{where} ({name})"
+    for key in ("url", "watermark_column") if watermark else ("url",):
+        if not isinstance(spec.get(key), str) or not spec[key].strip():
+            raise ValueError(f"{where}: {key} must be a non-empty string")
+    if ("table" in spec) == ("query" in spec):
+        raise ValueError(f"{where}: give either a table or a query, not both or neither")
+    for key in ("table", "query", "password_env"):
+        if key in spec and (not isinstance(spec[key], str) or not spec[key].strip()):
+            raise ValueError(f"{where}: {key} must be a non-empty string")
+    if "query" in spec:
+        problem = why_not_one_statement(spec["query"])
+        if problem:
+            raise ValueError(f"{where}: query {problem}")
+    for key in ("connect_timeout_seconds", "query_timeout_seconds"):
+        value = spec.get(key, 1)
+        # `not 0 < value <= a day` refuses NaN too (every comparison with NaN is false).
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 86400:
+            raise ValueError(f"{where}: {key} must be a positive number of seconds, at most 86400 (a day)")
+    try:
+        parse_url(spec["url"], Path("."))
+    except ValueError as exc:
+        raise ValueError(f"{where}: url {exc}") from None
+    if watermark and spec["watermark_column"] not in values["id_columns"] + values["drop_columns"]:
+        raise ValueError(
+            f"{where}: the watermark column {spec['watermark_column']!r} must also be listed in drop_columns "
+            "(or id_columns): a value that only grows must not become a model feature"
+        )
+    return name
 
 
 def why_not_one_statement(query: str) -> str | None:

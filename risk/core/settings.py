@@ -10,7 +10,7 @@ import logging
 import math
 from pathlib import Path
 
-from risk.core.dburls import check_sources
+from risk.core.dburls import check_source, check_sources
 from risk.core.jsonfiles import read_json
 
 TYPE_CHECKING = False
@@ -106,6 +106,13 @@ DEFAULTS: dict[str, Any] = {
     # Plain text for the model card; null: the card says it was not configured.
     "model_purpose": None,
     "intended_use": None,
+    # The current clients, unlabelled, ranked into a call list after each change: a CSV file or a folder
+    # of them (relative to the config's folder), or a database entry like database_sources' without a
+    # watermark; null: no call list.
+    "client_book": None,
+    "call_list_path": "calllists",
+    # How many clients the managers can call in one round (the call list says what it reaches).
+    "contact_budget": 100,
 }
 
 PATH_KEYS = (
@@ -256,6 +263,25 @@ def _validate(values: dict[str, Any]) -> None:
     _validate_counts(values)
     _validate_ingestion_limits(values)
     _validate_services(values)
+    _validate_call_list(values)
+
+
+def _validate_call_list(values: dict[str, Any]) -> None:
+    """The client book (null, a path, or a database entry without a watermark), its list's folder and the budget."""
+    book = values["client_book"]
+    if isinstance(book, dict):
+        try:
+            check_source(book, "client_book", values, watermark=False)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    elif book is not None and (not isinstance(book, str) or not book.strip()):
+        raise ConfigError(
+            "client_book must be null, a CSV file or folder (relative to the config's folder), "
+            'or a database entry such as {"name": "book", "url": "sqlite:///crm.db", "table": "clients"}'
+        )
+    if not isinstance(values["call_list_path"], str) or not values["call_list_path"].strip():
+        raise ConfigError("call_list_path must be a non-empty path string")
+    _require_number(values, "contact_budget", 1, MAX_COUNT, "clients called in one round", integer=True)
 
 
 def _validate_columns(values: dict[str, Any]) -> None:

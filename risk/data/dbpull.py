@@ -89,7 +89,7 @@ class Source:
         self.password_env: str | None = spec.get("password_env")
         self.table: str | None = spec.get("table")
         self.query: str | None = spec.get("query")
-        self.watermark_column: str = spec["watermark_column"]
+        self.watermark_column: str | None = spec.get("watermark_column")  # None: client_book, read whole
         self.connect_timeout = float(spec.get("connect_timeout_seconds", DEFAULT_CONNECT_TIMEOUT_SECONDS))
         self.query_timeout = float(spec.get("query_timeout_seconds", DEFAULT_QUERY_TIMEOUT_SECONDS))
         self.kind, self.where, self.sqlite_path, self.connect_args = parse_url(spec["url"], root)
@@ -314,6 +314,21 @@ def pull_source(
     return Snapshot(path, sha256, lineage)
 
 
+def read_whole(source: Source) -> bytes:
+    """Every row of ``source`` as CSV bytes with a header (client_book: no watermark, the whole
+    table or query each time), read-only and within the source's timeouts. Raises DatabaseSourceError."""
+    reader = _SqliteReader(source) if source.kind == "sqlite" else _PostgresReader(source)
+    with reader:
+        chunks = reader.stream_all()
+        try:
+            return b"".join(data for data, _ in chunks)
+        except BaseException:
+            reader.abandon()  # as pull_source: the COPY holds the connection
+            raise
+        finally:
+            chunks.close()
+
+
 def check_watermark(source: Source, low: Any, high: Any) -> None:
     """Refuse a range whose recorded end would skip rows for good. Raises DatabaseSourceError."""
     column = repr(source.watermark_column)
@@ -512,15 +527,21 @@ class _SqliteReader:
         return int(at_high), int(nulls)
 
     def stream(self, after: Any, high: Any, reread: bool = False) -> Iterator[tuple[bytes, int]]:
-        import csv
-        import io
-        import sqlite3
-
         column = self.source.quote(self.source.watermark_column)
         op = ">=" if reread else ">"
         lower, params = (f"{column} {op} ? AND ", (after, high)) if after is not None else ("", (high,))
         sql = f"SELECT * FROM {self.source.relation} WHERE {lower}{column} <= ? ORDER BY {column}"
-        cursor = self._run(sql, params, "the pull of new rows")
+        return self._stream_rows(sql, params, "the pull of new rows")
+
+    def stream_all(self) -> Iterator[tuple[bytes, int]]:
+        return self._stream_rows(f"SELECT * FROM {self.source.relation}", (), "the read of every row")
+
+    def _stream_rows(self, sql: str, params: tuple, what: str) -> Iterator[tuple[bytes, int]]:
+        import csv
+        import io
+        import sqlite3
+
+        cursor = self._run(sql, params, what)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([d[0] for d in cursor.description])
@@ -530,7 +551,7 @@ class _SqliteReader:
             try:
                 rows = cursor.fetchmany(CHUNK_ROWS)
             except sqlite3.Error as exc:
-                raise DatabaseSourceError(self._explain(exc, "the pull of new rows")) from None
+                raise DatabaseSourceError(self._explain(exc, what)) from None
             if not rows:
                 return
             buffer.seek(0)
@@ -686,7 +707,6 @@ class _PostgresReader:
 
     def stream(self, after: Any, high: Any, reread: bool = False) -> Iterator[tuple[bytes, int]]:
         """COPY streams the rows as CSV the server formats: fast, and never all in memory."""
-        import psycopg
         from psycopg import sql
 
         column = sql.SQL(self.source.quote(self.source.watermark_column))
@@ -695,6 +715,17 @@ class _PostgresReader:
         query = sql.SQL("COPY (SELECT * FROM {} WHERE {}{} <= {} ORDER BY {}) TO STDOUT (FORMAT csv, HEADER)").format(
             sql.SQL(self.source.relation), lower, column, sql.Literal(high), column
         )
+        return self._copy(query, "the pull of new rows")
+
+    def stream_all(self) -> Iterator[tuple[bytes, int]]:
+        from psycopg import sql
+
+        query = sql.SQL("COPY (SELECT * FROM {}) TO STDOUT (FORMAT csv, HEADER)").format(sql.SQL(self.source.relation))
+        return self._copy(query, "the read of every row")
+
+    def _copy(self, query: Any, what: str) -> Iterator[tuple[bytes, int]]:
+        import psycopg
+
         cursor = self.connection.cursor()
         try:
             with self._deadline(), cursor.copy(query) as copy:
@@ -707,5 +738,5 @@ class _PostgresReader:
                         pending, size = [], 0
                 yield b"".join(pending), 0
         except psycopg.Error as exc:
-            raise DatabaseSourceError(self._explain(exc, "the pull of new rows")) from None
+            raise DatabaseSourceError(self._explain(exc, what)) from None
         yield b"", max(cursor.rowcount, 0)  # COPY reports its row count once it is done

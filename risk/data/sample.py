@@ -34,6 +34,8 @@ SAMPLE_BATCH_FOLDER = "sample_batches"
 SAMPLE_HOLDOUT_FOLDER = "sample_holdout"
 SHIFTED_HOLDOUT_ROWS = 400  # of the shifted month's clients, kept out of its batch for testing
 SHIFTED_BATCH_ROWS = CLIENTS - len(MONTHS) * MONTH_ROWS - TEST_ROWS - SHIFTED_HOLDOUT_ROWS
+# The client book (config.json's client_book): every client as of the latest month, unlabelled.
+SAMPLE_BOOK = "clientbook/clients.csv"
 
 
 def corporation_codes(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -94,6 +96,12 @@ def build_sample(seed: int = SEED) -> dict[str, pd.DataFrame]:
     return files
 
 
+def build_book(files: dict[str, pd.DataFrame], target: str = "exited") -> pd.DataFrame:
+    """The client book: each of the sample's clients once (the month's rows and the hold-outs), without the label."""
+    every_client = pd.concat(files.values(), ignore_index=True)
+    return every_client.drop(columns=[target])
+
+
 def destination(config: Config, relative: str) -> Path:
     kind, name = relative.split("/", 1)
     folder = {
@@ -108,13 +116,20 @@ def destination(config: Config, relative: str) -> Path:
 def write_sample_data(config: Config, force: bool = False, seed: int = SEED) -> list[Path]:
     """Write the sample files that are absent (all of them with ``force``). Returns the paths written."""
     written = []
-    for relative, frame in build_sample(seed).items():
+    files = build_sample(seed)
+    for relative, frame in files.items():
         path = destination(config, relative)
         if path.exists() and not force:
             continue
         atomic_write_text(path, frame.to_csv(index=False, float_format="%.0f"))
         written.append(path)
         logger.info("wrote %s (%d rows, %.1f%% exited)", path, len(frame), 100 * frame["exited"].mean())
+    book = config.root / SAMPLE_BOOK
+    if force or not book.exists():
+        clients = build_book(files)
+        atomic_write_text(book, clients.to_csv(index=False, float_format="%.0f"))
+        written.append(book)
+        logger.info("wrote %s (%d clients, unlabelled: the client book)", book, len(clients))
     return written
 
 

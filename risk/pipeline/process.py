@@ -42,8 +42,8 @@ from risk.core.files import remove_stale_temporaries
 from risk.core.jsonfiles import append_json_line, read_json, read_json_object
 from risk.core.locks import LockBusy
 from risk.core.settings import LOWER_IS_BETTER, Config, ConfigError, metric_gain
-from risk.data import dbpull, ledger, preflight
-from risk.registry import deploy, versions
+from risk.data import book, dbpull, ledger, preflight
+from risk.registry import booklist, calllists, deploy, versions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
@@ -82,6 +82,7 @@ def remove_leftovers(config: Config) -> list[Path]:
         versions.versions_folder(config),
         config.reports_folder,
         config.log_folder,
+        calllists.call_list_folder(config),
     ]
     folders += _subfolders(config.reports_folder)
     removed = remove_stale_temporaries(folders)
@@ -600,6 +601,7 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
     """One run under the lock: its audit line, then (all done) the deployment marked finished."""
     try:
         record = {"status": "ok", **run_pipeline(config, started)}
+        refresh_call_list(config, record)
         if [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]:
             record["status"] = "failed"
         if record.get("database_failures"):
@@ -632,6 +634,24 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
             config, judged, seen, completed_version=completed, newest_version=names[-1] if names else None
         )
     return record
+
+
+def refresh_call_list(config: Config, record: dict[str, Any]) -> None:
+    """A new call list when the current version or the client book changed (booklist.py), into
+    ``record``; a book that cannot be used fails the run in one line and keeps the previous list."""
+    try:
+        written = booklist.refresh_call_list(config)
+    except Exception as exc:  # the run's decision stands: the list's failure is recorded beside it
+        problem = str(exc) if isinstance(exc, book.BookError) else f"{type(exc).__name__}: {exc}"
+        logger.error(
+            "call list not written (the previous one stays): %s", problem, exc_info=not isinstance(exc, book.BookError)
+        )
+        record["call_list"] = {"failed": problem}
+        record["status"] = "failed"
+        record["reason"] = f"call list not written: {problem}; {record.get('reason', '')}".rstrip("; ")
+        return
+    if written:
+        record["call_list"] = written
 
 
 def verify_audit(config: Config) -> int:

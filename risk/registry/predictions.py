@@ -34,9 +34,28 @@ def risk_and_predictions(deployed: versions.DeployedModel, frame: pd.DataFrame) 
     features = scoring.feature_frame(frame, deployed.metadata["features"])
     with single_threaded(), logs.captured_warnings() as caught:
         risk, predicted = deployed.model.predict_proba(features)[:, 1], deployed.model.predict(features).astype(int)
-    for message in caught:  # once each, in the log, not a line per call on stderr
-        logger.warning("%s predicting %d rows: %s", deployed.version, len(frame), message)
+    _log_warnings(caught, deployed.version, len(frame))
     return risk, predicted
+
+
+def model_risk(model: Any, features: dict[str, list[str]], frame: pd.DataFrame, version: str) -> np.ndarray:
+    """A model's risk scores for every row of ``frame``, single-threaded as risk_and_predictions
+    (a function of plain values, so that a Dask worker can run it on a chunk)."""
+    inputs = scoring.feature_frame(frame, features)
+    with single_threaded(), logs.captured_warnings() as caught:
+        risk = model.predict_proba(inputs)[:, 1]
+    _log_warnings(caught, version, len(frame))
+    return risk
+
+
+def served_threshold(deployed: versions.DeployedModel) -> float:
+    """The threshold the deployed model decides at: a risk at or above it is flagged, as the API decides."""
+    return float(getattr(deployed.model, "threshold", deployed.metadata["threshold"]))
+
+
+def _log_warnings(caught: list[str], version: str, rows: int) -> None:
+    for message in caught:  # once each, in the log, not a line per call on stderr
+        logger.warning("%s predicting %d rows: %s", version, rows, message)
 
 
 def explainer_for(config: Config, deployed: versions.DeployedModel) -> Explainer:

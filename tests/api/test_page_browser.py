@@ -13,14 +13,19 @@ from pathlib import Path
 
 import pytest
 
+import fullprocess
 import localserver
 from risk.core.settings import Config
+from risk.data import sample
+from risk.registry import calllists
 from tests.conftest import (
     SCORES_WARNING,
     UNINFORMATIVE_WARNING,
     deploy_uninformative_version,
     import_or_fail_in_ci,
+    rewrite_config,
     skip_or_fail_in_ci,
+    write_call_list,
 )
 
 pytestmark = pytest.mark.slow
@@ -30,6 +35,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL_HINT = "apt-get install -y chromium chromium-driver (Debian) and pip install selenium (requirements.txt)"
 SCREENSHOT_COPY = Path("/tmp/riskometer.png")
 WAIT_SECONDS = 60  # upper bound for the page to react; the test does not time anything
+PAGE_ROWS = 50  # riskometer.js's page
 
 webdriver = import_or_fail_in_ci("selenium.webdriver", f"selenium is not installed: {INSTALL_HINT}")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -93,38 +99,51 @@ def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(
         screenshot = tmp_path / "riskometer.png"
         browser.save_screenshot(str(screenshot))
         shutil.copy(screenshot, SCREENSHOT_COPY)
-        # A second picture where amber turns green, so all three bands can be seen.
+
+        # Paged: 50 rows a page, the pager above and below the table saying where the reader is.
+        assert len(rows) == PAGE_ROWS
+        assert pager_label(browser, "results") == "Page 1 of 20 · rows 1–50 of 1000"
+        assert not browser.find_element(By.CSS_SELECTOR, '[data-pager="results"] .pager-prev').is_enabled()
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        assert height < 5000, f"the page is {height} pixels tall: the rows are not paged"
+        table = every_page(
+            browser, "results", "[tr.className, parseFloat(tr.cells[2].textContent), tr.cells[5].textContent]"
+        )
+        assert pager_label(browser, "results") == "Page 20 of 20 · rows 951–1000 of 1000"
+        assert not browser.find_element(By.CSS_SELECTOR, '[data-pager="results"] .pager-next').is_enabled()
+        assert len(table) == 1000
+        assert [rank for rank, _, _, _ in table] == list(range(1, 1001))
+        bands = [band for _, band, _, _ in table]
+        risks = [risk for _, _, risk, _ in table]
+        assert {"band-red", "band-amber", "band-green"} <= set(bands)
+        assert risks == sorted(risks, reverse=True)
+        assert bands[0] == "band-red" and bands[-1] == "band-green"
+        # A client the model flags ("likely to leave") is never green, and the legend says why.
+        decisions = [(band, decision) for _, band, _, decision in table]
+        assert not [band for band, decision in decisions if decision == "likely to leave" and band == "band-green"]
+        assert {band for band, decision in decisions if decision == "likely to stay"} == {"band-green"}
+        assert "Derived from the model's decision threshold" in browser.find_element(By.ID, "band-legend").text
+        assert not browser.find_element(By.ID, "model-verdict").is_displayed()
+        # Back, by the bar below the table, to the page where amber turns green, for a second picture.
+        green_page = bands.index("band-green") // PAGE_ROWS + 1
+        for _ in range(20 - green_page):
+            browser.find_elements(By.CSS_SELECTOR, '[data-pager="results"] .pager-prev')[-1].click()
+        first_row = (green_page - 1) * PAGE_ROWS + 1
+        assert pager_label(browser, "results") == f"Page {green_page} of 20 · rows {first_row}–{first_row + 49} of 1000"
         browser.execute_script(
             "document.querySelector('#results-table tr.band-green').scrollIntoView({block: 'center'});"
         )
         browser.save_screenshot(str(tmp_path / "riskometer-green.png"))
         shutil.copy(tmp_path / "riskometer-green.png", SCREENSHOT_COPY.with_name("riskometer-green.png"))
-
-        assert len(rows) == 1000
-        # One round trip for every row's band and shown risk (a WebDriver call per row is slow).
-        table = browser.execute_script(
-            "return Array.from(document.querySelectorAll('#results-table tbody tr'))"
-            ".map(tr => [tr.className, parseFloat(tr.cells[2].textContent)]);"
-        )
-        bands = [band for band, _ in table]
-        risks = [risk for _, risk in table]
-        assert {"band-red", "band-amber", "band-green"} <= set(bands)
-        assert risks == sorted(risks, reverse=True)
-        assert bands[0] == "band-red" and bands[-1] == "band-green"
-        # A client the model flags ("likely to leave") is never green, and the legend says why.
-        decisions = browser.execute_script(
-            "return Array.from(document.querySelectorAll('#results-table tbody tr')).map(tr => [tr.className, tr.cells[5].textContent]);"
-        )
-        assert not [band for band, decision in decisions if decision == "likely to leave" and band == "band-green"]
-        assert {band for band, decision in decisions if decision == "likely to stay"} == {"band-green"}
-        assert "Derived from the model's decision threshold" in browser.find_element(By.ID, "band-legend").text
-        assert not browser.find_element(By.ID, "model-verdict").is_displayed()
+        browser.find_element(By.ID, "score-button").click()  # a new answer starts again at its first page
+        WebDriverWait(browser, WAIT_SECONDS).until(lambda d: pager_label(d, "results").startswith("Page 1 of 20"))
+        rows = browser.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
         colour = rows[0].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
         assert colour != rows[-1].find_element(By.CSS_SELECTOR, ".pill").value_of_css_property("background-color")
         assert "1000 clients scored by model v1" in browser.find_element(By.ID, "summary-text").text
         assert browser.find_element(By.ID, "model-version").text == "v1"
 
-        browser.find_element(By.ID, "download-button").click()
+        browser.find_element(By.ID, "download-button").click()  # every row, not only the page shown
         scored = wait_for_file(browser.downloads, "scored_clients_v1.csv")
     lines = list(csv.DictReader(io.StringIO(scored.read_text(encoding="utf-8"))))
     assert len(lines) == 1000
@@ -204,6 +223,28 @@ def test_the_badge_says_no_better_than_chance_with_the_warnings(
         shutil.copy(tmp_path / "uninformative.png", SCREENSHOT_COPY.with_name("riskometer-uninformative.png"))
 
 
+def pager_label(driver, name: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, f'[data-pager="{name}"] .pager-label').text
+
+
+def every_page(driver, name: str, row_expression: str) -> list[list]:
+    """[rank shown, *row_expression] (JavaScript of ``tr``, an array) for every row of every page of
+    table ``name``, from the page shown to the last: one round trip a page (a WebDriver call a row is slow)."""
+    script = (
+        f"return Array.from(document.querySelectorAll('#{name}-table tbody tr'))"
+        f".map(tr => [parseInt(tr.cells[0].textContent, 10)].concat({row_expression}));"
+    )
+    rows: list[list] = []
+    while True:
+        rows += driver.execute_script(script)
+        button = driver.find_element(By.CSS_SELECTOR, f'[data-pager="{name}"] .pager-next')
+        if not button.is_displayed() or not button.is_enabled():
+            return rows
+        label = pager_label(driver, name)
+        button.click()
+        WebDriverWait(driver, WAIT_SECONDS).until(lambda d: pager_label(d, name) != label)
+
+
 def wait_for_file(folder: Path, name: str) -> Path:
     """The downloaded file, once Chromium has finished writing it (bounded wait, nothing timed)."""
     deadline = time.monotonic() + WAIT_SECONDS
@@ -213,3 +254,124 @@ def wait_for_file(folder: Path, name: str) -> Path:
             return path
         time.sleep(0.1)
     raise AssertionError(f"{name} was not downloaded; the folder holds {sorted(p.name for p in folder.iterdir())}")
+
+
+# ----------------------------------------------------------------------------- the call list view
+
+CALL_IDS = [f"client{i:03d}" for i in range(240)]
+
+
+def call_list_risks(step: int, clients: int = len(CALL_IDS)) -> list[float]:
+    """Distinct risks in an order that differs with ``step`` (a number prime to 241)."""
+    return [((i * step) % 241) / 241 for i in range(1, clients + 1)]
+
+
+def open_call_list(driver, url: str) -> None:
+    driver.get(url + "/#calllist")
+    WebDriverWait(driver, WAIT_SECONDS).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#calllist-table tbody tr"))
+    )
+
+
+def test_the_call_list_view_pages_the_budget_with_reasons_changes_and_warnings(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    write_call_list(deployed_project, CALL_IDS[:200], call_list_risks(37, 200), stamp="20261207T080000Z")
+    write_call_list(
+        deployed_project,
+        CALL_IDS,
+        call_list_risks(53),
+        stamp="20261207T090000Z",
+        budget=80,
+        warnings=[UNINFORMATIVE_WARNING],
+    )
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        open_call_list(browser, url)
+        assert not browser.find_element(By.ID, "upload-form").is_displayed()
+        # The model's warnings at the top, then what the list is, by which version and when.
+        warnings = browser.find_element(By.ID, "calllist-warnings")
+        assert warnings.is_displayed() and warnings.text == UNINFORMATIVE_WARNING
+        summary = browser.find_element(By.ID, "calllist-summary").text
+        assert summary == "The 80 clients to call first, of 240, riskiest first: model v1, scored 2026-12-07 09:00 UTC."
+        facts = browser.find_element(By.ID, "calllist-facts").text
+        flagged = int(calllists.latest_call_list(deployed_project)[1]["flagged"].sum())
+        assert (
+            f"{flagged} clients are flagged by the model; {flagged - 80} flagged clients fall beyond the budget of 80 calls."
+            in facts
+        )
+        assert "Calling the first 80 clients reaches" in facts
+        assert "Since the previous list (20261207T080000Z_v1.csv):" in facts
+        assert "Why: exact contributions of the logistic regression" in facts
+        browser.save_screenshot(str(tmp_path / "calllist.png"))
+        shutil.copy(tmp_path / "calllist.png", SCREENSHOT_COPY.with_name("riskometer-calllist.png"))
+
+        # The budget's 80 clients in pages of 50, each with its reasons and its change since the previous list.
+        assert pager_label(browser, "calllist") == "Page 1 of 2 · rows 1–50 of 80"
+        shown = every_page(
+            browser,
+            "calllist",
+            "[tr.cells[1].textContent, Array.from(tr.cells[4].querySelectorAll('li')).map(li => li.textContent), tr.cells[5].textContent]",
+        )
+        assert pager_label(browser, "calllist") == "Page 2 of 2 · rows 51–80 of 80"
+        expected = calllists.latest_call_list(deployed_project)[1].head(80)  # as the list's reader types it
+        assert [rank for rank, _, _, _ in shown] == expected["rank"].tolist()
+        assert [name for _, name, _, _ in shown] == expected["corporation"].tolist()
+        words = {"new": "new on the list", "same": "same place", "up": "▲ up from {}", "down": "▼ down from {}"}
+        for (_, _, reasons, change), row in zip(shown, expected.to_dict("records")):
+            assert reasons == [row[c] for c in ("reason_1", "reason_2", "reason_3") if row[c]]
+            assert change == words[row["change"]].format(row["previous_rank"])
+        assert {"new", "up", "down"} <= set(expected["change"])
+        no_reason = browser.find_element(By.XPATH, "//td[contains(., 'no feature raises')]")
+        assert no_reason.is_displayed()
+
+        browser.find_element(By.ID, "calllist-download").click()
+        downloaded = wait_for_file(browser.downloads, "calllist_20261207T090000Z_v1.csv")
+        assert downloaded.read_bytes() == (deployed_project.root / "calllists" / "latest.csv").read_bytes()
+
+        # Back to the upload view and forth: the tabs are links, so the call list can be bookmarked.
+        browser.find_element(By.ID, "tab-upload").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "upload-form")))
+        assert not browser.find_element(By.ID, "calllist-view").is_displayed()
+        browser.find_element(By.ID, "tab-calllist").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "calllist-table")))
+
+
+def test_the_call_list_view_says_how_to_get_a_list_and_asks_for_the_token(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        browser.get(url + "/#calllist")
+        error = browser.find_element(By.ID, "calllist-error")
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "calllist-error"), "API token")
+        )
+        assert "Enter the API token you were given" in error.text and "open the call list again" in error.text
+        browser.find_element(By.ID, "api-token").send_keys("page-token\n")  # Enter opens the list
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "calllist-error"), "no call list yet")
+        )
+        assert "set client_book" in error.text
+        assert not browser.find_element(By.ID, "calllist").is_displayed()
+
+        # The list a run writes from the sample's client book, with its reasons.
+        booked = rewrite_config(deployed_project, client_book=sample.SAMPLE_BOOK)
+        assert fullprocess.main(["--config", str(booked.path)]) == 0
+        browser.find_element(By.ID, "calllist-load").click()
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.visibility_of_element_located((By.CSS_SELECTOR, "#calllist-table tbody tr"))
+        )
+        assert not error.is_displayed()
+        assert (
+            "This is the first list: every client on it is new." in browser.find_element(By.ID, "calllist-facts").text
+        )
+        first = browser.find_element(By.CSS_SELECTOR, "#calllist-table tbody tr")
+        reasons = [li.text for li in first.find_elements(By.CSS_SELECTOR, "td ul.reasons li")]
+        assert reasons == [r for r in calllists.latest_call_list(booked)[1].loc[0, list(calllists.REASON_COLUMNS)] if r]
+        assert reasons and reasons[0].split(" ")[1] == "="  # "<feature> = <value> ...: +effect"
+        browser.save_screenshot(str(tmp_path / "calllist-sample.png"))
+        shutil.copy(tmp_path / "calllist-sample.png", SCREENSHOT_COPY.with_name("riskometer-calllist-sample.png"))
+        assert pager_label(browser, "calllist") == "Page 1 of 2 · rows 1–50 of 100"
