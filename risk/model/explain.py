@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -222,7 +223,7 @@ def _compiled_preprocess(preprocess: Any, schema: Schema, reference: pd.DataFram
             probe.loc[1, name] = np.nan
         for name in schema.categorical:
             probe.loc[1, name] = "\x00never-seen\x00"
-        expected = np.asarray(preprocess.transform(probe), dtype=np.float64)
+        expected = _transform(preprocess, probe)
         if np.array_equal(compiled.transform(_batch(probe, schema)), expected):
             return compiled
     except Exception as exc:  # noqa: BLE001 whatever compiling raises, scikit-learn's own transform still explains
@@ -230,6 +231,15 @@ def _compiled_preprocess(preprocess: Any, schema: Schema, reference: pd.DataFram
         return None
     logger.warning("explaining with scikit-learn's (slower) preprocessing: the compiled one differs from it")
     return None
+
+
+def _transform(preprocess: Any, frame: pd.DataFrame) -> np.ndarray:
+    """scikit-learn's preprocessing of ``frame``, as a float matrix. Its warnings (a feature with no value in the
+    training data, skipped by the imputer on every call) are the model's own: scoring reports them, not each
+    explanation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return np.asarray(preprocess.transform(frame), dtype=np.float64)
 
 
 def _member(pipeline: Any, feature_names: list[str], reference: pd.DataFrame, schema: Schema) -> _Member:
@@ -240,7 +250,7 @@ def _member(pipeline: Any, feature_names: list[str], reference: pd.DataFrame, sc
     if list(getattr(classifier, "classes_", [])) != [0, 1]:
         raise UnsupportedModel("the classifier's classes are not [0, 1]")
     groups = column_groups(preprocess, feature_names)
-    r = np.asarray(preprocess.transform(reference), dtype=np.float64)[0]
+    r = _transform(preprocess, reference)[0]
     if len(groups) != len(r):
         raise UnsupportedModel(f"the preprocessing makes {len(r)} columns, the feature map names {len(groups)}")
     kinds = {
@@ -311,7 +321,7 @@ class _Member:
         """The classifier's input for the rows of ``batch`` (``frame`` makes them a frame for scikit-learn)."""
         if self.compiled is not None:
             return self.compiled.transform(batch)
-        return np.asarray(self.preprocess.transform(frame()), dtype=np.float64)
+        return _transform(self.preprocess, frame())
 
     def attribute(self, X: np.ndarray) -> np.ndarray:
         """Rows x features, in probability points, from the classifier's input ``X``."""

@@ -328,3 +328,22 @@ def test_scikit_learns_preprocessing_explains_as_the_compiled_one(trained, monke
     monkeypatch.setattr(explain, "_compiled_preprocess", lambda *args: None)
     fallback = explain.Explainer(models[pipelines.BLEND], FEATURES, typical)
     np.testing.assert_allclose(fallback.contributions(frame), compiled.contributions(frame), rtol=0, atol=1e-12)
+
+
+def test_a_feature_without_any_value_in_training_is_explained_as_nothing(trained) -> None:
+    """The imputer drops it (scikit-learn warns on each call, scoring reports that): its contribution is 0."""
+    import warnings
+
+    frame, _, _ = trained
+    empty = frame.assign(balance=np.nan)
+    y = synthetic()[1]
+    typical = explain.typical_client(empty, FEATURES)
+    assert typical["balance"] is None
+    for kind in pipelines.SEARCH_SPACE:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = pipelines.build_pipeline(kind, FEATURES, 0, rows=len(y)).fit(empty, y)
+            gap = model.predict_proba(empty.head(30))[:, 1] - model.predict_proba(reference(typical))[0, 1]
+        contributions = explain.Explainer(model, FEATURES, typical).contributions(empty.head(30))  # no warning
+        assert (contributions[:, NAMES.index("balance")] == 0).all()
+        np.testing.assert_allclose(contributions.sum(axis=1), gap, rtol=0, atol=1e-12)
