@@ -76,6 +76,7 @@ def test_the_cluster_runs_the_fits_and_gives_the_local_model(ingested, cluster, 
     assert set(remote["fits"]["by_worker"]) <= workers, "every fit ran on a worker of the cluster"
     assert remote["compute"]["backend"] == "dask" and remote["compute"]["scheduler"] == cluster.scheduler_address
     assert remote["model"] == local["model"] and remote["threshold"] == local["threshold"]
+    assert remote["typical_client"] == local["typical_client"], "the reasons' baseline, read here from the master"
     assert remote["selection_rows"] == local["selection_rows"] == sample.get("selection_sample_rows", 7500)
     for name, candidate in local["candidates"].items():
         np.testing.assert_allclose(remote["candidates"][name]["folds"], candidate["folds"], rtol=0, atol=1e-9)
