@@ -70,14 +70,12 @@ def typical_client(frame: pd.DataFrame, features: dict[str, list[str]]) -> dict[
         values = pd.to_numeric(frame[name], errors="coerce").astype("float64").dropna()
         typical[name] = float(values.median()) if len(values) else None
     for name in features["categorical"]:
-        values = frame[name].dropna()
-        values = values.astype(str) if len(values) else values
-        counts = values.value_counts(sort=False)
-        if counts.empty:
-            typical[name] = None
-        else:
-            best = counts.max()
-            typical[name] = str(min(value for value, count in counts.items() if count == best))
+        counts: dict[str, int] = {}  # by the text the model reads (scoring.feature_frame), counted per distinct value
+        for value, count in frame[name].value_counts(sort=False, dropna=True).items():
+            if count:  # a pandas category absent from the rows is listed with 0
+                counts[str(value)] = counts.get(str(value), 0) + int(count)
+        best = max(counts.values(), default=0)
+        typical[name] = min(value for value, count in counts.items() if count == best) if counts else None
     return typical
 
 
