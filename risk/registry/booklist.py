@@ -215,7 +215,7 @@ def explainer_and_method(config: Config, deployed: versions.DeployedModel) -> tu
 
     try:
         return explainer_for(config, deployed), explain.METHOD
-    except (explain.UnsupportedModel, ValueError, KeyError) as exc:
+    except (explain.UnsupportedModel, ValueError, KeyError, OSError) as exc:  # OSError: an older version's master gone
         logger.warning("%s: the call list's reasons are left blank: %s", deployed.version, exc)
         return None, f"none: {deployed.version} cannot be explained ({exc})"
 
