@@ -113,6 +113,11 @@ DEFAULTS: dict[str, Any] = {
     "call_list_path": "calllists",
     # How many clients the managers can call in one round (the call list says what it reaches).
     "contact_budget": 100,
+    # true: /prediction answers that carry every id column are logged (ids, risk, flagged, version, time; no
+    # feature values) to <log_folder_path>/predictions/YYYY-MM-DD.jsonl, for the back-test against outcomes.
+    "log_predictions": False,
+    # The run removes the prediction log's days older than this.
+    "prediction_log_days": 400,
 }
 
 PATH_KEYS = (
@@ -264,6 +269,13 @@ def _validate(values: dict[str, Any]) -> None:
     _validate_ingestion_limits(values)
     _validate_services(values)
     _validate_call_list(values)
+    _validate_prediction_log(values)
+
+
+def _validate_prediction_log(values: dict[str, Any]) -> None:
+    if not isinstance(values["log_predictions"], bool):
+        raise ConfigError("log_predictions must be true or false")
+    _require_number(values, "prediction_log_days", 1, 100 * 366, "days", integer=True)
 
 
 def _validate_call_list(values: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from risk.core import artefacts, logbook
@@ -43,6 +44,7 @@ from risk.core.jsonfiles import append_json_line, read_json, read_json_object
 from risk.core.locks import LockBusy
 from risk.core.settings import LOWER_IS_BETTER, Config, ConfigError, metric_gain
 from risk.data import book, dbpull, ledger, preflight
+from risk.monitoring import predlog
 from risk.registry import booklist, calllists, deploy, versions
 
 TYPE_CHECKING = False
@@ -98,6 +100,11 @@ def remove_leftovers(config: Config) -> list[Path]:
             "removed %d temporary file(s) left by killed runs: %s", len(removed), ", ".join(p.name for p in removed[:5])
         )
     return removed
+
+
+def remove_expired_predictions(config: Config) -> list[Path]:
+    """The prediction log's days past ``prediction_log_days`` (a directory listing when none are)."""
+    return predlog.remove_old_days(config, datetime.now(UTC))
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -220,6 +227,7 @@ def recovered_audit_record(
 def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any]:
     """One pass of the process, under the caller's lock. Returns the audit record's fields."""
     removed = remove_leftovers(config)
+    expired = remove_expired_predictions(config)
     switched = deploy.complete_interrupted_switch(config)  # a killed approval, rollback or activation
     unfinished = why_a_deployment_may_be_unfinished(config)
     still_written: list[str] = []
@@ -232,6 +240,8 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     record: dict[str, Any] = {**pulled.audit()}
     if removed:
         record["temporary_files_removed"] = len(removed)
+    if expired:
+        record["prediction_log_days_removed"] = len(expired)
     if switched:
         record["completed_interrupted_switch"] = switched
     if still_written:

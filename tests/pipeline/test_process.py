@@ -175,6 +175,24 @@ def test_the_nothing_new_path_imports_no_heavy_library(deployed_project: Config)
     assert logbook.read_audit(deployed_project)[-1]["decision"] == "no_new_data"
 
 
+def test_the_run_removes_prediction_log_days_past_retention_and_stays_light(deployed_project: Config) -> None:
+    from datetime import date, timedelta
+
+    folder = deployed_project.log_folder / "predictions"
+    folder.mkdir(parents=True, exist_ok=True)
+    today = date.today()
+    old = folder / f"{(today - timedelta(days=500)).isoformat()}.jsonl"
+    recent = folder / f"{(today - timedelta(days=10)).isoformat()}.jsonl"
+    for path in (old, recent):
+        path.write_text('{"time": "x"}\n')
+
+    assert probe_fast_path(deployed_project) == "0 []"
+
+    assert not old.exists() and recent.exists()
+    record = logbook.read_audit(deployed_project)[-1]
+    assert record["decision"] == "no_new_data" and record["prediction_log_days_removed"] == 1
+
+
 def test_a_failing_step_exits_non_zero_with_the_reason_and_keeps_the_deployment(deployed_project: Config) -> None:
     add_shifted_batch(deployed_project)
     shutil.rmtree(deployed_project.test_data_folder)

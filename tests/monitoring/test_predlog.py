@@ -1,0 +1,153 @@
+"""The prediction log: whole lines from concurrent processes, the reader, the retention."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from risk.core.settings import Config, ConfigError
+from risk.monitoring import predlog
+from tests.conftest import rewrite_config, write, write_config
+
+DAY = 86400.0
+NOON = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return write_config(tmp_path / "project", log_predictions=True, id_columns=["corporation", "branch"])
+
+
+def rows(n: int, prefix: str = "c") -> list[tuple[dict[str, str], float, bool]]:
+    return [({"corporation": f"{prefix}{i}", "branch": "north"}, i / (n + 1), i % 2 == 0) for i in range(n)]
+
+
+def test_a_logged_row_is_one_json_line_of_ids_risk_flagged_version_and_time(config: Config) -> None:
+    assert predlog.append_predictions(config, "v3", rows(2), when=NOON.timestamp()) == 2
+    path = config.log_folder / "predictions" / "2026-12-07.jsonl"
+    lines = path.read_text(encoding="ascii").splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"time": "2026-12-07T12:00:00Z", "version": "v3", "ids": {"corporation": "c0", "branch": "north"},
+         "risk": 0.0, "flagged": True},
+        {"time": "2026-12-07T12:00:00Z", "version": "v3", "ids": {"corporation": "c1", "branch": "north"},
+         "risk": 1 / 3, "flagged": False},
+    ]  # fmt: skip
+
+
+def test_only_rows_carrying_every_id_column_are_logged() -> None:
+    ids = {"corporation": ["a", None, "", 7, "d"], "branch": ["x", "y", "z", "w", "  "]}
+    kept = predlog.identified_rows(["corporation", "branch"], ids, [0.1, 0.2, 0.3, 0.4, 0.5], [0, 0, 0, 1, 1])
+    assert kept == [({"corporation": "a", "branch": "x"}, 0.1, False), ({"corporation": "7", "branch": "w"}, 0.4, True)]
+    assert predlog.identified_rows(["corporation", "branch"], {"corporation": ["a"]}, [0.1], [0]) == []
+    assert predlog.identified_rows([], {}, [0.1], [0]) == []
+
+
+def test_nothing_to_log_writes_no_file(config: Config) -> None:
+    assert predlog.append_predictions(config, "v1", []) == 0
+    assert not (config.log_folder / "predictions").exists()
+
+
+def _append_many(config_path: str, worker: int, batches: int) -> None:
+    from risk.core.settings import load_config
+
+    config = load_config(config_path)
+    for batch in range(batches):
+        # batches of different sizes, some far beyond a pipe's atomic size (4 KiB)
+        count = 1 + (batch * 7 + worker) % 60
+        predlog.append_predictions(config, f"v{worker}", rows(count, prefix=f"w{worker}b{batch}r"))
+
+
+def test_concurrent_processes_append_only_whole_lines(config: Config) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(str(config.path), w, 60)) for w in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    expected = sum(1 + (b * 7 + w) % 60 for w in range(4) for b in range(60))
+    lines = b"".join(p.read_bytes() for _, p in predlog.day_files(config)).split(b"\n")
+    assert lines[-1] == b""
+    parsed = [json.loads(line) for line in lines[:-1]]  # every line whole: each parses
+    assert len(parsed) == expected
+    ids = {row["ids"]["corporation"] for row in parsed}
+    assert len(ids) == expected  # none lost, none doubled
+    assert predlog.failures() == 0
+
+
+def test_a_failure_to_log_is_counted_and_never_raised(config: Config) -> None:
+    write(config.log_folder / "predictions", "a file where the folder should be")
+    before = predlog.failures()
+    assert predlog.append_predictions(config, "v1", rows(1)) == 0
+    assert predlog.append_predictions(config, "v1", rows(1)) == 0
+    assert predlog.failures() == before + 2
+
+
+def test_the_reader_gives_rows_made_before_a_time_as_a_frame(config: Config) -> None:
+    for offset, version in ((-2 * DAY, "v1"), (-DAY, "v1"), (0, "v2"), (DAY, "v2")):
+        predlog.append_predictions(config, version, rows(3, prefix=version), when=NOON.timestamp() + offset)
+    folder = config.log_folder / "predictions"
+    with open(folder / "2026-12-07.jsonl", "ab") as handle:
+        handle.write(b'{"time": "2026-12-07T13:00:00Z", "version": "v2"}\n{"half a li')
+    write(folder / "notes.txt", "not a day")
+    frame = predlog.logged_predictions(config, before=NOON + timedelta(seconds=1))
+    assert list(frame.columns) == ["time", "version", "corporation", "branch", "risk", "flagged"]
+    assert len(frame) == 9  # three days of three rows; the next day's and the damaged lines left out
+    assert frame["time"].is_monotonic_increasing
+    assert str(frame["time"].dt.tz) == "UTC"
+    assert frame["corporation"].tolist()[:3] == ["v10", "v11", "v12"]
+    assert frame["flagged"].tolist()[:3] == [True, False, True]
+    assert len(predlog.logged_predictions(config, before=NOON)) == 6  # strictly before
+    assert len(predlog.logged_predictions(config)) == 12
+    empty = predlog.logged_predictions(write_config(config.root.parent / "other"))
+    assert empty.empty and list(empty.columns) == ["time", "version", "corporation", "risk", "flagged"]
+
+
+def test_rows_logged_under_other_id_columns_are_left_out(config: Config) -> None:
+    predlog.append_predictions(config, "v1", rows(2))
+    changed = rewrite_config(config, id_columns=["customer"])
+    assert predlog.logged_predictions(changed).empty
+
+
+def test_retention_removes_only_days_older_than_the_setting(config: Config) -> None:
+    config = rewrite_config(config, prediction_log_days=30)
+    for days_ago in (0, 1, 29, 30, 31, 400):
+        predlog.append_predictions(config, "v1", rows(1), when=NOON.timestamp() - days_ago * DAY)
+    other = write(config.log_folder / "predictions" / "keep-me.jsonl", "{}\n")
+    removed = predlog.remove_old_days(config, NOON)
+    assert sorted(p.name for p in removed) == ["2025-11-02.jsonl", "2026-11-06.jsonl"]
+    left = [day for day, _ in predlog.day_files(config)]
+    assert left == ["2026-11-07", "2026-11-08", "2026-12-06", "2026-12-07"]
+    assert other.exists()
+    assert predlog.remove_old_days(config, NOON) == []
+
+
+def test_retention_without_a_log_does_nothing(config: Config) -> None:
+    assert predlog.remove_old_days(config, NOON) == []
+    assert not (config.log_folder / "predictions").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("log_predictions", "yes"), ("log_predictions", 1), ("prediction_log_days", 0), ("prediction_log_days", 1.5)],
+)
+def test_bad_settings_are_refused(tmp_path: Path, key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        write_config(tmp_path, **{key: value})
+
+
+def test_logging_is_off_by_default(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert config["log_predictions"] is False and config["prediction_log_days"] == 400
+
+
+def test_the_file_holds_no_feature_values(config: Config) -> None:
+    predlog.append_predictions(config, "v1", rows(1))
+    (path,) = [p for _, p in predlog.day_files(config)]
+    assert set(json.loads(path.read_text())) == {"time", "version", "ids", "risk", "flagged"}
+    assert os.stat(path).st_mode & 0o007 == 0  # not readable by every user of the machine
