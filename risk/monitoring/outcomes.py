@@ -118,13 +118,16 @@ def call_list_predictions(config: Config) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def logged_predictions(config: Config) -> pd.DataFrame | None:
-    """The API's logged predictions in the same columns (no rank, no budget), or None without a log."""
-    try:
-        from risk.monitoring import predlog  # type: ignore[attr-defined]
-    except ImportError:  # the prediction log is not part of this build
-        return None
-    return predlog.logged_frame(config) if hasattr(predlog, "logged_frame") else None
+def logged_predictions(config: Config) -> pd.DataFrame:
+    """The API's logged predictions (predlog.py) in the same columns; no rank and no budget: a logged
+    answer is a prediction, not a call."""
+    from risk.monitoring import predlog
+
+    frame = predlog.logged_predictions(config)
+    frame["source"] = PREDICTION_LOG
+    frame["rank"] = float("nan")
+    frame["budget"] = float("nan")
+    return frame
 
 
 def latest_before(predictions: pd.DataFrame, arrived: datetime, ids: list[str]) -> pd.DataFrame:
@@ -275,11 +278,12 @@ def all_predictions(config: Config) -> pd.DataFrame:
     """The call lists' and the prediction log's predictions, in one frame."""
     import pandas as pd
 
-    frames = [call_list_predictions(config)]
-    logged = logged_predictions(config)
-    if logged is not None and len(logged):
-        frames.append(logged)
-    return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    lists, logged = call_list_predictions(config), logged_predictions(config)
+    if logged.empty:
+        return lists
+    if lists.empty:
+        return logged
+    return pd.concat([lists, logged[lists.columns]], ignore_index=True)
 
 
 def record_backtests(config: Config, batches: list[tuple[pd.DataFrame, dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -285,6 +285,8 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
     logbook.write_checkpoint(config, judged=judged, seen=seen)
     if realised is not None:
         keep_realised_figures(config, realised, record)
+    if realised is not None or record.get("outcomes"):
+        refresh_outcomes_report(config, record)
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
         refreshed = refresh_superseded_reports(config, record["version_deployed"])
@@ -328,6 +330,21 @@ def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict
     except OSError as exc:
         logger.error("the realised figures of %s were not kept: %s", realised["version"], exc)
         record["outcomes_realised"] = {"failed": str(exc)}
+
+
+def refresh_outcomes_report(config: Config, record: dict[str, Any]) -> None:
+    """``<reports>/outcomes.pdf`` again when its figures changed; a failure fails the run (cron mails
+    it) without touching the decision."""
+    from risk.report import outcomesreport  # matplotlib: only a run with new labelled rows gets here
+
+    try:
+        written = outcomesreport.refresh_outcomes_report(config)
+    except Exception as exc:  # a report's failure must not hide the decision
+        logger.exception("the outcomes report was not written")
+        record["outcomes_report"] = f"failed: {type(exc).__name__}: {exc}"
+        return
+    if written is not None:
+        record["outcomes_report"] = "ok"
 
 
 def nothing_new(config: Config, pulled: dbpull.Pulled, still_written: list[str]) -> str:
@@ -668,6 +685,8 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
         refresh_call_list(config, record)
         if [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]:
             record["status"] = "failed"
+        if str(record.get("outcomes_report", "")).startswith("failed"):
+            record["status"] = "failed"
         if record.get("database_failures"):
             record["status"] = "failed"
             # The failure leads: the line cron mails must not open with "no new or changed files".
@@ -773,7 +792,11 @@ def failure_summary(record: dict[str, Any]) -> str:
     """What failed: the reason, unless the run decided well and a step after deploying failed
     (then the reason is why it deployed, not what went wrong)."""
     failed = {k: v for k, v in record.get("after_deployment", {}).items() if v != "ok"}
+    if str(record.get("outcomes_report", "")).startswith("failed"):
+        failed["the outcomes report"] = record["outcomes_report"]
     if not failed:
         return str(record.get("reason", ""))
     steps = "; ".join(f"{name} {outcome}" for name, outcome in failed.items())
+    if not record.get("version_deployed"):
+        return f"{record.get('reason', '')}, then {steps}"
     return f"deployed {record.get('version_deployed')} ({record.get('reason', '')}), then {steps}"

@@ -99,3 +99,22 @@ def test_roc_auc_and_calibration_on_enough_rows_and_one_class_said_in_words(conf
     [figures] = one_class["lists"]
     assert figures["roc_auc"] is None and "every one of the 40 labelled clients stayed" in " ".join(figures["notes"])
     assert figures["recall_at_budget"] is None and figures["lift_at_budget"] is None
+
+
+def at(text: str) -> float:
+    return outcomes.parse_time(text).timestamp()
+
+
+def test_a_logged_prediction_counts_when_it_is_the_latest_before_arrival(config: Config) -> None:
+    from risk.monitoring import predlog
+
+    write_call_list(config, IDS, RISKS, stamp="20261207T090000Z", budget=2)
+    predlog.append_predictions(config, "v2", [({"corporation": "c1"}, 0.05, False)], when=at("2026-12-07T09:30:00Z"))
+    predlog.append_predictions(config, "v3", [({"corporation": "c2"}, 0.01, False)], when=at("2026-12-07T10:30:00Z"))
+    line = back_test(config, labelled({"c1": 1, "c2": 0, "zz": 0}), "2026-12-07T10:00:00+00:00")
+
+    assert line["rows_matched"] == 2 and line["rows_unmatched"] == 1
+    [listed] = line["lists"]
+    assert listed["rows_matched"] == 1 and listed["contacted"]["rows"] == 1, "c2 from the list: v3 logged it later"
+    by_version = {v["version"]: v for v in line["versions"]}
+    assert set(by_version) == {"v1", "v2"} and by_version["v2"]["mean_risk"] == 0.05
