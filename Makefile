@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 TEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help install data ingest train score deploy versions inventory approve reject verify-audit rollback activate diagnostics report run demo-drift serve apicalls lint test test-fast bench clean
+.PHONY: help install data ingest train score deploy versions inventory approve reject verify-audit rollback activate diagnostics report run demo-drift demo-outcomes serve apicalls lint test test-fast bench clean
 
 help: ## List every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,11 @@ demo-drift: run ## Drop the shifted sample month into sourcedata/ (its hold-out 
 	$(PY) sampledata.py --config $(CONFIG) --shifted-month
 	$(PY) fullprocess.py --config $(CONFIG)
 	$(PY) deployment.py --config $(CONFIG) --list
+
+demo-outcomes: run ## Drop the labelled outcome of clients on the first call list (the shifted sample month) into sourcedata/, run fullprocess, show the back-test and write reports/outcomes.pdf
+	$(PY) sampledata.py --config $(CONFIG) --shifted-month
+	$(PY) fullprocess.py --config $(CONFIG)
+	$(PY) reporting.py --config $(CONFIG) --outcomes
 
 serve: $(STAMP) ## Serve the API and the Risk-O-Meter page under gunicorn (127.0.0.1, api_url's port; Ctrl-C stops)
 	RISK_API_CONFIG=$(CONFIG) $(VENV)/bin/gunicorn --config gunicorn.conf.py

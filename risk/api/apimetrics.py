@@ -68,6 +68,37 @@ class ApiMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled children, looked up once
+        self._outcome_gauges(Gauge)
+
+    def _outcome_gauges(self, gauge: Any) -> None:
+        """The outcomes' gauges (risk/monitoring/outcomes.py), set from the files at each scrape: NaN
+        until known. mostrecent: every worker reads the same files, the latest reading wins."""
+        self.outcome_gauges = {
+            key: gauge(name, text, multiprocess_mode="mostrecent", registry=self.registry)
+            for key, name, text in (
+                (
+                    "score",
+                    "riskapi_outcome_realised_score",
+                    "The configured metric of the deployed version on the last labelled batch it judged",
+                ),
+                (
+                    "roc_auc",
+                    "riskapi_outcome_realised_roc_auc",
+                    "ROC AUC of the deployed version on the last labelled batch it judged",
+                ),
+                (
+                    "hit_rate",
+                    "riskapi_calllist_hit_rate",
+                    "Share of the last back-tested call list's contacted clients who left",
+                ),
+            )
+        }
+        self.set_outcomes({})
+
+    def set_outcomes(self, values: dict[str, float | None]) -> None:
+        for key, gauge in self.outcome_gauges.items():
+            value = values.get(key)
+            gauge.set(float("nan") if value is None else value)
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, status)

@@ -117,6 +117,7 @@ def planned_calls(config: Config) -> list[Call]:
     calls += [
         Call("GET", "/calllist", "the call list: whom to call first, and why", missing_ok=True),
         Call("GET", "/calllist.csv", "the call list's file", missing_ok=True),
+        Call("GET", "/monitoring", "outcomes: realised figures and the call lists' back-test"),
         Call("GET", "/metrics", "Prometheus metrics (after the calls above)"),
         Call("GET", "/", "the Risk-O-Meter page"),
     ]

@@ -10,7 +10,7 @@ serving and ``/readyz`` says why. Every model-dependent answer names the version
 
 Endpoints (JSON unless said): ``POST /prediction``, ``GET /scoring``, ``GET /summarystats``,
 ``GET /diagnostics``, ``GET /model``, ``GET /calllist``, ``GET /calllist.csv`` (``calllist.py``),
-``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the
+``GET /monitoring`` (``monitoring.py``: the outcomes), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus text) and ``GET /`` (the
 Risk-O-Meter page). With ``API_TOKEN`` set, everything
 but ``/healthz`` and the page's static shell needs ``Authorization: Bearer <token>``.
 Repeated slashes in a path are merged (``//prediction`` is ``/prediction``); answers show
@@ -46,7 +46,7 @@ import numpy as np
 from flask import Flask, Response, abort, current_app, render_template, request, send_file
 from werkzeug.exceptions import HTTPException
 
-from risk.api import calllist, datasets
+from risk.api import calllist, datasets, monitoring
 from risk.api.answers import INTERNAL_ERROR, encode_json, encode_string, error_response, json_response
 from risk.api.apimetrics import ApiMetrics
 from risk.api.gate import RequestGate, token_digest
@@ -325,6 +325,7 @@ class ServingState:
     metrics: ApiMetrics
     token_digest: bytes | None
     call_lists: calllist.CallListCache
+    outcomes: monitoring.OutcomesCache
 
 
 def create_app(config_path: str | Path | None = None) -> Flask:
@@ -342,6 +343,7 @@ def create_app(config_path: str | Path | None = None) -> Flask:
         metrics=metrics,
         token_digest=token_digest(token) if token else None,
         call_lists=calllist.CallListCache(config, lambda text: call_list_relative(text, config)),
+        outcomes=monitoring.OutcomesCache(config),
     )
     app.extensions[EXTENSION] = state
     app.register_error_handler(HTTPException, _http_error)
@@ -545,8 +547,23 @@ def diagnostics_view() -> Response:
 
 
 def metrics_view() -> Response:
-    data, content_type = _state().metrics.exposition()
+    state = _state()
+    try:
+        state.metrics.set_outcomes(monitoring.gauge_values(state.outcomes.get()))
+    except (OSError, ValueError) as exc:  # the gauges keep their last values; the scrape still answers
+        logger.warning("the outcome gauges were not refreshed: %s", exc)
+    data, content_type = state.metrics.exposition()
     return Response(data, mimetype=None, content_type=content_type)
+
+
+def monitoring_view() -> Response:
+    """GET /monitoring: realised figures per labelled batch and the back-test of the call lists."""
+    state = _state()
+    try:
+        figures = state.outcomes.get()
+    except (OSError, ValueError) as exc:
+        abort(503, project_relative(f"the outcome records cannot be read: {exc}", state.config))
+    return json_response(monitoring.answer(figures, state.config["metric"]))
 
 
 def _call_list() -> calllist.CallListSnapshot:
@@ -866,4 +883,5 @@ ROUTES = (
     ("/prediction", prediction, ["POST"]),
     ("/calllist", calllist_view, ["GET"]),
     ("/calllist.csv", calllist_csv_view, ["GET"]),
+    ("/monitoring", monitoring_view, ["GET"]),
 )

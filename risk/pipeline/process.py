@@ -274,19 +274,77 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record["step_seconds"] = {"ingestion": round(ingested.seconds, 3)}
         record["files_waiting"] = sorted({*record.get("files_waiting", []), *still_written})
         record.pop("seconds")
+        back_test_new_batches(config, ingested, record)
     decided, (judged, seen) = decide_on_new_rows(config, record)
+    realised = decided.pop("realised", None)
     step_seconds = {**record.get("step_seconds", {}), **decided.pop("step_seconds", {})}
     record.update(decided)
     if step_seconds:
         record["step_seconds"] = step_seconds
     # Recorded only once the decision is made: a failure above leaves the rows undecided.
     logbook.write_checkpoint(config, judged=judged, seen=seen)
+    if realised is not None:
+        keep_realised_figures(config, realised, record)
+    if realised is not None or record.get("outcomes"):
+        refresh_outcomes_report(config, record)
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
         refreshed = refresh_superseded_reports(config, record["version_deployed"])
         if refreshed:
             record["superseded_reports_refreshed"] = refreshed
     return record
+
+
+def back_test_new_batches(config: Config, ingested: Any, record: dict[str, Any]) -> None:
+    """Join each labelled batch just ingested with the predictions made before it arrived
+    (outcomes.py), into ``record["outcomes"]``. Evidence for people: a failure is logged and
+    recorded, and changes neither the decision nor the run's status."""
+    from risk.monitoring import outcomes
+
+    with_rows = [entry for entry in ingested.files_ingested if entry.get("rows_added")]
+    if not with_rows:
+        return
+    try:
+        lines = outcomes.record_backtests(config, list(zip(ingested.new_batches, with_rows)))
+    except Exception as exc:  # the back-test must never cost the run its decision
+        logger.exception("the back-test of the new batches failed")
+        record["outcomes"] = {"failed": f"{type(exc).__name__}: {exc}"}
+        return
+    if lines:
+        record["outcomes"] = {
+            "batches_back_tested": len(lines),
+            "rows_matched": sum(line.get("rows_matched", 0) for line in lines),
+            "rows_unmatched": sum(line.get("rows_unmatched", 0) for line in lines),
+        }
+
+
+def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict[str, Any]) -> None:
+    """Append the decision's realised figures to the deployed version's history (outcomes.py)."""
+    from risk.core.artefacts import utc_now
+    from risk.monitoring import outcomes
+
+    realised = {**realised, "at": utc_now()}
+    realised["batch"]["files"] = record.get("files_ingested", [])
+    try:
+        outcomes.record_realised(config, realised)
+    except OSError as exc:
+        logger.error("the realised figures of %s were not kept: %s", realised["version"], exc)
+        record["outcomes_realised"] = {"failed": str(exc)}
+
+
+def refresh_outcomes_report(config: Config, record: dict[str, Any]) -> None:
+    """``<reports>/outcomes.pdf`` again when its figures changed; a failure fails the run (cron mails
+    it) without touching the decision."""
+    from risk.report import outcomesreport  # matplotlib: only a run with new labelled rows gets here
+
+    try:
+        written = outcomesreport.refresh_outcomes_report(config)
+    except Exception as exc:  # a report's failure must not hide the decision
+        logger.exception("the outcomes report was not written")
+        record["outcomes_report"] = f"failed: {type(exc).__name__}: {exc}"
+        return
+    if written is not None:
+        record["outcomes_report"] = "ok"
 
 
 def nothing_new(config: Config, pulled: dbpull.Pulled, still_written: list[str]) -> str:
@@ -333,6 +391,7 @@ def decide_on_new_rows(config: Config, record: dict[str, Any]) -> tuple[dict[str
         }
         return waiting, (judged, master_end)
     drift, reason, scores = check_model_drift(config, deployed, new_rows)
+    realised = {**scores.pop("realised"), "batch": {"master_bytes": [judged, master_end]}}
     decided = {**scores, "rows_judged": len(new_rows), "reason": reason, "decision": "no_drift"}
     if drift:
         decided.update(
@@ -340,6 +399,7 @@ def decide_on_new_rows(config: Config, record: dict[str, Any]) -> tuple[dict[str
                 config, reason, scores.get("deployed_score"), record={**record, **decided}, kept=deployed.version
             )
         )
+    decided["realised"] = realised  # run_pipeline records it (this function writes nothing)
     return decided, decided_all
 
 
@@ -378,9 +438,20 @@ def check_model_drift(config: Config, deployed: Any, new_rows: Any) -> tuple[boo
     from risk.model import scoring  # scikit-learn: lazy for the cron fast path
 
     metric = config["metric"]
-    new_score = scoring.score_frame(deployed.model, new_rows, deployed.metadata, config)[metric]
+    measured = scoring.score_frame(deployed.model, new_rows, deployed.metadata, config)
+    new_score = measured[metric]
     deployed_score = deployed.scores[metric]
     scores = {"deployed_version": deployed.version, "deployed_score": deployed_score, "new_score": new_score}
+    # Kept in the version's realised history by the run (outcomes.py), not in the audit line.
+    scores["realised"] = {
+        "version": deployed.version,
+        "metric": metric,
+        "score": new_score,
+        "deployed_score": deployed_score,
+        "roc_auc": measured.get("roc_auc"),
+        "rows": measured["rows"],
+        "positives": measured["positives"],
+    }
     classes = len(set(scoring.binary_target(new_rows[config.target], config.positive_label)))
     if classes < 2 or new_score is None or deployed_score is None:
         # With one class F1 is 0 whatever the model does: that says nothing about drift.
@@ -614,6 +685,8 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
         refresh_call_list(config, record)
         if [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]:
             record["status"] = "failed"
+        if str(record.get("outcomes_report", "")).startswith("failed"):
+            record["status"] = "failed"
         if record.get("database_failures"):
             record["status"] = "failed"
             # The failure leads: the line cron mails must not open with "no new or changed files".
@@ -719,7 +792,11 @@ def failure_summary(record: dict[str, Any]) -> str:
     """What failed: the reason, unless the run decided well and a step after deploying failed
     (then the reason is why it deployed, not what went wrong)."""
     failed = {k: v for k, v in record.get("after_deployment", {}).items() if v != "ok"}
+    if str(record.get("outcomes_report", "")).startswith("failed"):
+        failed["the outcomes report"] = record["outcomes_report"]
     if not failed:
         return str(record.get("reason", ""))
     steps = "; ".join(f"{name} {outcome}" for name, outcome in failed.items())
+    if not record.get("version_deployed"):
+        return f"{record.get('reason', '')}, then {steps}"
     return f"deployed {record.get('version_deployed')} ({record.get('reason', '')}), then {steps}"

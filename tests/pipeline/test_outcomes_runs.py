@@ -1,0 +1,90 @@
+"""The back-test in the cron run, on the sample data: `make demo-outcomes` as a test."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import fullprocess
+from risk.core import logbook
+from risk.core.settings import Config, load_config
+from risk.data import sample
+from risk.monitoring import outcomes
+from risk.registry import calllists, versions
+from risk.report import outcomesreport
+from tests.conftest import add_shifted_month, page_text, private_copy, rewrite_config
+
+
+def run(config: Config) -> int:
+    return fullprocess.main(["--config", str(config.path)])
+
+
+@pytest.fixture(scope="module")
+def outcomes_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The deployed sample project with its book: a v1 call list, then the shifted month's labelled
+    clients (on that list) arrive, drift makes v2, and v2's list follows."""
+    folder = tmp_path_factory.mktemp("outcomes") / "project"
+    shutil.copytree(deployed_template, folder, symlinks=True)
+    config = rewrite_config(load_config(folder / "config.json"), client_book=sample.SAMPLE_BOOK)
+    assert run(config) == 0
+    # Times are kept to the second, and only a prediction made strictly before a batch arrives is
+    # joined with it: the outcome comes in a later second than the list, as it does in life.
+    time.sleep(1.1)
+    add_shifted_month(config, holdout=True)
+    assert run(config) == 0, logbook.read_audit(config)[-1]
+    assert versions.current_version(config) == "v2"
+    return folder
+
+
+@pytest.fixture
+def outcomes_project(outcomes_template: Path, tmp_path: Path) -> Config:
+    return private_copy(outcomes_template, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_run_back_tests_the_arriving_batch_against_the_list_made_before_it(outcomes_project: Config) -> None:
+    config = outcomes_project
+    [line] = outcomes.backtests(config)
+    assert line["batch"]["file"] == f"{sample.SHIFTED_MONTH}_clients.csv"
+    assert line["rows"] == line["rows_matched"] == sample.SHIFTED_BATCH_ROWS and line["rows_unmatched"] == 0
+    [listed] = line["lists"]
+    assert listed["version"] == "v1", "the v2 list was written after the batch arrived"
+    assert listed["written_at"] < line["arrived_at"]
+    assert listed["outcome_unknown"] == sample.CLIENTS - sample.SHIFTED_BATCH_ROWS
+    assert listed["contacted"]["rows"] + listed["contacted_outcome_unknown"] == config["contact_budget"]
+    # The shifted month reverses how size drives leaving: v1 ranks these clients worse than chance.
+    assert 0 < listed["roc_auc"] < 0.5 and len(listed["calibration"]) == 10
+    audit = logbook.read_audit(config)[-1]
+    assert audit["outcomes"] == {
+        "batches_back_tested": 1,
+        "rows_matched": sample.SHIFTED_BATCH_ROWS,
+        "rows_unmatched": 0,
+    }
+    assert audit["outcomes_report"] == "ok"
+
+    [realised] = outcomes.realised_history(config)
+    assert realised["version"] == "v1" and realised["rows"] == sample.SHIFTED_BATCH_ROWS
+    assert realised["score"] == audit["new_score"] and realised["roc_auc"] is not None
+    assert realised["batch"]["files"] == [f"{sample.SHIFTED_MONTH}_clients.csv"]
+    info = calllists.latest_list_info(config)
+    assert info["version"] == "v2" and info["written_at"] >= line["arrived_at"]
+
+
+@pytest.mark.slow
+def test_the_outcomes_report_shows_the_back_test(outcomes_project: Config) -> None:
+    config = outcomes_project
+    pdf = outcomesreport.pdf_path(config)
+    text = page_text(pdf, 1)
+    [line] = outcomes.backtests(config)
+    [listed] = line["lists"]
+    [realised] = outcomes.realised_history(config)
+    assert "Outcomes over time" in text and "Realised score of each labelled batch" in text
+    assert f"{100 * listed['contacted']['rate']:.1f}% of {listed['contacted']['rows']}" in text
+    assert "Calibration of the last period" in text and "v1" in text
+    assert f"{realised['roc_auc']:.4f}" in text
+    before = pdf.read_bytes()
+    assert outcomesreport.refresh_outcomes_report(config) is None, "unchanged figures: not written again"
+    assert pdf.read_bytes() == before
