@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # Metric labels come from fixed sets, so that no caller can grow /metrics: other methods and
 # unmatched paths are counted as "other".
@@ -14,6 +18,51 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 def metric_method(method: str) -> str:
     """The method as a metric label: one of a fixed set, else "other"."""
     return method if method in KNOWN_METHODS else OTHER_LABEL
+
+
+# The run's figures (risk/monitoring/runfacts.py): {"feature_psi": {feature: psi}, "hours_since_retrain": h,
+# "rows_ingested_last_run": n, "rows_ingested_total": n}; a figure not known is None or left out.
+RunFigures = dict[str, Any]
+
+
+class RunGauges:
+    """A collector of the run's figures, read when /metrics is scraped: the same files for every
+    worker, so never added up across them; a feature no longer configured is gone at the next scrape."""
+
+    SCALARS = (
+        ("hours_since_retrain", "riskapi_hours_since_retrain", "Hours since the newest training finished"),
+        ("rows_ingested_last_run", "riskapi_rows_ingested_last_run", "Rows the last ingestion that did work added"),
+        ("rows_ingested_total", "riskapi_rows_ingested", "Rows in the master dataset: every row ingested"),
+    )
+    PSI = "riskapi_feature_psi"
+
+    def __init__(self, source: Callable[[], RunFigures]):
+        self.source = source
+
+    def describe(self) -> list[Any]:
+        return self._families({})
+
+    def collect(self) -> list[Any]:
+        try:
+            figures = self.source()
+        except Exception:  # the scrape still answers, with the request metrics
+            logger.exception("the run's gauges could not be read")
+            figures = {}
+        return self._families(figures)
+
+    def _families(self, figures: RunFigures) -> list[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        psi = GaugeMetricFamily(
+            self.PSI, "PSI of each configured feature in the served version's last diagnostics", labels=["feature"]
+        )
+        for feature, value in sorted((figures.get("feature_psi") or {}).items()):
+            psi.add_metric([feature], value)
+        families = [psi]
+        for key, name, text in self.SCALARS:
+            value = figures.get(key)
+            families.append(GaugeMetricFamily(name, text, value=float("nan") if value is None else float(value)))
+        return families
 
 
 class ApiMetrics:
@@ -68,6 +117,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled children, looked up once
+        self.run_gauges: RunGauges | None = None
         self._outcome_gauges(Gauge)
 
     def _outcome_gauges(self, gauge: Any) -> None:
@@ -119,6 +169,11 @@ class ApiMetrics:
                 )
                 child.inc(count)
 
+    def watch_run(self, source: Callable[[], RunFigures]) -> None:
+        """Show the run's figures (``source()`` at each scrape) beside the request metrics."""
+        self.run_gauges = RunGauges(source)
+        self.registry.register(self.run_gauges)
+
     def count_log_failure(self) -> None:
         self.prediction_log_failures.inc()
 
@@ -138,4 +193,6 @@ class ApiMetrics:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        if self.run_gauges is not None:
+            registry.register(self.run_gauges)
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -57,7 +57,7 @@ from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
 from risk.model import batches, compiled
-from risk.monitoring import predlog
+from risk.monitoring import predlog, runfacts
 from risk.registry import calllists, versions
 
 logger = logging.getLogger(__name__)
@@ -326,6 +326,7 @@ class ServingState:
     token_digest: bytes | None
     call_lists: calllist.CallListCache
     outcomes: monitoring.OutcomesCache
+    run_facts: runfacts.RunFacts
 
 
 def create_app(config_path: str | Path | None = None) -> Flask:
@@ -344,7 +345,9 @@ def create_app(config_path: str | Path | None = None) -> Flask:
         token_digest=token_digest(token) if token else None,
         call_lists=calllist.CallListCache(config, lambda text: call_list_relative(text, config)),
         outcomes=monitoring.OutcomesCache(config),
+        run_facts=runfacts.RunFacts(config),
     )
+    metrics.watch_run(lambda: run_figures(state))
     app.extensions[EXTENSION] = state
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
@@ -554,6 +557,25 @@ def metrics_view() -> Response:
         logger.warning("the outcome gauges were not refreshed: %s", exc)
     data, content_type = state.metrics.exposition()
     return Response(data, mimetype=None, content_type=content_type)
+
+
+def run_figures(state: ServingState) -> dict[str, Any]:
+    """The run's figures /metrics shows (apimetrics.RunGauges), from the files the runs wrote."""
+    loaded = state.holder.get()
+    metadata = loaded.deployed.metadata if loaded is not None else None
+    rows = state.run_facts.rows_ingested()
+    figures: dict[str, Any] = {
+        "hours_since_retrain": state.run_facts.hours_since_retrain(metadata),
+        "rows_ingested_last_run": rows["last_run"],
+        "rows_ingested_total": rows["total"],
+    }
+    if loaded is not None:
+        try:
+            document = state.diagnostics.get(loaded.version)
+        except DiagnosticsUnavailable:
+            document = None
+        figures["feature_psi"] = runfacts.feature_psi(document, loaded.deployed.metadata["features"])
+    return figures
 
 
 def monitoring_view() -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -125,7 +126,11 @@ def test_concurrent_gunicorn_workers_append_only_whole_lines(
             worker.start()
         for worker in workers:
             worker.join(timeout=300)
+        metrics = requests.get(url + "/metrics", timeout=30).text
     assert failures == []
+    # the run's gauges under gunicorn's multiprocess metrics: one sample each, not one per worker
+    assert len(re.findall(r"^riskapi_feature_psi\{", metrics, re.M)) == 3
+    assert len(re.findall(r"^riskapi_rows_ingested ", metrics, re.M)) == 1
     data = b"".join(path.read_bytes() for _, path in predlog.day_files(config))
     assert data.endswith(b"\n")
     lines = [json.loads(line) for line in data.splitlines()]  # every line parses: none cut, none interleaved
