@@ -796,8 +796,8 @@ def log_predictions(
 ) -> None:
     """The answer's rows that carry every id column, into the prediction log (``log_predictions``);
     a failure is counted on /metrics and logged, never the request's."""
-    rows = predlog.identified_rows(state.config["id_columns"], batch.ids, risk, predicted)
-    if rows and predlog.append_predictions(state.config, version, rows) != len(rows):
+    wanted, written = predlog.append_answer(state.config, version, batch.ids, risk, predicted)
+    if written != wanted:
         state.metrics.count_log_failure()
 
 

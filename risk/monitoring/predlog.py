@@ -128,6 +128,67 @@ def append_predictions(
     return data.count(b"\n")
 
 
+def append_answer(
+    config: Config,
+    version: str,
+    ids: dict[str, list[Any]],
+    risk: Sequence[float],
+    flagged: Sequence[int | bool],
+    when: float | None = None,
+) -> tuple[int, int]:
+    """``append_predictions(config, version, identified_rows(config["id_columns"], ids, risk, flagged))``
+    column by column, for an API answer of many rows (about a fifth of the cost); (rows to log, rows
+    written): they differ only where the append failed (logged once and counted, never raised)."""
+    stamp = time.strftime(TIME_FORMAT, time.gmtime(time.time() if when is None else when))
+    data, rows = answer_lines(version, config["id_columns"], ids, risk, flagged, stamp)
+    if not rows:
+        return 0, 0
+    path = f"{config.log_folder}{os.sep}{FOLDER}{os.sep}{stamp[:10]}{SUFFIX}"
+    try:
+        _append_whole(path, data)
+    except OSError as exc:
+        _FAILURES.record(path, exc)
+        return rows, 0
+    return rows, rows
+
+
+def answer_lines(
+    version: str,
+    id_columns: Sequence[str],
+    ids: dict[str, list[Any]],
+    risk: Sequence[float],
+    flagged: Sequence[int | bool],
+    stamp: str,
+) -> tuple[bytes, int]:
+    """The lines of the rows that carry every id column, and how many; the same bytes as
+    ``_lines(version, identified_rows(...), stamp)``."""
+    if not id_columns or any(name not in ids for name in id_columns):
+        return b"", 0
+    columns = [_id_texts(ids[name]) for name in id_columns]
+    if len(columns) == 1:
+        keep = [index for index, value in enumerate(columns[0]) if value is not None]
+    else:
+        keep = [index for index, values in enumerate(zip(*columns)) if None not in values]
+    if not keep:
+        return b"", 0
+    parts = []
+    for name, column in zip(id_columns, columns):
+        prefix = _encode_text(name) + ":"
+        parts.append([prefix + _encode_text(column[index]) for index in keep])
+    given = parts[0] if len(parts) == 1 else [",".join(row) for row in zip(*parts)]
+    head = f'{{"time":"{stamp}","version":{_encode_text(version)},"ids":{{'
+    lines = [
+        f'{head}{g}}},"risk":{float(risk[index])!r},"flagged":{"true" if flagged[index] else "false"}}}\n'
+        for g, index in zip(given, keep)
+    ]
+    return "".join(lines).encode("ascii"), len(keep)
+
+
+def _id_texts(values: list[Any]) -> list[str | None]:
+    """``_id_text`` of each value; text, the usual case, without the call."""
+    return [(v if v.strip() else None) if type(v) is str else _id_text(v) for v in values]
+
+
 def _append_whole(path: str, data: bytes) -> None:
     """``data`` at the end of ``path`` in one write under the file's lock, or not at all."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC

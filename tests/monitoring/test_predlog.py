@@ -150,3 +150,19 @@ def test_the_file_holds_no_feature_values(config: Config) -> None:
     (path,) = [p for _, p in predlog.day_files(config)]
     assert set(json.loads(path.read_text())) == {"time", "version", "ids", "risk", "flagged"}
     assert os.stat(path).st_mode & 0o007 == 0  # not readable by every user of the machine
+
+
+def test_an_answer_is_logged_column_by_column_as_row_by_row(config: Config) -> None:
+    ids = {"corporation": ["a", None, "", 7, "d", 2.5, True], "branch": ["x", "y", "z", "w", "  ", "é", 'q"']}
+    risk, flagged = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], [0, 0, 0, 1, 1, 1, 0]
+    stamp = "2026-12-07T12:00:00Z"
+    columns = predlog.answer_lines("v2", ["corporation", "branch"], ids, risk, flagged, stamp)
+    by_row = predlog.identified_rows(["corporation", "branch"], ids, risk, flagged)
+    assert columns == (predlog.prediction_lines("v2", by_row, NOON.timestamp()), 4)
+    assert predlog.answer_lines("v2", ["corporation"], {"corporation": ["a", None]}, [0.5, 0.6], [1, 0], stamp) == (
+        predlog.prediction_lines("v2", [({"corporation": "a"}, 0.5, True)], NOON.timestamp()),
+        1,
+    )
+    assert predlog.answer_lines("v2", ["corporation", "branch"], {"corporation": ["a"]}, [0.1], [0], stamp) == (b"", 0)
+    assert predlog.append_answer(config, "v2", ids, risk, flagged, when=NOON.timestamp()) == (4, 4)
+    assert len(predlog.logged_predictions(config)) == 4
