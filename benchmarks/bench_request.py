@@ -10,7 +10,10 @@ makes it:
    model's own scoring of the same row (``scorer.risk``), so what the request adds beyond the
    model shows;
 2. the 10,000-row CSV request (``bench_api.batch_csv``) against the scoring of the same rows by
-   the same scorer.
+   the same scorer;
+3. the cost of ``log_predictions``: the same single-row request and 10,000-row CSV request by an app
+   whose config logs them (``risk.monitoring.predlog``, every row carries its id), against the app
+   that does not, alternating in rounds; the ratio of the medians.
 
 Prometheus values live in memory-mapped files as under gunicorn (``PROMETHEUS_MULTIPROC_DIR`` set
 to a temporary folder before prometheus_client is imported; where another benchmark of the same
@@ -95,7 +98,40 @@ def measure_kind(config: Any, rounds: int) -> dict[str, Any]:
     batch = batches.batch_from_frame(frame, loaded.schema, 0)
     result["csv_request_ms"] = 1000 * bench_api._median_time(csv_request, CSV_REPEAT)
     result["csv_scoring_ms"] = 1000 * bench_api._median_time(lambda: loaded.scorer.risk(batch), CSV_REPEAT)
+    result.update(measure_logging(config, rounds, prediction, csv_request))
     return result
+
+
+def measure_logging(config: Any, rounds: int, prediction: Any, csv_request: Any) -> dict[str, Any]:
+    """The single-row and 10,000-row requests with ``log_predictions`` on against off (the apps otherwise alike)."""
+    from risk.api import service
+
+    logging_config = config.path.with_name("config-logging.json")  # beside it: the same folders
+    values = json.loads(config.path.read_text(encoding="utf-8"))
+    logging_config.write_text(json.dumps({**values, "log_predictions": True}), encoding="utf-8")
+    app = service.create_app(logging_config)
+    import bench_api
+
+    logged = wsgi_caller(app, "/prediction", "POST", ONE_ROW_BODY, "application/json")
+    logged_csv = wsgi_caller(app, "/prediction", "POST", bench_api.batch_csv(config), "text/csv")
+    per_call_us(logged, CALLS_PER_ROUND // 4)  # warm up (and the day's file made)
+    single: dict[str, list[float]] = {"off": [], "on": []}
+    batch: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        single["off"].append(per_call_us(prediction, CALLS_PER_ROUND))
+        single["on"].append(per_call_us(logged, CALLS_PER_ROUND))
+        batch["off"].append(1000 * bench_api._median_time(csv_request, 1))
+        batch["on"].append(1000 * bench_api._median_time(logged_csv, 1))
+    lines = sum(len(path.read_bytes().splitlines()) for path in (config.log_folder / "predictions").glob("*.jsonl"))
+    return {
+        "single_off_us": statistics.median(single["off"]),
+        "single_on_us": statistics.median(single["on"]),
+        "single_ratio": statistics.median(on / off for on, off in zip(single["on"], single["off"])),
+        "csv_off_ms": statistics.median(batch["off"]),
+        "csv_on_ms": statistics.median(batch["on"]),
+        "csv_ratio": statistics.median(on / off for on, off in zip(batch["on"], batch["off"])),
+        "lines_logged": lines,
+    }
 
 
 def report(results: dict[str, dict[str, Any]], multiprocess: bool) -> str:
@@ -117,6 +153,12 @@ def report(results: dict[str, dict[str, Any]], multiprocess: bool) -> str:
         lines.append(
             f"    10,000-row CSV request {r['csv_request_ms']:.0f} ms against its scoring {r['csv_scoring_ms']:.0f} ms "
             f"-> {r['csv_request_ms'] / r['csv_scoring_ms']:.2f}x"
+        )
+        lines.append(
+            f"    log_predictions on : off: single-row {r['single_on_us']:.0f} us : {r['single_off_us']:.0f} us "
+            f"= {r['single_ratio']:.2f}x (+{r['single_on_us'] - r['single_off_us']:.0f} us); 10,000-row CSV "
+            f"{r['csv_on_ms']:.0f} ms : {r['csv_off_ms']:.0f} ms = {r['csv_ratio']:.2f}x "
+            f"({r['lines_logged']:,} lines logged)"
         )
     return "\n".join(lines)
 

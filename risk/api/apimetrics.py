@@ -62,6 +62,11 @@ class ApiMetrics:
         self.model_loads = Counter(
             "riskapi_model_loads_total", "Attempts to load a deployed version", ["outcome"], registry=self.registry
         )
+        self.prediction_log_failures = Counter(
+            "riskapi_prediction_log_failures_total",
+            "Answers whose rows could not be written to the prediction log (log_predictions)",
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}  # labelled children, looked up once
         self._outcome_gauges(Gauge)
 
@@ -113,6 +118,9 @@ class ApiMetrics:
                     key, self.predictions.labels(version, label)
                 )
                 child.inc(count)
+
+    def count_log_failure(self) -> None:
+        self.prediction_log_failures.inc()
 
     def model_changed(self, previous: str | None, version: str | None) -> None:
         if version is None:

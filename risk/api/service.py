@@ -57,6 +57,7 @@ from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
 from risk.model import batches, compiled
+from risk.monitoring import predlog
 from risk.registry import calllists, versions
 
 logger = logging.getLogger(__name__)
@@ -745,6 +746,8 @@ def prediction_body(
     predicted = [1 if r >= threshold else 0 for r in risk]
     positives = sum(predicted)
     state.metrics.count_predictions(loaded.version, positives, len(predicted) - positives)
+    if state.config["log_predictions"] and batch.ids:
+        log_predictions(state, loaded.version, batch, risk, predicted)
     thresholds = loaded.bands
     bands = risk_bands(risk, predicted, thresholds)
     reasons = _reasons(state.config, loaded, batch) if explain else None
@@ -764,6 +767,16 @@ def prediction_body(
     if reasons is not None:
         body["reasons_method"] = reasons_method()
     return body, prediction_rows_json(batch, predicted, risk, bands, reasons)
+
+
+def log_predictions(
+    state: ServingState, version: str, batch: batches.Batch, risk: list[float], predicted: list[int]
+) -> None:
+    """The answer's rows that carry every id column, into the prediction log (``log_predictions``);
+    a failure is counted on /metrics and logged, never the request's."""
+    rows = predlog.identified_rows(state.config["id_columns"], batch.ids, risk, predicted)
+    if rows and predlog.append_predictions(state.config, version, rows) != len(rows):
+        state.metrics.count_log_failure()
 
 
 def _reasons(config: Config, loaded: LoadedModel, batch: batches.Batch) -> list[list[str]]:

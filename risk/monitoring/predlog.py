@@ -97,7 +97,10 @@ def _id_text(value: Any) -> str | None:
 
 def prediction_lines(version: str, rows: Iterable[tuple[dict[str, str], float, bool]], when: float) -> bytes:
     """The rows as JSON lines, all stamped ``when`` (seconds since the epoch)."""
-    stamp = time.strftime(TIME_FORMAT, time.gmtime(when))
+    return _lines(version, rows, time.strftime(TIME_FORMAT, time.gmtime(when)))
+
+
+def _lines(version: str, rows: Iterable[tuple[dict[str, str], float, bool]], stamp: str) -> bytes:
     head = f'{{"time":"{stamp}","version":{_encode_text(version)},"ids":{{'
     lines = []
     for ids, risk, flagged in rows:
@@ -111,11 +114,12 @@ def append_predictions(
 ) -> int:
     """Append ``rows`` (``(ids as text, risk, flagged)``, see ``identified_rows``) to the day's file;
     the number of rows written. Never raises: a failure is logged once per kind, counted, and 0."""
-    when = time.time() if when is None else when
-    data = prediction_lines(version, rows, when)
+    stamp = time.strftime(TIME_FORMAT, time.gmtime(time.time() if when is None else when))
+    data = _lines(version, rows, stamp)
     if not data:
         return 0
-    path = day_path(config, time.strftime("%Y-%m-%d", time.gmtime(when)))
+    # Text, not Path: a Path's joins cost more than the write itself on a single-row request.
+    path = f"{config.log_folder}{os.sep}{FOLDER}{os.sep}{stamp[:10]}{SUFFIX}"
     try:
         _append_whole(path, data)
     except OSError as exc:
@@ -124,25 +128,26 @@ def append_predictions(
     return data.count(b"\n")
 
 
-def _append_whole(path: Path, data: bytes) -> None:
+def _append_whole(path: str, data: bytes) -> None:
     """``data`` at the end of ``path`` in one write under the file's lock, or not at all."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        fd = os.open(path, flags, 0o640)
     except FileNotFoundError:  # the first line ever, or the folder was removed
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o640)
     try:
         _lock(fd, path)
         size = os.fstat(fd).st_size
         written = os.write(fd, data)
         if written != len(data):  # a full disk: no half line left behind for the next writer to follow
             os.ftruncate(fd, size)
-            raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes could be written", str(path))
+            raise OSError(errno.ENOSPC, f"only {written} of {len(data)} bytes could be written", path)
     finally:
         os.close(fd)  # releases the lock
 
 
-def _lock(fd: int, path: Path) -> None:
+def _lock(fd: int, path: str) -> None:
     deadline = time.monotonic() + LOCK_DEADLINE_SECONDS
     while True:
         try:
@@ -151,7 +156,7 @@ def _lock(fd: int, path: Path) -> None:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 raise PredictionLogError(
-                    errno.ETIMEDOUT, f"its lock was not free within {LOCK_DEADLINE_SECONDS:g} s", str(path)
+                    errno.ETIMEDOUT, f"its lock was not free within {LOCK_DEADLINE_SECONDS:g} s", path
                 ) from None
             time.sleep(LOCK_RETRY_SECONDS)
 
@@ -164,7 +169,7 @@ class _Failures:
         self._logged: set[str] = set()
         self._lock = threading.Lock()
 
-    def record(self, path: Path, exc: OSError) -> None:
+    def record(self, path: str, exc: OSError) -> None:
         kind = f"{type(exc).__name__}:{exc.errno}"
         with self._lock:
             self.count += 1
