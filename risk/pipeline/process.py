@@ -324,10 +324,11 @@ def back_test_new_batches(config: Config, ingested: Any, record: dict[str, Any])
 
 def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict[str, Any]) -> None:
     """Append the decision's realised figures to the deployed version's history (outcomes.py)."""
-    from risk.core.artefacts import utc_now
     from risk.monitoring import outcomes
 
-    realised = {**realised, "at": utc_now()}
+    realised = {**realised, "at": artefacts.utc_now()}
+    if realised["roc_auc"] is None:
+        realised["note"] = f"the {realised['rows']} row(s) judged hold one class only: no ROC AUC"
     realised["batch"]["files"] = record.get("files_ingested", [])
     try:
         outcomes.record_realised(config, realised)
