@@ -89,51 +89,85 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def call_list_predictions(config: Config) -> pd.DataFrame:
-    """Every stamped call list's clients: the id columns (text), ``risk``, ``flagged``, ``rank``,
-    ``version``, ``source`` (the list's file), ``time`` (its ``written_at``) and ``budget``.
-    A list made with other id columns, or that cannot be read, is skipped with a warning."""
-    import pandas as pd
-
+def call_list_infos(config: Config) -> list[dict[str, Any]]:
+    """The JSON of every stamped call list made with the configured id columns, newest first, each
+    with ``time`` (its ``written_at``, parsed). A JSON that cannot be read is skipped with a warning."""
     ids = config["id_columns"]
     folder = calllists.call_list_folder(config)
-    frames = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    infos = []
+    for path in folder.glob("*.json") if folder.is_dir() else []:
         if path.name == calllists.LATEST_JSON:
             continue
         try:
             info = read_json(path)
-            if info.get("id_columns") != ids or not info.get("written_at"):
+            if info.get("id_columns") != ids or not isinstance(info.get("file"), str):
                 continue
-            frame = calllists.read_call_list(folder / info["file"], ids, [*ids, "rank", "risk", "flagged"])
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            infos.append({**info, "time": parse_time(info["written_at"])})
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
             logger.warning("call list %s left out of the back-test: %s", path.name, exc)
+    return sorted(infos, key=lambda info: info["time"], reverse=True)
+
+
+def from_call_lists(
+    config: Config, clients: pd.DataFrame, arrived: datetime, infos: list[dict[str, Any]]
+) -> pd.DataFrame:
+    """For each of ``clients`` (the id columns, as text), the latest call list written strictly
+    before ``arrived`` that holds them: the id columns, ``rank``, ``risk``, ``flagged``, ``version``,
+    ``source``, ``time``, ``budget``. Lists are read newest first, and only until every client is
+    found: a run does not read a year of lists when the newest holds the whole book."""
+    import pandas as pd
+
+    ids = config["id_columns"]
+    folder = calllists.call_list_folder(config)
+    remaining, found = clients[ids], []
+    for info in (i for i in infos if i["time"] < arrived):
+        if remaining.empty:
+            break
+        try:
+            frame = calllists.read_call_list(folder / info["file"], ids, [*ids, "rank", "risk", "flagged"])
+        except calllists.CallListError as exc:
+            logger.warning("call list %s left out of the back-test: %s", info["file"], exc)
             continue
-        frame["version"] = info.get("version")
-        frame["source"] = info["file"]
-        frame["time"] = parse_time(info["written_at"])
-        frame["budget"] = int(info.get("contact_budget") or config["contact_budget"])
-        frames.append(frame)
+        hit = remaining.merge(frame.drop_duplicates(ids), on=ids, how="inner")
+        if hit.empty:
+            continue
+        hit["version"], hit["source"], hit["time"] = info.get("version"), info["file"], info["time"]
+        hit["budget"] = int(info.get("contact_budget") or config["contact_budget"])
+        found.append(hit)
+        left = remaining.merge(hit[ids], on=ids, how="left", indicator=True)
+        remaining = left.loc[left["_merge"] == "left_only", ids]
     columns = [*ids, "rank", "risk", "flagged", "version", "source", "time", "budget"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=columns)
 
 
-def logged_predictions(config: Config) -> pd.DataFrame:
-    """The API's logged predictions (predlog.py) in the same columns; no rank and no budget: a logged
-    answer is a prediction, not a call."""
+def from_prediction_log(config: Config, clients: pd.DataFrame, arrived: datetime) -> pd.DataFrame:
+    """For each of ``clients``, the latest logged ``/prediction`` answer strictly before ``arrived``
+    (predlog.py): the same columns, with no rank and no budget (an answer is a prediction, not a call)."""
     from risk.monitoring import predlog
 
-    frame = predlog.logged_predictions(config)
-    frame["source"] = PREDICTION_LOG
-    frame["rank"] = float("nan")
-    frame["budget"] = float("nan")
-    return frame
+    ids = config["id_columns"]
+    if not predlog.day_files(config):
+        return clients.iloc[0:0]
+    logged = predlog.logged_predictions(config, before=arrived)
+    logged = logged.drop_duplicates(ids, keep="last").merge(clients[ids], on=ids, how="inner")
+    logged["source"], logged["rank"], logged["budget"] = PREDICTION_LOG, float("nan"), float("nan")
+    return logged
 
 
-def latest_before(predictions: pd.DataFrame, arrived: datetime, ids: list[str]) -> pd.DataFrame:
-    """For each client, the latest prediction made strictly before ``arrived`` (never one made after)."""
-    earlier = predictions[predictions["time"] < arrived]
-    order = earlier.sort_values("time", kind="mergesort")
+def latest_predictions(
+    config: Config, clients: pd.DataFrame, arrived: datetime, infos: list[dict[str, Any]]
+) -> pd.DataFrame:
+    """For each of ``clients``, the latest prediction made strictly before ``arrived`` (never one
+    made after), from the call lists and the prediction log; a client with none is left out."""
+    import pandas as pd
+
+    ids = config["id_columns"]
+    lists, logged = from_call_lists(config, clients, arrived, infos), from_prediction_log(config, clients, arrived)
+    if logged.empty:
+        return lists
+    both = pd.concat([lists, logged[lists.columns]], ignore_index=True) if len(lists) else logged
+    both["time"] = pd.to_datetime(both["time"], utc=True)
+    order = both.sort_values("time", kind="mergesort")  # a list and an answer of the same second: the answer
     return order.drop_duplicates(ids, keep="last").reset_index(drop=True)
 
 
@@ -141,9 +175,11 @@ def latest_before(predictions: pd.DataFrame, arrived: datetime, ids: list[str]) 
 
 
 def backtest_batch(
-    config: Config, labelled: pd.DataFrame, arrived_at: str, batch: dict[str, Any], predictions: pd.DataFrame
+    config: Config, labelled: pd.DataFrame, arrived_at: str, batch: dict[str, Any], infos: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The back-test line of one labelled batch (not written: see record_backtests)."""
+    import pandas as pd
+
     from risk.model.scoring import binary_target
 
     ids = config["id_columns"]
@@ -158,19 +194,19 @@ def backtest_batch(
     line["rows_without_id"] = int((~known).sum())
     labelled = labelled[known].drop_duplicates(ids, keep="last")
     labelled["outcome"] = binary_target(labelled[config.target], config.positive_label)
-    earlier = latest_before(predictions, parse_time(arrived_at), ids)
-    for column in ids:
-        earlier[column] = earlier[column].astype("string")
+    labelled[ids] = labelled[ids].astype(object)  # the lists' and the log's ids are plain text
+    earlier = latest_predictions(config, labelled[ids], parse_time(arrived_at), infos)
     matched = labelled.merge(earlier, on=ids, how="inner", validate="one_to_one")
     line["rows_matched"] = len(matched)
     line["rows_unmatched"] = len(labelled) - len(matched)
+    sizes = {info["file"]: info.get("rows") for info in infos}
     line["lists"] = [
         {
             "list": source,
             "version": group["version"].iloc[0],
-            "written_at": group["time"].iloc[0].isoformat(),
-            "clients_on_list": int((predictions["source"] == source).sum()),
-            **list_figures(group, int(group["budget"].iloc[0]), int((predictions["source"] == source).sum())),
+            "written_at": pd.Timestamp(group["time"].iloc[0]).isoformat(),
+            "clients_on_list": sizes.get(source),
+            **list_figures(group, int(group["budget"].iloc[0]), sizes.get(source)),
         }
         for source, group in matched.groupby("source", sort=True)
         if source != PREDICTION_LOG
@@ -182,8 +218,9 @@ def backtest_batch(
     return line
 
 
-def list_figures(matched: pd.DataFrame, budget: int, on_list: int) -> dict[str, Any]:
-    """One list's figures on its clients labelled in the batch; ``on_list``: the clients it held."""
+def list_figures(matched: pd.DataFrame, budget: int, on_list: int | None) -> dict[str, Any]:
+    """One list's figures on its clients labelled in the batch; ``on_list``: the clients it held
+    (None when its JSON does not say: the unknown outcomes are then not counted)."""
     import numpy as np
 
     outcome, risk = matched["outcome"].to_numpy(), matched["risk"].to_numpy()
@@ -193,9 +230,9 @@ def list_figures(matched: pd.DataFrame, budget: int, on_list: int) -> dict[str, 
     reached = int(outcome[contacted].sum())
     result.update(
         contact_budget=budget,
-        outcome_unknown=on_list - len(matched),
+        outcome_unknown=None if on_list is None else on_list - len(matched),
         contacted=share(outcome[contacted]),
-        contacted_outcome_unknown=int(min(budget, on_list) - contacted.sum()),
+        contacted_outcome_unknown=None if on_list is None else int(min(budget, on_list) - contacted.sum()),
         rest=share(outcome[~contacted]),
         expected_rate_at_budget=round(float(np.mean(risk[contacted])), 6) if contacted.any() else None,
         precision_at_budget=share(outcome[contacted])["rate"],
@@ -274,30 +311,20 @@ def calibration(outcome: np.ndarray, risk: np.ndarray) -> tuple[list[dict[str, A
     return rows, None if bins == 10 else f"{bins} risk bins, not deciles: the batch has {len(outcome)} rows"
 
 
-def all_predictions(config: Config) -> pd.DataFrame:
-    """The call lists' and the prediction log's predictions, in one frame."""
-    import pandas as pd
-
-    lists, logged = call_list_predictions(config), logged_predictions(config)
-    if logged.empty:
-        return lists
-    if lists.empty:
-        return logged
-    return pd.concat([lists, logged[lists.columns]], ignore_index=True)
-
-
 def record_backtests(config: Config, batches: list[tuple[pd.DataFrame, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Back-test each labelled batch ``(rows, its ingestion record entry)`` and append its line.
     Returns the lines written (none when no prediction was ever made)."""
-    predictions = all_predictions(config)
-    if predictions.empty or not batches:
+    from risk.monitoring import predlog
+
+    infos = call_list_infos(config)
+    if not batches or (not infos and not predlog.day_files(config)):
         return []
     written = []
     for rows, entry in batches:
         batch = {"file": entry["name"], "run_id": entry.get("run_id")}
         if entry.get("source"):
             batch["source"] = entry["source"]
-        line = backtest_batch(config, rows, entry["ingested_at"], batch, predictions)
+        line = backtest_batch(config, rows, entry["ingested_at"], batch, infos)
         append_json_line(backtest_path(config), line)
         written.append(line)
     return written

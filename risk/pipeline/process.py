@@ -20,6 +20,10 @@
    (``block_worse_deployments``) or is no better than chance while a model is deployed, then
    diagnose and report. With ``require_approval`` the new version waits, pending, for
    ``deployment.py --approve``; it covers its rows meanwhile, so they are not judged again.
+   Each labelled batch ingested is back-tested against the predictions made before it arrived, and
+   each drift judgement's figures are kept in the version's realised history
+   (risk/monitoring/outcomes.py; ``<reports>/outcomes.pdf`` follows): evidence for people, which
+   changes neither the decision nor training.
 9. Every run appends one JSON line to ``<logs>/audit.jsonl``. Exit non-zero only on failure.
    Under cron (stderr not a terminal) nothing is printed unless the run fails: then one line.
 
@@ -320,10 +324,11 @@ def back_test_new_batches(config: Config, ingested: Any, record: dict[str, Any])
 
 def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict[str, Any]) -> None:
     """Append the decision's realised figures to the deployed version's history (outcomes.py)."""
-    from risk.core.artefacts import utc_now
     from risk.monitoring import outcomes
 
-    realised = {**realised, "at": utc_now()}
+    realised = {**realised, "at": artefacts.utc_now()}
+    if realised["roc_auc"] is None:
+        realised["note"] = f"the {realised['rows']} row(s) judged hold one class only: no ROC AUC"
     realised["batch"]["files"] = record.get("files_ingested", [])
     try:
         outcomes.record_realised(config, realised)
@@ -685,7 +690,7 @@ def run_and_record(config: Config, started: str, clock: float) -> dict[str, Any]
         refresh_call_list(config, record)
         if [k for k, v in record.get("after_deployment", {}).items() if v != "ok"]:
             record["status"] = "failed"
-        if str(record.get("outcomes_report", "")).startswith("failed"):
+        if outcome_failures(record):
             record["status"] = "failed"
         if record.get("database_failures"):
             record["status"] = "failed"
@@ -788,12 +793,28 @@ def run_summary(record: dict[str, Any]) -> str:
     return f"{record['decision']}: {reason}"
 
 
+def outcome_failures(record: dict[str, Any]) -> dict[str, str]:
+    """The outcome steps that failed in this run (the back-test, the realised history, the report):
+    they fail the run, so that cron mails it, and change nothing else."""
+    failed = {}
+    for key, name in (
+        ("outcomes", "the back-test"),
+        ("outcomes_realised", "keeping the realised figures"),
+        ("outcomes_report", "the outcomes report"),
+    ):
+        value = record.get(key)
+        if isinstance(value, dict) and "failed" in value:
+            failed[name] = f"failed: {value['failed']}"
+        elif isinstance(value, str) and value.startswith("failed"):
+            failed[name] = value
+    return failed
+
+
 def failure_summary(record: dict[str, Any]) -> str:
     """What failed: the reason, unless the run decided well and a step after deploying failed
     (then the reason is why it deployed, not what went wrong)."""
     failed = {k: v for k, v in record.get("after_deployment", {}).items() if v != "ok"}
-    if str(record.get("outcomes_report", "")).startswith("failed"):
-        failed["the outcomes report"] = record["outcomes_report"]
+    failed.update(outcome_failures(record))
     if not failed:
         return str(record.get("reason", ""))
     steps = "; ".join(f"{name} {outcome}" for name, outcome in failed.items())

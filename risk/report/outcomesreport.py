@@ -128,6 +128,9 @@ def _realised_section(page: Page, realised: list[dict[str, Any]], metric: str) -
         rows,
         [1.6, 0.7, 0.6, 0.7, 0.8, 0.8, 1.2],
     )
+    for r in realised:
+        if r.get("note"):
+            page.paragraph(f"{r.get('at', '')} ({r['version']}): {r['note']}.")
 
 
 def _budget_section(page: Page, backtests: list[dict[str, Any]]) -> None:

@@ -118,3 +118,18 @@ def test_a_logged_prediction_counts_when_it_is_the_latest_before_arrival(config:
     assert listed["rows_matched"] == 1 and listed["contacted"]["rows"] == 1, "c2 from the list: v3 logged it later"
     by_version = {v["version"]: v for v in line["versions"]}
     assert set(by_version) == {"v1", "v2"} and by_version["v2"]["mean_risk"] == 0.05
+
+
+def test_older_lists_are_read_only_for_clients_the_newer_ones_lack(config: Config, caplog) -> None:
+    from risk.registry import calllists
+
+    write_call_list(config, ["c0", *IDS], [0.5, *RISKS], stamp="20261207T080000Z")  # c0 left the book since
+    write_call_list(config, IDS, RISKS, version="v2", stamp="20261207T090000Z")
+    line = back_test(config, labelled({"c0": 1, "c1": 1, "c2": 0}), "2026-12-07T10:00:00+00:00")
+    assert {f["version"]: f["rows_matched"] for f in line["lists"]} == {"v1": 1, "v2": 2}
+
+    (calllists.call_list_folder(config) / "20261207T080000Z_v1.csv").unlink()
+    caplog.clear()
+    line = back_test(config, labelled({"c1": 1, "c2": 0}), "2026-12-07T10:00:00+00:00")
+    assert [f["version"] for f in line["lists"]] == ["v2"]
+    assert "left out" not in caplog.text, "the newest list held every client: the older one was not read"

@@ -88,3 +88,31 @@ def test_the_outcomes_report_shows_the_back_test(outcomes_project: Config) -> No
     before = pdf.read_bytes()
     assert outcomesreport.refresh_outcomes_report(config) is None, "unchanged figures: not written again"
     assert pdf.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_reporting_outcomes_writes_the_report_and_prints_the_last_figures(outcomes_project: Config, capsys) -> None:
+    import json
+
+    import reporting
+
+    outcomesreport.pdf_path(outcomes_project).unlink()
+    assert reporting.main(["--config", str(outcomes_project.path), "--outcomes"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["batches_back_tested"] == 1 and shown["last_list"]["version"] == "v1"
+    assert "calibration" not in shown["last_list"] and shown["last_realised"]["version"] == "v1"
+    assert outcomesreport.pdf_path(outcomes_project).is_file()
+
+
+@pytest.mark.slow
+def test_a_failed_back_test_fails_the_run_but_not_its_decision(deployed_project: Config) -> None:
+    config = rewrite_config(deployed_project, client_book=sample.SAMPLE_BOOK)
+    assert run(config) == 0
+    time.sleep(1.1)
+    (config.log_folder / outcomes.OUTCOMES_FOLDER).write_text("not a folder")  # nothing can be appended there
+    add_shifted_month(config, holdout=True)
+    assert run(config) == 1
+    audit = logbook.read_audit(config)[-1]
+    assert audit["status"] == "failed" and audit["version_deployed"] == "v2", "the decision stands"
+    assert "failed" in audit["outcomes"] and "failed" in audit["outcomes_realised"]
+    assert versions.current_version(config) == "v2"
