@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from risk.core.settings import Config, ConfigError
 from risk.monitoring import predlog
 from tests.conftest import rewrite_config, write, write_config
 
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 DAY = 86400.0
 NOON = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -52,25 +54,30 @@ def test_nothing_to_log_writes_no_file(config: Config) -> None:
     assert not (config.log_folder / "predictions").exists()
 
 
-def _append_many(config_path: str, worker: int, batches: int) -> None:
-    from risk.core.settings import load_config
+# Each writer a real process of its own, importing only what the API's workers use to append.
+WRITER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from risk.core.settings import load_config
+from risk.monitoring import predlog
+config, worker, BATCHES = load_config(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+for batch in range(BATCHES):
+    count = 1 + (batch * 7 + worker) % 60  # batches of different sizes, many beyond a pipe's atomic 4 KiB
+    rows = [({"corporation": f"w{worker}b{batch}r{i}", "branch": "north"}, i / 61, i % 2 == 0) for i in range(count)]
+    assert predlog.append_predictions(config, f"v{worker}", rows) == count
+"""
 
-    config = load_config(config_path)
-    for batch in range(batches):
-        # batches of different sizes, some far beyond a pipe's atomic size (4 KiB)
-        count = 1 + (batch * 7 + worker) % 60
-        predlog.append_predictions(config, f"v{worker}", rows(count, prefix=f"w{worker}b{batch}r"))
+
+BATCHES = 300
 
 
 def test_concurrent_processes_append_only_whole_lines(config: Config) -> None:
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_append_many, args=(str(config.path), w, 60)) for w in range(4)]
-    for process in workers:
-        process.start()
-    for process in workers:
-        process.join(timeout=120)
-        assert process.exitcode == 0
-    expected = sum(1 + (b * 7 + w) % 60 for w in range(4) for b in range(60))
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(PROJECT_DIR), str(config.path), str(w), str(BATCHES)])
+        for w in range(4)
+    ]
+    assert [writer.wait(timeout=120) for writer in writers] == [0] * 4
+    expected = sum(1 + (b * 7 + w) % 60 for w in range(4) for b in range(BATCHES))
     lines = b"".join(p.read_bytes() for _, p in predlog.day_files(config)).split(b"\n")
     assert lines[-1] == b""
     parsed = [json.loads(line) for line in lines[:-1]]  # every line whole: each parses
