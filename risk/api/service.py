@@ -22,7 +22,8 @@ with a JSON body, which the gate hands to ``json_prediction`` (the same answer w
 per-request machinery, most of a single-row request's cost beside the model); ``answers.py`` renders
 every JSON answer and every error. ``risk.model.batches`` turns a request's rows into a checked
 batch, ``datasets.py`` finds a data file a request names, ``risk.model.compiled`` scores the
-batch and ``apimetrics.py`` keeps the Prometheus metrics.
+batch and ``apimetrics.py`` keeps the Prometheus metrics. With ``log_predictions``, the rows of an
+answer that carry the id columns go to the prediction log (``risk.monitoring.predlog``).
 
 ``python app.py [--config PATH] [--port N]`` runs Flask's development server on 127.0.0.1,
 for trying things out; production is ``make serve`` (gunicorn, ``gunicorn.conf.py``).

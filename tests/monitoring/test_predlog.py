@@ -173,3 +173,15 @@ def test_an_answer_is_logged_column_by_column_as_row_by_row(config: Config) -> N
     assert predlog.answer_lines("v2", ["corporation", "branch"], {"corporation": ["a"]}, [0.1], [0], stamp) == (b"", 0)
     assert predlog.append_answer(config, "v2", ids, risk, flagged, when=NOON.timestamp()) == (4, 4)
     assert len(predlog.logged_predictions(config)) == 4
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this id")
+
+
+def test_an_id_nobody_foresaw_is_counted_not_raised(config: Config) -> None:
+    before = predlog.failures()
+    ids = {"corporation": ["a", Unprintable()], "branch": ["x", "y"]}
+    assert predlog.append_answer(config, "v1", ids, [0.1, 0.2], [0, 1]) == (2, 0)
+    assert predlog.failures() == before + 1
