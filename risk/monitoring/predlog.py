@@ -5,7 +5,10 @@ appended to ``<log_folder_path>/predictions/YYYY-MM-DD.jsonl`` (the UTC day of t
 
     {"time": "2026-12-07T15:20:01Z", "version": "v3", "ids": {"corporation": "abc1"}, "risk": 0.4213, "flagged": true}
 
-No feature values: the log holds no more about a client than the call list does. The back-test
+The API writes with ``append_answer`` (an answer's columns as they are); ``append_predictions``
+takes rows ``(ids as text, risk, flagged)`` and writes the same lines. No feature values: the log
+holds no more about a client than the call list does. The risk is written as the answer gives it
+(every digit of the float). The back-test
 (issue 22) reads it with ``logged_predictions`` to find the latest prediction made for each client
 before their outcome arrived; the run removes days older than ``prediction_log_days``
 (``remove_old_days``).
