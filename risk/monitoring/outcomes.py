@@ -128,6 +128,9 @@ def from_call_lists(
         except calllists.CallListError as exc:
             logger.warning("call list %s left out of the back-test: %s", info["file"], exc)
             continue
+        frame = frame[
+            frame[ids[0]].isin(remaining[ids[0]])
+        ]  # a hash look-up first: the merge sees the batch's clients only
         hit = remaining.merge(frame.drop_duplicates(ids), on=ids, how="inner")
         if hit.empty:
             continue
