@@ -67,14 +67,21 @@ def realised_history(config: Config, version: str | None = None) -> list[dict[st
     """The realised figures of ``version`` (every version's when None), oldest first."""
     folder = outcomes_folder(config) / REALISED_FOLDER
     paths = [realised_path(config, version)] if version else sorted(folder.glob("*.jsonl"))
-    lines = [_without_chain(line) for path in paths if path.is_file() for line in read_json_lines(path)]
+    lines = [_without_chain(line) for path in paths for line in _records(path)]
     return sorted(lines, key=lambda line: str(line.get("at", "")))
 
 
 def backtests(config: Config) -> list[dict[str, Any]]:
     """Every back-tested batch, oldest first."""
-    path = backtest_path(config)
-    return [_without_chain(line) for line in read_json_lines(path)] if path.is_file() else []
+    return [_without_chain(line) for line in _records(backtest_path(config))]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The file's JSON lines; none when it is absent. Raises OSError when something else stands
+    there (a folder): the figures are not "none yet" then, and the reader says so."""
+    if path.exists() and not path.is_file():
+        raise OSError(f"{path} is not a regular file")
+    return read_json_lines(path)
 
 
 def _without_chain(line: dict[str, Any]) -> dict[str, Any]:

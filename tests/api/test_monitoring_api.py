@@ -65,3 +65,13 @@ def test_monitoring_answers_the_figures_and_the_gauges_follow_them(config: Confi
     assert float(gauge(scrape, "riskapi_outcome_realised_score")) == 0.61
     assert float(gauge(scrape, "riskapi_outcome_realised_roc_auc")) == 0.83
     assert float(gauge(scrape, "riskapi_calllist_hit_rate")) == 1.0
+
+
+def test_outcome_records_that_cannot_be_read_answer_503_without_the_servers_paths(config: Config, monkeypatch) -> None:
+    outcomes.backtest_path(config).mkdir(parents=True)  # a folder where the file should be
+    api = client(config, monkeypatch)
+    response = api.get("/monitoring", headers=AUTH)
+    assert response.status_code == 503, response.get_data(as_text=True)
+    message = response.get_json()["message"]
+    assert "outcome records cannot be read" in message and str(config.root) not in message
+    assert api.get("/metrics", headers=AUTH).status_code == 200, "a scrape still answers"
