@@ -206,6 +206,21 @@ def test_a_list_damaged_after_it_was_served_is_a_503_then_mended_by_the_next_lis
     assert client.get("/calllist", headers=AUTH).get_json()["model_version"] == "v2"
 
 
+def test_a_damaged_list_file_put_back_is_served_again(config: Config, monkeypatch) -> None:
+    # The remembered failure was keyed on latest.json and latest.csv, not on the stamped file read: a
+    # stamped list mended by hand (restored from a copy) stayed a 503 until the next run's list.
+    write_call_list(config, IDS, RISKS)
+    client = app_client(config, monkeypatch)
+    stamped = calllists.call_list_folder(config) / "20261207T090000Z_v1.csv"
+    whole = stamped.read_bytes()
+    truncate(stamped, 0.5)
+    assert_error(client.get("/calllist", headers=AUTH), 503, "20261207T090000Z_v1.csv", config=config)
+    stamped.write_bytes(whole)
+    response = client.get("/calllist?top=3", headers=AUTH)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["rows"] == len(IDS)
+
+
 def test_a_list_folder_outside_the_project_is_named_by_its_key(tmp_path: Path, monkeypatch) -> None:
     outside = tmp_path / "elsewhere" / "lists"
     config = write_config(tmp_path / "project", call_list_path=str(outside))
