@@ -631,6 +631,10 @@ def json_prediction(state: ServingState, environ: dict[str, Any]) -> Response | 
 def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, str, bool]:
     """The rows this request sends or names, where they came from ("records", "csv", ...), and
     whether it asks for reasons (a JSON body's ``"explain": true``)."""
+    if request.query_string and EXPLAIN in request.args:  # else a CSV's ?explain=true got no reasons, silently
+        raise batches.InputError(
+            f'reasons are asked for by "{EXPLAIN}": true in a JSON body beside "records" or "dataset", not in the query'
+        )
     if request.query_string and QUERY_DATASET in request.args:
         return query_batch(config, loaded, request.args.get(QUERY_DATASET), request.get_data()), "dataset", False
     mimetype = request.mimetype
