@@ -133,6 +133,9 @@ def test_the_budget_summary() -> None:
             "unknown",
         ),
         ({"call_list_path": ""}, "call_list_path"),
+        # the lists written into a folder book became part of the book: the next run refused it
+        ({"client_book": "clientbook", "call_list_path": "clientbook"}, "call_list_path must not be"),
+        ({"client_book": "./clientbook/", "call_list_path": "clientbook/lists"}, "call_list_path must not be"),
         ({"contact_budget": 0}, "contact_budget"),
         ({"contact_budget": True}, "contact_budget"),
     ],
