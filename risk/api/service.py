@@ -56,6 +56,7 @@ from risk.core.bands import band_thresholds, risk_bands
 from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
+from risk.data import book
 from risk.model import batches, compiled
 from risk.registry import calllists, versions
 
@@ -560,10 +561,16 @@ def _call_list() -> calllist.CallListSnapshot:
 
 
 def call_list_relative(text: str, config: Config) -> str:
-    """``project_relative``, with a call-list folder outside the project shown as ``<call_list_path>``."""
+    """``project_relative``, with a call-list folder or a client book outside the project shown by its key
+    (the book's checks name the lines they set aside by its path)."""
+    inside = str(config.root.resolve()) + os.sep
     folder = str(calllists.call_list_folder(config))
-    if not folder.startswith(str(config.root.resolve()) + os.sep):
+    if not folder.startswith(inside):
         text = text.replace(folder, "<call_list_path>")
+    if config["client_book"] is not None and not book.is_database_book(config):
+        book_path = str(book.book_path(config))
+        if not book_path.startswith(inside):
+            text = text.replace(book_path, "<client_book>")
     return project_relative(text, config)
 
 

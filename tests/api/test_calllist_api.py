@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -300,6 +301,23 @@ def test_the_list_fullprocess_writes_from_the_sample_book_is_answered_whole(
     assert all(c["change"] == "new" and c["previous_rank"] is None for c in body["clients"])
     csv = client.get("/calllist.csv", headers=AUTH, buffered=True)
     assert csv.status_code == 200 and csv.data == calllists.latest_csv_path(config).read_bytes()
+
+
+@pytest.mark.parametrize("book", ["elsewhere/clients.csv", "elsewhere"])
+def test_a_book_outside_the_project_is_named_by_its_key(tmp_path: Path, monkeypatch, book: str) -> None:
+    # The book's checks name the lines they set aside by the book's path: a book outside the project
+    # put the server's absolute path into every /calllist answer.
+    outside = tmp_path / book
+    config = write_config(tmp_path / "project", client_book=str(outside))
+    write_call_list(config, IDS, RISKS)
+    checks = {
+        "set_aside": [{"reason": "no id", "rows": 1, "first": [f"{tmp_path / 'elsewhere' / 'clients.csv'} line 3"]}]
+    }
+    latest = calllists.latest_json_path(config)
+    latest.write_text(json.dumps({**json.loads(latest.read_text()), "book_checks": checks}))
+    text = app_client(config, monkeypatch).get("/calllist?top=1", headers=AUTH).get_data(as_text=True)
+    assert str(tmp_path) not in text
+    assert "<client_book>" in text
 
 
 def test_a_list_folder_that_is_a_file_is_no_list_not_an_error(tmp_path: Path, monkeypatch) -> None:
