@@ -341,10 +341,12 @@ def write_call_list(
     stamp: str = "20261207T090000Z",
     budget: int = 100,
     warnings: list[str] | None = None,
+    method: str = "exact contributions of the logistic regression, against the training data's typical client",
 ) -> pd.DataFrame:
     """A call list of these clients written by ``calllists.write_call_list``, ranked and compared
     with the list before it (if any) as the run does; each client has as many reasons (0-3) as its
-    rank modulo 4, so that blanks are there to drop. Returns the list as written."""
+    rank modulo 4, so that blanks are there to drop (none at all with a ``method`` saying "none: ...",
+    as the run writes a version it cannot explain). Returns the list as written."""
     from risk.registry import calllists
 
     ids_column = config["id_columns"]
@@ -353,7 +355,9 @@ def write_call_list(
     frame["flagged"] = frame["risk"] >= 0.3
     for n, column in enumerate(calllists.REASON_COLUMNS, start=1):
         frame[column] = [
-            f"lastmonth_activity = {rank} (low for this book): +0.0{n}" if rank % 4 >= n else ""
+            f"lastmonth_activity = {rank} (low for this book): +0.0{n}"
+            if rank % 4 >= n and not method.startswith("none")
+            else ""
             for rank in frame["rank"]
         ]
     found = calllists.latest_call_list(config)
@@ -366,7 +370,7 @@ def write_call_list(
         "id_columns": ids_column,
         "warnings": warnings or [],
         "written_at": f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}+00:00",
-        "method": "exact contributions of the logistic regression, against the training data's typical client",
+        "method": method,
         "book_hash": "0" * 64,
         "book_checks": {},
         "previous": found[0]["file"] if found else None,

@@ -131,7 +131,7 @@ class CallListCache:
             snapshot = self._snapshot
             if snapshot is not None and snapshot.key == (_stat_key(self._json_path), _stat_key(snapshot.csv_path)):
                 return snapshot
-            files = (_stat_key(self._json_path), _stat_key(calllists.latest_csv_path(self.config)))
+            files = self._files_state()
             if self._failure is not None and self._failure[0] == files:
                 raise CallListUnavailable(self._failure[1])
             try:
@@ -141,6 +141,20 @@ class CallListCache:
                 raise
             self._failure = None
         return snapshot
+
+    def _files_state(self) -> tuple[Any, ...]:
+        """The state of latest.json, latest.csv and the stamped CSV latest.json names (the one read):
+        a failure is remembered until one of them changes, say a damaged list put back by hand."""
+        try:
+            info = calllists.latest_list_info(self.config)
+        except calllists.CallListError:
+            info = None
+        stamped = calllists.call_list_folder(self.config) / info["file"] if info is not None else None
+        return (
+            _stat_key(self._json_path),
+            _stat_key(calllists.latest_csv_path(self.config)),
+            _stat_key(stamped) if stamped is not None else None,
+        )
 
     def _read(self) -> CallListSnapshot:
         json_key = _stat_key(self._json_path)

@@ -57,6 +57,7 @@ from risk.core.bands import band_thresholds, risk_bands
 from risk.core.jsonfiles import JSON_READ_ERRORS, read_json
 from risk.core.logs import install_log_handlers
 from risk.core.settings import Config, load_config
+from risk.data import book
 from risk.model import batches, compiled
 from risk.monitoring import predlog, runfacts
 from risk.registry import calllists, versions
@@ -601,10 +602,16 @@ def _call_list() -> calllist.CallListSnapshot:
 
 
 def call_list_relative(text: str, config: Config) -> str:
-    """``project_relative``, with a call-list folder outside the project shown as ``<call_list_path>``."""
+    """``project_relative``, with a call-list folder or a client book outside the project shown by its key
+    (the book's checks name the lines they set aside by its path)."""
+    inside = str(config.root.resolve()) + os.sep
     folder = str(calllists.call_list_folder(config))
-    if not folder.startswith(str(config.root.resolve()) + os.sep):
+    if not folder.startswith(inside):
         text = text.replace(folder, "<call_list_path>")
+    if config["client_book"] is not None and not book.is_database_book(config):
+        book_path = str(book.book_path(config))
+        if not book_path.startswith(inside):
+            text = text.replace(book_path, "<client_book>")
     return project_relative(text, config)
 
 
@@ -672,6 +679,10 @@ def json_prediction(state: ServingState, environ: dict[str, Any]) -> Response | 
 def request_batch(config: Config, loaded: LoadedModel) -> tuple[batches.Batch, str, bool]:
     """The rows this request sends or names, where they came from ("records", "csv", ...), and
     whether it asks for reasons (a JSON body's ``"explain": true``)."""
+    if request.query_string and EXPLAIN in request.args:  # else a CSV's ?explain=true got no reasons, silently
+        raise batches.InputError(
+            f'reasons are asked for by "{EXPLAIN}": true in a JSON body beside "records" or "dataset", not in the query'
+        )
     if request.query_string and QUERY_DATASET in request.args:
         return query_batch(config, loaded, request.args.get(QUERY_DATASET), request.get_data()), "dataset", False
     mimetype = request.mimetype

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 from risk.core.dburls import check_source, check_sources
@@ -293,6 +294,10 @@ def _validate_call_list(values: dict[str, Any]) -> None:
         )
     if not isinstance(values["call_list_path"], str) or not values["call_list_path"].strip():
         raise ConfigError("call_list_path must be a non-empty path string")
+    if isinstance(book, str):  # a list written into a folder book would be read as part of the book next run
+        lists, book_folder = os.path.normpath(values["call_list_path"]), os.path.normpath(book)
+        if lists == book_folder or lists.startswith(book_folder + os.sep):
+            raise ConfigError(f"call_list_path must not be the client book's folder or inside it ({book!r})")
     _require_number(values, "contact_budget", 1, MAX_COUNT, "clients called in one round", integer=True)
 
 

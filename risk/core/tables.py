@@ -18,6 +18,9 @@ import pandas as pd
 
 NUMERIC = "numeric"
 TEXT = "text"
+# The smallest magnitude float32 rounds to infinity (half an ulp past its max): scikit-learn's trees
+# compare float32 features and refuse a batch holding one, so such a value cannot be scored.
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 CATEGORICAL = "categorical"  # a text column used as a feature (training metadata, drift, the compiled scorer)
 
 # What pandas raises on a file that is not a readable CSV.

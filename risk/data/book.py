@@ -223,7 +223,13 @@ def _checked(
         keep &= ~no_id
         for column in features["numeric"]:
             frame[column], bad = _numbers(frame[column])
-            _note(set_aside, where, lines, bad & keep, f"column {column!r} holds a value that is not a finite number")
+            _note(
+                set_aside,
+                where,
+                lines,
+                bad & keep,
+                f"column {column!r} holds a value that is not a finite number within ±3.4e38",
+            )
             keep &= ~bad
         kept_parts.append((where, frame.loc[keep], lines[keep].to_numpy()))
     frame = pd.concat([part for _, part, _ in kept_parts], ignore_index=True) if kept_parts else pd.DataFrame()
@@ -264,19 +270,22 @@ def _checked(
 
 
 def _numbers(values: pd.Series) -> tuple[pd.Series, Any]:
-    """A numeric column as float64, and where a value is not a finite number (missing is not bad)."""
+    """A numeric column as float64, and where a value is not a finite number a model can take (missing
+    is not bad): beyond FLOAT32_OVERFLOW a tree ensemble refuses the whole chunk, not just that row."""
     import numpy as np
     import pandas as pd
+
+    from risk.core.tables import FLOAT32_OVERFLOW
 
     if pd.api.types.is_bool_dtype(values):
         return values.astype("float64"), np.ones(len(values), dtype=bool)
     if pd.api.types.is_numeric_dtype(values):  # the parser read every value as a number
         parsed = values.astype("float64")
-        return parsed, np.isinf(parsed.to_numpy())
+        return parsed, np.abs(parsed.to_numpy()) >= FLOAT32_OVERFLOW
     text = values.str.strip()
     parsed = pd.to_numeric(text, errors="coerce").astype("float64")
     bad = (parsed.isna() & text.notna() & (text != "")).to_numpy()
-    return parsed, bad | np.isinf(parsed.to_numpy())
+    return parsed, bad | (np.abs(parsed.to_numpy()) >= FLOAT32_OVERFLOW)
 
 
 def _note(set_aside: list[dict[str, Any]], where: str, lines: pd.Series, rows: Any, reason: str) -> None:

@@ -32,7 +32,7 @@ from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from risk.core.tables import CATEGORICAL, CSV_ERRORS, NUMERIC, read_typed_csv
+from risk.core.tables import CATEGORICAL, CSV_ERRORS, FLOAT32_OVERFLOW, NUMERIC, read_typed_csv
 from risk.model.batches import Batch, InputError, Schema, batch_from_frame, slice_batch
 from risk.model.treelite_predict import TreelitePredictor
 
@@ -42,7 +42,6 @@ TOLERANCE = 1e-9  # compiled vs scikit-learn, per probability, at the self-check
 SMALL_BATCH_ROWS = 128  # above this, trees are evaluated by scikit-learn's own code (measured crossover)
 SELF_CHECK_ROWS = 2000
 SELF_CHECK_SINGLE_ROWS = 32  # of them, also scored one at a time (the synthetic ones included)
-FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # the smallest magnitude float32 rounds to infinity (half an ulp past its max)
 BLEND = "SoftVotingBlend"  # pipelines.py's blend: the mean of its pipelines' probabilities
 
 

@@ -162,7 +162,8 @@ class Explainer:
         # The largest first; a stable sort on the negated values keeps ties in feature order.
         order = np.argsort(-contributions, axis=1, kind="stable")[:, :width]
         heads = [f"{name} = " for name in self.feature_names]
-        typical = [f" (typical {self._typical_text[name]}): " for name in self.feature_names]
+        typical_texts = [self._typical_text[name] for name in self.feature_names]
+        typical = [f" (typical {text}): " for text in typical_texts]
         shown: list[dict[Any, str]] = [{} for _ in self.feature_names]  # per feature, its values' text: books repeat
         reasons = []
         for row, (picks, effects) in enumerate(
@@ -176,17 +177,24 @@ class Explainer:
                 text = shown[j].get(value)
                 if text is None:
                     text = shown[j][value] = format_value(value)
+                if text == typical_texts[j]:  # it differs (it has an effect): rounded alike, both get every digit
+                    exact = f"{format_value(value, exact=True)} (typical {format_value(self.typical[self.feature_names[j]], exact=True)}): "
+                    listed.append(f"{heads[j]}{exact}{format_effect(effect)}")
+                    continue
                 listed.append(f"{heads[j]}{text}{typical[j]}{format_effect(effect)}")
             reasons.append(listed)
         return reasons
 
 
-def format_value(value: Any) -> str:
-    """A feature's value in plain words: numbers without float noise, missing as 'missing'."""
+def format_value(value: Any, exact: bool = False) -> str:
+    """A feature's value in plain words: numbers without float noise, missing as 'missing'
+    (``exact``: a number with every digit it needs to be told from any other)."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "missing"
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         number = float(value)
+        if exact and math.isfinite(number):
+            return np.format_float_positional(number, unique=True, trim="-")
         if abs(number) >= 10 ** (VALUE_DIGITS - 1) and abs(number) < 1e15 or number.is_integer():
             return str(round(number)) if math.isfinite(number) else str(number)
         return np.format_float_positional(number, precision=VALUE_DIGITS, unique=True, fractional=False, trim="-")

@@ -34,7 +34,8 @@ TOP_REASONS = len(calllists.REASON_COLUMNS)
 
 
 def why_a_list_is_due(config: Config, current: str) -> tuple[str | None, dict[str, Any] | None]:
-    """(why a new list is due or None, the newest list's JSON or None). Stdlib only for a file book:
+    """(why a new list is due or None, the newest list's JSON or None): no list, another current
+    version, another contact_budget or id_columns in the config, a changed book. Stdlib only for a file book:
     a database book is always "due to be read", and refresh_call_list compares its hash."""
     try:
         info = calllists.latest_list_info(config)
@@ -44,6 +45,14 @@ def why_a_list_is_due(config: Config, current: str) -> tuple[str | None, dict[st
         return "no call list yet", None
     if info.get("version") != current:
         return f"{current} is current and the newest list was made by {info.get('version')}", info
+    # The list's own figures (the budget's, the id columns') are the config's of the day it was written.
+    if info.get("contact_budget") != config["contact_budget"]:
+        return (
+            f"contact_budget is {config['contact_budget']} and the newest list was made for {info.get('contact_budget')}",
+            info,
+        )
+    if info.get("id_columns") != config["id_columns"]:
+        return f"id_columns are {config['id_columns']} and the newest list has {info.get('id_columns')}", info
     if book.is_database_book(config):
         return None, info
     if book.files_hash_if_changed(config, info) != info.get("book_hash"):

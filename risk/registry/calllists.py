@@ -73,11 +73,16 @@ def latest_list_info(config: Config) -> dict[str, Any] | None:
         raise CallListError(f"{path} cannot be read: {exc}") from None
     if (
         not isinstance(info, dict)
-        or not isinstance(info.get("file"), str)
+        or not _is_list_name(info.get("file"))
         or not isinstance(info.get("id_columns"), list)
     ):
-        raise CallListError(f"{path} is not a call list's JSON (no file or id_columns)")
+        raise CallListError(f"{path} is not a call list's JSON (no file in its folder, or no id_columns)")
     return info
+
+
+def _is_list_name(name: Any) -> bool:
+    """A CSV's bare name in the list's folder: a path elsewhere would be read (and served) in its place."""
+    return isinstance(name, str) and name.endswith(".csv") and name == Path(name).name and name not in (".", "..")
 
 
 def latest_call_list(

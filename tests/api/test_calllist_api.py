@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -206,6 +207,21 @@ def test_a_list_damaged_after_it_was_served_is_a_503_then_mended_by_the_next_lis
     assert client.get("/calllist", headers=AUTH).get_json()["model_version"] == "v2"
 
 
+def test_a_damaged_list_file_put_back_is_served_again(config: Config, monkeypatch) -> None:
+    # The remembered failure was keyed on latest.json and latest.csv, not on the stamped file read: a
+    # stamped list mended by hand (restored from a copy) stayed a 503 until the next run's list.
+    write_call_list(config, IDS, RISKS)
+    client = app_client(config, monkeypatch)
+    stamped = calllists.call_list_folder(config) / "20261207T090000Z_v1.csv"
+    whole = stamped.read_bytes()
+    truncate(stamped, 0.5)
+    assert_error(client.get("/calllist", headers=AUTH), 503, "20261207T090000Z_v1.csv", config=config)
+    stamped.write_bytes(whole)
+    response = client.get("/calllist?top=3", headers=AUTH)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["rows"] == len(IDS)
+
+
 def test_a_list_folder_outside_the_project_is_named_by_its_key(tmp_path: Path, monkeypatch) -> None:
     outside = tmp_path / "elsewhere" / "lists"
     config = write_config(tmp_path / "project", call_list_path=str(outside))
@@ -285,6 +301,23 @@ def test_the_list_fullprocess_writes_from_the_sample_book_is_answered_whole(
     assert all(c["change"] == "new" and c["previous_rank"] is None for c in body["clients"])
     csv = client.get("/calllist.csv", headers=AUTH, buffered=True)
     assert csv.status_code == 200 and csv.data == calllists.latest_csv_path(config).read_bytes()
+
+
+@pytest.mark.parametrize("book", ["elsewhere/clients.csv", "elsewhere"])
+def test_a_book_outside_the_project_is_named_by_its_key(tmp_path: Path, monkeypatch, book: str) -> None:
+    # The book's checks name the lines they set aside by the book's path: a book outside the project
+    # put the server's absolute path into every /calllist answer.
+    outside = tmp_path / book
+    config = write_config(tmp_path / "project", client_book=str(outside))
+    write_call_list(config, IDS, RISKS)
+    checks = {
+        "set_aside": [{"reason": "no id", "rows": 1, "first": [f"{tmp_path / 'elsewhere' / 'clients.csv'} line 3"]}]
+    }
+    latest = calllists.latest_json_path(config)
+    latest.write_text(json.dumps({**json.loads(latest.read_text()), "book_checks": checks}))
+    text = app_client(config, monkeypatch).get("/calllist?top=1", headers=AUTH).get_data(as_text=True)
+    assert str(tmp_path) not in text
+    assert "<client_book>" in text
 
 
 def test_a_list_folder_that_is_a_file_is_no_list_not_an_error(tmp_path: Path, monkeypatch) -> None:

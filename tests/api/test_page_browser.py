@@ -338,6 +338,26 @@ def test_the_call_list_view_pages_the_budget_with_reasons_changes_and_warnings(
         WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "calllist-table")))
 
 
+def test_a_list_without_reasons_does_not_say_no_feature_raises_the_risk(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    # A version that cannot be explained gets its list with blank reasons and a method "none: ...";
+    # the page read any method as "reasons were looked for" and told managers of every client that
+    # no feature raises its risk, which nobody had measured.
+    write_call_list(
+        deployed_project, CALL_IDS[:10], call_list_risks(37, 10), method="none: v1 cannot be explained (no master)"
+    )
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        open_call_list(browser, url)
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "calllist-table"), "no reasons in this list")
+        )
+        table = browser.find_element(By.ID, "calllist-table").text
+        assert table.count("no reasons in this list") == 10 and "no feature raises" not in table
+
+
 def test_the_call_list_view_says_how_to_get_a_list_and_asks_for_the_token(
     browser, deployed_project: Config, tmp_path: Path
 ) -> None:

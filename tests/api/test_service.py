@@ -643,6 +643,14 @@ def test_explain_must_be_a_json_boolean(client, value) -> None:
     assert_error(answer, 400, '"explain" must be true or false')
 
 
+@pytest.mark.parametrize("query", ["?explain=true", "?explain=1", "?data_loc=testdata/testdata.csv&explain=true"])
+def test_explain_in_the_query_is_a_400_saying_where_it_goes(client, query: str) -> None:
+    # A CSV sent with ?explain=true was answered without reasons and without a word about it.
+    csv_body = ",".join(GOOD) + "\n" + ",".join(str(value) for value in GOOD.values()) + "\n"
+    answer = client.post(f"/prediction{query}", data=csv_body, content_type="text/csv")
+    assert_error(answer, 400, '"explain": true', "JSON body")
+
+
 def test_the_explainer_is_built_once_and_only_when_reasons_are_asked_for(client) -> None:
     state = client.application.extensions[service.EXTENSION]
     for _ in range(3):

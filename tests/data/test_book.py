@@ -56,10 +56,25 @@ def test_rows_without_ids_and_with_wrong_types_are_set_aside_with_the_reason_and
     reasons = {entry["reason"]: entry for entry in found.checks["set_aside"]}
     no_id = reasons["no value in the id column(s) ['corporation']"]
     assert no_id["rows"] == 2 and no_id["first"] == ["book/clients.csv line 3", "book/clients.csv line 4"]
-    assert reasons["column 'lastmonth_activity' holds a value that is not a finite number"]["first"] == [
+    assert reasons["column 'lastmonth_activity' holds a value that is not a finite number within ±3.4e38"]["first"] == [
         "book/clients.csv line 5"
     ]
-    assert reasons["column 'number_of_employees' holds a value that is not a finite number"]["rows"] == 1
+    assert reasons["column 'number_of_employees' holds a value that is not a finite number within ±3.4e38"]["rows"] == 1
+
+
+def test_a_number_too_large_for_the_trees_is_set_aside_not_the_whole_book_refused(tmp_path: Path) -> None:
+    # Finite in float64 but infinite in float32, where scikit-learn's trees compare features: one such
+    # client made the forest refuse the whole book ("Input X contains infinity..."), and no list was written.
+    config = project_with_book(
+        tmp_path, HEADER + "a,north,1,2,0\nb,north,1e308,2,0\nc,north,1,-3.5e38,0\nd,north,3e38,2,0\n"
+    )
+    found = read(config)
+    assert found.frame["corporation"].tolist() == ["a", "d"]
+    reasons = {entry["reason"]: entry for entry in found.checks["set_aside"]}
+    assert reasons["column 'lastmonth_activity' holds a value that is not a finite number within ±3.4e38"]["first"] == [
+        "book/clients.csv line 3"
+    ]
+    assert reasons["column 'number_of_employees' holds a value that is not a finite number within ±3.4e38"]["rows"] == 1
 
 
 def test_duplicate_ids_are_named_and_the_first_row_kept(tmp_path: Path) -> None:

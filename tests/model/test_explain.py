@@ -193,6 +193,18 @@ def test_reason_text_names_the_value_the_typical_value_and_the_effect(trained) -
         assert f"{name} = {value} (typical {shown}): {explain.format_effect(effect)}" in reasons
 
 
+def test_a_value_close_to_the_typical_one_is_never_shown_as_the_typical_one(trained) -> None:
+    # 4 significant digits made a balance of 1500.4 against a typical 1500 read "balance = 1500
+    # (typical 1500): +0.05": a reason that says the client is typical. Both get their digits then.
+    frame, models, typical = trained
+    explainer = explain.Explainer(models["logistic_regression"], FEATURES, typical)
+    client = reference(typical).assign(age=typical["age"] + 0.001)
+    reasons = explainer.reasons(client, top=5)[0]
+    (age,) = [reason for reason in reasons if reason.startswith("age = ")]
+    value, typical_text = age.removeprefix("age = ").split(": ")[0].removesuffix(")").split(" (typical ")
+    assert value != typical_text and float(value) == typical["age"] + 0.001 and float(typical_text) == typical["age"]
+
+
 def test_numbers_and_effects_print_plainly() -> None:
     assert [explain.format_value(v) for v in (12.0, 12.000000001, 0.1 + 0.2, -0.0442954, 1234.56, None)] == [
         "12",

@@ -194,6 +194,20 @@ def test_the_list_json_says_what_the_budget_reaches(book_project: Config) -> Non
     assert info["written_at"].endswith("+00:00") and info["book_checks"]["rows_kept"] == sample.CLIENTS
 
 
+def test_a_budget_change_makes_one_new_list_whose_figures_are_the_new_budgets(book_project: Config) -> None:
+    # The list kept the budget it was written with: after contact_budget 100 -> 50 the JSON, /calllist
+    # and the page still said "beyond the budget of 100 calls" until the book or the version changed.
+    assert run(book_project) == 0
+    book_project = rewrite_config(book_project, contact_budget=50)
+    assert run(book_project) == 0
+    info, frame = calllists.latest_call_list(book_project)
+    assert len(lists(book_project)) == 2 and info["contact_budget"] == 50
+    assert info["why"] == "contact_budget is 50 and the newest list was made for 100"
+    assert info["flagged_beyond_budget"] == int(frame["flagged"].iloc[50:].sum())
+    assert (frame["change"] == "same").all()
+    assert run(book_project) == 0 and len(lists(book_project)) == 2
+
+
 def test_a_database_book_makes_a_list_and_another_only_when_its_rows_change(
     database: SqliteDatabase | PostgresDatabase,  # noqa: F811 (the fixture imported above)
     deployed_project: Config,

@@ -102,6 +102,19 @@ def test_a_damaged_latest_json_is_an_error_naming_it(tmp_path: Path) -> None:
         calllists.latest_call_list(config)
 
 
+@pytest.mark.parametrize("named", ["/etc/passwd", "../../config.json", "sub/list.csv", 7])
+def test_a_latest_json_naming_a_file_outside_its_folder_is_refused(tmp_path: Path, named: object) -> None:
+    # latest.json's "file" was joined to the folder as given: "/etc/passwd" was read (and its first
+    # line quoted in the API's 503), while the API's download took the name's last part: two files.
+    config = write_config(tmp_path / "project")
+    calllists.write_call_list(config, info(), a_list(["a", "b"], [0.1, 0.2]), "T")
+    meta = json.loads(calllists.latest_json_path(config).read_text())
+    calllists.latest_json_path(config).write_text(json.dumps({**meta, "file": named}))
+    with pytest.raises(calllists.CallListError, match="latest.json is not a call list's JSON") as caught:
+        calllists.latest_call_list(config)
+    assert "root:" not in str(caught.value)
+
+
 def test_the_budget_summary() -> None:
     risk = np.array([0.9, 0.8, 0.2, 0.1])
     summary = calllists.budget_summary(risk, risk >= 0.15, budget=2)
@@ -120,6 +133,9 @@ def test_the_budget_summary() -> None:
             "unknown",
         ),
         ({"call_list_path": ""}, "call_list_path"),
+        # the lists written into a folder book became part of the book: the next run refused it
+        ({"client_book": "clientbook", "call_list_path": "clientbook"}, "call_list_path must not be"),
+        ({"client_book": "./clientbook/", "call_list_path": "clientbook/lists"}, "call_list_path must not be"),
         ({"contact_budget": 0}, "contact_budget"),
         ({"contact_budget": True}, "contact_budget"),
     ],

@@ -250,6 +250,11 @@
     return CHANGE_WORDS[client.change] || (client.change || "");
   }
 
+  // The run writes a version it cannot explain with blank reasons and a method saying "none: why".
+  function listHasReasons(list) {
+    return Boolean(list && list.method && !/^none\b/.test(list.method));
+  }
+
   function callListRow(client) {
     const ids = lastCallList ? lastCallList.id_columns : [];
     const tr = document.createElement("tr");
@@ -264,8 +269,8 @@
       list.className = "reasons";
       fillList(list, client.reasons);
       why.appendChild(list);
-    } else {  // blank: no feature raises the risk, or (no method) this list was written without reasons
-      why.textContent = lastCallList && lastCallList.method
+    } else {  // blank: no feature raises the risk, or (method "none: ...") this list was written without reasons
+      why.textContent = listHasReasons(lastCallList)
         ? "no feature raises this client's risk above the typical client's" : "no reasons in this list";
       why.className = "muted";
     }
