@@ -201,6 +201,18 @@ def v2_project(v2_template: Path, tmp_path: Path) -> Config:
     return private_copy(v2_template, tmp_path)
 
 
+# The team's real public datasets (see ../shared/data/README.md): odd headers, NA values,
+# text targets, CRLF line endings, identifier columns.
+REAL_DATASETS = {
+    "german_credit_kaggle.csv": {"target": "Risk", "positive_label": "bad", "id_columns": ["Unnamed: 0"]},
+    "bank_churn_modelling.csv": {
+        "target": "Exited",
+        "positive_label": 1,
+        "id_columns": ["RowNumber", "CustomerId", "Surname"],
+    },
+}
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The team's real public datasets; skipped where ../shared/data is absent (a user's clone)."""

@@ -13,6 +13,7 @@ from sklearn.model_selection import FixedThresholdClassifier
 from threadpoolctl import threadpool_limits
 
 from risk.model import explain, pipelines
+from tests.conftest import REAL_DATASETS
 
 FEATURES = {"numeric": ["age", "balance", "score"], "categorical": ["sector", "plan"]}
 NAMES = FEATURES["numeric"] + FEATURES["categorical"]
@@ -242,15 +243,6 @@ def test_unknown_categories_and_missing_values_are_explained(trained) -> None:
 
 # ----------------------------------------------------------------------------- faithfulness on real data
 
-# The team's real public datasets (../shared/data/README.md).
-REAL_DATASETS = {
-    "german_credit_kaggle.csv": {"target": "Risk", "positive_label": "bad", "id_columns": ["Unnamed: 0"]},
-    "bank_churn_modelling.csv": {
-        "target": "Exited",
-        "positive_label": 1,
-        "id_columns": ["RowNumber", "CustomerId", "Surname"],
-    },
-}
 FAITHFUL_SHARE = 0.9
 
 

@@ -23,7 +23,7 @@ from risk.core.settings import Config, load_config
 from risk.data import ingest, ledger, masterstore, sample
 from risk.pipeline import process as pipeline_process
 from risk.registry import deploy, versions
-from tests.conftest import add_shifted_month, rewrite_config, write_config
+from tests.conftest import REAL_DATASETS, add_shifted_month, rewrite_config, write_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -209,18 +209,6 @@ def test_a_failing_step_exits_non_zero_with_the_reason_and_keeps_the_deployment(
 def test_a_bad_config_exits_non_zero(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"bogus": 1}))
     assert fullprocess.main(["--config", str(tmp_path / "config.json")]) == 1
-
-
-# The team's real public datasets (see ../shared/data/README.md): odd headers, NA values,
-# text targets, CRLF line endings, identifier columns.
-REAL_DATASETS = {
-    "german_credit_kaggle.csv": {"target": "Risk", "positive_label": "bad", "id_columns": ["Unnamed: 0"]},
-    "bank_churn_modelling.csv": {
-        "target": "Exited",
-        "positive_label": 1,
-        "id_columns": ["RowNumber", "CustomerId", "Surname"],
-    },
-}
 
 
 @pytest.mark.slow
