@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from risk.core.settings import Config
-from risk.monitoring import outcomes
+from risk.monitoring import outcomes, runfacts
 
 
 class OutcomesCache:
@@ -60,8 +60,10 @@ def answer(figures: dict[str, Any], metric: str) -> dict[str, Any]:
 def gauge_values(figures: dict[str, Any]) -> dict[str, float | None]:
     """The last batch's realised score and ROC AUC, and the last back-tested list's hit rate (None: unknown)."""
     realised, listed = figures["last_realised"] or {}, figures["last_list"] or {}
-    return {
+    values = {
         "score": realised.get("score"),
         "roc_auc": realised.get("roc_auc"),
         "hit_rate": listed.get("precision_at_budget"),
     }
+    # A hand-edited line may hold anything there: what is not a number is unknown (NaN), not a 500.
+    return {key: value if runfacts.finite_number(value) else None for key, value in values.items()}

@@ -348,7 +348,7 @@ def summary(config: Config) -> dict[str, Any]:
     version, the back-tested batches, and the last of each."""
     realised = realised_history(config)
     tested = backtests(config)
-    last_list = next((item for line in reversed(tested) for item in reversed(line.get("lists", []))), None)
+    last_list = next((item for line in reversed(tested) for item in reversed(_entries(line.get("lists")))), None)
     return {
         "realised": realised,
         "last_realised": realised[-1] if realised else None,
@@ -356,6 +356,11 @@ def summary(config: Config) -> dict[str, Any]:
         "last_list": last_list,
         "notes": _summary_notes(realised, tested),
     }
+
+
+def _entries(value: Any) -> list[dict[str, Any]]:
+    """The objects of a record's list field; none when a hand-edited line holds something else there."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _summary_notes(realised: list[dict[str, Any]], tested: list[dict[str, Any]]) -> list[str]:

@@ -66,12 +66,12 @@ def feature_psi(diagnostics: Any, features: dict[str, list[str]]) -> dict[str, f
         if not isinstance(row, dict):
             continue
         name, psi = row.get("feature"), row.get("psi")
-        if name in configured and _finite_number(psi):
+        if name in configured and finite_number(psi):
             found[name] = float(psi)
     return found
 
 
-def _finite_number(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

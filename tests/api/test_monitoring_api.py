@@ -75,3 +75,30 @@ def test_outcome_records_that_cannot_be_read_answer_503_without_the_servers_path
     message = response.get_json()["message"]
     assert "outcome records cannot be read" in message and str(config.root) not in message
     assert api.get("/metrics", headers=AUTH).status_code == 200, "a scrape still answers"
+
+
+@pytest.mark.parametrize(
+    ("realised_line", "backtest_line"),
+    [
+        ('{"version": "v1", "score": [1], "roc_auc": {"a": 1}, "at": "x"}', '{"lists": 5}'),
+        ('{"version": "v1", "score": "high", "at": 7}', '{"lists": ["not a list entry", 3]}'),
+        ("[1, 2]", '{"lists": [{"precision_at_budget": "1.0"}]}'),
+    ],
+)
+def test_outcome_records_of_the_wrong_shape_are_no_500_and_their_gauges_are_unknown(
+    config: Config, monkeypatch, realised_line: str, backtest_line: str
+) -> None:
+    """A line that is JSON but not the record (edited by hand, written by something else) leaves the
+    gauges NaN (unknown) and /monitoring answering, never a 500."""
+    realised = outcomes.realised_path(config, "v1")
+    realised.parent.mkdir(parents=True)
+    realised.write_text(realised_line + "\n")
+    outcomes.backtest_path(config).write_text(backtest_line + "\n")
+    api = client(config, monkeypatch)
+    scrape = api.get("/metrics", headers=AUTH)
+    assert scrape.status_code == 200, scrape.get_data(as_text=True)
+    text = scrape.get_data(as_text=True)
+    for name in ("riskapi_outcome_realised_score", "riskapi_outcome_realised_roc_auc", "riskapi_calllist_hit_rate"):
+        assert gauge(text, name) == "NaN", name
+    response = api.get("/monitoring", headers=AUTH)
+    assert response.status_code in (200, 503), response.get_data(as_text=True)
