@@ -334,7 +334,10 @@ def logged_predictions(config: Config, before: datetime | None = None) -> pd.Dat
         if any(not isinstance(ids.get(name), str) for name in id_columns):
             other += 1
             continue
-        records.append((row["time"], row["version"], *(ids[name] for name in id_columns), row["risk"], row["flagged"]))
+        # Stripped as ingestion and the client book strip them: ' c1 ' sent to the API is client c1.
+        records.append(
+            (row["time"], row["version"], *(ids[name].strip() for name in id_columns), row["risk"], row["flagged"])
+        )
     if other:
         logger.warning("%d logged prediction(s) lack the configured id columns %s: left out", other, id_columns)
     columns = ["time", "version", *id_columns, "risk", "flagged"]

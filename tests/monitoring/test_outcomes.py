@@ -133,3 +133,13 @@ def test_older_lists_are_read_only_for_clients_the_newer_ones_lack(config: Confi
     line = back_test(config, labelled({"c1": 1, "c2": 0}), "2026-12-07T10:00:00+00:00")
     assert [f["version"] for f in line["lists"]] == ["v2"]
     assert "left out" not in caplog.text, "the newest list held every client: the older one was not read"
+
+
+def test_a_logged_id_with_spaces_around_it_is_the_same_client_as_in_the_batch(config: Config) -> None:
+    """Ingestion and the book strip the ids; /prediction logs them as sent. ' c1 ' sent to the API is
+    client c1 of the labelled batch, not a row matching no prediction."""
+    from risk.monitoring import predlog
+
+    predlog.append_predictions(config, "v2", [({"corporation": " c1 "}, 0.7, True)], when=at("2026-12-07T09:30:00Z"))
+    line = back_test(config, labelled({"c1": 1}), "2026-12-07T10:00:00+00:00")
+    assert line["rows_matched"] == 1 and line["rows_unmatched"] == 0
