@@ -369,6 +369,9 @@ def remove_old_days(config: Config, now: datetime) -> list[Path]:
             path.unlink()
         except FileNotFoundError:
             continue
+        except OSError as exc:  # housekeeping: it must not stop the run (it runs before ingestion)
+            logger.warning("prediction log: %s is past the retention but cannot be removed: %s", path.name, exc)
+            continue
         removed.append(path)
     if removed:
         logger.info("prediction log: removed %d day(s) older than %s", len(removed), oldest_kept)

@@ -133,6 +133,20 @@ def test_retention_removes_only_days_older_than_the_setting(config: Config) -> N
     assert predlog.remove_old_days(config, NOON) == []
 
 
+def test_a_day_the_retention_cannot_remove_is_said_and_never_fails_the_run(config: Config, caplog) -> None:
+    """Retention runs first in every run, the cron no-op included: an old day it cannot remove (a
+    folder by that name here; a file of another user in a folder it may not write, in production)
+    is logged and left, and the later days are still removed; raising stopped every run before
+    ingestion."""
+    config = rewrite_config(config, prediction_log_days=30)
+    stuck = config.log_folder / "predictions" / "2025-01-01.jsonl"
+    stuck.mkdir(parents=True)
+    predlog.append_predictions(config, "v1", rows(1), when=NOON.timestamp() - 400 * DAY)
+    removed = predlog.remove_old_days(config, NOON)
+    assert [p.name for p in removed] == ["2025-11-02.jsonl"]
+    assert stuck.is_dir() and "2025-01-01.jsonl" in caplog.text
+
+
 def test_retention_without_a_log_does_nothing(config: Config) -> None:
     assert predlog.remove_old_days(config, NOON) == []
     assert not (config.log_folder / "predictions").exists()
