@@ -203,6 +203,7 @@ def backtest_batch(
     known = labelled[ids].notna().all(axis=1)
     line["rows_without_id"] = int((~known).sum())
     labelled = labelled[known].drop_duplicates(ids, keep="last")
+    line["rows_repeated"] = int(known.sum()) - len(labelled)  # a client labelled twice: its last row judged
     labelled["outcome"] = binary_target(labelled[config.target], config.positive_label)
     labelled[ids] = labelled[ids].astype(object)  # the lists' and the log's ids are plain text
     earlier = latest_predictions(config, labelled[ids], parse_time(arrived_at), infos)
@@ -332,6 +333,8 @@ def record_backtests(config: Config, batches: list[tuple[pd.DataFrame, dict[str,
     written = []
     for rows, entry in batches:
         batch = {"file": entry["name"], "run_id": entry.get("run_id")}
+        # The file's rows already in the master arrived before: not back-tested again, but counted.
+        batch.update({key: entry[key] for key in ("rows_read", "duplicates_dropped") if key in entry})
         if entry.get("source"):
             batch["source"] = entry["source"]
         line = backtest_batch(config, rows, entry["ingested_at"], batch, infos)

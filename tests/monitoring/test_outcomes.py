@@ -143,3 +143,15 @@ def test_a_logged_id_with_spaces_around_it_is_the_same_client_as_in_the_batch(co
     predlog.append_predictions(config, "v2", [({"corporation": " c1 "}, 0.7, True)], when=at("2026-12-07T09:30:00Z"))
     line = back_test(config, labelled({"c1": 1}), "2026-12-07T10:00:00+00:00")
     assert line["rows_matched"] == 1 and line["rows_unmatched"] == 0
+
+
+def test_the_rows_of_a_batch_add_up_when_a_client_is_labelled_twice(config: Config) -> None:
+    """A client labelled twice in one batch is judged once, on its last row; the earlier row is counted
+    (rows_repeated), so that rows = matched + unmatched + without id + repeated."""
+    write_call_list(config, IDS, RISKS, stamp="20261207T090000Z", budget=2)
+    rows = pd.DataFrame({"corporation": ["c1", "c1", "c2", None, "zz"], "exited": [0, 1, 0, 1, 0]})
+    line = back_test(config, rows, "2026-12-07T10:00:00+00:00")
+    assert line["rows"] == 5 and line["rows_matched"] == 2 and line["rows_unmatched"] == 1
+    assert line["rows_without_id"] == 1 and line["rows_repeated"] == 1
+    [listed] = line["lists"]
+    assert listed["contacted"] == {"rows": 2, "positives": 1, "rate": 0.5}, "c1's last row (left) is the one judged"
