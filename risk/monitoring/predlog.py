@@ -198,7 +198,7 @@ def _id_texts(values: list[Any]) -> list[str | None]:
 
 def _append_whole(path: str, data: bytes) -> None:
     """``data`` at the end of ``path`` in one write under the file's lock, or not at all."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC  # read: the last byte
     try:
         fd = os.open(path, flags, 0o640)
     except FileNotFoundError:  # the first line ever, or the folder was removed
@@ -207,6 +207,8 @@ def _append_whole(path: str, data: bytes) -> None:
     try:
         _lock(fd, path)
         size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line ends here, not in ours
+            data = b"\n" + data
         written = os.write(fd, data)
         if written != len(data):  # a full disk: no half line left behind for the next writer to follow
             os.ftruncate(fd, size)

@@ -114,6 +114,17 @@ def test_the_reader_gives_rows_made_before_a_time_as_a_frame(config: Config) -> 
     assert empty.empty and list(empty.columns) == ["time", "version", "corporation", "risk", "flagged"]
 
 
+def test_a_row_appended_after_a_torn_line_is_read(config: Config) -> None:
+    """A day file whose last line is torn (a power cut, a hand edit, another writer): the next append
+    starts a line of its own; it was glued to the torn bytes and lost with them."""
+    predlog.append_predictions(config, "v1", rows(1, prefix="a"), when=NOON.timestamp())
+    with open(config.log_folder / "predictions" / "2026-12-07.jsonl", "ab") as handle:
+        handle.write(b'{"time": "2026-12-07T12:00:0')
+    assert predlog.append_predictions(config, "v1", rows(2, prefix="b"), when=NOON.timestamp()) == 2
+    frame = predlog.logged_predictions(config)
+    assert frame["corporation"].tolist() == ["a0", "b0", "b1"]
+
+
 def test_rows_logged_under_other_id_columns_are_left_out(config: Config) -> None:
     predlog.append_predictions(config, "v1", rows(2))
     changed = rewrite_config(config, id_columns=["customer"])
