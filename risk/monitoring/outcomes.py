@@ -158,7 +158,8 @@ def from_prediction_log(config: Config, clients: pd.DataFrame, arrived: datetime
     ids = config["id_columns"]
     if not predlog.day_files(config):
         return clients.iloc[0:0]
-    logged = predlog.logged_predictions(config, before=arrived)
+    wanted = set(clients[ids].itertuples(index=False, name=None))
+    logged = predlog.logged_predictions(config, before=arrived, clients=wanted)
     logged = logged.drop_duplicates(ids, keep="last").merge(clients[ids], on=ids, how="inner")
     logged["source"], logged["rank"], logged["budget"] = PREDICTION_LOG, float("nan"), float("nan")
     return logged

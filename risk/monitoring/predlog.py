@@ -322,10 +322,13 @@ def _utc_stamp(moment: datetime) -> str:
     return moment.strftime(TIME_FORMAT)
 
 
-def logged_predictions(config: Config, before: datetime | None = None) -> pd.DataFrame:
+def logged_predictions(
+    config: Config, before: datetime | None = None, clients: set[tuple[str, ...]] | None = None
+) -> pd.DataFrame:
     """The logged rows made before ``before`` as a frame: ``time`` (UTC datetimes), ``version``, one text
     column per configured id column, ``risk``, ``flagged``; oldest first. Rows logged under other id
-    columns (the config changed since) are left out, counted in the log."""
+    columns (the config changed since) are left out, counted in the log. ``clients`` (id tuples): only
+    their rows are kept, as they are read (a year of a busy API's answers is not held for a batch)."""
     import pandas as pd
 
     id_columns = list(config["id_columns"])
@@ -337,9 +340,9 @@ def logged_predictions(config: Config, before: datetime | None = None) -> pd.Dat
             other += 1
             continue
         # Stripped as ingestion and the client book strip them: ' c1 ' sent to the API is client c1.
-        records.append(
-            (row["time"], row["version"], *(ids[name].strip() for name in id_columns), row["risk"], row["flagged"])
-        )
+        key = tuple(ids[name].strip() for name in id_columns)
+        if clients is None or key in clients:
+            records.append((row["time"], row["version"], *key, row["risk"], row["flagged"]))
     if other:
         logger.warning("%d logged prediction(s) lack the configured id columns %s: left out", other, id_columns)
     columns = ["time", "version", *id_columns, "risk", "flagged"]

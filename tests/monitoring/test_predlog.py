@@ -125,6 +125,13 @@ def test_a_row_appended_after_a_torn_line_is_read(config: Config) -> None:
     assert frame["corporation"].tolist() == ["a0", "b0", "b1"]
 
 
+def test_the_reader_keeps_only_the_clients_asked_for(config: Config) -> None:
+    """The back-test asks for its batch's clients: the rest of a year's log is not held in memory."""
+    predlog.append_predictions(config, "v1", rows(50), when=NOON.timestamp())
+    frame = predlog.logged_predictions(config, clients={("c3", "north"), ("c7", "north"), ("c7", "south")})
+    assert frame["corporation"].tolist() == ["c3", "c7"]
+
+
 def test_rows_logged_under_other_id_columns_are_left_out(config: Config) -> None:
     predlog.append_predictions(config, "v1", rows(2))
     changed = rewrite_config(config, id_columns=["customer"])
