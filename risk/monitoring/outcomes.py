@@ -19,6 +19,7 @@ the batch are "outcome unknown", never negatives. Nothing here changes the drift
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 OUTCOMES_FOLDER = "outcomes"
 REALISED_FOLDER = "realised"
 BACKTEST_FILE = "backtest.jsonl"
+REPORT_DUE_FILE = "report-due"  # set before a record is appended, removed once the report shows it
 PREDICTION_LOG = "prediction log"  # the source named for predictions from the API's log
 MIN_ROWS_FOR_AUC = 10  # fewer labelled rows than this: no ROC AUC, said in words
 DECILE_MIN_ROWS = 5  # each calibration bin holds at least this many rows (fewer bins than ten on a small batch)
@@ -55,11 +57,33 @@ def realised_path(config: Config, version: str) -> Path:
     return outcomes_folder(config) / REALISED_FOLDER / f"{version}.jsonl"
 
 
+def report_due_path(config: Config) -> Path:
+    return outcomes_folder(config) / REPORT_DUE_FILE
+
+
+def mark_report_due(config: Config) -> None:
+    """Say the outcomes report must be written again, before a record changes: a run killed between
+    the record and the report leaves this mark, and the next run (even one with nothing new) writes it."""
+    path = report_due_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def report_due(config: Config) -> bool:
+    """Whether a record changed since the report was last written (one stat: the cron fast path)."""
+    return os.path.exists(report_due_path(config))
+
+
+def clear_report_due(config: Config) -> None:
+    report_due_path(config).unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------- the realised history
 
 
 def record_realised(config: Config, realised: dict[str, Any]) -> None:
     """Append one drift decision's figures to its version's history (``realised["version"]``)."""
+    mark_report_due(config)
     append_json_line(realised_path(config, realised["version"]), realised)
 
 
@@ -339,6 +363,7 @@ def record_backtests(config: Config, batches: list[tuple[pd.DataFrame, dict[str,
         if entry.get("source"):
             batch["source"] = entry["source"]
         line = backtest_batch(config, rows, entry["ingested_at"], batch, infos)
+        mark_report_due(config)
         append_json_line(backtest_path(config), line)
         written.append(line)
     return written

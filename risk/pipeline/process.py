@@ -252,6 +252,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record["files_waiting"] = sorted(still_written)
     if not pending and not undecided and not unfinished:
         preflight.check_setup_if_config_changed(config)  # an edited config is checked now, not when data comes
+        finish_outcomes_report(config, record)
         return {**record, "decision": "no_new_data", "reason": nothing_new(config, pulled, still_written)}
     preflight.check_setup(config)  # a set-up mistake fails now, not after minutes of training
     if unfinished:
@@ -260,6 +261,7 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
             record["completed_earlier_work"] = finished
         undecided = why_ingested_rows_await_a_decision(config)  # the finished deployment may cover the rows
         if not pending and not undecided:
+            finish_outcomes_report(config, record)
             reason = nothing_new(config, pulled, still_written)
             return {
                 **record,
@@ -291,6 +293,8 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         keep_realised_figures(config, realised, record)
     if realised is not None or record.get("outcomes"):
         refresh_outcomes_report(config, record)
+    else:
+        finish_outcomes_report(config, record)
     if record.get("version_deployed"):
         record["after_deployment"] = run_after_deployment(config, record["version_deployed"], record)
         refreshed = refresh_superseded_reports(config, record["version_deployed"])
@@ -335,6 +339,14 @@ def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict
     except OSError as exc:
         logger.error("the realised figures of %s were not kept: %s", realised["version"], exc)
         record["outcomes_realised"] = {"failed": str(exc)}
+
+
+def finish_outcomes_report(config: Config, record: dict[str, Any]) -> None:
+    """The outcomes report a killed run left unwritten after its records changed (one stat when none)."""
+    from risk.monitoring import outcomes
+
+    if outcomes.report_due(config):
+        refresh_outcomes_report(config, record)
 
 
 def refresh_outcomes_report(config: Config, record: dict[str, Any]) -> None:

@@ -45,11 +45,11 @@ def refresh_outcomes_report(config: Config) -> Path | None:
     """Write the report when its figures changed since it was written (or it is missing); its path,
     or None when nothing changed or there is nothing to show yet."""
     figures = outcomes.summary(config)
-    if not figures["realised"] and not figures["backtests"]:
-        return None
     digest = figures_hash(figures)
     written = read_json_or_none(json_path(config))
-    if isinstance(written, dict) and written.get("figures_sha256") == digest and pdf_path(config).is_file():
+    unchanged = isinstance(written, dict) and written.get("figures_sha256") == digest and pdf_path(config).is_file()
+    if unchanged or (not figures["realised"] and not figures["backtests"]):
+        outcomes.clear_report_due(config)
         return None
     return write_outcomes_report(config, figures, digest)
 
@@ -71,6 +71,7 @@ def write_outcomes_report(config: Config, figures: dict[str, Any], digest: str |
         json_path(config),
         {"generated_at": generated, "figures_sha256": digest or figures_hash(figures), "pages": document.titles},
     )
+    outcomes.clear_report_due(config)  # the report shows every record now
     logger.info("wrote %s", pdf_path(config))
     return pdf_path(config)
 

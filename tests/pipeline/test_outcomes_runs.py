@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -116,3 +117,32 @@ def test_a_failed_back_test_fails_the_run_but_not_its_decision(deployed_project:
     assert audit["status"] == "failed" and audit["version_deployed"] == "v2", "the decision stands"
     assert "failed" in audit["outcomes"] and "failed" in audit["outcomes_realised"]
     assert versions.current_version(config) == "v2"
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_the_outcomes_report_is_written_leaves_it_to_the_next_run(
+    outcomes_project: Config,
+) -> None:
+    """The back-test line is appended, then the run dies writing the report; the next run finds
+    nothing new, and the report showed the figures of before the kill until another batch came."""
+    from tests.pipeline.test_process import run_in_child
+
+    config = outcomes_project
+    source = config.input_folder / f"{sample.SHIFTED_MONTH}_clients.csv"
+    lines = source.read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("number_of_employees")
+    changed = []
+    for line in lines[1:21]:  # fewer rows than drift_min_rows: the run only back-tests them
+        cells = line.split(",")
+        cells[column] = str(int(cells[column]) + 1000)
+        changed.append(",".join(cells))
+    time.sleep(1.1)  # after v2's list, in a later second
+    (config.input_folder / "relabelled.csv").write_text("\n".join([lines[0], *changed]) + "\n")
+    assert run_in_child(config, kill_at="outcomes.pdf") < 0
+    assert len(outcomes.backtests(config)) == 2
+    assert run_in_child(config) == 0
+    assert logbook.read_audit(config)[-1]["decision"] == "no_new_data"
+    written = json.loads(outcomesreport.json_path(config).read_text())
+    assert written["figures_sha256"] == outcomesreport.figures_hash(outcomes.summary(config))
+    assert not outcomes.report_due(config)
