@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from risk.core.jsonfiles import CHAIN_FIELD, HMAC_FIELD, append_json_line, read_json, read_json_lines
@@ -116,8 +116,10 @@ def _without_chain(line: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO time as every record writes it (``2026-12-07T15:17:16+00:00``, or with ``Z``)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO time as every record writes it (``2026-12-07T15:17:16+00:00``, or with ``Z``); one
+    without a zone is taken as UTC (it could not be compared with the others)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def call_list_infos(config: Config) -> list[dict[str, Any]]:

@@ -155,3 +155,19 @@ def test_the_rows_of_a_batch_add_up_when_a_client_is_labelled_twice(config: Conf
     assert line["rows_without_id"] == 1 and line["rows_repeated"] == 1
     [listed] = line["lists"]
     assert listed["contacted"] == {"rows": 2, "positives": 1, "rate": 0.5}, "c1's last row (left) is the one judged"
+
+
+def test_a_list_time_without_a_zone_is_read_as_utc_not_a_failed_back_test(config: Config) -> None:
+    """Every record writes its times with +00:00; a list JSON written without (by hand, another tool)
+    made the comparison with the batch's arrival raise TypeError, and the whole back-test failed."""
+    import json
+
+    from risk.registry import calllists
+
+    write_call_list(config, IDS, RISKS, stamp="20261207T090000Z", budget=2)
+    stamped = calllists.call_list_folder(config) / "20261207T090000Z_v1.json"
+    info = json.loads(stamped.read_text())
+    info["written_at"] = "2026-12-07T09:00:00"
+    stamped.write_text(json.dumps(info))
+    line = back_test(config, labelled({"c1": 1, "c6": 0}), "2026-12-07T10:00:00+00:00")
+    assert line["rows_matched"] == 2 and line["lists"][0]["written_at"] == "2026-12-07T09:00:00+00:00"
