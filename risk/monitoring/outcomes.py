@@ -40,6 +40,7 @@ OUTCOMES_FOLDER = "outcomes"
 REALISED_FOLDER = "realised"
 BACKTEST_FILE = "backtest.jsonl"
 REPORT_DUE_FILE = "report-due"  # set before a record is appended, removed once the report shows it
+BACKTEST_DUE_FILE = "backtest-due"  # set before an ingestion, removed once its batches are back-tested
 PREDICTION_LOG = "prediction log"  # the source named for predictions from the API's log
 MIN_ROWS_FOR_AUC = 10  # fewer labelled rows than this: no ROC AUC, said in words
 DECILE_MIN_ROWS = 5  # each calibration bin holds at least this many rows (fewer bins than ten on a small batch)
@@ -64,9 +65,7 @@ def report_due_path(config: Config) -> Path:
 def mark_report_due(config: Config) -> None:
     """Say the outcomes report must be written again, before a record changes: a run killed between
     the record and the report leaves this mark, and the next run (even one with nothing new) writes it."""
-    path = report_due_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
+    _set_mark(report_due_path(config))
 
 
 def report_due(config: Config) -> bool:
@@ -75,7 +74,81 @@ def report_due(config: Config) -> bool:
 
 
 def clear_report_due(config: Config) -> None:
-    report_due_path(config).unlink(missing_ok=True)
+    _clear_mark(report_due_path(config))
+
+
+def backtest_due_path(config: Config) -> Path:
+    return outcomes_folder(config) / BACKTEST_DUE_FILE
+
+
+def mark_backtest_due(config: Config) -> None:
+    """Set before an ingestion: a run killed between ingesting a batch and back-testing it leaves
+    this mark, and the next run back-tests the batch (``batches_left_untested``)."""
+    _set_mark(backtest_due_path(config))
+
+
+def backtest_due(config: Config) -> bool:
+    return os.path.exists(backtest_due_path(config))
+
+
+def clear_backtest_due(config: Config) -> None:
+    _clear_mark(backtest_due_path(config))
+
+
+def _set_mark(path: Path) -> None:
+    """A mark helps a later run finish what a killed one left; one that cannot be set (the folder
+    is not writable) is said, and never costs the run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as exc:
+        logger.warning("%s cannot be set (a killed run's outcomes would not be finished): %s", path.name, exc)
+
+
+def _clear_mark(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("%s cannot be removed: %s", path.name, exc)
+
+
+def batches_left_untested(config: Config) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
+    """The batches a killed run ingested (entries since the mark, with new rows) and did not
+    back-test, each with its rows from ``latest_batch.csv`` (that ingestion's new rows, file after
+    file). None when the file does not hold exactly those rows: not guessed."""
+    import pandas as pd
+
+    from risk.core.artefacts import LATEST_BATCH_FILE
+    from risk.data import ledger
+    from risk.monitoring import predlog
+
+    if not call_list_infos(config) and not predlog.day_files(config):
+        return []  # no prediction to join: the killed run had nothing to back-test either
+    marked = datetime.fromtimestamp(int(backtest_due_path(config).stat().st_mtime), UTC)
+    entries = [
+        e
+        for e in ledger.read_record(config)
+        if e.get("status") == ledger.STATUS_INGESTED
+        and isinstance(e.get("ingested_at"), str)
+        and parse_time(e["ingested_at"]) >= marked
+    ]
+    with_rows = [e for e in entries if isinstance(e.get("rows_added"), int) and e["rows_added"] > 0]
+    tested = {(line.get("batch", {}).get("file"), line.get("batch", {}).get("run_id")) for line in backtests(config)}
+    if not with_rows or all((e["name"], e.get("run_id")) in tested for e in with_rows):
+        return []
+    rows = pd.read_csv(
+        config.output_folder / LATEST_BATCH_FILE, dtype={c: str for c in config["id_columns"]}, keep_default_na=False
+    )
+    if len(rows) != sum(e["rows_added"] for e in with_rows):
+        logger.warning("the back-test of %s was lost with the run that ingested them", [e["name"] for e in with_rows])
+        return []
+    batches, start = [], 0
+    for entry in with_rows:
+        end = start + entry["rows_added"]
+        if (entry["name"], entry.get("run_id")) not in tested:
+            batches.append((rows.iloc[start:end].reset_index(drop=True), entry))
+        start = end
+    return batches
 
 
 # ----------------------------------------------------------------------------- the realised history

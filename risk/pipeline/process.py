@@ -48,7 +48,7 @@ from risk.core.jsonfiles import append_json_line, read_json, read_json_object
 from risk.core.locks import LockBusy
 from risk.core.settings import LOWER_IS_BETTER, Config, ConfigError, metric_gain
 from risk.data import book, dbpull, ledger, preflight
-from risk.monitoring import predlog
+from risk.monitoring import outcomes, predlog
 from risk.registry import booklist, calllists, deploy, versions
 
 TYPE_CHECKING = False
@@ -250,6 +250,8 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         record["completed_interrupted_switch"] = switched
     if still_written:
         record["files_waiting"] = sorted(still_written)
+    if outcomes.backtest_due(config):  # a run killed before back-testing what it ingested (one stat)
+        finish_back_test(config, record)
     if not pending and not undecided and not unfinished:
         preflight.check_setup_if_config_changed(config)  # an edited config is checked now, not when data comes
         finish_outcomes_report(config, record)
@@ -275,12 +277,14 @@ def run_pipeline(config: Config, started_at: str | None = None) -> dict[str, Any
         logger.info("resuming: %s", undecided)
         record["resumed"] = undecided
     if pending:
+        outcomes.mark_backtest_due(config)
         ingested = ingest.ingest_new_files(config, pending)
         record.update(ingested.summary(), ingestion_seconds=round(ingested.seconds, 4))
         record["step_seconds"] = {"ingestion": round(ingested.seconds, 3)}
         record["files_waiting"] = sorted({*record.get("files_waiting", []), *still_written})
         record.pop("seconds")
         back_test_new_batches(config, ingested, record)
+        outcomes.clear_backtest_due(config)
     decided, (judged, seen) = decide_on_new_rows(config, record)
     realised = decided.pop("realised", None)
     step_seconds = {**record.get("step_seconds", {}), **decided.pop("step_seconds", {})}
@@ -324,6 +328,19 @@ def back_test_new_batches(config: Config, ingested: Any, record: dict[str, Any])
             "rows_matched": sum(line.get("rows_matched", 0) for line in lines),
             "rows_unmatched": sum(line.get("rows_unmatched", 0) for line in lines),
         }
+
+
+def finish_back_test(config: Config, record: dict[str, Any]) -> None:
+    """Back-test the batches a killed run ingested and did not (outcomes.batches_left_untested)."""
+    try:
+        lines = outcomes.record_backtests(config, outcomes.batches_left_untested(config))
+    except Exception as exc:  # evidence for people: never the run's decision
+        logger.exception("the back-test left by an interrupted run failed")
+        record["outcomes"] = {"failed": f"{type(exc).__name__}: {exc}"}
+        return
+    outcomes.clear_backtest_due(config)
+    if lines:
+        record["outcomes_completed"] = {"batches_back_tested": len(lines)}
 
 
 def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict[str, Any]) -> None:

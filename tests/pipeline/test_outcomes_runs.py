@@ -110,7 +110,9 @@ def test_a_failed_back_test_fails_the_run_but_not_its_decision(deployed_project:
     config = rewrite_config(deployed_project, client_book=sample.SAMPLE_BOOK)
     assert run(config) == 0
     time.sleep(1.1)
-    (config.log_folder / outcomes.OUTCOMES_FOLDER).write_text("not a folder")  # nothing can be appended there
+    folder = config.log_folder / outcomes.OUTCOMES_FOLDER
+    shutil.rmtree(folder, ignore_errors=True)  # the first run's marks made it
+    folder.write_text("not a folder")  # nothing can be appended there
     add_shifted_month(config, holdout=True)
     assert run(config) == 1
     audit = logbook.read_audit(config)[-1]
@@ -146,3 +148,31 @@ def test_a_run_killed_before_the_outcomes_report_is_written_leaves_it_to_the_nex
     written = json.loads(outcomesreport.json_path(config).read_text())
     assert written["figures_sha256"] == outcomesreport.figures_hash(outcomes.summary(config))
     assert not outcomes.report_due(config)
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_back_test_leaves_it_to_the_next_run_once(outcomes_project: Config) -> None:
+    """The batch is ingested, then the run dies before appending its back-test line: the next run
+    finds the batch ingested (nothing new) and back-tested it never; now it does, once."""
+    from tests.pipeline.test_process import run_in_child
+
+    config = outcomes_project
+    source = config.input_folder / f"{sample.SHIFTED_MONTH}_clients.csv"
+    lines = source.read_text().splitlines()
+    column = lines[0].split(",").index("number_of_employees")
+    changed = []
+    for line in lines[1:21]:  # fewer rows than drift_min_rows: the run only back-tests them
+        cells = line.split(",")
+        cells[column] = str(int(cells[column]) + 1000)
+        changed.append(",".join(cells))
+    time.sleep(1.1)  # after v2's list, in a later second
+    (config.input_folder / "relabelled.csv").write_text("\n".join([lines[0], *changed]) + "\n")
+    assert run_in_child(config, kill_at="backtest.jsonl") < 0
+    assert len(outcomes.backtests(config)) == 1
+    assert run_in_child(config) == 0
+    tested = outcomes.backtests(config)
+    assert [line["batch"]["file"] for line in tested] == [source.name, "relabelled.csv"]
+    assert tested[1]["rows"] == 20 and tested[1]["lists"][0]["version"] == "v2"
+    assert logbook.read_audit(config)[-1]["outcomes_completed"] == {"batches_back_tested": 1}
+    assert not outcomes.backtest_due(config)
+    assert run_in_child(config) == 0 and len(outcomes.backtests(config)) == 2, "not again"
