@@ -53,6 +53,7 @@ from risk.registry import booklist, calllists, deploy, versions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time on the cron fast path
+    from collections.abc import Callable
     from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -311,17 +312,11 @@ def back_test_new_batches(config: Config, ingested: Any, record: dict[str, Any])
     """Join each labelled batch just ingested with the predictions made before it arrived
     (outcomes.py), into ``record["outcomes"]``. Evidence for people: a failure is logged and
     recorded, and changes neither the decision nor the run's status."""
-    from risk.monitoring import outcomes
-
     with_rows = [entry for entry in ingested.files_ingested if entry.get("rows_added")]
     if not with_rows:
         return
-    try:
-        lines = outcomes.record_backtests(config, list(zip(ingested.new_batches, with_rows)))
-    except Exception as exc:  # the back-test must never cost the run its decision
-        logger.exception("the back-test of the new batches failed")
-        record["outcomes"] = {"failed": f"{type(exc).__name__}: {exc}"}
-        return
+    batches = list(zip(ingested.new_batches, with_rows))
+    lines = _record_backtests(config, lambda: batches, record, "of the new batches")
     if lines:
         record["outcomes"] = {
             "batches_back_tested": len(lines),
@@ -332,21 +327,29 @@ def back_test_new_batches(config: Config, ingested: Any, record: dict[str, Any])
 
 def finish_back_test(config: Config, record: dict[str, Any]) -> None:
     """Back-test the batches a killed run ingested and did not (outcomes.batches_left_untested)."""
-    try:
-        lines = outcomes.record_backtests(config, outcomes.batches_left_untested(config))
-    except Exception as exc:  # evidence for people: never the run's decision
-        logger.exception("the back-test left by an interrupted run failed")
-        record["outcomes"] = {"failed": f"{type(exc).__name__}: {exc}"}
+    lines = _record_backtests(
+        config, lambda: outcomes.batches_left_untested(config), record, "left by an interrupted run"
+    )
+    if lines is None:
         return
     outcomes.clear_backtest_due(config)
     if lines:
         record["outcomes_completed"] = {"batches_back_tested": len(lines)}
 
 
+def _record_backtests(config: Config, batches: Callable[[], list], record: dict[str, Any], which: str) -> list | None:
+    """outcomes.record_backtests of ``batches()``, or None with the failure in ``record["outcomes"]``:
+    the back-test is evidence for people and must never cost the run its decision."""
+    try:
+        return outcomes.record_backtests(config, batches())
+    except Exception as exc:
+        logger.exception("the back-test %s failed", which)
+        record["outcomes"] = {"failed": f"{type(exc).__name__}: {exc}"}
+        return None
+
+
 def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict[str, Any]) -> None:
     """Append the decision's realised figures to the deployed version's history (outcomes.py)."""
-    from risk.monitoring import outcomes
-
     realised = {**realised, "at": artefacts.utc_now()}
     if realised["roc_auc"] is None:
         realised["note"] = f"the {realised['rows']} row(s) judged hold one class only: no ROC AUC"
@@ -360,8 +363,6 @@ def keep_realised_figures(config: Config, realised: dict[str, Any], record: dict
 
 def finish_outcomes_report(config: Config, record: dict[str, Any]) -> None:
     """The outcomes report a killed run left unwritten after its records changed (one stat when none)."""
-    from risk.monitoring import outcomes
-
     if outcomes.report_due(config):
         refresh_outcomes_report(config, record)
 

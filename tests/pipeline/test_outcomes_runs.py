@@ -121,6 +121,23 @@ def test_a_failed_back_test_fails_the_run_but_not_its_decision(deployed_project:
     assert versions.current_version(config) == "v2"
 
 
+def drop_a_small_relabelled_batch(config: Config) -> Path:
+    """20 of the shifted month's clients again, their features changed (so not duplicates), as
+    relabelled.csv in a later second than v2's list: fewer rows than drift_min_rows, so the run only
+    back-tests them. Returns the shifted month's file."""
+    source = config.input_folder / f"{sample.SHIFTED_MONTH}_clients.csv"
+    lines = source.read_text().splitlines()
+    column = lines[0].split(",").index("number_of_employees")
+    changed = []
+    for line in lines[1:21]:
+        cells = line.split(",")
+        cells[column] = str(int(cells[column]) + 1000)
+        changed.append(",".join(cells))
+    time.sleep(1.1)  # after v2's list, in a later second
+    (config.input_folder / "relabelled.csv").write_text("\n".join([lines[0], *changed]) + "\n")
+    return source
+
+
 @pytest.mark.slow
 def test_a_run_killed_before_the_outcomes_report_is_written_leaves_it_to_the_next_run(
     outcomes_project: Config,
@@ -130,17 +147,7 @@ def test_a_run_killed_before_the_outcomes_report_is_written_leaves_it_to_the_nex
     from tests.pipeline.test_process import run_in_child
 
     config = outcomes_project
-    source = config.input_folder / f"{sample.SHIFTED_MONTH}_clients.csv"
-    lines = source.read_text().splitlines()
-    header = lines[0].split(",")
-    column = header.index("number_of_employees")
-    changed = []
-    for line in lines[1:21]:  # fewer rows than drift_min_rows: the run only back-tests them
-        cells = line.split(",")
-        cells[column] = str(int(cells[column]) + 1000)
-        changed.append(",".join(cells))
-    time.sleep(1.1)  # after v2's list, in a later second
-    (config.input_folder / "relabelled.csv").write_text("\n".join([lines[0], *changed]) + "\n")
+    drop_a_small_relabelled_batch(config)
     assert run_in_child(config, kill_at="outcomes.pdf") < 0
     assert len(outcomes.backtests(config)) == 2
     assert run_in_child(config) == 0
@@ -157,16 +164,7 @@ def test_a_run_killed_before_its_back_test_leaves_it_to_the_next_run_once(outcom
     from tests.pipeline.test_process import run_in_child
 
     config = outcomes_project
-    source = config.input_folder / f"{sample.SHIFTED_MONTH}_clients.csv"
-    lines = source.read_text().splitlines()
-    column = lines[0].split(",").index("number_of_employees")
-    changed = []
-    for line in lines[1:21]:  # fewer rows than drift_min_rows: the run only back-tests them
-        cells = line.split(",")
-        cells[column] = str(int(cells[column]) + 1000)
-        changed.append(",".join(cells))
-    time.sleep(1.1)  # after v2's list, in a later second
-    (config.input_folder / "relabelled.csv").write_text("\n".join([lines[0], *changed]) + "\n")
+    source = drop_a_small_relabelled_batch(config)
     assert run_in_child(config, kill_at="backtest.jsonl") < 0
     assert len(outcomes.backtests(config)) == 1
     assert run_in_child(config) == 0
