@@ -137,6 +137,7 @@ def loan_book(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow
 def test_a_large_book_with_an_honest_random_test_split_is_no_warning(tmp_path) -> None:
     # 50,000 clients, the test rows a random 30% of them. The test f1 lands 0.012 above the
     # cross-validated one: 6 fold standard errors (0.002), but the test score's own error on

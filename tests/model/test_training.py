@@ -147,6 +147,7 @@ def test_labels_that_follow_the_features_are_informative(tmp_path) -> None:
     assert not any("no better than chance" in w for w in metadata["warnings"])
 
 
+@pytest.mark.slow
 def test_a_threshold_flagging_nearly_everyone_is_a_warning(tmp_path) -> None:
     labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)
     config = course_sized_project(tmp_path, labels)
