@@ -512,6 +512,7 @@ def probe_fast_path(config: Config) -> str:
     return result.stdout.strip() + result.stderr
 
 
+@pytest.mark.slow
 def test_a_version_deployed_by_hand_gets_its_reports_and_a_rollback_keeps_the_fast_path_light(
     deployed_project: Config,
 ) -> None:
@@ -568,6 +569,7 @@ def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(deployed_pro
     assert record["decision"] == "no_new_data" and record["temporary_files_removed"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", ["directory", "regular file"])
 def test_a_broken_current_link_counts_as_a_version_failing_verification(
     deployed_project: Config, breakage: str

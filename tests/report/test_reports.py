@@ -188,6 +188,7 @@ def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     )
 
 
+@pytest.mark.slow
 def test_main_writes_an_older_version_and_rejects_an_unknown_one(
     deployed_project: Config, capsys: pytest.CaptureFixture[str]
 ):
@@ -202,6 +203,7 @@ def test_main_writes_an_older_version_and_rejects_an_unknown_one(
     assert not (config.reports_folder / "v9").exists()
 
 
+@pytest.mark.slow
 def test_reports_reuse_the_saved_diagnostics_of_the_version(deployed_project: Config):
     config = with_settings(deployed_project, package_check_seconds=0)
     saved = diagnostics.load_diagnostics(config, "v1")
@@ -331,6 +333,7 @@ def test_after_a_rollback_the_rolled_away_versions_first_page_does_not_say_curre
     assert "(current)" not in first and "not current when this report was written" in first
 
 
+@pytest.mark.slow
 def test_the_drift_page_of_a_retrained_version_shows_the_shift_that_made_it(v2_project: Config):
     report = json.loads((v2_project.reports_folder / "v2" / "model_report.json").read_text())
     assert report["drift"]["title"] == "newest batch against v1's training data"
