@@ -121,6 +121,7 @@ def course_sized_project(folder, labels, **overrides) -> Config:
     return config
 
 
+@pytest.mark.slow
 def test_labels_independent_of_the_features_are_called_no_better_than_chance(tmp_path) -> None:
     labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)  # drawn without looking at the features
     config = course_sized_project(tmp_path, labels)
@@ -134,6 +135,7 @@ def test_labels_independent_of_the_features_are_called_no_better_than_chance(tmp
     assert all(isinstance(c["flag_everyone_score"], float) for c in metadata["candidates"].values())
 
 
+@pytest.mark.slow
 def test_labels_that_follow_the_features_are_informative(tmp_path) -> None:
     rng = np.random.default_rng(3)
     activity = rng.integers(0, 300, size=(26, 3))  # the same features course_sized_project writes
