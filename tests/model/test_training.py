@@ -12,13 +12,21 @@ import pytest
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
 from risk.model import fitting, pipelines, scoring, selection, training
-from tests.conftest import PROJECT_DIR, write_config
+from tests.conftest import PROJECT_DIR, private_copy, write_config
+
+
+@pytest.fixture(scope="module")
+def ingested_template(project_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample project with its files ingested, once for the module."""
+    config = private_copy(project_template, tmp_path_factory.mktemp("ingested"))
+    ingest.ingest_new_files(config)
+    return config.root
 
 
 @pytest.fixture
-def ingested(project: Config) -> Config:
-    ingest.ingest_new_files(project)
-    return project
+def ingested(ingested_template: Path, tmp_path: Path) -> Config:
+    """A private copy of the ingested sample project, safe to change."""
+    return private_copy(ingested_template, tmp_path)
 
 
 def test_features_exclude_target_ids_and_dropped_columns(ingested: Config) -> None:
