@@ -9,12 +9,14 @@ each other.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,7 +27,7 @@ import distributed  # noqa: F401
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 import fullprocess
 from risk.core import artefacts, logbook
@@ -152,12 +154,18 @@ def add_shifted_month(config: Config, holdout: bool = False) -> None:
             shutil.copy(path, config.test_data_folder / path.name)
 
 
+@pytest.fixture(scope="session")
+def project_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh project with the sample data written, built once: drawing the sample takes about a second."""
+    folder = tmp_path_factory.mktemp("fresh") / "project"
+    sample.write_sample_data(write_config(folder))
+    return folder
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Config:
-    """A fresh project folder with the sample data written and nothing ingested yet."""
-    config = write_config(tmp_path / "project")
-    sample.write_sample_data(config)
-    return config
+def project(project_template: Path, tmp_path: Path) -> Config:
+    """A fresh project folder with the sample data written and nothing ingested yet (a private copy)."""
+    return private_copy(project_template, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +191,7 @@ def deployed_project(deployed_template: Path, tmp_path: Path) -> Config:
     return private_copy(deployed_template, tmp_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The deployed project after `make demo-drift`: the shifted sample month made v2."""
     folder = tmp_path_factory.mktemp("v2") / "project"
@@ -230,13 +238,20 @@ UNINFORMATIVE_WARNING = (
 SCORES_WARNING = "4 of 5 test rows (80%) also appear in the training data."
 
 
+@functools.lru_cache(maxsize=1)
+def _threadpools(modules_loaded: int) -> ThreadpoolController:
+    """The process's OpenMP/BLAS pools, looked up again only when a module was imported since
+    (a native library comes with an import): the look-up costs ~8 ms, a thousand times a run."""
+    return ThreadpoolController()
+
+
 @pytest.fixture(autouse=True)
 def single_threaded():
     """One OpenMP/BLAS thread in the test process, as in the gunicorn workers and each fit task:
     on a busy 2-core machine, OpenMP threads left spinning by one fit made the next tests' tree
     predictions tens of times slower (tests/model/test_modelfiles.py: 101 s, 36 s with one thread).
     The scripts a test starts as programs set their own limits, as in production."""
-    with threadpool_limits(limits=1):
+    with _threadpools(len(sys.modules)).limit(limits=1):
         yield
 
 

@@ -64,7 +64,16 @@ def test_a_missing_input_folder_is_named(project: Config, caplog: pytest.LogCapt
 
 
 @pytest.mark.parametrize(
-    "script", ["ingestion.py", "training.py", "scoring.py", "deployment.py", "fullprocess.py", "sampledata.py"]
+    "script",
+    [
+        "ingestion.py",
+        # These two import scikit-learn and pandas before parsing: 3-4 s each as a program.
+        pytest.param("training.py", marks=pytest.mark.slow),
+        pytest.param("scoring.py", marks=pytest.mark.slow),
+        "deployment.py",
+        "fullprocess.py",
+        "sampledata.py",
+    ],
 )
 def test_every_script_answers_help_from_any_directory(script: str, tmp_path: Path) -> None:
     result = subprocess.run(

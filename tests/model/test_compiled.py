@@ -3,7 +3,9 @@ and a model that cannot be compiled is served by scikit-learn."""
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -43,6 +45,22 @@ def sample() -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, test
 
 
+@pytest.fixture(scope="module")
+def fit(sample) -> Callable[[str, dict[str, list[str]]], FixedThresholdClassifier]:
+    """``fitted`` on the sample's training rows, each (kind, features) fitted once for the module:
+    every test gets its own deep copy, free to break it."""
+    train, _ = sample
+    done: dict[tuple, FixedThresholdClassifier] = {}
+
+    def fit_once(name: str, features: dict[str, list[str]]) -> FixedThresholdClassifier:
+        key = (name, tuple(features["numeric"]), tuple(features["categorical"]))
+        if key not in done:
+            done[key] = fitted(name, features, train)
+        return copy.deepcopy(done[key])
+
+    return fit_once
+
+
 def fitted(name: str, features: dict[str, list[str]], train: pd.DataFrame) -> FixedThresholdClassifier:
     """A candidate as training.py wraps it; "blend": the soft-voting blend of all three pipelines."""
     if name == "blend":
@@ -63,10 +81,10 @@ def one_row_at_a_time(scorer: model_compiled.Scorer, batch: batches.Batch) -> np
 
 @pytest.mark.parametrize("name", list(KINDS))
 @pytest.mark.parametrize("categorical", [[], ["region"]], ids=["numeric", "with-categories"])
-def test_compiled_scorer_matches_sklearn_on_the_whole_test_set(sample, name: str, categorical: list[str]) -> None:
+def test_compiled_scorer_matches_sklearn_on_the_whole_test_set(sample, fit, name: str, categorical: list[str]) -> None:
     train, test = sample
     features = {"numeric": NUMERIC, "categorical": categorical}
-    model = fitted(name, features, train)
+    model = fit(name, features)
     schema = batches.Schema(tuple(NUMERIC), tuple(categorical), ("corporation",))
     scorer = model_compiled.build_scorer(model, schema, train)
     assert scorer.kind == KINDS[name]  # compiled, not the fallback
@@ -81,10 +99,10 @@ def test_compiled_scorer_matches_sklearn_on_the_whole_test_set(sample, name: str
         assert ((risk >= model.threshold).astype(int) == model.predict(scoring.feature_frame(test, features))).all()
 
 
-def test_more_categories_than_the_encoder_keeps_and_unseen_ones(sample) -> None:
+def test_more_categories_than_the_encoder_keeps_and_unseen_ones(sample, fit) -> None:
     train, test = sample
     features = {"numeric": NUMERIC, "categorical": ["region"]}
-    model = fitted("logistic_regression", features, train)
+    model = fit("logistic_regression", features)
     encoder = model.estimator_.named_steps["preprocess"].named_transformers_["categorical"].named_steps["encode"]
     assert len(encoder.infrequent_categories_[0])  # 60 regions > max_categories=50
     schema = batches.Schema(tuple(NUMERIC), ("region",), ())
@@ -131,12 +149,12 @@ def test_the_trees_send_missing_values_where_sklearn_does(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["hist_gradient_boosting", "blend"])
-def test_a_model_treelite_cannot_import_is_served_by_sklearn_with_a_warning(sample, name: str, caplog) -> None:
+def test_a_model_treelite_cannot_import_is_served_by_sklearn_with_a_warning(sample, fit, name: str, caplog) -> None:
     """An attribute scikit-learn's predict_proba does not need but the import reads is gone (as after an
     upgrade that renames it): Treelite raises AttributeError, and scikit-learn serves instead of a load failure."""
     train, test = sample
     features = {"numeric": NUMERIC, "categorical": ["region"]}
-    model = fitted(name, features, train)
+    model = fit(name, features)
     members = [p for _, p in model.estimator_.estimators] if name == "blend" else [model.estimator_]
     gradient_boosting = next(
         p.named_steps["classifier"] for p in members if "Gradient" in type(p.named_steps["classifier"]).__name__
@@ -153,13 +171,13 @@ def test_a_model_treelite_cannot_import_is_served_by_sklearn_with_a_warning(samp
 
 
 @pytest.mark.parametrize("rows", [1, model_compiled.SMALL_BATCH_ROWS + 1])
-def test_a_value_beyond_float32_is_refused_by_the_compiled_forest_as_by_sklearn(sample, rows: int) -> None:
+def test_a_value_beyond_float32_is_refused_by_the_compiled_forest_as_by_sklearn(sample, fit, rows: int) -> None:
     """scikit-learn's forest refuses a feature too large for float32 (the API answers 400); the compiled
     small-batch path made it infinite and answered with a probability, so one row got 200 and the
     same row among 129 got 400."""
     train, _ = sample
     features = {"numeric": NUMERIC, "categorical": []}
-    model = fitted("random_forest", features, train)
+    model = fit("random_forest", features)
     schema = batches.Schema(tuple(NUMERIC), (), ())
     scorer = model_compiled.build_scorer(model, schema, train)
     assert scorer.kind == KINDS["random_forest"]
@@ -202,10 +220,12 @@ def awkward_rows(test: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("name", list(KINDS))
-def test_single_rows_and_small_batches_with_missing_values_and_unseen_categories_are_exact(sample, name: str) -> None:
+def test_single_rows_and_small_batches_with_missing_values_and_unseen_categories_are_exact(
+    sample, fit, name: str
+) -> None:
     train, test = sample
     features = {"numeric": NUMERIC, "categorical": ["region"]}
-    model = fitted(name, features, train)
+    model = fit(name, features)
     schema = batches.Schema(tuple(NUMERIC), ("region",), ())
     scorer = model_compiled.build_scorer(model, schema, train)
     assert scorer.kind == KINDS[name]

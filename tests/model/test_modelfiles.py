@@ -3,6 +3,8 @@ still load."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import pickle
@@ -24,7 +26,13 @@ from tests.conftest import add_shifted_month
 
 
 def candidate_models(rows: int = 600) -> tuple[dict[str, FixedThresholdClassifier], pd.DataFrame]:
-    """A fitted model of every candidate kind (and the blend of them), behind its threshold, as training builds them."""
+    """A fitted model of every candidate kind (and the blend of them), behind its threshold, as training builds them:
+    a private copy (the tests tamper with them) of the ones fitted once per process."""
+    return copy.deepcopy(_fitted_candidate_models(rows))
+
+
+@functools.cache
+def _fitted_candidate_models(rows: int) -> tuple[dict[str, FixedThresholdClassifier], pd.DataFrame]:
     rng = np.random.default_rng(7)
     X = pd.DataFrame(
         {
@@ -48,6 +56,7 @@ def candidate_models(rows: int = 600) -> tuple[dict[str, FixedThresholdClassifie
     return models, X
 
 
+@pytest.mark.slow
 def test_every_candidate_kind_round_trips_through_skops_exactly(tmp_path: Path) -> None:
     models, X = candidate_models()
     assert set(models) == {"logistic_regression", "hist_gradient_boosting", "random_forest", pipelines.BLEND}
@@ -63,6 +72,7 @@ def test_every_candidate_kind_round_trips_through_skops_exactly(tmp_path: Path) 
         assert np.array_equal(loaded.predict(X), model.predict(X)), name
 
 
+@pytest.mark.slow
 def test_the_trusted_list_holds_exactly_what_our_models_need() -> None:
     """A type our models no longer hold is dropped from the list; a new one must be reviewed first."""
     models, _ = candidate_models(rows=200)
@@ -349,6 +359,7 @@ def test_a_model_that_fails_its_own_self_check_is_a_load_error_not_a_crash(tmp_p
         compiled.build_scorer(loaded, batches.Schema(("activity", "employees"), ("region",), ()), X)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("old_module", ["training", "risk.model.training"])
 def test_a_blend_saved_before_the_package_move_still_loads(tmp_path: Path, old_module: str) -> None:
     """Versions deployed before the move name the blend ``training.SoftVotingBlend``, and those saved before

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics
+from threadpoolctl import threadpool_limits
 
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
 from risk.model import scoring, training
-from tests.conftest import rewrite_config, write, write_config
+from tests.conftest import private_copy, rewrite_config, write, write_config
+
+
+@pytest.fixture(scope="module")
+def trained_template(project_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample project ingested and trained, once for the module."""
+    config = private_copy(project_template, tmp_path_factory.mktemp("trained"))
+    with threadpool_limits(limits=1):  # as the per-test single_threaded fixture, which starts after this one
+        ingest.ingest_new_files(config)
+        model, metadata = training.train_model(config)
+        training.save_model(config, model, metadata)
+    return config.root
 
 
 @pytest.fixture
-def trained(project: Config) -> Config:
-    ingest.ingest_new_files(project)
-    model, metadata = training.train_model(project)
-    training.save_model(project, model, metadata)
-    return project
+def trained(trained_template: Path, tmp_path: Path) -> Config:
+    """A private copy of the trained project, safe to change."""
+    return private_copy(trained_template, tmp_path)
 
 
 def test_scores_match_scikit_learn_and_are_written(trained: Config) -> None:
@@ -137,6 +148,7 @@ def loan_book(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow
 def test_a_large_book_with_an_honest_random_test_split_is_no_warning(tmp_path) -> None:
     # 50,000 clients, the test rows a random 30% of them. The test f1 lands 0.012 above the
     # cross-validated one: 6 fold standard errors (0.002), but the test score's own error on

@@ -12,13 +12,21 @@ import pytest
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
 from risk.model import fitting, pipelines, scoring, selection, training
-from tests.conftest import PROJECT_DIR, write_config
+from tests.conftest import PROJECT_DIR, private_copy, write_config
+
+
+@pytest.fixture(scope="module")
+def ingested_template(project_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample project with its files ingested, once for the module."""
+    config = private_copy(project_template, tmp_path_factory.mktemp("ingested"))
+    ingest.ingest_new_files(config)
+    return config.root
 
 
 @pytest.fixture
-def ingested(project: Config) -> Config:
-    ingest.ingest_new_files(project)
-    return project
+def ingested(ingested_template: Path, tmp_path: Path) -> Config:
+    """A private copy of the ingested sample project, safe to change."""
+    return private_copy(ingested_template, tmp_path)
 
 
 def test_features_exclude_target_ids_and_dropped_columns(ingested: Config) -> None:
@@ -121,6 +129,7 @@ def course_sized_project(folder, labels, **overrides) -> Config:
     return config
 
 
+@pytest.mark.slow
 def test_labels_independent_of_the_features_are_called_no_better_than_chance(tmp_path) -> None:
     labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)  # drawn without looking at the features
     config = course_sized_project(tmp_path, labels)
@@ -134,6 +143,7 @@ def test_labels_independent_of_the_features_are_called_no_better_than_chance(tmp
     assert all(isinstance(c["flag_everyone_score"], float) for c in metadata["candidates"].values())
 
 
+@pytest.mark.slow
 def test_labels_that_follow_the_features_are_informative(tmp_path) -> None:
     rng = np.random.default_rng(3)
     activity = rng.integers(0, 300, size=(26, 3))  # the same features course_sized_project writes
@@ -147,6 +157,7 @@ def test_labels_that_follow_the_features_are_informative(tmp_path) -> None:
     assert not any("no better than chance" in w for w in metadata["warnings"])
 
 
+@pytest.mark.slow
 def test_a_threshold_flagging_nearly_everyone_is_a_warning(tmp_path) -> None:
     labels = np.random.default_rng(8).permutation([1] * 8 + [0] * 18)
     config = course_sized_project(tmp_path, labels)

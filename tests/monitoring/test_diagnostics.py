@@ -206,6 +206,7 @@ def test_the_first_version_compares_the_test_data_with_its_training_data(offline
     assert not any("understated" in warning for warning in result["warnings"])
 
 
+@pytest.mark.slow
 def test_a_retrained_versions_drift_shows_the_batch_that_made_it(v2_project: Config):
     """v2's batch against v1's training data: v1 was serving when it arrived. Not against v2's own, which holds it."""
     saved = diagnostics.load_diagnostics(v2_project, "v2")["data_drift"]  # as fullprocess wrote it when deploying v2
@@ -226,6 +227,7 @@ def test_a_retrained_versions_drift_shows_the_batch_that_made_it(v2_project: Con
         assert result["drifted_features"] == ["number_of_employees"]
 
 
+@pytest.mark.slow
 def test_the_version_current_on_arrival_follows_rollbacks(v2_project: Config):
     config = v2_project
     batch = scoring.load_test_data(config)

@@ -45,6 +45,7 @@ def add_shifted_batch(config: Config) -> None:
     add_shifted_month(config)
 
 
+@pytest.mark.slow
 def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:
     assert run(project) == 0
     first = logbook.read_audit(project)[-1]
@@ -60,6 +61,7 @@ def test_first_run_deploys_and_second_is_a_no_op(project: Config) -> None:
     assert snapshot(project) == before
 
 
+@pytest.mark.slow
 def test_the_console_names_a_first_deployment_as_such(project: Config) -> None:
     assert run(project) == 0
     log = (project.log_folder / artefacts.LOG_FILE).read_text()
@@ -91,6 +93,7 @@ def test_with_nothing_new_the_run_says_what_it_checked_and_a_failed_source_leads
     assert reason == f"no new or changed files in {config.input_folder}; no new rows in database source 'crm'"
 
 
+@pytest.mark.slow
 def test_shifted_batch_is_detected_as_drift_and_redeployed(deployed_project: Config) -> None:
     add_shifted_batch(deployed_project)
 
@@ -249,6 +252,7 @@ def test_a_batch_of_one_class_is_not_judged_as_drift(deployed_project: Config) -
     assert versions.current_version(deployed_project) == "v1"
 
 
+@pytest.mark.slow
 def test_rows_left_undecided_by_a_failed_run_are_judged_by_the_next(project: Config) -> None:
     test_file = project.test_data_folder / "testdata.csv"
     good = test_file.read_text()
@@ -508,6 +512,7 @@ def probe_fast_path(config: Config) -> str:
     return result.stdout.strip() + result.stderr
 
 
+@pytest.mark.slow
 def test_a_version_deployed_by_hand_gets_its_reports_and_a_rollback_keeps_the_fast_path_light(
     deployed_project: Config,
 ) -> None:
@@ -564,6 +569,7 @@ def test_temporary_files_of_killed_runs_are_removed_by_the_next_run(deployed_pro
     assert record["decision"] == "no_new_data" and record["temporary_files_removed"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", ["directory", "regular file"])
 def test_a_broken_current_link_counts_as_a_version_failing_verification(
     deployed_project: Config, breakage: str
@@ -587,6 +593,7 @@ def test_a_broken_current_link_counts_as_a_version_failing_verification(
     ] == [True]
 
 
+@pytest.mark.slow
 def test_a_manifest_that_is_not_an_object_fails_verification_and_new_data_redeploys(deployed_project: Config) -> None:
     (versions.version_path(deployed_project) / "manifest.json").write_text("[]")
     assert run(deployed_project) == 0  # nothing new: a no-op, not a crash

@@ -81,6 +81,7 @@ def test_listings_never_print_control_characters_from_an_old_history(
         assert not [c for c in out if c != "\n" and logbook.control_characters(c)], out
 
 
+@pytest.mark.slow
 def test_a_stray_byte_in_the_history_does_not_break_the_listings(
     pending_project: Config, capsys: pytest.CaptureFixture
 ) -> None:

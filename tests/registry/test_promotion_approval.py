@@ -211,6 +211,7 @@ def test_a_better_challenger_replaces_a_poor_champion_with_its_interval(project:
     assert f1["resamples"] == 1000
 
 
+@pytest.mark.slow
 def test_the_audit_line_and_make_versions_show_the_comparison(
     deployed_project: Config, capsys: pytest.CaptureFixture
 ) -> None:
@@ -241,6 +242,7 @@ def approval_project(tmp_path: Path) -> Config:
     return config
 
 
+@pytest.mark.slow
 def test_approval_end_to_end_with_the_api(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -315,6 +317,7 @@ def test_the_sign_off_box_shows_the_recorded_decision() -> None:
     assert "____" in pages.sign_off_lines({})[0]
 
 
+@pytest.mark.slow
 def test_a_rejection_is_recorded_and_its_report_rewritten(deployed_project: Config) -> None:
     deploy.deploy_model(deployed_project, reason="challenger", pending=True)
     from risk.report import reports
@@ -504,6 +507,7 @@ def test_concurrent_appenders_keep_one_chain(tmp_path: Path) -> None:
     assert jsonfiles.verify_json_line_chain(log)[0] is None
 
 
+@pytest.mark.slow
 def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_moving_current(
     deployed_project: Config,
 ) -> None:
@@ -532,6 +536,7 @@ def test_a_pending_deploy_killed_before_its_history_line_is_finished_without_mov
     assert process.verify_audit(config) == 0
 
 
+@pytest.mark.slow
 def test_page_one_shows_the_rejection_in_the_sign_off_box(deployed_project: Config) -> None:
     from tests.conftest import page_text
 
@@ -568,6 +573,7 @@ def test_a_deployment_by_hand_waits_for_approval_when_required(
     assert versions.current_version(config) == "v1" and versions.pending_versions(config) == ["v2"]
 
 
+@pytest.mark.slow
 def test_with_a_cost_metric_drift_and_the_gate_treat_lower_as_better(tmp_path: Path) -> None:
     config = write_config(tmp_path / "project", metric="cost", cost_matrix={"false_negative": 5, "false_positive": 1})
     sample.write_sample_data(config)
@@ -587,6 +593,7 @@ def test_with_a_cost_metric_drift_and_the_gate_treat_lower_as_better(tmp_path: P
     assert cost["challenger_score"] > cost["champion_score"] and cost["gain"] < 0 and cost["interval"][1] < 0
 
 
+@pytest.mark.slow
 def test_with_nothing_approved_new_data_makes_a_new_pending_version_that_supersedes_the_first(tmp_path: Path) -> None:
     config = approval_project(tmp_path)
     assert fullprocess.main(["--config", str(config.path)]) == 0

@@ -75,6 +75,7 @@ def governed(deployed_project: Config) -> Config:
     )
 
 
+@pytest.mark.slow
 def test_the_card_is_written_beside_the_reports_and_is_the_second_page(governed: Config) -> None:
     paths = reports.write_reports(governed, refresh_diagnostics=True)
 
@@ -129,6 +130,7 @@ def test_the_diagnostics_endpoint_serves_the_fairness_section(
     assert all(0 <= g["selection_rate"] <= 1 for g in groups.values())
 
 
+@pytest.mark.slow
 def test_an_approval_recorded_in_the_history_is_on_the_card(governed: Config) -> None:
     history = governed.deployment_folder / artefacts.HISTORY_FILE
     append_json_line(

@@ -164,6 +164,7 @@ def test_report_json_restates_diagnostics(reported):
     json.dumps(report, allow_nan=False)
 
 
+@pytest.mark.slow
 def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     config = with_settings(deployed_project, package_check_seconds=0)
     old = {name: sha256_file(config.reports_folder / "v1" / name) for name in REPORT_FILES}
@@ -187,6 +188,7 @@ def test_a_new_deployment_keeps_the_older_reports(deployed_project: Config):
     )
 
 
+@pytest.mark.slow
 def test_main_writes_an_older_version_and_rejects_an_unknown_one(
     deployed_project: Config, capsys: pytest.CaptureFixture[str]
 ):
@@ -201,6 +203,7 @@ def test_main_writes_an_older_version_and_rejects_an_unknown_one(
     assert not (config.reports_folder / "v9").exists()
 
 
+@pytest.mark.slow
 def test_reports_reuse_the_saved_diagnostics_of_the_version(deployed_project: Config):
     config = with_settings(deployed_project, package_check_seconds=0)
     saved = diagnostics.load_diagnostics(config, "v1")
@@ -240,6 +243,7 @@ def deploy_with_checks(config: Config, reason: str, **changes: dict) -> str:
     return deploy.deploy_model(config, reason=reason)
 
 
+@pytest.mark.slow
 def test_first_page_states_the_model_checks_and_the_performance_page_says_what_is_true(deployed_project: Config):
     """A model no better than chance, and test rows found in the training data, as training and scoring record them."""
     config = with_settings(deployed_project, package_check_seconds=0)
@@ -280,6 +284,7 @@ def test_first_page_states_the_model_checks_and_the_performance_page_says_what_i
     assert "never trained on" not in performance and "was not checked for this version" in performance
 
 
+@pytest.mark.slow
 def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     config = v2_project
     deploying = logbook.read_audit(config)[-1]
@@ -310,6 +315,7 @@ def test_the_report_lists_the_run_that_deployed_the_version(v2_project: Config):
     assert "v2 (this)" in operations
 
 
+@pytest.mark.slow
 def test_after_a_rollback_the_rolled_away_versions_first_page_does_not_say_current(v2_project: Config):
     config = v2_project
     pdf = config.reports_folder / "v2" / "model_report.pdf"
@@ -327,6 +333,7 @@ def test_after_a_rollback_the_rolled_away_versions_first_page_does_not_say_curre
     assert "(current)" not in first and "not current when this report was written" in first
 
 
+@pytest.mark.slow
 def test_the_drift_page_of_a_retrained_version_shows_the_shift_that_made_it(v2_project: Config):
     report = json.loads((v2_project.reports_folder / "v2" / "model_report.json").read_text())
     assert report["drift"]["title"] == "newest batch against v1's training data"
@@ -340,6 +347,7 @@ def test_the_drift_page_of_a_retrained_version_shows_the_shift_that_made_it(v2_p
     assert f"number_of_employees {employees['psi']:.4f} moderate" in text
 
 
+@pytest.mark.slow
 def test_page_one_compares_the_previous_version_on_the_same_test_rows(deployed_project: Config):
     """Once a hold-out of the new month joins testdata/, v1's stored scores are of other rows: page 1
     scores v1 again on today's test rows, so its Change column compares both on the same rows."""
@@ -360,6 +368,7 @@ def test_page_one_compares_the_previous_version_on_the_same_test_rows(deployed_p
     assert f"f1 (chosen on) {report['metrics']['f1']:.4f} {previous['f1']:.4f}" in text
 
 
+@pytest.mark.slow
 def test_page_one_lists_every_warning_it_counts_and_keeps_the_sign_off_whole(deployed_project: Config):
     """Many long warnings: none is replaced by "... and N more" while room is left, and the sign-off is never split."""
     config = with_settings(deployed_project, package_check_seconds=0)
@@ -383,6 +392,7 @@ def test_page_one_lists_every_warning_it_counts_and_keeps_the_sign_off_whole(dep
     assert "Approved / rejected:" in sign_off[0] and "Comments:" in sign_off[0], "its lines are on its page"
 
 
+@pytest.mark.slow
 def test_importance_calibration_and_curves_use_a_seeded_sample_the_report_states(deployed_project: Config):
     """Their cost stays bounded whatever the test data's size; the scores still use every row."""
     config = with_settings(deployed_project, package_check_seconds=0, report_sample_rows=60)
