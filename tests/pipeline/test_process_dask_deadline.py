@@ -22,7 +22,10 @@ def test_a_silent_scheduler_ends_the_cron_run(deployed_project, tmp_path, fallba
     server = listener_that_answers(HANDSHAKE_START)
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     config = rewrite_config(
-        deployed_project, dask_scheduler_address=address, dask_timeout_seconds=SILENT_TIMEOUT, dask_fallback_local=fallback
+        deployed_project,
+        dask_scheduler_address=address,
+        dask_timeout_seconds=SILENT_TIMEOUT,
+        dask_fallback_local=fallback,
     )
 
     finished = subprocess.run(
