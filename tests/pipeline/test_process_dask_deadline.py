@@ -16,6 +16,7 @@ from tests.model.test_compute_deadlines import GUARD_SECONDS, HANDSHAKE_START, S
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.start_first
 @pytest.mark.parametrize("fallback", [False, True], ids=["fails", "falls-back"])
 def test_a_silent_scheduler_ends_the_cron_run(deployed_project, tmp_path, fallback) -> None:
     add_shifted_month(deployed_project)  # drift: the run retrains, on the configured cluster
