@@ -45,6 +45,12 @@ FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3, "pa
 FAST_SETTINGS["settle_seconds"] = 0
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `start_first` (the longest, over a minute on a busy machine) are run first:
+    one started last would keep one process busy long after the others ran out of work."""
+    items.sort(key=lambda item: item.get_closest_marker("start_first") is None)  # stable: the rest keep their order
+
+
 # --- what a test needs from the machine ---------------------------------------------------------
 
 

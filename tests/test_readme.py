@@ -221,9 +221,20 @@ def stated_test_count() -> int:
     return int(found[0].replace(",", ""))
 
 
-@pytest.mark.slow
-def test_the_stated_test_count_is_within_15_percent_of_the_collected_count() -> None:
-    """Collecting imports every test module (about 25 s on 2 busy cores), hence `slow`."""
+def collects_the_whole_suite(config: pytest.Config) -> bool:
+    """This session collected every test, none left out: pytest given no paths (so ``testpaths``),
+    no -k, -m, --deselect, --ignore or --last-failed."""
+    option = config.option
+    return config.args_source == pytest.Config.ArgsSource.TESTPATHS and not any(
+        getattr(option, name, None) for name in ("keyword", "markexpr", "deselect", "ignore", "ignore_glob", "lf")
+    )
+
+
+def collected_test_count(request: pytest.FixtureRequest) -> int:
+    """The suite's test count: this session's own collection when it is the whole suite (`make
+    test`, each xdist worker collects it all), else that of `pytest --collect-only`."""
+    if collects_the_whole_suite(request.config):
+        return request.session.testscollected
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
         cwd=PROJECT_DIR,
@@ -231,6 +242,13 @@ def test_the_stated_test_count_is_within_15_percent_of_the_collected_count() -> 
         text=True,
         check=True,
     )
-    count = int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1))
+    return int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1))
+
+
+@pytest.mark.slow
+def test_the_stated_test_count_is_within_15_percent_of_the_collected_count(request: pytest.FixtureRequest) -> None:
+    """Outside a whole-suite session, collecting imports every test module (about 25 s on 2 busy
+    cores), hence `slow`."""
+    count = collected_test_count(request)
     stated = stated_test_count()
     assert abs(stated - count) <= TEST_COUNT_TOLERANCE * count, f"the README says about {stated}; {count} collected"

@@ -43,13 +43,14 @@ from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture
-def browser(tmp_path: Path):
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory):
+    """One headless Chromium for the module's tests (starting one takes seconds); each test gets
+    its own tab and downloads folder from ``browser``."""
     for program in (CHROMIUM, CHROMEDRIVER):
         if not program.exists():
             skip_or_fail_in_ci(f"{program} is absent: {INSTALL_HINT}")
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
+    folder = tmp_path_factory.mktemp("chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
@@ -62,19 +63,34 @@ def browser(tmp_path: Path):
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1280,1100",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--user-data-dir={folder / 'chromium-profile'}",
     ):
         options.add_argument(flag)
     options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        "prefs", {"download.default_directory": str(folder), "download.prompt_for_download": False}
     )
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)))
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    driver.downloads = downloads
     try:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium, tmp_path: Path):
+    """The module's Chromium in a new tab, the earlier test's tab closed (so nothing a page kept in
+    sessionStorage, such as a token, carries over), downloading into this test's own folder."""
+    earlier = chromium.current_window_handle
+    chromium.switch_to.new_window("tab")
+    tab = chromium.current_window_handle
+    chromium.switch_to.window(earlier)
+    chromium.close()
+    chromium.switch_to.window(tab)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    chromium.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    chromium.downloads = downloads
+    return chromium
 
 
 def upload_and_wait(driver, csv_path: Path) -> list:

@@ -31,6 +31,10 @@ pytestmark = pytest.mark.slow
 GUARD_SECONDS = 180  # far above every deadline under test: reaching it means a wait without end
 # dask_timeout_seconds in these tests: short, yet long enough that a loaded machine's scheduler answers in time.
 TIMEOUT = 5
+# dask_timeout_seconds against a listener that starts a handshake and falls silent: no deadline is long
+# enough for it to answer, so a short one tests the same; 2 s, not the minimum 1, keeps a loaded machine's
+# own TCP connect (which must succeed for the handshake to start) well inside it.
+SILENT_TIMEOUT = 2
 
 
 @pytest.fixture
@@ -237,7 +241,7 @@ def test_a_listener_that_starts_a_handshake_and_falls_silent_does_not_hang_train
     server = listener_that_answers(HANDSHAKE_START)
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     config = write_config(
-        project.root, dask_scheduler_address=address, dask_timeout_seconds=TIMEOUT, dask_fallback_local=fallback
+        project.root, dask_scheduler_address=address, dask_timeout_seconds=SILENT_TIMEOUT, dask_fallback_local=fallback
     )
 
     finished = subprocess.run(
@@ -256,7 +260,7 @@ def test_a_listener_that_starts_a_handshake_and_falls_silent_does_not_hang_train
     else:
         assert finished.returncode == 1
         assert (
-            f"cannot reach the Dask scheduler at {address} within {TIMEOUT} s (no complete Dask handshake)"
+            f"cannot reach the Dask scheduler at {address} within {SILENT_TIMEOUT} s (no complete Dask handshake)"
             in finished.stderr
         )
         assert "Traceback" not in finished.stderr
@@ -270,7 +274,7 @@ def test_connect_gives_up_on_a_silent_handshake_without_waiting_in_del(tmp_path)
         "import gc, sys\n"
         "from risk.model import compute\n"
         "try:\n"
-        f"    compute.connect({address!r}, timeout={TIMEOUT})\n"
+        f"    compute.connect({address!r}, timeout={SILENT_TIMEOUT})\n"
         "except compute.ComputeUnavailable as exc:\n"
         "    print('refused:', exc)\n"
         "gc.collect()\n"

@@ -418,6 +418,7 @@ KILL_POINT_SHARES = 4  # every change is killed at in one of these tests, so par
 
 
 @pytest.mark.slow
+@pytest.mark.start_first
 @pytest.mark.parametrize("first_point", range(1, KILL_POINT_SHARES + 1))
 def test_a_drift_run_killed_before_any_file_system_change_is_finished_by_the_next_run(
     small_drift_template: Path, tmp_path: Path, first_point: int

@@ -11,18 +11,22 @@ import pytest
 from risk.core import logbook
 from risk.registry import versions
 from tests.conftest import PROJECT_DIR, add_shifted_month, listener_that_answers, rewrite_config
-from tests.model.test_compute_deadlines import GUARD_SECONDS, HANDSHAKE_START, TIMEOUT
+from tests.model.test_compute_deadlines import GUARD_SECONDS, HANDSHAKE_START, SILENT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.start_first
 @pytest.mark.parametrize("fallback", [False, True], ids=["fails", "falls-back"])
 def test_a_silent_scheduler_ends_the_cron_run(deployed_project, tmp_path, fallback) -> None:
     add_shifted_month(deployed_project)  # drift: the run retrains, on the configured cluster
     server = listener_that_answers(HANDSHAKE_START)
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     config = rewrite_config(
-        deployed_project, dask_scheduler_address=address, dask_timeout_seconds=TIMEOUT, dask_fallback_local=fallback
+        deployed_project,
+        dask_scheduler_address=address,
+        dask_timeout_seconds=SILENT_TIMEOUT,
+        dask_fallback_local=fallback,
     )
 
     finished = subprocess.run(
@@ -42,5 +46,5 @@ def test_a_silent_scheduler_ends_the_cron_run(deployed_project, tmp_path, fallba
     else:
         assert finished.returncode == 1 and finished.stdout == ""
         [line] = finished.stderr.splitlines()
-        assert f"cannot reach the Dask scheduler at {address} within {TIMEOUT} s" in line, line
+        assert f"cannot reach the Dask scheduler at {address} within {SILENT_TIMEOUT} s" in line, line
         assert record["status"] == "failed" and versions.current_version(config) == "v1"
