@@ -162,6 +162,27 @@ def _hanley_mcneil(auc: float, positives: int, negatives: int) -> float | None:
     return math.sqrt(max(variance, 0.0) / (positives * negatives))
 
 
+def delong_roc_auc(y_true: np.ndarray, risk: np.ndarray) -> tuple[float, float] | None:
+    """ROC AUC and DeLong's (1988) closed-form standard error of it, or None with a single class.
+
+    Each positive's placement (the share of negatives scored below it, ties counting half) and
+    each negative's (the share of positives scored above it) average to the AUC; the variance of
+    each set of placements over its class size, summed, is DeLong's variance. Midranks give every
+    placement at once: one sort of the scores, whatever their ties.
+    """
+    from scipy.stats import rankdata
+
+    y_true, risk = np.asarray(y_true).astype(bool), np.asarray(risk, dtype=float)
+    positives, negatives = int(y_true.sum()), int((~y_true).sum())
+    if positives < 2 or negatives < 2:
+        return None
+    ranks = rankdata(risk)
+    positive_places = (ranks[y_true] - rankdata(risk[y_true])) / negatives
+    negative_places = 1 - (ranks[~y_true] - rankdata(risk[~y_true])) / positives
+    variance = positive_places.var(ddof=1) / positives + negative_places.var(ddof=1) / negatives
+    return float(positive_places.mean()), math.sqrt(variance)
+
+
 def classification_metrics(
     y_true: np.ndarray, risk: np.ndarray, predicted: np.ndarray, cost_matrix: dict[str, float] | None = None
 ) -> dict[str, Any]:
