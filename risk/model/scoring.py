@@ -233,13 +233,37 @@ def score_frame(
     if config["dask_scheduler_address"] and len(features) >= cluster_min_rows:
         risk, predicted = _predict_on_cluster(model, features, config)
     else:
-        risk = model.predict_proba(features)[:, 1]
-        predicted = model.predict(features).astype(int)
+        risk, predicted = risk_and_decisions(model, features)
     return classification_metrics(y_true, risk, predicted, config["cost_matrix"])
 
 
+def risk_and_decisions(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``model.predict_proba(features)[:, 1]`` and ``model.predict(features)`` as 0/1.
+
+    A model that flags a positive-class probability at or above a fixed threshold (training's
+    FixedThresholdClassifier over 0/1 labels) decides from that probability here, with the
+    comparison its own ``predict`` makes, instead of predicting every row a second time (the same
+    decisions, tested); any other model predicts again."""
+    risk = model.predict_proba(features)[:, 1]
+    if _decides_on_probability(model):
+        return risk, (risk >= model.threshold).astype(int)
+    return risk, model.predict(features).astype(int)
+
+
+def _decides_on_probability(model: Any) -> bool:
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    return (
+        isinstance(model, FixedThresholdClassifier)
+        and model.response_method == "predict_proba"
+        and model.pos_label is None
+        and not isinstance(model.threshold, str)
+        and np.array_equal(getattr(model, "classes_", None), [0, 1])
+    )
+
+
 def _predict_chunk(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    return model.predict_proba(features)[:, 1], model.predict(features).astype(int)
+    return risk_and_decisions(model, features)
 
 
 def _predict_on_cluster(model: Any, features: pd.DataFrame, config: Config) -> tuple[np.ndarray, np.ndarray]:

@@ -194,3 +194,24 @@ def test_a_test_set_of_one_class_is_a_warning(trained: Config) -> None:
     scores = scoring.score_model(trained)
 
     assert any("holds one class only" in w and "negative class" in w for w in scores["warnings"])
+
+
+def test_decisions_from_the_risk_are_the_models_own_predictions() -> None:
+    """A fixed-threshold model's decisions come from its probabilities, not a second prediction:
+    the same 0/1 as its predict, a risk exactly at the threshold flagged; other models predict again."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.integers(0, 3, 400).astype(float)})
+    y = (X["a"] + rng.normal(size=400) > 0.5).astype(int)
+    plain = LogisticRegression().fit(X, y)
+    at = float(np.sort(plain.predict_proba(X)[:, 1])[200])  # a risk some row has exactly
+    for labels in (y, y.astype(float)):
+        model = FixedThresholdClassifier(plain, threshold=at, response_method="predict_proba").fit(X, labels)
+        risk, decided = scoring.risk_and_decisions(model, X)
+        assert np.array_equal(risk, model.predict_proba(X)[:, 1])
+        assert np.array_equal(decided, model.predict(X).astype(int)) and decided.sum() == 200
+        assert scoring._decides_on_probability(model)
+    assert not scoring._decides_on_probability(plain)
+    assert np.array_equal(scoring.risk_and_decisions(plain, X)[1], plain.predict(X))
