@@ -215,3 +215,29 @@ def test_decisions_from_the_risk_are_the_models_own_predictions() -> None:
         assert scoring._decides_on_probability(model)
     assert not scoring._decides_on_probability(plain)
     assert np.array_equal(scoring.risk_and_decisions(plain, X)[1], plain.predict(X))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(["a", None, "b", np.nan], dtype=object),
+        pd.Series(["a", None, "b"], dtype=object).astype("category"),
+        pd.Series(["a", None, "b"], dtype="string"),
+        pd.Series(["a", 1, None, 2.5, np.nan, pd.NA, True], dtype=object),
+        pd.Series([1, 2, None]).astype("category"),
+        pd.Series([np.nan, None], dtype=object),
+        pd.Series([1.0, np.nan]),
+        pd.Series([], dtype=object),
+    ],
+)
+def test_categorical_features_are_the_text_the_value_by_value_conversion_gives(values: pd.Series) -> None:
+    """Text columns skip the value-by-value conversion; the result is what it gives, types included."""
+    expected = (
+        values.astype("object")
+        .where(values.notna(), np.nan)
+        .map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+    )
+    found = scoring.feature_frame(pd.DataFrame({"c": values}), {"numeric": [], "categorical": ["c"]})["c"]
+    assert found.dtype == expected.dtype
+    assert [type(v) for v in found] == [type(v) for v in expected]
+    pd.testing.assert_series_equal(found, expected, check_names=False)
