@@ -162,6 +162,27 @@ def _hanley_mcneil(auc: float, positives: int, negatives: int) -> float | None:
     return math.sqrt(max(variance, 0.0) / (positives * negatives))
 
 
+def delong_roc_auc(y_true: np.ndarray, risk: np.ndarray) -> tuple[float, float] | None:
+    """ROC AUC and DeLong's (1988) closed-form standard error of it, or None with a single class.
+
+    Each positive's placement (the share of negatives scored below it, ties counting half) and
+    each negative's (the share of positives scored above it) average to the AUC; the variance of
+    each set of placements over its class size, summed, is DeLong's variance. Midranks give every
+    placement at once: one sort of the scores, whatever their ties.
+    """
+    from scipy.stats import rankdata
+
+    y_true, risk = np.asarray(y_true).astype(bool), np.asarray(risk, dtype=float)
+    positives, negatives = int(y_true.sum()), int((~y_true).sum())
+    if positives < 2 or negatives < 2:
+        return None
+    ranks = rankdata(risk)
+    positive_places = (ranks[y_true] - rankdata(risk[y_true])) / negatives
+    negative_places = 1 - (ranks[~y_true] - rankdata(risk[~y_true])) / positives
+    variance = positive_places.var(ddof=1) / positives + negative_places.var(ddof=1) / negatives
+    return float(positive_places.mean()), math.sqrt(variance)
+
+
 def classification_metrics(
     y_true: np.ndarray, risk: np.ndarray, predicted: np.ndarray, cost_matrix: dict[str, float] | None = None
 ) -> dict[str, Any]:
@@ -191,13 +212,21 @@ def feature_frame(frame: pd.DataFrame, features: dict[str, list[str]]) -> pd.Dat
             raise ScoringError(f"column {column!r} must be numeric")
         columns[column] = values.astype("float64")
     for column in features["categorical"]:
-        columns[column] = (
-            frame[column]
-            .astype("object")
-            .where(frame[column].notna(), np.nan)
-            .map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
-        )
+        columns[column] = _as_text(frame[column])
     return pd.DataFrame(columns, index=frame.index)
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """A categorical feature as the model takes it: text, missing as NaN, anything else as its text.
+
+    Text already (the usual case: read as text, or as categories of text) needs no value-by-value
+    conversion: only the checks, in C, that it is all text."""
+    if isinstance(values.dtype, pd.CategoricalDtype) and pd.api.types.infer_dtype(values.cat.categories) == "string":
+        return values.astype("object").where(values.notna(), np.nan)
+    text = values.astype("object").where(values.notna(), np.nan)
+    if pd.api.types.infer_dtype(text, skipna=True) == "string":
+        return text
+    return text.map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
 
 
 def score_frame(
@@ -212,13 +241,37 @@ def score_frame(
     if config["dask_scheduler_address"] and len(features) >= cluster_min_rows:
         risk, predicted = _predict_on_cluster(model, features, config)
     else:
-        risk = model.predict_proba(features)[:, 1]
-        predicted = model.predict(features).astype(int)
+        risk, predicted = risk_and_decisions(model, features)
     return classification_metrics(y_true, risk, predicted, config["cost_matrix"])
 
 
+def risk_and_decisions(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``model.predict_proba(features)[:, 1]`` and ``model.predict(features)`` as 0/1.
+
+    A model that flags a positive-class probability at or above a fixed threshold (training's
+    FixedThresholdClassifier over 0/1 labels) decides from that probability here, with the
+    comparison its own ``predict`` makes, instead of predicting every row a second time (the same
+    decisions, tested); any other model predicts again."""
+    risk = model.predict_proba(features)[:, 1]
+    if _decides_on_probability(model):
+        return risk, (risk >= model.threshold).astype(int)
+    return risk, model.predict(features).astype(int)
+
+
+def _decides_on_probability(model: Any) -> bool:
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    return (
+        isinstance(model, FixedThresholdClassifier)
+        and model.response_method == "predict_proba"
+        and model.pos_label is None
+        and not isinstance(model.threshold, str)
+        and np.array_equal(getattr(model, "classes_", None), [0, 1])
+    )
+
+
 def _predict_chunk(model: Any, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    return model.predict_proba(features)[:, 1], model.predict(features).astype(int)
+    return risk_and_decisions(model, features)
 
 
 def _predict_on_cluster(model: Any, features: pd.DataFrame, config: Config) -> tuple[np.ndarray, np.ndarray]:

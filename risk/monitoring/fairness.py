@@ -272,7 +272,7 @@ def invariance(
         return {"measurable": False, "note": "not measurable: the attribute has one level in the data"}
     kept = levels[: MAX_SWAP_LEVELS + 1]
     features = scoring.feature_frame(frame, metadata["features"])
-    base_risk, base_decision = model.predict_proba(features)[:, 1], model.predict(features).astype(int)
+    base_risk, base_decision = scoring.risk_and_decisions(model, features)
     changed = np.zeros(len(frame), dtype=bool)
     largest, swaps = 0.0, 0
     own = groups.to_numpy()
@@ -283,7 +283,7 @@ def invariance(
         swapped = frame.loc[rows].copy()
         swapped[attribute] = value
         swapped_features = scoring.feature_frame(swapped, metadata["features"])
-        risk, decision = model.predict_proba(swapped_features)[:, 1], model.predict(swapped_features).astype(int)
+        risk, decision = scoring.risk_and_decisions(model, swapped_features)
         changed[rows] |= decision != base_decision[rows]
         largest = max(largest, float(np.max(np.abs(risk - base_risk[rows]))))
         swaps += int(rows.sum())

@@ -33,7 +33,7 @@ def risk_and_predictions(deployed: versions.DeployedModel, frame: pd.DataFrame) 
     """
     features = scoring.feature_frame(frame, deployed.metadata["features"])
     with single_threaded(), logs.captured_warnings() as caught:
-        risk, predicted = deployed.model.predict_proba(features)[:, 1], deployed.model.predict(features).astype(int)
+        risk, predicted = scoring.risk_and_decisions(deployed.model, features)
     _log_warnings(caught, deployed.version, len(frame))
     return risk, predicted
 

@@ -1,8 +1,9 @@
 """The model card of a deployed version: ``<reports>/<version>/model_card.md``, and the report's second page.
 
 Purpose and intended use (config text), training data window and files (the version's own
-ingestion record), features, test metrics with seeded bootstrap intervals, the threshold and
-how it was tuned, the fairness summary, limitations and warnings, and the approval (from
+ingestion record), features, test metrics with seeded bootstrap intervals (ROC AUC's from
+DeLong's closed form on large test data), the threshold and how it was tuned, the fairness
+summary, limitations and warnings, and the approval (from
 ``<deployment>/history.jsonl`` lines with ``"action": "approve"`` or ``"reject"``). Every
 value that comes from data or config is escaped where Markdown would misread it.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,10 @@ from risk.registry import promotion
 CARD_FILE = "model_card.md"
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
+# From this many test rows (and of each class) ROC AUC's interval is DeLong's closed form: a bootstrap
+# draws every row per resample (7 s at 300,000 rows), and at this size the two agree (tested).
+CLOSED_FORM_MIN_ROWS = 20_000
+CLOSED_FORM_MIN_CLASS_ROWS = 200
 NOT_CONFIGURED = "not configured (set {key} in config.json)"
 METRIC_LABELS = {"roc_auc": "ROC AUC", "cost": "expected cost per client", "f1": "F1"}
 # What Markdown would misread anywhere in a line: code spans, emphasis, links, strikethrough, HTML.
@@ -78,6 +84,25 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def uses_closed_form(metric: str, y: np.ndarray) -> bool:
+    """Whether ``metric``'s interval on these test labels is DeLong's closed form rather than the bootstrap."""
+    if metric != "roc_auc" or len(y) < CLOSED_FORM_MIN_ROWS:
+        return False
+    positives = int(np.asarray(y).astype(bool).sum())
+    return min(positives, len(y) - positives) >= CLOSED_FORM_MIN_CLASS_ROWS
+
+
+def delong_interval(y: np.ndarray, risk: np.ndarray) -> tuple[float, float, float] | None:
+    """ROC AUC's normal interval from DeLong's (1988) standard error: (low, high, standard error),
+    within 0 and 1; None with fewer than two rows of a class."""
+    found = scoring.delong_roc_auc(y, risk)
+    if found is None:
+        return None
+    auc, error = found
+    half = NormalDist().inv_cdf(1 - (1 - CONFIDENCE) / 2) * error
+    return max(auc - half, 0.0), min(auc + half, 1.0), error
+
+
 def approvals(config: Config, version: str) -> list[dict[str, Any]]:
     """The approve and reject lines recorded for ``version``, oldest first."""
     lines = logbook.read_history(config)
@@ -117,11 +142,17 @@ def build_card(
     seed, costs = config["random_seed"], config["cost_matrix"]
     intervals = {}
     for name in dict.fromkeys([metric, "roc_auc"]):
-        interval = bootstrap_interval(name, y, risk, predicted, seed, costs)
+        if uses_closed_form(name, y):
+            interval = delong_interval(y, risk)
+            method = {"method": "delong", "standard_error": interval[2] if interval else None}
+        else:
+            interval = bootstrap_interval(name, y, risk, predicted, seed, costs)
+            method = {"method": "bootstrap"}
         intervals[name] = {
             "value": scores.get(name),
             "low": interval[0] if interval else None,
             "high": interval[1] if interval else None,
+            **method,
         }
     checks = summary["model_checks"]
     return {
@@ -217,7 +248,7 @@ def card_sections(card: dict[str, Any]) -> list[tuple[str, list[tuple[str, str]]
 
 
 def _metric_items(card: dict[str, Any]) -> list[tuple[str, str]]:
-    """Each test metric with its bootstrap interval, then how the intervals were drawn."""
+    """Each test metric with its interval, then how the intervals were computed."""
     metrics = []
     for name, interval in card["intervals"].items():
         direction = " (lower is better)" if name in LOWER_IS_BETTER else ""
@@ -234,14 +265,26 @@ def _metric_items(card: dict[str, Any]) -> list[tuple[str, str]]:
                     f"{interval['low']:.4f} to {interval['high']:.4f}",
                 )
             )
-    boot = card["bootstrap"]
-    metrics.append(
-        (
-            "intervals",
-            f"percentile bootstrap, {boot['resamples']} resamples of the {boot['rows']} test rows, seed {boot['seed']}",
-        )
-    )
+    metrics.append(("intervals", _interval_methods(card)))
     return metrics
+
+
+def _interval_methods(card: dict[str, Any]) -> str:
+    """How the intervals were computed: the bootstrap's resamples and seed, DeLong's closed form where used."""
+    boot = card["bootstrap"]
+    bootstrap = (
+        f"percentile bootstrap, {boot['resamples']} resamples of the {boot['rows']} test rows, seed {boot['seed']}"
+    )
+    closed = [name for name, interval in card["intervals"].items() if interval.get("method") == "delong"]
+    if not closed:
+        return bootstrap
+    delong = (
+        f"{METRIC_LABELS['roc_auc']}: normal interval from DeLong's (1988) closed-form standard error on the "
+        f"{boot['rows']} test rows (used from {CLOSED_FORM_MIN_ROWS:,} rows, {CLOSED_FORM_MIN_CLASS_ROWS} of each "
+        "class, where it agrees with the bootstrap)"
+    )
+    others = [METRIC_LABELS.get(name, name) for name in card["intervals"] if name not in closed]
+    return delong + (f"; {', '.join(others)}: {bootstrap}" if others else "")
 
 
 def _limitations(card: dict[str, Any]) -> list[str]:

@@ -206,3 +206,50 @@ def test_a_test_set_of_one_class_is_a_warning(trained: Config) -> None:
     scores = scoring.score_model(trained)
 
     assert any("holds one class only" in w and "negative class" in w for w in scores["warnings"])
+
+
+def test_decisions_from_the_risk_are_the_models_own_predictions() -> None:
+    """A fixed-threshold model's decisions come from its probabilities, not a second prediction:
+    the same 0/1 as its predict, a risk exactly at the threshold flagged; other models predict again."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.integers(0, 3, 400).astype(float)})
+    y = (X["a"] + rng.normal(size=400) > 0.5).astype(int)
+    plain = LogisticRegression().fit(X, y)
+    at = float(np.sort(plain.predict_proba(X)[:, 1])[200])  # a risk some row has exactly
+    for labels in (y, y.astype(float)):
+        model = FixedThresholdClassifier(plain, threshold=at, response_method="predict_proba").fit(X, labels)
+        risk, decided = scoring.risk_and_decisions(model, X)
+        assert np.array_equal(risk, model.predict_proba(X)[:, 1])
+        assert np.array_equal(decided, model.predict(X).astype(int)) and decided.sum() == 200
+        assert scoring._decides_on_probability(model)
+    assert not scoring._decides_on_probability(plain)
+    assert np.array_equal(scoring.risk_and_decisions(plain, X)[1], plain.predict(X))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(["a", None, "b", np.nan], dtype=object),
+        pd.Series(["a", None, "b"], dtype=object).astype("category"),
+        pd.Series(["a", None, "b"], dtype="string"),
+        pd.Series(["a", 1, None, 2.5, np.nan, pd.NA, True], dtype=object),
+        pd.Series([1, 2, None]).astype("category"),
+        pd.Series([np.nan, None], dtype=object),
+        pd.Series([1.0, np.nan]),
+        pd.Series([], dtype=object),
+    ],
+)
+def test_categorical_features_are_the_text_the_value_by_value_conversion_gives(values: pd.Series) -> None:
+    """Text columns skip the value-by-value conversion; the result is what it gives, types included."""
+    expected = (
+        values.astype("object")
+        .where(values.notna(), np.nan)
+        .map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+    )
+    found = scoring.feature_frame(pd.DataFrame({"c": values}), {"numeric": [], "categorical": ["c"]})["c"]
+    assert found.dtype == expected.dtype
+    assert [type(v) for v in found] == [type(v) for v in expected]
+    pd.testing.assert_series_equal(found, expected, check_names=False)

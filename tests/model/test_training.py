@@ -632,3 +632,51 @@ def test_the_selection_sample_is_the_same_in_worker_processes(ingested: Config) 
     assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
     X = scoring.feature_frame(masterstore.load_master(config), here["features"])
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
+
+
+def _same_state(a: object, b: object, path: str = "preprocess") -> list[str]:
+    """Where two fitted objects differ, attribute by attribute (arrays by value)."""
+    import pickle
+
+    if pickle.dumps(a) == pickle.dumps(b):
+        return []
+    if type(a) is not type(b):
+        return [path]
+    if hasattr(a, "__dict__"):
+        keys = set(vars(a)) | set(vars(b))
+        return [d for k in sorted(keys) for d in _same_state(vars(a).get(k), vars(b).get(k), f"{path}.{k}")]
+    if isinstance(a, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _same_state(x, y, f"{path}[{i}]")]
+    if isinstance(a, dict) and a.keys() == b.keys():
+        return [d for k in a for d in _same_state(a[k], b[k], f"{path}[{k!r}]")]
+    return [path]
+
+
+@pytest.mark.parametrize("levels", [3, 48, 49, 60], ids=lambda n: f"{n}-levels")
+def test_one_hot_encoders_fitted_without_counting_are_scikit_learns(levels: int) -> None:
+    """Below max_categories distinct values (missing counted) no category can be infrequent, so the
+    lean encoding skips scikit-learn's count of every value: the fitted preprocessing is the one
+    scikit-learn fits, attribute by attribute, and encodes alike; at the cap or above it counts."""
+    rng = np.random.default_rng(levels)
+    rows = 3_000
+    frame = pd.DataFrame(
+        {f"t{i}": pd.Categorical(rng.choice([f"c{j}" for j in range(levels)] + [None], rows)) for i in range(2)}
+    )
+    frame["t2"] = rng.choice(["a", "b", None], rows).astype(object)  # text, not categories
+    frame["x"] = np.where(rng.random(rows) < 0.2, np.nan, rng.normal(size=rows))
+    features = {"numeric": ["x"], "categorical": ["t0", "t1", "t2"]}
+    expected = pipelines.build_preprocess(features)
+    want = expected.fit_transform(frame)
+    lean = pipelines.build_preprocess(features)
+    skipped = fitting._encoders_without_infrequent(lean, frame)
+    got = fitting._fit_transform_lean(lean, frame, np.zeros(rows))
+
+    assert skipped == ({"categorical": 50} if levels < 49 else {}), "49 levels and missing make 50 values: counted"
+    np.testing.assert_array_equal(got, want)
+    fitted, plain = (p.named_transformers_["categorical"].named_steps["encode"] for p in (lean, expected))
+    assert fitted.max_categories == 50 and lean.transformers[-1][1].named_steps["encode"].max_categories == 50
+    assert _same_state(fitted, plain) == []
+    # The other steps as the lean encoding always fitted them (median imputer, scaler in place): same values.
+    np.testing.assert_array_equal(lean.transform(frame.head(200)), expected.transform(frame.head(200)))
+    if levels >= 50:
+        assert any(indices is not None for indices in fitted._infrequent_indices), "the cap grouped the rarest"

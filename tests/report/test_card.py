@@ -64,6 +64,58 @@ def test_bootstrap_intervals_are_seeded_and_hold_the_point_value() -> None:
     )
 
 
+def test_delong_gives_the_auc_and_the_standard_error_of_its_pairwise_definition() -> None:
+    """Midranks give each row's placement at once; the same figures as comparing every positive with
+    every negative (ties counting half), as DeLong (1988) defines them."""
+    from sklearn.metrics import roc_auc_score
+
+    from risk.model.scoring import delong_roc_auc
+
+    rng = np.random.default_rng(7)
+    y = (rng.random(400) < 0.3).astype(int)
+    risk = np.round(rng.random(400) + 0.3 * y, 1)  # many ties
+    pairs = (risk[y == 1][:, None] > risk[y == 0][None, :]) + 0.5 * (risk[y == 1][:, None] == risk[y == 0][None, :])
+    expected_error = np.sqrt(pairs.mean(1).var(ddof=1) / (y == 1).sum() + pairs.mean(0).var(ddof=1) / (y == 0).sum())
+    auc, error = delong_roc_auc(y, risk)
+    assert auc == pytest.approx(roc_auc_score(y, risk), abs=1e-12)
+    assert error == pytest.approx(expected_error, rel=1e-9)
+    assert delong_roc_auc(np.r_[y[:10] * 0, 1], risk[:11]) is None, "one row of a class: no variance"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_closed_form_roc_auc_interval_agrees_with_the_bootstrap_where_it_is_used(seed: int) -> None:
+    """From CLOSED_FORM_MIN_ROWS test rows the card's ROC AUC interval is DeLong's: on data of that
+    size both intervals' bounds lie within a quarter of a standard error of each other."""
+    rng = np.random.default_rng(seed)
+    rows = report_card.CLOSED_FORM_MIN_ROWS
+    y = (rng.random(rows) < 0.2).astype(int)
+    risk = np.round(np.clip(0.3 + 0.2 * y + rng.normal(0, 0.2, rows), 0, 1), 3)
+    predicted = (risk >= 0.4).astype(int)
+    assert report_card.uses_closed_form("roc_auc", y) and not report_card.uses_closed_form("roc_auc", y[:-1])
+    assert not report_card.uses_closed_form("f1", y)
+    low, high, error = report_card.delong_interval(y, risk)
+    boot_low, boot_high = report_card.bootstrap_interval("roc_auc", y, risk, predicted, seed=1)
+    assert abs(low - boot_low) < 0.25 * error and abs(high - boot_high) < 0.25 * error
+    assert high - low == pytest.approx(2 * 1.959964 * error, rel=1e-6)
+
+
+def test_a_card_with_a_closed_form_interval_says_how_each_interval_was_computed(
+    governed: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The deployed project's test data is small: the threshold comes down to it.
+    monkeypatch.setattr(report_card, "CLOSED_FORM_MIN_ROWS", 10)
+    monkeypatch.setattr(report_card, "CLOSED_FORM_MIN_CLASS_ROWS", 2)
+    paths = reports.write_reports(governed, refresh_diagnostics=True)
+
+    report = json.loads(paths["report_json"].read_text())
+    intervals = report["model_card"]["intervals"]
+    assert intervals["roc_auc"]["method"] == "delong" and intervals["f1"]["method"] == "bootstrap"
+    assert intervals["roc_auc"]["low"] < intervals["roc_auc"]["value"] < intervals["roc_auc"]["high"]
+    card = paths["model_card"].read_text(encoding="utf-8")
+    assert "ROC AUC: normal interval from DeLong's (1988) closed-form standard error" in card
+    assert "; F1: percentile bootstrap, 1000 resamples" in card and "seed 42" in card
+
+
 @pytest.fixture
 def governed(deployed_project: Config) -> Config:
     return with_settings(
