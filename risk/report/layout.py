@@ -97,16 +97,89 @@ def _renderer() -> Any:
     return RendererAgg(10, 10, 72)
 
 
+def _font(size: float, bold: bool, mono: bool) -> Any:
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(family="monospace" if mono else "sans-serif", size=size, weight="bold" if bold else "normal")
+
+
 @functools.lru_cache(maxsize=20_000)
 def text_width(text: str, size: float, bold: bool = False, mono: bool = False) -> float:
     """The width ``text`` takes on one line, in inches."""
     if not text:
         return 0.0
-    from matplotlib.font_manager import FontProperties
+    width = glyph_advances(size, bold, mono).width(text)
+    return (width if width is not None else rendered_width(text, size, bold, mono)) * MEASURE_SLACK / 72
 
-    font = FontProperties(family="monospace" if mono else "sans-serif", size=size, weight="bold" if bold else "normal")
-    width, _, _ = _renderer().get_text_width_height_descent(text, font, ismath=False)
-    return width * MEASURE_SLACK / 72
+
+def rendered_width(text: str, size: float, bold: bool = False, mono: bool = False) -> float:
+    """The width in points the Agg renderer gives ``text`` (it lays out and hints every glyph on each call)."""
+    width, _, _ = _renderer().get_text_width_height_descent(text, _font(size, bold, mono), ismath=False)
+    return width
+
+
+@functools.lru_cache(maxsize=64)
+def glyph_advances(size: float, bold: bool, mono: bool) -> GlyphAdvances:
+    pyplot()
+    return GlyphAdvances(_font(size, bold, mono))
+
+
+class GlyphAdvances:
+    """A line's width in one font, from each glyph's advance and each pair's kerning, measured once.
+
+    The Agg renderer's width of a line (``FT2Font.set_text`` then ``get_width_height``) is the
+    pen's travel: the sum of the glyphs' hinted advances and kernings. Measuring a line there
+    hints every glyph again, and wrapping measures each line a word at a time; here each glyph
+    and pair is measured once. Equal to the renderer's width (tests/report/test_layout.py checks
+    it); ``width`` is None for a character the font lacks (the renderer's fallback fonts measure it).
+    """
+
+    def __init__(self, prop: Any):
+        import matplotlib
+        from matplotlib import ft2font
+        from matplotlib.backends.backend_agg import get_hinting_flag
+        from matplotlib.font_manager import findfont
+
+        self.factor = int(matplotlib.rcParams["text.hinting_factor"])
+        self.flags = get_hinting_flag()
+        self.kerning = ft2font.Kerning.DEFAULT
+        # A font of our own: the renderers' shared FT2Font objects keep the glyphs of their last line.
+        self.font = ft2font.FT2Font(findfont(prop), hinting_factor=self.factor)
+        self.font.set_size(prop.get_size_in_points(), 72)
+        self.usable = matplotlib.rcParams["text.kerning_factor"] == 0
+        self.glyphs: dict[str, tuple[int, int] | None] = {}  # character: (glyph index, advance in 1/64 px)
+        self.kerns: dict[tuple[int, int], int] = {}
+
+    def width(self, text: str) -> float | None:
+        """``text``'s width in points (pixels at 72 dpi), None where the renderer must measure it."""
+        if not self.usable:
+            return None
+        pen, previous = 0, 0
+        for char in text:
+            glyph = self.glyphs[char] if char in self.glyphs else self._load(char)
+            if glyph is None:
+                return None
+            index, advance = glyph
+            if previous:
+                pair = (previous, index)
+                pen += self.kerns[pair] if pair in self.kerns else self._kern(pair)
+            pen += advance
+            previous = index
+        return pen / 64
+
+    def _load(self, char: str) -> tuple[int, int] | None:
+        index = self.font.get_char_index(ord(char))
+        if not index:
+            self.glyphs[char] = None
+            return None
+        glyph = self.font.load_char(ord(char), flags=self.flags)
+        # The font's transform narrows the glyph by the hinting factor: FreeType's FT_MulFix, rounded.
+        self.glyphs[char] = (index, (glyph.horiAdvance * (65536 // self.factor) + 0x8000) >> 16)
+        return self.glyphs[char]
+
+    def _kern(self, pair: tuple[int, int]) -> int:
+        self.kerns[pair] = self.font.get_kerning(*pair, self.kerning)
+        return self.kerns[pair]
 
 
 def wrap(text: str, width: float, size: float, bold: bool = False, mono: bool = False) -> list[str]:

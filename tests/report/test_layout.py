@@ -174,6 +174,27 @@ def test_a_name_wider_than_its_line_breaks_after_a_separator() -> None:
     assert "".join(layout.wrap("x" * 300, 1.0, layout.SMALL)) == "x" * 300, "no separator: broken anywhere, kept whole"
 
 
+def test_a_width_from_cached_glyphs_is_the_width_the_renderer_measures() -> None:
+    # Names, numbers, separators and the report's own signs (µ → ² • · … — ·) at the report's sizes.
+    texts = [
+        "Model report · v12",
+        "logistic_regression.intercept_scaling",
+        "AVAToT.,f j ff.",
+        "serving µs: 1,234 → 5,678 (chi²) • a … b — c",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "  two  spaces, and one at the end ",
+        "Ärger über Öl, façade, naïve, 100 % of $5",
+    ]
+    for size in (7, 7.5, layout.SMALL, layout.BODY, 11.5, 12.5, 15):
+        for bold in (False, True):
+            for mono in (False, True):
+                for text in texts:
+                    measured = layout.rendered_width(text, size, bold, mono)
+                    assert layout.glyph_advances(size, bold, mono).width(text) == measured, (text, size, bold, mono)
+                    assert layout.text_width(text, size, bold, mono) == measured * layout.MEASURE_SLACK / 72
+    assert layout.glyph_advances(layout.BODY, False, False).width("chart 中") is None, "a glyph the font lacks: the renderer's"
+
+
 def test_tables_rows_and_notes_too_long_for_a_page_continue_inside_the_frame(tmp_path: Path) -> None:
     from matplotlib.backends.backend_pdf import PdfPages
 
