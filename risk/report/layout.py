@@ -57,6 +57,88 @@ def pyplot() -> Any:
     return plt
 
 
+@functools.cache
+def _font_properties(size: float, bold: bool, mono: bool) -> Any:
+    """The font of a page's text (shared: the lines' artist only reads it)."""
+    return _font(size, bold, mono)
+
+
+def text_lines() -> Any:
+    """An artist drawing a page's lines of plain text where matplotlib's ``Text`` would put them.
+
+    A page has hundreds of lines; a ``Text`` each costs its creation and, at every save, a layout
+    that measures its line again. This one draws each line with the renderer's own ``draw_text``
+    (the same glyphs, font, colour and position) and takes the measures from ``GlyphMetrics``.
+    """
+    return _text_lines_class()()
+
+
+@functools.cache
+def _text_lines_class() -> type:
+    pyplot()
+    import matplotlib
+    from matplotlib.artist import Artist
+
+    class TextLines(Artist):
+        zorder = 3  # where matplotlib draws a figure's Text: above the table fills and the rule
+
+        def __init__(self) -> None:
+            super().__init__()
+            # x, y (figure fractions), text, font (size, bold, mono), colour, horizontal and vertical alignment
+            self.lines: list[tuple[float, float, str, tuple[float, bool, bool], str, str, str]] = []
+
+        def draw(self, renderer: Any) -> None:
+            if not self.get_visible():
+                return
+            transform = self.get_transform()
+            for x, y, text, key, color, ha, va in self.lines:
+                if not text:
+                    continue
+                x, y = transform.transform((x, y))
+                font = _font_properties(*key)
+                dx, dy = _alignment_offsets(renderer, text, key, ha, va)
+                gc = renderer.new_gc()
+                gc.set_foreground(color)
+                gc.set_alpha(None)
+                gc.set_url(None)
+                gc.set_antialiased(matplotlib.rcParams["text.antialiased"])
+                renderer.open_group("text", None)
+                renderer.draw_text(gc, dx + x, dy + y, text, font, 0.0, ismath=False)
+                gc.restore()
+                renderer.close_group("text")
+            self.stale = False
+
+    return TextLines
+
+
+def _alignment_offsets(
+    renderer: Any, text: str, key: tuple[float, bool, bool], ha: str, va: str
+) -> tuple[float, float]:
+    """Where matplotlib's ``Text`` puts a line's baseline start relative to its anchor (``Text._get_layout``
+    for one unrotated line): "right" moves it left by the line's width, "top" down by its ascent, at least
+    that of "lp"."""
+    dx, dy = 0.0, 0.0
+    if ha == "right" or va == "top":
+        width, height, descent = _metrics(renderer, text, key)
+        dx = -width if ha == "right" else 0.0
+        if va == "top":
+            _, lp_height, lp_descent = _metrics(renderer, "lp", key)
+            dy = -(max(height, lp_height) - max(descent, lp_descent))
+    return dx, dy
+
+
+def _metrics(renderer: Any, text: str, key: tuple[float, bool, bool]) -> tuple[float, float, float]:
+    """A line's width, height and descent as ``renderer`` measures them: the PDF renderer's (unhinted,
+    72 dpi) from the cached glyphs, any other's by the renderer."""
+    from matplotlib.backends.backend_pdf import RendererPdf
+
+    if isinstance(getattr(renderer, "_renderer", renderer), RendererPdf):
+        found = glyph_metrics(*key, hinted=False).width_height_descent(text)
+        if found is not None:
+            return found
+    return renderer.get_text_width_height_descent(text, _font_properties(*key), ismath=False)
+
+
 def fmt(value: Any, digits: int = 4) -> str:
     """A number as a report shows it; "n/a" for nothing."""
     if value is None:
@@ -97,16 +179,109 @@ def _renderer() -> Any:
     return RendererAgg(10, 10, 72)
 
 
+def _font(size: float, bold: bool, mono: bool) -> Any:
+    from matplotlib.font_manager import FontProperties
+
+    return FontProperties(family="monospace" if mono else "sans-serif", size=size, weight="bold" if bold else "normal")
+
+
 @functools.lru_cache(maxsize=20_000)
 def text_width(text: str, size: float, bold: bool = False, mono: bool = False) -> float:
     """The width ``text`` takes on one line, in inches."""
     if not text:
         return 0.0
-    from matplotlib.font_manager import FontProperties
+    width = glyph_metrics(size, bold, mono).width(text)
+    return (width if width is not None else rendered_width(text, size, bold, mono)) * MEASURE_SLACK / 72
 
-    font = FontProperties(family="monospace" if mono else "sans-serif", size=size, weight="bold" if bold else "normal")
-    width, _, _ = _renderer().get_text_width_height_descent(text, font, ismath=False)
-    return width * MEASURE_SLACK / 72
+
+def rendered_width(text: str, size: float, bold: bool = False, mono: bool = False) -> float:
+    """The width in points the Agg renderer gives ``text`` (it lays out and hints every glyph on each call)."""
+    width, _, _ = _renderer().get_text_width_height_descent(text, _font(size, bold, mono), ismath=False)
+    return width
+
+
+@functools.lru_cache(maxsize=128)
+def glyph_metrics(size: float, bold: bool, mono: bool, hinted: bool = True) -> GlyphMetrics:
+    """A font's glyphs as the Agg renderer measures them (``hinted``), or as the PDF renderer does."""
+    pyplot()
+    from matplotlib import ft2font
+    from matplotlib.backends.backend_agg import get_hinting_flag
+
+    return GlyphMetrics(_font(size, bold, mono), get_hinting_flag() if hinted else ft2font.LoadFlags.NO_HINTING)
+
+
+class GlyphMetrics:
+    """A line's width, height and descent in one font, from each glyph and kerning pair, loaded once.
+
+    matplotlib measures a line with ``FT2Font.set_text``: its width is the pen's travel (the sum
+    of the glyphs' advances and kernings), its height and descent the extent of the glyphs' boxes.
+    That loads, and for Agg hints, every glyph again on each call, and wrapping measures a line a
+    word at a time; here each glyph and pair is loaded once. Equal to the renderers' figures
+    (tests/report/test_layout.py checks it); None for a character the font lacks (the renderer's
+    fallback fonts measure it).
+    """
+
+    def __init__(self, prop: Any, flags: Any):
+        import matplotlib
+        from matplotlib import ft2font
+        from matplotlib.font_manager import findfont
+
+        self.factor = int(matplotlib.rcParams["text.hinting_factor"])
+        self.flags = flags
+        self.kerning = ft2font.Kerning.DEFAULT
+        # A font of our own: the renderers' shared FT2Font objects keep the glyphs of their last line.
+        self.font = ft2font.FT2Font(findfont(prop), hinting_factor=self.factor)
+        self.font.set_size(prop.get_size_in_points(), 72)
+        self.usable = matplotlib.rcParams["text.kerning_factor"] == 0
+        # character: (glyph index, advance, lowest and highest point), in 1/64 points
+        self.glyphs: dict[str, tuple[int, int, int, int] | None] = {}
+        self.kerns: dict[tuple[int, int], int] = {}
+
+    def width(self, text: str) -> float | None:
+        """``text``'s width in points (pixels at 72 dpi), None where the renderer must measure it."""
+        measured = self._measure(text)
+        return None if measured is None else measured[0] / 64
+
+    def width_height_descent(self, text: str) -> tuple[float, float, float] | None:
+        """As the renderer's ``get_text_width_height_descent``, in points; None where it must measure."""
+        measured = self._measure(text)
+        if measured is None:
+            return None
+        pen, low, high = measured
+        return pen / 64, (high - low) / 64, -low / 64
+
+    def _measure(self, text: str) -> tuple[int, int, int] | None:
+        if not self.usable or not text:
+            return None
+        pen, previous, low, high = 0, 0, 32000, -32000
+        for char in text:
+            glyph = self.glyphs[char] if char in self.glyphs else self._load(char)
+            if glyph is None:
+                return None
+            index, advance, bottom, top = glyph
+            if previous:
+                pair = (previous, index)
+                pen += self.kerns[pair] if pair in self.kerns else self._kern(pair)
+            pen += advance
+            previous = index
+            low, high = min(low, bottom), max(high, top)
+        return pen, low, high
+
+    def _load(self, char: str) -> tuple[int, int, int, int] | None:
+        index = self.font.get_char_index(ord(char))
+        if not index:
+            self.glyphs[char] = None
+            return None
+        glyph = self.font.load_char(ord(char), flags=self.flags)
+        # The font's transform narrows the glyph by the hinting factor: FreeType's FT_MulFix, rounded.
+        advance = (glyph.horiAdvance * (65536 // self.factor) + 0x8000) >> 16
+        _, bottom, _, top = glyph.bbox
+        self.glyphs[char] = (index, advance, bottom, top)
+        return self.glyphs[char]
+
+    def _kern(self, pair: tuple[int, int]) -> int:
+        self.kerns[pair] = self.font.get_kerning(*pair, self.kerning)
+        return self.kerns[pair]
 
 
 def wrap(text: str, width: float, size: float, bold: bool = False, mono: bool = False) -> list[str]:
@@ -179,6 +354,8 @@ class Page:
     def _open(self, title: str) -> None:
         self.document.titles.append(title)
         self.figure = self.plt.figure(figsize=A4)
+        self.lines = text_lines()
+        self.figure.add_artist(self.lines)
         self.y = TOP
         self.plots: list[tuple[Any, tuple[float, float, float, float]]] = []  # axes, (left, top, right, bottom)
         self._draw_frame(title, len(self.document.titles))
@@ -223,20 +400,11 @@ class Page:
         bold: bool = False,
         mono: bool = False,
         color: str = "black",
-        **options: Any,
+        ha: str = "left",
+        va: str = "top",
     ) -> None:
         """One line of plain text at (x, y) inches from the page's top left corner."""
-        options.setdefault("va", "top")
-        self.figure.text(
-            self._x(x),
-            self._y(y),
-            text,
-            fontsize=size,
-            weight="bold" if bold else "normal",
-            family="monospace" if mono else "sans-serif",
-            color=color,
-            **options,
-        )
+        self.lines.lines.append((self._x(x), self._y(y), text, (size, bold, mono), color, ha, va))
 
     def room(self) -> float:
         return BOTTOM - self.y

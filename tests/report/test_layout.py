@@ -174,6 +174,38 @@ def test_a_name_wider_than_its_line_breaks_after_a_separator() -> None:
     assert "".join(layout.wrap("x" * 300, 1.0, layout.SMALL)) == "x" * 300, "no separator: broken anywhere, kept whole"
 
 
+def test_widths_from_cached_glyphs_are_the_widths_the_renderers_measure() -> None:
+    import io
+
+    from matplotlib.backends.backend_pdf import PdfFile, RendererPdf
+
+    pdf = RendererPdf(PdfFile(io.BytesIO()), 72, *layout.A4)
+    # Names, numbers, separators and the report's own signs (µ → ² • · … — ·) at the report's sizes.
+    texts = [
+        "Model report · v12",
+        "logistic_regression.intercept_scaling",
+        "AVAToT.,f j ff.",
+        "serving µs: 1,234 → 5,678 (chi²) • a … b — c",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "  two  spaces, and one at the end ",
+        "Ärger über Öl, façade, naïve, 100 % of $5",
+    ]
+    for size in (7, 7.5, layout.SMALL, layout.BODY, 11.5, 12.5, 15):
+        for bold in (False, True):
+            for mono in (False, True):
+                for text in texts:
+                    measured = layout.rendered_width(text, size, bold, mono)
+                    assert layout.glyph_metrics(size, bold, mono).width(text) == measured, (text, size, bold, mono)
+                    assert layout.text_width(text, size, bold, mono) == measured * layout.MEASURE_SLACK / 72
+                    font = layout._font(size, bold, mono)
+                    assert layout.glyph_metrics(size, bold, mono, hinted=False).width_height_descent(
+                        text
+                    ) == pdf.get_text_width_height_descent(text, font, ismath=False), ("pdf", text, size, bold, mono)
+    assert layout.glyph_metrics(layout.BODY, False, False).width("chart 中") is None, (
+        "a glyph the font lacks: the renderer's"
+    )
+
+
 def test_tables_rows_and_notes_too_long_for_a_page_continue_inside_the_frame(tmp_path: Path) -> None:
     from matplotlib.backends.backend_pdf import PdfPages
 
