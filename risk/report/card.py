@@ -32,6 +32,12 @@ CONFIDENCE = 0.95
 # draws every row per resample (7 s at 300,000 rows), and at this size the two agree (tested).
 CLOSED_FORM_MIN_ROWS = 20_000
 CLOSED_FORM_MIN_CLASS_ROWS = 200
+# An interval of no width (every positive scored above every negative, or every score tied): the
+# resamples and DeLong's variance see no spread, which is not certainty about new data.
+ZERO_WIDTH = (
+    "no interval: it has no width on this test data (the scores separate the classes perfectly or all tie), "
+    "which does not show how the model will do on new data"
+)
 NOT_CONFIGURED = "not configured (set {key} in config.json)"
 METRIC_LABELS = {"roc_auc": "ROC AUC", "cost": "expected cost per client", "f1": "F1"}
 # What Markdown would misread anywhere in a line: code spans, emphasis, links, strikethrough, HTML.
@@ -257,6 +263,8 @@ def _metric_items(card: dict[str, Any]) -> list[tuple[str, str]]:
             metrics.append((name, "not measurable on this test data"))
         elif interval["low"] is None:
             metrics.append((name, f"{interval['value']:.4f}{direction}; no interval (too few rows of each class)"))
+        elif interval["low"] == interval["high"]:
+            metrics.append((name, f"{interval['value']:.4f}{direction}; {ZERO_WIDTH}"))
         else:
             metrics.append(
                 (

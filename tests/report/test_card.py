@@ -206,3 +206,23 @@ def test_an_approval_recorded_in_the_history_is_on_the_card(governed: Config) ->
     assert "- **approved:** by Ada_Lovelace at 2026-11-02T09:30:00+00:00: fine \\*really\\*" in card
     assert "not approved yet" not in card and "someone" not in card
     assert "Ada_Lovelace" in page_text(paths["report_pdf"], 2)
+
+
+@pytest.mark.parametrize("scores", ["separated", "tied"])
+def test_an_interval_of_no_width_is_not_shown_as_certainty(scores: str) -> None:
+    """Test data whose scores separate the classes perfectly (a leaked column) or all tie give both
+    DeLong's and the bootstrap's interval no width: the card says what that does and does not show
+    instead of "95% interval 1.0000 to 1.0000"."""
+    rows = report_card.CLOSED_FORM_MIN_ROWS
+    y = (np.arange(rows) % 5 == 0).astype(int)
+    risk = y * 0.9 + 0.05 if scores == "separated" else np.full(rows, 0.3)
+    low, high, error = report_card.delong_interval(y, risk)
+    assert low == high and error == 0
+    assert report_card.bootstrap_interval("roc_auc", y[:2000], risk[:2000], y[:2000], seed=1) == (low, high)
+    card = {
+        "intervals": {"roc_auc": {"value": low, "low": low, "high": high, "method": "delong", "standard_error": 0.0}},
+        "bootstrap": {"confidence": 0.95, "resamples": 1000, "rows": rows, "seed": 42},
+    }
+    shown = dict(report_card._metric_items(card))["ROC AUC"]
+    assert f"{low:.4f}; no interval: it has no width on this test data" in shown
+    assert "95% interval" not in shown
