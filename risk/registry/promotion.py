@@ -203,7 +203,7 @@ def compare(
     y = scoring.binary_target(test[config.target], config.positive_label)
     champion_rows = risk_and_predictions(champion, test)
     features = scoring.feature_frame(test, challenger_metadata["features"])
-    challenger_rows = (challenger_model.predict_proba(features)[:, 1], challenger_model.predict(features).astype(int))
+    challenger_rows = scoring.risk_and_decisions(challenger_model, features)
     seed = int(config["random_seed"])
     cost_matrix = config.values.get("cost_matrix")
     metric = config["metric"]

@@ -57,12 +57,6 @@ def pyplot() -> Any:
     return plt
 
 
-@functools.cache
-def _font_properties(size: float, bold: bool, mono: bool) -> Any:
-    """The font of a page's text (shared: the lines' artist only reads it)."""
-    return _font(size, bold, mono)
-
-
 def text_lines() -> Any:
     """An artist drawing a page's lines of plain text where matplotlib's ``Text`` would put them.
 
@@ -95,7 +89,7 @@ def _text_lines_class() -> type:
                 if not text:
                     continue
                 x, y = transform.transform((x, y))
-                font = _font_properties(*key)
+                font = _font(*key)
                 dx, dy = _alignment_offsets(renderer, text, key, ha, va)
                 gc = renderer.new_gc()
                 gc.set_foreground(color)
@@ -136,7 +130,7 @@ def _metrics(renderer: Any, text: str, key: tuple[float, bool, bool]) -> tuple[f
         found = glyph_metrics(*key, hinted=False).width_height_descent(text)
         if found is not None:
             return found
-    return renderer.get_text_width_height_descent(text, _font_properties(*key), ismath=False)
+    return renderer.get_text_width_height_descent(text, _font(*key), ismath=False)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -179,7 +173,9 @@ def _renderer() -> Any:
     return RendererAgg(10, 10, 72)
 
 
+@functools.cache
 def _font(size: float, bold: bool, mono: bool) -> Any:
+    """The font of a report's text, made once (shared: its users only read it)."""
     from matplotlib.font_manager import FontProperties
 
     return FontProperties(family="monospace" if mono else "sans-serif", size=size, weight="bold" if bold else "normal")
