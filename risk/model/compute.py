@@ -18,6 +18,9 @@ Every wait on the cluster has a deadline, since distributed waits for ever on it
 connection and handshake (``dask_timeout_seconds``), a scheduler that stops answering or a
 cluster left without workers mid-run (the same), and the whole of one ``map``
 (``max_run_minutes``). Past one the run fails, or falls back to this machine the same way.
+With ``dask_fallback_local``, a scheduler found unusable is not asked again by the same process
+for ``REMEMBER_UNUSABLE_SECONDS``: a cron run's later steps go on locally at once instead of
+each waiting out the same deadline.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from risk.core import artefacts
 from risk.core.settings import Config
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,10 @@ logger = logging.getLogger(__name__)
 CONNECT_SECONDS = 5.0  # a scheduler that has not answered by then is treated as down (the default)
 CODE_PRIORITY = 10**9  # the project's code task goes before every task that needs it
 POLL_SECONDS = 1.0  # how often a wait on the cluster looks at whether the cluster can still finish it
+# How long a process remembers that a scheduler could not be used, under dask_fallback_local: a cron
+# run's steps (training, scoring, drift, the call list) would each wait dask_timeout_seconds for the
+# same silence; a long-lived process (the API) asks again once this has passed.
+REMEMBER_UNUSABLE_SECONDS = 600.0
 
 
 # What fixes a cluster that cannot run our tasks: the project's code travels with them (shipping.py).
@@ -339,6 +347,7 @@ class Runner:
         """Go on on this machine, in this process, after the cluster failed mid-run (dask_fallback_local)."""
         logger.warning("%s; running the rest locally (dask_fallback_local is true)", exc)
         self.fallback_reason = str(exc)
+        _remember_unusable(self.scheduler, self.fallback_reason)
         self._close_client()
         self.backend, self.workers = "local", 1
 
@@ -382,19 +391,47 @@ def open_runner(config: Config, parallel: bool = True, workers: int | None = Non
     """
     address = config["dask_scheduler_address"]
     if address:
+        remembered = _remembered_unusable(address) if config["dask_fallback_local"] else None
+        if remembered is not None:
+            logger.info("%s; running locally (dask_fallback_local is true)", remembered)
+            return _fallback_runner(remembered, parallel, workers)
         try:
             runner = dask_runner(address, config["dask_timeout_seconds"])
         except ComputeUnavailable as exc:
+            _remember_unusable(address, str(exc))
             if not config["dask_fallback_local"]:
                 raise
             logger.warning("%s; running locally (dask_fallback_local is true)", exc)
-            runner = local_runner(parallel, workers)
-            runner.fallback_reason = str(exc)
-            return runner
+            return _fallback_runner(str(exc), parallel, workers)
         runner.fallback_local = config["dask_fallback_local"]
         runner.max_wait = config["max_run_minutes"] * 60.0
         return runner
     return local_runner(parallel, workers)
+
+
+def _fallback_runner(reason: str, parallel: bool, workers: int | None) -> Runner:
+    runner = local_runner(parallel, workers)
+    runner.fallback_reason = reason
+    return runner
+
+
+def _remember_unusable(address: str | None, reason: str) -> None:
+    if address:
+        _UNUSABLE[address] = (time.monotonic(), artefacts.utc_now(), reason)
+
+
+def _remembered_unusable(address: str) -> str | None:
+    """Why the scheduler at ``address`` could not be used, if this process found so within
+    REMEMBER_UNUSABLE_SECONDS; None when it should be asked (again)."""
+    found = _UNUSABLE.get(address)
+    if found is None or time.monotonic() - found[0] > REMEMBER_UNUSABLE_SECONDS:
+        return None
+    _, clock, reason = found
+    return f"{reason} (found at {clock}; not asked again for {REMEMBER_UNUSABLE_SECONDS / 60:g} minutes)"
+
+
+# Scheduler address -> (monotonic time, wall-clock time, reason) of the last failure to use it.
+_UNUSABLE: dict[str, tuple[float, str, str]] = {}
 
 
 def local_runner(parallel: bool = True, workers: int | None = None) -> Runner:

@@ -294,6 +294,50 @@ def test_connect_gives_up_on_a_silent_handshake_without_waiting_in_del(tmp_path)
     assert "Exception ignored" not in finished.stderr and "TimeoutError" not in finished.stderr, finished.stderr
 
 
+def test_under_fallback_a_scheduler_found_unusable_is_not_asked_again_by_the_same_process(tmp_path) -> None:
+    """A cron run's later steps go on locally at once instead of each waiting out dask_timeout_seconds for the
+    same silence; without dask_fallback_local the scheduler is asked again. In a fresh process: what it
+    remembers must not reach other tests."""
+    server = listener_that_answers(HANDSHAKE_START)
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    remembering = write_config(
+        tmp_path / "fallback",
+        dask_scheduler_address=address,
+        dask_timeout_seconds=SILENT_TIMEOUT,
+        dask_fallback_local=True,
+    )
+    failing = write_config(tmp_path / "fails", dask_scheduler_address=address, dask_timeout_seconds=SILENT_TIMEOUT)
+    script = (
+        "import sys\n"
+        "from risk.core.settings import load_config\n"
+        "from risk.model import compute\n"
+        "remembering, failing = load_config(sys.argv[1]), load_config(sys.argv[2])\n"
+        "for step in ('first', 'second'):\n"
+        "    with compute.open_runner(remembering, parallel=False) as runner:\n"
+        "        print(step, runner.backend, runner.fallback_reason)\n"
+        "try:\n"
+        "    compute.open_runner(failing, parallel=False)\n"
+        "except compute.ComputeUnavailable as exc:\n"
+        "    print('without fallback', exc)\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script, str(remembering.path), str(failing.path)],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=GUARD_SECONDS,
+    )
+    server.close()
+
+    silence = f"cannot reach the Dask scheduler at {address} within {SILENT_TIMEOUT} s (no complete Dask handshake)"
+    first, second, without_fallback = finished.stdout.splitlines()
+    assert first.startswith("first local ") and silence in first and "found at" not in first, finished.stderr
+    # Remembered: the first silence's reason, when it was found, and no second wait.
+    assert second.startswith("second local ") and silence in second, finished.stderr
+    assert "found at 20" in second and "not asked again for 10 minutes" in second
+    assert without_fallback.startswith(f"without fallback {silence}") and "found at" not in without_fallback
+
+
 @pytest.mark.parametrize("address", ["tls://127.0.0.1:8786", "inproc://x", "not a url", "tcp://localhost:99999"])
 def test_an_odd_address_given_to_connect_is_compute_unavailable(address) -> None:
     """The config refuses these when loaded; called directly, connect still answers with the error
