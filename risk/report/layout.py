@@ -33,6 +33,10 @@ CELL_PADDING = 0.04  # inches left of a cell's text, and the room kept on its ri
 MEASURE_SLACK = 1.03  # measured widths are widened a little: PDF glyph widths can differ from Agg's hinted ones
 CONTINUED = " (continued)"
 PLOT_INSET = 0.15  # inches kept clear between a plot's outermost text and its room's sides
+# Where a plot area starts inside the area it is given, in inches from the area's left and right:
+# about where fitting ends for the usual tick labels (an axis label and "1000" on the left, a "1.0"
+# overhanging the right end), so most plots fit at their first measurement (each costs a layout).
+AXES_START = (0.18, 0.27)
 # Where a name too long for its line may break: after these characters, else anywhere.
 BREAK_AFTER = "_./-\\:,;=)]}"
 # The pieces of a cell a column should hold whole: words, a long name split after its
@@ -649,7 +653,8 @@ class Page:
         self.need(0.35 + height + 0.6)
         area_top = self.y
         self.y += 0.35  # the axes' titles sit above them
-        width = (CONTENT_WIDTH - left - gap * (count - 1)) / count
+        left += AXES_START[0]
+        width = (CONTENT_WIDTH - left - AXES_START[1] - gap * (count - 1)) / count
         areas = []
         for index in range(count):
             x = MARGIN + left + index * (width + gap)
@@ -723,8 +728,10 @@ def fit_plot(figure: Any, ax: Any, room: tuple[float, float, float, float]) -> N
 
 
 def _wrap_labels(ax: Any, room: tuple[float, float, float, float]) -> None:
-    """Wrap the title and the x label to the width centred on the axes that the room allows."""
+    """Wrap the title and the x label to the width centred on the axes that the room allows, inside
+    its inset (a centred title wider than that would need the axes shrunk by twice its excess)."""
     left, _, right, _ = room
+    left, right = left + PLOT_INSET, right - PLOT_INSET
     position = ax.get_position()
     centre = (position.x0 + position.width / 2) * A4[0]
     width = 2 * min(centre - left, right - centre)
