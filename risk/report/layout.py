@@ -33,6 +33,10 @@ CELL_PADDING = 0.04  # inches left of a cell's text, and the room kept on its ri
 MEASURE_SLACK = 1.03  # measured widths are widened a little: PDF glyph widths can differ from Agg's hinted ones
 CONTINUED = " (continued)"
 PLOT_INSET = 0.15  # inches kept clear between a plot's outermost text and its room's sides
+# Where a plot area starts inside the area it is given, in inches from the area's left and right:
+# about where fitting ends for the usual tick labels (an axis label and "1000" on the left, a "1.0"
+# overhanging the right end), so most plots fit at their first measurement (each costs a layout).
+AXES_START = (0.18, 0.27)
 # Where a name too long for its line may break: after these characters, else anywhere.
 BREAK_AFTER = "_./-\\:,;=)]}"
 # The pieces of a cell a column should hold whole: words, a long name split after its
@@ -85,6 +89,7 @@ def _text_lines_class() -> type:
             if not self.get_visible():
                 return
             transform = self.get_transform()
+            pdf_text = PdfText.for_renderer(renderer)
             for x, y, text, key, color, ha, va in self.lines:
                 if not text:
                     continue
@@ -97,12 +102,95 @@ def _text_lines_class() -> type:
                 gc.set_url(None)
                 gc.set_antialiased(matplotlib.rcParams["text.antialiased"])
                 renderer.open_group("text", None)
-                renderer.draw_text(gc, dx + x, dy + y, text, font, 0.0, ismath=False)
+                if pdf_text is None or not pdf_text.draw(gc, dx + x, dy + y, text, font):
+                    renderer.draw_text(gc, dx + x, dy + y, text, font, 0.0, ismath=False)
                 gc.restore()
                 renderer.close_group("text")
             self.stale = False
 
     return TextLines
+
+
+class PdfText:
+    """Writes a line of plain text into a PDF as matplotlib's ``RendererPdf.draw_text`` does for a
+    Type 3 font (the default), the same bytes, with each glyph index and kerning pair looked up once.
+
+    ``draw_text`` lays the line out glyph by glyph again on every call (loading and measuring each
+    glyph) though only the glyph indices and kernings reach the PDF; a report draws hundreds of lines.
+    A line with a character its font lacks or beyond one byte (``…``, ``→``, ``•``) is left to
+    ``draw_text``, which takes fallback fonts and draws such glyphs as separate objects.
+    tests/report/test_layout.py checks the bytes are ``draw_text``'s.
+    """
+
+    # (font file, size) -> character -> glyph index (0: the font lacks it); (font file, size) -> index pair -> kern
+    _glyphs: dict[tuple[str, float], dict[str, int]] = {}
+    _kerns: dict[tuple[str, float], dict[tuple[int, int], float]] = {}
+
+    def __init__(self, renderer: Any):
+        self.renderer = renderer
+
+    @classmethod
+    def for_renderer(cls, renderer: Any) -> PdfText | None:
+        """A writer for ``renderer`` when it is the PDF renderer with Type 3 fonts, else None."""
+        import matplotlib
+        from matplotlib.backends.backend_pdf import RendererPdf
+
+        inner = getattr(renderer, "_renderer", renderer)
+        rc = matplotlib.rcParams
+        if type(inner) is not RendererPdf or rc["pdf.fonttype"] != 3 or rc["pdf.use14corefonts"]:
+            return None
+        return cls(inner)
+
+    def draw(self, gc: Any, x: float, y: float, text: str, prop: Any) -> bool:
+        """Draw ``text`` with its baseline start at (x, y); False, drawing nothing, where ``draw_text`` must."""
+        import itertools
+        import math
+
+        from matplotlib.backends.backend_pdf import Op
+        from matplotlib.ft2font import Kerning
+
+        renderer, file = self.renderer, self.renderer.file
+        fontsize = prop.get_size_in_points()
+        font = renderer._get_font_ttf(prop)
+        key = (font.fname, fontsize)
+        glyphs = self._glyphs.setdefault(key, {})
+        kerns = self._kerns.setdefault(key, {})
+        kerns_or_chars: list[str | float] = []
+        previous = 0
+        for char in text:
+            index = glyphs.get(char)
+            if index is None:
+                index = glyphs[char] = font.get_char_index(ord(char)) if ord(char) <= 255 else 0
+            if not index:
+                return False
+            if previous:
+                pair = (previous, index)
+                kern = kerns.get(pair)
+                if kern is None:
+                    kern = kerns[pair] = font.get_kerning(previous, index, Kerning.UNFITTED) / 64
+                if kern:
+                    kerns_or_chars.append(kern)
+            kerns_or_chars.append(char)
+            previous = index
+        # draw_text's steps, in its order, for a line of one chunk of one-byte glyphs at angle 0
+        renderer.check_gc(gc, gc._rgb)
+        file._character_tracker.used.setdefault(font.fname, set()).update(map(ord, text))
+        file.output(Op.gsave)
+        angle = math.radians(0.0)
+        file.output(math.cos(angle), math.sin(angle), -math.sin(angle), math.cos(angle), x, y, Op.concat_matrix)
+        file.output(Op.begin_text)
+        file.output(file.fontName(font.fname), fontsize, Op.selectfont)
+        renderer._setup_textpos(0.0, 0, 0, 0, 0, 0)
+        file.output(
+            [
+                -1000 * next(group) / fontsize if kind is float else renderer.encode_string("".join(group), 3)
+                for kind, group in itertools.groupby(kerns_or_chars, type)
+            ],
+            Op.showkern,
+        )
+        file.output(Op.end_text)
+        file.output(Op.grestore)
+        return True
 
 
 def _alignment_offsets(
@@ -565,7 +653,8 @@ class Page:
         self.need(0.35 + height + 0.6)
         area_top = self.y
         self.y += 0.35  # the axes' titles sit above them
-        width = (CONTENT_WIDTH - left - gap * (count - 1)) / count
+        left += AXES_START[0]
+        width = (CONTENT_WIDTH - left - AXES_START[1] - gap * (count - 1)) / count
         areas = []
         for index in range(count):
             x = MARGIN + left + index * (width + gap)
@@ -639,8 +728,10 @@ def fit_plot(figure: Any, ax: Any, room: tuple[float, float, float, float]) -> N
 
 
 def _wrap_labels(ax: Any, room: tuple[float, float, float, float]) -> None:
-    """Wrap the title and the x label to the width centred on the axes that the room allows."""
+    """Wrap the title and the x label to the width centred on the axes that the room allows, inside
+    its inset (a centred title wider than that would need the axes shrunk by twice its excess)."""
     left, _, right, _ = room
+    left, right = left + PLOT_INSET, right - PLOT_INSET
     position = ax.get_position()
     centre = (position.x0 + position.width / 2) * A4[0]
     width = 2 * min(centre - left, right - centre)

@@ -206,6 +206,46 @@ def test_widths_from_cached_glyphs_are_the_widths_the_renderers_measure() -> Non
     )
 
 
+def test_lines_written_from_cached_glyphs_are_the_bytes_the_pdf_renderer_writes() -> None:
+    import io
+
+    from matplotlib.backends.backend_pdf import PdfFile, RendererPdf
+
+    layout.pyplot()
+    texts = [
+        "Model report · v12",
+        "AVAToT.,f j ff. WAVE Te Yo",
+        "logistic_regression.intercept_scaling = 1e-05; 100 % of $5",
+        "Ärger über Öl, façade, naïve (chi²)",
+        "serving µs: 1,234 → 5,678 • a … b",  # beyond one byte: drawn by draw_text
+    ]
+    written = []
+    for fast in (False, True):
+        buffer = io.BytesIO()
+        file = PdfFile(buffer)
+        renderer = RendererPdf(file, 72, *layout.A4)
+        file.newPage(*layout.A4)
+        pdf_text = layout.PdfText.for_renderer(renderer)
+        drawn_fast = 0
+        for size in (7, layout.SMALL, layout.BODY, 15):
+            for bold in (False, True):
+                for mono in (False, True):
+                    for index, text in enumerate(texts):
+                        gc = renderer.new_gc()
+                        gc.set_foreground(["black", "#555555"][index % 2])
+                        font = layout._font(size, bold, mono)
+                        x, y = 43.2 + index, 700.5 - 9.3 * index
+                        if fast and pdf_text.draw(gc, x, y, text, font):
+                            drawn_fast += 1
+                        else:
+                            renderer.draw_text(gc, x, y, text, font, 0.0, ismath=False)
+                        gc.restore()
+        file.endStream()
+        written.append((buffer.getvalue(), file._character_tracker.used))
+    assert drawn_fast == 4 * 2 * 2 * 4, "every line of one-byte glyphs the font has is written from the cache"
+    assert written[1] == written[0]
+
+
 def test_tables_rows_and_notes_too_long_for_a_page_continue_inside_the_frame(tmp_path: Path) -> None:
     from matplotlib.backends.backend_pdf import PdfPages
 
