@@ -273,10 +273,13 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
     files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
     files.write({1, None})
     assert sorted(p.name for p in scratch.iterdir()) == [
+        "all-encoded.npy",
+        "all-labels.npy",
         "all-preprocess.joblib",
-        "all.joblib",
+        "fold-1-encoded.npy",
+        "fold-1-held-out.npy",
+        "fold-1-labels.npy",
         "fold-1-preprocess.joblib",
-        "fold-1.joblib",
         "training-frame.joblib",
     ]
 
@@ -296,6 +299,23 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
         assert validation == expected.validation > 0
     files.remove()
     assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"], "a round's folds go once it is over"
+
+
+def test_a_folds_matrix_is_written_to_its_file_without_a_copy(tmp_path) -> None:
+    """The fold files are written while this process holds the encoding and the fits' results: a
+    copy of the matrix on the way to the file (joblib makes one) was training's peak with workers."""
+    import tracemalloc
+
+    encoded = np.random.default_rng(3).normal(size=(20_000, 40))
+    path = tmp_path / "fold-0-encoded.npy"
+    tracemalloc.start()
+    try:
+        fitting.write_scratch_file(encoded, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.1 * encoded.nbytes
+    np.testing.assert_array_equal(np.load(path, mmap_mode="r"), encoded)
 
 
 def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
