@@ -273,10 +273,13 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
     files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
     files.write({1, None})
     assert sorted(p.name for p in scratch.iterdir()) == [
+        "all-encoded.npy",
+        "all-labels.npy",
         "all-preprocess.joblib",
-        "all.joblib",
+        "fold-1-encoded.npy",
+        "fold-1-held-out.npy",
+        "fold-1-labels.npy",
         "fold-1-preprocess.joblib",
-        "fold-1.joblib",
         "training-frame.joblib",
     ]
 
@@ -296,6 +299,68 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
         assert validation == expected.validation > 0
     files.remove()
     assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"], "a round's folds go once it is over"
+
+
+def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(ingested: Config, tmp_path) -> None:
+    """A fitted pipeline comes back from a worker process as a file (not through loky's pipe, which
+    cost the worker and this process several times its size), loaded, and removed, by the round."""
+    from sklearn.pipeline import Pipeline
+
+    from risk.model import compute
+
+    kinds = masterstore.column_kinds(ingested)
+    master = masterstore.master_path(ingested)
+    features = pipelines.feature_types(ingested, kinds)
+    source = fitting.TrainingData(
+        features=features,
+        kinds=kinds,
+        target="exited",
+        positive_label=1,
+        master=str(master),
+        stamp=fitting.file_stamp(master),
+    )
+    X, y = source.load()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
+    mapped = fitting.TrainingData(features, kinds, "exited", 1, folds=str(scratch))
+    params = pipelines.SEARCH_SPACE["random_forest"][0]
+    with compute.local_runner(workers=2) as runner:
+        files.write({1})
+        [sent] = runner.map(fitting.fit_task, [(mapped, "random_forest", params, 42, 5, 1, True)])
+        assert isinstance(sent["pipeline"], fitting.PipelineFile)
+        assert Path(sent["pipeline"].path).parent == scratch
+        files.remove()
+        Path(sent["pipeline"].path).unlink()
+        rounds = fitting.FitRounds(runner, mapped, files, 42, 5, kept_fold=1)
+        outcomes = rounds.run([("random_forest", 0, 1), ("logistic_regression", 0, 1), ("random_forest", 0, 0)])
+    assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"], "loaded, the files are removed"
+    kept = outcomes[("random_forest", 0, 1)]["pipeline"]
+    assert isinstance(kept, Pipeline)
+    assert "pipeline" not in outcomes[("random_forest", 0, 0)], "only the kept fold's pipelines come back"
+    here = fitting.fit_task(source, "random_forest", pipelines.SEARCH_SPACE["random_forest"][0], 42, 5, 1, True)
+    test_rows = fitting.fold_indices(y, 5, 42)[1][1]
+    np.testing.assert_array_equal(
+        kept.predict_proba(X.iloc[test_rows]), here["pipeline"].predict_proba(X.iloc[test_rows])
+    )
+    fitting.clear_loaded_data()
+
+
+def test_a_folds_matrix_is_written_to_its_file_without_a_copy(tmp_path) -> None:
+    """The fold files are written while this process holds the encoding and the fits' results: a
+    copy of the matrix on the way to the file (joblib makes one) was training's peak with workers."""
+    import tracemalloc
+
+    encoded = np.random.default_rng(3).normal(size=(20_000, 40))
+    path = tmp_path / "fold-0-encoded.npy"
+    tracemalloc.start()
+    try:
+        fitting.write_scratch_file(encoded, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.1 * encoded.nbytes
+    np.testing.assert_array_equal(np.load(path, mmap_mode="r"), encoded)
 
 
 def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
