@@ -9,6 +9,7 @@ each other.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import importlib
 import json
@@ -18,6 +19,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -174,14 +177,45 @@ def project(project_template: Path, tmp_path: Path) -> Config:
     return private_copy(project_template, tmp_path)
 
 
-@pytest.fixture(scope="session")
-def deployed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project on which fullprocess has run once: ingested, trained, deployed as v1."""
-    folder = tmp_path_factory.mktemp("deployed") / "project"
+TEMPLATE_LOCK_SECONDS = 600  # a template's build by another test process takes seconds; a hung one fails the wait
+
+
+def built_once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` run once for the whole run: under pytest-xdist the first test process to ask builds it
+    in the run's shared temporary folder, under a lock, and the others wait for it (a fullprocess run costs
+    seconds in each process). Read only: tests copy it (``private_copy``)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: the run's own temporary folder
+        folder = tmp_path_factory.mktemp(name) / "project"
+        build(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the run's folder, above each worker's
+    with open(f"{shared}.lock", "w") as lock:
+        deadline = time.monotonic() + TEMPLATE_LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name}: another test process held {shared}.lock for {TEMPLATE_LOCK_SECONDS} s")
+                time.sleep(0.05)
+        if not (shared / "built").exists():  # the first to ask, or the one before it failed: build
+            shutil.rmtree(shared, ignore_errors=True)
+            build(shared / "project")
+            (shared / "built").touch()
+    return shared / "project"
+
+
+def _deploy_sample(folder: Path) -> None:
     config = write_config(folder)
     sample.write_sample_data(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    return folder
+
+
+@pytest.fixture(scope="session")
+def deployed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project on which fullprocess has run once: ingested, trained, deployed as v1 (built once a run)."""
+    return built_once_per_run(tmp_path_factory, "deployed", _deploy_sample)
 
 
 def private_copy(template: Path, tmp_path: Path) -> Config:
@@ -199,14 +233,16 @@ def deployed_project(deployed_template: Path, tmp_path: Path) -> Config:
 
 @pytest.fixture(scope="session")
 def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The deployed project after `make demo-drift`: the shifted sample month made v2."""
-    folder = tmp_path_factory.mktemp("v2") / "project"
-    shutil.copytree(deployed_template, folder, symlinks=True)
-    config = load_config(folder / "config.json")
-    add_shifted_month(config, holdout=True)
-    assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
-    return folder
+    """The deployed project after `make demo-drift`: the shifted sample month made v2 (built once a run)."""
+
+    def drift_to_v2(folder: Path) -> None:
+        shutil.copytree(deployed_template, folder, symlinks=True)
+        config = load_config(folder / "config.json")
+        add_shifted_month(config, holdout=True)
+        assert fullprocess.main(["--config", str(config.path)]) == 0
+        assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
+
+    return built_once_per_run(tmp_path_factory, "v2", drift_to_v2)
 
 
 @pytest.fixture
