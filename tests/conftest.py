@@ -9,6 +9,7 @@ each other.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import importlib
 import json
@@ -18,23 +19,24 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-# Imported before any test's output is captured: distributed's log handler keeps the sys.stderr of
-# its import, and one kept from a test's captured stream printed "Logging error" tracebacks after it.
-import distributed  # noqa: F401
-import numpy as np
-import pandas as pd
 import pytest
 from threadpoolctl import ThreadpoolController
 
-import fullprocess
 from risk.core import artefacts, logbook
 from risk.core.files import atomic_write_json
 from risk.core.settings import Config, load_config
-from risk.data import masterstore, sample
 from risk.registry import deploy, versions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas, numpy, the data modules and fullprocess are imported where they are used: under pytest-xdist
+# the controlling process loads this file too, before it starts the test processes, and runs no test.
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
@@ -43,6 +45,15 @@ SHARED_DATA = PROJECT_DIR.parent / "shared" / "data"
 FAST_SETTINGS = {"candidate_models": ["logistic_regression"], "cv_folds": 3, "package_check_seconds": 0}
 # settle_seconds 0: files the tests write are complete at once, so ingestion need not watch them.
 FAST_SETTINGS["settle_seconds"] = 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    """Imported before any test's output is captured: distributed's log handler keeps the sys.stderr of
+    its import, and one kept from a test's captured stream printed "Logging error" tracebacks after it.
+    At collection, in each process that runs tests (not in pytest-xdist's controlling process)."""
+    if not session.config.pluginmanager.has_plugin("dsession"):
+        import distributed  # noqa: F401
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -135,6 +146,8 @@ def growing(path: Path):
 
 
 def master_rows(config: Config) -> pd.DataFrame:
+    from risk.data import masterstore
+
     return masterstore.load_master(config)
 
 
@@ -153,6 +166,8 @@ def quarantine_reasons(config: Config) -> dict[str, str]:
 def add_shifted_month(config: Config, holdout: bool = False) -> None:
     """Drop the sample's shifted month into the input folder, as `make demo-drift` does; with
     ``holdout``, its labelled hold-out into the test folder too."""
+    from risk.data import sample
+
     for batch in artefacts.csv_files(config.root / sample.SAMPLE_BATCH_FOLDER):
         shutil.copy(batch, config.input_folder / batch.name)
     if holdout:
@@ -163,6 +178,8 @@ def add_shifted_month(config: Config, holdout: bool = False) -> None:
 @pytest.fixture(scope="session")
 def project_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh project with the sample data written, built once: drawing the sample takes about a second."""
+    from risk.data import sample
+
     folder = tmp_path_factory.mktemp("fresh") / "project"
     sample.write_sample_data(write_config(folder))
     return folder
@@ -174,14 +191,48 @@ def project(project_template: Path, tmp_path: Path) -> Config:
     return private_copy(project_template, tmp_path)
 
 
-@pytest.fixture(scope="session")
-def deployed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project on which fullprocess has run once: ingested, trained, deployed as v1."""
-    folder = tmp_path_factory.mktemp("deployed") / "project"
+TEMPLATE_LOCK_SECONDS = 600  # a template's build by another test process takes seconds; a hung one fails the wait
+
+
+def built_once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` run once for the whole run: under pytest-xdist the first test process to ask builds it
+    in the run's shared temporary folder, under a lock, and the others wait for it (a fullprocess run costs
+    seconds in each process). Read only: tests copy it (``private_copy``)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: the run's own temporary folder
+        folder = tmp_path_factory.mktemp(name) / "project"
+        build(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the run's folder, above each worker's
+    with open(f"{shared}.lock", "w") as lock:
+        deadline = time.monotonic() + TEMPLATE_LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name}: another test process held {shared}.lock for {TEMPLATE_LOCK_SECONDS} s")
+                time.sleep(0.05)
+        if not (shared / "built").exists():  # the first to ask, or the one before it failed: build
+            shutil.rmtree(shared, ignore_errors=True)
+            build(shared / "project")
+            (shared / "built").touch()
+    return shared / "project"
+
+
+def _deploy_sample(folder: Path) -> None:
+    import fullprocess
+    from risk.data import sample
+
     config = write_config(folder)
     sample.write_sample_data(config)
     assert fullprocess.main(["--config", str(config.path)]) == 0
-    return folder
+
+
+@pytest.fixture(scope="session")
+def deployed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project on which fullprocess has run once: ingested, trained, deployed as v1 (built once a run)."""
+    return built_once_per_run(tmp_path_factory, "deployed", _deploy_sample)
 
 
 def private_copy(template: Path, tmp_path: Path) -> Config:
@@ -199,14 +250,18 @@ def deployed_project(deployed_template: Path, tmp_path: Path) -> Config:
 
 @pytest.fixture(scope="session")
 def v2_template(deployed_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The deployed project after `make demo-drift`: the shifted sample month made v2."""
-    folder = tmp_path_factory.mktemp("v2") / "project"
-    shutil.copytree(deployed_template, folder, symlinks=True)
-    config = load_config(folder / "config.json")
-    add_shifted_month(config, holdout=True)
-    assert fullprocess.main(["--config", str(config.path)]) == 0
-    assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
-    return folder
+    """The deployed project after `make demo-drift`: the shifted sample month made v2 (built once a run)."""
+
+    def drift_to_v2(folder: Path) -> None:
+        import fullprocess
+
+        shutil.copytree(deployed_template, folder, symlinks=True)
+        config = load_config(folder / "config.json")
+        add_shifted_month(config, holdout=True)
+        assert fullprocess.main(["--config", str(config.path)]) == 0
+        assert versions.current_version(config) == "v2", logbook.read_audit(config)[-1]
+
+    return built_once_per_run(tmp_path_factory, "v2", drift_to_v2)
 
 
 @pytest.fixture
@@ -282,6 +337,8 @@ def write_diagnostics(config: Config, version: str) -> Path:
 
 def add_region(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     """A skewed categorical column (some regions rare, some values missing) that matters a little."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, len(REGIONS) + 1)
     region = rng.choice(REGIONS, size=len(frame), p=weights / weights.sum()).astype(object)
@@ -293,6 +350,9 @@ def add_region(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 def deploy_categorical_project(folder: Path) -> Config:
     """A project whose data has a categorical feature, deployed by fullprocess."""
+    import fullprocess
+    from risk.data import sample
+
     config = write_config(folder)
     for seed, (relative, frame) in enumerate(sample.build_sample().items()):
         path = sample.destination(config, relative)
@@ -380,6 +440,9 @@ def write_call_list(
     with the list before it (if any) as the run does; each client has as many reasons (0-3) as its
     rank modulo 4, so that blanks are there to drop (none at all with a ``method`` saying "none: ...",
     as the run writes a version it cannot explain). Returns the list as written."""
+    import numpy as np
+    import pandas as pd
+
     from risk.registry import calllists
 
     ids_column = config["id_columns"]

@@ -117,6 +117,23 @@ WALKS = {  # the trees' three walks: many rows at once, one row at a time, paths
 }
 
 
+@pytest.fixture(scope="module")
+def brute_forced(trained):
+    """``kind``'s brute-force Shapley values of the first rows, each kind computed once for the module: they
+    do not depend on the walk, and a blend's are its members' (the enumeration took most of these tests' time)."""
+    frame, models, typical = trained
+    computed: dict[tuple[str, int], np.ndarray] = {}
+
+    def values(kind: str, rows: int) -> np.ndarray:
+        if (kind, rows) not in computed:
+            computed[kind, rows] = np.array(
+                [brute_force(models[kind], kind, frame.iloc[[i]], typical) for i in range(rows)]
+            )
+        return computed[kind, rows]
+
+    return values
+
+
 @pytest.mark.parametrize(
     ("kind", "walk"),
     [  # a logistic regression has no trees to walk
@@ -126,7 +143,7 @@ WALKS = {  # the trees' three walks: many rows at once, one row at a time, paths
         if kind != "logistic_regression" or walk == "many"
     ],
 )
-def test_contributions_are_the_exact_shapley_values(trained, kind: str, walk: str, monkeypatch) -> None:
+def test_contributions_are_the_exact_shapley_values(trained, brute_forced, kind: str, walk: str, monkeypatch) -> None:
     frame, models, typical = trained
     for name, value in WALKS[walk].items():
         monkeypatch.setattr(explain, name, value)
@@ -136,11 +153,9 @@ def test_contributions_are_the_exact_shapley_values(trained, kind: str, walk: st
     got = explainer.contributions(rows)
     if kind == pipelines.BLEND:
         members = [name for name, _ in models[kind].estimator_.estimators]
-        expected = np.mean(
-            [[brute_force(models[m], m, rows.iloc[[i]], typical) for i in range(len(rows))] for m in members], axis=0
-        )
+        expected = np.mean([brute_forced(m, len(rows)) for m in members], axis=0)
     else:
-        expected = np.array([brute_force(models[kind], kind, rows.iloc[[i]], typical) for i in range(len(rows))])
+        expected = brute_forced(kind, len(rows))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
     # Efficiency: the contributions add up to the client's risk less the typical client's.
     gap = models[kind].predict_proba(rows)[:, 1] - models[kind].predict_proba(reference(typical))[0, 1]
