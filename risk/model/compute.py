@@ -50,7 +50,8 @@ CODE_PRIORITY = 10**9  # the project's code task goes before every task that nee
 POLL_SECONDS = 1.0  # how often a wait on the cluster looks at whether the cluster can still finish it
 # How long a process remembers that a scheduler could not be used, under dask_fallback_local: a cron
 # run's steps (training, scoring, drift, the call list) would each wait dask_timeout_seconds for the
-# same silence; a long-lived process (the API) asks again once this has passed.
+# same silence; a process that runs longer (a cron run of many steps) asks again once this has passed.
+# (The API opens no runner: it serves from its own process.)
 REMEMBER_UNUSABLE_SECONDS = 600.0
 
 
