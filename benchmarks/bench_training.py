@@ -10,7 +10,7 @@
    cores (its threads' share of all runnable threads), since taking more would mean starting
    more processes than cores.
 3. Peak memory of training above the idle processes (interpreters and imports excluded;
-   anonymous memory's proportional set size summed over the process tree, the data files
+   anonymous memory's proportional set size summed over the process tree, the files
    it maps, and its scratch files where the temp folder is in memory (tmpfs): ``tree_pss``)
    as a ratio to the in-memory size of the training frame (target <= 4x).
 4. Training on a 2-worker ``distributed.LocalCluster`` against training locally (on a
@@ -175,10 +175,12 @@ def training_memory(config_path: Path, workers: int) -> dict:
 
 
 def tree_pss(process) -> int:
-    """The memory of a process and its descendants that training can own: their anonymous and
-    shared-memory pages (proportional set size, so a page they share counts once) and the data
-    files they map (the fold files), each once and whole, and with the temp folder in memory
-    (tmpfs) the training scratch files no process maps.
+    """The memory of a process and its descendants that training can own: their anonymous pages
+    (proportional set size, so a page they share counts once) and the data files they map (the
+    fold files), each once and whole, and with the temp folder in memory (tmpfs) the training
+    scratch files no process maps. Shared memory is a mapped file too (a tmpfs file, /dev/shm,
+    /dev/zero, memfd, SysV: each has a path in /proc/<pid>/maps), so it is counted there, once;
+    its Pss_Shmem would count it a second time.
 
     Not the pages of shared libraries and the interpreter: their proportional size depends on
     which other processes on the machine map the same files and on which of their pages a code
@@ -245,7 +247,7 @@ def _anonymous_pss(pid: int) -> int:
         for line in rollup:
             name, _, value = line.partition(":")
             fields[name] = value
-    return sum(int(fields.get(name, "0 kB").split()[0]) * 1024 for name in ("Pss_Anon", "Pss_Shmem"))
+    return int(fields.get("Pss_Anon", "0 kB").split()[0]) * 1024
 
 
 LIBRARY = re.compile(r"\.so(\.[0-9]+)*$|/python[0-9.]*$")

@@ -57,3 +57,27 @@ def test_scratch_files_on_a_disk_are_page_cache_and_not_counted(bench, monkeypat
         pytest.skip("the test's temp folder is itself in memory")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert scratch_growth(bench, tmp_path, 16) < 8 * MIB
+
+
+def test_a_mapped_file_in_memory_counts_once(bench) -> None:
+    """A file on tmpfs that training maps (fold files with TMPDIR there, joblib's memory-mapped
+    arguments in /dev/shm) is shared memory and a mapped data file: counted once, not twice."""
+    import mmap
+
+    import psutil
+
+    if bench._filesystem_type("/dev/shm") != "tmpfs":
+        pytest.skip("no tmpfs at /dev/shm")
+    temp = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        path = temp / "fold-0-encoded.npy"
+        with open(path, "wb") as file:
+            for _ in range(16):
+                file.write(bytes(MIB))
+        before = bench.tree_pss(psutil.Process())
+        with open(path, "r+b") as file, mmap.mmap(file.fileno(), 0) as mapped:
+            assert sum(mapped[offset] for offset in range(0, len(mapped), 4096)) == 0  # every page touched
+            grown = bench.tree_pss(psutil.Process()) - before
+        assert 15 * MIB <= grown <= 20 * MIB
+    finally:
+        shutil.rmtree(temp)
