@@ -50,7 +50,8 @@ CODE_PRIORITY = 10**9  # the project's code task goes before every task that nee
 POLL_SECONDS = 1.0  # how often a wait on the cluster looks at whether the cluster can still finish it
 # How long a process remembers that a scheduler could not be used, under dask_fallback_local: a cron
 # run's steps (training, scoring, drift, the call list) would each wait dask_timeout_seconds for the
-# same silence; a long-lived process (the API) asks again once this has passed.
+# same silence; a process that runs longer (a cron run of many steps) asks again once this has passed.
+# (The API opens no runner: it serves from its own process.)
 REMEMBER_UNUSABLE_SECONDS = 600.0
 
 
@@ -63,6 +64,16 @@ ENVIRONMENT_HINT = (
 
 class ComputeUnavailable(RuntimeError):
     """The configured Dask scheduler cannot be used; the message says why and what to do."""
+
+    # Under dask_fallback_local the scheduler is not asked again for REMEMBER_UNUSABLE_SECONDS.
+    remembered = True
+
+
+class TaskKilledItsWorkers(ComputeUnavailable):
+    """The workers running one task died while running it (out of memory, say): the cluster
+    answered, and another step's tasks may well run there, so it is asked again at once."""
+
+    remembered = False
 
 
 def single_threaded() -> Any:
@@ -296,7 +307,7 @@ class Runner:
         try:
             return future.result(timeout=max(self.timeout, deadline - time.monotonic()))
         except KilledWorker as exc:
-            raise ComputeUnavailable(
+            raise TaskKilledItsWorkers(
                 f"the Dask workers running {future.key} died while running it, more than once "
                 f"(out of memory, or killed): {exc}"
             ) from exc
@@ -347,7 +358,8 @@ class Runner:
         """Go on on this machine, in this process, after the cluster failed mid-run (dask_fallback_local)."""
         logger.warning("%s; running the rest locally (dask_fallback_local is true)", exc)
         self.fallback_reason = str(exc)
-        _remember_unusable(self.scheduler, self.fallback_reason)
+        if exc.remembered:
+            _remember_unusable(self.scheduler, self.fallback_reason)
         self._close_client()
         self.backend, self.workers = "local", 1
 

@@ -338,6 +338,56 @@ def test_under_fallback_a_scheduler_found_unusable_is_not_asked_again_by_the_sam
     assert without_fallback.startswith(f"without fallback {silence}") and "found at" not in without_fallback
 
 
+def kills_its_worker() -> str:
+    """On a Dask worker: end the worker's process. Here: return at once."""
+    import distributed as dask_distributed
+
+    try:
+        dask_distributed.get_worker()
+    except ValueError:
+        return "ran locally"
+    os._exit(1)
+
+
+def test_under_fallback_a_task_that_killed_its_workers_does_not_make_the_scheduler_skipped(
+    project, monkeypatch
+) -> None:
+    """Workers dying while running one task (out of memory, say) say nothing of the next step's tasks:
+    the cluster answered throughout, and asking it again costs no wait, so it is not remembered as unusable."""
+    import dask
+
+    monkeypatch.setattr(compute, "_UNUSABLE", {})  # what other tests' runners remembered
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),  # the first death is KilledWorker
+        distributed.LocalCluster(
+            n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=":0", silence_logs=40
+        ) as cluster,
+    ):
+        worker = subprocess.Popen(  # with its nanny: killed, it comes back
+            [str(Path(sys.executable).parent / "dask"), "worker", cluster.scheduler_address, "--nthreads", "1"],
+            env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: len(cluster.scheduler.workers) == 1, "the worker to join")
+            config = write_config(
+                project.root,
+                dask_scheduler_address=cluster.scheduler_address,
+                dask_timeout_seconds=60,  # room for the nanny to bring the worker back
+                dask_fallback_local=True,
+            )
+            with compute.open_runner(config) as runner:
+                assert runner.backend == "dask"
+                assert runner.map(kills_its_worker, [()]) == ["ran locally"]
+                assert runner.backend == "local" and "died while running it" in runner.fallback_reason
+            with compute.open_runner(config) as again:
+                assert again.backend == "dask" and again.fallback_reason is None
+        finally:
+            worker.terminate()
+            worker.wait(GUARD_SECONDS)
+
+
 @pytest.mark.parametrize("address", ["tls://127.0.0.1:8786", "inproc://x", "not a url", "tcp://localhost:99999"])
 def test_an_odd_address_given_to_connect_is_compute_unavailable(address) -> None:
     """The config refuses these when loaded; called directly, connect still answers with the error
