@@ -334,10 +334,9 @@ class Runner:
             return value
         from risk.model import shipping
 
+        packed = shipping.pack_value(value)  # outside the try: a value that cannot be packed is not the cluster's fault
         try:  # distributed's scatter bounds only its wait for workers: the whole coroutine is bounded here
-            [future] = self.client.sync(
-                self.client._scatter, [shipping.pack_value(value)], broadcast=True, callback_timeout=self.max_wait
-            )
+            [future] = self.client.sync(self.client._scatter, [packed], broadcast=True, callback_timeout=self.max_wait)
         except Exception as exc:  # noqa: BLE001 - any failure to reach the workers is the cluster's
             failure = ComputeUnavailable(
                 f"could not send data to the Dask workers at {self.scheduler} within {self.max_wait / 60:g} "

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,13 @@ def test_the_drift_statistics_run_on_the_cluster_with_the_same_figures(deployed_
     features = len(local["features"])
     assert features and tasks_run_on(cluster, "risk-drift") - before == features
     assert remote["features"] == local["features"]
+
+
+def test_a_value_that_cannot_be_packed_is_not_blamed_on_the_cluster(cluster, tmp_path) -> None:
+    """Packing happens here: its failure is this machine's error, raised as it is, not a fallback that
+    would say the workers could not be reached (and skip a healthy scheduler for minutes)."""
+    config = write_config(tmp_path, dask_scheduler_address=cluster.scheduler_address, dask_fallback_local=True)
+    with compute.open_runner(config) as runner:
+        with pytest.raises(TypeError, match="pickle"):
+            runner.share(threading.Lock())
+        assert runner.backend == "dask" and runner.fallback_reason is None
