@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import functools
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
@@ -192,6 +194,14 @@ def project(project_template: Path, tmp_path: Path) -> Config:
 
 
 TEMPLATE_LOCK_SECONDS = 600  # a template's build by another test process takes seconds; a hung one fails the wait
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` loaded as a module (the folder is not a package), for the tests of its helpers."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_DIR / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def built_once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:

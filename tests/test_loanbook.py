@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from risk.core.settings import load_config
-
-LOANBOOK = Path(__file__).resolve().parent.parent / "benchmarks" / "loanbook.py"
+from tests.conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def loanbook():
-    spec = importlib.util.spec_from_file_location("loanbook", LOANBOOK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("loanbook")
 
 
 def test_the_same_seed_gives_the_same_book_and_another_seed_another(loanbook) -> None:

@@ -249,17 +249,12 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
 
 
-@pytest.mark.slow
-def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Config, tmp_path) -> None:
-    """Each fold is encoded once, here; the workers map that one copy instead of each encoding
-    (and holding) their own, and the encoding is the one a fit would make for itself."""
-    from risk.model import compute
-
-    kinds = masterstore.column_kinds(ingested)
-    master = masterstore.master_path(ingested)
-    features = pipelines.feature_types(ingested, kinds)
+def master_source(config: Config) -> tuple[fitting.TrainingData, pd.DataFrame, np.ndarray]:
+    """Training data read from ``config``'s master file, as training.py gives it to worker processes, and its rows."""
+    kinds = masterstore.column_kinds(config)
+    master = masterstore.master_path(config)
     source = fitting.TrainingData(
-        features=features,
+        features=pipelines.feature_types(config, kinds),
         kinds=kinds,
         target="exited",
         positive_label=1,
@@ -267,6 +262,17 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
         stamp=fitting.file_stamp(master),
     )
     X, y = source.load()
+    return source, X, y
+
+
+@pytest.mark.slow
+def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Config, tmp_path) -> None:
+    """Each fold is encoded once, here; the workers map that one copy instead of each encoding
+    (and holding) their own, and the encoding is the one a fit would make for itself."""
+    from risk.model import compute
+
+    source, X, y = master_source(ingested)
+    features = source.features
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     expected = fitting.encode_fold(X, y, features, 1, 42, 5)
@@ -308,18 +314,8 @@ def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(
 
     from risk.model import compute
 
-    kinds = masterstore.column_kinds(ingested)
-    master = masterstore.master_path(ingested)
-    features = pipelines.feature_types(ingested, kinds)
-    source = fitting.TrainingData(
-        features=features,
-        kinds=kinds,
-        target="exited",
-        positive_label=1,
-        master=str(master),
-        stamp=fitting.file_stamp(master),
-    )
-    X, y = source.load()
+    source, X, y = master_source(ingested)
+    features, kinds = source.features, source.kinds
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
