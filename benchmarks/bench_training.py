@@ -226,19 +226,15 @@ def _scratch_in_memory(pid: int) -> dict[str, int]:
 
 
 def _filesystem_type(path: str) -> str:
-    """The type of the filesystem ``path`` is on (Linux's /proc/self/mounts), "" when unknown."""
-    best, kind = "", ""
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
-                fields = line.split()
-                mount = fields[1].replace("\\040", " ")
-                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) >= len(best):
-                    best, kind = mount, fields[2]
-    except OSError:
-        return ""
-    return kind
+    """The type of the filesystem ``path`` is on (its deepest mount point's), "" when unknown."""
+    import psutil
+
+    mounts = [
+        partition
+        for partition in psutil.disk_partitions(all=True)
+        if path == partition.mountpoint or path.startswith(partition.mountpoint.rstrip("/") + "/")
+    ]
+    return max(mounts, key=lambda partition: len(partition.mountpoint)).fstype if mounts else ""
 
 
 def _anonymous_pss(pid: int) -> int:
@@ -543,7 +539,9 @@ def _report_load(load: dict) -> None:
 def _report_fair_share(used: float) -> None:
     """Beside multi-threaded work, training should get its share of the runnable threads, no more
     (starting more processes to win a bigger share would slow the quiet run and cost memory)."""
-    machine = os.cpu_count() or 1
+    from risk.model.compute import usable_cores
+
+    machine = usable_cores()
     ours = machine  # training's worker processes: one per usable core
     theirs = 2 * machine  # two neighbours, each with OpenMP's default of one thread per core
     fair = machine * ours / (ours + theirs)

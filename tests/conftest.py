@@ -9,7 +9,6 @@ each other.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import importlib
 import importlib.util
@@ -20,7 +19,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -29,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 from threadpoolctl import ThreadpoolController
 
-from risk.core import artefacts, logbook
+from risk.core import artefacts, locks, logbook
 from risk.core.files import atomic_write_json
 from risk.core.settings import Config, load_config
 from risk.registry import deploy, versions
@@ -214,15 +212,8 @@ def built_once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str, buil
         return folder
     shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"  # the run's folder, above each worker's
     with open(f"{shared}.lock", "w") as lock:
-        deadline = time.monotonic() + TEMPLATE_LOCK_SECONDS
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{name}: another test process held {shared}.lock for {TEMPLATE_LOCK_SECONDS} s")
-                time.sleep(0.05)
+        if not locks.flock_within(lock.fileno(), TEMPLATE_LOCK_SECONDS, 0.05):
+            pytest.fail(f"{name}: another test process held {shared}.lock for {TEMPLATE_LOCK_SECONDS} s")
         if not (shared / "built").exists():  # the first to ask, or the one before it failed: build
             shutil.rmtree(shared, ignore_errors=True)
             build(shared / "project")

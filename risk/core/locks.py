@@ -44,6 +44,20 @@ class LockBusy(RuntimeError):
         return {"pid": self.pid, "started_at": self.started_at, "held_minutes": held, "overdue": self.overdue}
 
 
+def flock_within(fd: int, seconds: float, retry_seconds: float) -> bool:
+    """Take an exclusive flock on ``fd``, waiting at most ``seconds`` for its holder; False if it
+    stayed held (the caller says what that means)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(retry_seconds)
+
+
 @contextlib.contextmanager
 def run_lock(lock_path: Path, max_held_seconds: float | None = None) -> Iterator[None]:
     """Hold an exclusive, non-blocking lock for one pipeline run.

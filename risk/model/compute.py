@@ -357,8 +357,7 @@ class Runner:
         """Go on on this machine, in this process, after the cluster failed mid-run (dask_fallback_local)."""
         logger.warning("%s; running the rest locally (dask_fallback_local is true)", exc)
         self.fallback_reason = str(exc)
-        if exc.remembered:
-            _remember_unusable(self.scheduler, self.fallback_reason)
+        _remember_unusable(self.scheduler, exc)
         self._close_client()
         self.backend, self.workers = "local", 1
 
@@ -409,7 +408,7 @@ def open_runner(config: Config, parallel: bool = True, workers: int | None = Non
         try:
             runner = dask_runner(address, config["dask_timeout_seconds"])
         except ComputeUnavailable as exc:
-            _remember_unusable(address, str(exc))
+            _remember_unusable(address, exc)
             if not config["dask_fallback_local"]:
                 raise
             logger.warning("%s; running locally (dask_fallback_local is true)", exc)
@@ -426,9 +425,9 @@ def _fallback_runner(reason: str, parallel: bool, workers: int | None) -> Runner
     return runner
 
 
-def _remember_unusable(address: str | None, reason: str) -> None:
-    if address:
-        _UNUSABLE[address] = (time.monotonic(), artefacts.utc_now(), reason)
+def _remember_unusable(address: str | None, failure: ComputeUnavailable) -> None:
+    if address and failure.remembered:
+        _UNUSABLE[address] = (time.monotonic(), artefacts.utc_now(), str(failure))
 
 
 def _remembered_unusable(address: str) -> str | None:

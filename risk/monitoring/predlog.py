@@ -25,7 +25,6 @@ Stdlib only at import: the run's cron fast path calls ``remove_old_days``.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from risk.core import locks
 from risk.core.files import before_change
 from risk.core.settings import Config
 
@@ -218,17 +218,8 @@ def _append_whole(path: str, data: bytes) -> None:
 
 
 def _lock(fd: int, path: str) -> None:
-    deadline = time.monotonic() + LOCK_DEADLINE_SECONDS
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise PredictionLogError(
-                    errno.ETIMEDOUT, f"its lock was not free within {LOCK_DEADLINE_SECONDS:g} s", path
-                ) from None
-            time.sleep(LOCK_RETRY_SECONDS)
+    if not locks.flock_within(fd, LOCK_DEADLINE_SECONDS, LOCK_RETRY_SECONDS):
+        raise PredictionLogError(errno.ETIMEDOUT, f"its lock was not free within {LOCK_DEADLINE_SECONDS:g} s", path)
 
 
 class _Failures:

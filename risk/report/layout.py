@@ -13,6 +13,7 @@ matplotlib is imported when a page is drawn, not at import.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from typing import Any
 
@@ -143,9 +144,6 @@ class PdfText:
 
     def draw(self, gc: Any, x: float, y: float, text: str, prop: Any) -> bool:
         """Draw ``text`` with its baseline start at (x, y); False, drawing nothing, where ``draw_text`` must."""
-        import itertools
-        import math
-
         from matplotlib.backends.backend_pdf import Op
         from matplotlib.ft2font import Kerning
 
@@ -176,8 +174,7 @@ class PdfText:
         renderer.check_gc(gc, gc._rgb)
         file._character_tracker.used.setdefault(font.fname, set()).update(map(ord, text))
         file.output(Op.gsave)
-        angle = math.radians(0.0)
-        file.output(math.cos(angle), math.sin(angle), -math.sin(angle), math.cos(angle), x, y, Op.concat_matrix)
+        file.output(1.0, 0.0, -0.0, 1.0, x, y, Op.concat_matrix)  # draw_text's rotation at angle 0: cos, sin, -sin, cos
         file.output(Op.begin_text)
         file.output(file.fontName(font.fname), fontsize, Op.selectfont)
         renderer._setup_textpos(0.0, 0, 0, 0, 0, 0)
