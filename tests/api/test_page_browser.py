@@ -93,6 +93,12 @@ def browser(chromium, tmp_path: Path):
     return chromium
 
 
+RESULT_CELLS = (
+    "return Array.from(document.querySelectorAll('#results-table tbody tr'))"
+    ".map(tr => [tr.className, Array.from(tr.cells).map(td => td.textContent)]);"
+)
+
+
 def upload_and_wait(driver, csv_path: Path) -> list:
     driver.find_element(By.ID, "csv-file").send_keys(str(csv_path))
     driver.find_element(By.ID, "score-button").click()
@@ -194,6 +200,10 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
         WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "error"), "not accepted"))
         token.clear()
         token.send_keys("page-token")
+        # Blank the legend's thresholds, so that only /model's answer can write them back.
+        browser.execute_script(
+            "document.querySelectorAll('#band-legend .legend-amber').forEach(s => { s.textContent = ''; });"
+        )
         rows = upload_and_wait(browser, head)
         assert len(rows) == 5
         # Once a token is accepted, the badge names the model served, as it does where no token is needed.
@@ -201,6 +211,13 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
             ec.text_to_be_present_in_element((By.ID, "model-name"), "decision threshold")
         )
         assert browser.find_element(By.ID, "model-version").text == "v1"
+        threshold = browser.find_element(By.ID, "model-name").text.split("decision threshold ")[1]
+        assert f"below {100 * float(threshold):.1f}%" in browser.find_element(By.ID, "band-legend").text
+        # /model answered after the rows were drawn (score() asks for it only then): the legend's update
+        # once replaced every amber and red row with the bare threshold ("30.0").
+        cells = browser.execute_script(RESULT_CELLS)
+        assert any(band != "band-green" for band, _ in cells)  # rows the old bug would have emptied
+        assert all(len(texts) == 6 and texts[2].endswith("%") for _, texts in cells), cells
 
 
 def test_the_download_neutralises_formula_cells(browser, deployed_project: Config, tmp_path: Path) -> None:
@@ -283,9 +300,14 @@ def call_list_risks(step: int, clients: int = len(CALL_IDS)) -> list[float]:
 
 
 def open_call_list(driver, url: str) -> None:
+    """The call list view once both of its fetches have answered: /calllist (the rows) and /model (the
+    badge), in whichever order they came; /model answering last once emptied the amber and red rows."""
     driver.get(url + "/#calllist")
     WebDriverWait(driver, WAIT_SECONDS).until(
         ec.visibility_of_element_located((By.CSS_SELECTOR, "#calllist-table tbody tr"))
+    )
+    WebDriverWait(driver, WAIT_SECONDS).until(
+        ec.text_to_be_present_in_element((By.ID, "model-name"), "decision threshold")
     )
 
 
@@ -370,7 +392,11 @@ def test_a_list_without_reasons_does_not_say_no_feature_raises_the_risk(
         WebDriverWait(browser, WAIT_SECONDS).until(
             ec.text_to_be_present_in_element((By.ID, "calllist-table"), "no reasons in this list")
         )
-        table = browser.find_element(By.ID, "calllist-table").text
+        why = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#calllist-table tbody tr')).map(tr => tr.cells.length && tr.cells[4].textContent);"
+        )
+        assert why == ["no reasons in this list"] * 10
+        table = browser.find_element(By.ID, "calllist-table").text  # as displayed, too
         assert table.count("no reasons in this list") == 10 and "no feature raises" not in table
 
 

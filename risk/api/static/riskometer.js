@@ -129,12 +129,14 @@
     fillList($("model-warnings"), body.warnings || []);
   }
 
-  // The legend follows the model being served: its threshold moves with each version.
+  // The legend follows the model being served: its threshold moves with each version. Only the legend's
+  // own spans: rows are classed band-amber/band-red, and /model may answer after a table was drawn.
   function showBands(bands) {
     if (!bands || bands.amber === null || bands.amber === undefined) return;
     const pct = (v) => (100 * v).toFixed(1);
-    document.querySelectorAll(".band-amber").forEach((el) => { el.textContent = pct(bands.amber); });
-    document.querySelectorAll(".band-red").forEach((el) => { el.textContent = pct(bands.red); });
+    const legend = $("band-legend");
+    legend.querySelectorAll(".legend-amber").forEach((el) => { el.textContent = pct(bands.amber); });
+    legend.querySelectorAll(".legend-red").forEach((el) => { el.textContent = pct(bands.red); });
   }
 
   // Rounded down, so that a risk just under a band's threshold never shows as the threshold itself.
