@@ -437,3 +437,24 @@ def test_the_call_list_view_says_how_to_get_a_list_and_asks_for_the_token(
         browser.save_screenshot(str(tmp_path / "calllist-sample.png"))
         shutil.copy(tmp_path / "calllist-sample.png", SCREENSHOT_COPY.with_name("riskometer-calllist-sample.png"))
         assert pager_label(browser, "calllist") == "Page 1 of 2 · rows 1–50 of 100"
+
+
+def test_a_page_served_before_the_first_model_shows_its_bands_once_one_is_deployed(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    deployed = deployed_project.deployment_folder
+    aside = deployed.with_name(deployed.name + "-aside")
+    deployed.rename(aside)  # no model yet: the page is served with the legend's no-model wording
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "none"))
+        assert "once a model is deployed" in browser.find_element(By.ID, "band-legend").text
+        aside.rename(deployed)  # the first model is deployed while the page stays open
+        upload_and_wait(browser, deployed_project.test_data_folder / "testdata.csv")
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "model-version"), "v1"))
+        legend = browser.find_element(By.ID, "band-legend").text
+        threshold = browser.find_element(By.ID, "model-name").text.split("decision threshold ")[1]
+        assert f"below {100 * float(threshold):.1f}%" in legend, legend
+        assert "once a model is deployed" not in legend and "Derived from the model's decision threshold" in legend

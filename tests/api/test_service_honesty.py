@@ -80,22 +80,37 @@ def test_configured_bands_never_contradict_the_decision(
     assert {r["band"] for r in body["predictions"] if r["prediction"] == 0} == {"amber"}
 
 
+LEGEND_PARTS = ("legend-no-model", "legend-thresholds", "band-source-configured", "band-source-derived")
+
+
+def legend_parts_shown(page: str) -> set[str]:
+    """The legend's parts the served page does not hide (the page's script switches them as /model answers)."""
+    shown = set()
+    for part in LEGEND_PARTS:
+        tag = re.search(rf'<span\s+id="{part}"([^>]*)>', page)
+        assert tag, f"{part} is missing from the page"
+        if "hidden" not in tag.group(1):
+            shown.add(part)
+    return shown
+
+
 def test_the_page_legend_says_where_the_bands_come_from(
     client, deployed_project: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threshold = versions.load_deployed_model(deployed_project).model.threshold
     page = client.get("/").get_data(as_text=True)
-    assert "Derived from the\n          model's decision threshold" in page
+    assert legend_parts_shown(page) == {"legend-thresholds", "band-source-derived"}
     assert f"{threshold * 100:.1f}</span>%" in page
     config = rewrite_config(deployed_project, risk_band_thresholds={"amber": 0.4, "red": 0.7})
     page = service.create_app(config.path).test_client().get("/").get_data(as_text=True)
-    assert "Set in the configuration (risk_band_thresholds)" in page and "70.0</span>%" in page
+    assert legend_parts_shown(page) == {"legend-thresholds", "band-source-configured"} and "70.0</span>%" in page
 
 
 def test_the_page_renders_without_a_model(project: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("API_TOKEN", raising=False)
     page = service.create_app(project.path).test_client().get("/")
     assert page.status_code == 200 and "once a model is deployed" in page.get_data(as_text=True)
+    assert legend_parts_shown(page.get_data(as_text=True)) == {"legend-no-model", "band-source-derived"}
 
 
 # ----------------------------------------------------------------------------- the training's verdict

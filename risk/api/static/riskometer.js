@@ -137,6 +137,11 @@
     const legend = $("band-legend");
     legend.querySelectorAll(".legend-amber").forEach((el) => { el.textContent = pct(bands.amber); });
     legend.querySelectorAll(".legend-red").forEach((el) => { el.textContent = pct(bands.red); });
+    // A page served before the first model was deployed shows the thresholds once one is.
+    $("legend-no-model").hidden = true;
+    $("legend-thresholds").hidden = false;
+    $("band-source-configured").hidden = bands.source !== "configured";
+    $("band-source-derived").hidden = bands.source === "configured";
   }
 
   // Rounded down, so that a risk just under a band's threshold never shows as the threshold itself.
