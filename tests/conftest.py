@@ -9,7 +9,6 @@ each other.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import importlib.util
 import json
@@ -17,7 +16,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +23,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
-from threadpoolctl import ThreadpoolController
 
 from risk.core import artefacts, locks, logbook
 from risk.core.files import atomic_write_json
 from risk.core.settings import Config, load_config
+from risk.model import compute
 from risk.registry import deploy, versions
 
 if TYPE_CHECKING:
@@ -300,20 +298,13 @@ UNINFORMATIVE_WARNING = (
 SCORES_WARNING = "4 of 5 test rows (80%) also appear in the training data."
 
 
-@functools.lru_cache(maxsize=1)
-def _threadpools(modules_loaded: int) -> ThreadpoolController:
-    """The process's OpenMP/BLAS pools, looked up again only when a module was imported since
-    (a native library comes with an import): the look-up costs ~8 ms, a thousand times a run."""
-    return ThreadpoolController()
-
-
 @pytest.fixture(autouse=True)
 def single_threaded():
     """One OpenMP/BLAS thread in the test process, as in the gunicorn workers and each fit task:
     on a busy 2-core machine, OpenMP threads left spinning by one fit made the next tests' tree
     predictions tens of times slower (tests/model/test_modelfiles.py: 101 s, 36 s with one thread).
     The scripts a test starts as programs set their own limits, as in production."""
-    with _threadpools(len(sys.modules)).limit(limits=1):
+    with compute.single_threaded():
         yield
 
 

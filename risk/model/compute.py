@@ -78,9 +78,23 @@ class TaskKilledItsWorkers(ComputeUnavailable):
 
 def single_threaded() -> Any:
     """A context in which BLAS and OpenMP use one thread."""
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+    return threadpools().limit(limits=1)
 
-    return threadpool_limits(limits=1)
+
+def threadpools() -> Any:
+    """The process's OpenMP/BLAS pools (threadpoolctl's ``ThreadpoolController``), looked up again only
+    when a module was imported since: a native library comes with an import, and the look-up (every
+    loaded library inspected) cost ~4 ms, a dozen times a run and thousands of times a test run."""
+    import sys
+
+    return _threadpools(len(sys.modules))
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpools(modules_loaded: int) -> Any:
+    from threadpoolctl import ThreadpoolController  # a dependency of scikit-learn
+
+    return ThreadpoolController()
 
 
 def release_freed_memory() -> None:

@@ -746,12 +746,13 @@ def _wrap_labels(ax: Any, room: tuple[float, float, float, float]) -> None:
 def _wrap_tick_labels(ax: Any, width: float) -> None:
     """Category names on the y axis wider than ``width`` inches, in lines (never cut)."""
     ticks = ax.get_yticks()
-    labels = [label.get_text() for label in ax.yaxis.get_majorticklabels()]
+    tick_labels = ax.yaxis.get_majorticklabels()  # each call lays the ticks out again: asked once
+    labels = [label.get_text() for label in tick_labels]
     if len(labels) != len(ticks) or not any(
-        text_width(text, label.get_fontsize()) > width for text, label in zip(labels, ax.yaxis.get_majorticklabels())
+        text_width(text, label.get_fontsize()) > width for text, label in zip(labels, tick_labels)
     ):
         return
-    size = ax.yaxis.get_majorticklabels()[0].get_fontsize()
+    size = tick_labels[0].get_fontsize()
     ax.set_yticks(ticks, ["\n".join(wrap(text, width, size)) for text in labels])
 
 
