@@ -322,7 +322,7 @@ def bench_dask(config_path: Path, local_seconds: float, metadata: dict, repeat: 
     except ImportError:
         return None
     values = json.loads(config_path.read_text())
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         dask_config = config_path.parent / "config.dask.json"
         dask_config.write_text(json.dumps({**values, "dask_scheduler_address": cluster.scheduler_address}))
         seconds, dask_metadata, _ = time_training(dask_config, repeat)

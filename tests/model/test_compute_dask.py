@@ -27,8 +27,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
+    # dashboard_address=":0": with None the scheduler's HTTP routes still take port 8787 when free, and when
+    # another test's scheduler holds it, distributed's retry leaks a socket (a ResourceWarning fails the test).
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     ) as local_cluster:
         yield local_cluster
 

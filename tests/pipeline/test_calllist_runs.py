@@ -243,7 +243,7 @@ def test_a_large_book_is_scored_and_explained_on_the_cluster_as_here(
     here = booklist.score_book(book_project, deployed, the_book.frame, explainer)
     monkeypatch.setattr(scoring, "CLUSTER_MIN_ROWS", 1_000)  # the sample book is "large"
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     ) as cluster:
         config = rewrite_config(book_project, dask_scheduler_address=cluster.scheduler_address)
         there = booklist.score_book(config, deployed, the_book.frame, explainer)
