@@ -294,7 +294,7 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
         base = data.encoded
         while base is not None and not isinstance(base, np.memmap):
             base = base.base
-        return base is not None, np.asarray(data.encoded), np.asarray(data.held_out), data.validation
+        return base is not None, np.asarray(data.encoded), np.asarray(data.held_out_rows()), data.validation
 
     with compute.local_runner(workers=2) as runner:
         outcomes = runner.map(mapped_fold, [(str(scratch), 1), (str(scratch), 1)])
@@ -368,6 +368,25 @@ def test_a_forest_fits_on_its_folds_float32_file_the_trees_it_fits_on_the_float6
             for field in ("feature", "threshold", "value", "children_left"):
                 np.testing.assert_array_equal(getattr(tree.tree_, field), getattr(same.tree_, field))
     files.remove()
+    fitting.clear_loaded_data()
+
+
+def test_a_fit_maps_its_folds_test_rows_only_to_score_them(ingested: Config, tmp_path) -> None:
+    """While two fits run side by side neither needs its fold's test rows: they are mapped when asked for."""
+    source, X, y = master_source(ingested)
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, tmp_path)
+    files.write({1})
+    expected = fitting.encode_fold(X, y, source.features, 1, 42, 5)
+
+    def mapped_here() -> str:
+        return Path("/proc/self/maps").read_text()
+
+    fold = fitting.FoldFiles.read(tmp_path, 1)
+    assert "fold-1-encoded.npy" in mapped_here() and "fold-1-held-out.npy" not in mapped_here()
+    rows = fold.held_out_rows()
+    assert "fold-1-held-out.npy" in mapped_here()
+    np.testing.assert_array_equal(rows, expected.held_out)
+    del fold, rows
     fitting.clear_loaded_data()
 
 
