@@ -12,12 +12,14 @@ Workers find ``fit_task`` by its module name (``risk.model.fitting``): keep it a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -348,11 +350,12 @@ class FoldFiles:
         del X, y
         compute.release_freed_memory()
 
-    def remove(self) -> None:
-        for fold in self.written:
+    def remove(self, folds: set[int | None] | None = None) -> None:
+        """Remove the files of ``folds`` (default: every fold written)."""
+        for fold in set(self.written if folds is None else folds & self.written):
             for path in self._paths(self.folder, fold):
                 path.unlink(missing_ok=True)
-        self.written.clear()
+            self.written.discard(fold)
 
     @staticmethod
     def read(folder: Path, fold: int | None, dtype: type = np.float64) -> EncodedFold:
@@ -570,7 +573,7 @@ class FitRounds:
         if self.files is not None:
             self.files.write(folds, narrow={fold for name, _, fold in jobs if name in FIT_DTYPE})
         try:
-            outcomes = self.runner.map(fit_task, arguments, costs, name="fit")
+            outcomes = self.runner.map(fit_task, arguments, costs, name="fit", done=self._fold_remover(jobs))
         finally:
             if self.files is not None:
                 self.files.remove()  # no later round uses a fold of this one
@@ -588,3 +591,16 @@ class FitRounds:
                 }
             )
         return dict(zip(jobs, outcomes))
+
+    def _fold_remover(self, jobs: list[tuple[str, int, int | None]]) -> Callable[[int], None]:
+        """What removes a fold's files once its last fit is over, while the round's later folds are
+        fitted: with the temp folder in memory (tmpfs) they are RAM until then."""
+        remaining = collections.Counter(fold for _, _, fold in jobs)
+
+        def fit_done(position: int) -> None:
+            fold = jobs[position][2]
+            remaining[fold] -= 1
+            if remaining[fold] == 0 and self.files is not None:
+                self.files.remove({fold})
+
+        return fit_done
