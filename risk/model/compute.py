@@ -193,19 +193,30 @@ class Runner:
             self._starting = None
 
     def map(
-        self, function: Callable[..., Any], arguments: list[tuple], costs: list[float] | None = None, name: str = "task"
+        self,
+        function: Callable[..., Any],
+        arguments: list[tuple],
+        costs: list[float] | None = None,
+        name: str = "task",
+        done: Callable[[int], None] | None = None,
     ) -> list[Any]:
         """``[function(*a) for a in arguments]``, run where this runner runs things.
 
         ``costs`` (estimated seconds) start the longest tasks first, so that the last task
-        to finish is a short one.
+        to finish is a short one. ``done(i)`` is called once the result of ``arguments[i]`` is
+        here, in the order the tasks started (on the cluster: once all are), so that the caller
+        can let go of what the finished tasks needed while the others run.
         """
+        done = done or (lambda position: None)
         order = sorted(range(len(arguments)), key=lambda i: -(costs[i] if costs else 0.0))
         self.submitted += len(arguments)
         self._wait_for_workers()
         if self.backend == "dask":
             try:
-                return self._map_dask(function, arguments, costs, name)
+                results = self._map_dask(function, arguments, costs, name)
+                for position in order:
+                    done(position)
+                return results
             except ComputeUnavailable as exc:
                 if not self.fallback_local:
                     raise
@@ -215,14 +226,17 @@ class Runner:
             from joblib import Parallel, delayed
 
             # A constant n_jobs reuses loky's worker processes from one call to the next.
-            results = Parallel(n_jobs=self.workers, backend="loky", pre_dispatch="all")(
+            results = Parallel(n_jobs=self.workers, backend="loky", pre_dispatch="all", return_as="generator")(
                 delayed(_single_threaded_call)(function, *arguments[i]) for i in order
             )
-            ordered: list[Any] = [None] * len(arguments)
-            for position, result in zip(order, results):
-                ordered[position] = result
-            return ordered
-        return [_single_threaded_call(function, *a) for a in arguments]
+        else:  # in this process, in the order given
+            order = list(range(len(arguments)))
+            results = (_single_threaded_call(function, *arguments[i]) for i in order)
+        ordered: list[Any] = [None] * len(arguments)
+        for position, result in zip(order, results):
+            ordered[position] = result
+            done(position)
+        return ordered
 
     def _map_dask(
         self, function: Callable[..., Any], arguments: list[tuple], costs: list[float] | None, name: str

@@ -294,7 +294,7 @@ def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Co
         base = data.encoded
         while base is not None and not isinstance(base, np.memmap):
             base = base.base
-        return base is not None, np.asarray(data.encoded), np.asarray(data.held_out), data.validation
+        return base is not None, np.asarray(data.encoded), np.asarray(data.held_out_rows()), data.validation
 
     with compute.local_runner(workers=2) as runner:
         outcomes = runner.map(mapped_fold, [(str(scratch), 1), (str(scratch), 1)])
@@ -322,7 +322,7 @@ def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(
     mapped = fitting.TrainingData(features, kinds, "exited", 1, folds=str(scratch))
     params = pipelines.SEARCH_SPACE["random_forest"][0]
     with compute.local_runner(workers=2) as runner:
-        files.write({1})
+        files.write({1}, narrow={1})  # a forest's fold, as FitRounds writes it
         [sent] = runner.map(fitting.fit_task, [(mapped, "random_forest", params, 42, 5, 1, True)])
         assert isinstance(sent["pipeline"], fitting.PipelineFile)
         assert Path(sent["pipeline"].path).parent == scratch
@@ -339,6 +339,54 @@ def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(
     np.testing.assert_array_equal(
         kept.predict_proba(X.iloc[test_rows]), here["pipeline"].predict_proba(X.iloc[test_rows])
     )
+    fitting.clear_loaded_data()
+
+
+def test_a_forest_fits_on_its_folds_float32_file_the_trees_it_fits_on_the_float64_rows(
+    ingested: Config, tmp_path
+) -> None:
+    """Forests convert their rows to float32 before fitting: from the fold files they map a float32
+    copy of the fold instead (no conversion, so no copy in the worker) and grow the same trees."""
+    source, X, y = master_source(ingested)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, scratch)
+    files.write({1, 2}, narrow={1})
+    assert sorted(p.name for p in scratch.glob("*float32*")) == ["fold-1-encoded-float32.npy"]
+    narrow = fitting.FoldFiles.read(scratch, 1, np.float32)
+    wide = fitting.FoldFiles.read(scratch, 1)
+    assert narrow.encoded.dtype == np.float32 and isinstance(narrow.encoded, np.memmap)
+    np.testing.assert_array_equal(narrow.encoded, wide.encoded.astype(np.float32))
+
+    mapped = fitting.TrainingData(source.features, source.kinds, "exited", 1, folds=str(scratch))
+    for params in pipelines.SEARCH_SPACE["random_forest"]:
+        from_file = fitting.fit_task(mapped, "random_forest", params, 42, 5, 1, True)
+        here = fitting.fit_task(source, "random_forest", params, 42, 5, 1, True)
+        np.testing.assert_array_equal(from_file["risk"], here["risk"])
+        forests = [pipeline.named_steps["classifier"] for pipeline in (from_file["pipeline"].load(), here["pipeline"])]
+        for tree, same in zip(*(forest.estimators_ for forest in forests), strict=True):
+            for field in ("feature", "threshold", "value", "children_left"):
+                np.testing.assert_array_equal(getattr(tree.tree_, field), getattr(same.tree_, field))
+    files.remove()
+    fitting.clear_loaded_data()
+
+
+def test_a_fit_maps_its_folds_test_rows_only_to_score_them(ingested: Config, tmp_path) -> None:
+    """While two fits run side by side neither needs its fold's test rows: they are mapped when asked for."""
+    source, X, y = master_source(ingested)
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, tmp_path)
+    files.write({1})
+    expected = fitting.encode_fold(X, y, source.features, 1, 42, 5)
+
+    def mapped_here() -> str:
+        return Path("/proc/self/maps").read_text()
+
+    fold = fitting.FoldFiles.read(tmp_path, 1)
+    assert "fold-1-encoded.npy" in mapped_here() and "fold-1-held-out.npy" not in mapped_here()
+    rows = fold.held_out_rows()
+    assert "fold-1-held-out.npy" in mapped_here()
+    np.testing.assert_array_equal(rows, expected.held_out)
+    del fold, rows
     fitting.clear_loaded_data()
 
 
