@@ -15,9 +15,10 @@ import pytest
 
 import fullprocess
 import localserver
+from risk.core.bands import band_thresholds
 from risk.core.settings import Config
 from risk.data import sample
-from risk.registry import calllists
+from risk.registry import calllists, versions
 from tests.conftest import (
     SCORES_WARNING,
     UNINFORMATIVE_WARNING,
@@ -200,7 +201,7 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
         WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "error"), "not accepted"))
         token.clear()
         token.send_keys("page-token")
-        # Blank the legend's thresholds, so that only /model's answer can write them back.
+        # Blank the legend's thresholds, so that only the answers (the prediction's, then /model's) write them back.
         browser.execute_script(
             "document.querySelectorAll('#band-legend .legend-amber').forEach(s => { s.textContent = ''; });"
         )
@@ -458,3 +459,30 @@ def test_a_page_served_before_the_first_model_shows_its_bands_once_one_is_deploy
         threshold = browser.find_element(By.ID, "model-name").text.split("decision threshold ")[1]
         assert f"below {100 * float(threshold):.1f}%" in legend, legend
         assert "once a model is deployed" not in legend and "Derived from the model's decision threshold" in legend
+
+
+def test_the_badge_and_legend_name_the_model_that_cut_the_rows_beside_them(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    """The page asks /model once: a page left open while another version (another threshold) was
+    deployed must not show that version's rows beside the earlier one's threshold and bands."""
+    threshold = versions.load_deployed_model(deployed_project).model.threshold
+    bands = band_thresholds(deployed_project, threshold)
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "model-name"), "decision threshold")
+        )
+        # What the page would show had /model answered for an earlier version with another threshold.
+        browser.execute_script(
+            "document.getElementById('model-name').textContent = 'an earlier model · decision threshold 0.999';"
+            "document.querySelectorAll('#band-legend .legend-amber, #band-legend .legend-red')"
+            ".forEach(s => { s.textContent = '99.9'; });"
+        )
+        upload_and_wait(browser, deployed_project.test_data_folder / "testdata.csv")
+        legend = browser.find_element(By.ID, "band-legend").text
+        assert "99.9" not in legend, legend
+        assert f"below {100 * bands['amber']:.1f}%" in legend and f"red from {100 * bands['red']:.1f}%" in legend
+        assert browser.find_element(By.ID, "model-name").text.endswith(f"decision threshold {threshold}")

@@ -183,6 +183,10 @@
     resultsIdColumns = idColumns;
     resultsPager.show(sorted);
     $("model-version").textContent = result.model_version;
+    // The rows were cut by this answer's model: a page open while another version was deployed (/model is
+    // asked once) must not name the earlier one's threshold and bands beside them.
+    $("model-name").textContent = result.model + " · decision threshold " + result.threshold;
+    showBands(result.bands);
     $("summary-text").textContent = result.rows + " clients scored by model " + result.model_version + ", riskiest first.";
     ["red", "amber", "green"].forEach((b) => { $("count-" + b).textContent = result.band_counts[b] + " " + b; });
     const notes = [];
