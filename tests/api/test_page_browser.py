@@ -257,6 +257,27 @@ def test_the_badge_says_no_better_than_chance_with_the_warnings(
         shutil.copy(tmp_path / "uninformative.png", SCREENSHOT_COPY.with_name("riskometer-uninformative.png"))
 
 
+def test_a_page_left_open_across_a_deployment_says_what_the_new_version_is_once_it_scores(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    """/model is asked once when the page opens: rows scored by a version deployed since must come
+    with that version's badge and verdict, not the earlier one's."""
+    with localserver.gunicorn_server(
+        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        browser.get(url + "/")
+        WebDriverWait(browser, WAIT_SECONDS).until(
+            ec.text_to_be_present_in_element((By.ID, "model-name"), "decision threshold")
+        )
+        assert not browser.find_element(By.ID, "model-verdict").is_displayed()
+        assert deploy_uninformative_version(deployed_project) == "v2"  # while the page stays open
+        upload_and_wait(browser, deployed_project.test_data_folder / "testdata.csv")
+        assert "scored by model v2" in browser.find_element(By.ID, "summary-text").text
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "model-verdict")))
+        assert browser.find_element(By.ID, "model-verdict").text == "no better than chance"
+        assert browser.find_element(By.ID, "model-version").text == "v2"
+
+
 def pager_label(driver, name: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, f'[data-pager="{name}"] .pager-label').text
 
