@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
-from risk.model import fitting, pipelines, scoring, selection, training
+from risk.model import compute, fitting, pipelines, scoring, selection, training
 from tests.conftest import PROJECT_DIR, private_copy, write_config
 
 
@@ -363,11 +364,54 @@ def test_a_forest_fits_on_its_folds_float32_file_the_trees_it_fits_on_the_float6
         from_file = fitting.fit_task(mapped, "random_forest", params, 42, 5, 1, True)
         here = fitting.fit_task(source, "random_forest", params, 42, 5, 1, True)
         np.testing.assert_array_equal(from_file["risk"], here["risk"])
-        forests = [pipeline.named_steps["classifier"] for pipeline in (from_file["pipeline"].load(), here["pipeline"])]
-        for tree, same in zip(*(forest.estimators_ for forest in forests), strict=True):
-            for field in ("feature", "threshold", "value", "children_left"):
-                np.testing.assert_array_equal(getattr(tree.tree_, field), getattr(same.tree_, field))
+        assert_same_trees(from_file["pipeline"].load(), here["pipeline"])
+    # The refit on all rows, which becomes the served pipeline: its fold (None) is written so too.
+    files.write({None}, narrow={None})
+    params = pipelines.SEARCH_SPACE["random_forest"][0]
+    from_file = fitting.fit_task(mapped, "random_forest", params, 42, 5, None)["pipeline"].load()
+    here = fitting.fit_task(source, "random_forest", params, 42, 5, None)["pipeline"]
+    assert_same_trees(from_file, here)
+    np.testing.assert_array_equal(from_file.predict_proba(X), here.predict_proba(X))
     files.remove()
+    fitting.clear_loaded_data()
+
+
+def assert_same_trees(pipeline: Any, same: Any) -> None:
+    forests = [p.named_steps["classifier"] for p in (pipeline, same)]
+    for tree, other in zip(*(forest.estimators_ for forest in forests), strict=True):
+        for field in ("feature", "threshold", "value", "children_left"):
+            np.testing.assert_array_equal(getattr(tree.tree_, field), getattr(other.tree_, field))
+
+
+def test_a_folds_files_go_once_its_last_fit_of_the_round_is_done(ingested: Config, tmp_path) -> None:
+    """FitRounds removes a fold's files as the runner reports its fits done (the others still run):
+    only once every fit of that fold is, never while one of them may still map them."""
+    source, X, y = master_source(ingested)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, scratch)
+    jobs = [
+        ("random_forest", 0, 0),
+        ("random_forest", 0, 1),
+        ("logistic_regression", 0, 0),
+        ("logistic_regression", 0, None),
+    ]
+    files.write({0, 1, None}, narrow={0, 1})
+    rounds = fitting.FitRounds(compute.local_runner(workers=1), source, files, 42, 5)
+    fit_done = rounds._fold_remover(jobs)
+
+    def folds_on_disk() -> set:
+        return {name.split("-encoded")[0] for name in (p.name for p in scratch.glob("*-encoded.npy"))}
+
+    fit_done(0)  # one of fold 0's two fits
+    assert folds_on_disk() == {"fold-0", "fold-1", "all"} and len(list(scratch.glob("fold-0-*"))) == 5
+    fit_done(1)
+    assert folds_on_disk() == {"fold-0", "all"} and not list(scratch.glob("fold-1-*"))
+    fit_done(2)
+    assert folds_on_disk() == {"all"} and not list(scratch.glob("fold-0-*"))
+    fit_done(3)
+    assert folds_on_disk() == set() and files.written == set()
+    assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"]
     fitting.clear_loaded_data()
 
 
