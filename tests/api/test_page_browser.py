@@ -5,10 +5,12 @@ to look at)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,24 @@ def upload_and_wait(driver, csv_path: Path) -> list:
     return driver.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
 
 
+@contextlib.contextmanager
+def opened_page(
+    driver,
+    config: Config,
+    tmp_path: Path,
+    token: str = "",
+    shows: tuple[str, str] = ("model-name", "decision threshold"),
+) -> Iterator[str]:
+    """The page of ``config``'s API (``token`` its API_TOKEN), open once the element ``shows[0]`` says ``shows[1]``
+    (by default: once /model has named the model served)."""
+    with localserver.gunicorn_server(
+        config.path, workers=1, env={"API_TOKEN": token}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        driver.get(url + "/")
+        WebDriverWait(driver, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, shows[0]), shows[1]))
+        yield url
+
+
 def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(
     browser, deployed_project: Config, tmp_path: Path
 ) -> None:
@@ -180,13 +200,7 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
     head.write_text(
         "".join((deployed_project.test_data_folder / "testdata.csv").read_text().splitlines(keepends=True)[:6])
     )
-    with localserver.gunicorn_server(
-        deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log"
-    ) as url:
-        browser.get(url + "/")
-        WebDriverWait(browser, WAIT_SECONDS).until(
-            ec.text_to_be_present_in_element((By.ID, "model-version"), "enter your API token")
-        )
+    with opened_page(browser, deployed_project, tmp_path, "page-token", ("model-version", "enter your API token")):
         token = browser.find_element(By.ID, "api-token")
         assert token.is_displayed()
         browser.find_element(By.ID, "csv-file").send_keys(str(head))
@@ -262,13 +276,7 @@ def test_a_page_left_open_across_a_deployment_says_what_the_new_version_is_once_
 ) -> None:
     """/model is asked once when the page opens: rows scored by a version deployed since must come
     with that version's badge and verdict, not the earlier one's."""
-    with localserver.gunicorn_server(
-        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
-    ) as url:
-        browser.get(url + "/")
-        WebDriverWait(browser, WAIT_SECONDS).until(
-            ec.text_to_be_present_in_element((By.ID, "model-name"), "decision threshold")
-        )
+    with opened_page(browser, deployed_project, tmp_path):
         assert not browser.find_element(By.ID, "model-verdict").is_displayed()
         assert deploy_uninformative_version(deployed_project) == "v2"  # while the page stays open
         upload_and_wait(browser, deployed_project.test_data_folder / "testdata.csv")
@@ -489,13 +497,7 @@ def test_the_badge_and_legend_name_the_model_that_cut_the_rows_beside_them(
     deployed must not show that version's rows beside the earlier one's threshold and bands."""
     threshold = versions.load_deployed_model(deployed_project).model.threshold
     bands = band_thresholds(deployed_project, threshold)
-    with localserver.gunicorn_server(
-        deployed_project.path, workers=1, env={"API_TOKEN": ""}, log_path=tmp_path / "gunicorn.log"
-    ) as url:
-        browser.get(url + "/")
-        WebDriverWait(browser, WAIT_SECONDS).until(
-            ec.text_to_be_present_in_element((By.ID, "model-name"), "decision threshold")
-        )
+    with opened_page(browser, deployed_project, tmp_path):
         # What the page would show had /model answered for an earlier version with another threshold.
         browser.execute_script(
             "document.getElementById('model-name').textContent = 'an earlier model · decision threshold 0.999';"
