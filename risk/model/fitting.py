@@ -340,7 +340,7 @@ class FoldFiles:
             paths = self._paths(self.folder, fold)
             write_scratch_file(encoded.encoded, paths.encoded)
             if fold in narrow:
-                write_scratch_file(encoded.encoded.astype(np.float32), paths.narrow)
+                write_scratch_file(encoded.encoded, paths.narrow, np.float32)
             write_scratch_file(encoded.labels, paths.labels)
             if encoded.held_out is not None:
                 write_scratch_file(encoded.held_out, paths.held_out)
@@ -392,15 +392,17 @@ class FoldPaths(NamedTuple):
     SUFFIXES = ("-encoded.npy", "-labels.npy", "-held-out.npy", "-preprocess.joblib", "-encoded-float32.npy")
 
 
-def write_scratch_file(value: Any, path: Path) -> None:
-    """``joblib.dump`` (an array: ``np.save``); a full or unwritable temp folder is a TrainingError
-    naming it, not a traceback.
+def write_scratch_file(value: Any, path: Path, dtype: type | None = None) -> None:
+    """``joblib.dump`` (an array: ``np.save``; with ``dtype``, converted to it); a full or unwritable
+    temp folder is a TrainingError naming it, not a traceback.
 
     ``np.save`` writes a contiguous array's memory to the file as it is, where joblib copies it
     to bytes first (16 MiB at a time): with the worker processes, the encoding of all rows
     for the refit, written while the fits' results are held, made training's peak."""
     try:
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray) and dtype is not None:
+            _save_converted(value, dtype, path)
+        elif isinstance(value, np.ndarray):
             np.save(path, value, allow_pickle=False)
         else:
             joblib.dump(value, path)
@@ -409,6 +411,21 @@ def write_scratch_file(value: Any, path: Path) -> None:
             f"cannot write training's scratch file {path} ({exc.strerror or exc}): make room in {path.parent.parent} "
             "or point TMPDIR at a folder with room for a copy of the training data and its encoded folds"
         ) from exc
+
+
+CONVERT_BLOCK_BYTES = 4 * 1024 * 1024  # converted rows in memory at a time, writing an array as another type
+
+
+def _save_converted(rows: np.ndarray, dtype: type, path: Path) -> None:
+    """``rows.astype(dtype)`` as a .npy file, converted a block of rows at a time: whole, a forest's
+    float32 copy of the refit's rows was half this process's largest allocation again on top of it."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": rows.shape}
+    row_bytes = np.dtype(dtype).itemsize * math.prod(rows.shape[1:])
+    block = max(1, CONVERT_BLOCK_BYTES // max(1, row_bytes))
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        for start in range(0, len(rows), block):
+            np.ascontiguousarray(rows[start : start + block], dtype=dtype).tofile(file)
 
 
 def fit_task(

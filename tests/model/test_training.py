@@ -451,6 +451,44 @@ def test_a_folds_matrix_is_written_to_its_file_without_a_copy(tmp_path) -> None:
     np.testing.assert_array_equal(np.load(path, mmap_mode="r"), encoded)
 
 
+def test_a_forests_float32_rows_are_written_without_a_float32_copy_of_the_matrix(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forest's float32 rows (FIT_DTYPE) are written while this process holds the encoding, the
+    refit's of every row its largest allocation: converted whole, half of it again on top of it."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({f"n{i}": rng.normal(size=20_000) for i in range(5)})
+    for i in range(3):  # 40 levels each: a matrix of 125 columns, the one-hot block its bulk
+        X[f"c{i}"] = pd.Categorical(rng.choice([f"level {k}" for k in range(40)], size=len(X)))
+    y = (rng.random(len(X)) > 0.7).astype(int)
+    features = {"numeric": [f"n{i}" for i in range(5)], "categorical": [f"c{i}" for i in range(3)]}
+    peaks = {}
+    for narrow in (frozenset(), {None}):
+        scratch = tmp_path / f"scratch-{len(narrow)}"
+        scratch.mkdir()
+        files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
+        tracemalloc.start()
+        try:
+            files.write({None}, narrow=narrow)
+            peaks[bool(narrow)] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    encoded = np.load(scratch / "all-encoded.npy", mmap_mode="r")
+    assert encoded.shape == (len(X), 125)
+    assert peaks[True] - peaks[False] < 0.05 * encoded.nbytes, peaks
+    np.testing.assert_array_equal(np.load(scratch / "all-encoded-float32.npy"), encoded.astype(np.float32))
+    # Blocks that do not divide the rows, a matrix in Fortran order, and no rows at all: the same values.
+    monkeypatch.setattr(fitting, "CONVERT_BLOCK_BYTES", 7 * 125 * 4)
+    path = tmp_path / "converted.npy"
+    for rows in (np.asfortranarray(encoded[:1000]), encoded[:0]):
+        fitting.write_scratch_file(rows, path, np.float32)
+        written = np.load(path, mmap_mode="r")
+        assert written.dtype == np.float32 and written.shape == rows.shape
+        np.testing.assert_array_equal(written, rows.astype(np.float32))
+
+
 def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
     import tracemalloc
 
