@@ -327,8 +327,11 @@ class FoldFiles:
         self.sample_rows = sample_rows
         self.written: set[int | None] = set()
 
-    def write(self, folds: set[int | None], narrow: set[int | None] = frozenset()) -> None:
-        """Encode and write ``folds``; the training rows of those in ``narrow`` as float32 too."""
+    def write(
+        self, folds: set[int | None], narrow: set[int | None] = frozenset(), wide: set[int | None] | None = None
+    ) -> None:
+        """Encode and write ``folds``: the training rows of those in ``narrow`` as float32, of those in
+        ``wide`` (default: all) as float64 (a round that fits only forests on a fold maps no float64 rows)."""
         missing = sorted(folds - self.written, key=lambda f: -1 if f is None else f)
         if not missing:
             return
@@ -338,7 +341,8 @@ class FoldFiles:
         for fold in missing:
             encoded = encode_fold(X, y, self.features, fold, self.seed, self.splits, self.sample_rows)
             paths = self._paths(self.folder, fold)
-            write_scratch_file(encoded.encoded, paths.encoded)
+            if wide is None or fold in wide:
+                write_scratch_file(encoded.encoded, paths.encoded)
             if fold in narrow:
                 write_scratch_file(encoded.encoded, paths.narrow, np.float32)
             write_scratch_file(encoded.labels, paths.labels)
@@ -588,7 +592,11 @@ class FitRounds:
             for name, _, fold in jobs
         ]
         if self.files is not None:
-            self.files.write(folds, narrow={fold for name, _, fold in jobs if name in FIT_DTYPE})
+            self.files.write(
+                folds,
+                narrow={fold for name, _, fold in jobs if name in FIT_DTYPE},
+                wide={fold for name, _, fold in jobs if name not in FIT_DTYPE},
+            )
         try:
             outcomes = self.runner.map(fit_task, arguments, costs, name="fit", done=self._fold_remover(jobs))
         finally:

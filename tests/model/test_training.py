@@ -323,7 +323,7 @@ def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(
     mapped = fitting.TrainingData(features, kinds, "exited", 1, folds=str(scratch))
     params = pipelines.SEARCH_SPACE["random_forest"][0]
     with compute.local_runner(workers=2) as runner:
-        files.write({1}, narrow={1})  # a forest's fold, as FitRounds writes it
+        files.write({1}, narrow={1}, wide=set())  # a fold only a forest fits on, as FitRounds writes it
         [sent] = runner.map(fitting.fit_task, [(mapped, "random_forest", params, 42, 5, 1, True)])
         assert isinstance(sent["pipeline"], fitting.PipelineFile)
         assert Path(sent["pipeline"].path).parent == scratch
@@ -365,14 +365,27 @@ def test_a_forest_fits_on_its_folds_float32_file_the_trees_it_fits_on_the_float6
         here = fitting.fit_task(source, "random_forest", params, 42, 5, 1, True)
         np.testing.assert_array_equal(from_file["risk"], here["risk"])
         assert_same_trees(from_file["pipeline"].load(), here["pipeline"])
-    # The refit on all rows, which becomes the served pipeline: its fold (None) is written so too.
-    files.write({None}, narrow={None})
-    params = pipelines.SEARCH_SPACE["random_forest"][0]
-    from_file = fitting.fit_task(mapped, "random_forest", params, 42, 5, None)["pipeline"].load()
-    here = fitting.fit_task(source, "random_forest", params, 42, 5, None)["pipeline"]
-    assert_same_trees(from_file, here)
-    np.testing.assert_array_equal(from_file.predict_proba(X), here.predict_proba(X))
     files.remove()
+    fitting.clear_loaded_data()
+
+
+def test_a_round_that_fits_only_forests_writes_no_float64_rows(ingested: Config, tmp_path) -> None:
+    """The refit of a chosen forest maps its float32 rows only: the float64 ones of every row would
+    be written for nothing (with the temp folder in memory, RAM the size of the refit's encoding)."""
+    source, X, y = master_source(ingested)
+    (tmp_path / "scratch").mkdir()
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, tmp_path / "scratch")
+    files.write({None, 1}, narrow={None, 1}, wide={1})
+    assert not (files.folder / "all-encoded.npy").exists() and (files.folder / "all-encoded-float32.npy").exists()
+    assert (files.folder / "fold-1-encoded.npy").exists()
+    files.remove()
+    # A round of forests alone, through FitRounds, maps what it wrote.
+    mapped = fitting.TrainingData(source.features, source.kinds, "exited", 1, folds=str(files.folder))
+    rounds = fitting.FitRounds(compute.local_runner(workers=1), mapped, files, 42, 5)
+    [refit] = rounds.run([("random_forest", 0, None)]).values()
+    here = fitting.fit_task(source, "random_forest", pipelines.SEARCH_SPACE["random_forest"][0], 42, 5, None)
+    assert_same_trees(refit["pipeline"], here["pipeline"])
+    assert [p.name for p in files.folder.iterdir()] == [files.snapshot.name]
     fitting.clear_loaded_data()
 
 
