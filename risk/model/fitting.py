@@ -309,7 +309,7 @@ class FoldFiles:
     folds are encoded, then let go); a round's folds are written before its fits start and
     removed after. So this process holds no copy of the frame while the workers fit, and the
     scratch folder holds the snapshot and at most one round's folds (about 8 bytes per
-    encoded cell each, and 4 more where a forest fits on it: FIT_DTYPE)."""
+    encoded cell each, 4 more where a forest fits on it, and 4 alone where only forests do: FIT_DTYPE)."""
 
     def __init__(
         self,
