@@ -309,7 +309,7 @@ class FoldFiles:
     folds are encoded, then let go); a round's folds are written before its fits start and
     removed after. So this process holds no copy of the frame while the workers fit, and the
     scratch folder holds the snapshot and at most one round's folds (about 8 bytes per
-    encoded cell each, and 4 more where a forest fits on it: FIT_DTYPE)."""
+    encoded cell each, 4 more where a forest fits on it, and 4 alone where only forests do: FIT_DTYPE)."""
 
     def __init__(
         self,
@@ -327,8 +327,11 @@ class FoldFiles:
         self.sample_rows = sample_rows
         self.written: set[int | None] = set()
 
-    def write(self, folds: set[int | None], narrow: set[int | None] = frozenset()) -> None:
-        """Encode and write ``folds``; the training rows of those in ``narrow`` as float32 too."""
+    def write(
+        self, folds: set[int | None], narrow: set[int | None] = frozenset(), wide: set[int | None] | None = None
+    ) -> None:
+        """Encode and write ``folds``: the training rows of those in ``narrow`` as float32, of those in
+        ``wide`` (default: all) as float64 (a round that fits only forests on a fold maps no float64 rows)."""
         missing = sorted(folds - self.written, key=lambda f: -1 if f is None else f)
         if not missing:
             return
@@ -338,9 +341,10 @@ class FoldFiles:
         for fold in missing:
             encoded = encode_fold(X, y, self.features, fold, self.seed, self.splits, self.sample_rows)
             paths = self._paths(self.folder, fold)
-            write_scratch_file(encoded.encoded, paths.encoded)
+            if wide is None or fold in wide:
+                write_scratch_file(encoded.encoded, paths.encoded)
             if fold in narrow:
-                write_scratch_file(encoded.encoded.astype(np.float32), paths.narrow)
+                write_scratch_file(encoded.encoded, paths.narrow, np.float32)
             write_scratch_file(encoded.labels, paths.labels)
             if encoded.held_out is not None:
                 write_scratch_file(encoded.held_out, paths.held_out)
@@ -392,15 +396,17 @@ class FoldPaths(NamedTuple):
     SUFFIXES = ("-encoded.npy", "-labels.npy", "-held-out.npy", "-preprocess.joblib", "-encoded-float32.npy")
 
 
-def write_scratch_file(value: Any, path: Path) -> None:
-    """``joblib.dump`` (an array: ``np.save``); a full or unwritable temp folder is a TrainingError
-    naming it, not a traceback.
+def write_scratch_file(value: Any, path: Path, dtype: type | None = None) -> None:
+    """``joblib.dump`` (an array: ``np.save``; with ``dtype``, converted to it); a full or unwritable
+    temp folder is a TrainingError naming it, not a traceback.
 
     ``np.save`` writes a contiguous array's memory to the file as it is, where joblib copies it
     to bytes first (16 MiB at a time): with the worker processes, the encoding of all rows
     for the refit, written while the fits' results are held, made training's peak."""
     try:
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray) and dtype is not None:
+            _save_converted(value, dtype, path)
+        elif isinstance(value, np.ndarray):
             np.save(path, value, allow_pickle=False)
         else:
             joblib.dump(value, path)
@@ -409,6 +415,21 @@ def write_scratch_file(value: Any, path: Path) -> None:
             f"cannot write training's scratch file {path} ({exc.strerror or exc}): make room in {path.parent.parent} "
             "or point TMPDIR at a folder with room for a copy of the training data and its encoded folds"
         ) from exc
+
+
+CONVERT_BLOCK_BYTES = 4 * 1024 * 1024  # converted rows in memory at a time, writing an array as another type
+
+
+def _save_converted(rows: np.ndarray, dtype: type, path: Path) -> None:
+    """``rows.astype(dtype)`` as a .npy file, converted a block of rows at a time: whole, a forest's
+    float32 copy of the refit's rows was half this process's largest allocation again on top of it."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": rows.shape}
+    row_bytes = np.dtype(dtype).itemsize * math.prod(rows.shape[1:])
+    block = max(1, CONVERT_BLOCK_BYTES // max(1, row_bytes))
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        for start in range(0, len(rows), block):
+            np.ascontiguousarray(rows[start : start + block], dtype=dtype).tofile(file)
 
 
 def fit_task(
@@ -571,7 +592,11 @@ class FitRounds:
             for name, _, fold in jobs
         ]
         if self.files is not None:
-            self.files.write(folds, narrow={fold for name, _, fold in jobs if name in FIT_DTYPE})
+            self.files.write(
+                folds,
+                narrow={fold for name, _, fold in jobs if name in FIT_DTYPE},
+                wide={fold for name, _, fold in jobs if name not in FIT_DTYPE},
+            )
         try:
             outcomes = self.runner.map(fit_task, arguments, costs, name="fit", done=self._fold_remover(jobs))
         finally:

@@ -5,19 +5,22 @@ to look at)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import fullprocess
 import localserver
+from risk.core.bands import band_thresholds
 from risk.core.settings import Config
 from risk.data import sample
-from risk.registry import calllists
+from risk.registry import calllists, versions
 from tests.conftest import (
     SCORES_WARNING,
     UNINFORMATIVE_WARNING,
@@ -108,6 +111,24 @@ def upload_and_wait(driver, csv_path: Path) -> list:
     return driver.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
 
 
+@contextlib.contextmanager
+def opened_page(
+    driver,
+    config: Config,
+    tmp_path: Path,
+    token: str = "",
+    shows: tuple[str, str] = ("model-name", "decision threshold"),
+) -> Iterator[str]:
+    """The page of ``config``'s API (``token`` its API_TOKEN), open once the element ``shows[0]`` says ``shows[1]``
+    (by default: once /model has named the model served)."""
+    with localserver.gunicorn_server(
+        config.path, workers=1, env={"API_TOKEN": token}, log_path=tmp_path / "gunicorn.log"
+    ) as url:
+        driver.get(url + "/")
+        WebDriverWait(driver, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, shows[0]), shows[1]))
+        yield url
+
+
 def test_upload_the_test_file_and_see_clients_sorted_by_risk_in_bands(
     browser, deployed_project: Config, tmp_path: Path
 ) -> None:
@@ -179,13 +200,7 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
     head.write_text(
         "".join((deployed_project.test_data_folder / "testdata.csv").read_text().splitlines(keepends=True)[:6])
     )
-    with localserver.gunicorn_server(
-        deployed_project.path, workers=1, env={"API_TOKEN": "page-token"}, log_path=tmp_path / "gunicorn.log"
-    ) as url:
-        browser.get(url + "/")
-        WebDriverWait(browser, WAIT_SECONDS).until(
-            ec.text_to_be_present_in_element((By.ID, "model-version"), "enter your API token")
-        )
+    with opened_page(browser, deployed_project, tmp_path, "page-token", ("model-version", "enter your API token")):
         token = browser.find_element(By.ID, "api-token")
         assert token.is_displayed()
         browser.find_element(By.ID, "csv-file").send_keys(str(head))
@@ -200,7 +215,7 @@ def test_the_page_asks_for_the_token_when_one_is_required(browser, deployed_proj
         WebDriverWait(browser, WAIT_SECONDS).until(ec.text_to_be_present_in_element((By.ID, "error"), "not accepted"))
         token.clear()
         token.send_keys("page-token")
-        # Blank the legend's thresholds, so that only /model's answer can write them back.
+        # Blank the legend's thresholds, so that only the answers (the prediction's, then /model's) write them back.
         browser.execute_script(
             "document.querySelectorAll('#band-legend .legend-amber').forEach(s => { s.textContent = ''; });"
         )
@@ -254,6 +269,21 @@ def test_the_badge_says_no_better_than_chance_with_the_warnings(
         assert [li.text for li in warnings.find_elements(By.TAG_NAME, "li")] == [UNINFORMATIVE_WARNING, SCORES_WARNING]
         browser.save_screenshot(str(tmp_path / "uninformative.png"))
         shutil.copy(tmp_path / "uninformative.png", SCREENSHOT_COPY.with_name("riskometer-uninformative.png"))
+
+
+def test_a_page_left_open_across_a_deployment_says_what_the_new_version_is_once_it_scores(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    """/model is asked once when the page opens: rows scored by a version deployed since must come
+    with that version's badge and verdict, not the earlier one's."""
+    with opened_page(browser, deployed_project, tmp_path):
+        assert not browser.find_element(By.ID, "model-verdict").is_displayed()
+        assert deploy_uninformative_version(deployed_project) == "v2"  # while the page stays open
+        upload_and_wait(browser, deployed_project.test_data_folder / "testdata.csv")
+        assert "scored by model v2" in browser.find_element(By.ID, "summary-text").text
+        WebDriverWait(browser, WAIT_SECONDS).until(ec.visibility_of_element_located((By.ID, "model-verdict")))
+        assert browser.find_element(By.ID, "model-verdict").text == "no better than chance"
+        assert browser.find_element(By.ID, "model-version").text == "v2"
 
 
 def pager_label(driver, name: str) -> str:
@@ -458,3 +488,24 @@ def test_a_page_served_before_the_first_model_shows_its_bands_once_one_is_deploy
         threshold = browser.find_element(By.ID, "model-name").text.split("decision threshold ")[1]
         assert f"below {100 * float(threshold):.1f}%" in legend, legend
         assert "once a model is deployed" not in legend and "Derived from the model's decision threshold" in legend
+
+
+def test_the_badge_and_legend_name_the_model_that_cut_the_rows_beside_them(
+    browser, deployed_project: Config, tmp_path: Path
+) -> None:
+    """The page asks /model once: a page left open while another version (another threshold) was
+    deployed must not show that version's rows beside the earlier one's threshold and bands."""
+    threshold = versions.load_deployed_model(deployed_project).model.threshold
+    bands = band_thresholds(deployed_project, threshold)
+    with opened_page(browser, deployed_project, tmp_path):
+        # What the page would show had /model answered for an earlier version with another threshold.
+        browser.execute_script(
+            "document.getElementById('model-name').textContent = 'an earlier model · decision threshold 0.999';"
+            "document.querySelectorAll('#band-legend .legend-amber, #band-legend .legend-red')"
+            ".forEach(s => { s.textContent = '99.9'; });"
+        )
+        upload_and_wait(browser, deployed_project.test_data_folder / "testdata.csv")
+        legend = browser.find_element(By.ID, "band-legend").text
+        assert "99.9" not in legend, legend
+        assert f"below {100 * bands['amber']:.1f}%" in legend and f"red from {100 * bands['red']:.1f}%" in legend
+        assert browser.find_element(By.ID, "model-name").text.endswith(f"decision threshold {threshold}")

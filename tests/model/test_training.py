@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
-from risk.model import fitting, pipelines, scoring, selection, training
+from risk.model import compute, fitting, pipelines, scoring, selection, training
 from tests.conftest import PROJECT_DIR, private_copy, write_config
 
 
@@ -322,7 +323,7 @@ def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(
     mapped = fitting.TrainingData(features, kinds, "exited", 1, folds=str(scratch))
     params = pipelines.SEARCH_SPACE["random_forest"][0]
     with compute.local_runner(workers=2) as runner:
-        files.write({1}, narrow={1})  # a forest's fold, as FitRounds writes it
+        files.write({1}, narrow={1}, wide=set())  # a fold only a forest fits on, as FitRounds writes it
         [sent] = runner.map(fitting.fit_task, [(mapped, "random_forest", params, 42, 5, 1, True)])
         assert isinstance(sent["pipeline"], fitting.PipelineFile)
         assert Path(sent["pipeline"].path).parent == scratch
@@ -363,11 +364,67 @@ def test_a_forest_fits_on_its_folds_float32_file_the_trees_it_fits_on_the_float6
         from_file = fitting.fit_task(mapped, "random_forest", params, 42, 5, 1, True)
         here = fitting.fit_task(source, "random_forest", params, 42, 5, 1, True)
         np.testing.assert_array_equal(from_file["risk"], here["risk"])
-        forests = [pipeline.named_steps["classifier"] for pipeline in (from_file["pipeline"].load(), here["pipeline"])]
-        for tree, same in zip(*(forest.estimators_ for forest in forests), strict=True):
-            for field in ("feature", "threshold", "value", "children_left"):
-                np.testing.assert_array_equal(getattr(tree.tree_, field), getattr(same.tree_, field))
+        assert_same_trees(from_file["pipeline"].load(), here["pipeline"])
     files.remove()
+    fitting.clear_loaded_data()
+
+
+def test_a_round_that_fits_only_forests_writes_no_float64_rows(ingested: Config, tmp_path) -> None:
+    """The refit of a chosen forest maps its float32 rows only: the float64 ones of every row would
+    be written for nothing (with the temp folder in memory, RAM the size of the refit's encoding)."""
+    source, X, y = master_source(ingested)
+    (tmp_path / "scratch").mkdir()
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, tmp_path / "scratch")
+    files.write({None, 1}, narrow={None, 1}, wide={1})
+    assert not (files.folder / "all-encoded.npy").exists() and (files.folder / "all-encoded-float32.npy").exists()
+    assert (files.folder / "fold-1-encoded.npy").exists()
+    files.remove()
+    # A round of forests alone, through FitRounds, maps what it wrote.
+    mapped = fitting.TrainingData(source.features, source.kinds, "exited", 1, folds=str(files.folder))
+    rounds = fitting.FitRounds(compute.local_runner(workers=1), mapped, files, 42, 5)
+    [refit] = rounds.run([("random_forest", 0, None)]).values()
+    here = fitting.fit_task(source, "random_forest", pipelines.SEARCH_SPACE["random_forest"][0], 42, 5, None)
+    assert_same_trees(refit["pipeline"], here["pipeline"])
+    assert [p.name for p in files.folder.iterdir()] == [files.snapshot.name]
+    fitting.clear_loaded_data()
+
+
+def assert_same_trees(pipeline: Any, same: Any) -> None:
+    forests = [p.named_steps["classifier"] for p in (pipeline, same)]
+    for tree, other in zip(*(forest.estimators_ for forest in forests), strict=True):
+        for field in ("feature", "threshold", "value", "children_left"):
+            np.testing.assert_array_equal(getattr(tree.tree_, field), getattr(other.tree_, field))
+
+
+def test_a_folds_files_go_once_its_last_fit_of_the_round_is_done(ingested: Config, tmp_path) -> None:
+    """FitRounds removes a fold's files as the runner reports its fits done (the others still run):
+    only once every fit of that fold is, never while one of them may still map them."""
+    source, X, y = master_source(ingested)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, scratch)
+    jobs = [
+        ("random_forest", 0, 0),
+        ("random_forest", 0, 1),
+        ("logistic_regression", 0, 0),
+        ("logistic_regression", 0, None),
+    ]
+    files.write({0, 1, None}, narrow={0, 1})
+    rounds = fitting.FitRounds(compute.local_runner(workers=1), source, files, 42, 5)
+    fit_done = rounds._fold_remover(jobs)
+
+    def folds_on_disk() -> set:
+        return {name.split("-encoded")[0] for name in (p.name for p in scratch.glob("*-encoded.npy"))}
+
+    fit_done(0)  # one of fold 0's two fits
+    assert folds_on_disk() == {"fold-0", "fold-1", "all"} and len(list(scratch.glob("fold-0-*"))) == 5
+    fit_done(1)
+    assert folds_on_disk() == {"fold-0", "all"} and not list(scratch.glob("fold-1-*"))
+    fit_done(2)
+    assert folds_on_disk() == {"all"} and not list(scratch.glob("fold-0-*"))
+    fit_done(3)
+    assert folds_on_disk() == set() and files.written == set()
+    assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"]
     fitting.clear_loaded_data()
 
 
@@ -405,6 +462,44 @@ def test_a_folds_matrix_is_written_to_its_file_without_a_copy(tmp_path) -> None:
         tracemalloc.stop()
     assert peak < 0.1 * encoded.nbytes
     np.testing.assert_array_equal(np.load(path, mmap_mode="r"), encoded)
+
+
+def test_a_forests_float32_rows_are_written_without_a_float32_copy_of_the_matrix(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forest's float32 rows (FIT_DTYPE) are written while this process holds the encoding, the
+    refit's of every row its largest allocation: converted whole, half of it again on top of it."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({f"n{i}": rng.normal(size=20_000) for i in range(5)})
+    for i in range(3):  # 40 levels each: a matrix of 125 columns, the one-hot block its bulk
+        X[f"c{i}"] = pd.Categorical(rng.choice([f"level {k}" for k in range(40)], size=len(X)))
+    y = (rng.random(len(X)) > 0.7).astype(int)
+    features = {"numeric": [f"n{i}" for i in range(5)], "categorical": [f"c{i}" for i in range(3)]}
+    peaks = {}
+    for narrow in (frozenset(), {None}):
+        scratch = tmp_path / f"scratch-{len(narrow)}"
+        scratch.mkdir()
+        files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
+        tracemalloc.start()
+        try:
+            files.write({None}, narrow=narrow)
+            peaks[bool(narrow)] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    encoded = np.load(scratch / "all-encoded.npy", mmap_mode="r")
+    assert encoded.shape == (len(X), 125)
+    assert peaks[True] - peaks[False] < 0.05 * encoded.nbytes, peaks
+    np.testing.assert_array_equal(np.load(scratch / "all-encoded-float32.npy"), encoded.astype(np.float32))
+    # Blocks that do not divide the rows, a matrix in Fortran order, and no rows at all: the same values.
+    monkeypatch.setattr(fitting, "CONVERT_BLOCK_BYTES", 7 * 125 * 4)
+    path = tmp_path / "converted.npy"
+    for rows in (np.asfortranarray(encoded[:1000]), encoded[:0]):
+        fitting.write_scratch_file(rows, path, np.float32)
+        written = np.load(path, mmap_mode="r")
+        assert written.dtype == np.float32 and written.shape == rows.shape
+        np.testing.assert_array_equal(written, rows.astype(np.float32))
 
 
 def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:

@@ -7,7 +7,9 @@
   const tokenRequired = document.body.dataset.tokenRequired === "yes";
   let lastResult = null;
   let lastCallList = null;
-  let modelLoaded = false;  // the badge, model name and bands come from /model: again once a token is accepted
+  // The version /model last described (badge, verdict, warnings, bands): asked again once a token is
+  // accepted, and when an answer comes from another version (one deployed while the page stayed open).
+  let loadedVersion = null;
 
   function headers() {
     const token = sessionStorage.getItem("riskToken") || $("api-token").value.trim();
@@ -98,12 +100,12 @@
     if (response.status === 401) {
       $("model-version").textContent = "enter your API token";
       $("model-version").title = tokenRefused("score the file");
-      modelLoaded = false;
+      loadedVersion = null;
       return;
     }
     const body = await readJson(response);
     if (!response.ok) { $("model-version").textContent = "none"; showError(body.message || "no model is being served"); return; }
-    modelLoaded = true;
+    loadedVersion = body.model_version;
     $("model-version").textContent = body.model_version;
     $("model-version").title = "";
     $("model-name").textContent = body.model + " · decision threshold " + body.threshold;
@@ -183,6 +185,10 @@
     resultsIdColumns = idColumns;
     resultsPager.show(sorted);
     $("model-version").textContent = result.model_version;
+    // The rows were cut by this answer's model: a page open while another version was deployed (/model is
+    // asked once) must not name the earlier one's threshold and bands beside them.
+    $("model-name").textContent = result.model + " · decision threshold " + result.threshold;
+    showBands(result.bands);
     $("summary-text").textContent = result.rows + " clients scored by model " + result.model_version + ", riskiest first.";
     ["red", "amber", "green"].forEach((b) => { $("count-" + b).textContent = result.band_counts[b] + " " + b; });
     const notes = [];
@@ -239,7 +245,7 @@
       if (response.status === 401) { showError(tokenRefused("score the file")); return; }
       if (!response.ok) { showError("Could not score the file: " + (body.message || response.statusText)); return; }
       render(body);
-      if (!modelLoaded) loadModel();
+      if (body.model_version !== loadedVersion) loadModel();
     } catch (e) {
       showError("The server did not answer: " + e.message);
     } finally {
@@ -382,7 +388,7 @@
   $("upload-form").addEventListener("submit", score);
   $("download-button").addEventListener("click", download);
   $("calllist-download").addEventListener("click", downloadCallList);
-  $("calllist-load").addEventListener("click", () => { loadCallList(); if (!modelLoaded) loadModel(); });
+  $("calllist-load").addEventListener("click", () => { loadCallList(); if (loadedVersion === null) loadModel(); });
   // Enter in the token box does what the view's button does (it sat in the upload form before the views).
   $("api-token").addEventListener("keydown", (event) => {
     if (event.key !== "Enter") return;
