@@ -449,6 +449,17 @@ def time_batch_request(url: str, csv_bytes: bytes, expected: list[float]) -> dic
     }
 
 
+def worker_spread(counts: list[int], workers: int) -> str:
+    """How evenly the workers shared the requests: the least one's share, or why that cannot be told
+    (gunicorn's max_requests recycles workers, so a long run can count more processes than workers)."""
+    if not counts or not sum(counts):
+        return "no worker counted"
+    if len(counts) > workers:
+        return f"{len(counts)} processes for {workers} workers: recycled by max_requests during the run"
+    least = min(counts) if len(counts) == workers else 0  # a worker that answered nothing is not counted
+    return f"least {least / sum(counts):.0%}"
+
+
 def report(result: dict[str, Any]) -> str:
     lines = [
         f"API benchmark: {result['workers']} gunicorn workers x {result['threads']} threads, "
@@ -462,14 +473,14 @@ def report(result: dict[str, Any]) -> str:
             continue
         pred, health, ratio = kind["prediction"], kind["healthz"], kind["ratio_to_healthz"]
         counts = kind["requests_by_worker"]
-        share = min(counts) / sum(counts) if counts and sum(counts) and len(counts) == result["workers"] else 0.0
+        spread = worker_spread(counts, result["workers"])
         problems = f"; non-2xx {pred['non_2xx']}" if pred["non_2xx"] else ""
         problems += f"; socket errors {pred['socket_errors']}" if pred["socket_errors"] else ""
         lines.append(
             f"    {label:<42} {pred['requests_per_s']:7.0f} req/s p99 {pred['p99_ms']:6.1f} ms | /healthz "
             f"{health['requests_per_s']:7.0f} req/s p99 {health['p99_ms']:6.1f} ms | ratio {ratio:.2f} "
             f"({_verdict(ratio >= TARGET_HEALTHZ_RATIO)}) | per worker {' / '.join(str(c) for c in counts) or 'none'} "
-            f"(least {share:.0%}){problems}"
+            f"({spread}){problems}"
         )
     lines.append(
         f"  single-row /prediction p99 goal < {TARGET_P99_MS:.0f} ms: "
