@@ -32,6 +32,7 @@ import gc
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -85,8 +86,6 @@ def threadpools() -> Any:
     """The process's OpenMP/BLAS pools (threadpoolctl's ``ThreadpoolController``), looked up again only
     when a module was imported since: a native library comes with an import, and the look-up (every
     loaded library inspected) cost ~4 ms, a dozen times a run and thousands of times a test run."""
-    import sys
-
     return _threadpools(len(sys.modules))
 
 

@@ -48,11 +48,11 @@ from risk.model.scoring import binary_target, feature_frame
 
 # Relative cost of one fit, for starting the longest first (measured on 21,000 rows, single-threaded).
 FIT_COST = {"logistic_regression": 0.2, "hist_gradient_boosting": 1.0, "random_forest": 1.2}
-# Models that convert their rows to another type before fitting, and that type: scikit-learn's forests
-# fit on float32 (sklearn.tree's DTYPE). With worker processes their fold is written so too, and mapped
-# instead of the float64 one: the values they would convert to, without their copy in the worker (on
-# 21,000 rows 2.6 MiB less in the worker, and a file half the size; the same trees, tested).
-FIT_DTYPE = {"random_forest": np.float32}
+# Models that convert their rows to float32 before fitting: scikit-learn's forests (sklearn.tree's DTYPE).
+# With worker processes their fold is written so too, and mapped instead of the float64 one: the values
+# they would convert to, without their copy in the worker (on 21,000 rows 2.6 MiB less in the worker,
+# and a file half the size; the same trees, tested).
+FLOAT32_FITS = frozenset({"random_forest"})
 
 
 @dataclass(frozen=True)
@@ -253,10 +253,10 @@ class TrainingData:
     def key(self) -> tuple:
         return (self.master, self.stamp, id(self.frame) if self.frame is not None else None)
 
-    def encoded(self, fold: int | None, seed: int, splits: int, dtype: type = np.float64) -> EncodedFold:
-        """The fold's encoded rows; read from the fold files as float32 where ``dtype`` is float32."""
+    def encoded(self, fold: int | None, seed: int, splits: int, float32: bool = False) -> EncodedFold:
+        """The fold's encoded rows; from the fold files, as float32 where ``float32`` (FLOAT32_FITS)."""
         if self.folds is not None:
-            return FoldFiles.read(Path(self.folds), fold, dtype)
+            return FoldFiles.read(Path(self.folds), fold, float32)
         X, y = self.load()
         return encode_fold(X, y, self.features, fold, seed, splits, self.sample_rows)
 
@@ -309,7 +309,7 @@ class FoldFiles:
     folds are encoded, then let go); a round's folds are written before its fits start and
     removed after. So this process holds no copy of the frame while the workers fit, and the
     scratch folder holds the snapshot and at most one round's folds (about 8 bytes per
-    encoded cell each, 4 more where a forest fits on it, and 4 alone where only forests do: FIT_DTYPE)."""
+    encoded cell each, 4 more where a forest fits on it, and 4 alone where only forests do: FLOAT32_FITS)."""
 
     def __init__(
         self,
@@ -362,9 +362,9 @@ class FoldFiles:
             self.written.discard(fold)
 
     @staticmethod
-    def read(folder: Path, fold: int | None, dtype: type = np.float64) -> EncodedFold:
+    def read(folder: Path, fold: int | None, float32: bool = False) -> EncodedFold:
         paths = FoldFiles._paths(folder, fold)
-        rows = paths.narrow if dtype is np.float32 else paths.encoded
+        rows = paths.narrow if float32 else paths.encoded
         # Not memory-mapped: a refit sends its fitted preprocessing back in the pipeline.
         preprocess, validation = joblib.load(paths.fitted)
         held_out = None if fold is None else paths.held_out
@@ -448,7 +448,7 @@ def fit_task(
     measures its serving cost).
     """
     started = time.perf_counter()
-    data = source.encoded(fold, seed, splits, FIT_DTYPE.get(name, np.float64))
+    data = source.encoded(fold, seed, splits, float32=name in FLOAT32_FITS)
     classifier = build_classifier(name, seed, params, len(data.labels))
     _fit_classifier(classifier, data)
     outcome: dict[str, Any] = {}
@@ -594,8 +594,8 @@ class FitRounds:
         if self.files is not None:
             self.files.write(
                 folds,
-                narrow={fold for name, _, fold in jobs if name in FIT_DTYPE},
-                wide={fold for name, _, fold in jobs if name not in FIT_DTYPE},
+                narrow={fold for name, _, fold in jobs if name in FLOAT32_FITS},
+                wide={fold for name, _, fold in jobs if name not in FLOAT32_FITS},
             )
         try:
             outcomes = self.runner.map(fit_task, arguments, costs, name="fit", done=self._fold_remover(jobs))

@@ -354,7 +354,7 @@ def test_a_forest_fits_on_its_folds_float32_file_the_trees_it_fits_on_the_float6
     files = fitting.FoldFiles(X, y, source.features, 42, 5, scratch)
     files.write({1, 2}, narrow={1})
     assert sorted(p.name for p in scratch.glob("*float32*")) == ["fold-1-encoded-float32.npy"]
-    narrow = fitting.FoldFiles.read(scratch, 1, np.float32)
+    narrow = fitting.FoldFiles.read(scratch, 1, float32=True)
     wide = fitting.FoldFiles.read(scratch, 1)
     assert narrow.encoded.dtype == np.float32 and isinstance(narrow.encoded, np.memmap)
     np.testing.assert_array_equal(narrow.encoded, wide.encoded.astype(np.float32))
@@ -467,7 +467,7 @@ def test_a_folds_matrix_is_written_to_its_file_without_a_copy(tmp_path) -> None:
 def test_a_forests_float32_rows_are_written_without_a_float32_copy_of_the_matrix(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A forest's float32 rows (FIT_DTYPE) are written while this process holds the encoding, the
+    """A forest's float32 rows (FLOAT32_FITS) are written while this process holds the encoding, the
     refit's of every row its largest allocation: converted whole, half of it again on top of it."""
     import tracemalloc
 

@@ -108,9 +108,8 @@
     loadedVersion = body.model_version;
     $("model-version").textContent = body.model_version;
     $("model-version").title = "";
-    $("model-name").textContent = body.model + " · decision threshold " + body.threshold;
+    showModelTerms(body);
     showVerdict(body);
-    showBands(body.bands);
   }
 
   function fillList(list, texts) {
@@ -129,6 +128,12 @@
     verdict.textContent = body.uninformative ? "no better than chance" : "";
     verdict.title = body.verdict || "";
     fillList($("model-warnings"), body.warnings || []);
+  }
+
+  // The model's name, decision threshold and bands, from /model or from a /prediction answer (both give them).
+  function showModelTerms(body) {
+    $("model-name").textContent = body.model + " · decision threshold " + body.threshold;
+    showBands(body.bands);
   }
 
   // The legend follows the model being served: its threshold moves with each version. Only the legend's
@@ -187,8 +192,7 @@
     $("model-version").textContent = result.model_version;
     // The rows were cut by this answer's model: a page open while another version was deployed (/model is
     // asked once) must not name the earlier one's threshold and bands beside them.
-    $("model-name").textContent = result.model + " · decision threshold " + result.threshold;
-    showBands(result.bands);
+    showModelTerms(result);
     $("summary-text").textContent = result.rows + " clients scored by model " + result.model_version + ", riskiest first.";
     ["red", "amber", "green"].forEach((b) => { $("count-" + b).textContent = result.band_counts[b] + " " + b; });
     const notes = [];
