@@ -26,7 +26,7 @@ import pandas as pd
 from risk.core.artefacts import DELTA_HASHES_FILE, HASHES_FILE, MASTER_FILE, MASTER_STATE_FILE
 from risk.core.files import atomic_path, atomic_write_json
 from risk.core.settings import Config
-from risk.core.tables import NUMERIC, TEXT, read_typed_csv, row_hashes
+from risk.core.tables import NUMERIC, TEXT, found_in_sorted, read_typed_csv, row_hashes
 from risk.data import ledger
 
 logger = logging.getLogger(__name__)
@@ -353,7 +353,7 @@ class MasterStore:
         """Which hashes the master already holds."""
         order = np.argsort(hashes)
         ordered = hashes[order]  # sorted look-ups walk the sorted index in order
-        hit = _contains(self.base, ordered) | _contains(self.delta, ordered)
+        hit = found_in_sorted(self.base, ordered) | found_in_sorted(self.delta, ordered)
         found = np.empty(len(hashes), dtype=bool)
         found[order] = hit
         return found
@@ -438,14 +438,3 @@ def _read_hashes(path: Path, mapped: bool = False) -> np.ndarray:
     if _file_size(path) == 0:
         return _EMPTY_HASHES
     return np.memmap(path, dtype=np.uint64, mode="r") if mapped else np.fromfile(path, dtype=np.uint64)
-
-
-def _contains(sorted_hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:
-    """Membership of sorted ``ordered`` values in ``sorted_hashes``."""
-    if not len(sorted_hashes):
-        return np.zeros(len(ordered), dtype=bool)
-    position = np.searchsorted(sorted_hashes, ordered)
-    inside = position < len(sorted_hashes)
-    hit = np.zeros(len(ordered), dtype=bool)
-    hit[inside] = sorted_hashes[position[inside]] == ordered[inside]
-    return hit

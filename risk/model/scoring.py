@@ -35,7 +35,7 @@ from risk.core.settings import (
     Config,
     metric_gain,
 )
-from risk.core.tables import TEXT, read_typed_csv, rows_also_in
+from risk.core.tables import TEXT, as_text, read_typed_csv, rows_also_in
 from risk.data import masterstore
 from risk.model import modelfiles
 
@@ -212,21 +212,8 @@ def feature_frame(frame: pd.DataFrame, features: dict[str, list[str]]) -> pd.Dat
             raise ScoringError(f"column {column!r} must be numeric")
         columns[column] = values.astype("float64")
     for column in features["categorical"]:
-        columns[column] = _as_text(frame[column])
+        columns[column] = as_text(frame[column])
     return pd.DataFrame(columns, index=frame.index)
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """A categorical feature as the model takes it: text, missing as NaN, anything else as its text.
-
-    Text already (the usual case: read as text, or as categories of text) needs no value-by-value
-    conversion: only the checks, in C, that it is all text."""
-    if isinstance(values.dtype, pd.CategoricalDtype) and pd.api.types.infer_dtype(values.cat.categories) == "string":
-        return values.astype("object").where(values.notna(), np.nan)
-    text = values.astype("object").where(values.notna(), np.nan)
-    if pd.api.types.infer_dtype(text, skipna=True) == "string":
-        return text
-    return text.map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
 
 
 def score_frame(

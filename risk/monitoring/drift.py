@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from risk.core.logs import captured_warnings
-from risk.core.tables import CATEGORICAL, NUMERIC, read_typed_csv
+from risk.core.tables import CATEGORICAL, NUMERIC, as_text, read_typed_csv
 
 logger = logging.getLogger(__name__)
 
@@ -97,19 +97,14 @@ def _interval_labels(edges: np.ndarray) -> list[str]:
 
 def categorical_histograms(reference: pd.Series, batch: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Every level of either sample (reference levels first, most common first), plus missing."""
-    reference_text = _as_text(reference)
-    batch_text = _as_text(batch)
+    reference_text = as_text(reference)
+    batch_text = as_text(batch)
     reference_levels = reference_text.value_counts()
     batch_levels = batch_text.value_counts()
     levels = list(reference_levels.index) + [level for level in batch_levels.index if level not in reference_levels]
     reference_counts = np.array([reference_levels.get(level, 0) for level in levels] + [reference_text.isna().sum()])
     batch_counts = np.array([batch_levels.get(level, 0) for level in levels] + [batch_text.isna().sum()])
     return [str(level) for level in levels] + [MISSING_BIN], reference_counts, batch_counts
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """Levels as strings (``7`` and ``"7"`` are one level), missing kept missing."""
-    return values.astype("object").where(values.notna(), None).map(lambda v: v if v is None else str(v))
 
 
 def population_stability_index(reference: pd.Series, batch: pd.Series, kind: str = NUMERIC) -> float | None:

@@ -415,7 +415,7 @@ def _previous_scores(
 def class_labels(config: Config, target: pd.Series) -> dict[str, str]:
     """Each class as people read it: "exited = 1" and "exited = 0", the other value taken from the data."""
     positive = scoring.binary_target(target.dropna(), config.positive_label)
-    others = sorted({_value_text(v) for v in target.dropna()[positive == 0]})
+    others = sorted({_value_text(v) for v in pd.unique(target.dropna()[positive == 0])})  # each value once, not a row
     if len(others) == 1:
         negative = f"{config.target} = {others[0]}"
     else:  # no negative rows, or several values: say it in words rather than with a symbol

@@ -135,3 +135,30 @@ def test_rows_also_in_is_zero_without_shared_columns_or_rows() -> None:
     assert tables.rows_also_in(pd.DataFrame({"other": ["a"]}), reference, kinds) == 0
     assert tables.rows_also_in(pd.DataFrame({"id": pd.Series([], dtype=object)}), reference, kinds) == 0
     assert tables.rows_also_in(pd.DataFrame({"id": ["a"]}), reference.iloc[:0], kinds) == 0
+
+
+def test_found_in_sorted_agrees_with_isin_past_both_ends_and_in_any_order() -> None:
+    rng = np.random.default_rng(3)
+    known = np.sort(rng.integers(0, 2**63, 500, dtype=np.uint64))
+    values = np.concatenate(
+        [known[::7], known[:1] - np.uint64(1), known[-1:] + np.uint64(1), rng.integers(0, 2**63, 300, dtype=np.uint64)]
+    )
+    rng.shuffle(values)
+    assert np.array_equal(tables.found_in_sorted(known, values), np.isin(values, known))
+    assert not tables.found_in_sorted(np.empty(0, dtype=np.uint64), values).any()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(["a", None, "b", np.nan]),
+        pd.Series(["a", None, "b"], dtype="category"),
+        pd.Series([7, "7", None, 2.5, True], dtype=object),
+        pd.Series([1.0, np.nan, 3.0]),
+    ],
+)
+def test_as_text_gives_every_value_its_text_and_keeps_missing_missing(values: pd.Series) -> None:
+    expected = [None if pd.isna(v) else str(v) for v in values.astype(object)]
+    text = tables.as_text(values)
+    assert text.dtype == object
+    assert [None if isinstance(v, float) and np.isnan(v) else v for v in text] == expected  # missing: NaN
