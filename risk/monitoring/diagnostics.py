@@ -31,7 +31,7 @@ from risk.core.artefacts import DIAGNOSTICS_FILE
 from risk.core.files import atomic_write_json
 from risk.core.jsonfiles import json_ready, read_json, read_json_lines, read_json_or_none
 from risk.core.settings import PATH_KEYS, Config, load_config
-from risk.core.tables import read_typed_csv, rows_also_in
+from risk.core.tables import as_text, read_typed_csv, rows_also_in
 from risk.data import ingest, ledger, masterstore
 from risk.model import compute, scoring
 from risk.monitoring import drift, fairness
@@ -123,7 +123,7 @@ def _numeric_summary(values: pd.Series) -> dict[str, Any]:
 
 
 def _level_summary(values: pd.Series) -> dict[str, Any]:
-    counts = values.dropna().astype(str).value_counts()
+    counts = as_text(values).value_counts()  # missing values are not a level
     listed = counts.iloc[:MAX_LEVELS]
     return {
         "count": int(values.notna().sum()),
