@@ -289,6 +289,10 @@ def test_rows_in_training(config: Config, test: pd.DataFrame, metadata: dict[str
     if not master.exists() or test.empty:
         return 0
     kinds = {c: metadata["column_kinds"].get(c, TEXT) for c in columns}
+    # A row in the master has its id there too. Held-out clients (the usual case) are told apart on the
+    # ids alone, read without the other columns (0.3 s of 700,000 loans instead of 0.9 s).
+    if ids and not rows_also_in(test[ids], read_typed_csv(master, kinds, usecols=ids), kinds):
+        return 0
     # Both sides read as ingestion reads them (text as text, numbers hashed as float64).
     training = read_typed_csv(master, kinds, usecols=columns)
     return rows_also_in(test[columns], training, kinds)

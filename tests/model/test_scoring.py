@@ -100,6 +100,10 @@ def test_test_rows_found_in_the_training_data_are_counted_and_warned_about(train
     # Without the id column the rows are matched on feature values and label alone.
     write_test_file(trained, copied.drop(columns=["corporation"]))
     assert scoring.score_model(trained)["test_rows_in_training"] == 300
+    # A client of the training data with other values is another row: the id alone does not count.
+    changed = copied.assign(lastmonth_activity=-12345)  # a value no training row has
+    write_test_file(trained, pd.concat([test, changed.iloc[:100], copied.iloc[100:]], ignore_index=True))
+    assert scoring.score_model(trained)["test_rows_in_training"] == baseline + 200
 
 
 def test_a_test_score_far_above_the_cross_validated_one_is_a_warning(trained: Config) -> None:
