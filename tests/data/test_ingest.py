@@ -344,3 +344,17 @@ def test_a_sample_of_whole_numbers_keeps_the_type_the_whole_master_gives_them(tm
         sample = masterstore.sample_master(config, 40, seed)
         pd.testing.assert_frame_equal(sample, expected)
         assert sample.to_csv(index=False) == expected.to_csv(index=False)
+
+
+def test_a_master_with_a_carriage_return_in_a_line_is_sampled_whole_and_the_same(tmp_path: Path) -> None:
+    # A quoted name holding a bare carriage return reaches the master unquoted (to_csv quotes only
+    # line feeds there), where pandas ends a row at it: its lines are then not its rows.
+    config = write_config(tmp_path / "project")
+    lines = [f"c{i:03d},{i % 7},{i * 1.5},{i},{i % 2}" for i in range(300)]
+    lines[5] = '"carriage\rreturn",1,2.5,3,0'
+    _ingest_lines(config, lines, "\n")
+
+    for seed in (0, 3):
+        pd.testing.assert_frame_equal(
+            masterstore.sample_master(config, 40, seed), _whole_master_sample(config, 40, seed)
+        )
