@@ -136,24 +136,29 @@ def _row_line_ends(data: bytes, rows: int) -> np.ndarray | None:
 
 
 def _integers_throughout(data: bytes, ends: np.ndarray, columns: list[int], width: int) -> bool:
-    """Whether every row holds a plain whole number (up to 18 digits after an optional minus) in
-    each of ``columns`` (positions among the ``width`` fields of a line): then pandas reads those
-    columns of the whole master as integers too. ``ends`` as ``_row_line_ends`` gives them."""
+    """Whether every row holds a plain whole number (a minus at most, then digits: 18 characters
+    at most) in each of ``columns`` (positions among the ``width`` fields of a line): then pandas
+    reads those columns of the whole master as integers too. ``ends`` as ``_row_line_ends`` gives them."""
     if not columns:
         return True
     codes = np.frombuffer(data, dtype=np.uint8)
-    starts = np.concatenate([[0], ends[:-1] + 1])[1:]  # the data lines, not the header
-    stops = (ends + (codes[ends] != ord("\n")))[1:]  # where each line's text ends
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    stops = ends + (codes[ends] != ord("\n"))  # where each line's text ends
     commas = np.flatnonzero(codes == ord(","))
     if len(commas) != len(ends) * (width - 1):
         return False
-    commas = commas.reshape(len(ends), width - 1)[1:]
-    # Sorted positions, as many as the lines need: each line holds its own exactly when its first
-    # and last comma lie inside it.
+    commas = commas.reshape(len(ends), width - 1)
+    # Sorted positions, as many as the lines need (the header's too): each line holds its own
+    # exactly when its first and last comma lie inside it.
     if width > 1 and ((commas[:, 0] < starts).any() or (commas[:, -1] >= stops).any()):
         return False
-    bounds = np.column_stack([starts - 1, commas, stops])  # field k lies between bounds k and k + 1
-    return all(_plain_integers(codes, bounds[:, k] + 1, bounds[:, k + 1]) for k in columns)
+    starts, stops, commas = starts[1:], stops[1:], commas[1:]  # the data lines
+    for k in columns:
+        first = starts if k == 0 else commas[:, k - 1] + 1
+        stop = stops if k == width - 1 else commas[:, k]
+        if not _plain_integers(codes, first, stop):
+            return False
+    return True
 
 
 def _plain_integers(codes: np.ndarray, first: np.ndarray, stop: np.ndarray) -> bool:
