@@ -566,8 +566,9 @@ def _csv_rows(buffer: Any, writer: Any, rows: list[tuple]) -> str:
     buffer.seek(0)
     buffer.truncate()
     writer.writerows(rows)
-    if "\r" not in buffer.getvalue():
-        return buffer.getvalue()
+    text = buffer.getvalue()
+    if "\r" not in text:
+        return text
     buffer.seek(0)
     buffer.truncate()
     quoting = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
