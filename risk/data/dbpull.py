@@ -554,10 +554,27 @@ class _SqliteReader:
                 raise DatabaseSourceError(self._explain(exc, what)) from None
             if not rows:
                 return
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(rows)
-            yield buffer.getvalue().encode("utf-8"), len(rows)
+            yield _csv_rows(buffer, writer, rows).encode("utf-8"), len(rows)
+
+
+def _csv_rows(buffer: Any, writer: Any, rows: list[tuple]) -> str:
+    """The rows as ``writer`` (csv, line feeds, into ``buffer``) writes them, except a row holding a
+    text value with a carriage return: Python 3.11's csv writer leaves such a value unquoted, where
+    pandas ends a row, so that row is written with its text values quoted."""
+    import csv
+
+    buffer.seek(0)
+    buffer.truncate()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    if "\r" not in text:
+        return text
+    buffer.seek(0)
+    buffer.truncate()
+    quoting = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+    for row in rows:
+        (quoting if any(isinstance(value, str) and "\r" in value for value in row) else writer).writerow(row)
+    return buffer.getvalue()
 
 
 class _PostgresReader:

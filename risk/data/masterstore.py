@@ -26,7 +26,7 @@ import pandas as pd
 from risk.core.artefacts import DELTA_HASHES_FILE, HASHES_FILE, MASTER_FILE, MASTER_STATE_FILE
 from risk.core.files import atomic_path, atomic_write_json
 from risk.core.settings import Config
-from risk.core.tables import NUMERIC, TEXT, found_in_sorted, read_typed_csv, row_hashes
+from risk.core.tables import NUMERIC, TEXT, csv_bytes, found_in_sorted, read_typed_csv, row_hashes
 from risk.data import ledger
 
 logger = logging.getLogger(__name__)
@@ -120,8 +120,9 @@ def _row_line_ends(data: bytes, rows: int) -> np.ndarray | None:
     """Where each line of the master ends (its line break; the last may end the file), header
     first; None unless every line is one row of the ``rows`` recorded.
 
-    A carriage return anywhere rules that out: pandas ends a row at a bare one too, and to_csv
-    writes one inside a text value unquoted (ingestion writes line feeds alone)."""
+    A carriage return anywhere rules that out: pandas ends a row at a bare one too, and a master
+    written before ``tables.csv_bytes`` quoted them holds one unquoted inside a text value
+    (ingestion writes line feeds alone)."""
     if b'"' in data or b"\r" in data:
         return None
     codes = np.frombuffer(data, dtype=np.uint8)
@@ -307,7 +308,7 @@ class NewRows:
     def csv_body(self) -> bytes:
         if self.raw is not None:
             return self.raw.body
-        return self.frame.to_csv(header=False, index=False, lineterminator="\n").encode("utf-8")
+        return csv_bytes(self.frame, header=False)
 
 
 def csv_header(columns: list[str]) -> bytes:

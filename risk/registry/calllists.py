@@ -16,6 +16,7 @@ Stdlib only at import: fullprocess's cron fast path reads ``latest.json`` on eve
 from __future__ import annotations
 
 import csv
+import mmap
 import shutil
 from pathlib import Path
 
@@ -121,6 +122,11 @@ def _rows_held(path: Path, id_columns: list[str], expected: int) -> int:
     if lines - 1 == expected:
         return expected
     return len(read_call_list(path, id_columns, ["rank"]))
+
+
+def _holds_carriage_return(path: Path) -> bool:
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(b"\r") >= 0
 
 
 def read_call_list(
@@ -236,7 +242,11 @@ def write_call_list(config: Config, info: dict[str, Any], frame: pd.DataFrame, s
     out = frame.copy()
     out["flagged"] = out["flagged"].astype("int8")
     with atomic_path(folder / f"{stem}.csv") as tmp:
-        out.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
+        out.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")  # streamed: a large list is not held twice
+        if _holds_carriage_return(tmp):  # to_csv may have left one unquoted, where pandas ends a row
+            from risk.core.tables import csv_bytes
+
+            tmp.write_bytes(csv_bytes(out))
     with atomic_path(folder / LATEST_CSV) as tmp:
         shutil.copyfile(folder / f"{stem}.csv", tmp)  # a copy of the bytes: the frame is not written twice
     atomic_write_json(folder / f"{stem}.json", info)

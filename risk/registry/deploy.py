@@ -507,10 +507,11 @@ def _assemble(config: Config, incoming: Path) -> dict[str, str]:
 
 def _reference_sample(config: Config) -> bytes:
     """A seeded sample of the training data, kept so drift can be measured against it later."""
+    from risk.core.tables import csv_bytes
     from risk.data import masterstore
 
     sample = masterstore.sample_master(config, config["reference_sample_rows"], config["random_seed"])
-    return sample.to_csv(index=False).encode("utf-8")
+    return csv_bytes(sample)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -235,6 +235,35 @@ def test_a_second_run_pulls_only_the_rows_added_since(deployed_project: Config, 
     assert last_audit(config)["decision"] == "no_new_data" and len(pulls(config)) == 2
 
 
+def test_a_line_break_inside_a_text_value_keeps_its_row_whole(deployed_project: Config, database) -> None:
+    # Python 3.11's csv writer leaves a value holding a bare carriage return unquoted, where pandas
+    # ends a row: the snapshot and the master must still read back as the rows pulled.
+    database.create_clients()
+    rows = client_rows(1, 40)
+    breaks = {4: "carriage\rreturn", 5: "windows\r\nbreak", 6: "line\nfeed", 7: "trailing\r", 8: '\r"quoted", comma'}
+    for i, text in breaks.items():
+        rows[i] = (rows[i][0], f"{rows[i][1]}{text}", *rows[i][2:])
+    database.insert(rows)
+    config = with_database(deployed_project, database.source())
+
+    assert run(config) == 0
+
+    names = [row[1] for row in rows]
+    assert master_ids(config) == names
+    master = masterstore.load_master(config)
+    assert len(master) == masterstore.read_master_state(config)["rows"]
+    assert pulls(config)[-1]["rows_read"] == pulls(config)[-1]["rows_added"] == 40
+    # The row-hash index knows them: a second source reading the same table again adds nothing it holds.
+    database.insert(client_rows(41, 5))
+    config = with_database(deployed_project, database.source(), database.source(name="crm_again"))
+
+    assert run(config) == 0
+
+    assert master_ids(config) == names + [f"db-{i:07d}" for i in range(41, 46)]
+    assert len(masterstore.load_master(config)) == masterstore.read_master_state(config)["rows"]
+    assert [entry["rows_added"] for entry in pulls(config)[-2:]] in ([5, 0], [0, 5])
+
+
 def test_nothing_new_in_the_database_imports_no_heavy_library(deployed_project: Config, database) -> None:
     database.create_clients()
     database.insert(client_rows(1, 10))

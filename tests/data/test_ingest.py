@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -347,8 +348,8 @@ def test_a_sample_of_whole_numbers_keeps_the_type_the_whole_master_gives_them(tm
 
 
 def test_a_master_with_a_carriage_return_in_a_line_is_sampled_whole_and_the_same(tmp_path: Path) -> None:
-    # A quoted name holding a bare carriage return reaches the master unquoted (to_csv quotes only
-    # line feeds there), where pandas ends a row at it: its lines are then not its rows.
+    # A quoted name holding a bare carriage return reaches the master quoted (tables.csv_bytes):
+    # its lines are then not its rows, and the sample is drawn from the whole master.
     config = write_config(tmp_path / "project")
     lines = [f"c{i:03d},{i % 7},{i * 1.5},{i},{i % 2}" for i in range(300)]
     lines[5] = '"carriage\rreturn",1,2.5,3,0'
@@ -358,3 +359,68 @@ def test_a_master_with_a_carriage_return_in_a_line_is_sampled_whole_and_the_same
         pd.testing.assert_frame_equal(
             masterstore.sample_master(config, 40, seed), _whole_master_sample(config, 40, seed)
         )
+
+
+# --- line breaks inside quoted text values ---------------------------------------------------------
+
+BROKEN_NAMES = {
+    5: "carriage\rreturn",
+    6: "windows\r\nbreak",
+    7: "line\nfeed",
+    8: "two\r\rreturns, a comma",
+    9: '\rleading "quoted"',
+    200: "trailing\r",
+}
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_line_break_inside_a_quoted_value_keeps_its_row_whole_in_the_master(tmp_path: Path, newline: str) -> None:
+    # Python 3.11's csv writer quotes a value holding a line feed but not one holding a bare carriage
+    # return, where pandas ends a row: the master must still read back as the rows that went in.
+    config = write_config(tmp_path / "project")
+    lines = [f"c{i:03d},{i % 7},{'' if i % 5 == 0 else i * 1.5},{i},{i % 2}" for i in range(300)]
+    for i, name in BROKEN_NAMES.items():
+        lines[i] = '"{}",{},,{},{}'.format(name.replace('"', '""'), i % 7, i, i % 2)
+    _ingest_lines(config, lines, newline)
+    kinds = masterstore.column_kinds(config)
+    source = tables.read_typed_csv(config.input_folder / "rows.csv", kinds)
+
+    master = masterstore.load_master(config)
+    assert len(master) == masterstore.read_master_state(config)["rows"] == 300
+    assert [master["corporation"][i] for i in BROKEN_NAMES] == list(BROKEN_NAMES.values())
+    pd.testing.assert_frame_equal(master, source)
+    assert (tables.row_hashes(master, kinds) == tables.row_hashes(source, kinds)).all()
+    # Training reads its columns of the master this way, the drift reference is a sample of it.
+    features = tables.read_typed_csv(
+        masterstore.master_path(config), kinds, usecols=["corporation", "exited"], categories=["corporation"]
+    )
+    assert features["corporation"].astype(str).tolist() == source["corporation"].tolist()
+    for seed in (0, 2):
+        pd.testing.assert_frame_equal(
+            masterstore.sample_master(config, 40, seed), _whole_master_sample(config, 40, seed)
+        )
+
+    # The row-hash index knows the rows: a second file holding them again adds only its new row.
+    again = newline.join([HEADER.strip(), *lines[:12], "c999,1,2,3,0"]) + newline
+    write(config.input_folder / "again.csv", again.encode())
+    assert ingest.ingest_new_files(config).rows_added == 1
+    master = masterstore.load_master(config)
+    assert len(master) == masterstore.read_master_state(config)["rows"] == 301
+    assert master["corporation"].tolist() == [*source["corporation"], "c999"]
+
+
+def test_ordinary_rows_are_written_as_to_csv_writes_them_beside_a_carriage_return(tmp_path: Path) -> None:
+    # Rows without a carriage return keep the bytes to_csv gives them; the row holding one reads back
+    # as the same values, with the same row hash (missing values, "007" ids, numbers, -0.0).
+    body = (
+        '"id","x","n","t"\n007,1.5,1,plain\n"8\r8",,2,NA\n009,-0.0,3,"comma, here"\n"010",2.0,4,"a\rb"\n011,3.25,5,\n'
+    )
+    kinds = {"id": tables.TEXT, "x": tables.NUMERIC, "n": tables.NUMERIC, "t": tables.TEXT}
+    frame = tables.read_typed_csv(io.BytesIO(body.encode()), kinds)
+    written = masterstore.NewRows(frame, None).csv_body()
+
+    back = tables.read_typed_csv(io.BytesIO(masterstore.csv_header(list(frame.columns)) + written), kinds)
+    pd.testing.assert_frame_equal(back, frame)
+    assert (tables.row_hashes(back, kinds) == tables.row_hashes(frame, kinds)).all()
+    ordinary = frame.drop(index=[1, 3]).to_csv(header=False, index=False, lineterminator="\n").encode()
+    assert [line for line in written.split(b"\n") if b"\r" not in line] == ordinary.split(b"\n")

@@ -83,6 +83,18 @@ def test_a_written_list_reads_back_typed_and_latest_names_it(tmp_path: Path) -> 
     assert [line.split(",")[-2] for line in lines[1:]] == ["", "2", "3", "1"]  # whole ranks, not "2.0"
 
 
+def test_an_id_holding_a_carriage_return_reads_back_in_its_row(tmp_path: Path) -> None:
+    # to_csv leaves a value holding a bare carriage return unquoted, where pandas ends a row.
+    config = write_config(tmp_path / "project")
+    ids = ["a\rb", "007", "NA", "c\r"]
+    written = a_list(ids, [0.7, 0.2, 0.5, 0.9])
+    calllists.write_call_list(config, info(), written, "20261207T100000Z")
+
+    meta, frame = calllists.latest_call_list(config)
+    assert meta["rows"] == len(frame) == 4
+    pd.testing.assert_frame_equal(frame, written.assign(flagged=written["flagged"].astype(bool)))
+
+
 def test_the_first_rows_read_alone_and_a_truncated_file_is_still_refused(tmp_path: Path) -> None:
     config = write_config(tmp_path / "project")
     calllists.write_call_list(config, info(), a_list([f"c{i}" for i in range(50)], list(np.linspace(0, 1, 50))), "T")

@@ -13,14 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from risk.core import logbook
+from risk.core import logbook, tables
 from risk.core.settings import Config
+from risk.data import ingest, masterstore
 from risk.model import scoring, training
 from risk.registry import deploy
 from risk.registry import versions as registry_versions
-from tests.conftest import write_config
+from tests.conftest import HEADER, write_config
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -239,3 +241,21 @@ def test_a_deploy_killed_between_its_version_and_the_switch_is_completed_not_rep
     deploy.rollback(deployed_project)
     assert deploy.complete_interrupted_deploy(deployed_project) is None, "a rollback is not an interrupted deploy"
     assert registry_versions.current_version(deployed_project) == "v1"
+
+
+def test_the_reference_sample_keeps_a_row_holding_a_carriage_return_whole(deployed_project: Config) -> None:
+    # to_csv leaves a text value holding a bare carriage return unquoted, where pandas ends a row:
+    # drift would have compared the batch with a reference holding a split row.
+    (deployed_project.input_folder / "late.csv").write_bytes(
+        HEADER.encode() + b'"carriage\rreturn",1,2.5,3,0\nplain,4,5.5,6,1\n'
+    )
+    ingest.ingest_new_files(deployed_project)
+    assert deploy.deploy_model(deployed_project, reason="second") == "v2"
+
+    loaded = registry_versions.load_deployed_model(deployed_project)
+    kinds = masterstore.column_kinds(deployed_project)
+    reference = tables.read_typed_csv(loaded.path / "reference_data.csv", kinds)
+    rows, seed = deployed_project["reference_sample_rows"], deployed_project["random_seed"]
+    expected = masterstore.sample_master(deployed_project, rows, seed).reset_index(drop=True)
+    assert "carriage\rreturn" in set(expected["corporation"])
+    pd.testing.assert_frame_equal(reference, expected)
