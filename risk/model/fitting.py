@@ -315,8 +315,8 @@ def _median_or_nan(values: np.ndarray) -> float:
 class TrainingData:
     """Where a fit finds its encoded fold.
 
-    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold this
-    process encoded and wrote there (FoldFiles): one shared copy, not one per worker. With
+    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold a worker
+    encoded and wrote there (FoldFiles): one shared copy, not one per worker. With
     ``master`` set (a Dask worker), it reads the master CSV from the (shared) file system once,
     keeps it for its next fits, and encodes the fold itself; the file's size and modification
     time must match, so that every fit sees the same rows. Otherwise the frame travels with
