@@ -268,19 +268,23 @@ def master_source(config: Config) -> tuple[fitting.TrainingData, pd.DataFrame, n
 
 @pytest.mark.slow
 def test_worker_processes_encode_each_fold_once_and_map_it(ingested: Config, tmp_path) -> None:
-    """Each fold is encoded once, by a worker process (a task a fold, from the snapshot), and the
-    workers map that one copy instead of each encoding (and holding) their own; the encoding is
-    the one a fit would make for itself in one process, the refit's of every row included."""
+    """Each fold is encoded once, by a worker process (a task a fold, from the snapshot, two at once
+    where their rows are fewer than the refit's), and the workers map that one copy instead of each
+    encoding (and holding) their own; the encoding is the one a fit would make for itself in one
+    process, the refit's of every row included."""
     from risk.model import compute
 
     source, X, y = master_source(ingested)
     features = source.features
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
+    here = f"pid {__import__('os').getpid()}"
+    # Over a selection sample of 3,000 of the 7,500 rows: two folds' rows at once are fewer than the refit's.
+    files = fitting.FoldFiles(X, y, features, 42, 5, scratch, sample_rows=3000)
     with compute.local_runner(workers=2) as runner:
-        encoded_by = files.write({1, None}, narrow={None}, runner=runner)
-        assert set(encoded_by) == {1, None} and f"pid {__import__('os').getpid()}" not in encoded_by.values()
+        encoded_by = files.write({0, 1}, runner=runner) | files.write({None}, narrow={None}, runner=runner)
+        assert set(encoded_by) == {0, 1, None} and here not in encoded_by.values()
+        files.remove({0})
         assert sorted(p.name for p in scratch.iterdir()) == [
             "all-encoded-float32.npy",
             "all-encoded.npy",
@@ -302,7 +306,11 @@ def test_worker_processes_encode_each_fold_once_and_map_it(ingested: Config, tmp
             return base is not None, np.asarray(data.encoded), held_out, data.validation
 
         outcomes = runner.map(mapped_fold, [(str(scratch), 1), (str(scratch), 1), (str(scratch), None)])
-    expected = fitting.encode_fold(X, y, features, 1, 42, 5)
+        # Without the sample two folds at once would hold more rows than the refit: encoded here, one by one.
+        unsampled = fitting.FoldFiles(X, y, features, 42, 5, tmp_path)
+        assert set(unsampled.write({2, 3}, runner=runner).values()) == {here}
+        assert_fold_files_hold(tmp_path, 3, fitting.encode_fold(X, y, features, 3, 42, 5))
+    expected = fitting.encode_fold(X, y, features, 1, 42, 5, 3000)
     for is_mapped, encoded, held_out, validation in outcomes[:2]:
         assert is_mapped
         np.testing.assert_array_equal(encoded, expected.encoded)
