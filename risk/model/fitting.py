@@ -387,11 +387,12 @@ def file_stamp(path: Path) -> tuple[int, int]:
 
 
 class FoldFiles:
-    """The encoded folds that local worker processes memory-map, written by the workers themselves.
+    """The encoded folds that local worker processes memory-map, mostly written by the workers themselves.
 
     The frame waits in a snapshot (``training-frame.joblib``); each fold of a round is encoded by
     a task of its own (``write_fold_task``: the runner's workers, side by side, each mapping the
-    snapshot while it encodes) before the round's fits start, and removed after. So this process
+    snapshot while it encodes, or this process where that would take more memory: ``write``)
+    before the round's fits start, and removed after. So this process
     holds neither the frame nor an encoding while the workers fit, and the scratch folder holds
     the snapshot and at most one round's folds (about 8 bytes per encoded cell each, 4 more where
     a forest fits on it, and 4 alone where only forests do: FLOAT32_FITS)."""
