@@ -2,24 +2,26 @@
 
 The preprocessing has no seed, so every candidate of a fold gets the same encoding
 (``encode_fold``). Fits run single-threaded, side by side: in worker processes when the data
-is large enough (this process encodes each fold once and the workers memory-map it, one
-copy for all of them; see ``FoldFiles``), or on the Dask cluster at
+is large enough (each fold is encoded once, by a worker, into files that the workers
+memory-map, one copy for all of them; see ``FoldFiles``), or on the Dask cluster at
 ``dask_scheduler_address``, whose workers read the master from the shared file system and
 encode their folds themselves (see compute.py). The result does not depend on where they ran.
 
-Workers find ``fit_task`` by its module name (``risk.model.fitting``): keep it at module level.
+Workers find ``fit_task`` and ``write_fold_task`` by their module name (``risk.model.fitting``):
+keep them at module level.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -90,15 +92,46 @@ def encode_fold(
     ``sample_rows`` rows). Every candidate of a fold gets the same encoding (the preprocessing has
     no seed), so it is computed once per fold where worker processes share it; the result is the
     same either way."""
+    fitted = _fit_fold(X, y, features, *_fold_rows(y, fold, seed, splits, sample_rows))
+    return EncodedFold(fitted.preprocess, _stacked(fitted.blocks), fitted.labels, fitted.validation, fitted.held_out)
+
+
+class FoldBlocks(NamedTuple):
+    """A fold encoded as ``encode_fold`` encodes it, its training rows still in the column
+    transformer's blocks (numeric float64, one-hot bytes): stacked, they are ``encode_fold``'s matrix."""
+
+    preprocess: ColumnTransformer
+    blocks: list[np.ndarray]
+    labels: np.ndarray
+    validation: int
+    held_out: np.ndarray | None
+
+
+def _fold_rows(
+    y: np.ndarray, fold: int | None, seed: int, splits: int, sample_rows: int
+) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """``fold``'s training rows (every row when None) in the order they are fitted on, the count of
+    its early-stopping validation rows (last), and its test rows (None for the refit)."""
     if fold is None:
         rows, test_rows = np.arange(len(y)), None
     else:
         rows, test_rows = fold_indices(y, splits, seed, sample_rows)[fold]
-    rows, validation = _validation_last(rows, y, seed)
+    return (*_validation_last(rows, y, seed), test_rows)
+
+
+def _fit_fold(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    features: dict[str, list[str]],
+    rows: np.ndarray,
+    validation: int,
+    test_rows: np.ndarray | None,
+) -> FoldBlocks:
+    """The preprocessing fitted on ``rows``, their encoding in blocks, and the test rows encoded."""
     preprocess = build_preprocess(features)
-    encoded = _fit_transform_lean(preprocess, X.iloc[rows], y[rows])
+    blocks = _fit_transform_blocks(preprocess, X.iloc[rows], y[rows])
     held_out = None if test_rows is None else preprocess.transform(X.iloc[test_rows])
-    return EncodedFold(preprocess, encoded, y[rows], validation, held_out)
+    return FoldBlocks(preprocess, blocks, y[rows], validation, held_out)
 
 
 def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
@@ -120,16 +153,22 @@ def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.nda
 
 
 def _fit_transform_lean(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
-    """``preprocess.fit_transform(X, y)``, with median imputation computed column by column and
-    the one-hot block built as bytes.
+    """``preprocess.fit_transform(X, y)`` in less memory (``_fit_transform_blocks``): the same matrix."""
+    return _stacked(_fit_transform_blocks(preprocess, X, y))
+
+
+def _fit_transform_blocks(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.ndarray) -> list[np.ndarray]:
+    """``preprocess.fit_transform(X, y)``, with median imputation computed column by column, the
+    one-hot block built as bytes, and the blocks handed back unstacked (``_stacked`` stacks them).
 
     ``SimpleImputer(strategy="median")`` takes ``np.ma.median`` of the whole block at once,
     about 4x the block's memory on top of it; per column the statistics are equal (tested).
     The column transformer holds every block and their concatenation at once: a one-hot block
     of 0/1 bytes instead of float64 is an eighth of it (on 700,000 loans 171 MiB of the 472
-    MiB peak), and concatenated with the numeric block it is the same float64 matrix (tested).
-    The scaler scales the imputer's fresh output in place (40 MiB less resident there). The
-    fitted steps get their own settings back afterwards, so the model is the same object."""
+    MiB peak), and the concatenation (as float64, the whole encoding again) is left to the
+    caller, who writes the blocks to a file a few rows at a time or stacks them into one
+    matrix. The scaler scales the imputer's fresh output in place (40 MiB less resident there).
+    The fitted steps get their own settings back afterwards, so the model is the same object."""
     # Scalers that copy (build_preprocess's one, the only scaler) scale the imputer's fresh output in place.
     copying = {id(step) for step in _steps(preprocess) if isinstance(step, StandardScaler) and step.copy}
     uncounted = _encoders_without_infrequent(preprocess, X)
@@ -143,7 +182,8 @@ def _fit_transform_lean(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.nd
         if id(step) in copying:
             step.set_params(copy=False)
     try:
-        encoded = preprocess.fit_transform(X, y)
+        with _blocks_unstacked(preprocess) as kept:
+            encoded = preprocess.fit_transform(X, y)
     finally:  # the column transformer's fitted clones too (clones of a scaler set to scale in place)
         for step in _steps(preprocess):
             if isinstance(step, SimpleImputer) and step.strategy is _median_or_nan:
@@ -153,8 +193,52 @@ def _fit_transform_lean(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.nd
             if isinstance(step, StandardScaler) and copying and not step.copy:
                 step.set_params(copy=True)
         _restore_max_categories(preprocess, uncounted)
-    # Categorical features alone: the bytes themselves came back; the model gives float64.
-    return encoded if encoded.dtype == np.float64 else encoded.astype(np.float64)
+    return kept or [encoded]
+
+
+@contextlib.contextmanager
+def _blocks_unstacked(preprocess: ColumnTransformer) -> Iterator[list[np.ndarray]]:
+    """Within it, ``preprocess.fit_transform`` leaves its transformers' outputs in the list yielded
+    instead of stacking them (and returns an empty array).
+
+    The column transformer stacks them in its ``_hstack`` (scikit-learn 1.7): shadowed here on
+    this object alone, and removed again, so the fitted object is the one scikit-learn fits
+    (tested). Where a later scikit-learn stacks elsewhere the list stays empty and the caller
+    gets the stacked matrix as one block: the same values."""
+    kept: list[np.ndarray] = []
+
+    def keep(blocks: list[np.ndarray], n_samples: int) -> np.ndarray:
+        kept.extend(blocks)
+        return np.empty((n_samples, 0))
+
+    preprocess._hstack = keep
+    try:
+        yield kept
+    finally:
+        del preprocess._hstack
+
+
+def _stacked(blocks: list[np.ndarray]) -> np.ndarray:
+    """The blocks side by side as one float64 matrix: ``np.hstack(blocks).astype(np.float64)``
+    without the copy of the conversion (a one-hot block of bytes, or text features alone)."""
+    if len(blocks) == 1 and blocks[0].dtype == np.float64:
+        return blocks[0]
+    stacked = np.empty((_row_count(blocks), sum(block.shape[1] for block in blocks)), dtype=np.float64)
+    _fill_columns(stacked, blocks, 0)
+    return stacked
+
+
+def _row_count(blocks: list[np.ndarray]) -> int:
+    return len(blocks[0]) if blocks else 0
+
+
+def _fill_columns(target: np.ndarray, blocks: list[np.ndarray], start: int) -> None:
+    """``target``'s rows are the blocks' rows from ``start`` on, side by side (converted to its type)."""
+    column = 0
+    for block in blocks:
+        width = block.shape[1]
+        target[:, column : column + width] = block[start : start + len(target)]
+        column += width
 
 
 def _encoders_without_infrequent(preprocess: ColumnTransformer, X: pd.DataFrame) -> dict[str, int]:
@@ -231,8 +315,8 @@ def _median_or_nan(values: np.ndarray) -> float:
 class TrainingData:
     """Where a fit finds its encoded fold.
 
-    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold this
-    process encoded and wrote there (FoldFiles): one shared copy, not one per worker. With
+    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold a worker
+    encoded and wrote there (FoldFiles): one shared copy, not one per worker. With
     ``master`` set (a Dask worker), it reads the master CSV from the (shared) file system once,
     keeps it for its next fits, and encodes the fold itself; the file's size and modification
     time must match, so that every fit sees the same rows. Otherwise the frame travels with
@@ -303,13 +387,15 @@ def file_stamp(path: Path) -> tuple[int, int]:
 
 
 class FoldFiles:
-    """The encoded folds that local worker processes memory-map, written by this process.
+    """The encoded folds that local worker processes memory-map, mostly written by the workers themselves.
 
-    The frame waits in a snapshot (``training-frame.joblib``, memory-mapped while a round's
-    folds are encoded, then let go); a round's folds are written before its fits start and
-    removed after. So this process holds no copy of the frame while the workers fit, and the
-    scratch folder holds the snapshot and at most one round's folds (about 8 bytes per
-    encoded cell each, 4 more where a forest fits on it, and 4 alone where only forests do: FLOAT32_FITS)."""
+    The frame waits in a snapshot (``training-frame.joblib``); each fold of a round is encoded by
+    a task of its own (``write_fold_task``: the runner's workers, side by side, each mapping the
+    snapshot while it encodes, or this process where that would take more memory: ``write``)
+    before the round's fits start, and removed after. So this process
+    holds neither the frame nor an encoding while the workers fit, and the scratch folder holds
+    the snapshot and at most one round's folds (about 8 bytes per encoded cell each, 4 more where
+    a forest fits on it, and 4 alone where only forests do: FLOAT32_FITS)."""
 
     def __init__(
         self,
@@ -325,34 +411,43 @@ class FoldFiles:
         write_scratch_file((X, y), self.snapshot)
         self.features, self.seed, self.splits, self.folder = features, seed, splits, folder
         self.sample_rows = sample_rows
+        self.rows = len(y)
+        sample = selection_rows(y, sample_rows, seed, splits)
+        self.fold_rows = round((len(y) if sample is None else len(sample)) * (splits - 1) / splits)
         self.written: set[int | None] = set()
 
     def write(
-        self, folds: set[int | None], narrow: set[int | None] = frozenset(), wide: set[int | None] | None = None
-    ) -> None:
-        """Encode and write ``folds``: the training rows of those in ``narrow`` as float32, of those in
-        ``wide`` (default: all) as float64 (a round that fits only forests on a fold maps no float64 rows)."""
+        self,
+        folds: set[int | None],
+        narrow: set[int | None] = frozenset(),
+        wide: set[int | None] | None = None,
+        runner: compute.Runner | None = None,
+    ) -> dict[int | None, str]:
+        """Encode and write ``folds``, a task a fold on ``runner`` (default: in this process), and say
+        where each was encoded: the training rows of those in ``narrow`` as float32, of those in ``wide``
+        (default: all) as float64 (a round that fits only forests on a fold maps no float64 rows).
+
+        The runner's workers encode side by side only folds whose rows at once are no more than the
+        refit's (every row), whose encoding training goes through anyway: the refit's own, and a
+        round's folds over the selection sample of a larger frame. A round's folds over every row
+        (without the sample: each about 80% of the rows) are encoded one after another in this process,
+        as two at once would raise training's peak (on 21,000 rows from 2.6x to 3.9-4.1x the frame)."""
         missing = sorted(folds - self.written, key=lambda f: -1 if f is None else f)
         if not missing:
-            return
+            return {}
         # What the last round's results and the serving check freed goes back before the encoding's peak.
         compute.release_freed_memory()
-        X, y = joblib.load(self.snapshot, mmap_mode="r")
-        for fold in missing:
-            encoded = encode_fold(X, y, self.features, fold, self.seed, self.splits, self.sample_rows)
-            paths = self._paths(self.folder, fold)
-            if wide is None or fold in wide:
-                write_scratch_file(encoded.encoded, paths.encoded)
-            if fold in narrow:
-                write_scratch_file(encoded.encoded, paths.narrow, np.float32)
-            write_scratch_file(encoded.labels, paths.labels)
-            if encoded.held_out is not None:
-                write_scratch_file(encoded.held_out, paths.held_out)
-            write_scratch_file((encoded.preprocess, encoded.validation), paths.fitted)
-            self.written.add(fold)
-            del encoded
-        del X, y
-        compute.release_freed_memory()
+        at_once = sum(
+            self.rows if fold is None else self.fold_rows for fold in missing[: runner.workers if runner else 1]
+        )
+        if runner is None or at_once > self.rows:
+            runner = compute.local_runner(parallel=False)
+        tasks = [(self, fold, fold in narrow, wide is None or fold in wide) for fold in missing]
+        costs = [float(len(missing) - position) for position in range(len(missing))]  # the refit's first, then by fold
+        workers = runner.map(
+            write_fold_task, tasks, costs, name="encode", done=lambda position: self.written.add(missing[position])
+        )
+        return dict(zip(missing, workers))
 
     def remove(self, folds: set[int | None] | None = None) -> None:
         """Remove the files of ``folds`` (default: every fold written)."""
@@ -382,10 +477,34 @@ class FoldFiles:
         return FoldPaths(*(folder / f"{name}{suffix}" for suffix in FoldPaths.SUFFIXES))
 
 
+def write_fold_task(files: FoldFiles, fold: int | None, narrow: bool, wide: bool) -> str:
+    """Encode ``fold`` from the snapshot (memory-mapped) and write its files: its training rows as
+    float64 where ``wide``, as float32 where ``narrow`` (FoldFiles.write runs one a fold, in the workers).
+
+    The rows are written from the column transformer's blocks a few at a time (``write_rows``):
+    the encoding is never whole in memory, here or anywhere (the refit's, of every row, was the
+    largest allocation of the process that ran the steps). Returns where it ran."""
+    X, y = joblib.load(files.snapshot, mmap_mode="r")
+    encoded = _fit_fold(X, y, files.features, *_fold_rows(y, fold, files.seed, files.splits, files.sample_rows))
+    del X, y
+    paths = files._paths(files.folder, fold)
+    if wide:
+        write_rows(encoded.blocks, paths.encoded, np.float64)
+    if narrow:
+        write_rows(encoded.blocks, paths.narrow, np.float32)
+    write_scratch_file(encoded.labels, paths.labels)
+    if encoded.held_out is not None:
+        write_scratch_file(encoded.held_out, paths.held_out)
+    write_scratch_file((encoded.preprocess, encoded.validation), paths.fitted)
+    del encoded
+    compute.release_freed_memory()  # what the encoding freed does not stay with the worker that fits next
+    return worker_identity()
+
+
 class FoldPaths(NamedTuple):
-    """One fold's files: its arrays as .npy (written straight from memory, memory-mapped by the
-    fits; the training rows as float32 too where a forest fits on them), its fitted preprocessing
-    and the count of its validation rows."""
+    """One fold's files: its arrays as .npy (written from memory a few rows at a time, memory-mapped
+    by the fits; the training rows as float32 too where a forest fits on them), its fitted
+    preprocessing and the count of its validation rows."""
 
     encoded: Path
     labels: Path
@@ -402,14 +521,27 @@ def write_scratch_file(value: Any, path: Path, dtype: type | None = None) -> Non
 
     ``np.save`` writes a contiguous array's memory to the file as it is, where joblib copies it
     to bytes first (16 MiB at a time): with the worker processes, the encoding of all rows
-    for the refit, written while the fits' results are held, made training's peak."""
-    try:
+    for the refit, written while the fits' results were held, made training's peak."""
+    with _scratch_errors(path):
         if isinstance(value, np.ndarray) and dtype is not None:
-            _save_converted(value, dtype, path)
+            _save_blocks([value], dtype, path)
         elif isinstance(value, np.ndarray):
             np.save(path, value, allow_pickle=False)
         else:
             joblib.dump(value, path)
+
+
+def write_rows(blocks: list[np.ndarray], path: Path, dtype: type) -> None:
+    """The blocks side by side (``_stacked``), as ``dtype``, written to the .npy file ``path``
+    without their stacked copy; a full temp folder fails as ``write_scratch_file`` does."""
+    with _scratch_errors(path):
+        _save_blocks(blocks, dtype, path)
+
+
+@contextlib.contextmanager
+def _scratch_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
     except OSError as exc:
         raise TrainingError(
             f"cannot write training's scratch file {path} ({exc.strerror or exc}): make room in {path.parent.parent} "
@@ -417,19 +549,24 @@ def write_scratch_file(value: Any, path: Path, dtype: type | None = None) -> Non
         ) from exc
 
 
-CONVERT_BLOCK_BYTES = 4 * 1024 * 1024  # converted rows in memory at a time, writing an array as another type
+CONVERT_BLOCK_BYTES = 4 * 1024 * 1024  # converted rows in memory at a time, writing rows as another type
 
 
-def _save_converted(rows: np.ndarray, dtype: type, path: Path) -> None:
-    """``rows.astype(dtype)`` as a .npy file, converted a block of rows at a time: whole, a forest's
-    float32 copy of the refit's rows was half this process's largest allocation again on top of it."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": rows.shape}
-    row_bytes = np.dtype(dtype).itemsize * math.prod(rows.shape[1:])
-    block = max(1, CONVERT_BLOCK_BYTES // max(1, row_bytes))
+def _save_blocks(blocks: list[np.ndarray], dtype: type, path: Path) -> None:
+    """``np.hstack(blocks).astype(dtype)`` (2-D blocks of the same rows) as a .npy file, a few rows
+    at a time through one small buffer: whole, a forest's float32 copy of the refit's rows was half
+    the largest allocation of the process that wrote it again on top of it, and the stacked float64
+    rows the whole of it."""
+    rows, width = _row_count(blocks), sum(block.shape[1] for block in blocks)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (rows, width)}
+    rows_at_once = max(1, CONVERT_BLOCK_BYTES // max(1, np.dtype(dtype).itemsize * width))
+    buffer = np.empty((min(rows_at_once, rows), width), dtype=dtype)
     with open(path, "wb") as file:
         np.lib.format.write_array_header_1_0(file, header)
-        for start in range(0, len(rows), block):
-            np.ascontiguousarray(rows[start : start + block], dtype=dtype).tofile(file)
+        for start in range(0, rows, rows_at_once):
+            part = buffer[: min(rows_at_once, rows - start)]
+            _fill_columns(part, blocks, start)
+            part.tofile(file)
 
 
 def fit_task(
@@ -565,7 +702,7 @@ class FitRounds:
 
     runner: compute.Runner
     source: TrainingData
-    files: FoldFiles | None
+    files: FoldFiles | None  # written by the runner's workers, one task a fold, before each round
     seed: int
     splits: int
     kept_fold: int | None = None  # this fold's fitted pipelines come back too (training measures their serving cost)
@@ -596,6 +733,7 @@ class FitRounds:
                 folds,
                 narrow={fold for name, _, fold in jobs if name in FLOAT32_FITS},
                 wide={fold for name, _, fold in jobs if name not in FLOAT32_FITS},
+                runner=self.runner,
             )
         try:
             outcomes = self.runner.map(fit_task, arguments, costs, name="fit", done=self._fold_remover(jobs))

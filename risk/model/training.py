@@ -155,7 +155,8 @@ def _training_data(
     scratch: Path,
 ) -> tuple[TrainingData, np.ndarray, FoldFiles | None, dict[str, Any]]:
     """Where the fits find their data, the labels, (worker processes on this machine) the
-    fold files this process writes for them into ``scratch``, and the training data's typical client."""
+    fold files the workers write for themselves into ``scratch`` (from the snapshot this process
+    writes there), and the training data's typical client."""
     common = {
         "features": features,
         "kinds": kinds,

@@ -267,45 +267,83 @@ def master_source(config: Config) -> tuple[fitting.TrainingData, pd.DataFrame, n
 
 
 @pytest.mark.slow
-def test_worker_processes_memory_map_the_folds_this_process_encoded(ingested: Config, tmp_path) -> None:
-    """Each fold is encoded once, here; the workers map that one copy instead of each encoding
-    (and holding) their own, and the encoding is the one a fit would make for itself."""
+def test_worker_processes_encode_each_fold_once_and_map_it(ingested: Config, tmp_path) -> None:
+    """Each fold is encoded once, by a worker process (a task a fold, from the snapshot, two at once
+    where their rows are fewer than the refit's), and the workers map that one copy instead of each
+    encoding (and holding) their own; the encoding is the one a fit would make for itself in one
+    process, the refit's of every row included."""
     from risk.model import compute
 
     source, X, y = master_source(ingested)
     features = source.features
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    expected = fitting.encode_fold(X, y, features, 1, 42, 5)
-    files = fitting.FoldFiles(X, y, features, 42, 5, scratch)
-    files.write({1, None})
-    assert sorted(p.name for p in scratch.iterdir()) == [
-        "all-encoded.npy",
-        "all-labels.npy",
-        "all-preprocess.joblib",
-        "fold-1-encoded.npy",
-        "fold-1-held-out.npy",
-        "fold-1-labels.npy",
-        "fold-1-preprocess.joblib",
-        "training-frame.joblib",
-    ]
-
-    def mapped_fold(folder: str, fold: int) -> tuple:
-        data = fitting.FoldFiles.read(Path(folder), fold)
-        base = data.encoded
-        while base is not None and not isinstance(base, np.memmap):
-            base = base.base
-        return base is not None, np.asarray(data.encoded), np.asarray(data.held_out_rows()), data.validation
-
+    here = f"pid {__import__('os').getpid()}"
+    # Over a selection sample of 3,000 of the 7,500 rows: two folds' rows at once are fewer than the refit's.
+    files = fitting.FoldFiles(X, y, features, 42, 5, scratch, sample_rows=3000)
     with compute.local_runner(workers=2) as runner:
-        outcomes = runner.map(mapped_fold, [(str(scratch), 1), (str(scratch), 1)])
-    for is_mapped, encoded, held_out, validation in outcomes:
+        encoded_by = files.write({0, 1}, runner=runner) | files.write({None}, narrow={None}, runner=runner)
+        assert set(encoded_by) == {0, 1, None} and here not in encoded_by.values()
+        files.remove({0})
+        assert sorted(p.name for p in scratch.iterdir()) == [
+            "all-encoded-float32.npy",
+            "all-encoded.npy",
+            "all-labels.npy",
+            "all-preprocess.joblib",
+            "fold-1-encoded.npy",
+            "fold-1-held-out.npy",
+            "fold-1-labels.npy",
+            "fold-1-preprocess.joblib",
+            "training-frame.joblib",
+        ]
+
+        def mapped_fold(folder: str, fold: int | None) -> tuple:
+            data = fitting.FoldFiles.read(Path(folder), fold)
+            base = data.encoded
+            while base is not None and not isinstance(base, np.memmap):
+                base = base.base
+            held_out = None if fold is None else np.asarray(data.held_out_rows())
+            return base is not None, np.asarray(data.encoded), held_out, data.validation
+
+        outcomes = runner.map(mapped_fold, [(str(scratch), 1), (str(scratch), 1), (str(scratch), None)])
+        # Without the sample two folds at once would hold more rows than the refit: encoded here, one by one.
+        unsampled = fitting.FoldFiles(X, y, features, 42, 5, tmp_path)
+        assert set(unsampled.write({2, 3}, runner=runner).values()) == {here}
+        assert_fold_files_hold(tmp_path, 3, fitting.encode_fold(X, y, features, 3, 42, 5))
+    expected = fitting.encode_fold(X, y, features, 1, 42, 5, 3000)
+    for is_mapped, encoded, held_out, validation in outcomes[:2]:
         assert is_mapped
         np.testing.assert_array_equal(encoded, expected.encoded)
         np.testing.assert_array_equal(held_out, expected.held_out)
         assert validation == expected.validation > 0
+    assert_fold_files_hold(scratch, 1, expected)
+    # The refit's rows, written a few at a time from the encoding's blocks: encode_fold's matrix in one process.
+    everything = fitting.encode_fold(X, y, features, None, 42, 5)
+    is_mapped, encoded, _, validation = outcomes[2]
+    assert is_mapped and validation == everything.validation > 0
+    np.testing.assert_array_equal(encoded, everything.encoded)
+    assert_fold_files_hold(scratch, None, everything)
+    np.testing.assert_array_equal(
+        fitting.FoldFiles.read(scratch, None, float32=True).encoded, everything.encoded.astype(np.float32)
+    )
+    # ... and scikit-learn's own fit_transform of those rows, matrix and fitted preprocessing.
+    rows, _ = fitting._validation_last(np.arange(len(y)), y, 42)
+    plain = pipelines.build_preprocess(features)
+    np.testing.assert_array_equal(plain.fit_transform(X.iloc[rows]), everything.encoded)
+    assert _same_state(fitting.FoldFiles.read(scratch, None).preprocess, plain) == []
     files.remove()
     assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"], "a round's folds go once it is over"
+
+
+def assert_fold_files_hold(folder: Path, fold: int | None, expected: fitting.EncodedFold) -> None:
+    """The fold's files hold ``expected``: its rows, labels, test rows and the same fitted preprocessing."""
+    written = fitting.FoldFiles.read(folder, fold)
+    np.testing.assert_array_equal(written.encoded, expected.encoded)
+    np.testing.assert_array_equal(written.labels, expected.labels)
+    if fold is not None:
+        np.testing.assert_array_equal(written.held_out_rows(), expected.held_out)
+    assert written.validation == expected.validation
+    assert _same_state(written.preprocess, expected.preprocess) == []
 
 
 def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(ingested: Config, tmp_path) -> None:
@@ -464,11 +502,13 @@ def test_a_folds_matrix_is_written_to_its_file_without_a_copy(tmp_path) -> None:
     np.testing.assert_array_equal(np.load(path, mmap_mode="r"), encoded)
 
 
-def test_a_forests_float32_rows_are_written_without_a_float32_copy_of_the_matrix(
+def test_a_folds_rows_are_written_without_their_whole_matrix_in_float64_or_float32(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A forest's float32 rows (FLOAT32_FITS) are written while this process holds the encoding, the
-    refit's of every row its largest allocation: converted whole, half of it again on top of it."""
+    """The refit's rows, of every row, were the largest allocation of the process that encoded them:
+    the column transformer's stacked matrix, and for a forest (FLOAT32_FITS) a float32 copy of it on
+    top. They are written from the encoding's blocks a few rows at a time, neither whole in memory
+    (the stacked matrix and its write peaked at 1.24x the matrix here)."""
     import tracemalloc
 
     rng = np.random.default_rng(5)
@@ -490,9 +530,11 @@ def test_a_forests_float32_rows_are_written_without_a_float32_copy_of_the_matrix
             tracemalloc.stop()
     encoded = np.load(scratch / "all-encoded.npy", mmap_mode="r")
     assert encoded.shape == (len(X), 125)
+    np.testing.assert_array_equal(encoded, fitting.encode_fold(X, y, features, None, 42, 5).encoded)
+    assert peaks[False] < 0.6 * encoded.nbytes, peaks
     assert peaks[True] - peaks[False] < 0.05 * encoded.nbytes, peaks
     np.testing.assert_array_equal(np.load(scratch / "all-encoded-float32.npy"), encoded.astype(np.float32))
-    # Blocks that do not divide the rows, a matrix in Fortran order, and no rows at all: the same values.
+    # Row counts that do not divide the rows, a matrix in Fortran order, and no rows at all: the same values.
     monkeypatch.setattr(fitting, "CONVERT_BLOCK_BYTES", 7 * 125 * 4)
     path = tmp_path / "converted.npy"
     for rows in (np.asfortranarray(encoded[:1000]), encoded[:0]):
@@ -500,6 +542,14 @@ def test_a_forests_float32_rows_are_written_without_a_float32_copy_of_the_matrix
         written = np.load(path, mmap_mode="r")
         assert written.dtype == np.float32 and written.shape == rows.shape
         np.testing.assert_array_equal(written, rows.astype(np.float32))
+    # Blocks of two types side by side, in either type: their stacked matrix.
+    blocks = [np.asarray(encoded[:1000, :5]), (np.asarray(encoded[:1000, 5:]) > 0).astype(np.uint8)]
+    stacked = np.hstack(blocks)
+    for dtype in (np.float64, np.float32):
+        fitting.write_rows(blocks, path, dtype)
+        written = np.load(path, mmap_mode="r")
+        assert written.dtype == dtype and written.shape == (1000, 125)
+        np.testing.assert_array_equal(written, stacked.astype(dtype))
 
 
 def test_a_fit_leaves_no_copy_of_its_rows_behind() -> None:
