@@ -308,6 +308,18 @@ def single_threaded():
         yield
 
 
+def still_running(pids: set[int] | list[int], seconds: float) -> list[int]:
+    """The processes of ``pids`` still running after waiting up to ``seconds`` for them to exit."""
+    import psutil
+
+    processes = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            processes.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    return [process.pid for process in alive]
+
+
 def write_diagnostics(config: Config, version: str) -> Path:
     """A diagnostics document of the agreed shape, as diagnostics.py writes it."""
     path = config.reports_folder / version / "diagnostics.json"

@@ -10,7 +10,11 @@ independent tasks. A ``Runner`` runs a list of them and returns their results in
 
 Every task runs its numerical libraries single-threaded (``threadpoolctl``): on a busy host
 OpenMP threads spin against each other and against other work, and one fit took 6-34 s
-instead of 0.5-0.9 s. Parallelism comes from running tasks side by side instead.
+instead of 0.5-0.9 s. Parallelism comes from running tasks side by side instead, except where a
+map has fewer tasks than local worker processes (training's refit of the chosen model is often one
+task on two): each task then has the idle workers' cores too (``task_threads``), and the worker
+processes' OpenMP threads wait for each other asleep instead of spinning (``WORKER_ENVIRONMENT``).
+Training's runner lets its worker processes go when training ends (``keep_workers``).
 
 An unreachable scheduler (or one without workers) fails at once with ``ComputeUnavailable``,
 unless ``dask_fallback_local`` is true: then the work runs locally and the result says why.
@@ -26,6 +30,7 @@ each waiting out the same deadline.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import functools
 import gc
@@ -80,6 +85,24 @@ class TaskKilledItsWorkers(ComputeUnavailable):
 def single_threaded() -> Any:
     """A context in which BLAS and OpenMP use one thread."""
     return threadpools().limit(limits=1)
+
+
+def task_threads() -> int:
+    """How many threads the running task may use: the cores of its map's local workers shared among
+    its tasks, at least one (one outside a map, in this process and on the cluster). Its BLAS and
+    OpenMP pools are limited to it already; this is for threads threadpoolctl does not limit (a
+    forest's joblib ``n_jobs``)."""
+    return _TASK_THREADS.get()
+
+
+_TASK_THREADS: contextvars.ContextVar[int] = contextvars.ContextVar("task_threads", default=1)
+
+# Set for the local worker processes before they start (they inherit this process's environment; an
+# operator's own setting is kept). libgomp reads it as it loads: its waiting threads spin for about
+# 300,000 turns by default, and with other work on the machine (load 3-4 on 2 cores) a 2-thread boosting
+# fit on 200,000 loans took 32-36 s against 10 s with one thread; waiting asleep, 6.3 s. This process's
+# own OpenMP is loaded already and keeps its setting: its tasks run with one thread.
+WORKER_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def threadpools() -> Any:
@@ -165,6 +188,10 @@ class Runner:
     fallback_local: bool = False
     timeout: float = CONNECT_SECONDS
     max_wait: float = 120 * 60.0
+    # Whether the local worker processes stay once this runner closes (for the next runner to reuse),
+    # or are let go: the machine gets their memory back, and the process's exit does not wait for them.
+    keep_workers: bool = True
+    _uses_workers: bool = field(default=False, repr=False)
     _starting: threading.Thread | None = field(default=None, repr=False)
     _shared: dict[str, Any] = field(default_factory=dict, repr=False)
     _code_task: Any = field(default=None, repr=False)
@@ -175,6 +202,7 @@ class Runner:
         Worker processes take about a second to start and import scikit-learn."""
         if self.backend != "processes" or self._starting is not None:
             return
+        self._use_workers()
         self._starting = threading.Thread(target=self._warm_up, args=(warm,), name="start-workers", daemon=True)
         self._starting.start()
 
@@ -221,21 +249,49 @@ class Runner:
                     raise
                 self._fall_back(exc)
                 arguments = [tuple(self._local_value(a) for a in args) for args in arguments]
+        threads = self.threads_per_task(len(arguments))
         if self.backend == "processes":
             from joblib import Parallel, delayed
 
+            self._use_workers()
             # A constant n_jobs reuses loky's worker processes from one call to the next.
             results = Parallel(n_jobs=self.workers, backend="loky", pre_dispatch="all", return_as="generator")(
-                delayed(_single_threaded_call)(function, *arguments[i]) for i in order
+                delayed(_call_with_threads)(threads, function, *arguments[i]) for i in order
             )
         else:  # in this process, in the order given
             order = list(range(len(arguments)))
-            results = (_single_threaded_call(function, *arguments[i]) for i in order)
+            results = (_call_with_threads(threads, function, *arguments[i]) for i in order)
         ordered: list[Any] = [None] * len(arguments)
         for position, result in zip(order, results):
             ordered[position] = result
             done(position)
         return ordered
+
+    def threads_per_task(self, tasks: int) -> int:
+        """The threads each of ``tasks`` tasks may use: one where there are at least as many tasks
+        as workers, else the workers' share; always one in this process (one worker) and on the
+        cluster, whose workers' threads run other tasks beside ours."""
+        if self.backend == "dask":
+            return 1
+        return max(1, self.workers // max(1, tasks))
+
+    def _use_workers(self) -> None:
+        with _WORKERS_LOCK:
+            if not self._uses_workers:
+                self._uses_workers = True
+                _RUNNERS_USING_WORKERS[0] += 1
+                for name, value in WORKER_ENVIRONMENT.items():
+                    os.environ.setdefault(name, value)
+
+    def _stop_using_workers(self) -> None:
+        """The worker processes go once no open runner uses them, unless this one keeps them."""
+        with _WORKERS_LOCK:
+            if not self._uses_workers:
+                return
+            self._uses_workers = False
+            _RUNNERS_USING_WORKERS[0] -= 1
+            if not self.keep_workers and _RUNNERS_USING_WORKERS[0] == 0:
+                let_workers_go()
 
     def _map_dask(
         self, function: Callable[..., Any], arguments: list[tuple], costs: list[float] | None, name: str
@@ -399,6 +455,7 @@ class Runner:
 
     def close(self) -> None:
         self._wait_for_workers()
+        self._stop_using_workers()
         self._close_client()
 
     def _close_client(self) -> None:
@@ -416,22 +473,51 @@ class Runner:
 
 
 def _single_threaded_call(function: Callable[..., Any], *arguments: Any) -> Any:
-    with single_threaded():
-        return function(*arguments)
+    return _call_with_threads(1, function, *arguments)
 
 
-def open_runner(config: Config, parallel: bool = True, workers: int | None = None) -> Runner:
+def _call_with_threads(threads: int, function: Callable[..., Any], *arguments: Any) -> Any:
+    token = _TASK_THREADS.set(threads)
+    try:
+        with threadpools().limit(limits=threads):
+            return function(*arguments)
+    finally:
+        _TASK_THREADS.reset(token)
+
+
+def let_workers_go() -> None:
+    """Ask the local worker processes (loky's reusable executor, which joblib's ``Parallel`` shares
+    across calls) to exit, without waiting for them; the next ``Parallel`` starts new ones.
+
+    Kept, they held their memory until the process exited, and then loky's exit handler waited for
+    them (0.44 s at the end of a fullprocess run). loky keeps its executor in a module variable:
+    asking for it through ``get_reusable_executor`` would start one where there is none."""
+    from joblib.externals.loky import reusable_executor
+
+    with reusable_executor._executor_lock:
+        executor = reusable_executor._executor
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+# The open runners that use the local worker processes (one shared pool), and its lock.
+_RUNNERS_USING_WORKERS = [0]
+_WORKERS_LOCK = threading.Lock()
+
+
+def open_runner(config: Config, parallel: bool = True, workers: int | None = None, keep_workers: bool = True) -> Runner:
     """The runner for this configuration: the Dask cluster when one is configured, else local.
 
     ``parallel`` false keeps local work in this process (the work is too small to pay for
-    starting worker processes); ``workers`` overrides the number of local processes.
+    starting worker processes); ``workers`` overrides the number of local processes;
+    ``keep_workers`` false lets them go when the runner closes (Runner.keep_workers).
     """
     address = config["dask_scheduler_address"]
     if address:
         remembered = _remembered_unusable(address) if config["dask_fallback_local"] else None
         if remembered is not None:
             logger.info("%s; running locally (dask_fallback_local is true)", remembered)
-            return _fallback_runner(remembered, parallel, workers)
+            return _fallback_runner(remembered, parallel, workers, keep_workers)
         try:
             runner = dask_runner(address, config["dask_timeout_seconds"])
         except ComputeUnavailable as exc:
@@ -439,15 +525,15 @@ def open_runner(config: Config, parallel: bool = True, workers: int | None = Non
             if not config["dask_fallback_local"]:
                 raise
             logger.warning("%s; running locally (dask_fallback_local is true)", exc)
-            return _fallback_runner(str(exc), parallel, workers)
+            return _fallback_runner(str(exc), parallel, workers, keep_workers)
         runner.fallback_local = config["dask_fallback_local"]
         runner.max_wait = config["max_run_minutes"] * 60.0
         return runner
-    return local_runner(parallel, workers)
+    return local_runner(parallel, workers, keep_workers)
 
 
-def _fallback_runner(reason: str, parallel: bool, workers: int | None) -> Runner:
-    runner = local_runner(parallel, workers)
+def _fallback_runner(reason: str, parallel: bool, workers: int | None, keep_workers: bool) -> Runner:
+    runner = local_runner(parallel, workers, keep_workers)
     runner.fallback_reason = reason
     return runner
 
@@ -471,10 +557,10 @@ def _remembered_unusable(address: str) -> str | None:
 _UNUSABLE: dict[str, tuple[float, str, str]] = {}
 
 
-def local_runner(parallel: bool = True, workers: int | None = None) -> Runner:
+def local_runner(parallel: bool = True, workers: int | None = None, keep_workers: bool = True) -> Runner:
     count = workers if workers is not None else usable_cores()
     if parallel and count > 1:
-        return Runner("processes", count)
+        return Runner("processes", count, keep_workers=keep_workers)
     return Runner("local", 1)
 
 

@@ -88,7 +88,8 @@ def train_model(
     parallel = workers is not None and workers > 1 or (workers is None and rows >= PARALLEL_MIN_ROWS)
     remove_stale_scratch()
     with (
-        compute.open_runner(config, parallel=parallel, workers=workers) as runner,
+        # Nothing after training uses the worker processes: they go as it ends.
+        compute.open_runner(config, parallel=parallel, workers=workers, keep_workers=False) as runner,
         tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", ignore_cleanup_errors=True) as scratch,
     ):
         runner.start_in_background(warm_worker)  # the workers start while this process reads and encodes

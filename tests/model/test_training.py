@@ -13,7 +13,7 @@ import pytest
 from risk.core.settings import Config
 from risk.data import ingest, masterstore
 from risk.model import compute, fitting, pipelines, scoring, selection, training
-from tests.conftest import PROJECT_DIR, private_copy, write_config
+from tests.conftest import PROJECT_DIR, private_copy, still_running, write_config
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +245,8 @@ def test_fits_in_worker_processes_give_the_same_model(ingested: Config) -> None:
 
     assert here["compute"]["backend"] == "local" and apart["compute"]["backend"] == "processes"
     assert len(apart["fits"]["by_worker"]) >= 1 and f"pid {__import__('os').getpid()}" not in apart["fits"]["by_worker"]
+    workers = [int(worker.removeprefix("pid ")) for worker in apart["fits"]["by_worker"]]
+    assert not still_running(workers, 30), "training lets its worker processes go as it ends"
     assert without_timings(here["candidates"]) == without_timings(apart["candidates"])
     X = scoring.feature_frame(masterstore.load_master(config), here["features"])
     np.testing.assert_allclose(here_model.predict_proba(X), apart_model.predict_proba(X), rtol=0, atol=1e-12)
@@ -378,6 +380,27 @@ def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(
     np.testing.assert_array_equal(
         kept.predict_proba(X.iloc[test_rows]), here["pipeline"].predict_proba(X.iloc[test_rows])
     )
+    fitting.clear_loaded_data()
+
+
+def test_a_refit_alone_on_two_workers_gives_the_model_one_thread_fits(ingested: Config) -> None:
+    """The refit of the chosen model is often the only task of its round, and has both workers' cores:
+    boosting's OpenMP loops and the forest's trees (its n_jobs for that fit only) give the same model
+    with two threads; the logistic regression, whose BLAS threads would change its last bits, fits
+    with one."""
+    from risk.model import compute
+
+    source, X, y = master_source(ingested)
+    with compute.local_runner(workers=2) as runner:
+        for name in pipelines.SEARCH_SPACE:
+            params = pipelines.SEARCH_SPACE[name][0]
+            [alone] = runner.map(fitting.fit_task, [(source, name, params, 42, 5, None)])
+            here = fitting.fit_task(source, name, params, 42, 5, None)
+            np.testing.assert_array_equal(alone["pipeline"].predict_proba(X), here["pipeline"].predict_proba(X))
+            assert (
+                alone["pipeline"].named_steps["classifier"].get_params()
+                == here["pipeline"].named_steps["classifier"].get_params()
+            ), "the forest's n_jobs is its own again"
     fitting.clear_loaded_data()
 
 
