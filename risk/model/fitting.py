@@ -317,8 +317,8 @@ def _median_or_nan(values: np.ndarray) -> float:
 class TrainingData:
     """Where a fit finds its encoded fold.
 
-    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold a worker
-    encoded and wrote there (FoldFiles): one shared copy, not one per worker. With
+    With ``folds`` set (worker processes on this machine), the fit memory-maps the fold encoded
+    once and written there (FoldFiles): one shared copy, not one per worker. With
     ``master`` set (a Dask worker), it reads the master CSV from the (shared) file system once,
     keeps it for its next fits, and encodes the fold itself; the file's size and modification
     time must match, so that every fit sees the same rows. Otherwise the frame travels with
@@ -481,11 +481,12 @@ class FoldFiles:
 
 def write_fold_task(files: FoldFiles, fold: int | None, narrow: bool, wide: bool) -> str:
     """Encode ``fold`` from the snapshot (memory-mapped) and write its files: its training rows as
-    float64 where ``wide``, as float32 where ``narrow`` (FoldFiles.write runs one a fold, in the workers).
+    float64 where ``wide``, as float32 where ``narrow`` (FoldFiles.write runs one a fold, in the
+    workers or in this process).
 
     The rows are written from the column transformer's blocks a few at a time (``write_rows``):
-    the encoding is never whole in memory, here or anywhere (the refit's, of every row, was the
-    largest allocation of the process that ran the steps). Returns where it ran."""
+    their stacked matrix, float64 or float32, is never in memory, here or anywhere (the refit's, of
+    every row, was the largest allocation of the process that ran the steps). Returns where it ran."""
     X, y = joblib.load(files.snapshot, mmap_mode="r")
     encoded = _fit_fold(X, y, files.features, *_fold_rows(y, fold, files.seed, files.splits, files.sample_rows))
     del X, y
@@ -504,9 +505,9 @@ def write_fold_task(files: FoldFiles, fold: int | None, narrow: bool, wide: bool
 
 
 class FoldPaths(NamedTuple):
-    """One fold's files: its arrays as .npy (written from memory a few rows at a time, memory-mapped
-    by the fits; the training rows as float32 too where a forest fits on them), its fitted
-    preprocessing and the count of its validation rows."""
+    """One fold's files: its arrays as .npy (memory-mapped by the fits; the training rows written a
+    few rows at a time, as float32 too where a forest fits on them), its fitted preprocessing and
+    the count of its validation rows."""
 
     encoded: Path
     labels: Path

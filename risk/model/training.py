@@ -156,8 +156,8 @@ def _training_data(
     scratch: Path,
 ) -> tuple[TrainingData, np.ndarray, FoldFiles | None, dict[str, Any]]:
     """Where the fits find their data, the labels, (worker processes on this machine) the
-    fold files the workers write for themselves into ``scratch`` (from the snapshot this process
-    writes there), and the training data's typical client."""
+    fold files written into ``scratch`` (by the workers, or this process: FoldFiles.write, from the
+    snapshot this process writes there), and the training data's typical client."""
     common = {
         "features": features,
         "kinds": kinds,

@@ -337,6 +337,26 @@ def test_worker_processes_encode_each_fold_once_and_map_it(ingested: Config, tmp
     assert [p.name for p in scratch.iterdir()] == ["training-frame.joblib"], "a round's folds go once it is over"
 
 
+def test_a_fold_file_a_worker_cannot_write_fails_with_the_scratch_folders_clear_error(
+    ingested: Config, tmp_path
+) -> None:
+    """A worker that cannot write a fold's file (a full temp folder; here a folder in the file's place)
+    fails the write with the TrainingError that names the file and TMPDIR, as this process's own writes
+    do, not with a worker's traceback; the runner's next map still runs."""
+    source, X, y = master_source(ingested)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    files = fitting.FoldFiles(X, y, source.features, 42, 5, scratch)
+    (scratch / "all-encoded.npy").mkdir()
+    with compute.local_runner(workers=2) as runner:
+        with pytest.raises(
+            pipelines.TrainingError, match="cannot write training's scratch file .*all-encoded.npy"
+        ) as failed:
+            files.write({None}, runner=runner)
+        assert "TMPDIR" in str(failed.value) and None not in files.written
+        assert runner.map(fitting.warm_worker, [(), ()]) != [__import__("os").getpid()] * 2
+
+
 def assert_fold_files_hold(folder: Path, fold: int | None, expected: fitting.EncodedFold) -> None:
     """The fold's files hold ``expected``: its rows, labels, test rows and the same fitted preprocessing."""
     written = fitting.FoldFiles.read(folder, fold)
