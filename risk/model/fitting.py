@@ -154,11 +154,6 @@ def _validation_last(rows: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.nda
     return np.concatenate([rows[fit_part], rows[validation]]), len(validation)
 
 
-def _fit_transform_lean(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
-    """``preprocess.fit_transform(X, y)`` in less memory (``_fit_transform_blocks``): the same matrix."""
-    return _stacked(_fit_transform_blocks(preprocess, X, y))
-
-
 def _fit_transform_blocks(preprocess: ColumnTransformer, X: pd.DataFrame, y: np.ndarray) -> list[np.ndarray]:
     """``preprocess.fit_transform(X, y)``, with median imputation computed column by column, the
     one-hot block built as bytes, and the blocks handed back unstacked (``_stacked`` stacks them).

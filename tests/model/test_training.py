@@ -706,7 +706,7 @@ def test_median_imputation_fitted_column_by_column_equals_scikit_learns() -> Non
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Skipping features without any observed values"
             want = expected.fit_transform(frame)
-            got = fitting._fit_transform_lean(lean, frame, np.zeros(n))
+            got = fitting._stacked(fitting._fit_transform_blocks(lean, frame, np.zeros(n)))
         np.testing.assert_array_equal(got, want)
         fitted = lean.named_transformers_["numeric"].named_steps["impute"]
         assert fitted.strategy == "median", "the saved model says what it computed"
@@ -740,7 +740,7 @@ def test_the_one_hot_block_built_as_bytes_gives_scikit_learns_matrix_in_less_mem
     expected = pipelines.build_preprocess(features)
     want, plain_peak = peak_of(lambda: expected.fit_transform(frame))
     lean = pipelines.build_preprocess(features)
-    got, lean_peak = peak_of(lambda: fitting._fit_transform_lean(lean, frame, np.zeros(rows)))
+    got, lean_peak = peak_of(lambda: fitting._stacked(fitting._fit_transform_blocks(lean, frame, np.zeros(rows))))
 
     assert got.dtype == want.dtype == np.float64
     np.testing.assert_array_equal(got, want)
@@ -966,7 +966,7 @@ def test_one_hot_encoders_fitted_without_counting_are_scikit_learns(levels: int)
     want = expected.fit_transform(frame)
     lean = pipelines.build_preprocess(features)
     skipped = fitting._encoders_without_infrequent(lean, frame)
-    got = fitting._fit_transform_lean(lean, frame, np.zeros(rows))
+    got = fitting._stacked(fitting._fit_transform_blocks(lean, frame, np.zeros(rows)))
 
     assert skipped == ({"categorical": 50} if levels < 49 else {}), "49 levels and missing make 50 values: counted"
     np.testing.assert_array_equal(got, want)
