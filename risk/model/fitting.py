@@ -632,7 +632,7 @@ def _fit_classifier(classifier: Any, data: EncodedFold) -> None:
 
     Rows holding a single row of a class have no stratified validation split (scikit-learn
     raises drawing one): boosting is fitted on all of them, as on a fold too small to stop on."""
-    with _fit_threads(classifier):
+    with _fit_threads(classifier, len(data.labels)):
         if isinstance(classifier, HistGradientBoostingClassifier) and classifier.early_stopping is True:
             if data.validation:
                 cut = len(data.labels) - data.validation
@@ -642,13 +642,20 @@ def _fit_classifier(classifier: Any, data: EncodedFold) -> None:
         classifier.fit(data.encoded, data.labels)
 
 
+# Below this many rows a lone fit keeps one thread: on 21,000 rows a boosting refit on two workers' threads
+# took 0.75-1.1 s against 0.47-0.66 s on one (its parallel loops too short to pay for the second thread);
+# on 100,000 rows two threads took 0.63 s against 0.97 s, on 700,000 rows 14.1-16.2 s against 21.1-22.0 s.
+THREADED_FIT_MIN_ROWS = 100_000
+
+
 @contextlib.contextmanager
-def _fit_threads(classifier: Any) -> Iterator[None]:
+def _fit_threads(classifier: Any, rows: int) -> Iterator[None]:
     """The task's threads (compute.task_threads: more than one where its round leaves workers idle)
     for boosting's OpenMP loops and the forest's trees, whose fits are the same with any number of
-    threads; one for the logistic regression, whose BLAS threads made its refit on 700,000 loans
-    slower (2.8-3.9 s against 1.9-2.3 s) and its coefficients differ in the last bits."""
-    if isinstance(classifier, LogisticRegression):
+    threads, from THREADED_FIT_MIN_ROWS rows; one below, and for the logistic regression, whose BLAS
+    threads made its refit on 700,000 loans slower (2.8-3.9 s against 1.9-2.3 s) and its
+    coefficients differ in the last bits."""
+    if isinstance(classifier, LogisticRegression) or rows < THREADED_FIT_MIN_ROWS:
         with compute.single_threaded():
             yield
     elif isinstance(classifier, RandomForestClassifier):  # joblib threads, which threadpoolctl does not limit

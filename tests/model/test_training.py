@@ -403,25 +403,43 @@ def test_worker_processes_hand_fitted_pipelines_back_through_the_scratch_folder(
     fitting.clear_loaded_data()
 
 
-def test_a_refit_alone_on_two_workers_gives_the_model_one_thread_fits(ingested: Config) -> None:
-    """The refit of the chosen model is often the only task of its round, and has both workers' cores:
+def test_a_refit_given_two_threads_gives_the_model_one_thread_fits(ingested: Config, monkeypatch) -> None:
+    """The refit of the chosen model is often the only task of its round, and has both workers' cores
+    (from THREADED_FIT_MIN_ROWS rows; here from any, in this process, which sees the setting):
     boosting's OpenMP loops and the forest's trees (its n_jobs for that fit only) give the same model
     with two threads; the logistic regression, whose BLAS threads would change its last bits, fits
     with one."""
     from risk.model import compute
 
+    monkeypatch.setattr(fitting, "THREADED_FIT_MIN_ROWS", 0)
     source, X, y = master_source(ingested)
-    with compute.local_runner(workers=2) as runner:
-        for name in pipelines.SEARCH_SPACE:
-            params = pipelines.SEARCH_SPACE[name][0]
-            [alone] = runner.map(fitting.fit_task, [(source, name, params, 42, 5, None)])
-            here = fitting.fit_task(source, name, params, 42, 5, None)
-            np.testing.assert_array_equal(alone["pipeline"].predict_proba(X), here["pipeline"].predict_proba(X))
-            assert (
-                alone["pipeline"].named_steps["classifier"].get_params()
-                == here["pipeline"].named_steps["classifier"].get_params()
-            ), "the forest's n_jobs is its own again"
+    for name in pipelines.SEARCH_SPACE:
+        params = pipelines.SEARCH_SPACE[name][0]
+        two = compute._call_with_threads(2, fitting.fit_task, source, name, params, 42, 5, None)
+        one = compute._call_with_threads(1, fitting.fit_task, source, name, params, 42, 5, None)
+        np.testing.assert_array_equal(two["pipeline"].predict_proba(X), one["pipeline"].predict_proba(X))
+        assert (
+            two["pipeline"].named_steps["classifier"].get_params()
+            == one["pipeline"].named_steps["classifier"].get_params()
+        ), "the forest's n_jobs is its own again"
     fitting.clear_loaded_data()
+
+
+def test_a_fit_below_the_threaded_size_keeps_one_thread_whatever_its_task_has() -> None:
+    """Short parallel loops cost more to share than they save: below THREADED_FIT_MIN_ROWS rows a fit
+    keeps one OpenMP thread although its task has two; from it, it takes them."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_info
+
+    from risk.model import compute
+
+    def openmp_threads(rows: int) -> set[int]:
+        with fitting._fit_threads(HistGradientBoostingClassifier(), rows):
+            return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"}
+
+    small, large = fitting.THREADED_FIT_MIN_ROWS - 1, fitting.THREADED_FIT_MIN_ROWS
+    assert compute._call_with_threads(2, openmp_threads, small) == {1}
+    assert compute._call_with_threads(2, openmp_threads, large) == {min(2, compute.usable_cores())}
 
 
 def test_a_forest_fits_on_its_folds_float32_file_the_trees_it_fits_on_the_float64_rows(
