@@ -513,17 +513,15 @@ class FoldPaths(NamedTuple):
     SUFFIXES = ("-encoded.npy", "-labels.npy", "-held-out.npy", "-preprocess.joblib", "-encoded-float32.npy")
 
 
-def write_scratch_file(value: Any, path: Path, dtype: type | None = None) -> None:
-    """``joblib.dump`` (an array: ``np.save``; with ``dtype``, converted to it); a full or unwritable
-    temp folder is a TrainingError naming it, not a traceback.
+def write_scratch_file(value: Any, path: Path) -> None:
+    """``joblib.dump`` (an array: ``np.save``; rows converted to another type: ``write_rows``); a full
+    or unwritable temp folder is a TrainingError naming it, not a traceback.
 
     ``np.save`` writes a contiguous array's memory to the file as it is, where joblib copies it
     to bytes first (16 MiB at a time): with the worker processes, the encoding of all rows
     for the refit, written while the fits' results were held, made training's peak."""
     with _scratch_errors(path):
-        if isinstance(value, np.ndarray) and dtype is not None:
-            _save_blocks([value], dtype, path)
-        elif isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray):
             np.save(path, value, allow_pickle=False)
         else:
             joblib.dump(value, path)

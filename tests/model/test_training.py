@@ -599,7 +599,7 @@ def test_a_folds_rows_are_written_without_their_whole_matrix_in_float64_or_float
     monkeypatch.setattr(fitting, "CONVERT_BLOCK_BYTES", 7 * 125 * 4)
     path = tmp_path / "converted.npy"
     for rows in (np.asfortranarray(encoded[:1000]), encoded[:0]):
-        fitting.write_scratch_file(rows, path, np.float32)
+        fitting.write_rows([rows], path, np.float32)
         written = np.load(path, mmap_mode="r")
         assert written.dtype == np.float32 and written.shape == rows.shape
         np.testing.assert_array_equal(written, rows.astype(np.float32))
