@@ -16,7 +16,6 @@ Stdlib only at import: fullprocess's cron fast path reads ``latest.json`` on eve
 from __future__ import annotations
 
 import csv
-import mmap
 import shutil
 from pathlib import Path
 
@@ -125,8 +124,10 @@ def _rows_held(path: Path, id_columns: list[str], expected: int) -> int:
 
 
 def _holds_carriage_return(path: Path) -> bool:
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return data.find(b"\r") >= 0
+    """Read a MiB at a time: a memory map's pages, once searched, counted as the process's own
+    (a 1,000,000-client list's largest process went from 539 to 589 MiB)."""
+    with open(path, "rb") as handle:
+        return any(b"\r" in block for block in iter(lambda: handle.read(1 << 20), b""))
 
 
 def read_call_list(
